@@ -1,0 +1,61 @@
+"""The `replicator` command: parses arguments and hands each subcommand to its module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from replicator import __version__
+from replicator.errors import ConfigError, ReplicatorError, UsageError
+
+# Each module registers its subcommand(s) with `register(subparsers)`; `set_defaults(func=...)`
+# names the handler, which returns the exit code (0 done, 1 failed or drifted, 2 usage/config).
+COMMAND_MODULES = ("replicator.cli.copy",)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, every subcommand included."""
+    parser = argparse.ArgumentParser(
+        prog="replicator",
+        description="Replicate container images between OCI registries, "
+        "cross-region and cross-account.",
+    )
+    parser.add_argument("--version", action="version", version=f"replicator {__version__}")
+    parser.add_argument(
+        "--log-level", default="warning", help="debug, info, warning or error (default: warning)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    from replicator import logs
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(level=args.log_level)
+    try:
+        code: int = args.func(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"replicator {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReplicatorError as exc:
+        print(f"replicator {args.command}: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"replicator {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

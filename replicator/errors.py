@@ -1,0 +1,158 @@
+"""The exception tree. Every error knows whether it is temporary and carries a stable code.
+
+    ReplicatorError                 code, temporary
+    ├── UsageError                  bad command-line arguments (exit 2)
+    ├── ConfigError                 a bad config file: names the file and the field (exit 2)
+    ├── EventError                  a bus payload that cannot be accepted (dead letter)
+    ├── InvalidReferenceError       an invalid image reference, repository name, tag or digest
+    ├── ManifestError               a manifest that cannot be parsed, too large, or cyclic
+    ├── RegistryError               a registry answered with an error (status, OCI codes)
+    │   ├── AuthError               401/403 after authentication was attempted
+    │   ├── NotFoundError           404 / MANIFEST_UNKNOWN / BLOB_UNKNOWN / NAME_UNKNOWN
+    │   └── TransportError          connection failed, reset or timed out (always temporary)
+    ├── DigestMismatch              bytes that do not hash to the digest they claim
+    ├── PolicyDenied                a destination's registry policy refuses the principal
+    ├── JournalError                the journal cannot be read or written
+    │   └── SchemaError             the journal's schema is newer than this program
+    └── TransitionError             an illegal job state transition: a bug, never retried
+
+Only `retryable()` decides whether to retry: it is the one retry predicate of the project.
+"""
+
+from __future__ import annotations
+
+
+class ReplicatorError(Exception):
+    """Base of every error replicator raises on purpose."""
+
+    code: str = "INTERNAL_ERROR"
+    temporary: bool = False
+
+    def __init__(self, message: str, *, temporary: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if temporary is not None:
+            self.temporary = temporary
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ReplicatorError):
+    """Arguments that do not make a valid command."""
+
+    code = "USAGE"
+
+
+class ConfigError(ReplicatorError):
+    """A config file that cannot be loaded; says which file and which field."""
+
+    code = "CONFIG_INVALID"
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        self.file = file
+        self.field = field
+        where = ": ".join(part for part in (file, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class EventError(ReplicatorError):
+    """A bus payload that is rejected; `reason` is a stable snake_case word for metrics."""
+
+    code = "EVENT_REJECTED"
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidReferenceError(ReplicatorError):
+    """An invalid image reference, repository name, tag or digest."""
+
+    code = "INVALID_REFERENCE"
+
+
+class ManifestError(ReplicatorError):
+    """A manifest that cannot be parsed, exceeds a limit, or references itself."""
+
+    code = "INVALID_MANIFEST"
+
+
+class RegistryError(ReplicatorError):
+    """A registry answered with an error status or could not be reached."""
+
+    code = "REGISTRY_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_codes: tuple[str, ...] = (),
+        temporary: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        if temporary is None:
+            temporary = status is None or status in (408, 429) or status >= 500
+        super().__init__(message, temporary=temporary)
+        self.status = status
+        self.error_codes = error_codes
+        self.retry_after = retry_after
+
+
+class AuthError(RegistryError):
+    """Credentials were refused (401/403) or the token service failed."""
+
+    code = "AUTH_FAILED"
+
+
+class NotFoundError(RegistryError):
+    """The repository, manifest or blob does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class TransportError(RegistryError):
+    """The connection failed, was reset, or timed out; always temporary."""
+
+    code = "TRANSPORT_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None, temporary=True)
+
+
+class DigestMismatch(ReplicatorError):
+    """Bytes received do not hash to the digest they were requested by; never retried."""
+
+    code = "DIGEST_MISMATCH"
+
+
+class PolicyDenied(ReplicatorError):
+    """The destination's registry policy refuses the source account."""
+
+    code = "POLICY_DENIED"
+
+
+class JournalError(ReplicatorError):
+    """The journal cannot be read or written (disk full, locked, unreachable database)."""
+
+    code = "JOURNAL_ERROR"
+    temporary = True
+
+
+class SchemaError(JournalError):
+    """The journal was written by a newer replicator; refuse rather than corrupt it."""
+
+    code = "JOURNAL_SCHEMA"
+    temporary = False
+
+
+class TransitionError(ReplicatorError):
+    """A job state transition that the table does not allow: a bug in the caller."""
+
+    code = "ILLEGAL_TRANSITION"
+
+
+def retryable(exc: BaseException) -> bool:
+    """The one retry predicate: retry our temporary errors, nothing else."""
+    return isinstance(exc, ReplicatorError) and exc.temporary
