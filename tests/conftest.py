@@ -1,0 +1,7 @@
+"""Shared fixtures: each concern's fixtures live in its own module under tests/support/."""
+
+pytest_plugins = [
+    "tests.support.registry_fixtures",
+    "tests.support.mqtt_fixtures",
+    "tests.support.journal_fixtures",
+]
