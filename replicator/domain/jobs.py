@@ -1,0 +1,234 @@
+"""The job state machine: one table of (state, event) -> next state, after h11.
+
+    PENDING --START--> IN_PROGRESS --SUCCEED--------> COMPLETE
+       |                   |  |  \\--FAIL_PERMANENT--> FAILED --RETRY--> PENDING
+       |                   |  \\----FAIL_TEMPORARY--> RETRY_WAIT --WAKE--> PENDING
+       |                   \\------RESUME (crash)----> PENDING
+       \\--DENY (policy)--> FAILED
+
+An event without an entry raises TransitionError: it is a bug in the caller, never retried.
+Whether a failure is retried, and after how long, are pure functions here too; the caller
+supplies the attempt count, the limit and the random jitter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+
+from replicator.errors import TransitionError
+
+
+class JobState(StrEnum):
+    """Where a job is; stored as these strings in the journal."""
+
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    RETRY_WAIT = "RETRY_WAIT"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+
+class JobEvent(StrEnum):
+    """What happens to a job."""
+
+    START = "START"  # a worker claims the job
+    SUCCEED = "SUCCEED"  # the copy finished
+    FAIL_TEMPORARY = "FAIL_TEMPORARY"  # failed, will be tried again later
+    FAIL_PERMANENT = "FAIL_PERMANENT"  # failed for good (permanent error or attempts used up)
+    DENY = "DENY"  # the destination's policy refuses it before any work
+    RESUME = "RESUME"  # crash recovery: a job left IN_PROGRESS is queued again
+    RETRY = "RETRY"  # an operator, or a new push of the same image, gives a failed job a new chance
+    WAKE = "WAKE"  # the retry wait is over
+
+
+class JobKind(StrEnum):
+    """What a job does at the destination."""
+
+    COPY = "COPY"
+    DELETE = "DELETE"
+
+
+class ReplicationStatus(StrEnum):
+    """The three statuses of ECR's DescribeImageReplicationStatus."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+
+class FailureCode(StrEnum):
+    """Why a job failed; values equal the `.code` of replicator.errors classes where one exists."""
+
+    POLICY_DENIED = "POLICY_DENIED"
+    DIGEST_MISMATCH = "DIGEST_MISMATCH"
+    NOT_FOUND = "NOT_FOUND"
+    AUTH_FAILED = "AUTH_FAILED"
+    INVALID_MANIFEST = "INVALID_MANIFEST"
+    INVALID_REFERENCE = "INVALID_REFERENCE"
+    REGISTRY_ERROR = "REGISTRY_ERROR"
+    TRANSPORT_ERROR = "TRANSPORT_ERROR"
+    MAX_ATTEMPTS = "MAX_ATTEMPTS"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+S = JobState
+E = JobEvent
+
+TRANSITIONS: Mapping[tuple[JobState, JobEvent], JobState] = MappingProxyType(
+    {
+        (S.PENDING, E.START): S.IN_PROGRESS,
+        (S.PENDING, E.DENY): S.FAILED,
+        (S.IN_PROGRESS, E.SUCCEED): S.COMPLETE,
+        (S.IN_PROGRESS, E.FAIL_TEMPORARY): S.RETRY_WAIT,
+        (S.IN_PROGRESS, E.FAIL_PERMANENT): S.FAILED,
+        (S.IN_PROGRESS, E.RESUME): S.PENDING,
+        (S.RETRY_WAIT, E.WAKE): S.PENDING,
+        (S.FAILED, E.RETRY): S.PENDING,
+    }
+)
+
+TERMINAL_STATES = frozenset({S.COMPLETE, S.FAILED})
+# States a worker may claim: PENDING at once, RETRY_WAIT once its next attempt is due.
+CLAIMABLE_STATES = (S.PENDING, S.RETRY_WAIT)
+
+_REPLICATION_STATUS = MappingProxyType(
+    {
+        S.PENDING: ReplicationStatus.IN_PROGRESS,
+        S.IN_PROGRESS: ReplicationStatus.IN_PROGRESS,
+        S.RETRY_WAIT: ReplicationStatus.IN_PROGRESS,
+        S.COMPLETE: ReplicationStatus.COMPLETE,
+        S.FAILED: ReplicationStatus.FAILED,
+    }
+)
+# When several jobs (tags) of one digest reach one destination, the status shown is the one
+# that most needs attention: a failure first, then work still going on.
+_STATUS_PRECEDENCE = (
+    ReplicationStatus.FAILED,
+    ReplicationStatus.IN_PROGRESS,
+    ReplicationStatus.COMPLETE,
+)
+# Exponents above this already exceed any sensible cap; stopping here keeps float powers finite.
+_MAX_BACKOFF_EXPONENT = 64
+
+
+def transition(state: JobState, event: JobEvent) -> JobState:
+    """The state after `event`; raise TransitionError when the table has no entry."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        allowed = sorted(e.value for (s, e) in TRANSITIONS if s == state)
+        raise TransitionError(
+            f"job in state {state.value} cannot take event {event.value} "
+            f"(allowed: {', '.join(allowed) or 'none, the state is final'})"
+        ) from None
+
+
+def claim_path(state: JobState) -> tuple[JobEvent, ...]:
+    """The events that take a claimable job to IN_PROGRESS: START, after WAKE if it waited."""
+    if state is S.RETRY_WAIT:
+        return (E.WAKE, E.START)
+    return (E.START,)
+
+
+def apply(state: JobState, events: Iterable[JobEvent]) -> JobState:
+    """Run `events` through the table in order."""
+    for event in events:
+        state = transition(state, event)
+    return state
+
+
+def after_failure(attempts: int, max_attempts: int, temporary: bool) -> JobEvent:
+    """FAIL_TEMPORARY while a temporary failure has attempts left, else FAIL_PERMANENT."""
+    if temporary and attempts < max_attempts:
+        return E.FAIL_TEMPORARY
+    return E.FAIL_PERMANENT
+
+
+def backoff_seconds(
+    attempts: int, *, base: float = 2.0, cap: float = 300.0, jitter_fraction: float
+) -> float:
+    """Seconds to wait after the `attempts`-th failure: base**attempts capped, with equal jitter.
+
+    Equal jitter keeps half the delay fixed and spreads the other half by `jitter_fraction`
+    (a random number in [0, 1) the caller draws), so retries of a burst do not arrive together
+    yet never come sooner than half the exponential delay.
+    """
+    if not 0.0 <= jitter_fraction < 1.0:
+        raise ValueError(f"jitter_fraction {jitter_fraction} is not in [0, 1)")
+    if attempts < 0:
+        raise ValueError(f"attempts {attempts} is negative")
+    delay = min(cap, base ** min(attempts, _MAX_BACKOFF_EXPONENT))
+    return delay / 2 + delay / 2 * jitter_fraction
+
+
+@dataclass(frozen=True, slots=True)
+class FailureDecision:
+    """What a failure does to a job: the event to apply and the code and reason to record."""
+
+    event: JobEvent
+    code: FailureCode
+    reason: str
+
+
+def failure_code(code: str) -> FailureCode:
+    """The FailureCode named by an error's `.code`; INTERNAL_ERROR for codes jobs do not use."""
+    try:
+        return FailureCode(code)
+    except ValueError:
+        return FailureCode.INTERNAL_ERROR
+
+
+def decide_failure(
+    *, code: str, reason: str, temporary: bool, attempts: int, max_attempts: int
+) -> FailureDecision:
+    """The event, code and reason for a failed attempt.
+
+    A temporary failure with no attempts left becomes MAX_ATTEMPTS with the last error in the
+    reason; an error code jobs do not know becomes INTERNAL_ERROR, the code kept in the reason.
+    """
+    event = after_failure(attempts, max_attempts, temporary)
+    if temporary and event is E.FAIL_PERMANENT:
+        return FailureDecision(
+            event, FailureCode.MAX_ATTEMPTS, f"gave up after {attempts} attempts: {code}: {reason}"
+        )
+    known = failure_code(code)
+    if known is FailureCode.INTERNAL_ERROR and code != FailureCode.INTERNAL_ERROR:
+        reason = f"{code}: {reason}"
+    return FailureDecision(event, known, reason)
+
+
+def replication_status(state: JobState) -> ReplicationStatus:
+    """The ECR status a job state shows as: anything not finished is IN_PROGRESS."""
+    return _REPLICATION_STATUS[state]
+
+
+def combined_status(states: Iterable[JobState]) -> ReplicationStatus:
+    """One status for several jobs of an image at one destination: FAILED, else IN_PROGRESS."""
+    present = {replication_status(state) for state in states}
+    if not present:
+        raise ValueError("no job states to combine")
+    return next(status for status in _STATUS_PRECEDENCE if status in present)
+
+
+@dataclass(frozen=True, slots=True)
+class JobKey:
+    """What makes a job unique: one image (digest, tag or none) from a source to a destination.
+
+    `source` and `destination` are registry names from the config.
+    """
+
+    source: str
+    repository: str
+    digest: str
+    tag: str | None
+    destination: str
+    kind: JobKind = JobKind.COPY
+
+    def __str__(self) -> str:
+        image = f"{self.repository}@{self.digest}"
+        if self.tag:
+            image = f"{self.repository}:{self.tag}@{self.digest}"
+        return f"{self.kind.value.lower()} {self.source}/{image} -> {self.destination}"
