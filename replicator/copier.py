@@ -1,0 +1,379 @@
+"""The copy engine: gathers facts, asks `domain.plan` what to do, and does it.
+
+One `Copier` serves every copy of a process (the CLI's, the daemon's workers, backfill): it owns
+the global transfer limit, the in-flight de-duplication of blobs per destination, and the memory
+of which destination repository holds which blob (for cross-repository mounts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+from replicator.domain.manifests import Manifest
+from replicator.domain.media import ManifestKind
+from replicator.domain.plan import (
+    BlobAction,
+    BlobStep,
+    CopyPlan,
+    DestinationFacts,
+    Shortcut,
+    blobs_to_check,
+    plan_copy,
+    quick_check,
+    referrer_tags,
+)
+from replicator.errors import ManifestError, NotFoundError
+from replicator.logs import get_logger
+from replicator.registry import blobs, manifests, referrers, tags
+from replicator.registry.client import RegistryClient
+from replicator.retry import DEFAULT_ATTEMPTS, retrying
+
+log = get_logger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Blob transfers in flight across all copies of the process (workers.concurrency).
+DEFAULT_CONCURRENCY = 16
+# An index nests at most this deep (an index of indexes is legal, deeper is not seen in practice);
+# the bound also stops a cyclic reference from recursing forever.
+MAX_TREE_DEPTH = 4
+# Remembered (destination, digest) -> repository pairs for mounts; ~100 bytes each, so ~10 MB.
+KNOWN_BLOBS_CAP = 100_000
+
+
+@dataclass(slots=True)
+class CopyStats:
+    """What a copy did, summed over images."""
+
+    images: int = 0
+    manifests: int = 0
+    blobs_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    bytes_copied: int = 0
+
+    def add(self, other: CopyStats) -> None:
+        """Add `other` into this one."""
+        self.images += other.images
+        self.manifests += other.manifests
+        self.blobs_copied += other.blobs_copied
+        self.blobs_mounted += other.blobs_mounted
+        self.blobs_skipped += other.blobs_skipped
+        self.bytes_copied += other.bytes_copied
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A repository at a registry."""
+
+    client: RegistryClient
+    repository: str
+
+    def __str__(self) -> str:
+        return f"{self.client.host}/{self.repository}"
+
+
+@dataclass(slots=True)
+class _Progress:
+    stats: CopyStats = field(default_factory=CopyStats)
+
+
+BlobObserver = Callable[[str, int], None]  # (action, bytes): for metrics
+
+
+class Copier:
+    """Copies images between registries; safe to share between concurrent tasks."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        chunk_threshold: int = blobs.DEFAULT_CHUNK_THRESHOLD,
+        attempts: int = DEFAULT_ATTEMPTS,
+        on_blob: BlobObserver | None = None,
+    ) -> None:
+        self._transfers = asyncio.Semaphore(concurrency)
+        self._chunk_threshold = chunk_threshold
+        self._attempts = attempts
+        self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._on_blob = on_blob
+
+    # -- public operations -------------------------------------------------------------------
+
+    async def copy_image(
+        self,
+        src: Endpoint,
+        reference: str,
+        dst: Endpoint,
+        *,
+        tag: str | None = None,
+        with_referrers: bool = True,
+    ) -> tuple[str, CopyStats]:
+        """Copy the image `reference` (tag or digest) of `src` to `dst`, under `tag` if given.
+
+        Returns the digest copied and what was done. Raises the typed errors: NotFoundError when
+        the source image is missing, DigestMismatch, ManifestError, RegistryError.
+        """
+        progress = _Progress()
+        bound = log.bind(source=str(src), destination=str(dst), reference=reference)
+        head = await self._retry(manifests.head, src.client, src.repository, reference)
+        if head is None:
+            raise NotFoundError(f"source image {src}:{reference} not found", status=404)
+        digest = head.digest
+        dest_tag = (
+            await self._retry(manifests.head, dst.client, dst.repository, tag) if tag else None
+        )
+        has_digest = (dest_tag is not None and dest_tag.digest == digest) or (
+            await self._retry(manifests.head, dst.client, dst.repository, digest) is not None
+        )
+        shortcut = quick_check(
+            source_digest=digest,
+            tag=tag,
+            dest_tag_digest=dest_tag.digest if dest_tag else None,
+            dest_has_digest=has_digest,
+        )
+        progress.stats.images = 1
+        if shortcut is Shortcut.UP_TO_DATE:
+            bound.debug("image_up_to_date", digest=digest)
+            return digest, progress.stats
+        root = await self._retry(manifests.get, src.client, src.repository, digest)
+        if shortcut is Shortcut.TAG_ONLY:
+            plan = plan_copy(root, {}, DestinationFacts(frozenset({digest})), tag=tag)
+        else:
+            children = await self._gather_tree(src, root)
+            plan = await self._plan(root, children, dst, tag)
+        await self._execute(plan, src, dst, progress)
+        bound.info(
+            "image_copied",
+            digest=digest,
+            tag=tag,
+            blobs_copied=progress.stats.blobs_copied,
+            blobs_mounted=progress.stats.blobs_mounted,
+            blobs_skipped=progress.stats.blobs_skipped,
+            bytes=progress.stats.bytes_copied,
+        )
+        if with_referrers and shortcut is Shortcut.FULL:
+            progress.stats.add(await self._copy_referrers(src, dst, root))
+        return digest, progress.stats
+
+    async def copy_repository(
+        self, src: Endpoint, dst: Endpoint, *, tag_filter: Callable[[str], bool] | None = None
+    ) -> CopyStats:
+        """Copy every tag of `src` (referrer tags after the tags they refer to)."""
+        all_tags = await self._retry(tags.list_tags, src.client, src.repository)
+        if not all_tags:
+            raise NotFoundError(f"source repository {src} has no tags", status=404)
+        chosen = [t for t in all_tags if tag_filter is None or tag_filter(t)]
+        # Referrer tags (sha256-<hex>[.sig|.att|.sbom]) go last so their subjects exist first.
+        chosen.sort(key=lambda t: t.startswith(("sha256-", "sha512-")))
+        total = CopyStats()
+        plain = [t for t in chosen if not t.startswith(("sha256-", "sha512-"))]
+        referrer = [t for t in chosen if t.startswith(("sha256-", "sha512-"))]
+        for group in (plain, referrer):
+            results = await _gather_all(
+                self.copy_image(src, t, dst, tag=t, with_referrers=False) for t in group
+            )
+            for _, stats in results:
+                total.add(stats)
+        return total
+
+    # -- facts --------------------------------------------------------------------------------
+
+    async def _gather_tree(self, src: Endpoint, root: Manifest) -> dict[str, Manifest]:
+        """Every descendant manifest of an index, fetched concurrently, depth-bounded."""
+        found: dict[str, Manifest] = {}
+        level = [root]
+        for _depth in range(MAX_TREE_DEPTH):
+            wanted = {c.digest for m in level for c in m.children if c.digest not in found}
+            wanted.discard(root.digest)
+            if not wanted:
+                return found
+            fetched = await _gather_all(
+                self._retry(manifests.get, src.client, src.repository, d) for d in sorted(wanted)
+            )
+            for manifest in fetched:
+                found[manifest.digest] = manifest
+            level = fetched
+        raise ManifestError(f"{src}@{root.digest}: index nests deeper than {MAX_TREE_DEPTH}")
+
+    async def _plan(
+        self, root: Manifest, children: dict[str, Manifest], dst: Endpoint, tag: str | None
+    ) -> CopyPlan:
+        manifest_digests = sorted(children)
+        heads = await _gather_all(
+            self._retry(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
+        )
+        present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
+        candidates = blobs_to_check(root, children, present)
+        sizes = await _gather_all(
+            self._retry(blobs.head, dst.client, dst.repository, d) for d in candidates
+        )
+        blobs_present = frozenset(
+            d for d, s in zip(candidates, sizes, strict=True) if s is not None
+        )
+        for digest in blobs_present:
+            self._remember(dst, digest)
+        mountable = {
+            d: repo
+            for d in candidates
+            if d not in blobs_present
+            and (repo := self._known.get((dst.client.host, d))) is not None
+            and repo != dst.repository
+        }
+        facts = DestinationFacts(present, blobs_present, mountable)
+        return plan_copy(root, children, facts, tag=tag)
+
+    # -- acting -------------------------------------------------------------------------------
+
+    async def _execute(
+        self, plan: CopyPlan, src: Endpoint, dst: Endpoint, progress: _Progress
+    ) -> None:
+        await _gather_all(self._ensure_blob(step, src, dst, progress) for step in plan.blobs)
+        children = [m for m in plan.manifests if m.digest != plan.root.digest]
+        # Images before the indexes that list them; all of one kind at once.
+        for kind_first in (True, False):
+            batch = [m for m in children if (m.kind is not ManifestKind.INDEX) is kind_first]
+            await _gather_all(
+                self._retry(manifests.put, dst.client, dst.repository, m.digest, m) for m in batch
+            )
+            progress.stats.manifests += len(batch)
+        if plan.manifests and plan.manifests[-1].digest == plan.root.digest:
+            reference = plan.tag or plan.root.digest
+            await self._retry(manifests.put, dst.client, dst.repository, reference, plan.root)
+            progress.stats.manifests += 1
+
+    async def _ensure_blob(
+        self, step: BlobStep, src: Endpoint, dst: Endpoint, progress: _Progress
+    ) -> None:
+        digest = step.descriptor.digest
+        if step.action is BlobAction.SKIP:
+            progress.stats.blobs_skipped += 1
+            self._observe("skipped", 0)
+            return
+        key = (dst.client.host, digest)
+        # In-flight de-duplication: a second job wanting the same blob at the same destination
+        # waits for the first transfer, then mounts (other repository) or skips (same one).
+        while (pending := self._inflight.get(key)) is not None:
+            await asyncio.wait([pending])
+        holder = self._known.get(key)
+        if holder == dst.repository:
+            progress.stats.blobs_skipped += 1
+            self._observe("skipped", 0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            mount_from = step.mount_from or holder
+            await self._retry(self._transfer, step, src, dst, mount_from, progress)
+            self._remember(dst, digest)
+        finally:
+            del self._inflight[key]
+            future.set_result(None)
+
+    async def _transfer(
+        self,
+        step: BlobStep,
+        src: Endpoint,
+        dst: Endpoint,
+        mount_from: str | None,
+        progress: _Progress,
+    ) -> None:
+        descriptor = step.descriptor
+        location: str | None = None
+        if mount_from is not None:
+            result = await blobs.mount(dst.client, dst.repository, descriptor.digest, mount_from)
+            if result.mounted:
+                progress.stats.blobs_mounted += 1
+                self._observe("mounted", 0)
+                return
+            # The registry opened an upload instead (it could not mount): use it.
+            location = result.location
+        async with (
+            self._transfers,
+            _slots(src.client, dst.client),
+            blobs.open_blob(src.client, src.repository, descriptor.digest) as body,
+        ):
+            await blobs.upload(
+                dst.client,
+                dst.repository,
+                descriptor.digest,
+                descriptor.size,
+                blobs.verified(body, descriptor.digest, descriptor.size),
+                location=location,
+                chunk_threshold=self._chunk_threshold,
+            )
+        progress.stats.blobs_copied += 1
+        progress.stats.bytes_copied += descriptor.size
+        self._observe("copied", descriptor.size)
+
+    async def _copy_referrers(self, src: Endpoint, dst: Endpoint, root: Manifest) -> CopyStats:
+        """Copy what refers to `root` (signatures, SBOMs): OCI referrers, else the tag schema."""
+        total = CopyStats()
+        found = await self._retry(referrers.list_referrers, src.client, src.repository, root.digest)
+        if found is not None:
+            for descriptor in found:
+                _, stats = await self.copy_image(src, descriptor.digest, dst, with_referrers=False)
+                total.add(stats)
+        schema_tags = referrer_tags(
+            await self._retry(tags.list_tags, src.client, src.repository), root.digest
+        )
+        for tag in schema_tags:
+            _, stats = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
+            total.add(stats)
+        return total
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _remember(self, dst: Endpoint, digest: str) -> None:
+        key = (dst.client.host, digest)
+        self._known[key] = dst.repository
+        self._known.move_to_end(key)
+        while len(self._known) > KNOWN_BLOBS_CAP:
+            self._known.popitem(last=False)
+
+    def _observe(self, action: str, size: int) -> None:
+        if self._on_blob is not None:
+            self._on_blob(action, size)
+
+    async def _retry(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        async for attempt in retrying(self._attempts):
+            with attempt:
+                return await func(*args, **kwargs)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+@asynccontextmanager
+async def _slots(*clients: RegistryClient) -> AsyncIterator[None]:
+    """Hold a request slot on each registry, taken in host order so two opposite transfers
+    (A->B and B->A) can never each hold one slot and wait for the other's."""
+    async with AsyncExitStack() as stack:
+        for client in sorted({c.host: c for c in clients}.values(), key=lambda c: c.host):
+            await stack.enter_async_context(client.slot())
+        yield
+
+
+async def _gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Run awaitables concurrently; on the first failure cancel the rest and raise it."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_as_coroutine(aw)) for aw in aws]
+    except BaseExceptionGroup as group_error:
+        raise _first(group_error) from None
+    return [task.result() for task in tasks]
+
+
+async def _as_coroutine(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf error of a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,0 +1,228 @@
+"""Blobs: HEAD, streamed GET with digest verification, cross-repository mount, streamed upload.
+
+The upload path reads as named steps, as go-containerregistry's does: check existing (HEAD),
+initiate (POST, trying a mount), stream (one PUT, or PATCH chunks above a threshold), commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from replicator.errors import DigestMismatch, NotFoundError, RegistryError
+from replicator.registry.client import RegistryClient, pull_scope, push_scope
+
+# Above this size a blob is sent as PATCH chunks instead of one PUT: some registries and the
+# proxies in front of them cap a request body (nginx's client_max_body_size, 100 MB at some CDNs).
+DEFAULT_CHUNK_THRESHOLD = 64 * 1024 * 1024
+# Size of each PATCH chunk above the threshold; large enough that request overhead is negligible.
+DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MountResult:
+    """A mount either happened, or the registry opened an upload session we can use instead."""
+
+    mounted: bool
+    location: str | None
+
+
+async def head(client: RegistryClient, repository: str, digest: str) -> int | None:
+    """The blob's size when the repository has it, else None."""
+    try:
+        resp = await client.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=pull_scope(repository)
+        )
+    except NotFoundError:
+        return None
+    return int(resp.headers.get("content-length", "0") or 0)
+
+
+@asynccontextmanager
+async def open_blob(
+    client: RegistryClient, repository: str, digest: str
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Stream a blob's bytes (following storage redirects), unverified; see `verified`."""
+    async with client.stream(
+        "GET", f"/v2/{repository}/blobs/{digest}", scope=pull_scope(repository)
+    ) as resp:
+        yield resp.aiter_bytes()
+
+
+async def verified(chunks: AsyncIterator[bytes], digest: str, size: int) -> AsyncIterator[bytes]:
+    """Pass bytes through, hashing them; raise DigestMismatch before the last chunk leaves.
+
+    The last chunk is held back until the whole stream has been hashed: an upload whose
+    Content-Length is complete would be committed by the registry, so a mismatch must abort
+    the request while it still lacks bytes. Memory: one network chunk.
+    """
+    algorithm, _, expected = digest.partition(":")
+    hasher = hashlib.new(algorithm)
+    seen = 0
+    held: bytes | None = None
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        hasher.update(chunk)
+        seen += len(chunk)
+        if seen > size:
+            raise DigestMismatch(f"blob {digest} is longer than its descriptor's {size} bytes")
+        if held is not None:
+            yield held
+        held = chunk
+    if seen != size:
+        raise DigestMismatch(f"blob {digest}: got {seen} bytes, its descriptor says {size}")
+    if hasher.hexdigest() != expected:
+        raise DigestMismatch(f"blob bytes hash to {algorithm}:{hasher.hexdigest()}, not {digest}")
+    if held is not None:
+        yield held
+
+
+async def mount(
+    client: RegistryClient, repository: str, digest: str, from_repository: str
+) -> MountResult:
+    """Cross-repository mount; 201 = mounted, 202 = not mounted but an upload session is open."""
+    resp = await client.request(
+        "POST",
+        f"/v2/{repository}/blobs/uploads/",
+        scope=push_scope(repository, mount_from=from_repository),
+        params={"mount": digest, "from": from_repository},
+        expected=(201, 202),
+    )
+    if resp.status_code == 201:
+        return MountResult(mounted=True, location=None)
+    return MountResult(mounted=False, location=_location(resp))
+
+
+async def start_upload(client: RegistryClient, repository: str) -> str:
+    """Open an upload session; returns its Location (absolute or relative, as the registry said)."""
+    resp = await client.request(
+        "POST",
+        f"/v2/{repository}/blobs/uploads/",
+        scope=push_scope(repository),
+        expected=(202, 201),
+    )
+    return _location(resp)
+
+
+def _location(resp: httpx.Response) -> str:
+    location = resp.headers.get("location")
+    if not location:
+        raise RegistryError(
+            f"{resp.request.url.host}: upload answer {resp.status_code} has no Location header",
+            status=resp.status_code,
+            temporary=False,
+        )
+    # Relative Locations (distribution answers "/v2/<name>/blobs/uploads/<uuid>?_state=..") are
+    # resolved against the request URL, as RFC 9110 says; absolute ones are kept as given.
+    return str(resp.request.url.join(location))
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return str(httpx.URL(location).copy_merge_params({"digest": digest}))
+
+
+async def upload(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    size: int,
+    chunks: AsyncIterator[bytes],
+    *,
+    location: str | None = None,
+    chunk_threshold: int = DEFAULT_CHUNK_THRESHOLD,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> None:
+    """Stream `chunks` (already wrapped by `verified`) into the repository as blob `digest`."""
+    location = location or await start_upload(client, repository)
+    scope = push_scope(repository)
+    try:
+        if size <= chunk_threshold:
+            # Monolithic: one PUT carrying the body, the digest in the query (OCI "single PUT").
+            await client.request(
+                "PUT",
+                _with_digest(location, digest),
+                scope=scope,
+                expected=(201, 204),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                content=chunks,
+            )
+            return
+        location = await _patch_chunks(
+            client, location, scope=scope, size=size, chunks=chunks, chunk_size=chunk_size
+        )
+        await client.request(
+            "PUT",
+            _with_digest(location, digest),
+            scope=scope,
+            expected=(201, 204),
+            headers={"Content-Length": "0"},
+        )
+    except BaseException:
+        await cancel_upload(client, location, scope)
+        raise
+
+
+async def _patch_chunks(
+    client: RegistryClient,
+    location: str,
+    *,
+    scope: str,
+    size: int,
+    chunks: AsyncIterator[bytes],
+    chunk_size: int,
+) -> str:
+    """Send the stream as PATCH requests of `chunk_size` bytes each; returns the last Location."""
+    source = _Rechunker(chunks)
+    offset = 0
+    while offset < size:
+        length = min(chunk_size, size - offset)
+        resp = await client.request(
+            "PATCH",
+            location,
+            scope=scope,
+            expected=(202, 204),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+                "Content-Range": f"{offset}-{offset + length - 1}",
+            },
+            content=source.take(length),
+        )
+        # Each answer carries the Location to use next (it holds the upload's state).
+        location = _location(resp) if resp.headers.get("location") else location
+        offset += length
+    return location
+
+
+class _Rechunker:
+    """Splits one byte stream into consecutive sub-streams of exact lengths, without copying all."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    async def take(self, length: int) -> AsyncIterator[bytes]:
+        """Yield exactly `length` bytes from the stream (less only if it ends early)."""
+        remaining = length
+        while remaining > 0:
+            if not self._pending:
+                try:
+                    self._pending = await anext(self._chunks)
+                except StopAsyncIteration:
+                    return
+            piece, self._pending = self._pending[:remaining], self._pending[remaining:]
+            remaining -= len(piece)
+            yield piece
+
+
+async def cancel_upload(client: RegistryClient, location: str, scope: str) -> None:
+    """Best-effort DELETE of an upload session so no partial upload lingers at the registry."""
+    try:
+        await client.request("DELETE", location, scope=scope, expected=(200, 202, 204, 404))
+    except RegistryError:
+        return

@@ -1,0 +1,233 @@
+"""The request core of the registry client: base URL, auth, per-registry limit, typed errors.
+
+Resource operations live beside it, one module per registry resource: `manifests`, `blobs`,
+`uploads`, `tags` (tags and catalog), `referrers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+
+import httpx
+
+from replicator.domain.refs import is_loopback_host
+from replicator.errors import TransportError
+from replicator.registry.auth import Authenticator, Credentials
+from replicator.registry.responses import describe, raise_for_status
+
+# Registries a task already holds a request slot on, so nested requests of one transfer (GET from
+# the source while uploading to the destination) never wait on a slot their own task holds.
+_HELD: ContextVar[frozenset[str]] = ContextVar("replicator_held_slots", default=frozenset())
+# Default requests in flight per registry: distribution and most cloud registries throttle well
+# above this, and more than ~8 parallel streams gain nothing on one TCP path.
+DEFAULT_MAX_IN_FLIGHT = 8
+# Connect fast-fail; reads may legitimately stall while a registry hashes a large upload.
+HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=None)
+
+Content = bytes | AsyncIterator[bytes] | None
+
+
+def new_http_client(
+    *, verify: bool | str = True, cert: tuple[str, str] | None = None, max_connections: int = 64
+) -> httpx.AsyncClient:
+    """An httpx client set up for registries: no redirects hidden, pooled, no env proxies."""
+    import ssl
+
+    context: ssl.SSLContext | bool
+    if isinstance(verify, str):
+        context = ssl.create_default_context(cafile=verify)
+    elif verify:
+        context = ssl.create_default_context()
+    else:
+        context = False
+    if cert and isinstance(context, ssl.SSLContext):
+        context.load_cert_chain(*cert)
+    return httpx.AsyncClient(
+        verify=context,
+        timeout=HTTP_TIMEOUT,
+        # Blob GETs answer 307 to storage backends (S3, GCS); follow them, but without our auth
+        # header, which httpx strips on a cross-origin redirect.
+        follow_redirects=True,
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        trust_env=False,
+        headers={"User-Agent": "replicator"},
+    )
+
+
+class RegistryClient:
+    """One registry: `host[:port]` reached over an injected httpx.AsyncClient."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        host: str,
+        *,
+        scheme: str | None = None,
+        credentials: Credentials | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        self.http = http
+        self.host = host
+        # Docker talks plain HTTP to loopback registries and HTTPS to everything else; so do we.
+        self.scheme = scheme or ("http" if is_loopback_host(host) else "https")
+        self.base_url = f"{self.scheme}://{host}"
+        self._auth = Authenticator(http, credentials)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.referrers_api: bool | None = None  # learned on first use
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.base_url})"
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of this registry's request slots (re-entrant within a task)."""
+        held = _HELD.get()
+        if self.host in held:
+            yield
+            return
+        async with self._slots:
+            token = _HELD.set(held | {self.host})
+            try:
+                yield
+            finally:
+                _HELD.reset(token)
+
+    def url(self, path: str) -> str:
+        """An absolute URL: `path` as given when absolute (upload Locations), else under base."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return self.base_url + path
+
+    async def _authorization(self, scope: str) -> str | None:
+        header = self._auth.header_for(scope)
+        if header is None and self._auth.uses_bearer:
+            header = f"Bearer {await self._auth.fetch_token(scope)}"
+        return header
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        headers: Mapping[str, str] | None,
+        content: Content,
+        params: Mapping[str, str] | None,
+        stream: bool,
+    ) -> httpx.Response:
+        replayable = not isinstance(content, AsyncIterator)
+        sent_auth = await self._authorization(scope)
+        for attempt in (1, 2):
+            all_headers = dict(headers or {})
+            if sent_auth:
+                all_headers["Authorization"] = sent_auth
+            request = self.http.build_request(
+                method, url, headers=all_headers, content=content, params=params
+            )
+            try:
+                response = await self.http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise TransportError(
+                    f"{describe(method, request.url)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            if response.status_code == 401 and attempt == 1 and replayable:
+                await response.aclose()
+                # One forced refresh: the token expired or this scope had none yet.
+                sent_auth = await self._auth.answer(response, scope)
+                continue
+            if not stream:
+                try:
+                    await response.aread()
+                except httpx.HTTPError as exc:
+                    raise TransportError(
+                        f"{describe(method, request.url)}: {type(exc).__name__}"
+                    ) from exc
+            return response
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        expected: tuple[int, ...] = (200,),
+        headers: Mapping[str, str] | None = None,
+        content: Content = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request, body read, and raise the typed error unless `expected`."""
+        async with self.slot():
+            response = await self._send(
+                method,
+                self.url(path),
+                scope=scope,
+                headers=headers,
+                content=content,
+                params=params,
+                stream=False,
+            )
+            await raise_for_status(response, expected)
+            return response
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        expected: tuple[int, ...] = (200,),
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed response, holding a slot until the body is consumed or abandoned."""
+        async with self.slot():
+            response = await self._send(
+                method,
+                self.url(path),
+                scope=scope,
+                headers=headers,
+                content=None,
+                params=None,
+                stream=True,
+            )
+            try:
+                await raise_for_status(response, expected)
+                yield response
+            finally:
+                await response.aclose()
+
+
+def pull_scope(repository: str) -> str:
+    """Token scope to read a repository."""
+    return f"repository:{repository}:pull"
+
+
+def push_scope(repository: str, *, mount_from: str | None = None) -> str:
+    """Token scope to write a repository (and read the mount source, for a cross-repo mount)."""
+    scope = f"repository:{repository}:pull,push"
+    if mount_from and mount_from != repository:
+        scope += f" repository:{mount_from}:pull"
+    return scope
+
+
+def delete_scope(repository: str) -> str:
+    """Token scope to delete from a repository (distribution wants `delete`, others `*`)."""
+    return f"repository:{repository}:delete,pull,push"
+
+
+def link_next(response: httpx.Response) -> str | None:
+    """The next page from an RFC 5988 `Link: <url>; rel="next"` header, if any."""
+    link = response.headers.get("link")
+    if not link:
+        return None
+    for part in link.split(","):
+        url, _, rel = part.partition(";")
+        if 'rel="next"' in rel.replace(" ", "") or "rel=next" in rel.replace(" ", ""):
+            return str(url.strip().strip("<>"))
+    return None

@@ -1,0 +1,107 @@
+"""Manifests: HEAD, GET (size-capped), PUT byte-for-byte, DELETE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from replicator.domain.manifests import MAX_MANIFEST_BYTES, Manifest, digest_of, parse_manifest
+from replicator.domain.media import MANIFEST_ACCEPT
+from replicator.errors import ManifestError, NotFoundError
+from replicator.registry.client import RegistryClient, delete_scope, pull_scope, push_scope
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHead:
+    """What a HEAD tells: digest, media type and size, without the body."""
+
+    digest: str
+    media_type: str
+    size: int
+
+
+async def head(client: RegistryClient, repository: str, reference: str) -> ManifestHead | None:
+    """HEAD a manifest by tag or digest; None when it does not exist."""
+    try:
+        resp = await client.request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=pull_scope(repository),
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+    except NotFoundError:
+        return None
+    digest = resp.headers.get("docker-content-digest", "")
+    if not digest and reference.startswith("sha256:"):
+        digest = reference
+    if not digest:
+        # Some registries omit Docker-Content-Digest on HEAD; the body tells for sure.
+        return _head_of(await get(client, repository, reference))
+    return ManifestHead(
+        digest=digest,
+        media_type=resp.headers.get("content-type", "").split(";")[0],
+        size=int(resp.headers.get("content-length", "0") or 0),
+    )
+
+
+def _head_of(manifest: Manifest) -> ManifestHead:
+    return ManifestHead(manifest.digest, manifest.media_type, len(manifest.raw))
+
+
+async def get(client: RegistryClient, repository: str, reference: str) -> Manifest:
+    """GET and parse a manifest; the bytes are kept exactly as served."""
+    path = f"/v2/{repository}/manifests/{reference}"
+    async with client.stream(
+        "GET", path, scope=pull_scope(repository), headers={"Accept": MANIFEST_ACCEPT}
+    ) as resp:
+        declared = int(resp.headers.get("content-length", "0") or 0)
+        if declared > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{repository}@{reference}: manifest is {declared} bytes, over the "
+                f"{MAX_MANIFEST_BYTES} cap"
+            )
+        body = bytearray()
+        async for chunk in resp.aiter_bytes():
+            body.extend(chunk)
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise ManifestError(
+                    f"{repository}@{reference}: manifest exceeds the {MAX_MANIFEST_BYTES} byte cap"
+                )
+        content_type = resp.headers.get("content-type", "")
+    raw = bytes(body)
+    expected = reference if reference.startswith("sha256:") else None
+    try:
+        return parse_manifest(raw, content_type, digest=expected)
+    except ManifestError as exc:
+        raise ManifestError(f"{client.host}/{repository}@{reference}: {exc}") from exc
+
+
+async def put(client: RegistryClient, repository: str, reference: str, manifest: Manifest) -> str:
+    """PUT the manifest bytes unchanged under a tag or its digest; returns the digest stored."""
+    resp = await client.request(
+        "PUT",
+        f"/v2/{repository}/manifests/{reference}",
+        scope=push_scope(repository),
+        expected=(200, 201, 202),
+        headers={"Content-Type": manifest.media_type},
+        content=manifest.raw,
+    )
+    stored = resp.headers.get("docker-content-digest") or digest_of(manifest.raw)
+    if stored != manifest.digest:
+        raise ManifestError(
+            f"{client.host}/{repository}: stored manifest as {stored}, expected {manifest.digest}"
+        )
+    return stored
+
+
+async def delete(client: RegistryClient, repository: str, digest: str) -> bool:
+    """DELETE a manifest by digest (tags pointing at it go too); False when already gone."""
+    try:
+        await client.request(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            scope=delete_scope(repository),
+            expected=(200, 202),
+        )
+    except NotFoundError:
+        return False
+    return True

@@ -1,0 +1,68 @@
+"""Registry answers become typed errors here, and only here."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from replicator.errors import AuthError, NotFoundError, RegistryError
+from replicator.retry import parse_retry_after
+
+# Error bodies are a few hundred bytes of JSON; read at most this much of them so a registry (or
+# a proxy's HTML page) cannot make us buffer megabytes just to build an error message.
+MAX_ERROR_BODY = 16 * 1024
+# OCI error codes that mean "does not exist" whatever the status code says.
+_NOT_FOUND_CODES = frozenset({"BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN"})
+
+
+def _error_codes(body: bytes) -> tuple[tuple[str, ...], str]:
+    """The OCI error codes and the first message of a JSON error body, if it is one."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return (), ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return (), ""
+    codes = tuple(str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code"))
+    messages = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
+    return codes, messages[0] if messages else ""
+
+
+def describe(method: str, url: httpx.URL) -> str:
+    """`METHOD host/path` without query string: upload URLs carry state tokens, never log them."""
+    return f"{method} {url.host}{':' + str(url.port) if url.port else ''}{url.path}"
+
+
+def error_for(response: httpx.Response, body: bytes) -> RegistryError:
+    """The typed error for a failed registry response (body already read, capped)."""
+    status = response.status_code
+    codes, message = _error_codes(body[:MAX_ERROR_BODY])
+    where = describe(response.request.method, response.request.url)
+    detail = f"{status} {','.join(codes) or response.reason_phrase}"
+    if message:
+        detail += f": {message[:200]}"
+    text = f"{where}: {detail}"
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if status == 404 or (status < 500 and _NOT_FOUND_CODES.intersection(codes)):
+        return NotFoundError(text, status=status, error_codes=codes)
+    if status in (401, 403):
+        return AuthError(text, status=status, error_codes=codes)
+    return RegistryError(text, status=status, error_codes=codes, retry_after=retry_after)
+
+
+async def raise_for_status(response: httpx.Response, expected: tuple[int, ...]) -> None:
+    """Raise the typed error unless the status is one of `expected`; reads a capped error body."""
+    if response.status_code in expected:
+        return
+    body = bytearray()
+    if response.is_stream_consumed or hasattr(response, "_content"):
+        body.extend(response.content[:MAX_ERROR_BODY])
+    else:
+        async for chunk in response.aiter_raw():
+            body.extend(chunk)
+            if len(body) >= MAX_ERROR_BODY:
+                break
+        await response.aclose()
+    raise error_for(response, bytes(body))
