@@ -45,6 +45,8 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A logger carrying the module name as `logger`."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(logger=name)
+    """A logger carrying the module name as `logger_name`."""
+    # Not `logger=`: structlog.get_logger passes it on to wrap_logger, whose first parameter is
+    # named `logger`, and raises TypeError.
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(logger_name=name)
     return logger
