@@ -1,1 +1,97 @@
-"""Fixtures for registry_fixtures (filled in by the module that owns them)."""
+"""Registry fixtures: real `docker-registry` processes on free loopback ports, and fault proxies.
+
+`registry_factory(auth=..., notifications_url=..., notification_headers=...)` starts a fresh
+registry; every registry it started is stopped and its storage deleted at the end of the session.
+`src_registry` / `dst_registry` are fresh and empty for each test. `fault_proxy_factory(upstream)`
+puts a fault-injecting HTTP proxy in front of a registry (stopped after the test).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from tests.support.fault_proxy import FaultProxy
+from tests.support.registry_server import REGISTRY_BINARY, Registry
+from tests.support.skopeo import SKOPEO_BINARY
+
+
+class RegistryFactory(Protocol):
+    """Starts a registry with the given options."""
+
+    def __call__(
+        self,
+        *,
+        auth: tuple[str, str] | None = None,
+        notifications_url: str | None = None,
+        notification_headers: dict[str, str] | None = None,
+    ) -> Registry: ...
+
+
+def _require_tools() -> None:
+    for binary in (REGISTRY_BINARY, SKOPEO_BINARY):
+        if not Path(binary).exists() and shutil.which(Path(binary).name) is None:
+            pytest.fail(
+                f"{binary} is missing: run the project's set-up script (it apt-installs it)"
+            )
+
+
+@pytest.fixture(scope="session")
+def registry_factory() -> Iterator[RegistryFactory]:
+    """A factory of fresh registries, all stopped and deleted at the end of the session."""
+    _require_tools()
+    started: list[Registry] = []
+
+    def start(
+        *,
+        auth: tuple[str, str] | None = None,
+        notifications_url: str | None = None,
+        notification_headers: dict[str, str] | None = None,
+    ) -> Registry:
+        registry = Registry(
+            auth=auth,
+            notifications_url=notifications_url,
+            notification_headers=notification_headers,
+        )
+        started.append(registry)
+        return registry
+
+    yield start
+    for registry in started:
+        registry.cleanup()
+
+
+@pytest.fixture
+def src_registry(registry_factory: RegistryFactory) -> Iterator[Registry]:
+    """A fresh, empty source registry for one test."""
+    registry = registry_factory()
+    yield registry
+    registry.cleanup()
+
+
+@pytest.fixture
+def dst_registry(registry_factory: RegistryFactory) -> Iterator[Registry]:
+    """A fresh, empty destination registry for one test."""
+    registry = registry_factory()
+    yield registry
+    registry.cleanup()
+
+
+@pytest.fixture
+def fault_proxy_factory() -> Iterator[Callable[[Registry], FaultProxy]]:
+    """Starts fault proxies in front of registries; each is stopped after the test."""
+    proxies: list[FaultProxy] = []
+
+    def start(upstream: Registry) -> FaultProxy:
+        proxy = FaultProxy(upstream.url)
+        proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()

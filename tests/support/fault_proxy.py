@@ -1,0 +1,504 @@
+"""A fault-injecting HTTP/1.1 reverse proxy in front of a real registry (loopback only).
+
+A real registry cannot be made to answer 429, serve corrupt bytes or drop a connection on cue;
+this proxy can. It streams bodies chunk by chunk (a blob is never held whole), keeps connections
+alive both ways, and rewrites `Location` headers that point at the registry to point at itself.
+
+Faults are tried in the order added; the first whose predicate matches the request and whose
+budget (`times`, and the seeded `share`) allows fires. It runs in a background thread with its
+own event loop so that synchronous tests can use it:
+
+    proxy = FaultProxy(registry.url); proxy.start()
+    proxy.add(Fault.status(429, blob_get(), times=1, retry_after_seconds=1))
+    ...; proxy.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from enum import StrEnum
+
+import h11
+
+# 64 KiB reads: large enough for throughput, small enough that a blob is never buffered.
+CHUNK_SIZE = 64 * 1024
+# Hop-by-hop headers (RFC 9110 section 7.6.1) are never forwarded; h11 frames each side itself.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
+)
+# Seconds to wait for the proxy thread to start or stop; both take milliseconds.
+THREAD_TIMEOUT_SECONDS = 10.0
+BLOB_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
+MANIFEST_PATH = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$")
+
+
+class FaultKind(StrEnum):
+    """What the proxy does to a matching request."""
+
+    STATUS = "status"  # answer with a status itself (429, 5xx), upstream never sees it
+    CORRUPT = "corrupt"  # flip one byte of the response body, same length
+    TRUNCATE = "truncate"  # send part of the body, then close the connection
+    RESET = "reset"  # send part of the body, then reset the connection (RST)
+    STALL = "stall"  # wait before forwarding the request
+    REPLACE_BODY = "replace_body"  # answer the upstream's status with another body
+
+
+@dataclass(frozen=True)
+class ProxiedRequest:
+    """A request as the proxy saw it."""
+
+    method: str
+    target: str
+
+    @property
+    def path(self) -> str:
+        """The target without its query string."""
+        return self.target.split("?", 1)[0]
+
+
+Predicate = Callable[[ProxiedRequest], bool]
+
+
+def blob_get(digest: str | None = None) -> Predicate:
+    """GET of a blob (any, or the one with digest)."""
+
+    def match(request: ProxiedRequest) -> bool:
+        found = BLOB_PATH.match(request.path)
+        return (
+            request.method == "GET"
+            and found is not None
+            and (digest is None or found["digest"] == digest)
+        )
+
+    return match
+
+
+def manifest_get(reference: str | None = None) -> Predicate:
+    """GET (not HEAD) of a manifest (any, or by this tag or digest)."""
+
+    def match(request: ProxiedRequest) -> bool:
+        found = MANIFEST_PATH.match(request.path)
+        return (
+            request.method == "GET"
+            and found is not None
+            and (reference is None or found["reference"] == reference)
+        )
+
+    return match
+
+
+def uploads() -> Predicate:
+    """Any request of a blob upload session (start, chunk, commit) or a mount."""
+    return lambda request: "/blobs/uploads/" in request.path
+
+
+def requests(method: str | None = None, path_pattern: str | None = None) -> Predicate:
+    """Requests with this method (any if None) whose path matches the regex (any if None)."""
+    pattern = re.compile(path_pattern) if path_pattern else None
+    return lambda request: (
+        (method is None or request.method == method)
+        and (pattern is None or pattern.search(request.path) is not None)
+    )
+
+
+@dataclass
+class Fault:
+    """One fault rule; `injected` counts how often it fired. Build with the classmethods."""
+
+    kind: FaultKind
+    match: Predicate
+    times: int | None = 1
+    share: float | None = None
+    status: int = 503
+    retry_after_seconds: int | None = None
+    retry_after_http_date: bool = False
+    stall_seconds: float = 0.0
+    keep_bytes: int | None = None
+    body: bytes = b""
+    injected: int = 0
+
+    @classmethod
+    def status_code(
+        cls,
+        status: int,
+        match: Predicate,
+        *,
+        times: int | None = 1,
+        share: float | None = None,
+        retry_after_seconds: int | None = None,
+        retry_after_http_date: bool = False,
+    ) -> Fault:
+        """Answer `status` (with Retry-After in seconds or as an HTTP-date, computed when the
+        fault fires) instead of forwarding; `times` None = every match, `share` = probability."""
+        return cls(
+            FaultKind.STATUS,
+            match,
+            times=times,
+            share=share,
+            status=status,
+            retry_after_seconds=retry_after_seconds,
+            retry_after_http_date=retry_after_http_date,
+        )
+
+    @classmethod
+    def corrupt(cls, match: Predicate, *, times: int | None = None) -> Fault:
+        """Flip the first byte of the body (length unchanged); every match by default."""
+        return cls(FaultKind.CORRUPT, match, times=times)
+
+    @classmethod
+    def truncate(cls, match: Predicate, *, keep_bytes: int | None = None, times: int = 1) -> Fault:
+        """Send `keep_bytes` of the body (default half) and close the connection."""
+        return cls(FaultKind.TRUNCATE, match, times=times, keep_bytes=keep_bytes)
+
+    @classmethod
+    def reset(cls, match: Predicate, *, keep_bytes: int | None = None, times: int = 1) -> Fault:
+        """Send `keep_bytes` of the body (default half) and reset the connection."""
+        return cls(FaultKind.RESET, match, times=times, keep_bytes=keep_bytes)
+
+    @classmethod
+    def stall(cls, match: Predicate, seconds: float, *, times: int = 1) -> Fault:
+        """Hold the request `seconds` before forwarding it."""
+        return cls(FaultKind.STALL, match, times=times, stall_seconds=seconds)
+
+    @classmethod
+    def replace_body(cls, match: Predicate, body: bytes, *, times: int | None = None) -> Fault:
+        """Serve `body` instead of the upstream's body (headers kept, length adjusted)."""
+        return cls(FaultKind.REPLACE_BODY, match, times=times, body=body)
+
+    def retry_after(self) -> str | None:
+        """The Retry-After value as of now, or None."""
+        if self.retry_after_seconds is None:
+            return None
+        if self.retry_after_http_date:
+            return formatdate(time.time() + self.retry_after_seconds, usegmt=True)
+        return str(self.retry_after_seconds)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """A request the proxy handled: what, when (monotonic), and which fault fired if any."""
+
+    method: str
+    target: str
+    at: float
+    fault: FaultKind | None
+
+
+@dataclass
+class _Upstream:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    conn: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
+    """The next h11 event, reading from the socket as h11 needs."""
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(await reader.read(CHUNK_SIZE))
+
+
+async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: h11.Event) -> None:
+    data = conn.send(event)
+    if data:
+        writer.write(data)
+        await writer.drain()
+
+
+class FaultProxy:
+    """The proxy; `start()` runs it in a thread, `stop()` ends it. Listens on 127.0.0.1."""
+
+    def __init__(self, upstream_url: str, *, seed: int = 0) -> None:
+        found = re.fullmatch(r"http://(127\.0\.0\.1|localhost):(\d+)/?", upstream_url)
+        if found is None:
+            raise ValueError(f"upstream must be a loopback http URL, got {upstream_url!r}")
+        self.upstream_host, self.upstream_port = found[1], int(found[2])
+        self.upstream_authority = f"{found[1]}:{found[2]}"
+        self.faults: list[Fault] = []
+        self.records: list[RequestRecord] = []
+        self.port = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT` of the proxy."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT` of the proxy."""
+        return f"http://{self.host}"
+
+    @property
+    def requests_seen(self) -> int:
+        """How many requests reached the proxy."""
+        return len(self.records)
+
+    @property
+    def faults_injected(self) -> int:
+        """How many times any fault fired."""
+        return sum(fault.injected for fault in self.faults)
+
+    def add(self, fault: Fault) -> Fault:
+        """Add a fault rule (after the existing ones); return it for its counter."""
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        """Remove every fault rule; the proxy passes everything through."""
+        with self._lock:
+            self.faults.clear()
+
+    def _choose(self, request: ProxiedRequest) -> Fault | None:
+        with self._lock:
+            chosen = None
+            for fault in self.faults:
+                if not fault.match(request):
+                    continue
+                if fault.times is not None and fault.injected >= fault.times:
+                    continue
+                if fault.share is not None and self._rng.random() >= fault.share:
+                    continue
+                fault.injected += 1
+                chosen = fault
+                break
+            self.records.append(
+                RequestRecord(
+                    request.method,
+                    request.target,
+                    time.monotonic(),
+                    chosen.kind if chosen else None,
+                )
+            )
+            return chosen
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start listening on a free loopback port in a background thread."""
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                server.close()
+                for task in list(self._tasks):
+                    task.cancel()
+                loop.run_until_complete(
+                    asyncio.gather(*self._tasks, server.wait_closed(), return_exceptions=True)
+                )
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"fault-proxy-{id(self)}", daemon=True)
+        self._thread.start()
+        if not ready.wait(THREAD_TIMEOUT_SECONDS):
+            raise TimeoutError("fault proxy did not start")
+
+    def stop(self) -> None:
+        """Stop the proxy and close every connection."""
+        if self._loop is None or self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(THREAD_TIMEOUT_SECONDS)
+        self._loop = None
+        self._thread = None
+
+    # -- one client connection ----------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        client = h11.Connection(h11.SERVER)
+        upstream: _Upstream | None = None
+        try:
+            while True:
+                event = await _next_event(client, reader)
+                if not isinstance(event, h11.Request):
+                    break
+                request = ProxiedRequest(event.method.decode(), event.target.decode())
+                fault = self._choose(request)
+                if fault is not None and fault.kind is FaultKind.STATUS:
+                    await self._answer_status(client, reader, writer, fault)
+                else:
+                    if fault is not None and fault.kind is FaultKind.STALL:
+                        await asyncio.sleep(fault.stall_seconds)
+                    if upstream is None or upstream.conn.our_state is not h11.IDLE:
+                        if upstream is not None:
+                            upstream.close()
+                        upstream = _Upstream(
+                            *await asyncio.open_connection(self.upstream_host, self.upstream_port)
+                        )
+                    if not await self._forward(client, reader, writer, upstream, event, fault):
+                        break
+                    if upstream.conn.states == {h11.CLIENT: h11.DONE, h11.SERVER: h11.DONE}:
+                        upstream.conn.start_next_cycle()
+                if client.our_state is not h11.DONE or client.their_state is not h11.DONE:
+                    break
+                client.start_next_cycle()
+        except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if upstream is not None:
+                upstream.close()
+            with contextlib.suppress(Exception):
+                writer.close()
+            self._tasks.discard(task)
+
+    async def _drain_request_body(
+        self, client: h11.Connection, reader: asyncio.StreamReader
+    ) -> None:
+        while not isinstance(await _next_event(client, reader), h11.EndOfMessage):
+            pass
+
+    async def _answer_status(
+        self,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fault: Fault,
+    ) -> None:
+        await self._drain_request_body(client, reader)
+        code = "TOOMANYREQUESTS" if fault.status == 429 else "UNAVAILABLE"
+        body = b'{"errors":[{"code":"' + code.encode() + b'","message":"injected by fault proxy"}]}'
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        retry_after = fault.retry_after()
+        if retry_after is not None:
+            headers.append((b"retry-after", retry_after.encode()))
+        await _send(client, writer, h11.Response(status_code=fault.status, headers=headers))
+        await _send(client, writer, h11.Data(data=body))
+        await _send(client, writer, h11.EndOfMessage())
+
+    def _rewrite_location(self, value: bytes) -> bytes:
+        text = value.decode("latin-1")
+        for upstream in (f"http://{self.upstream_authority}", f"//{self.upstream_authority}"):
+            if text.startswith(upstream):
+                return (
+                    text.replace(upstream, upstream.split("//")[0] + "//" + self.host, 1)
+                ).encode()
+        return value
+
+    async def _forward(
+        self,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: _Upstream,
+        request: h11.Request,
+        fault: Fault | None,
+    ) -> bool:
+        """Forward one exchange; False when the client connection must end."""
+        headers = [
+            (name, self.upstream_authority.encode() if name == b"host" else value)
+            for name, value in request.headers
+            if name not in HOP_BY_HOP
+        ]
+        await _send(
+            upstream.conn,
+            upstream.writer,
+            h11.Request(method=request.method, target=request.target, headers=headers),
+        )
+        while True:
+            event = await _next_event(client, reader)
+            if isinstance(event, h11.Data):
+                await _send(upstream.conn, upstream.writer, h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await _send(upstream.conn, upstream.writer, h11.EndOfMessage())
+                break
+            else:
+                return False
+        response = await _next_event(upstream.conn, upstream.reader)
+        while isinstance(response, h11.InformationalResponse):
+            response = await _next_event(upstream.conn, upstream.reader)
+        if not isinstance(response, h11.Response):
+            return False
+        out_headers = [
+            (name, self._rewrite_location(value) if name == b"location" else value)
+            for name, value in response.headers
+            if name not in HOP_BY_HOP
+        ]
+        kind = fault.kind if fault is not None else None
+        if kind is FaultKind.REPLACE_BODY:
+            assert fault is not None
+            while not isinstance(
+                await _next_event(upstream.conn, upstream.reader), h11.EndOfMessage
+            ):
+                pass
+            out_headers = [
+                (name, value)
+                for name, value in out_headers
+                if name not in (b"content-length", b"transfer-encoding")
+            ]
+            out_headers.append((b"content-length", str(len(fault.body)).encode()))
+            await _send(
+                client, writer, h11.Response(status_code=response.status_code, headers=out_headers)
+            )
+            await _send(client, writer, h11.Data(data=fault.body))
+            await _send(client, writer, h11.EndOfMessage())
+            return True
+        await _send(
+            client, writer, h11.Response(status_code=response.status_code, headers=out_headers)
+        )
+        length = dict(response.headers).get(b"content-length")
+        keep = None
+        if kind in (FaultKind.TRUNCATE, FaultKind.RESET):
+            assert fault is not None
+            keep = fault.keep_bytes if fault.keep_bytes is not None else int(length or 0) // 2
+        sent = 0
+        while True:
+            event = await _next_event(upstream.conn, upstream.reader)
+            if isinstance(event, h11.EndOfMessage):
+                break
+            if not isinstance(event, h11.Data):
+                return False
+            data = bytes(event.data)
+            if kind is FaultKind.CORRUPT and sent == 0 and data:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            if keep is not None and sent + len(data) >= keep:
+                await _send(client, writer, h11.Data(data=data[: keep - sent]))
+                self._cut(writer, reset=kind is FaultKind.RESET)
+                return False  # the caller closes the upstream: it is mid-body
+            sent += len(data)
+            await _send(client, writer, h11.Data(data=data))
+        await _send(client, writer, h11.EndOfMessage())
+        return True
+
+    @staticmethod
+    def _cut(writer: asyncio.StreamWriter, *, reset: bool) -> None:
+        if reset:
+            sock = writer.get_extra_info("socket")
+            # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        else:
+            writer.close()
