@@ -1,0 +1,214 @@
+"""The journal's tables (SQLModel) and the frozen rows the store hands out.
+
+Timestamps are aware UTC datetimes in and out: SQLModel maps `datetime` fields to its UTCDateTime
+type (`timestamp with time zone` on PostgreSQL, UTC text on SQLite, which compares in time order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from replicator.domain.jobs import JobKey, JobKind, JobState
+
+# The version of the tables below; bump it with a migration when they change.
+SCHEMA_VERSION = 1
+# A distribution notification envelope holds a few events of about 1 KiB each; 64 KiB keeps every
+# real payload whole while a hostile or broken publisher cannot grow the journal without bound.
+MAX_STORED_PAYLOAD_BYTES = 64 * 1024
+# Longest reason kept for an event or a job: a full registry error body is rarely useful beyond it.
+MAX_REASON_CHARS = 2000
+# The empty tag stands for "no tag" so the unique constraint holds on every database
+# (NULLs are never equal to each other in a UNIQUE constraint).
+NO_TAG = ""
+
+
+class EventOutcome(StrEnum):
+    """What became of a received bus event."""
+
+    ACCEPTED = "accepted"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
+
+
+class EventRecord(SQLModel, table=True):
+    """One received bus event, whatever became of it (rejected ones are the dead letter)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_dedup", "source", "payload_sha256"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime
+    source: str | None = None
+    topic: str
+    payload_sha256: str = Field(max_length=64)
+    payload_size: int
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    outcome: str = Field(max_length=16)
+    reason: str = ""
+    jobs_created: int = 0
+
+
+class JobRecord(SQLModel, table=True):
+    """One job: an image from a source registry to a destination registry."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint(
+            "kind", "source", "repository", "digest", "tag", "destination", name="uq_jobs_key"
+        ),
+        Index("ix_jobs_due", "state", "next_attempt_at"),
+        Index("ix_jobs_image", "repository", "digest"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    source: str = Field(max_length=255)
+    repository: str = Field(max_length=255)
+    digest: str = Field(max_length=200)
+    tag: str = Field(default=NO_TAG, max_length=128)
+    destination: str = Field(max_length=255)
+    state: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    failure_code: str | None = Field(default=None, max_length=32)
+    failure_reason: str | None = None
+    bytes_copied: int = 0
+    blobs_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    pushed_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class MetaRecord(SQLModel, table=True):
+    """Key/value facts about the journal itself, such as its schema version."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+def to_db_time(moment: datetime) -> datetime:
+    """An aware datetime in UTC, as the tables store it; a naive one is a caller bug."""
+    if moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: pass an aware UTC datetime")
+    return moment.astimezone(UTC)
+
+
+def from_db_time(moment: datetime | None) -> datetime | None:
+    """A stored datetime as an aware UTC one (aggregates such as MIN() may lose the offset)."""
+    if moment is None:
+        return None
+    if moment.utcoffset() is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    converted = from_db_time(moment)
+    assert converted is not None
+    return converted
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as read from the journal: a value, detached from any session."""
+
+    id: int
+    kind: JobKind
+    source: str
+    repository: str
+    digest: str
+    tag: str | None
+    destination: str
+    state: JobState
+    attempts: int
+    next_attempt_at: datetime | None
+    failure_code: str | None
+    failure_reason: str | None
+    bytes_copied: int
+    blobs_copied: int
+    blobs_mounted: int
+    blobs_skipped: int
+    pushed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def key(self) -> JobKey:
+        """The job's identity."""
+        return JobKey(
+            self.source, self.repository, self.digest, self.tag, self.destination, self.kind
+        )
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> JobRow:
+        """Copy an ORM record into a value."""
+        assert record.id is not None
+        return cls(
+            id=record.id,
+            kind=JobKind(record.kind),
+            source=record.source,
+            repository=record.repository,
+            digest=record.digest,
+            tag=record.tag or None,
+            destination=record.destination,
+            state=JobState(record.state),
+            attempts=record.attempts,
+            next_attempt_at=from_db_time(record.next_attempt_at),
+            failure_code=record.failure_code,
+            failure_reason=record.failure_reason,
+            bytes_copied=record.bytes_copied,
+            blobs_copied=record.blobs_copied,
+            blobs_mounted=record.blobs_mounted,
+            blobs_skipped=record.blobs_skipped,
+            pushed_at=from_db_time(record.pushed_at),
+            created_at=_aware(record.created_at),
+            updated_at=_aware(record.updated_at),
+            started_at=from_db_time(record.started_at),
+            finished_at=from_db_time(record.finished_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A recorded bus event as read from the journal."""
+
+    id: int
+    received_at: datetime
+    source: str | None
+    topic: str
+    payload_sha256: str
+    payload_size: int
+    payload: bytes
+    outcome: EventOutcome
+    reason: str
+    jobs_created: int
+
+    @classmethod
+    def from_record(cls, record: EventRecord) -> EventRow:
+        """Copy an ORM record into a value."""
+        assert record.id is not None
+        return cls(
+            id=record.id,
+            received_at=_aware(record.received_at),
+            source=record.source,
+            topic=record.topic,
+            payload_sha256=record.payload_sha256,
+            payload_size=record.payload_size,
+            payload=bytes(record.payload),
+            outcome=EventOutcome(record.outcome),
+            reason=record.reason,
+            jobs_created=record.jobs_created,
+        )

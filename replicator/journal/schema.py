@@ -1,0 +1,129 @@
+"""Opening the journal: the engine, SQLite's settings, the tables and the schema version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlmodel import Session, SQLModel
+
+from replicator import __version__
+from replicator.errors import JournalError, SchemaError
+from replicator.journal.models import SCHEMA_VERSION, MetaRecord
+
+SCHEMA_VERSION_KEY = "schema_version"
+# How long a SQLite connection waits for another process's write lock before failing: long
+# enough for any journal transaction (milliseconds each) of a busy neighbour, short enough to
+# surface a stuck process.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def redacted(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable journal URL>"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, FULL sync, and BEGIN IMMEDIATE for every transaction.
+
+    WAL lets readers (the `status` command, metrics) work while a writer commits. synchronous=FULL
+    because a bus message is acknowledged once its jobs are committed: with NORMAL, a power cut
+    may roll back the last commits after the broker has forgotten the message; FULL costs one
+    fsync of the WAL per commit, which the event rate affords. (A killed process is safe with
+    either.) BEGIN IMMEDIATE takes the write lock when a transaction starts, so two processes
+    never both read and then fail to upgrade to writing (SQLITE_BUSY without waiting). Reads
+    take it too; every journal transaction lasts milliseconds, so they wait that long at most.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below start transactions instead of pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_journal_engine(url: str) -> Engine:
+    """An engine for `url`, with SQLite configured for crash safety and several processes."""
+    try:
+        engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    except (ArgumentError, SQLAlchemyError, ImportError) as exc:
+        raise JournalError(f"journal URL {redacted(url)} cannot be used: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _read_version(engine: Engine) -> int | None:
+    if not inspect(engine).has_table(MetaRecord.__tablename__):
+        return None
+    with Session(engine) as session:
+        record = session.get(MetaRecord, SCHEMA_VERSION_KEY)
+        if record is None:
+            return None
+        try:
+            return int(record.value)
+        except ValueError:
+            raise SchemaError(
+                f"journal schema version {record.value!r} is not a number: "
+                "the database is not a replicator journal, or it was damaged"
+            ) from None
+
+
+def _check_version(version: int, url: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"journal {redacted(url)} has schema version {version}, but replicator "
+            f"{__version__} reads version {SCHEMA_VERSION}: run the newer replicator that wrote "
+            "it, or point [journal] url at another database"
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"journal {redacted(url)} has schema version {version}, which no replicator "
+            f"release wrote (this one writes {SCHEMA_VERSION}): the database is damaged"
+        )
+
+
+def _create(engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        # Inside one (on SQLite: IMMEDIATE) transaction, so two processes opening a new file
+        # at once create the tables and the version row exactly once.
+        SQLModel.metadata.create_all(session.connection())
+        if session.get(MetaRecord, SCHEMA_VERSION_KEY) is None:
+            session.add(MetaRecord(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+
+
+def prepare(engine: Engine, url: str) -> None:
+    """Check the schema version first, then create what is missing; refuse a newer schema.
+
+    The version is read before any CREATE so a journal from a newer release is left untouched.
+    """
+    try:
+        version = _read_version(engine)
+        if version is not None:
+            _check_version(version, url)
+        try:
+            _create(engine)
+        except DBAPIError:
+            # Another process (PostgreSQL has no database-wide lock here) created the tables
+            # between our check and our CREATE: theirs are as good as ours.
+            _create(engine)
+        version = _read_version(engine)
+        assert version is not None
+        _check_version(version, url)
+    except SQLAlchemyError as exc:
+        raise JournalError(f"journal {redacted(url)} cannot be opened: {exc}") from exc

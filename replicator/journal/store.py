@@ -1,0 +1,350 @@
+"""The Journal: an async store of events and jobs over any SQLAlchemy URL.
+
+Blocking database calls run on ONE worker thread per Journal (a single-thread executor), never on
+the event loop. One thread means one connection in use at a time: SQLite allows one writer, so
+serialising in-process costs nothing and spares our own tasks lock waits; other processes sharing
+the file are serialised by SQLite's lock (BEGIN IMMEDIATE + busy_timeout, see schema.py), and on
+PostgreSQL by row locks. Every method is one transaction; every state change goes through
+domain.jobs.transition (see jobs.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, func
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
+from replicator.errors import JournalError
+from replicator.journal import events as event_rows
+from replicator.journal import jobs as job_rows
+from replicator.journal.models import (
+    NO_TAG,
+    EventOutcome,
+    EventRow,
+    JobRecord,
+    JobRow,
+    from_db_time,
+    to_db_time,
+)
+from replicator.journal.schema import create_journal_engine, prepare, redacted
+from replicator.logs import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+# Rows `jobs()` and `events()` return by default: a few screens, as `replicator jobs` shows them.
+DEFAULT_LIST_LIMIT = 100
+
+
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _rows(session: Session, statement: Any) -> list[JobRow]:
+    return [JobRow.from_record(record) for record in session.exec(statement).all()]
+
+
+class Journal:
+    """The durable record of events and jobs; async, and safe to share between processes."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self._engine = engine
+        self._url = url
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> Journal:
+        """Open (creating if needed) the journal at a SQLAlchemy URL; refuse a newer schema."""
+        journal = cls(create_journal_engine(url), url)
+        try:
+            await journal._call(prepare, journal._engine, url)
+        except BaseException:
+            await journal.close()
+            raise
+        log.info("journal_opened", url=redacted(url), dialect=journal.dialect)
+        return journal
+
+    @property
+    def dialect(self) -> str:
+        """The database kind: "sqlite", "postgresql", ..."""
+        return self._engine.dialect.name
+
+    async def close(self) -> None:
+        """Release the connections and the worker thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._call(self._engine.dispose)
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    def _transact(self, work: Callable[[Session], T]) -> T:
+        try:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                return work(session)
+        except SQLAlchemyError as exc:
+            detail = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise JournalError(f"journal {redacted(self._url)}: {detail}") from exc
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        if self._closed:
+            raise JournalError("the journal is closed", temporary=False)
+        return await self._call(self._transact, work)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def record_event(
+        self,
+        *,
+        source: str | None,
+        topic: str,
+        payload: bytes,
+        outcome: EventOutcome | str,
+        reason: str,
+        job_keys: Sequence[JobKey],
+        pushed_at: datetime | None,
+        denied: Mapping[JobKey, str] | None = None,
+    ) -> list[int]:
+        """Record a received event and its jobs in ONE transaction; the ids of the keys' jobs.
+
+        Jobs are inserted idempotently (see add_jobs). The same payload from the same source,
+        already accepted, is recorded as an ignored duplicate and changes no job, so a
+        redelivered message never re-queues anything. The ids name every job of `job_keys` and
+        `denied`, whether created now, re-queued, or already there.
+        """
+        outcome = EventOutcome(outcome)
+        now = utcnow()
+        keys = [*job_keys, *(denied or {})]
+        pushed = to_db_time(pushed_at) if pushed_at else None
+
+        def work(session: Session) -> tuple[list[int], EventOutcome]:
+            duplicate_of = event_rows.accepted_duplicate(session, source, payload)
+            if duplicate_of is not None:
+                found = (job_rows.find(session, key) for key in dict.fromkeys(keys))
+                ids = [record.id for record in found if record is not None and record.id]
+                note, changed = (EventOutcome.IGNORED, f"duplicate of event {duplicate_of}"), 0
+            else:
+                ids, changed = job_rows.ensure(
+                    session, job_keys, pushed_at=pushed, denied=denied or {}, now=to_db_time(now)
+                )
+                note = (outcome, reason)
+            event_rows.add_event(
+                session,
+                source=source,
+                topic=topic,
+                payload=payload,
+                received_at=now,
+                outcome=note[0],
+                reason=note[1],
+                jobs_created=changed,
+            )
+            return ids, note[0]
+
+        ids, recorded = await self._run(work)
+        log.debug("event_recorded", source=source, topic=topic, outcome=recorded, jobs=len(ids))
+        return ids
+
+    async def add_jobs(
+        self,
+        keys: Sequence[JobKey],
+        *,
+        pushed_at: datetime | None = None,
+        denied: Mapping[JobKey, str] | None = None,
+    ) -> int:
+        """Insert jobs without an event (backfill, copy); how many were created or re-queued.
+
+        An existing key is left alone unless FAILED, which is re-queued (a new chance); a
+        COMPLETE one stays COMPLETE. Denied keys are recorded FAILED with POLICY_DENIED.
+        """
+        pushed = to_db_time(pushed_at) if pushed_at else None
+        now = to_db_time(utcnow())
+
+        def work(session: Session) -> int:
+            return job_rows.ensure(session, keys, pushed_at=pushed, denied=denied or {}, now=now)[1]
+
+        return await self._run(work)
+
+    async def claim_due(self, limit: int, now: datetime) -> list[JobRow]:
+        """Up to `limit` due jobs (PENDING, or RETRY_WAIT whose time has come), now IN_PROGRESS.
+
+        Safe with several processes on one database: each job goes to exactly one claimer.
+        """
+        moment = to_db_time(now)
+        return await self._run(lambda session: job_rows.claim(session, limit, moment))
+
+    async def complete(
+        self,
+        job_id: int,
+        *,
+        bytes_copied: int,
+        blobs_copied: int,
+        blobs_mounted: int,
+        blobs_skipped: int,
+        now: datetime | None = None,
+    ) -> None:
+        """IN_PROGRESS -> COMPLETE, with what the copy did."""
+        moment = to_db_time(now or utcnow())
+        counters = {
+            "bytes_copied": bytes_copied,
+            "blobs_copied": blobs_copied,
+            "blobs_mounted": blobs_mounted,
+            "blobs_skipped": blobs_skipped,
+        }
+        await self._run(lambda session: job_rows.succeed(session, job_id, moment, counters))
+
+    async def fail(
+        self,
+        job_id: int,
+        *,
+        code: str,
+        reason: str,
+        temporary: bool,
+        max_attempts: int,
+        now: datetime,
+        backoff: float,
+    ) -> JobState:
+        """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff seconds) or FAILED.
+
+        A temporary failure with attempts left waits; one without becomes MAX_ATTEMPTS; a
+        permanent one fails with its code. Returns the new state.
+        """
+        moment = to_db_time(now)
+        return await self._run(
+            lambda session: job_rows.fail(
+                session,
+                job_id,
+                code=code,
+                reason=reason,
+                temporary=temporary,
+                max_attempts=max_attempts,
+                now=moment,
+                backoff=backoff,
+            )
+        )
+
+    async def resume_interrupted(
+        self, *, started_before: datetime | None = None, max_attempts: int | None = None
+    ) -> int:
+        """On start: jobs left IN_PROGRESS go back to PENDING; how many.
+
+        With `max_attempts`, those that used every attempt end FAILED (MAX_ATTEMPTS) instead,
+        so a job that kills the process cannot crash-loop it. A fleet sharing one database passes
+        `started_before` (now minus the longest a copy can take) so it leaves its peers' running
+        jobs alone.
+        """
+        now = to_db_time(utcnow())
+        before = to_db_time(started_before) if started_before else None
+        count = await self._run(lambda session: job_rows.resume(session, now, before, max_attempts))
+        if count:
+            log.info("jobs_resumed", count=count)
+        return count
+
+    async def retry_failed(self, job_id: int | None = None) -> int:
+        """FAILED -> PENDING for one job (or every failed job when None); how many."""
+        now = to_db_time(utcnow())
+        return await self._run(lambda session: job_rows.retry(session, job_id, now))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def job(self, job_id: int) -> JobRow | None:
+        """One job by id, if it exists."""
+
+        def work(session: Session) -> JobRow | None:
+            record = session.get(JobRecord, job_id)
+            return JobRow.from_record(record) if record else None
+
+        return await self._run(work)
+
+    async def jobs(
+        self, state: JobState | None = None, limit: int = DEFAULT_LIST_LIMIT
+    ) -> list[JobRow]:
+        """The most recent jobs first, optionally only those in one state."""
+        statement = select(JobRecord).order_by(col(JobRecord.id).desc()).limit(limit)
+        if state is not None:
+            statement = statement.where(col(JobRecord.state) == state.value)
+        return await self._run(lambda session: _rows(session, statement))
+
+    async def status(
+        self,
+        source: str | None,
+        repository: str,
+        *,
+        digest: str | None = None,
+        tag: str | None = None,
+    ) -> list[JobRow]:
+        """The jobs of one image, by digest or by tag (any source when `source` is None).
+
+        A tag is resolved, as ECR does, to the digest it was last pushed with: the digest of its
+        newest job. Without digest and tag, every job of the repository.
+        """
+
+        def work(session: Session) -> list[JobRow]:
+            statement = select(JobRecord).where(col(JobRecord.repository) == repository)
+            if source is not None:
+                statement = statement.where(col(JobRecord.source) == source)
+            if tag is not None:
+                statement = statement.where(col(JobRecord.tag) == (tag or NO_TAG))
+                newest = session.exec(statement.order_by(col(JobRecord.id).desc())).first()
+                if newest is None:
+                    return []
+                statement = statement.where(col(JobRecord.digest) == newest.digest)
+            if digest is not None:
+                statement = statement.where(col(JobRecord.digest) == digest)
+            return _rows(session, statement.order_by(col(JobRecord.id)))
+
+        return await self._run(work)
+
+    async def counts(self) -> dict[tuple[JobState, str], int]:
+        """Jobs per (state, destination), for metrics."""
+        statement = select(JobRecord.state, JobRecord.destination, func.count()).group_by(
+            col(JobRecord.state), col(JobRecord.destination)
+        )
+
+        def work(session: Session) -> dict[tuple[JobState, str], int]:
+            rows = session.exec(statement).all()
+            return {(JobState(state), destination): count for state, destination, count in rows}
+
+        return await self._run(work)
+
+    async def backlog(self) -> int:
+        """Jobs waiting for a worker: PENDING plus RETRY_WAIT (due or not)."""
+        statement = select(func.count()).where(
+            col(JobRecord.state).in_([state.value for state in CLAIMABLE_STATES])
+        )
+        return await self._run(lambda session: session.exec(statement).one())
+
+    async def next_due_at(self) -> datetime | None:
+        """When the next job becomes claimable (in the past if one already is); None if none."""
+        statement = select(func.min(JobRecord.next_attempt_at)).where(
+            col(JobRecord.state).in_([state.value for state in CLAIMABLE_STATES])
+        )
+        return await self._run(lambda session: from_db_time(session.exec(statement).one()))
+
+    async def events(
+        self, outcome: EventOutcome | None = None, limit: int = DEFAULT_LIST_LIMIT
+    ) -> list[EventRow]:
+        """The most recent recorded events first (rejected ones are the dead letter)."""
+        return await self._run(lambda session: event_rows.list_events(session, outcome, limit))
