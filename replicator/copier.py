@@ -27,7 +27,7 @@ from replicator.domain.plan import (
     quick_check,
     referrer_tags,
 )
-from replicator.errors import ManifestError, NotFoundError
+from replicator.errors import ManifestError, NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.client import RegistryClient
@@ -65,6 +65,15 @@ class CopyStats:
         self.blobs_mounted += other.blobs_mounted
         self.blobs_skipped += other.blobs_skipped
         self.bytes_copied += other.bytes_copied
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFailure:
+    """An image that could not be copied, with the error's code and message."""
+
+    image: str
+    code: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,24 +173,31 @@ class Copier:
 
     async def copy_repository(
         self, src: Endpoint, dst: Endpoint, *, tag_filter: Callable[[str], bool] | None = None
-    ) -> CopyStats:
-        """Copy every tag of `src` (referrer tags after the tags they refer to)."""
+    ) -> tuple[CopyStats, list[CopyFailure]]:
+        """Copy every tag of `src`, referrer tags after the others; one failure stops no other."""
         all_tags = await self._retry(tags.list_tags, src.client, src.repository)
         if not all_tags:
             raise NotFoundError(f"source repository {src} has no tags", status=404)
         chosen = [t for t in all_tags if tag_filter is None or tag_filter(t)]
         # Referrer tags (sha256-<hex>[.sig|.att|.sbom]) go last so their subjects exist first.
-        chosen.sort(key=lambda t: t.startswith(("sha256-", "sha512-")))
-        total = CopyStats()
-        plain = [t for t in chosen if not t.startswith(("sha256-", "sha512-"))]
-        referrer = [t for t in chosen if t.startswith(("sha256-", "sha512-"))]
-        for group in (plain, referrer):
-            results = await _gather_all(
-                self.copy_image(src, t, dst, tag=t, with_referrers=False) for t in group
+        is_referrer = [t.startswith(("sha256-", "sha512-")) for t in chosen]
+        total, failures = CopyStats(), []
+        for group in (
+            [t for t, r in zip(chosen, is_referrer, strict=True) if not r],
+            [t for t, r in zip(chosen, is_referrer, strict=True) if r],
+        ):
+            results = await asyncio.gather(
+                *(self.copy_image(src, t, dst, tag=t, with_referrers=False) for t in group),
+                return_exceptions=True,
             )
-            for _, stats in results:
-                total.add(stats)
-        return total
+            for tag, result in zip(group, results, strict=True):
+                if isinstance(result, ReplicatorError):
+                    failures.append(CopyFailure(f"{src}:{tag}", result.code, str(result)))
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    total.add(result[1])
+        return total, failures
 
     # -- facts --------------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from replicator.errors import ConfigError, ReplicatorError, UsageError
 
 # Each module registers its subcommand(s) with `register(subparsers)`; `set_defaults(func=...)`
 # names the handler, which returns the exit code (0 done, 1 failed or drifted, 2 usage/config).
-COMMAND_MODULES = ("replicator.cli.copy",)
+COMMAND_MODULES = (
+    "replicator.cli.copy",
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

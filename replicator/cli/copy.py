@@ -1,0 +1,219 @@
+"""`replicator copy SRC DST [--all-tags] [-r]`: one-shot copies, no daemon, no journal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from replicator.copier import Copier, CopyFailure, CopyStats, Endpoint
+from replicator.domain.refs import Reference, parse_host_path, parse_reference
+from replicator.errors import ReplicatorError, UsageError
+from replicator.registry import tags
+from replicator.registry.auth import Credentials, load_docker_config
+from replicator.registry.pool import ClientPool, RegistrySettings
+
+_Outcome = tuple[CopyStats, list[CopyFailure]]
+_ClientFor = Callable[[str, str], Endpoint]
+
+# Repositories copied at once by -r; blob transfers are bounded separately by --concurrency.
+REPOSITORIES_IN_FLIGHT = 16
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `copy` subcommand."""
+    parser = subparsers.add_parser(
+        "copy",
+        help="copy an image, a repository or (-r) every repository under a prefix",
+        description="Copy images between registries, digest-preserving. SRC and DST are "
+        "host[:port]/repo[:tag|@digest]; with -r they are prefixes (host[:port][/path]).",
+    )
+    parser.add_argument("src", metavar="SRC")
+    parser.add_argument("dst", metavar="DST")
+    parser.add_argument("--all-tags", "-a", action="store_true", help="copy every tag of SRC")
+    parser.add_argument(
+        "-r", "--recursive", action="store_true", help="SRC and DST are repository prefixes"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--concurrency", type=int, default=16, help="blob transfers in flight")
+    parser.add_argument("--per-registry", type=int, default=8, help="requests per registry")
+    parser.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC")
+    parser.add_argument("--dst-creds", metavar="USER:PASS", help="credentials for DST")
+    parser.add_argument(
+        "--authfile",
+        metavar="FILE",
+        help="Docker config.json with `auths` (default: "
+        "$DOCKER_CONFIG/config.json or ~/.docker/config.json when present)",
+    )
+    parser.add_argument("--src-ca-file", metavar="PEM", help="CA bundle to verify SRC")
+    parser.add_argument("--dst-ca-file", metavar="PEM", help="CA bundle to verify DST")
+    parser.add_argument(
+        "--src-tls-verify",
+        type=_boolean,
+        default=True,
+        metavar="BOOL",
+        help="verify SRC's certificate (default true)",
+    )
+    parser.add_argument(
+        "--dst-tls-verify",
+        type=_boolean,
+        default=True,
+        metavar="BOOL",
+        help="verify DST's certificate (default true)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _credentials(creds: str | None, authfile: Path | None, host: str) -> Credentials | None:
+    if creds:
+        user, sep, password = creds.partition(":")
+        if not sep:
+            raise UsageError("credentials must be USER:PASS")
+        return Credentials(user, password)
+    if authfile is not None:
+        return load_docker_config(authfile, host)
+    return None
+
+
+def _default_authfile(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    folder = os.environ.get("DOCKER_CONFIG")
+    candidate = Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
+    return candidate if candidate.is_file() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle `replicator copy`."""
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1 or args.per_registry < 1:
+        raise UsageError("--concurrency and --per-registry must be at least 1")
+    authfile = _default_authfile(args.authfile)
+    started = time.monotonic()
+    async with ClientPool(max_connections=max(64, args.concurrency * 2)) as pool:
+
+        def client_for(host: str, side: str) -> Endpoint:
+            verify: bool | str = getattr(args, f"{side}_ca_file") or getattr(
+                args, f"{side}_tls_verify"
+            )
+            settings = RegistrySettings(
+                host=host,
+                credentials=_credentials(getattr(args, f"{side}_creds"), authfile, host),
+                verify=verify,
+                max_in_flight=args.per_registry,
+            )
+            return Endpoint(pool.client(settings), "")
+
+        copier = Copier(concurrency=args.concurrency)
+        if args.recursive:
+            stats, failures = await _copy_prefix(copier, args, client_for)
+        else:
+            stats, failures = await _copy_one(copier, args, client_for)
+    _report(stats, failures, time.monotonic() - started, as_json=args.json)
+    return 1 if failures else 0
+
+
+async def _copy_one(copier: Copier, args: argparse.Namespace, client_for: _ClientFor) -> _Outcome:
+    src = parse_reference(args.src)
+    dst = parse_reference(args.dst)
+    if dst.digest:
+        raise UsageError("DST cannot name a digest: digests are preserved, give a tag or none")
+    src_end = _with_repo(client_for(src.host, "src"), src.repository)
+    dst_end = _with_repo(client_for(dst.host, "dst"), dst.repository)
+    if args.all_tags:
+        if src.tag or src.digest or dst.tag:
+            raise UsageError("--all-tags copies a whole repository: give SRC and DST without tag")
+        return await copier.copy_repository(src_end, dst_end)
+    reference = _source_reference(src)
+    tag = _destination_tag(src, dst)
+    try:
+        _, stats = await copier.copy_image(src_end, reference, dst_end, tag=tag)
+    except ReplicatorError as exc:
+        return CopyStats(), [CopyFailure(str(src), exc.code, str(exc))]
+    return stats, []
+
+
+def _destination_tag(src: Reference, dst: Reference) -> str | None:
+    """DST's tag, else SRC's; a copy by digest alone stays untagged; neither means `latest`."""
+    if dst.tag or src.tag:
+        return dst.tag or src.tag
+    return None if src.digest else "latest"
+
+
+def _source_reference(src: Reference) -> str:
+    # Docker's rule: no tag and no digest means `latest`.
+    return src.digest or src.tag or "latest"
+
+
+async def _copy_prefix(
+    copier: Copier, args: argparse.Namespace, client_for: _ClientFor
+) -> _Outcome:
+    src_host, src_prefix = parse_host_path(args.src)
+    dst_host, dst_prefix = parse_host_path(args.dst)
+    source = client_for(src_host, "src")
+    target = client_for(dst_host, "dst")
+    repositories = [name async for name in tags.catalog(source.client, src_prefix)]
+    if not repositories:
+        raise UsageError(f"no repository under {args.src}")
+    limit = asyncio.Semaphore(REPOSITORIES_IN_FLIGHT)
+    total, failures = CopyStats(), []
+
+    async def one(name: str) -> None:
+        suffix = name[len(src_prefix) :].lstrip("/") if src_prefix else name
+        dest_name = "/".join(part for part in (dst_prefix, suffix) if part)
+        async with limit:
+            try:
+                stats, failed = await copier.copy_repository(
+                    _with_repo(source, name), _with_repo(target, dest_name)
+                )
+            except ReplicatorError as exc:
+                failures.append(CopyFailure(f"{src_host}/{name}", exc.code, str(exc)))
+                return
+        total.add(stats)
+        failures.extend(failed)
+
+    async with asyncio.TaskGroup() as group:
+        for name in repositories:
+            group.create_task(one(name))
+    return total, failures
+
+
+def _with_repo(endpoint: Endpoint, repository: str) -> Endpoint:
+    return Endpoint(endpoint.client, repository)
+
+
+def _report(
+    stats: CopyStats, failures: list[CopyFailure], seconds: float, *, as_json: bool
+) -> None:
+    if as_json:
+        doc = asdict(stats) | {
+            "seconds": round(seconds, 3),
+            "failures": [asdict(f) for f in failures],
+        }
+        print(json.dumps(doc))
+    else:
+        rate = stats.bytes_copied / seconds / 1e6 if seconds > 0 else 0.0
+        print(
+            f"{stats.images} images, {stats.manifests} manifests written; blobs: "
+            f"{stats.blobs_copied} copied, {stats.blobs_mounted} mounted, {stats.blobs_skipped} "
+            f"already there; {stats.bytes_copied / 1e6:.1f} MB in {seconds:.1f} s ({rate:.1f} MB/s)"
+        )
+    for failure in failures:
+        print(f"failed: {failure.image}: {failure.code}: {failure.reason}", file=sys.stderr)
