@@ -12,6 +12,7 @@
     │   └── TransportError          connection failed, reset or timed out (always temporary)
     ├── DigestMismatch              bytes that do not hash to the digest they claim
     ├── PolicyDenied                a destination's registry policy refuses the principal
+    ├── BusError                    the MQTT broker is unreachable or refused us (temporary)
     ├── JournalError                the journal cannot be read or written
     │   └── SchemaError             the journal's schema is newer than this program
     └── TransitionError             an illegal job state transition: a bug, never retried
@@ -131,6 +132,13 @@ class PolicyDenied(ReplicatorError):
     """The destination's registry policy refuses the source account."""
 
     code = "POLICY_DENIED"
+
+
+class BusError(ReplicatorError):
+    """The MQTT broker cannot be reached, refused a request, or dropped the connection."""
+
+    code = "BUS_ERROR"
+    temporary = True
 
 
 class JournalError(ReplicatorError):
