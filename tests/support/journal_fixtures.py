@@ -1,1 +1,190 @@
-"""Fixtures for journal_fixtures (filled in by the module that owns them)."""
+"""Journal fixtures: a journal URL on SQLite and on a PostgreSQL started for the session.
+
+Also a small program run as a separate process by the multi-process journal tests:
+    python -m tests.support.journal_fixtures claim URL      claim and complete until none is due
+    python -m tests.support.journal_fixtures write URL N    record events N, N+1, ... until killed
+Each prints one line per committed step, so the parent knows what is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from replicator.domain.jobs import JobKey
+from replicator.journal import Journal
+from tests.support.ports import free_port, wait_listening
+
+# Destinations each event of the `write` program fans out to: several jobs per transaction, so a
+# kill can land between the inserts of one event.
+WRITER_DESTINATIONS = ("usw2", "euw1", "apse1")
+# Jobs a `claim` program takes per transaction: small, so claimers interleave often.
+CLAIM_BATCH = 3
+POSTGRES_USER = "replicator"
+_database_numbers = itertools.count(1)
+
+
+def writer_digest(number: int) -> str:
+    """The digest the `write` program gives event `number`."""
+    return f"sha256:{number:064x}"
+
+
+def writer_keys(number: int) -> list[JobKey]:
+    """The job keys of event `number` of the `write` program."""
+    return [
+        JobKey("use1", "app", writer_digest(number), f"t{number}", destination)
+        for destination in WRITER_DESTINATIONS
+    ]
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A PostgreSQL cluster started for the test session."""
+
+    host: str
+    port: int
+    user: str
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy URL of one database of the cluster."""
+        return f"postgresql+psycopg2://{self.user}@{self.host}:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """Create an empty database; its URL."""
+        import psycopg2
+
+        name = f"journal_{os.getpid()}_{next(_database_numbers)}"
+        connection = psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, dbname="postgres"
+        )
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+        return self.url(name)
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+def _run_as_server_user(command: list[str], *, check: bool = True) -> None:
+    """Run a PostgreSQL tool; root cannot run postgres, so as the Debian package's `postgres`."""
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "postgres", "--", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{command} failed ({result.returncode}): {result.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster in a temporary folder on a free loopback port, for the session."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)")
+    if os.geteuid() == 0:
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+    # Not under pytest's tmp_path: its parent is private to root, the server user could not enter.
+    base = Path(tempfile.mkdtemp(prefix="replicator-pg-"))
+    if os.geteuid() == 0:
+        os.chown(base, account.pw_uid, account.pw_gid)
+    data, port = base / "data", free_port()
+    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "-A", "trust"]
+    # fsync off: the tests kill clients, never the server, so its durability is not tested.
+    options = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log")]
+    try:
+        _run_as_server_user([*initdb, "-E", "UTF8", "--no-locale", "--no-sync"])
+        _run_as_server_user([*pg_ctl, "-w", "-t", "60", "-o", options, "start"])
+        wait_listening(port)
+        yield PostgresServer("127.0.0.1", port, POSTGRES_USER)
+    finally:
+        _run_as_server_user([*pg_ctl, "-m", "immediate", "stop"], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty journal's URL: a SQLite file in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest.fixture
+async def journal(journal_url: str) -> AsyncIterator[Journal]:
+    """An open, empty journal on each database kind; closed after the test."""
+    opened = await Journal.open(journal_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def journal_program(*args: str) -> list[str]:
+    """The command line running this module's program with `args`."""
+    return [sys.executable, "-m", "tests.support.journal_fixtures", *args]
+
+
+async def _claim_all(url: str) -> None:
+    async with await Journal.open(url) as journal:
+        while claimed := await journal.claim_due(CLAIM_BATCH, datetime.now(UTC)):
+            for row in claimed:
+                await journal.complete(
+                    row.id, bytes_copied=1, blobs_copied=1, blobs_mounted=0, blobs_skipped=0
+                )
+                print(row.id, flush=True)
+
+
+async def _write_forever(url: str, start: int) -> None:
+    async with await Journal.open(url) as journal:
+        for number in itertools.count(start):
+            await journal.record_event(
+                source="use1",
+                topic="registry/use1/events",
+                payload=f"event {number}".encode(),
+                outcome="accepted",
+                reason="",
+                job_keys=writer_keys(number),
+                pushed_at=datetime.now(UTC),
+            )
+            print(number, flush=True)
+
+
+def main(argv: list[str]) -> None:
+    """Run the `claim` or `write` program (see the module docstring)."""
+    from replicator import logs
+
+    logs.configure(level="warning")  # to stderr: stdout carries the committed steps
+    mode, url, *rest = argv
+    if mode == "claim":
+        asyncio.run(_claim_all(url))
+    elif mode == "write":
+        asyncio.run(_write_forever(url, int(rest[0])))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}: claim or write")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,472 @@
+"""The journal on SQLite and PostgreSQL: recording, claiming, failing, recovery, queries, schema."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from replicator.domain.jobs import FailureCode, JobKey, JobKind, JobState
+from replicator.errors import JournalError, SchemaError, TransitionError
+from replicator.journal import EventOutcome, Journal
+from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES
+
+pytestmark = pytest.mark.integration
+
+DIGEST = "sha256:" + "a" * 64
+OTHER_DIGEST = "sha256:" + "b" * 64
+KEY = JobKey("use1", "app", DIGEST, "v1", "usw2")
+KEY_EU = JobKey("use1", "app", DIGEST, "v1", "euw1")
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+async def record(
+    journal: Journal,
+    payload: bytes,
+    keys: list[JobKey],
+    denied: dict[JobKey, str] | None = None,
+    outcome: str = "accepted",
+    reason: str = "",
+) -> list[int]:
+    """Record an event from source use1."""
+    return await journal.record_event(
+        source="use1",
+        topic="registry/use1/events",
+        payload=payload,
+        outcome=outcome,
+        reason=reason,
+        job_keys=keys,
+        pushed_at=T0,
+        denied=denied,
+    )
+
+
+async def only_job(journal: Journal, job_id: int) -> JobState:
+    """The state of one job."""
+    row = await journal.job(job_id)
+    assert row is not None
+    return row.state
+
+
+async def claim_one(journal: Journal, now: datetime = T0) -> int:
+    """Claim exactly one due job; its id."""
+    claimed = await journal.claim_due(10, now)
+    assert len(claimed) == 1
+    return claimed[0].id
+
+
+async def fail_temporarily(journal: Journal, job_id: int, now: datetime = T0) -> JobState:
+    """Fail a claimed job with a temporary transport error, 3 attempts allowed, 30 s backoff."""
+    return await journal.fail(
+        job_id,
+        code="TRANSPORT_ERROR",
+        reason="connection reset",
+        temporary=True,
+        max_attempts=3,
+        now=now,
+        backoff=30.0,
+    )
+
+
+async def fail_permanently(journal: Journal, job_id: int) -> JobState:
+    """Fail a claimed job for good with a digest mismatch."""
+    return await journal.fail(
+        job_id,
+        code="DIGEST_MISMATCH",
+        reason="bytes do not match",
+        temporary=False,
+        max_attempts=3,
+        now=T0,
+        backoff=0.0,
+    )
+
+
+class TestRecordEvent:
+    """record_event(): one transaction, idempotent jobs."""
+
+    async def test_same_event_twice_makes_one_job(self, journal: Journal) -> None:
+        """A redelivered event creates no second job and is recorded as an ignored duplicate."""
+        first = await record(journal, b"push 1", [KEY])
+        second = await record(journal, b"push 1", [KEY])
+        assert first == second
+        assert len(await journal.jobs()) == 1
+        newest, oldest = await journal.events()
+        assert (oldest.outcome, oldest.jobs_created) == (EventOutcome.ACCEPTED, 1)
+        assert newest.outcome is EventOutcome.IGNORED
+        assert newest.reason == f"duplicate of event {oldest.id}"
+        assert newest.jobs_created == 0
+
+    async def test_new_event_for_existing_key_keeps_the_job(self, journal: Journal) -> None:
+        """Another push of an image already queued neither duplicates nor resets its job."""
+        [job_id] = await record(journal, b"push 1", [KEY])
+        await claim_one(journal)
+        assert await record(journal, b"push 2", [KEY]) == [job_id]
+        assert await only_job(journal, job_id) is JobState.IN_PROGRESS
+        assert (await journal.events())[0].jobs_created == 0
+
+    async def test_new_job_is_pending_with_push_time(self, journal: Journal) -> None:
+        """A new job is PENDING, due now, with the push timestamp and no attempt yet."""
+        [job_id] = await record(journal, b"push", [KEY])
+        row = await journal.job(job_id)
+        assert row is not None
+        assert (row.state, row.attempts, row.pushed_at, row.key) == (
+            JobState.PENDING,
+            0,
+            T0,
+            KEY,
+        )
+        assert row.next_attempt_at is not None
+
+    async def test_denied_key_is_failed_policy_denied(self, journal: Journal) -> None:
+        """A key the policy denies is recorded FAILED with POLICY_DENIED and the reason."""
+        allowed, denied = await record(
+            journal, b"push", [KEY], denied={KEY_EU: "no Allow for ecr:ReplicateImage"}
+        )
+        row = await journal.job(denied)
+        assert row is not None
+        assert (row.state, row.failure_code, row.failure_reason, row.attempts) == (
+            JobState.FAILED,
+            FailureCode.POLICY_DENIED,
+            "no Allow for ecr:ReplicateImage",
+            0,
+        )
+        assert row.finished_at is not None
+        assert await only_job(journal, allowed) is JobState.PENDING
+        assert (await journal.events())[0].jobs_created == 2
+
+    async def test_new_push_requeues_failed_job(self, journal: Journal) -> None:
+        """A new push gives a FAILED job a new chance: PENDING, attempts and failure cleared."""
+        [job_id] = await record(journal, b"push 1", [KEY])
+        await fail_permanently(journal, await claim_one(journal))
+        assert await record(journal, b"push 2", [KEY]) == [job_id]
+        row = await journal.job(job_id)
+        assert row is not None
+        assert (row.state, row.attempts, row.failure_code, row.failure_reason) == (
+            JobState.PENDING,
+            0,
+            None,
+            None,
+        )
+        assert (await journal.events())[0].jobs_created == 1
+
+    async def test_redelivered_event_does_not_requeue_failed_job(self, journal: Journal) -> None:
+        """The same payload delivered again leaves a FAILED job failed (not a new push)."""
+        [job_id] = await record(journal, b"push 1", [KEY])
+        await fail_permanently(journal, await claim_one(journal))
+        await record(journal, b"push 1", [KEY])
+        assert await only_job(journal, job_id) is JobState.FAILED
+
+    async def test_new_push_leaves_complete_job(self, journal: Journal) -> None:
+        """A COMPLETE job stays COMPLETE: that digest and tag are already replicated."""
+        [job_id] = await record(journal, b"push 1", [KEY])
+        await journal.complete(
+            await claim_one(journal),
+            bytes_copied=10,
+            blobs_copied=1,
+            blobs_mounted=0,
+            blobs_skipped=0,
+        )
+        await record(journal, b"push 2", [KEY])
+        assert await only_job(journal, job_id) is JobState.COMPLETE
+
+    async def test_new_push_still_denied_records_new_reason(self, journal: Journal) -> None:
+        """A failed job denied again by a new push stays FAILED with the new reason."""
+        [job_id] = await record(journal, b"push 1", [], denied={KEY: "old reason"})
+        await record(journal, b"push 2", [], denied={KEY: "new reason"})
+        row = await journal.job(job_id)
+        assert row is not None
+        assert (row.state, row.failure_reason) == (JobState.FAILED, "new reason")
+
+    async def test_rejected_event_is_kept_truncated(self, journal: Journal) -> None:
+        """A rejected payload is recorded with its reason, cut to the cap, hashed whole."""
+        payload = b"x" * (MAX_STORED_PAYLOAD_BYTES + 10)
+        assert await record(journal, payload, [], outcome="rejected", reason="not JSON") == []
+        [event] = await journal.events(EventOutcome.REJECTED)
+        assert (event.outcome, event.reason, event.payload_size) == (
+            EventOutcome.REJECTED,
+            "not JSON",
+            MAX_STORED_PAYLOAD_BYTES + 10,
+        )
+        assert event.payload == payload[:MAX_STORED_PAYLOAD_BYTES]
+        assert event.payload_sha256 == hashlib.sha256(payload).hexdigest()
+        assert await journal.jobs() == []
+
+    async def test_rejected_then_accepted_payload_makes_jobs(self, journal: Journal) -> None:
+        """Duplicates are judged against accepted events only: a once-rejected payload counts."""
+        await record(journal, b"push", [], outcome="rejected", reason="unknown registry")
+        assert len(await record(journal, b"push", [KEY])) == 1
+        assert (await journal.events())[0].outcome is EventOutcome.ACCEPTED
+
+    async def test_untagged_key_is_unique(self, journal: Journal) -> None:
+        """A digest-only key (tag None) is deduplicated like a tagged one and reads back None."""
+        untagged = JobKey("use1", "app", DIGEST, None, "usw2")
+        first = await record(journal, b"push 1", [untagged, untagged])
+        assert await record(journal, b"push 2", [untagged]) == first
+        [row] = await journal.jobs()
+        assert (row.tag, row.key) == (None, untagged)
+
+    async def test_kinds_are_distinct_jobs(self, journal: Journal) -> None:
+        """A DELETE job and a COPY job of the same image are two jobs."""
+        delete = JobKey("use1", "app", DIGEST, "v1", "usw2", JobKind.DELETE)
+        assert len(set(await record(journal, b"push", [KEY, delete]))) == 2
+
+
+class TestAddJobs:
+    """add_jobs(): the same insertion without an event."""
+
+    async def test_counts_created_and_requeued(self, journal: Journal) -> None:
+        """New keys and re-queued failed ones are counted; existing ones are not."""
+        assert await journal.add_jobs([KEY, KEY_EU]) == 2
+        assert await journal.add_jobs([KEY, KEY_EU]) == 0
+        await fail_permanently(journal, (await journal.claim_due(1, T0))[0].id)
+        assert await journal.add_jobs([KEY, KEY_EU]) == 1
+        assert await journal.events() == []
+
+    async def test_denied(self, journal: Journal) -> None:
+        """Denied keys are recorded FAILED POLICY_DENIED."""
+        assert await journal.add_jobs([], denied={KEY: "cross-account"}) == 1
+        [row] = await journal.jobs(JobState.FAILED)
+        assert row.failure_code == FailureCode.POLICY_DENIED
+
+
+class TestClaimAndFinish:
+    """claim_due(), complete(), fail()."""
+
+    async def test_claim_moves_to_in_progress(self, journal: Journal) -> None:
+        """A claim takes a PENDING job to IN_PROGRESS with one attempt; nobody claims it again."""
+        [job_id] = await record(journal, b"push", [KEY])
+        [row] = await journal.claim_due(10, T0)
+        assert (row.id, row.state, row.attempts, row.started_at) == (
+            job_id,
+            JobState.IN_PROGRESS,
+            1,
+            T0,
+        )
+        assert await journal.claim_due(10, T0) == []
+
+    async def test_claim_respects_limit_oldest_first(self, journal: Journal) -> None:
+        """At most `limit` jobs are claimed, the first queued first."""
+        keys = [JobKey("use1", "app", DIGEST, f"t{n}", "usw2") for n in range(5)]
+        ids = [(await journal.add_jobs([key]), key)[1] for key in keys]
+        claimed = await journal.claim_due(2, T0 + timedelta(days=1))
+        assert [row.key for row in claimed] == ids[:2]
+
+    async def test_complete_records_counters(self, journal: Journal) -> None:
+        """complete() ends the job COMPLETE with the copy's counters and a finish time."""
+        await record(journal, b"push", [KEY])
+        job_id = await claim_one(journal)
+        await journal.complete(
+            job_id, bytes_copied=1234, blobs_copied=3, blobs_mounted=1, blobs_skipped=2, now=T0
+        )
+        row = await journal.job(job_id)
+        assert row is not None
+        assert (row.state, row.bytes_copied, row.blobs_copied, row.blobs_mounted) == (
+            JobState.COMPLETE,
+            1234,
+            3,
+            1,
+        )
+        assert (row.blobs_skipped, row.finished_at) == (2, T0)
+
+    async def test_complete_twice_is_illegal(self, journal: Journal) -> None:
+        """Completing a COMPLETE job is an illegal transition."""
+        await record(journal, b"push", [KEY])
+        job_id = await claim_one(journal)
+        await journal.complete(
+            job_id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0
+        )
+        with pytest.raises(TransitionError, match="COMPLETE cannot take event SUCCEED"):
+            await journal.complete(
+                job_id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0
+            )
+
+    async def test_fail_unclaimed_is_illegal(self, journal: Journal) -> None:
+        """A PENDING job cannot fail: only a claimed one can."""
+        [job_id] = await record(journal, b"push", [KEY])
+        with pytest.raises(TransitionError, match="PENDING cannot take event FAIL_TEMPORARY"):
+            await fail_temporarily(journal, job_id)
+
+    async def test_unknown_job(self, journal: Journal) -> None:
+        """Acting on a job id that does not exist raises a permanent JournalError."""
+        with pytest.raises(JournalError, match="job 999 does not exist") as info:
+            await fail_temporarily(journal, 999)
+        assert not info.value.temporary
+
+    async def test_temporary_failure_waits_until_due(self, journal: Journal) -> None:
+        """A temporary failure waits `backoff` seconds; the job is claimable only once due."""
+        await record(journal, b"push", [KEY])
+        job_id = await claim_one(journal)
+        assert await fail_temporarily(journal, job_id) is JobState.RETRY_WAIT
+        due = T0 + timedelta(seconds=30)
+        row = await journal.job(job_id)
+        assert row is not None
+        assert (row.next_attempt_at, row.failure_code) == (due, FailureCode.TRANSPORT_ERROR)
+        assert await journal.next_due_at() == due
+        assert await journal.backlog() == 1
+        assert await journal.claim_due(10, due - timedelta(seconds=1)) == []
+        [again] = await journal.claim_due(10, due)
+        assert (again.id, again.attempts, again.state) == (job_id, 2, JobState.IN_PROGRESS)
+
+    async def test_attempts_exhausted_fail_max_attempts(self, journal: Journal) -> None:
+        """The third temporary failure of three allowed ends FAILED with MAX_ATTEMPTS."""
+        await record(journal, b"push", [KEY])
+        now = T0
+        for expected in (JobState.RETRY_WAIT, JobState.RETRY_WAIT, JobState.FAILED):
+            assert await fail_temporarily(journal, await claim_one(journal, now), now) is expected
+            now += timedelta(minutes=1)
+        [row] = await journal.jobs()
+        assert (row.failure_code, row.attempts) == (FailureCode.MAX_ATTEMPTS, 3)
+        assert row.failure_reason == ("gave up after 3 attempts: TRANSPORT_ERROR: connection reset")
+        assert await journal.next_due_at() is None
+
+    async def test_permanent_failure(self, journal: Journal) -> None:
+        """A permanent failure ends FAILED at once with its own code and reason."""
+        await record(journal, b"push", [KEY])
+        assert await fail_permanently(journal, await claim_one(journal)) is JobState.FAILED
+        [row] = await journal.jobs(JobState.FAILED)
+        assert (row.failure_code, row.failure_reason) == (
+            FailureCode.DIGEST_MISMATCH,
+            "bytes do not match",
+        )
+
+    async def test_naive_time_refused(self, journal: Journal) -> None:
+        """A naive datetime is a caller bug and is refused before touching the database."""
+        with pytest.raises(ValueError, match="naive datetime"):
+            await journal.claim_due(1, datetime(2030, 1, 1))
+
+
+class TestRecovery:
+    """resume_interrupted() and retry_failed()."""
+
+    async def test_resume_interrupted(self, journal: Journal) -> None:
+        """Jobs left IN_PROGRESS go back to PENDING and can be claimed again."""
+        await record(journal, b"push", [KEY, KEY_EU])
+        await journal.claim_due(10, T0)
+        assert await journal.resume_interrupted() == 2
+        assert {row.state for row in await journal.jobs()} == {JobState.PENDING}
+        assert [row.attempts for row in await journal.claim_due(10, T0)] == [2, 2]
+
+    async def test_resume_fails_jobs_out_of_attempts(self, journal: Journal) -> None:
+        """With max_attempts, an interrupted job on its last attempt ends FAILED MAX_ATTEMPTS."""
+        await record(journal, b"push", [KEY])
+        await journal.claim_due(10, T0)
+        assert await journal.resume_interrupted(max_attempts=1) == 1
+        [row] = await journal.jobs()
+        assert (row.state, row.failure_code) == (JobState.FAILED, FailureCode.MAX_ATTEMPTS)
+
+    async def test_resume_started_before(self, journal: Journal) -> None:
+        """started_before leaves jobs claimed after it alone (a peer's running jobs)."""
+        await journal.add_jobs([KEY])
+        await journal.claim_due(1, T0)
+        await journal.add_jobs([KEY_EU])
+        await journal.claim_due(1, T0 + timedelta(hours=1))
+        assert await journal.resume_interrupted(started_before=T0 + timedelta(minutes=1)) == 1
+        states = {row.key: row.state for row in await journal.jobs()}
+        assert states == {KEY: JobState.PENDING, KEY_EU: JobState.IN_PROGRESS}
+
+    async def test_retry_one_and_all(self, journal: Journal) -> None:
+        """retry_failed re-queues one failed job by id, or all; never a job in another state."""
+        ids = await record(journal, b"push", [KEY, KEY_EU])
+        for job in await journal.claim_due(10, T0):
+            await fail_permanently(journal, job.id)
+        assert await journal.retry_failed(ids[0]) == 1
+        assert await journal.retry_failed(ids[0]) == 0
+        assert await journal.retry_failed() == 1
+        rows = await journal.jobs()
+        assert {(row.state, row.attempts, row.failure_code) for row in rows} == {
+            (JobState.PENDING, 0, None)
+        }
+
+
+class TestQueries:
+    """status(), jobs(), counts(), backlog(), next_due_at()."""
+
+    async def test_status_by_tag_follows_newest_digest(self, journal: Journal) -> None:
+        """A tag resolves to the digest of its newest push, as in ECR."""
+        await record(journal, b"push 1", [KEY])
+        moved = JobKey("use1", "app", OTHER_DIGEST, "v1", "usw2")
+        await record(journal, b"push 2", [moved])
+        assert [row.key for row in await journal.status("use1", "app", tag="v1")] == [moved]
+
+    async def test_status_by_digest(self, journal: Journal) -> None:
+        """By digest: every job of that digest in the repository, any tag."""
+        untagged = JobKey("use1", "app", DIGEST, None, "usw2")
+        other = JobKey("use1", "other", DIGEST, "v1", "usw2")
+        await record(journal, b"push", [KEY, KEY_EU, untagged, other])
+        rows = await journal.status(None, "app", digest=DIGEST)
+        assert [row.key for row in rows] == [KEY, KEY_EU, untagged]
+
+    async def test_status_source_filter_and_unknown(self, journal: Journal) -> None:
+        """Another source's image, or an unknown tag, has no jobs."""
+        await record(journal, b"push", [KEY])
+        assert await journal.status("use2", "app", digest=DIGEST) == []
+        assert await journal.status("use1", "app", tag="nope") == []
+
+    async def test_counts_backlog_and_list(self, journal: Journal) -> None:
+        """Counts per (state, destination); backlog counts waiting jobs; jobs() filters."""
+        await record(
+            journal, b"push", [KEY, KEY_EU], denied={JobKey("use1", "b", DIGEST, None, "x"): "no"}
+        )
+        await journal.claim_due(1, T0)
+        assert await journal.counts() == {
+            (JobState.IN_PROGRESS, "usw2"): 1,
+            (JobState.PENDING, "euw1"): 1,
+            (JobState.FAILED, "x"): 1,
+        }
+        assert await journal.backlog() == 1
+        assert [row.key for row in await journal.jobs(JobState.PENDING)] == [KEY_EU]
+        assert len(await journal.jobs(limit=2)) == 2
+
+    async def test_empty(self, journal: Journal) -> None:
+        """An empty journal has no backlog and nothing due."""
+        assert (await journal.backlog(), await journal.next_due_at()) == (0, None)
+
+
+class TestSchema:
+    """Opening, reopening, and refusing a newer schema."""
+
+    async def test_reopen_keeps_data(self, journal_url: str) -> None:
+        """Jobs survive closing and reopening the journal."""
+        async with await Journal.open(journal_url) as first:
+            await first.add_jobs([KEY])
+        async with await Journal.open(journal_url) as second:
+            assert [row.key for row in await second.jobs()] == [KEY]
+
+    async def test_newer_schema_refused(self, journal_url: str) -> None:
+        """A journal written by a newer replicator is refused with what to do, and not touched."""
+        engine = create_engine(journal_url)
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE meta (key VARCHAR(64) PRIMARY KEY, value TEXT)"))
+            connection.execute(text("INSERT INTO meta VALUES ('schema_version', '2')"))
+        with pytest.raises(SchemaError, match=r"schema version 2.*run the newer replicator"):
+            await Journal.open(journal_url)
+        with engine.connect() as connection:
+            tables = connection.dialect.get_table_names(connection)
+        engine.dispose()
+        assert tables == ["meta"]
+
+    async def test_closed_journal_refuses(self, journal_url: str) -> None:
+        """A closed journal raises instead of hanging; closing twice is harmless."""
+        opened = await Journal.open(journal_url)
+        await opened.close()
+        await opened.close()
+        with pytest.raises(JournalError, match="closed"):
+            await opened.jobs()
+
+
+async def test_sqlite_is_wal(tmp_path: object) -> None:
+    """A SQLite journal is in WAL mode."""
+    path = f"{tmp_path}/wal.db"
+    async with await Journal.open(f"sqlite:///{path}"):
+        pass
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_unopenable_url(tmp_path: object) -> None:
+    """A SQLite path in a missing folder raises JournalError naming the URL."""
+    with pytest.raises(JournalError, match="no-such-dir"):
+        await Journal.open(f"sqlite:///{tmp_path}/no-such-dir/journal.db")
