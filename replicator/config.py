@@ -326,7 +326,7 @@ def load_config(path: str | Path | None = None) -> Config:
     version = doc.get("version", SUPPORTED_VERSION)
     if isinstance(version, int) and version > SUPPORTED_VERSION:
         raise ConfigError(
-            f"version {version} is newer than this replicator supports ({SUPPORTED_VERSION}); "
+            f"{version} is newer than this replicator supports ({SUPPORTED_VERSION}); "
             "upgrade replicator or rewrite the file for version 1",
             file=name,
             field="version",
@@ -477,6 +477,8 @@ def _pydantic_problem(error: Any) -> tuple[str, str]:
     if kind == "missing":
         return field, "is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "string_type" and isinstance(error["input"], int | float):
+        return field, "must be a string in quotes, not a number"
     if kind.endswith("_type") or kind == "is_instance_of":
         message += f", not {type(error['input']).__name__}"
     return field, message
