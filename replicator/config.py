@@ -78,16 +78,15 @@ def _resolve_journal_url(url: str, info: ValidationInfo) -> str:
     return f"{_SQLITE_PREFIX}{base / path}"
 
 
-def _check_account(value: str) -> str:
-    if not ACCOUNT_RE.match(value):
-        raise ValueError(f"{value!r} is not an account: exactly 12 digits, as a string")
-    return value
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """A validator refusing strings that do not match `pattern`; `what` completes "... is not"."""
 
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
 
-def _check_region(value: str) -> str:
-    if not REGION_RE.match(value):
-        raise ValueError(f"{value!r} is not a region (like us-east-1)")
-    return value
+    return AfterValidator(check)
 
 
 def _check_url(value: str) -> str:
@@ -105,12 +104,6 @@ def _check_url(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
-def _check_name(value: str) -> str:
-    if not _NAME_RE.match(value):
-        raise ValueError(f"registry name {value!r} is not [a-z0-9_-]+ (it is an MQTT topic level)")
-    return value
-
-
 def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -125,10 +118,12 @@ def _check_topic_level(value: str) -> str:
 
 
 ConfigPath = Annotated[Path, BeforeValidator(_resolve_path)]
-Account = Annotated[str, AfterValidator(_check_account)]
-Region = Annotated[str, AfterValidator(_check_region)]
+Account = Annotated[str, _matching(ACCOUNT_RE, "an account: exactly 12 digits, as a string")]
+Region = Annotated[str, _matching(REGION_RE, "a region (like us-east-1)")]
 RegistryUrl = Annotated[str, AfterValidator(_check_url)]
-RegistryName = Annotated[str, AfterValidator(_check_name)]
+RegistryName = Annotated[
+    str, _matching(_NAME_RE, "a registry name ([a-z0-9_-]+, an MQTT topic level)")
+]
 Listen = Annotated[str, AfterValidator(_check_listen)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -342,11 +337,7 @@ def load_config(path: str | Path | None = None) -> Config:
     config._path = file
     config.mqtt._password = _read_secret(config.mqtt.password_file, "mqtt.password_file", problems)
     config.bridge._token = _read_secret(config.bridge.token_file, "bridge.token_file", problems)
-    if config.mqtt.password_file and not config.mqtt.username:
-        problems.append(("mqtt.password_file", "is set without username"))
-    if bool(config.mqtt.client_cert) != bool(config.mqtt.client_key):
-        problems.append(("mqtt.client_cert", "client_cert and client_key go together"))
-    _check_files(config.mqtt, "mqtt", ("ca_file", "client_cert", "client_key"), problems)
+    _check_credentials(config.mqtt, "mqtt", problems)
     for key, registry in config.registries.items():
         _load_registry(key, registry, problems)
     if not problems:
@@ -360,15 +351,9 @@ def _load_registry(key: str, registry: RegistryConfig, problems: list[tuple[str,
     where = f"registries.{key}"
     registry._name = key
     registry._password = _read_secret(registry.password_file, f"{where}.password_file", problems)
-    if registry.password_file and not registry.username:
-        problems.append((f"{where}.password_file", "is set without username"))
+    _check_credentials(registry, where, problems)
     if registry.username and registry.docker_config:
         problems.append((f"{where}.docker_config", "give either username or docker_config"))
-    if bool(registry.client_cert) != bool(registry.client_key):
-        problems.append((f"{where}.client_cert", "client_cert and client_key go together"))
-    _check_files(
-        registry, where, ("docker_config", "ca_file", "client_cert", "client_key"), problems
-    )
     replication = _read_json(registry.replication_file, f"{where}.replication", problems)
     if replication is not None:
         try:
@@ -415,45 +400,50 @@ def _named(destination: Destination) -> str:
     return f"registryId {destination.registry_id} region {destination.region}"
 
 
-def _read_secret(
-    path: Path | None, field: str, problems: list[tuple[str, str]]
-) -> SecretStr | None:
-    if path is None:
-        return None
-    try:
-        text = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append((field, f"cannot read {path}: {_why(exc)}"))
-        return None
-    if not text:
-        problems.append((field, f"{path} is empty"))
-        return None
-    return SecretStr(text)
-
-
-def _read_json(path: Path | None, field: str, problems: list[tuple[str, str]]) -> object:
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append((field, f"cannot read {path}: {_why(exc)}"))
-    except json.JSONDecodeError as exc:
-        problems.append((field, f"{path} is not valid JSON: {exc}"))
-    return None
-
-
-def _check_files(
-    section: BaseModel, where: str, names: tuple[str, ...], problems: list[tuple[str, str]]
+def _check_credentials(
+    section: MqttConfig | RegistryConfig, where: str, problems: list[tuple[str, str]]
 ) -> None:
-    for name in names:
-        path = getattr(section, name)
+    """A password file needs a user name, a client certificate its key; named files exist."""
+    if section.password_file and not section.username:
+        problems.append((f"{where}.password_file", "is set without username"))
+    if bool(section.client_cert) != bool(section.client_key):
+        problems.append((f"{where}.client_cert", "client_cert and client_key go together"))
+    for name in ("docker_config", "ca_file", "client_cert", "client_key"):
+        path = getattr(section, name, None)
         if path is not None and not path.is_file():
             problems.append((f"{where}.{name}", f"{path} is not a readable file"))
 
 
-def _why(exc: Exception) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+def _read_text(path: Path, field: str, problems: list[tuple[str, str]]) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problems.append((field, f"cannot read {path}: {why}"))
+        return None
+
+
+def _read_secret(
+    path: Path | None, field: str, problems: list[tuple[str, str]]
+) -> SecretStr | None:
+    text = None if path is None else _read_text(path, field, problems)
+    if text is None:
+        return None
+    if not text.rstrip("\r\n"):
+        problems.append((field, f"{path} is empty"))
+        return None
+    return SecretStr(text.rstrip("\r\n"))
+
+
+def _read_json(path: Path | None, field: str, problems: list[tuple[str, str]]) -> object:
+    text = None if path is None else _read_text(path, field, problems)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append((field, f"{path} is not valid JSON: {exc}"))
+        return None
 
 
 def _nested(exc: ConfigError, field: str, file: Path | None) -> tuple[str, str]:

@@ -299,7 +299,7 @@ class TestLoad:
                 '[registries.Use1]\naccount = "444455556666"\nregion = "eu-west-1"\n'
                 'url = "http://127.0.0.1:5009"',
                 "registries.Use1",
-                "registry name 'Use1' is not [a-z0-9_-]+",
+                "'Use1' is not a registry name ([a-z0-9_-]+",
             ),
             ('[http]\nlisten = "9478"', "http.listen", "is not host:port"),
             ('[mqtt]\nshared_group = "a/b"', "mqtt.shared_group", "must not contain"),
