@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
 from replicator.errors import InvalidReferenceError
 
 # OCI distribution spec, "Pulling manifests": <name> components and the tag grammar.
+# `\Z`, not `$`: `$` also matches before a trailing newline, which would let "repo\n" through.
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*\Z")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 # Digest algorithms we can verify while streaming; others are refused rather than trusted.
 _DIGEST_HEX_LENGTH = {"sha256": 64, "sha512": 128}
-DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)\Z")
+# Docker's reference grammar for the registry host: DNS labels joined by '.', or a bracketed
+# IPv6 address, then an optional port. The host goes into URLs, so nothing else may pass.
+_HOST_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+HOST_RE = re.compile(
+    rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[A-Fa-f0-9:.]+\])(?::[0-9]{{1,5}})?\Z"
+)
 # Registries such as distribution cap the whole name at 255 characters (host excluded).
 MAX_NAME_LENGTH = 255
 
@@ -98,6 +106,15 @@ def _looks_like_host(part: str) -> bool:
     return "." in part or ":" in part or part == "localhost"
 
 
+def validate_host(host: str) -> str:
+    """Return `host[:port]` if it is a DNS name or IP address with an optional port."""
+    if not HOST_RE.match(host):
+        raise InvalidReferenceError(
+            f"registry host {host[:80]!r} is not valid: a DNS name or IP address, then [:port]"
+        )
+    return host
+
+
 def parse_host_path(text: str) -> tuple[str, str]:
     """Split `host[:port][/path]` into host and path (path may be empty: the whole registry)."""
     text = text.strip()
@@ -108,6 +125,7 @@ def parse_host_path(text: str) -> tuple[str, str]:
         raise InvalidReferenceError(
             f"{text!r} does not start with a registry host (host[:port], or localhost)"
         )
+    validate_host(host)
     path = path.strip("/")
     if path:
         validate_repository(path)
@@ -136,13 +154,24 @@ def parse_reference(text: str, *, require_host: bool = True) -> Reference:
         )
     else:
         host, repository = "", rest
+    if host:
+        validate_host(host)
     validate_repository(repository)
     return Reference(host=host, repository=repository, tag=tag, digest=digest)
 
 
 def is_loopback_host(host: str) -> bool:
     """Whether `host[:port]` is loopback, which Docker (and we) talk to over plain HTTP."""
-    name = (
-        host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]", maxsplit=1)[0][1:]
-    )
-    return name == "localhost" or name.startswith("127.") or name == "::1"
+    if host.startswith("["):
+        name = host[1:].split("]", maxsplit=1)[0]
+    elif host.count(":") == 1:
+        name = host.rsplit(":", 1)[0]
+    else:
+        name = host  # no port, or an unbracketed IPv6 address
+    if name.lower() == "localhost":
+        return True
+    # A real address check: a name like "127.example.com" is not loopback and gets HTTPS.
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
