@@ -1,0 +1,206 @@
+"""The MQTT bus against a real mosquitto: sessions, late acks, shared subscriptions, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from replicator.bus import Bus, BusMessage, BusOptions
+from replicator.errors import BusError
+from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
+
+pytestmark = pytest.mark.integration
+
+# A test waits this long for a message that should arrive (they take milliseconds).
+RECEIVE_SECONDS = 10.0
+# ...and this long to conclude that a message that should not arrive did not.
+QUIET_SECONDS = 0.5
+
+_ids = itertools.count()
+
+
+def options(broker: Mosquitto, client_id: str, **overrides: Any) -> BusOptions:
+    """Options for a client of `broker`; keyword arguments override BusOptions fields."""
+    return replace(BusOptions(host="127.0.0.1", port=broker.port, client_id=client_id), **overrides)
+
+
+def unique(prefix: str) -> str:
+    """A client id or topic prefix no other test on the shared broker uses."""
+    return f"{prefix}-{next(_ids)}"
+
+
+async def receive(bus: Bus, count: int) -> list[BusMessage]:
+    """The next `count` messages of `bus`, unacknowledged."""
+    received: list[BusMessage] = []
+    async with asyncio.timeout(RECEIVE_SECONDS):
+        iterator = bus.messages()
+        while len(received) < count:
+            received.append(await anext(iterator))
+    return received
+
+
+async def nothing_more(bus: Bus) -> bool:
+    """Whether no message arrives within QUIET_SECONDS."""
+    try:
+        async with asyncio.timeout(QUIET_SECONDS):
+            await anext(bus.messages())
+    except TimeoutError:
+        return True
+    return False
+
+
+async def publish_all(broker: Mosquitto, topic_root: str, payloads: list[bytes]) -> None:
+    """Publish each payload on `<topic_root>/<source>/events` from a separate client."""
+    async with Bus(
+        options(broker, unique("publisher"), events_topic=None, persistent=False)
+    ) as bus:
+        await bus.wait_connected(within=RECEIVE_SECONDS)
+        for payload in payloads:
+            await bus.publish(f"{topic_root}/src1/events", payload)
+
+
+async def publish_until_refused(bus: Bus) -> None:
+    """Publish repeatedly until the bus refuses (the client noticed the broker is gone)."""
+    async with asyncio.timeout(RECEIVE_SECONDS):
+        while True:
+            await bus.publish("registry/src1/events", b"lost")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def topic_root() -> str:
+    """A topic root of this test's own on the shared broker."""
+    return unique("registry")
+
+
+class TestBus:
+    async def test_round_trip(self, mosquitto: Mosquitto, topic_root: str) -> None:
+        """A published payload arrives once, with the source name taken from the topic."""
+        consumer = options(mosquitto, unique("consumer"), events_topic=f"{topic_root}/+/events")
+        async with Bus(consumer) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            await publish_all(mosquitto, topic_root, [b'{"events": []}'])
+            (message,) = await receive(bus, 1)
+            await bus.ack(message)
+            assert (message.topic, message.payload, message.source_name) == (
+                f"{topic_root}/src1/events",
+                b'{"events": []}',
+                "src1",
+            )
+            assert await nothing_more(bus)
+
+    async def test_session_keeps_messages_while_away(
+        self, mosquitto: Mosquitto, topic_root: str
+    ) -> None:
+        """Messages published while the consumer is disconnected arrive when it returns."""
+        consumer = options(mosquitto, unique("consumer"), events_topic=f"{topic_root}/+/events")
+        async with Bus(consumer) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+        payloads = [f"away-{i}".encode() for i in range(5)]
+        await publish_all(mosquitto, topic_root, payloads)
+        async with Bus(consumer) as bus:
+            messages = await receive(bus, 5)
+            for message in messages:
+                await bus.ack(message)
+        assert [m.payload for m in messages] == payloads
+
+    async def test_unacked_message_is_redelivered(
+        self, mosquitto: Mosquitto, topic_root: str
+    ) -> None:
+        """A message received but not acknowledged comes again after a reconnect (no loss)."""
+        consumer = options(mosquitto, unique("consumer"), events_topic=f"{topic_root}/+/events")
+        async with Bus(consumer) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            await publish_all(mosquitto, topic_root, [b"first", b"second"])
+            first, second = await receive(bus, 2)
+            await bus.ack(first)
+            # `second` is never acknowledged: the consumer "crashes" before journalling it.
+        async with Bus(consumer) as bus:
+            (again,) = await receive(bus, 1)
+            await bus.ack(again)
+            assert again.payload == second.payload
+            assert await nothing_more(bus)
+        async with Bus(consumer) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            assert await nothing_more(bus)
+
+    async def test_shared_subscription_splits_messages(
+        self, mosquitto: Mosquitto, topic_root: str
+    ) -> None:
+        """Two consumers in one shared group each get some of the messages, together all once."""
+        group = unique("group")
+        topic = f"{topic_root}/+/events"
+        first = options(mosquitto, unique("fleet"), events_topic=topic, shared_group=group)
+        second = options(mosquitto, unique("fleet"), events_topic=topic, shared_group=group)
+        payloads = [f"burst-{i}".encode() for i in range(20)]
+        async with Bus(first) as bus_a, Bus(second) as bus_b:
+            await bus_a.wait_connected(within=RECEIVE_SECONDS)
+            await bus_b.wait_connected(within=RECEIVE_SECONDS)
+            await publish_all(mosquitto, topic_root, payloads)
+            got: dict[str, list[bytes]] = {"a": [], "b": []}
+
+            async def drain(name: str, bus: Bus) -> None:
+                async for message in bus.messages():
+                    got[name].append(message.payload)
+                    await bus.ack(message)
+
+            async with asyncio.timeout(RECEIVE_SECONDS):
+                drains = [
+                    asyncio.create_task(drain("a", bus_a)),
+                    asyncio.create_task(drain("b", bus_b)),
+                ]
+                while len(got["a"]) + len(got["b"]) < len(payloads):
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(QUIET_SECONDS)
+            for task in drains:
+                task.cancel()
+            await asyncio.gather(*drains, return_exceptions=True)
+        assert got["a"]
+        assert got["b"]
+        assert sorted(got["a"] + got["b"]) == sorted(payloads)
+
+    async def test_broker_restart_reconnects(self, mosquitto_factory: MosquittoFactory) -> None:
+        """After a broker restart the consumer reconnects by itself and keeps receiving."""
+        broker = mosquitto_factory()
+        consumer = options(broker, unique("consumer"), events_topic="registry/+/events")
+        async with Bus(consumer) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            await publish_all(broker, "registry", [b"before"])
+            (before,) = await receive(bus, 1)
+            await bus.ack(before)
+            broker.restart()
+            async with asyncio.timeout(RECEIVE_SECONDS):
+                while bus.connected.is_set():
+                    await asyncio.sleep(0.01)
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            await publish_all(broker, "registry", [b"after"])
+            # `before` may come again: its PUBACK may not have left before the broker stopped
+            # (at least once), but `after` must arrive.
+            seen: list[bytes] = []
+            async with asyncio.timeout(RECEIVE_SECONDS):
+                async for message in bus.messages():
+                    await bus.ack(message)
+                    seen.append(message.payload)
+                    if message.payload == b"after":
+                        break
+        assert set(seen) <= {b"before", b"after"}
+
+    async def test_publish_without_broker_raises_bus_error(
+        self, mosquitto_factory: MosquittoFactory
+    ) -> None:
+        """Publishing while the broker is down raises a temporary BusError, not a hang."""
+        broker = mosquitto_factory()
+        publisher = options(broker, unique("publisher"), events_topic=None, persistent=False)
+        async with Bus(publisher) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            broker.stop()
+            with pytest.raises(BusError) as caught:
+                await publish_until_refused(bus)
+            assert caught.value.temporary
+            broker.start()
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            await bus.publish("registry/src1/events", b"delivered")
