@@ -17,6 +17,7 @@ from tests.support.fault_proxy import (
     ProxiedRequest,
     blob_get,
     manifest_get,
+    manifest_requests,
     requests,
     uploads,
 )
@@ -229,15 +230,21 @@ class TestFaultProxy:
             httpx.get(f"{proxy.url}/v2/", timeout=0.5)
         assert httpx.get(f"{proxy.url}/v2/").status_code == 200
 
-    def test_replace_body_serves_invalid_manifest(
-        self, pushed: tuple[Registry, str, str], fault_proxy_factory: ProxyFactory
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    def test_serve_body_answers_like_a_registry_holding_it(
+        self, pushed: tuple[Registry, str, str], fault_proxy_factory: ProxyFactory, method: str
     ) -> None:
-        """replace_body serves other bytes with the upstream's status and a matching length."""
+        """serve_body answers 200 with the bytes, their length and their own digest."""
         registry, _, _ = pushed
         proxy = fault_proxy_factory(registry)
-        proxy.add(Fault.replace_body(manifest_get("v1"), b"{not json"))
-        response = httpx.get(f"{proxy.url}/v2/app/manifests/v1", headers={"Accept": OCI_MANIFEST})
-        assert (response.status_code, response.content) == (200, b"{not json")
+        body = b"{not json"
+        proxy.add(Fault.serve_body(manifest_requests("app"), body))
+        response = httpx.request(method, f"{proxy.url}/v2/app/manifests/v1")
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(len(body))
+        assert response.headers["docker-content-digest"] == sha256_digest(body)
+        assert response.content == (body if method == "GET" else b"")
+        assert httpx.get(f"{proxy.url}/v2/other/manifests/v1").status_code == 404
 
     def test_upload_location_points_at_proxy(
         self, src_registry: Registry, fault_proxy_factory: ProxyFactory

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import re
 import socket
@@ -39,6 +40,7 @@ HOP_BY_HOP = frozenset(
 # Seconds to wait for the proxy thread to start or stop; both take milliseconds.
 THREAD_TIMEOUT_SECONDS = 10.0
 BLOB_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
+OCI_MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 MANIFEST_PATH = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$")
 
 
@@ -50,7 +52,7 @@ class FaultKind(StrEnum):
     TRUNCATE = "truncate"  # send part of the body, then close the connection
     RESET = "reset"  # send part of the body, then reset the connection (RST)
     STALL = "stall"  # wait before forwarding the request
-    REPLACE_BODY = "replace_body"  # answer the upstream's status with another body
+    SERVE_BODY = "serve_body"  # answer 200 with given bytes, upstream never sees the request
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,20 @@ def manifest_get(reference: str | None = None) -> Predicate:
     return match
 
 
+def manifest_requests(repository: str | None = None) -> Predicate:
+    """GET or HEAD of any manifest (of one repository, or of any)."""
+
+    def match(request: ProxiedRequest) -> bool:
+        found = MANIFEST_PATH.match(request.path)
+        return (
+            request.method in ("GET", "HEAD")
+            and found is not None
+            and (repository is None or found["name"] == repository)
+        )
+
+    return match
+
+
 def uploads() -> Predicate:
     """Any request of a blob upload session (start, chunk, commit) or a mount."""
     return lambda request: "/blobs/uploads/" in request.path
@@ -125,6 +141,7 @@ class Fault:
     stall_seconds: float = 0.0
     keep_bytes: int | None = None
     body: bytes = b""
+    content_type: str = ""
     injected: int = 0
 
     @classmethod
@@ -171,9 +188,17 @@ class Fault:
         return cls(FaultKind.STALL, match, times=times, stall_seconds=seconds)
 
     @classmethod
-    def replace_body(cls, match: Predicate, body: bytes, *, times: int | None = None) -> Fault:
-        """Serve `body` instead of the upstream's body (headers kept, length adjusted)."""
-        return cls(FaultKind.REPLACE_BODY, match, times=times, body=body)
+    def serve_body(
+        cls,
+        match: Predicate,
+        body: bytes,
+        *,
+        content_type: str = OCI_MANIFEST_TYPE,
+        times: int | None = None,
+    ) -> Fault:
+        """Answer 200 with `body` (and its own Docker-Content-Digest), as a registry holding
+        those bytes would, to GET and HEAD alike; every match by default."""
+        return cls(FaultKind.SERVE_BODY, match, times=times, body=body, content_type=content_type)
 
     def retry_after(self) -> str | None:
         """The Retry-After value as of now, or None."""
@@ -347,6 +372,8 @@ class FaultProxy:
                 fault = self._choose(request)
                 if fault is not None and fault.kind is FaultKind.STATUS:
                     await self._answer_status(client, reader, writer, fault)
+                elif fault is not None and fault.kind is FaultKind.SERVE_BODY:
+                    await self._serve_body(client, reader, writer, fault)
                 else:
                     if fault is not None and fault.kind is FaultKind.STALL:
                         await asyncio.sleep(fault.stall_seconds)
@@ -399,6 +426,24 @@ class FaultProxy:
         await _send(client, writer, h11.Data(data=body))
         await _send(client, writer, h11.EndOfMessage())
 
+    async def _serve_body(
+        self,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fault: Fault,
+    ) -> None:
+        await self._drain_request_body(client, reader)
+        digest = "sha256:" + hashlib.sha256(fault.body).hexdigest()
+        headers = [
+            (b"content-type", fault.content_type.encode()),
+            (b"content-length", str(len(fault.body)).encode()),
+            (b"docker-content-digest", digest.encode()),
+        ]
+        await _send(client, writer, h11.Response(status_code=200, headers=headers))
+        await _send(client, writer, h11.Data(data=fault.body))  # h11 drops it for a HEAD
+        await _send(client, writer, h11.EndOfMessage())
+
     def _rewrite_location(self, value: bytes) -> bytes:
         text = value.decode("latin-1")
         for upstream in (f"http://{self.upstream_authority}", f"//{self.upstream_authority}"):
@@ -448,24 +493,6 @@ class FaultProxy:
             if name not in HOP_BY_HOP
         ]
         kind = fault.kind if fault is not None else None
-        if kind is FaultKind.REPLACE_BODY:
-            assert fault is not None
-            while not isinstance(
-                await _next_event(upstream.conn, upstream.reader), h11.EndOfMessage
-            ):
-                pass
-            out_headers = [
-                (name, value)
-                for name, value in out_headers
-                if name not in (b"content-length", b"transfer-encoding")
-            ]
-            out_headers.append((b"content-length", str(len(fault.body)).encode()))
-            await _send(
-                client, writer, h11.Response(status_code=response.status_code, headers=out_headers)
-            )
-            await _send(client, writer, h11.Data(data=fault.body))
-            await _send(client, writer, h11.EndOfMessage())
-            return True
         await _send(
             client, writer, h11.Response(status_code=response.status_code, headers=out_headers)
         )

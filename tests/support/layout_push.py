@@ -53,10 +53,11 @@ class LayoutPusher:
         """Close the HTTP client."""
         self.client.close()
 
-    def push_tag(self, tag: str) -> str:
-        """Push the manifest that `tag` names in the layout, under that tag; return its digest."""
+    def push_tag(self, tag: str, *, as_tag: str | None = None) -> str:
+        """Push the manifest that `tag` names in the layout under `as_tag` (default: the same
+        tag); return its digest."""
         entry = _find_tag(self.layout, tag)
-        self.push_manifest(entry["digest"], entry["mediaType"], reference=tag)
+        self.push_manifest(entry["digest"], entry["mediaType"], reference=as_tag or tag)
         digest: str = entry["digest"]
         return digest
 
@@ -105,10 +106,12 @@ def push_over_http(
     repository: str,
     *,
     auth: tuple[str, str] | None = None,
+    as_tag: str | None = None,
 ) -> str:
-    """Push `tag` of layout to registry_url/repository over HTTP; return the manifest digest."""
+    """Push `tag` of layout to registry_url/repository (as `as_tag` if given) over HTTP;
+    return the manifest digest."""
     pusher = LayoutPusher(layout, registry_url, repository, auth=auth)
     try:
-        return pusher.push_tag(tag)
+        return pusher.push_tag(tag, as_tag=as_tag)
     finally:
         pusher.close()

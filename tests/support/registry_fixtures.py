@@ -15,6 +15,7 @@ from typing import Protocol
 
 import pytest
 
+from tests.support.copy_corpus import CopyCorpus, build_copy_corpus
 from tests.support.fault_proxy import FaultProxy
 from tests.support.registry_server import REGISTRY_BINARY, Registry
 from tests.support.skopeo import SKOPEO_BINARY
@@ -95,3 +96,13 @@ def fault_proxy_factory() -> Iterator[Callable[[Registry], FaultProxy]]:
     yield start
     for proxy in proxies:
         proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def copy_corpus(
+    registry_factory: RegistryFactory, tmp_path_factory: pytest.TempPathFactory
+) -> CopyCorpus:
+    """A source registry holding the copy tests' corpus (tests/support/copy_corpus.py); shared
+    by the session, so tests only read from it."""
+    registry = registry_factory()
+    return build_copy_corpus(registry, tmp_path_factory.mktemp("copy-corpus"))
