@@ -191,7 +191,7 @@ def parse_policy(doc: object) -> RegistryPolicy:
     body = _mapping(doc, None)
     _known_keys(body, _POLICY_KEYS, None)
     version = body.get("Version", "2008-10-17")
-    if version not in POLICY_VERSIONS:
+    if not isinstance(version, str) or version not in POLICY_VERSIONS:
         raise ConfigError(
             f"{version!r} is not a policy version ({', '.join(sorted(POLICY_VERSIONS))})",
             field="Version",

@@ -343,3 +343,31 @@ def test_evaluate_never_raises(repository: str, action: str, principal: str) -> 
         repository=repository, repository_exists=False,
     )  # fmt: skip
     assert result.allowed is (repository.startswith("prod/") and "tmp" not in repository)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_STATEMENT_KEYS = st.sampled_from(["Sid", "Effect", "Principal", "Action", "Resource"])
+
+
+@given(
+    doc=_JSON
+    | st.fixed_dictionaries(
+        {
+            "Version": _JSON,
+            "Statement": st.lists(st.dictionaries(_STATEMENT_KEYS, _JSON), max_size=3),
+        }
+    )
+)
+def test_parse_never_raises_other_errors(doc: object) -> None:
+    """Any JSON document either parses or raises ConfigError, never another exception."""
+    try:
+        parsed = parse_policy(doc)
+    except ConfigError:
+        return
+    assert isinstance(parsed, RegistryPolicy)

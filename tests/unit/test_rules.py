@@ -412,3 +412,34 @@ def test_match_never_raises(repository: str, tag: str | None) -> None:
     assert EUW1 in found
     assert USE1 not in found
     assert match_deletes(_EVERY_KIND, source=USE1, repository=repository, tag=tag) == (EUW1,)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_RULE_KEYS = st.sampled_from(
+    [
+        "destinations",
+        "repositoryFilters",
+        "excludeRepositoryFilters",
+        "tagFilters",
+        "deleteReplication",
+    ]
+)
+
+
+@given(
+    doc=_JSON
+    | st.fixed_dictionaries({"rules": st.lists(st.dictionaries(_RULE_KEYS, _JSON), max_size=3)})
+)
+def test_parse_never_raises_other_errors(doc: object) -> None:
+    """Any JSON document either parses or raises ConfigError, never another exception."""
+    try:
+        parsed = parse_replication_config(doc)
+    except ConfigError:
+        return
+    assert isinstance(parsed, ReplicationConfig)
