@@ -1,0 +1,303 @@
+"""`replicator status`, `replicator jobs` and `replicator retry`: ask and act on the journal.
+
+`status` answers in the shape of ECR's DescribeImageReplicationStatus (plus `failureReason` and
+the destination's `registryName`); every command prints a table for people, or JSON with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from replicator.domain.jobs import JobState, ReplicationStatus, combined_status
+from replicator.domain.refs import validate_digest, validate_repository, validate_tag
+from replicator.errors import InvalidReferenceError, UsageError
+
+if TYPE_CHECKING:
+    from replicator.journal import JobRow, Journal
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+# Hex digits of a digest shown in tables: enough to tell images apart, short enough for a line.
+SHORT_DIGEST_HEX = 12
+# Characters of a failure reason shown in a table cell; --json has the whole reason.
+TABLE_REASON_CHARS = 60
+
+
+class Located(Protocol):
+    """What `status` needs of a configured registry."""
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `status`, `jobs` and `retry` subcommands."""
+    status = subparsers.add_parser(
+        "status",
+        help="where an image has been replicated (ECR DescribeImageReplicationStatus)",
+        description="Show the replication status of one image at every destination.",
+    )
+    status.add_argument("--repository", required=True, metavar="NAME")
+    image = status.add_mutually_exclusive_group(required=True)
+    image.add_argument("--image-digest", metavar="DIGEST")
+    image.add_argument("--image-tag", metavar="TAG")
+    status.add_argument("--source", metavar="REGISTRY", help="source registry name (default: any)")
+    status.set_defaults(func=run_status)
+
+    jobs = subparsers.add_parser(
+        "jobs", help="list replication jobs", description="List jobs, the most recent first."
+    )
+    jobs.add_argument(
+        "--state",
+        type=_state,
+        metavar="STATE",
+        help=f"only jobs in this state: {', '.join(s.value for s in JobState)}",
+    )
+    jobs.add_argument("--limit", type=int, default=100, help="at most this many (default: 100)")
+    jobs.set_defaults(func=run_jobs)
+
+    retry = subparsers.add_parser(
+        "retry",
+        help="re-queue failed jobs",
+        description="Re-queue FAILED jobs as PENDING with a fresh attempt count; a running "
+        "daemon picks them up.",
+    )
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job", type=int, metavar="ID", help="one failed job")
+    which.add_argument("--all-failed", action="store_true", help="every failed job")
+    retry.set_defaults(func=run_retry)
+
+    for parser in (status, jobs, retry):
+        parser.add_argument(
+            "--config",
+            metavar="FILE",
+            help="config file (default: $REPLICATOR_CONFIG or /etc/replicator/replicator.toml)",
+        )
+        if parser is not retry:
+            parser.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def _state(text: str) -> JobState:
+    try:
+        return JobState(text.upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a state: {', '.join(s.value for s in JobState)}"
+        ) from None
+
+
+async def _open(url: str) -> Journal:
+    """The journal at `url` (imported here: SQLAlchemy would slow down `replicator --help`)."""
+    from replicator.journal.store import Journal as JournalStore
+
+    return await JournalStore.open(url)
+
+
+def _journal_url(args: argparse.Namespace) -> tuple[str, Mapping[str, Located]]:
+    from replicator.config import load_config
+
+    config = load_config(args.config)
+    return config.journal.url, config.registries
+
+
+def status_document(
+    repository: str,
+    rows: Sequence[JobRow],
+    registries: Mapping[str, Located],
+    *,
+    tag: str | None = None,
+) -> dict[str, Any]:
+    """The DescribeImageReplicationStatus answer for the jobs of one image (rows not empty).
+
+    Jobs of several tags of one digest reaching one destination show as one status: FAILED
+    first, then IN_PROGRESS (see domain.jobs.combined_status); the failure shown is the newest.
+    """
+    by_destination: dict[str, list[JobRow]] = {}
+    for row in rows:
+        by_destination.setdefault(row.destination, []).append(row)
+    statuses = []
+    for destination, group in sorted(by_destination.items()):
+        registry = registries.get(destination)
+        status = combined_status(row.state for row in group)
+        entry: dict[str, Any] = {
+            "region": registry.region if registry else "",
+            "registryId": registry.account if registry else "",
+            "registryName": destination,
+            "status": status.value,
+        }
+        if status is ReplicationStatus.FAILED:
+            failed = max((row for row in group if row.state is JobState.FAILED), key=_newest)
+            entry["failureCode"] = failed.failure_code
+            entry["failureReason"] = failed.failure_reason
+        statuses.append(entry)
+    image_id: dict[str, str] = {"imageDigest": rows[0].digest}
+    tags = {row.tag for row in rows if row.tag}
+    if tag is not None or len(tags) == 1:
+        image_id["imageTag"] = tag if tag is not None else tags.pop()
+    return {"repositoryName": repository, "imageId": image_id, "replicationStatuses": statuses}
+
+
+def _newest(row: JobRow) -> datetime:
+    return row.updated_at
+
+
+def _validated(args: argparse.Namespace) -> None:
+    try:
+        validate_repository(args.repository)
+        if args.image_digest is not None:
+            validate_digest(args.image_digest)
+        if args.image_tag is not None:
+            validate_tag(args.image_tag)
+    except InvalidReferenceError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """`replicator status`: 0 when the image has jobs, 1 when the journal knows none."""
+    _validated(args)
+    url, registries = _journal_url(args)
+
+    async def query() -> list[JobRow]:
+        async with await _open(url) as journal:
+            return await journal.status(
+                args.source, args.repository, digest=args.image_digest, tag=args.image_tag
+            )
+
+    rows = asyncio.run(query())
+    if not rows:
+        image = args.image_digest or f"tag {args.image_tag}"
+        print(
+            f"replicator status: no replication jobs for {args.repository} {image}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    document = status_document(args.repository, rows, registries, tag=args.image_tag)
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    image_id = document["imageId"]
+    print(f"repository  {args.repository}")
+    print(f"digest      {image_id['imageDigest']}")
+    if "imageTag" in image_id:
+        print(f"tag         {image_id['imageTag']}")
+    print()
+    table = [
+        [
+            s["registryName"],
+            s["region"] or "?",
+            s["registryId"] or "?",
+            s["status"],
+            _failure(s.get("failureCode"), s.get("failureReason")),
+        ]
+        for s in document["replicationStatuses"]
+    ]
+    print(render_table(["DESTINATION", "REGION", "REGISTRY ID", "STATUS", "FAILURE"], table))
+    return EXIT_OK
+
+
+def _failure(code: str | None, reason: str | None) -> str:
+    if not code:
+        return "-"
+    text = f"{code}: {reason}" if reason else code
+    if len(text) > TABLE_REASON_CHARS:
+        return text[: TABLE_REASON_CHARS - 1] + "…"
+    return text
+
+
+def _image(row: JobRow) -> str:
+    algorithm, _, hex_digits = row.digest.partition(":")
+    text = f"{row.source}/{row.repository}"
+    if row.tag:
+        text += f":{row.tag}"
+    return f"{text}@{algorithm}:{hex_digits[:SHORT_DIGEST_HEX]}"
+
+
+def job_document(row: JobRow) -> dict[str, Any]:
+    """A job as JSON-ready values (times in ISO 8601)."""
+    document = asdict(row)
+    for name, value in document.items():
+        if isinstance(value, datetime):
+            document[name] = value.isoformat()
+        elif hasattr(value, "value"):
+            document[name] = value.value
+    return document
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """`replicator jobs`: list jobs."""
+    url, _ = _journal_url(args)
+
+    async def query() -> list[JobRow]:
+        async with await _open(url) as journal:
+            return await journal.jobs(args.state, limit=args.limit)
+
+    rows = asyncio.run(query())
+    if args.json:
+        print(json.dumps([job_document(row) for row in rows], indent=2))
+        return EXIT_OK
+    table = [
+        [
+            str(row.id),
+            row.kind.value,
+            row.state.value,
+            str(row.attempts),
+            _image(row),
+            row.destination,
+            row.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _failure(row.failure_code, row.failure_reason),
+        ]
+        for row in rows
+    ]
+    headers = ["ID", "KIND", "STATE", "ATTEMPTS", "IMAGE", "DESTINATION", "UPDATED (UTC)"]
+    print(render_table([*headers, "LAST FAILURE"], table))
+    return EXIT_OK
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    """`replicator retry`: 0 when something was re-queued (or nothing had failed), else 1."""
+    url, _ = _journal_url(args)
+
+    async def act() -> tuple[int, JobRow | None]:
+        async with await _open(url) as journal:
+            count = await journal.retry_failed(None if args.all_failed else args.job)
+            row = None if count or args.all_failed else await journal.job(args.job)
+            return count, row
+
+    count, row = asyncio.run(act())
+    if args.all_failed:
+        print(f"re-queued {count} failed job{'' if count == 1 else 's'}")
+        return EXIT_OK
+    if count:
+        print(f"re-queued job {args.job}")
+        return EXIT_OK
+    if row is None:
+        print(f"replicator retry: job {args.job} does not exist", file=sys.stderr)
+    else:
+        print(
+            f"replicator retry: job {args.job} is {row.state.value}; "
+            "only FAILED jobs are re-queued",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, a header line first."""
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
