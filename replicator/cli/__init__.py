@@ -15,6 +15,7 @@ from replicator.errors import ConfigError, ReplicatorError, UsageError
 COMMAND_MODULES = (
     "replicator.cli.copy",
     "replicator.cli.config_check",
+    "replicator.cli.jobs",
 )
 
 EXIT_OK = 0
