@@ -1,0 +1,128 @@
+"""From an accepted event to jobs: rules choose destinations, policies admit or deny each one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from replicator.domain.events import DeleteEvent, PushEvent
+from replicator.domain.jobs import JobKey, JobKind
+from replicator.domain.media import ManifestKind, classify
+from replicator.domain.policy import Decision, RegistryPolicy, check_delete, check_replication
+from replicator.domain.rules import Destination, ReplicationConfig, match, match_deletes
+
+# An untagged image manifest push is held this long before a worker takes it: skopeo, docker
+# and buildx push an index's children untagged a few milliseconds before the index itself, and
+# the index's job copies them anyway, so the index push cancels the children's jobs within it.
+UNTAGGED_GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A configured registry as routing sees it."""
+
+    name: str
+    account: str
+    region: str
+    replication: ReplicationConfig
+    policy: RegistryPolicy | None
+
+    @property
+    def location(self) -> Destination:
+        """The (region, registryId) pair rules name destinations by."""
+        return Destination(region=self.region, registry_id=self.account)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One job to journal: denied (with the reason) or to run after `delay` seconds."""
+
+    key: JobKey
+    denied: str | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Jobs for an event, and the untagged jobs an index push makes redundant."""
+
+    routes: tuple[Route, ...]
+    supersedes: tuple[JobKey, ...] = ()
+
+
+def _by_location(sites: Mapping[str, Site]) -> dict[Destination, Site]:
+    return {site.location: site for site in sites.values()}
+
+
+def route_push(event: PushEvent, sites: Mapping[str, Site]) -> Routing:
+    """The jobs a push creates; ReplicateImage denials are decided here, before any I/O."""
+    source = sites[event.source]
+    located = _by_location(sites)
+    routes: list[Route] = []
+    supersedes: list[JobKey] = []
+    kind = classify(event.media_type or "")
+    untagged_image = event.tag is None and kind is not ManifestKind.INDEX
+    for destination in match(
+        source.replication, source=source.location, repository=event.repository, tag=event.tag
+    ):
+        target = located.get(destination)
+        if target is None:
+            continue  # config validation refuses this; a reload race must not crash routing
+        key = JobKey(event.source, event.repository, event.digest, event.tag, target.name)
+        decision = admit_replication(source, target, event.repository, repository_exists=True)
+        routes.append(
+            Route(
+                key,
+                denied=None if decision.allowed else decision.reason,
+                delay=UNTAGGED_GRACE_SECONDS if untagged_image else 0.0,
+            )
+        )
+        supersedes.extend(
+            JobKey(event.source, event.repository, child, None, target.name)
+            for child in event.references
+        )
+    return Routing(tuple(routes), tuple(supersedes))
+
+
+def route_delete(event: DeleteEvent, sites: Mapping[str, Site]) -> Routing:
+    """Delete jobs for destinations whose rule has delete replication on."""
+    source = sites[event.source]
+    located = _by_location(sites)
+    routes: list[Route] = []
+    for destination in match_deletes(
+        source.replication, source=source.location, repository=event.repository, tag=event.tag
+    ):
+        target = located.get(destination)
+        if target is None:
+            continue
+        key = JobKey(
+            event.source,
+            event.repository,
+            event.digest or "",
+            event.tag,
+            target.name,
+            JobKind.DELETE,
+        )
+        decision = check_delete(
+            target.policy,
+            source_account=source.account,
+            dest_account=target.account,
+            dest_region=target.region,
+            repository=event.repository,
+        )
+        routes.append(Route(key, denied=None if decision.allowed else decision.reason))
+    return Routing(tuple(routes))
+
+
+def admit_replication(
+    source: Site, target: Site, repository: str, *, repository_exists: bool
+) -> Decision:
+    """Whether `target`'s policy lets `source`'s account replicate `repository` there."""
+    return check_replication(
+        target.policy,
+        source_account=source.account,
+        dest_account=target.account,
+        dest_region=target.region,
+        repository=repository,
+        repository_exists=repository_exists,
+    )

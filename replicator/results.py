@@ -1,0 +1,54 @@
+"""Publishing a finished job's `ECR Replication Action` event on the destination's topic."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from replicator.config import Config
+from replicator.domain.events import ReplicationResult, replication_result_event
+from replicator.domain.jobs import JobKey
+from replicator.errors import BusError
+from replicator.logs import get_logger
+
+if TYPE_CHECKING:
+    from replicator.bus import Bus
+
+log = get_logger(__name__)
+
+
+async def publish_result(
+    bus: Bus,
+    config: Config,
+    key: JobKey,
+    *,
+    succeeded: bool,
+    code: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Publish the result; a broker outage is logged, never fails the (journalled) job."""
+    source = config.registries.get(key.source)
+    target = config.registries.get(key.destination)
+    if source is None or target is None:
+        return
+    event = replication_result_event(
+        event_id=str(uuid.uuid4()),
+        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        repository=key.repository,
+        digest=key.digest,
+        tag=key.tag,
+        source_account=source.account,
+        source_region=source.region,
+        destination_account=target.account,
+        destination_region=target.region,
+        result=ReplicationResult.SUCCESS if succeeded else ReplicationResult.FAILED,
+        failure_code=code,
+        failure_reason=reason,
+    )
+    topic = config.mqtt.results_topic.format(registry=key.destination)
+    try:
+        await bus.publish(topic, json.dumps(event).encode())
+    except BusError as exc:
+        log.warning("result_not_published", topic=topic, error=str(exc))

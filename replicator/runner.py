@@ -1,0 +1,191 @@
+"""The job runner: claims due jobs from the journal and works them, bounded, until told to stop.
+
+The daemon runs it for ever; `backfill` runs it until its jobs are done. Each finished job is
+journalled (COMPLETE, RETRY_WAIT with a next-attempt time, or FAILED with a code and reason),
+counted in the metrics and, when a bus is attached, published as a result event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from structlog.contextvars import bound_contextvars
+
+from replicator.config import Config, RegistryConfig
+from replicator.copier import Copier, CopyStats, Endpoint
+from replicator.domain import jobs as job_rules
+from replicator.domain.routing import Site
+from replicator.errors import ReplicatorError
+from replicator.journal.models import JobRow
+from replicator.journal.store import Journal
+from replicator.logs import get_logger
+from replicator.metrics import Metrics
+from replicator.registry.client import RegistryClient
+from replicator.registry.pool import ClientPool
+from replicator.results import publish_result
+from replicator.sites import settings_for
+from replicator.workers import run_job
+
+if TYPE_CHECKING:
+    from replicator.bus import Bus
+
+log = get_logger(__name__)
+
+# How often the dispatcher looks at the journal when nothing woke it: other processes sharing
+# the journal (a fleet on PostgreSQL, a backfill beside the daemon) add jobs it is not told of.
+IDLE_POLL_SECONDS = 1.0
+
+
+class JobRunner:
+    """Claims and runs jobs; `config` and `sites` are read per job, so a reload applies."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        copier: Copier,
+        pool: ClientPool,
+        metrics: Metrics,
+        settings: Callable[[], tuple[Config, Mapping[str, Site]]],
+        bus: Bus | None = None,
+    ) -> None:
+        self.journal = journal
+        self.bus = bus
+        self._copier = copier
+        self._pool = pool
+        self._metrics = metrics
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self.running: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """Look at the journal now (new jobs were recorded)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, *, until_idle: bool = False) -> None:
+        """Claim due jobs while there is room, until `stop` (or, with `until_idle`, until no job
+        is due and none is running)."""
+        while not stop.is_set():
+            config, _ = self._settings()
+            room = config.workers.concurrency - len(self.running)
+            claimed: list[JobRow] = []
+            if room > 0:
+                claimed = await self.journal.claim_due(room, datetime.now(UTC))
+                for row in claimed:
+                    task = asyncio.create_task(self._work(row), name=f"job-{row.id}")
+                    self.running.add(task)
+                    task.add_done_callback(self._job_done)
+            if until_idle and not claimed and not self.running:
+                return
+            if claimed and len(claimed) == room:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(await self._idle_wait()):
+                    await self._wake.wait()
+
+    async def drain(self, grace: float) -> None:
+        """Let running jobs finish within `grace` seconds; cancel the rest (they stay
+        IN_PROGRESS in the journal and are resumed at the next start)."""
+        if not self.running:
+            return
+        _, pending = await asyncio.wait(self.running, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.warning("drain_cancelled_jobs", count=len(pending), grace_seconds=grace)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
+        self._wake.set()
+
+    async def _idle_wait(self) -> float:
+        due = await self.journal.next_due_at()
+        if due is None:
+            return IDLE_POLL_SECONDS
+        return min(IDLE_POLL_SECONDS, max(0.01, (due - datetime.now(UTC)).total_seconds()))
+
+    def _client(self, registry: RegistryConfig, config: Config) -> RegistryClient:
+        return self._pool.client(settings_for(registry, config.workers.per_registry))
+
+    async def _work(self, row: JobRow) -> None:
+        config, sites = self._settings()
+        source = config.registries.get(row.source)
+        target = config.registries.get(row.destination)
+        started = time.monotonic()
+        with bound_contextvars(
+            job=row.id, source=row.source, destination=row.destination,
+            repository=row.repository, digest=row.digest, tag=row.tag,
+        ):  # fmt: skip
+            if source is None or target is None:
+                await self._finish_failed(
+                    row, "CONFIG_INVALID", "registry no longer in the config", temporary=False
+                )
+                return
+            try:
+                stats = await run_job(
+                    row,
+                    copier=self._copier,
+                    src=Endpoint(self._client(source, config), row.repository),
+                    dst=Endpoint(self._client(target, config), row.repository),
+                    source=sites[row.source],
+                    target=sites[row.destination],
+                )
+            except ReplicatorError as exc:
+                await self._finish_failed(row, exc.code, str(exc), temporary=exc.temporary)
+                return
+            except Exception as exc:
+                # A bug must not kill the daemon: the job is retried and the traceback logged.
+                log.exception("job_crashed")
+                await self._finish_failed(row, "INTERNAL_ERROR", repr(exc), temporary=True)
+                return
+            await self._finish_ok(row, stats, time.monotonic() - started)
+
+    async def _finish_ok(self, row: JobRow, stats: CopyStats, seconds: float) -> None:
+        await self.journal.complete(
+            row.id,
+            bytes_copied=stats.bytes_copied,
+            blobs_copied=stats.blobs_copied,
+            blobs_mounted=stats.blobs_mounted,
+            blobs_skipped=stats.blobs_skipped,
+        )
+        self._metrics.job_finished(row, succeeded=True)
+        log.info("job_complete", seconds=round(seconds, 3), bytes=stats.bytes_copied)
+        if self.bus is not None:
+            config, _ = self._settings()
+            await publish_result(self.bus, config, row.key, succeeded=True)
+
+    async def _finish_failed(self, row: JobRow, code: str, reason: str, *, temporary: bool) -> None:
+        config, _ = self._settings()
+        backoff = job_rules.backoff_seconds(row.attempts, jitter_fraction=random.random())
+        state = await self.journal.fail(
+            row.id,
+            code=code,
+            reason=reason,
+            temporary=temporary,
+            max_attempts=config.workers.max_attempts,
+            now=datetime.now(UTC),
+            backoff=backoff,
+        )
+        if state is job_rules.JobState.FAILED:
+            self._metrics.job_finished(row, succeeded=False)
+            log.warning("job_failed", code=code, reason=reason, attempts=row.attempts)
+            if self.bus is not None:
+                await publish_result(
+                    self.bus, config, row.key, succeeded=False, code=code, reason=reason
+                )
+        else:
+            self._metrics.retries.labels(destination=row.destination).inc()
+            log.info(
+                "job_retry_wait", code=code, reason=reason, attempts=row.attempts,
+                backoff=round(backoff, 2),
+            )  # fmt: skip

@@ -1,0 +1,255 @@
+"""The daemon: bus consumer -> journal -> workers, in one TaskGroup, with signals and reload.
+
+A message is acknowledged only once its jobs (or its rejection) are in the journal, so a crash
+between receipt and journal loses nothing: the broker delivers it again. The journal is the
+queue; memory holds only the jobs being worked on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from replicator import sd_notify
+from replicator.config import Config, load_config
+from replicator.copier import Copier
+from replicator.domain import jobs as job_rules
+from replicator.domain.events import DeleteEvent, Ignored, PushEvent, parse_payload
+from replicator.domain.routing import Routing, Site, route_delete, route_push
+from replicator.errors import BusError, EventError, ReplicatorError
+from replicator.journal.models import EventOutcome
+from replicator.journal.store import Journal
+from replicator.logs import get_logger
+from replicator.metrics import Metrics
+from replicator.registry.pool import ClientPool
+from replicator.results import publish_result
+from replicator.runner import JobRunner
+from replicator.sites import sites_of
+
+if TYPE_CHECKING:
+    from replicator.bus import Bus as BusLike
+
+log = get_logger(__name__)
+
+# How long `run` waits for the broker before reporting not-ready (it keeps trying afterwards).
+CONNECT_WAIT_SECONDS = 10.0
+
+
+class Daemon:
+    """`replicator run`: one process, one config, one journal."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sites: Mapping[str, Site] = sites_of(config)
+        self.metrics = Metrics()
+        self.journal: Journal | None = None
+        self.bus: BusLike | None = None
+        self.runner: JobRunner | None = None
+        self._stopping = asyncio.Event()
+        self._copier = Copier(
+            concurrency=config.workers.concurrency,
+            chunk_threshold=config.workers.chunk_threshold,
+            on_blob=self.metrics.observe_blob,
+        )
+        self._pool = ClientPool(max_connections=max(64, config.workers.concurrency * 4))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code."""
+        from replicator.api import serve_api
+        from replicator.bus import Bus, BusOptions
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.journal = await Journal.open(self.config.journal.url)
+        try:
+            resumed = await self.journal.resume_interrupted(
+                max_attempts=self.config.workers.max_attempts
+            )
+            log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
+            async with (
+                Bus(BusOptions.from_config(self.config.mqtt)) as bus,
+                self._pool,
+                asyncio.TaskGroup() as group,
+            ):
+                self.bus = bus
+                self.runner = runner = JobRunner(
+                    journal=self.journal,
+                    copier=self._copier,
+                    pool=self._pool,
+                    metrics=self.metrics,
+                    settings=lambda: (self.config, self.sites),
+                    bus=bus,
+                )
+                long_lived = [
+                    group.create_task(self._consume(bus, runner), name="consume"),
+                    group.create_task(runner.run(self._stopping), name="dispatch"),
+                    group.create_task(serve_api(self, self._stopping), name="api"),
+                    group.create_task(self._announce(bus), name="announce"),
+                    group.create_task(self._watchdog(), name="watchdog"),
+                ]
+                await self._stopping.wait()
+                sd_notify.notify("STOPPING=1")
+                log.info("daemon_stopping", in_flight=len(runner.running))
+                await runner.drain(self.config.workers.grace_period)
+                for task in long_lived:
+                    task.cancel()
+        finally:
+            await self.journal.close()
+        log.info("daemon_stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Stop taking messages; in-flight copies get the grace period, the rest stays queued."""
+        self._stopping.set()
+
+    def reload(self) -> None:
+        """SIGHUP: load the config again; keep the old one if the new one is invalid."""
+        try:
+            fresh = load_config(self.config.path)
+        except ReplicatorError as exc:
+            log.error("config_reload_refused", error=str(exc))  # noqa: TRY400 - the message is the point
+            return
+        self.config = fresh
+        self.sites = sites_of(fresh)
+        log.info("config_reloaded", path=str(fresh.path), registries=sorted(self.sites))
+
+    async def _announce(self, bus: BusLike) -> None:
+        try:
+            await bus.wait_connected(CONNECT_WAIT_SECONDS)
+        except BusError as exc:
+            log.warning("mqtt_not_yet_connected", error=str(exc))
+            await bus.connected.wait()
+        sd_notify.notify("READY=1\nSTATUS=connected and subscribed")
+        log.info("daemon_ready")
+
+    async def _watchdog(self) -> None:
+        interval = sd_notify.watchdog_interval()
+        if interval is None:
+            return
+        while not self._stopping.is_set():
+            sd_notify.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
+
+    @property
+    def ready(self) -> bool:
+        """Broker connected and journal open (for /readyz)."""
+        return self.bus is not None and self.bus.connected.is_set() and self.journal is not None
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    async def _consume(self, bus: BusLike, runner: JobRunner) -> None:
+        async for message in bus.messages():
+            if self._stopping.is_set():
+                return  # not acked: the broker redelivers it to us (or a peer) later
+            await self.handle_message(message.topic, message.payload, message.source_name)
+            await bus.ack(message)
+            runner.wake()
+
+    async def handle_message(self, topic: str, payload: bytes, topic_source: str | None) -> None:
+        """Parse, route and journal one bus message (accepted, ignored or rejected)."""
+        assert self.journal is not None
+        sites = self.sites
+        try:
+            events = parse_payload(
+                payload, topic_source=topic_source, locate=self._locate, sources=sites.keys()
+            )
+        except EventError as exc:
+            self.metrics.events.labels(outcome="rejected", reason=exc.reason).inc()
+            log.warning("event_rejected", topic=topic, reason=exc.reason, error=str(exc))
+            await self.journal.record_event(
+                source=topic_source,
+                topic=topic,
+                payload=payload,
+                outcome=EventOutcome.REJECTED,
+                reason=f"{exc.reason}: {exc}",
+                job_keys=(),
+                pushed_at=None,
+            )
+            return
+        for event in events:
+            await self._record(topic, payload, topic_source, event, sites)
+
+    async def _record(
+        self,
+        topic: str,
+        payload: bytes,
+        topic_source: str | None,
+        event: PushEvent | DeleteEvent | Ignored,
+        sites: Mapping[str, Site],
+    ) -> None:
+        assert self.journal is not None
+        if isinstance(event, Ignored):
+            self.metrics.events.labels(outcome="ignored", reason=str(event.reason)).inc()
+            await self.journal.record_event(
+                source=topic_source,
+                topic=topic,
+                payload=payload,
+                outcome=EventOutcome.IGNORED,
+                reason=str(event.reason),
+                job_keys=(),
+                pushed_at=None,
+            )
+            return
+        routing: Routing = (
+            route_push(event, sites) if isinstance(event, PushEvent) else route_delete(event, sites)
+        )
+        when = getattr(event, "pushed_at", None) or getattr(event, "deleted_at", None)
+        pushed_at = datetime.fromtimestamp(when, UTC) if when else None
+        now = datetime.now(UTC)
+        await self.journal.record_event(
+            source=event.source,
+            topic=topic,
+            payload=payload,
+            outcome=EventOutcome.ACCEPTED,
+            reason=f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches",
+            job_keys=[r.key for r in routing.routes if r.denied is None],
+            denied={r.key: r.denied for r in routing.routes if r.denied is not None},
+            pushed_at=pushed_at,
+            not_before={
+                r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0
+            },
+            supersede=routing.supersedes,
+        )
+        self.metrics.events.labels(outcome="accepted", reason="").inc()
+        log.info(
+            "event_accepted",
+            source=event.source,
+            repository=event.repository,
+            digest=event.digest,
+            tag=event.tag,
+            kind="delete" if isinstance(event, DeleteEvent) else "push",
+            jobs=len(routing.routes),
+            denied=sum(1 for r in routing.routes if r.denied),
+        )
+        for route in routing.routes:
+            if route.denied is not None:
+                await self._report_denied(route.key, route.denied)
+
+    def _locate(self, account: str, region: str) -> str | None:
+        for site in self.sites.values():
+            if site.account == account and site.region == region:
+                return site.name
+        return None
+
+    async def _report_denied(self, key: job_rules.JobKey, reason: str) -> None:
+        self.metrics.jobs_finished.labels(destination=key.destination, result="FAILED").inc()
+        if self.bus is not None:
+            await publish_result(
+                self.bus, self.config, key, succeeded=False, code="POLICY_DENIED", reason=reason
+            )
+
+
+def daemon_main(config_path: str | None) -> int:
+    """Load the config and run the daemon (the `run` command)."""
+    config = load_config(config_path)
+    return asyncio.run(Daemon(config).run())
