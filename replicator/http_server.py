@@ -1,0 +1,339 @@
+"""A small asyncio HTTP/1.1 server on h11: a routing table of (method, path prefix) -> handler.
+
+It serves the webhook bridge and the daemon's /healthz, /readyz, /metrics and status API:
+few routes, small bodies, trusted-network clients. It does keep-alive, caps request bodies
+(413), bounds how long a client may take to send a request (slow clients cannot pin a
+connection), and closes gracefully: idle connections at once, busy ones after their response.
+
+    routes = [Route("POST", "/events/", handle_event), Route("GET", "/healthz", healthz)]
+    async with HttpServer(routes, host="127.0.0.1", port=9479) as server:
+        await stop.wait()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import h11
+
+from replicator.logs import get_logger
+
+log = get_logger(__name__)
+
+# Request bodies above this are refused with 413: the largest thing we accept is a webhook
+# envelope, a few KiB (the bridge passes events.MAX_PAYLOAD_BYTES).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# A whole request (head and body) must arrive within this: loopback and LAN clients send a
+# few KiB in milliseconds, and a slower one is holding a connection hostage.
+REQUEST_TIMEOUT_SECONDS = 10.0
+# An idle keep-alive connection is closed after this. Go's HTTP client (distribution's
+# notifications) keeps idle connections 90 s and reconnects transparently when we close first.
+IDLE_TIMEOUT_SECONDS = 30.0
+# A handler gets this long before the client gets a 503: our handlers wait at most for a
+# broker PUBACK or a journal query.
+HANDLER_TIMEOUT_SECONDS = 30.0
+# On close, busy connections get this long to finish their response before being cut.
+CLOSE_GRACE_SECONDS = 5.0
+# Bytes read from the socket at a time.
+READ_CHUNK_BYTES = 64 * 1024
+# Request heads larger than this are refused (h11's default is 16 KiB; ours are tiny).
+MAX_HEAD_BYTES = 16 * 1024
+SERVER_NAME = "replicator"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request, read whole; header names are lower-case."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The value of header `name` (case-insensitive), or None."""
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP response; Content-Length is added by the server."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def text(cls, status: int, text: str, *headers: tuple[str, str]) -> Response:
+        """A plain-text response (a trailing newline is added)."""
+        return cls(
+            status,
+            (text + "\n").encode(),
+            (("content-type", "text/plain; charset=utf-8"), *headers),
+        )
+
+    @classmethod
+    def json(cls, status: int, value: Any, *headers: tuple[str, str]) -> Response:
+        """A JSON response."""
+        body = json.dumps(value, separators=(",", ":")).encode()
+        return cls(status, body, (("content-type", "application/json"), *headers))
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """`path` is an exact path, or a prefix when it ends with '/'."""
+
+    method: str
+    path: str
+    handler: Handler
+
+    def matches_path(self, path: str) -> bool:
+        """Whether `path` is this route's path (or lies under it, for a prefix)."""
+        return path == self.path or (self.path.endswith("/") and path.startswith(self.path))
+
+
+@dataclass(slots=True, eq=False)
+class _ConnectionState:
+    busy: bool = False
+    closing: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class HttpServer:
+    """Serves `routes` on host:port (port 0: any free port, then read `.port`)."""
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_body: int = DEFAULT_MAX_BODY_BYTES,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+        name: str = "http",
+    ) -> None:
+        self.routes = tuple(routes)
+        self.host = host
+        self.port = port
+        self.name = name
+        self._max_body = max_body
+        self._request_timeout = request_timeout
+        self._idle_timeout = idle_timeout
+        self._server: asyncio.Server | None = None
+        self._connections: set[_ConnectionState] = set()
+
+    async def __aenter__(self) -> HttpServer:
+        """Start listening; `.port` is the bound port afterwards."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("http_listening", server=self.name, host=self.host, port=self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop accepting, close idle connections, let busy ones finish within the grace."""
+        await self.close()
+
+    async def close(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """Graceful close (see the module docstring); idempotent."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        for state in list(self._connections):
+            state.closing = True
+            if not state.busy and state.task is not None:
+                state.task.cancel()
+        tasks = [s.task for s in self._connections if s.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("http_closed", server=self.name)
+
+    def _route(self, method: str, path: str) -> Route | Response:
+        candidates = [r for r in self.routes if r.matches_path(path)]
+        if not candidates:
+            return Response.text(404, f"no route for {path}")
+        for route in sorted(candidates, key=lambda r: len(r.path), reverse=True):
+            if route.method == method:
+                return route
+        allowed = ", ".join(sorted({r.method for r in candidates}))
+        return Response.text(405, f"{method} not allowed here", ("allow", allowed))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state = _ConnectionState(task=asyncio.current_task())
+        self._connections.add(state)
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        try:
+            while not state.closing:
+                keep_going = await self._one_exchange(connection, reader, writer, state)
+                if not keep_going or connection.our_state is not h11.DONE:
+                    break
+                connection.start_next_cycle()
+        except asyncio.CancelledError:
+            if not state.closing:
+                raise
+        except (ConnectionError, h11.LocalProtocolError) as exc:
+            log.debug("http_connection_error", server=self.name, error=str(exc))
+        finally:
+            self._connections.discard(state)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _one_exchange(
+        self,
+        connection: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        state: _ConnectionState,
+    ) -> bool:
+        """Read one request and answer it; False when the connection is to be closed."""
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                head = await self._next_event(connection, reader, writer)
+            if not isinstance(head, h11.Request):
+                return False  # the client closed an idle connection
+            state.busy = True
+            async with asyncio.timeout(self._request_timeout):
+                outcome = await self._read_request(connection, reader, writer, head)
+        except TimeoutError:
+            if connection.our_state is h11.SEND_RESPONSE:
+                await self._send(connection, writer, Response.text(408, "request timeout"), True)
+            return False
+        except h11.RemoteProtocolError as exc:
+            if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                status = exc.error_status_hint
+                await self._send(connection, writer, Response.text(status, str(exc)), True)
+            return False
+        if isinstance(outcome, Response):
+            await self._send(connection, writer, outcome, True)
+            return False
+        started = time.monotonic()
+        response = await self._dispatch(outcome)
+        await self._send(
+            connection, writer, response, state.closing, head_only=outcome.method == "HEAD"
+        )
+        log.debug(
+            "http_request",
+            server=self.name,
+            method=outcome.method,
+            path=outcome.path,
+            status=response.status,
+            seconds=round(time.monotonic() - started, 4),
+        )
+        state.busy = False
+        return True
+
+    async def _next_event(
+        self, connection: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Any:
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                if connection.they_are_waiting_for_100_continue:
+                    await self._write(
+                        connection, writer, h11.InformationalResponse(status_code=100, headers=[])
+                    )
+                connection.receive_data(await reader.read(READ_CHUNK_BYTES))
+                continue
+            return event
+
+    async def _read_request(
+        self,
+        connection: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        head: h11.Request,
+    ) -> Request | Response:
+        """The whole request, or the error response that ends the connection (413)."""
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers
+        }
+        length = headers.get("content-length")
+        too_large = Response.text(413, f"request body is larger than {self._max_body} bytes")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            return too_large
+        body = bytearray()
+        while True:
+            event = await self._next_event(connection, reader, writer)
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self._max_body:
+                    return too_large
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise h11.RemoteProtocolError("the request ended early")
+        target = head.target.decode("latin-1")
+        raw_path, _, raw_query = target.partition("?")
+        return Request(
+            method=head.method.decode("ascii", "replace"),
+            path=unquote(raw_path),
+            query=dict(parse_qsl(raw_query, keep_blank_values=True)),
+            headers=headers,
+            body=bytes(body),
+        )
+
+    async def _dispatch(self, request: Request) -> Response:
+        route = self._route(request.method, request.path)
+        if isinstance(route, Response):
+            return route
+        try:
+            async with asyncio.timeout(HANDLER_TIMEOUT_SECONDS):
+                return await route.handler(request)
+        except TimeoutError:
+            log.warning("http_handler_timeout", server=self.name, path=request.path)
+            return Response.text(503, "the request took too long; retry")
+        except Exception:
+            log.exception("http_handler_failed", server=self.name, path=request.path)
+            return Response.text(500, "internal error")
+
+    async def _send(
+        self,
+        connection: h11.Connection,
+        writer: asyncio.StreamWriter,
+        response: Response,
+        close: bool,
+        *,
+        head_only: bool = False,
+    ) -> None:
+        headers = [
+            *response.headers,
+            ("content-length", str(len(response.body))),
+            ("server", SERVER_NAME),
+        ]
+        if close:
+            headers.append(("connection", "close"))
+        await self._write(
+            connection, writer, h11.Response(status_code=response.status, headers=headers)
+        )
+        if response.body and not head_only:
+            await self._write(connection, writer, h11.Data(data=response.body))
+        await self._write(connection, writer, h11.EndOfMessage())
+
+    @staticmethod
+    async def _write(connection: h11.Connection, writer: asyncio.StreamWriter, event: Any) -> None:
+        data = connection.send(event)
+        if data:
+            writer.write(data)
+            await writer.drain()
