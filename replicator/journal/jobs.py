@@ -1,4 +1,4 @@
-"""Rows of the `jobs` table: insert, claim, finish, fail, resume, retry — within one session.
+"""Rows of the `jobs` table: insert, claim, finish, fail, resume, retry, supersede — in a session.
 
 Every state written here is computed by domain.jobs.transition from the state read, and every
 UPDATE is guarded by that state (`WHERE id = ? AND state = ?`), so two processes acting on the
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, or_, update
+from sqlalchemy import CursorResult, and_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -105,7 +105,9 @@ def _fresh_chance(now: datetime) -> dict[str, Any]:
     }
 
 
-def _new_record(key: JobKey, pushed_at: datetime | None, now: datetime) -> JobRecord:
+def _new_record(
+    key: JobKey, pushed_at: datetime | None, now: datetime, not_before: datetime | None = None
+) -> JobRecord:
     return JobRecord(
         kind=key.kind.value,
         source=key.source,
@@ -114,7 +116,7 @@ def _new_record(key: JobKey, pushed_at: datetime | None, now: datetime) -> JobRe
         tag=key.tag or NO_TAG,
         destination=key.destination,
         state=JobState.PENDING.value,
-        next_attempt_at=now,
+        next_attempt_at=not_before or now,
         pushed_at=pushed_at,
         created_at=now,
         updated_at=now,
@@ -144,23 +146,26 @@ def ensure(
     pushed_at: datetime | None,
     denied: Mapping[JobKey, str],
     now: datetime,
+    not_before: Mapping[JobKey, datetime] | None = None,
 ) -> tuple[list[int], int]:
     """Insert missing jobs, re-queue FAILED ones; (ids of all keys' jobs, jobs created/re-queued).
 
     Times are aware UTC. A COMPLETE or unfinished job is left alone: that image already reached,
     or is on its way to, the destination. A FAILED one gets a new chance (FAILED --RETRY-->
     PENDING). Keys in `denied` end FAILED with POLICY_DENIED and the reason (PENDING --DENY-->).
+    A new or re-queued job whose key is in `not_before` is not due before that time.
     """
     ids: list[int] = []
     changed = 0
     for key in dict.fromkeys([*keys, *denied]):
-        record, inserted = _insert_or_find(session, key, _new_record(key, pushed_at, now))
+        later = (not_before or {}).get(key)
+        record, inserted = _insert_or_find(session, key, _new_record(key, pushed_at, now, later))
         assert record.id is not None
         ids.append(record.id)
         if not inserted:
             if JobState(record.state) is not JobState.FAILED:
                 continue
-            values = _fresh_chance(now)
+            values = {**_fresh_chance(now), "next_attempt_at": later or now}
             if pushed_at is not None:
                 values["pushed_at"] = pushed_at
             _change(session, record.id, JobEvent.RETRY, values)
@@ -183,12 +188,11 @@ def ensure(
 
 def claim(session: Session, limit: int, now: datetime) -> list[JobRow]:
     """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1), oldest due first."""
-    due = or_(
-        col(JobRecord.state) == JobState.PENDING.value,
-        and_(
-            col(JobRecord.state) == JobState.RETRY_WAIT.value,
-            col(JobRecord.next_attempt_at) <= now,
-        ),
+    # PENDING jobs are due from when they were queued (or their not_before), RETRY_WAIT ones
+    # from their next attempt time; hosts sharing a database should keep their clocks in sync.
+    due = and_(
+        col(JobRecord.state).in_([state.value for state in CLAIMABLE_STATES]),
+        col(JobRecord.next_attempt_at) <= now,
     )
     # FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass over each other's rows instead of
     # queueing; SQLite ignores it (its writers are already serialised by BEGIN IMMEDIATE).
@@ -298,3 +302,18 @@ def retry(session: Session, job_id: int | None, now: datetime) -> int:
     """FAILED --RETRY--> PENDING for one job or all failed ones; how many were re-queued."""
     scope: Any = col(JobRecord.id).is_not(None) if job_id is None else col(JobRecord.id) == job_id
     return _bulk(session, JobState.FAILED, JobEvent.RETRY, scope, _fresh_chance(now))
+
+
+def supersede(session: Session, keys: Sequence[JobKey]) -> int:
+    """Delete jobs of `keys` still PENDING (not yet claimed): another job covers their image.
+
+    An index push lists its children, which the registry announced a moment earlier as untagged
+    pushes; the index's job copies them, so their own jobs are dropped rather than run.
+    """
+    removed = 0
+    for key in dict.fromkeys(keys):
+        record = find(session, key)
+        if record is not None and JobState(record.state) is JobState.PENDING:
+            session.delete(record)
+            removed += 1
+    return removed

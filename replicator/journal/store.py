@@ -127,13 +127,16 @@ class Journal:
         job_keys: Sequence[JobKey],
         pushed_at: datetime | None,
         denied: Mapping[JobKey, str] | None = None,
+        not_before: Mapping[JobKey, datetime] | None = None,
+        supersede: Sequence[JobKey] = (),
     ) -> list[int]:
         """Record a received event and its jobs in ONE transaction; the ids of the keys' jobs.
 
         Jobs are inserted idempotently (see add_jobs). The same payload from the same source,
         already accepted, is recorded as an ignored duplicate and changes no job, so a
         redelivered message never re-queues anything. The ids name every job of `job_keys` and
-        `denied`, whether created now, re-queued, or already there.
+        `denied`, whether created now, re-queued, or already there. Jobs in `not_before` wait
+        until then; PENDING jobs of `supersede` are dropped (an index's job covers its children).
         """
         outcome = EventOutcome(outcome)
         now = utcnow()
@@ -147,8 +150,14 @@ class Journal:
                 ids = [record.id for record in found if record is not None and record.id]
                 note, changed = (EventOutcome.IGNORED, f"duplicate of event {duplicate_of}"), 0
             else:
+                job_rows.supersede(session, supersede)
                 ids, changed = job_rows.ensure(
-                    session, job_keys, pushed_at=pushed, denied=denied or {}, now=to_db_time(now)
+                    session,
+                    job_keys,
+                    pushed_at=pushed,
+                    denied=denied or {},
+                    now=to_db_time(now),
+                    not_before={k: to_db_time(v) for k, v in (not_before or {}).items()},
                 )
                 note = (outcome, reason)
             event_rows.add_event(

@@ -214,6 +214,63 @@ class TestRecordEvent:
         assert len(set(await record(journal, b"push", [KEY, delete]))) == 2
 
 
+class TestRecordEventRouting:
+    """record_event(): not_before delays and superseded jobs."""
+
+    async def test_not_before_delays_claim(self, journal: Journal) -> None:
+        """A job with not_before is not claimable before that time, and is due then."""
+        later = T0 + timedelta(seconds=2)
+        await journal.record_event(
+            source="use1",
+            topic="t",
+            payload=b"child",
+            outcome="accepted",
+            reason="",
+            job_keys=[KEY],
+            pushed_at=T0,
+            not_before={KEY: later},
+        )
+        assert await journal.next_due_at() == later
+        assert await journal.claim_due(10, T0) == []
+        assert [row.key for row in await journal.claim_due(10, later)] == [KEY]
+
+    async def test_supersede_drops_pending_jobs_only(self, journal: Journal) -> None:
+        """Superseded keys lose their job while PENDING; a started one is left alone."""
+        child_a = JobKey("use1", "app", OTHER_DIGEST, None, "usw2")
+        child_b = JobKey("use1", "app", OTHER_DIGEST, None, "euw1")
+        await record(journal, b"child", [child_a, child_b])
+        await journal.claim_due(1, T0)
+        await journal.record_event(
+            source="use1",
+            topic="t",
+            payload=b"index",
+            outcome="accepted",
+            reason="",
+            job_keys=[KEY],
+            pushed_at=T0,
+            supersede=[child_a, child_b],
+        )
+        states = {row.key: row.state for row in await journal.jobs()}
+        assert states == {child_a: JobState.IN_PROGRESS, KEY: JobState.PENDING}
+
+    async def test_duplicate_supersedes_nothing(self, journal: Journal) -> None:
+        """A redelivered index event changes no job, superseded ones included."""
+        child = JobKey("use1", "app", OTHER_DIGEST, None, "usw2")
+        await record(journal, b"index", [KEY])
+        await record(journal, b"child", [child])
+        await journal.record_event(
+            source="use1",
+            topic="t",
+            payload=b"index",
+            outcome="accepted",
+            reason="",
+            job_keys=[KEY],
+            pushed_at=T0,
+            supersede=[child],
+        )
+        assert len(await journal.jobs()) == 2
+
+
 class TestAddJobs:
     """add_jobs(): the same insertion without an event."""
 
