@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "replicator.cli.copy",
     "replicator.cli.config_check",
     "replicator.cli.jobs",
+    "replicator.cli.bridge",
 )
 
 EXIT_OK = 0

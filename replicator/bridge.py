@@ -1,0 +1,169 @@
+"""The registry webhook bridge: `POST /events/<source-name>` -> MQTT `registry/<name>/events`.
+
+Registries (CNCF distribution's `notifications`) POST their event envelope here. The bridge
+checks the token, the source name and that the body is an envelope, publishes the body as-is at
+QoS 1, and answers 200 only after the broker's PUBACK. Whenever it cannot vouch for delivery it
+answers 503, and distribution keeps the envelope and retries with backoff: that is how events
+survive a broker outage. The daemon does all interpretation; the bridge stays dumb and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import signal
+import time
+from collections.abc import Collection
+
+from replicator.bus import Bus, BusOptions
+from replicator.config import Config
+from replicator.domain.events import (
+    DISTRIBUTION_EVENTS_MEDIA_TYPE,
+    MAX_PAYLOAD_BYTES,
+    topic_for_source,
+)
+from replicator.errors import BusError
+from replicator.http_server import HttpServer, Request, Response, Route
+from replicator.logs import get_logger
+from replicator.sd_notify import Notifier
+
+log = get_logger(__name__)
+
+EVENTS_PREFIX = "/events/"
+ACCEPTED_CONTENT_TYPES = frozenset({DISTRIBUTION_EVENTS_MEDIA_TYPE, "application/json"})
+# What a 503 suggests to clients that honour Retry-After (distribution retries on its own
+# backoff schedule regardless).
+RETRY_AFTER_SECONDS = 1
+_UNAUTHORIZED_CHALLENGE = ("www-authenticate", 'Bearer realm="replicator-bridge"')
+
+
+class Bridge:
+    """The HTTP handlers of the bridge, over a publish-only Bus."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        sources: Collection[str],
+        events_topic: str,
+        token: str | None = None,
+    ) -> None:
+        self.bus = bus
+        self.sources = frozenset(sources)
+        self.events_topic = events_topic
+        self._token = token.encode() if token else None
+
+    def routes(self) -> list[Route]:
+        """The bridge's routes for an HttpServer."""
+        return [
+            Route("POST", EVENTS_PREFIX, self.post_events),
+            Route("GET", "/healthz", self.healthz),
+        ]
+
+    async def healthz(self, request: Request) -> Response:
+        """200 while the process runs; says whether the broker is connected."""
+        return Response.json(200, {"status": "ok", "broker_connected": self.bus.connected.is_set()})
+
+    async def post_events(self, request: Request) -> Response:
+        """Check, publish, and answer 200 only once the broker has the envelope."""
+        if not self._authorized(request.header("authorization")):
+            log.info("bridge_unauthorized", path=request.path)
+            return Response.text(401, "a valid bearer token is required", _UNAUTHORIZED_CHALLENGE)
+        source = request.path[len(EVENTS_PREFIX) :]
+        if source not in self.sources:
+            log.info("bridge_unknown_source", source=source[:80])
+            return Response.text(404, f"{source[:80]!r} is not a configured source registry")
+        content_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if content_type not in ACCEPTED_CONTENT_TYPES:
+            return Response.text(
+                415,
+                f"send {DISTRIBUTION_EVENTS_MEDIA_TYPE} or application/json, not {content_type!r}",
+            )
+        problem = envelope_problem(request.body)
+        if problem is not None:
+            log.info("bridge_malformed", source=source, problem=problem)
+            return Response.text(400, problem)
+        started = time.monotonic()
+        try:
+            await self.bus.publish(topic_for_source(self.events_topic, source), request.body)
+        except BusError as exc:
+            log.warning("bridge_broker_unavailable", source=source, error=str(exc))
+            return Response.text(
+                503,
+                "the message bus is unavailable; retry",
+                ("retry-after", str(RETRY_AFTER_SECONDS)),
+            )
+        log.debug(
+            "bridge_published",
+            source=source,
+            bytes=len(request.body),
+            seconds=round(time.monotonic() - started, 4),
+        )
+        return Response.json(200, {"published": True})
+
+    def _authorized(self, authorization: str | None) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, credentials = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(credentials.strip().encode(), self._token)
+
+
+def envelope_problem(body: bytes) -> str | None:
+    """Why `body` is not a distribution envelope (a JSON object with an `events` list), or None."""
+    if len(body) > MAX_PAYLOAD_BYTES:
+        return f"the body is larger than {MAX_PAYLOAD_BYTES} bytes"
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return "the body is not JSON"
+    if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+        return 'the body is not an event envelope: {"events": [...]}'
+    return None
+
+
+def bridge_bus_options(config: Config) -> BusOptions:
+    """The bridge's MQTT client: its own id, no subscription, no persistent session."""
+    return BusOptions.from_config(
+        config.mqtt,
+        client_id=f"{config.mqtt.client_id}-bridge",
+        subscribe=False,
+        persistent=False,
+    )
+
+
+async def serve(
+    config: Config, *, listen: str | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Run the bridge until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
+    host, port = _split_listen(listen) if listen else (config.bridge.host, config.bridge.port)
+    token = config.bridge.token.get_secret_value() if config.bridge.token is not None else None
+    notifier = Notifier.from_environment()
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    async with Bus(bridge_bus_options(config)) as bus:
+        bridge = Bridge(
+            bus=bus, sources=config.registries, events_topic=config.mqtt.events_topic, token=token
+        )
+        async with (
+            HttpServer(
+                bridge.routes(), host=host, port=port, max_body=MAX_PAYLOAD_BYTES, name="bridge"
+            ),
+            asyncio.TaskGroup() as group,
+        ):
+            notifier.ready(f"bridge listening on {host}:{port}")
+            watchdog = group.create_task(notifier.watchdog_loop(), name="watchdog")
+            await stop.wait()
+            notifier.stopping()
+            watchdog.cancel()
+    log.info("bridge_stopped")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
