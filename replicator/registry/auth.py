@@ -51,8 +51,16 @@ class Challenge:
 def parse_challenge(header: str) -> Challenge:
     """Parse `Bearer realm="..",service="..",scope=".."` (or `Basic realm=".."`)."""
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): m.group(2) or m.group(3) or "" for m in _PARAM_RE.finditer(rest)}
+    params = {
+        m.group(1).lower(): _unquote(m.group(2)) if m.group(2) is not None else m.group(3)
+        for m in _PARAM_RE.finditer(rest)
+    }
     return Challenge(scheme=scheme.lower(), params=params)
+
+
+def _unquote(value: str) -> str:
+    # RFC 9110 quoted-pair: a backslash escapes the next character inside a quoted string.
+    return re.sub(r"\\(.)", r"\1", value)
 
 
 def load_docker_config(path: str | Path, host: str) -> Credentials | None:
@@ -62,7 +70,7 @@ def load_docker_config(path: str | Path, host: str) -> Credentials | None:
         doc = json.loads(file.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(file)) from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
         raise ConfigError(f"not valid JSON: {exc}", file=str(file)) from exc
     auths = doc.get("auths", {}) if isinstance(doc, dict) else {}
     if not isinstance(auths, dict):
@@ -74,12 +82,16 @@ def load_docker_config(path: str | Path, host: str) -> Credentials | None:
         if entry.get("identitytoken"):
             return Credentials("<token>", str(entry["identitytoken"]))
         if entry.get("auth"):
+            bad = ConfigError(
+                "is not base64 of user:password", file=str(file), field=f"auths.{key}.auth"
+            )
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    "is not base64 of user:password", file=str(file), field=f"auths.{key}.auth"
-                ) from exc
+                decoded = base64.b64decode(entry["auth"], validate=True).decode()
+            except (TypeError, ValueError) as exc:  # not a string, not base64, not UTF-8
+                raise bad from exc
+            user, colon, password = decoded.partition(":")
+            if not user or not colon:
+                raise bad
             return Credentials(user, password)
         if "username" in entry and "password" in entry:
             return Credentials(str(entry["username"]), str(entry["password"]))
@@ -176,8 +188,10 @@ class Authenticator:
             token = body.get("token") or body.get("access_token")
             lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
         except (ValueError, AttributeError) as exc:
-            raise AuthError("token service answered something that is not a token") from exc
+            raise AuthError(
+                "token service answered something that is not a token", status=resp.status_code
+            ) from exc
         if not isinstance(token, str) or not token:
-            raise AuthError("token service answered no token")
+            raise AuthError("token service answered no token", status=resp.status_code)
         self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
         return token
