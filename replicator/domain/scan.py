@@ -1,0 +1,144 @@
+"""Decisions of `backfill` and `verify`: facts about a tag at the source and at a destination in,
+what to do (or what drift it is) out.
+
+The I/O side (replicator/backfill.py, replicator/verify.py) gathers the facts: the source tag's
+digest, the destination's digest for that tag (None when the tag is absent), whether the
+repository exists there, the journal's record of the job. Everything decided from them lives here
+and is tested table-driven without a registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.routing import Site, admit_replication
+from replicator.domain.rules import Destination, match, match_deletes
+
+# ECR's backfill rule: a run is FAILED when at least half of its jobs failed, once it has at
+# least this many jobs; a handful of failures in a small run is reported job by job instead.
+FAILED_RUN_MIN_JOBS = 100
+FAILED_RUN_SHARE = 0.5
+
+
+class TagAction(StrEnum):
+    """What backfill does about one tag at one destination."""
+
+    UP_TO_DATE = "up_to_date"  # the destination serves the source's digest under the tag
+    COPY = "copy"  # missing or different: journal a copy job
+    DENIED = "denied"  # the destination's policy refuses it: journal it FAILED (POLICY_DENIED)
+    REPAIR = "repair"  # the journal holds the job COMPLETE, yet the destination lost the image
+
+
+@dataclass(frozen=True, slots=True)
+class TagPlan:
+    """The decision for one (repository, tag, destination): the job key, the action and why."""
+
+    key: JobKey
+    action: TagAction
+    reason: str
+
+
+def targets(
+    source: Site,
+    sites: Mapping[str, Site],
+    *,
+    repository: str,
+    tag: str | None,
+    only: str | None = None,
+) -> tuple[Site, ...]:
+    """The configured destinations the source's rules send `repository:tag` to (only `only`,
+    when given), in rule order."""
+    located: dict[Destination, Site] = {site.location: site for site in sites.values()}
+    chosen = (
+        located[d]
+        for d in match(source.replication, source=source.location, repository=repository, tag=tag)
+        if d in located
+    )
+    return tuple(site for site in chosen if only is None or site.name == only)
+
+
+def deletes_reach(source: Site, target: Site, *, repository: str, tag: str | None) -> bool:
+    """Whether a delete of `repository[:tag]` at the source is replicated to `target`."""
+    return target.location in match_deletes(
+        source.replication, source=source.location, repository=repository, tag=tag
+    )
+
+
+def plan_tag(
+    source: Site,
+    target: Site,
+    *,
+    repository: str,
+    tag: str,
+    source_digest: str,
+    dest_digest: str | None,
+    repository_exists: bool,
+) -> TagPlan:
+    """Up to date, copy or denied: the policy is asked only when there is something to copy, and
+    for ecr:CreateRepository too when the repository does not exist at the destination."""
+    key = JobKey(source.name, repository, source_digest, tag, target.name)
+    if dest_digest == source_digest:
+        return TagPlan(key, TagAction.UP_TO_DATE, "same digest at the destination")
+    decision = admit_replication(source, target, repository, repository_exists=repository_exists)
+    if not decision.allowed:
+        return TagPlan(key, TagAction.DENIED, decision.reason)
+    if dest_digest is None:
+        return TagPlan(key, TagAction.COPY, "tag missing at the destination")
+    return TagPlan(key, TagAction.COPY, f"destination has {dest_digest}")
+
+
+def after_journal(plan: TagPlan, recorded: JobState | None) -> TagPlan:
+    """A copy whose job the journal already holds COMPLETE cannot be re-queued (COMPLETE is
+    final): the destination lost the image since, so the copy is repaired directly."""
+    if plan.action is TagAction.COPY and recorded is JobState.COMPLETE:
+        return TagPlan(plan.key, TagAction.REPAIR, f"{plan.reason}, though its job is COMPLETE")
+    return plan
+
+
+class RunOutcome(StrEnum):
+    """How a backfill run ended."""
+
+    COMPLETE = "COMPLETE"  # every job done (or nothing to do)
+    PARTIAL = "PARTIAL"  # some jobs failed; they are listed
+    FAILED = "FAILED"  # at least half of at least FAILED_RUN_MIN_JOBS jobs failed (ECR's rule)
+
+
+def run_outcome(total: int, failed: int) -> RunOutcome:
+    """ECR's backfill verdict from the number of jobs and of failed ones."""
+    if failed < 0 or total < failed:
+        raise ValueError(f"{failed} failed jobs out of {total} is not a count")
+    if total >= FAILED_RUN_MIN_JOBS and failed >= total * FAILED_RUN_SHARE:
+        return RunOutcome.FAILED
+    return RunOutcome.PARTIAL if failed else RunOutcome.COMPLETE
+
+
+class Drift(StrEnum):
+    """What `verify` found wrong at a destination."""
+
+    MISSING_REPOSITORY = "missing_repository"
+    MISSING_TAG = "missing_tag"
+    DIFFERENT_DIGEST = "different_digest"
+    MISSING_MANIFEST = "missing_manifest"
+    MISSING_BLOB = "missing_blob"
+    EXTRA_TAG = "extra_tag"
+
+
+def tag_drift(
+    *, source_digest: str, dest_digest: str | None, repository_exists: bool
+) -> Drift | None:
+    """The tag's own drift (None when it resolves to the source's digest); a tag absent from a
+    repository that does not exist is reported once as the repository, by the caller."""
+    if dest_digest == source_digest:
+        return None
+    if dest_digest is None:
+        return Drift.MISSING_TAG if repository_exists else Drift.MISSING_REPOSITORY
+    return Drift.DIFFERENT_DIGEST
+
+
+def extra_tags(source_tags: Iterable[str], dest_tags: Iterable[str]) -> tuple[str, ...]:
+    """Destination tags the source does not have, sorted (drift only with delete replication,
+    which the caller checks per tag with `deletes_reach`)."""
+    return tuple(sorted(set(dest_tags) - set(source_tags)))

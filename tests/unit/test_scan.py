@@ -1,0 +1,223 @@
+"""Backfill and verify decisions: destinations, tag plans, the journal's COMPLETE, run verdicts,
+drift categories."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.policy import parse_policy
+from replicator.domain.routing import Site
+from replicator.domain.rules import parse_replication_config
+from replicator.domain.scan import (
+    Drift,
+    RunOutcome,
+    TagAction,
+    TagPlan,
+    after_journal,
+    deletes_reach,
+    extra_tags,
+    plan_tag,
+    run_outcome,
+    tag_drift,
+    targets,
+)
+
+OLD = "sha256:" + "a" * 64
+NEW = "sha256:" + "b" * 64
+
+RULES = parse_replication_config(
+    {
+        "rules": [
+            {
+                "destinations": [
+                    {"region": "us-west-2", "registryId": "111122223333"},
+                    {"region": "eu-west-1", "registryId": "444455556666"},
+                ],
+                "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}],
+                "deleteReplication": {"enabled": True},
+            },
+            {
+                "destinations": [{"region": "us-west-2", "registryId": "111122223333"}],
+                "repositoryFilters": [{"filter": "dev", "filterType": "PREFIX_MATCH"}],
+                "tagFilters": [{"filter": "^v", "filterType": "REGEX"}],
+            },
+        ]
+    }
+)
+POLICY = parse_policy(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+                "Action": ["ecr:ReplicateImage"],
+                "Resource": "arn:aws:ecr:eu-west-1:444455556666:repository/prod/*",
+            }
+        ],
+    }
+)
+SOURCE = Site("use1", "111122223333", "us-east-1", RULES, None)
+SAME_ACCOUNT = Site("usw2", "111122223333", "us-west-2", parse_replication_config({}), None)
+CROSS_ACCOUNT = Site("euw1", "444455556666", "eu-west-1", parse_replication_config({}), POLICY)
+SITES = {site.name: site for site in (SOURCE, SAME_ACCOUNT, CROSS_ACCOUNT)}
+
+
+class TestTargets:
+    @pytest.mark.parametrize(
+        ("repository", "tag", "only", "expected"),
+        [
+            ("prod/app", "latest", None, ("usw2", "euw1")),
+            ("prod/app", "latest", "euw1", ("euw1",)),
+            ("prod/app", "latest", "nowhere", ()),
+            ("dev/app", "v1", None, ("usw2",)),
+            ("dev/app", "latest", None, ()),
+            ("other/app", "v1", None, ()),
+        ],
+        ids=["two-dests", "only-one", "only-unknown", "tag-filter-hit", "tag-filter-miss", "none"],
+    )
+    def test_targets_follow_rules_and_only(
+        self, repository: str, tag: str, only: str | None, expected: tuple[str, ...]
+    ) -> None:
+        """Destinations are the rules' matches, in order, narrowed to `only` when given."""
+        found = targets(SOURCE, SITES, repository=repository, tag=tag, only=only)
+        assert tuple(site.name for site in found) == expected
+
+    @pytest.mark.parametrize(
+        ("repository", "target", "expected"),
+        [
+            ("prod/app", CROSS_ACCOUNT, True),
+            ("prod/app", SAME_ACCOUNT, True),
+            ("dev/app", SAME_ACCOUNT, False),
+        ],
+        ids=["prod-cross", "prod-same", "dev-rule-off"],
+    )
+    def test_deletes_reach_only_rules_with_delete_replication(
+        self, repository: str, target: Site, expected: bool
+    ) -> None:
+        """A delete reaches a destination only through a rule with deleteReplication on."""
+        assert deletes_reach(SOURCE, target, repository=repository, tag="v1") is expected
+
+
+class TestPlanTag:
+    @pytest.mark.parametrize(
+        ("target", "repository", "dest_digest", "exists", "action", "reason_part"),
+        [
+            (SAME_ACCOUNT, "prod/app", OLD, True, TagAction.UP_TO_DATE, "same digest"),
+            (SAME_ACCOUNT, "prod/app", None, False, TagAction.COPY, "missing"),
+            (SAME_ACCOUNT, "prod/app", NEW, True, TagAction.COPY, NEW),
+            (CROSS_ACCOUNT, "prod/app", None, True, TagAction.COPY, "missing"),
+            (CROSS_ACCOUNT, "prod/app", None, False, TagAction.DENIED, "ecr:CreateRepository"),
+            (CROSS_ACCOUNT, "dev/app", None, True, TagAction.DENIED, "ecr:ReplicateImage"),
+            (CROSS_ACCOUNT, "dev/app", OLD, True, TagAction.UP_TO_DATE, "same digest"),
+        ],
+        ids=[
+            "up-to-date",
+            "missing-same-account",
+            "different-digest",
+            "cross-account-allowed",
+            "cross-account-cannot-create",
+            "cross-account-denied",
+            "present-though-denied",
+        ],
+    )
+    def test_plan(
+        self,
+        target: Site,
+        repository: str,
+        dest_digest: str | None,
+        exists: bool,
+        action: TagAction,
+        reason_part: str,
+    ) -> None:
+        """Same digest is up to date; otherwise the policy decides between copy and denied."""
+        plan = plan_tag(
+            SOURCE,
+            target,
+            repository=repository,
+            tag="v1",
+            source_digest=OLD,
+            dest_digest=dest_digest,
+            repository_exists=exists,
+        )
+        assert plan.action is action
+        assert reason_part in plan.reason
+        assert plan.key == JobKey("use1", repository, OLD, "v1", target.name)
+
+    @pytest.mark.parametrize(
+        ("action", "recorded", "expected"),
+        [
+            (TagAction.COPY, None, TagAction.COPY),
+            (TagAction.COPY, JobState.COMPLETE, TagAction.REPAIR),
+            (TagAction.COPY, JobState.FAILED, TagAction.COPY),
+            (TagAction.COPY, JobState.IN_PROGRESS, TagAction.COPY),
+            (TagAction.DENIED, JobState.COMPLETE, TagAction.DENIED),
+            (TagAction.UP_TO_DATE, JobState.COMPLETE, TagAction.UP_TO_DATE),
+        ],
+        ids=["new", "complete-repairs", "failed-requeues", "running", "denied", "up-to-date"],
+    )
+    def test_after_journal(
+        self, action: TagAction, recorded: JobState | None, expected: TagAction
+    ) -> None:
+        """Only a copy whose job is already COMPLETE turns into a direct repair."""
+        plan = TagPlan(JobKey("use1", "prod/app", OLD, "v1", "usw2"), action, "why")
+        assert after_journal(plan, recorded).action is expected
+
+
+class TestRunOutcome:
+    @pytest.mark.parametrize(
+        ("total", "failed", "expected"),
+        [
+            (0, 0, RunOutcome.COMPLETE),
+            (10, 0, RunOutcome.COMPLETE),
+            (10, 10, RunOutcome.PARTIAL),
+            (99, 99, RunOutcome.PARTIAL),
+            (100, 49, RunOutcome.PARTIAL),
+            (100, 50, RunOutcome.FAILED),
+            (1000, 999, RunOutcome.FAILED),
+        ],
+        ids=["empty", "clean", "small-all-failed", "just-under-100", "under-half", "half", "most"],
+    )
+    def test_ecr_rule(self, total: int, failed: int, expected: RunOutcome) -> None:
+        """FAILED needs at least half of at least 100 jobs failed; any failure is PARTIAL."""
+        assert run_outcome(total, failed) is expected
+
+    def test_impossible_counts_raise(self) -> None:
+        """More failures than jobs is a caller bug, not a verdict."""
+        with pytest.raises(ValueError, match="not a count"):
+            run_outcome(1, 2)
+
+
+class TestDrift:
+    @pytest.mark.parametrize(
+        ("dest_digest", "exists", "expected"),
+        [
+            (OLD, True, None),
+            (None, True, Drift.MISSING_TAG),
+            (None, False, Drift.MISSING_REPOSITORY),
+            (NEW, True, Drift.DIFFERENT_DIGEST),
+        ],
+        ids=["clean", "missing-tag", "missing-repository", "moved"],
+    )
+    def test_tag_drift(self, dest_digest: str | None, exists: bool, expected: Drift | None) -> None:
+        """A tag drifts when absent (tag or whole repository) or at another digest."""
+        assert (
+            tag_drift(source_digest=OLD, dest_digest=dest_digest, repository_exists=exists)
+            is expected
+        )
+
+    @pytest.mark.parametrize(
+        ("source", "dest", "expected"),
+        [
+            (["a", "b"], ["a", "b"], ()),
+            (["a"], ["c", "a", "b"], ("b", "c")),
+            ([], [], ()),
+        ],
+        ids=["same", "two-extra", "empty"],
+    )
+    def test_extra_tags(
+        self, source: list[str], dest: list[str], expected: tuple[str, ...]
+    ) -> None:
+        """Extra tags are the destination's tags the source lacks, sorted."""
+        assert extra_tags(source, dest) == expected
