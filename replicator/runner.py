@@ -177,6 +177,9 @@ class JobRunner:
             backoff=backoff,
         )
         if state is job_rules.JobState.FAILED:
+            if temporary:
+                # The journal records a temporary error that used the last attempt as such.
+                code = job_rules.FailureCode.MAX_ATTEMPTS.value
             self._metrics.job_finished(row, succeeded=False)
             log.warning("job_failed", code=code, reason=reason, attempts=row.attempts)
             if self.bus is not None:

@@ -8,13 +8,11 @@ queue; memory holds only the jobs being worked on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from replicator import sd_notify
 from replicator.config import Config, load_config
 from replicator.copier import Copier
 from replicator.domain import jobs as job_rules
@@ -28,6 +26,7 @@ from replicator.metrics import Metrics
 from replicator.registry.pool import ClientPool
 from replicator.results import publish_result
 from replicator.runner import JobRunner
+from replicator.sd_notify import Notifier
 from replicator.sites import sites_of
 
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ class Daemon:
         self.bus: BusLike | None = None
         self.runner: JobRunner | None = None
         self._stopping = asyncio.Event()
+        self._notifier = Notifier.from_environment()
         self._copier = Copier(
             concurrency=config.workers.concurrency,
             chunk_threshold=config.workers.chunk_threshold,
@@ -93,10 +93,10 @@ class Daemon:
                     group.create_task(runner.run(self._stopping), name="dispatch"),
                     group.create_task(serve_api(self, self._stopping), name="api"),
                     group.create_task(self._announce(bus), name="announce"),
-                    group.create_task(self._watchdog(), name="watchdog"),
+                    group.create_task(self._notifier.watchdog_loop(), name="watchdog"),
                 ]
                 await self._stopping.wait()
-                sd_notify.notify("STOPPING=1")
+                self._notifier.stopping("draining in-flight copies")
                 log.info("daemon_stopping", in_flight=len(runner.running))
                 await runner.drain(self.config.workers.grace_period)
                 for task in long_lived:
@@ -127,18 +127,8 @@ class Daemon:
         except BusError as exc:
             log.warning("mqtt_not_yet_connected", error=str(exc))
             await bus.connected.wait()
-        sd_notify.notify("READY=1\nSTATUS=connected and subscribed")
+        self._notifier.ready("connected and subscribed")
         log.info("daemon_ready")
-
-    async def _watchdog(self) -> None:
-        interval = sd_notify.watchdog_interval()
-        if interval is None:
-            return
-        while not self._stopping.is_set():
-            sd_notify.notify("WATCHDOG=1")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._stopping.wait()
 
     @property
     def ready(self) -> bool:

@@ -14,6 +14,7 @@ from replicator.errors import ConfigError, ReplicatorError, UsageError
 # names the handler, which returns the exit code (0 done, 1 failed or drifted, 2 usage/config).
 COMMAND_MODULES = (
     "replicator.cli.copy",
+    "replicator.cli.run",
     "replicator.cli.config_check",
     "replicator.cli.jobs",
     "replicator.cli.bridge",

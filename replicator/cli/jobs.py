@@ -13,11 +13,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from replicator.domain.jobs import JobState, ReplicationStatus, combined_status
+from replicator.domain.jobs import JobState
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
 from replicator.errors import InvalidReferenceError, UsageError
+from replicator.status import Located, status_document
 
 if TYPE_CHECKING:
     from replicator.journal import JobRow, Journal
@@ -28,16 +29,6 @@ EXIT_FAILED = 1
 SHORT_DIGEST_HEX = 12
 # Characters of a failure reason shown in a table cell; --json has the whole reason.
 TABLE_REASON_CHARS = 60
-
-
-class Located(Protocol):
-    """What `status` needs of a configured registry."""
-
-    @property
-    def account(self) -> str: ...
-
-    @property
-    def region(self) -> str: ...
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,47 +99,6 @@ def _journal_url(args: argparse.Namespace) -> tuple[str, Mapping[str, Located]]:
 
     config = load_config(args.config)
     return config.journal.url, config.registries
-
-
-def status_document(
-    repository: str,
-    rows: Sequence[JobRow],
-    registries: Mapping[str, Located],
-    *,
-    tag: str | None = None,
-) -> dict[str, Any]:
-    """The DescribeImageReplicationStatus answer for the jobs of one image (rows not empty).
-
-    Jobs of several tags of one digest reaching one destination show as one status: FAILED
-    first, then IN_PROGRESS (see domain.jobs.combined_status); the failure shown is the newest.
-    """
-    by_destination: dict[str, list[JobRow]] = {}
-    for row in rows:
-        by_destination.setdefault(row.destination, []).append(row)
-    statuses = []
-    for destination, group in sorted(by_destination.items()):
-        registry = registries.get(destination)
-        status = combined_status(row.state for row in group)
-        entry: dict[str, Any] = {
-            "region": registry.region if registry else "",
-            "registryId": registry.account if registry else "",
-            "registryName": destination,
-            "status": status.value,
-        }
-        if status is ReplicationStatus.FAILED:
-            failed = max((row for row in group if row.state is JobState.FAILED), key=_newest)
-            entry["failureCode"] = failed.failure_code
-            entry["failureReason"] = failed.failure_reason
-        statuses.append(entry)
-    image_id: dict[str, str] = {"imageDigest": rows[0].digest}
-    tags = {row.tag for row in rows if row.tag}
-    if tag is not None or len(tags) == 1:
-        image_id["imageTag"] = tag if tag is not None else tags.pop()
-    return {"repositoryName": repository, "imageId": image_id, "replicationStatuses": statuses}
-
-
-def _newest(row: JobRow) -> datetime:
-    return row.updated_at
 
 
 def _validated(args: argparse.Namespace) -> None:

@@ -1,0 +1,86 @@
+"""Replication status in the shape of ECR's DescribeImageReplicationStatus (CLI and API)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from replicator.config import Config
+from replicator.domain.jobs import JobState, ReplicationStatus, combined_status
+from replicator.domain.refs import validate_digest, validate_repository, validate_tag
+from replicator.journal.models import JobRow
+from replicator.journal.store import Journal
+
+
+class Located(Protocol):
+    """What status needs of a registry: where it is."""
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+
+def status_document(
+    repository: str,
+    rows: Sequence[JobRow],
+    registries: Mapping[str, Located],
+    *,
+    tag: str | None = None,
+) -> dict[str, Any]:
+    """The DescribeImageReplicationStatus answer for the jobs of one image (rows not empty).
+
+    Jobs of several tags of one digest reaching one destination show as one status: FAILED
+    first, then IN_PROGRESS (see domain.jobs.combined_status); the failure shown is the newest.
+    """
+    by_destination: dict[str, list[JobRow]] = {}
+    for row in rows:
+        by_destination.setdefault(row.destination, []).append(row)
+    statuses = []
+    for destination, group in sorted(by_destination.items()):
+        registry = registries.get(destination)
+        status = combined_status(row.state for row in group)
+        entry: dict[str, Any] = {
+            "region": registry.region if registry else "",
+            "registryId": registry.account if registry else "",
+            "registryName": destination,
+            "status": status.value,
+        }
+        if status is ReplicationStatus.FAILED:
+            failed = max((row for row in group if row.state is JobState.FAILED), key=_newest)
+            entry["failureCode"] = failed.failure_code
+            entry["failureReason"] = failed.failure_reason
+        statuses.append(entry)
+    image_id: dict[str, str] = {"imageDigest": rows[0].digest}
+    tags = {row.tag for row in rows if row.tag}
+    if tag is not None or len(tags) == 1:
+        image_id["imageTag"] = tag if tag is not None else tags.pop()
+    return {"repositoryName": repository, "imageId": image_id, "replicationStatuses": statuses}
+
+
+def _newest(row: JobRow) -> datetime:
+    return row.updated_at
+
+
+async def replication_status(
+    config: Config,
+    journal: Journal,
+    *,
+    source: str | None,
+    repository: str,
+    digest: str | None,
+    tag: str | None,
+) -> dict[str, Any]:
+    """The status document of one image (empty `replicationStatuses` when no job is known)."""
+    validate_repository(repository)
+    if digest is not None:
+        validate_digest(digest)
+    if tag is not None:
+        validate_tag(tag)
+    rows = await journal.status(source, repository, digest=digest, tag=tag)
+    if not rows:
+        image_id = {k: v for k, v in (("imageDigest", digest), ("imageTag", tag)) if v}
+        return {"repositoryName": repository, "imageId": image_id, "replicationStatuses": []}
+    return status_document(repository, rows, config.registries, tag=tag)
