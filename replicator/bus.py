@@ -353,6 +353,9 @@ class Bus:
             finally:
                 self.connected.clear()
                 connection.lost.set()
+                if self._connection is connection:
+                    # Its messages still queued are dropped: the broker redelivers them.
+                    self._connection = None
 
     def _wrap(self, message: aiomqtt.Message, generation: int) -> BusMessage:
         topic = message.topic.value

@@ -108,6 +108,29 @@ class TestBus:
                 await bus.ack(message)
         assert [m.payload for m in messages] == payloads
 
+    async def test_burst_while_away_is_delivered_once(
+        self, mosquitto: Mosquitto, topic_root: str
+    ) -> None:
+        """1,000 messages queued while away all arrive, more than the in-flight window allows."""
+        consumer = options(mosquitto, unique("consumer"), events_topic=f"{topic_root}/+/events")
+        async with Bus(consumer) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+        payloads = [f"burst-{i}".encode() for i in range(1000)]
+        publisher = options(mosquitto, unique("publisher"), events_topic=None, persistent=False)
+        async with Bus(publisher) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            await asyncio.gather(*(bus.publish(f"{topic_root}/s/events", p) for p in payloads))
+        received: list[bytes] = []
+        async with Bus(consumer) as bus:
+            async with asyncio.timeout(RECEIVE_SECONDS):
+                async for message in bus.messages():
+                    received.append(message.payload)
+                    await bus.ack(message)
+                    if len(received) == len(payloads):
+                        break
+            assert await nothing_more(bus)
+        assert sorted(received) == sorted(payloads)
+
     async def test_unacked_message_is_redelivered(
         self, mosquitto: Mosquitto, topic_root: str
     ) -> None:
