@@ -216,17 +216,27 @@ class OCILayout:
         )
 
     def multi_platform(
-        self, tag: str, layers: list[LayerSpec], *, docker: bool = False, label: str = ""
+        self,
+        tag: str,
+        layers: list[LayerSpec],
+        *,
+        docker: bool = False,
+        label: str = "",
+        per_platform: int = 1,
     ) -> BuiltImage:
-        """A two-platform index (linux/amd64 + linux/arm64); the arm64 child gets its own top
-        layer (seed + 1_000_000) so the children differ by more than their configs."""
+        """A two-platform index (linux/amd64 + linux/arm64); the arm64 child gets its own
+        `per_platform` top layers (seed + 1_000_000) so the children differ by more than
+        their configs."""
         children = []
         entries = []
         for number, platform in enumerate(PLATFORMS):
             child_layers = list(layers)
-            if number and child_layers:
-                top = child_layers[-1]
-                child_layers[-1] = LayerSpec(top.seed + 1_000_000, top.size, top.compressed)
+            if number:
+                for position in range(max(0, len(child_layers) - per_platform), len(child_layers)):
+                    old = child_layers[position]
+                    child_layers[position] = LayerSpec(
+                        old.seed + 1_000_000, old.size, old.compressed
+                    )
             child = self.image(
                 None,
                 child_layers,

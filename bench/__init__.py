@@ -1,0 +1,1 @@
+"""Benchmarks: shared pieces (corpus, runners, delay proxy) and one script per bench."""
