@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote
 
 import h11
 
+from replicator.errors import ConfigError
 from replicator.logs import get_logger
 
 log = get_logger(__name__)
@@ -137,7 +138,13 @@ class HttpServer:
 
     async def __aenter__(self) -> HttpServer:
         """Start listening; `.port` is the bound port afterwards."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"the {self.name} server cannot listen on {self.host}:{self.port}: "
+                f"{exc.strerror or exc}"
+            ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("http_listening", server=self.name, host=self.host, port=self.port)
         return self
@@ -157,6 +164,7 @@ class HttpServer:
             return
         server, self._server = self._server, None
         server.close()
+        await server.wait_closed()
         for state in list(self._connections):
             state.closing = True
             if not state.busy and state.task is not None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from replicator.errors import ConfigError
 from replicator.http_server import HttpServer, Request, Response, Route
 
 MAX_BODY = 1024
@@ -183,6 +184,14 @@ class TestProtocol:
             writer.close()
         assert interim.startswith(b"HTTP/1.1 100 ")
         assert final.startswith(b"HTTP/1.1 200 ")
+
+
+class TestListen:
+    async def test_port_in_use_is_a_config_error(self, server: HttpServer) -> None:
+        """Listening on a port already taken raises ConfigError naming the address."""
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{server.port}"):
+            async with HttpServer(ROUTES, port=server.port):
+                pass
 
 
 class TestClose:
