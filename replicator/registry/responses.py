@@ -20,7 +20,7 @@ def _error_codes(body: bytes) -> tuple[tuple[str, ...], str]:
     """The OCI error codes and the first message of a JSON error body, if it is one."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than the stack
         return (), ""
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list):
