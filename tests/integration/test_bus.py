@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from replicator.bus import Bus, BusMessage, BusOptions
+from replicator.bus import Bus, BusMessage, BusOptions, TlsOptions
 from replicator.errors import BusError
 from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
 
@@ -211,6 +211,33 @@ class TestBus:
                     if message.payload == b"after":
                         break
         assert set(seen) <= {b"before", b"after"}
+
+    async def test_tls_round_trip(self, mosquitto_factory: MosquittoFactory) -> None:
+        """Over TLS with the broker's CA the bus connects and a message goes round."""
+        broker = mosquitto_factory(tls=True)
+        assert broker.ca_file is not None
+        tls = TlsOptions(ca_file=broker.ca_file)
+        consumer = options(broker, unique("consumer"), events_topic="registry/+/events", tls=tls)
+        publisher = options(
+            broker, unique("publisher"), events_topic=None, persistent=False, tls=tls
+        )
+        async with Bus(consumer) as bus, Bus(publisher) as pub:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            await pub.wait_connected(within=RECEIVE_SECONDS)
+            await pub.publish("registry/src1/events", b"secret")
+            (message,) = await receive(bus, 1)
+            await bus.ack(message)
+        assert message.payload == b"secret"
+
+    async def test_tls_with_unknown_ca_never_connects(
+        self, mosquitto_factory: MosquittoFactory
+    ) -> None:
+        """A broker certificate not signed by a trusted CA is refused: no connection."""
+        broker = mosquitto_factory(tls=True)
+        untrusted = options(broker, unique("consumer"), tls=TlsOptions())
+        async with Bus(untrusted) as bus:
+            with pytest.raises(BusError):
+                await bus.wait_connected(within=QUIET_SECONDS)
 
     async def test_publish_without_broker_raises_bus_error(
         self, mosquitto_factory: MosquittoFactory

@@ -3,6 +3,8 @@
 `mosquitto_factory()` starts a fresh broker (for tests that stop or restart it); `mosquitto` is
 one broker shared by the session (tests use distinct client ids and topics on it). Persistence
 lives in the broker's own folder, so `restart()` keeps sessions and queued messages.
+`mosquitto_factory(tls=True)` serves TLS only, with a certificate for 127.0.0.1 signed by a
+throw-away CA whose certificate is `broker.ca_file`.
 """
 
 from __future__ import annotations
@@ -12,26 +14,52 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 from tests.support.ports import free_port, wait_listening
 
 MOSQUITTO_BINARY = "/usr/sbin/mosquitto"
+OPENSSL_BINARY = "/usr/bin/openssl"
 # Queued messages per offline client: bursts of 1,000 pushes must survive a daemon restart.
 MAX_QUEUED_MESSAGES = 100_000
 # Seconds to wait for mosquitto to exit after SIGTERM (it saves its persistence file first).
 STOP_TIMEOUT_SECONDS = 10.0
 
 
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) files."""
+    ca_key, ca_cert = folder / "ca.key", folder / "ca.pem"
+    key, csr, cert = folder / "server.key", folder / "server.csr", folder / "server.pem"
+    ext = folder / "server.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=replicator-test-ca", "-keyout", ca_key, "-out", ca_cert],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", key, "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "2", "-extfile", ext, "-out", cert],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run([OPENSSL_BINARY, *map(str, step)], check=True, capture_output=True)
+    return ca_cert, cert, key
+
+
 class Mosquitto:
     """A mosquitto process with its config, persistence and log in one folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, tls: bool = False) -> None:
         self.folder = folder
         self.port = free_port()
+        self.ca_file: Path | None = None
+        self._tls_lines: list[str] = []
+        if tls:
+            self.ca_file, cert, key = make_certificates(folder)
+            self._tls_lines = [f"cafile {self.ca_file}", f"certfile {cert}", f"keyfile {key}"]
         self.log_path = folder / "mosquitto.log"
         self.config_path = folder / "mosquitto.conf"
         self._process: subprocess.Popen[bytes] | None = None
@@ -45,6 +73,7 @@ class Mosquitto:
             "\n".join(
                 [
                     f"listener {self.port} 127.0.0.1",
+                    *self._tls_lines,
                     "allow_anonymous true",
                     # Run as whoever runs the tests, so the broker can write its folder.
                     f"user {getpass.getuser()}",
@@ -118,7 +147,10 @@ class Mosquitto:
         return f"Mosquitto(127.0.0.1:{self.port}, running={self.running})"
 
 
-MosquittoFactory = Callable[[], Mosquitto]
+class MosquittoFactory(Protocol):
+    """Starts a fresh broker; `tls=True` for a TLS-only listener."""
+
+    def __call__(self, *, tls: bool = False) -> Mosquitto: ...
 
 
 @pytest.fixture(scope="session")
@@ -128,8 +160,8 @@ def mosquitto_factory() -> Iterator[MosquittoFactory]:
         pytest.fail(f"{MOSQUITTO_BINARY} is missing: run scripts/setup.sh (it apt-installs it)")
     started: list[Mosquitto] = []
 
-    def start() -> Mosquitto:
-        broker = Mosquitto(Path(tempfile.mkdtemp(prefix="mosquitto-")))
+    def start(*, tls: bool = False) -> Mosquitto:
+        broker = Mosquitto(Path(tempfile.mkdtemp(prefix="mosquitto-")), tls=tls)
         started.append(broker)
         return broker
 
