@@ -227,7 +227,10 @@ def link_next(response: httpx.Response) -> str | None:
     if not link:
         return None
     for part in link.split(","):
-        url, _, rel = part.partition(";")
-        if 'rel="next"' in rel.replace(" ", "") or "rel=next" in rel.replace(" ", ""):
-            return str(url.strip().strip("<>"))
+        url, _, params = part.partition(";")
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            # rel holds space-separated relation types, compared case-insensitively (RFC 8288).
+            if name.strip().lower() == "rel" and "next" in value.strip(' "').lower().split():
+                return str(url.strip().strip("<>"))
     return None

@@ -1,4 +1,4 @@
-"""Registry answers into typed errors (replicator/registry/responses.py)."""
+"""Registry answers: typed errors (registry/responses.py) and the Link header (client.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from replicator.errors import AuthError, NotFoundError, RegistryError
+from replicator.registry.client import link_next
 from replicator.registry.responses import MAX_ERROR_BODY, describe, error_for, raise_for_status
 
 URL = "http://127.0.0.1:5000/v2/team/app/manifests/v1"
@@ -189,3 +190,38 @@ class TestRaiseForStatus:
             await raise_for_status(response, (200,))
         assert counter[0] == MAX_ERROR_BODY // 1024
         assert response.is_closed
+
+
+LINKS = [
+    ("distribution", '</v2/_catalog?last=b&n=100>; rel="next"', "/v2/_catalog?last=b&n=100"),
+    ("no-space", '</v2/a/tags/list?n=2&last=v1>;rel="next"', "/v2/a/tags/list?n=2&last=v1"),
+    ("unquoted", "</v2/_catalog?last=x>; rel=next", "/v2/_catalog?last=x"),
+    (
+        "absolute",
+        '<https://r.io/v2/_catalog?last=x>; rel="next"',
+        "https://r.io/v2/_catalog?last=x",
+    ),
+    ("uppercase", '</p2>; REL="NEXT"', "/p2"),
+    ("several-relations", '</p2>; rel="next last"', "/p2"),
+    ("other-params-first", '</p2>; type="application/json"; rel="next"', "/p2"),
+    ("prev-then-next", '</p1>; rel="prev", </p3>; rel="next"', "/p3"),
+    ("only-prev", '</p1>; rel="prev"', None),
+    ("next-like-word", "</p2>; rel=nextpage", None),
+    ("no-rel", "</p2>", None),
+    ("empty", "", None),
+    ("absent", None, None),
+]
+
+
+class TestLinkNext:
+    """link_next(): the next page from an RFC 8288 Link header."""
+
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [case[1:] for case in LINKS],
+        ids=[case[0] for case in LINKS],
+    )
+    def test_link_next(self, header: str | None, expected: str | None) -> None:
+        """The URL of the `next` relation is returned, or None when there is none."""
+        headers = {"link": header} if header is not None else None
+        assert link_next(_response(200, headers=headers)) == expected
