@@ -18,11 +18,8 @@ from collections.abc import Collection
 
 from replicator.bus import Bus, BusOptions
 from replicator.config import Config
-from replicator.domain.events import (
-    DISTRIBUTION_EVENTS_MEDIA_TYPE,
-    MAX_PAYLOAD_BYTES,
-    topic_for_source,
-)
+from replicator.domain.events import DISTRIBUTION_EVENTS_MEDIA_TYPE, MAX_PAYLOAD_BYTES
+from replicator.domain.topics import topic_for_source
 from replicator.errors import BusError
 from replicator.http_server import HttpServer, Request, Response, Route
 from replicator.logs import get_logger

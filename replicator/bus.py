@@ -39,7 +39,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from replicator.domain.events import source_from_topic
+from replicator.domain.topics import source_from_topic
 from replicator.errors import BusError
 from replicator.logs import get_logger
 

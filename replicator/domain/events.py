@@ -15,7 +15,6 @@ corrupted message, and rejecting it whole keeps "one message, one journal outcom
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,7 +22,8 @@ from typing import Any
 
 from replicator.domain.media import is_manifest_type
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
-from replicator.errors import ConfigError, EventError, InvalidReferenceError
+from replicator.domain.timestamps import parse_timestamp
+from replicator.errors import EventError, InvalidReferenceError
 
 # Distribution envelopes are a few KiB (a tagged 4-layer manifest push is ~2 KiB, one event per
 # envelope by default); 1 MiB leaves room for batched envelopes and big indexes while bounding
@@ -44,13 +44,6 @@ _SCHEMA1_TYPES = frozenset(
         "application/vnd.docker.distribution.manifest.v1+prettyjws",
     }
 )
-
-# RFC 3339 as distribution (Go, nanoseconds) and EventBridge (seconds) write it.
-_TIMESTAMP_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
-)
-_SECONDS_PER_DAY = 86_400
 
 
 class RejectReason(StrEnum):
@@ -350,47 +343,6 @@ def _repository(value: str) -> str:
         raise EventError(str(exc), reason=RejectReason.INVALID_REPOSITORY) from exc
 
 
-def parse_timestamp(value: object) -> float | None:
-    """RFC 3339 text -> seconds since the epoch (UTC); None when absent or not RFC 3339.
-
-    A bad timestamp does not reject the event: it only feeds the latency metric.
-    """
-    if not isinstance(value, str):
-        return None
-    match = _TIMESTAMP_RE.match(value)
-    if not match:
-        return None
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
-        return None
-    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second, as RFC 3339 allows
-        return None
-    fraction = float(f"0.{match.group(7)}") if match.group(7) else 0.0
-    offset = 0
-    if match.group(9):
-        sign = -1 if match.group(9) == "-" else 1
-        offset = sign * (int(match.group(10)) * 3600 + int(match.group(11)) * 60)
-    days = _days_from_civil(year, month, day)
-    return days * _SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset + fraction
-
-
-def _days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-        return 29 if leap else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    year -= month <= 2
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146_097 + day_of_era - 719_468
-
-
 def replication_result_event(
     *,
     event_id: str,
@@ -439,30 +391,3 @@ def replication_result_event(
         ],
         "detail": detail,
     }
-
-
-def source_from_topic(pattern: str, topic: str) -> str | None:
-    """The level of `topic` at the '+' of `pattern` (`registry/+/events`), or None on mismatch."""
-    pattern_levels = pattern.split("/")
-    topic_levels = topic.split("/")
-    if len(pattern_levels) != len(topic_levels) or "+" not in pattern_levels:
-        return None
-    source: str | None = None
-    for expected, actual in zip(pattern_levels, topic_levels, strict=True):
-        if expected == "+":
-            if source is None:
-                source = actual
-        elif expected != actual:
-            return None
-    return source or None
-
-
-def topic_for_source(pattern: str, source: str) -> str:
-    """The concrete topic of `source`: `pattern` with its first '+' replaced by the name."""
-    levels = pattern.split("/")
-    if "+" not in levels:
-        raise ConfigError(
-            f"{pattern!r} has no '+' level for the source name", field="mqtt.events_topic"
-        )
-    levels[levels.index("+")] = source
-    return "/".join(levels)

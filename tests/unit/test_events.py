@@ -19,12 +19,9 @@ from replicator.domain.events import (
     RejectReason,
     ReplicationResult,
     parse_payload,
-    parse_timestamp,
     replication_result_event,
-    source_from_topic,
-    topic_for_source,
 )
-from replicator.errors import ConfigError, EventError
+from replicator.errors import EventError
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "events"
 SOURCES = ("use1", "usw2")
@@ -361,38 +358,6 @@ class TestParseFuzz:
             assert all(isinstance(item, PushEvent | DeleteEvent | Ignored) for item in result)
 
 
-class TestParseTimestamp:
-    @pytest.mark.parametrize(
-        ("text", "expected"),
-        [
-            pytest.param("1970-01-01T00:00:00Z", 0.0, id="epoch"),
-            pytest.param("2026-11-16T01:54:34Z", 1794794074.0, id="eventbridge"),
-            pytest.param("2026-11-28T14:57:20.5Z", 1795877840.5, id="fraction"),
-            pytest.param("2000-02-29T23:59:59+02:30", 951859799.0, id="leap-day-offset"),
-            pytest.param("1969-12-31T00:00:00-01:00", -82800.0, id="before-epoch"),
-        ],
-    )
-    def test_valid(self, text: str, expected: float) -> None:
-        """RFC 3339 timestamps become seconds since the epoch, offsets applied."""
-        assert parse_timestamp(text) == pytest.approx(expected)
-
-    @pytest.mark.parametrize(
-        "value",
-        [
-            pytest.param("2026-02-30T00:00:00Z", id="no-such-day"),
-            pytest.param("2026-13-01T00:00:00Z", id="no-such-month"),
-            pytest.param("2026-11-16T24:00:00Z", id="hour-24"),
-            pytest.param("2026-11-16T01:54:34", id="no-zone"),
-            pytest.param("yesterday", id="words"),
-            pytest.param(1794794074, id="number"),
-            pytest.param(None, id="absent"),
-        ],
-    )
-    def test_invalid(self, value: object) -> None:
-        """Anything but an RFC 3339 timestamp gives None."""
-        assert parse_timestamp(value) is None
-
-
 class TestReplicationResultEvent:
     def test_success_has_the_ecr_shape(self) -> None:
         """A successful job becomes an ECR Replication Action event from the destination."""
@@ -440,31 +405,3 @@ class TestReplicationResultEvent:
         assert "image-tag" not in event["detail"]
         assert event["account"] == "444455556666"
         json.dumps(event)
-
-
-class TestTopics:
-    @pytest.mark.parametrize(
-        ("pattern", "topic", "expected"),
-        [
-            pytest.param("registry/+/events", "registry/use1/events", "use1", id="match"),
-            pytest.param("registry/+/events", "registry/use1/other", None, id="other-suffix"),
-            pytest.param("registry/+/events", "registry/a/b/events", None, id="extra-level"),
-            pytest.param("registry/+/events", "registry//events", None, id="empty-name"),
-            pytest.param("registry/events", "registry/events", None, id="no-plus"),
-            pytest.param("site/a/+/events", "site/a/use1/events", "use1", id="deeper"),
-        ],
-    )
-    def test_source_from_topic(self, pattern: str, topic: str, expected: str | None) -> None:
-        """The source name is the topic level at the pattern's '+'."""
-        assert source_from_topic(pattern, topic) == expected
-
-    def test_topic_for_source_round_trips(self) -> None:
-        """The bridge's publish topic maps back to the same source name."""
-        topic = topic_for_source("registry/+/events", "use1")
-        assert topic == "registry/use1/events"
-        assert source_from_topic("registry/+/events", topic) == "use1"
-
-    def test_topic_without_plus_is_a_config_error(self) -> None:
-        """An events topic with no '+' cannot name sources and is refused as a config error."""
-        with pytest.raises(ConfigError):
-            topic_for_source("registry/events", "use1")

@@ -1,0 +1,53 @@
+"""RFC 3339 timestamps -> seconds since the epoch, computed without a clock or datetime."""
+
+from __future__ import annotations
+
+import re
+
+# RFC 3339 as distribution (Go, nanoseconds) and EventBridge (seconds) write it.
+_TIMESTAMP_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+_SECONDS_PER_DAY = 86_400
+
+
+def parse_timestamp(value: object) -> float | None:
+    """RFC 3339 text -> seconds since the epoch (UTC); None when absent or not RFC 3339.
+
+    A bad timestamp does not reject the event: it only feeds the latency metric.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _TIMESTAMP_RE.match(value)
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
+        return None
+    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second, as RFC 3339 allows
+        return None
+    fraction = float(f"0.{match.group(7)}") if match.group(7) else 0.0
+    offset = 0
+    if match.group(9):
+        sign = -1 if match.group(9) == "-" else 1
+        offset = sign * (int(match.group(10)) * 3600 + int(match.group(11)) * 60)
+    days = _days_from_civil(year, month, day)
+    return days * _SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset + fraction
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
