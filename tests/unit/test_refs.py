@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator.domain.refs import (
@@ -128,6 +128,7 @@ class TestParseReference:
         with pytest.raises(InvalidReferenceError, match="team/app"):
             parse_reference("team/app")
 
+    @settings(deadline=None)  # a loaded CI machine can exceed the default 200 ms
     @given(st.text(max_size=300))
     def test_arbitrary_text_parses_or_raises_invalid_reference(self, text: str) -> None:
         """Arbitrary text gives a Reference or InvalidReferenceError, never another exception."""
@@ -139,6 +140,7 @@ class TestParseReference:
         assert ref.host
         assert validate_repository(ref.repository) == ref.repository
 
+    @settings(deadline=None)  # a loaded CI machine can exceed the default 200 ms
     @given(
         st.from_regex(r"\A[a-z0-9][a-z0-9./:@_-]{0,80}\Z"),
         st.booleans(),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator import errors
@@ -64,6 +64,7 @@ class TestParseRetryAfter:
         eastern = NOW.astimezone(timezone(timedelta(hours=-4)))
         assert parse_retry_after("Wed, 01 May 2024 12:01:00 GMT", now=eastern) == 60.0
 
+    @settings(deadline=None)  # a loaded CI machine can exceed the default 200 ms
     @given(st.text(max_size=60))
     def test_arbitrary_text(self, value: str) -> None:
         """Arbitrary text gives a non-negative number of seconds or None, never an exception."""
