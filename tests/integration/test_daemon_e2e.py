@@ -1,0 +1,282 @@
+"""The daemon end to end: skopeo pushes -> docker-registry webhooks -> bridge -> mosquitto ->
+`replicator run` -> destination registries, checked with skopeo and the daemon's own reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from replicator.domain.jobs import JobState
+from replicator.journal import EventOutcome
+from tests.support import skopeo
+from tests.support.daemon import (
+    EUW1,
+    OTHER_ACCOUNT,
+    USE1,
+    USW2,
+    JournalReader,
+    Stack,
+    cli_json,
+    envelope,
+    manifest_present,
+    metric_value,
+    publish,
+    start_stack,
+    wait_for,
+)
+from tests.support.images import BuiltImage, LayerSpec, OCILayout
+from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.registry_fixtures import RegistryFactory
+
+pytestmark = pytest.mark.integration
+
+KIB = 1024
+# A push travels webhook -> bridge -> broker -> daemon -> copy in well under a second; the
+# untagged children of an index wait out the 2 s grace; 30 s covers a loaded CI machine.
+REPLICATED_WITHIN_SECONDS = 30.0
+# The issue's oversized payload: ten times the daemon's 1 MiB cap.
+TEN_MB = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What the module pushed to use1: two prod images (one an index) and a dev image."""
+
+    image: BuiltImage
+    index: BuiltImage
+    denied: BuiltImage
+
+
+@pytest.fixture(scope="module")
+def stack(
+    registry_factory: RegistryFactory,
+    mosquitto_factory: MosquittoFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """Three registries, a broker, the bridge and the daemon, shared by this module's tests."""
+    started = start_stack(
+        tmp_path_factory.mktemp("e2e"),
+        mosquitto_factory(),
+        lambda url: registry_factory(notifications_url=url),
+    )
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> OCILayout:
+    """The images of this module, in one OCI layout."""
+    return OCILayout(tmp_path_factory.mktemp("e2e-layout"))
+
+
+@pytest.fixture(scope="module")
+def pushed(stack: Stack, layout: OCILayout) -> Pushed:
+    """prod/app:v1 (an image), prod/multi:v1 (a two-platform index) and dev/app:v1 pushed to
+    use1 with skopeo, and every resulting job finished."""
+    image = layout.image("v1", [LayerSpec(1, 8 * KIB), LayerSpec(2, 16 * KIB)], label="app")
+    index = layout.multi_platform("multi", [LayerSpec(3, 8 * KIB), LayerSpec(4, 8 * KIB)])
+    denied = layout.image("dev", [LayerSpec(5, 8 * KIB)], label="dev")
+    host = stack.source.host
+    skopeo.push_layout(layout.path, "v1", f"{host}/prod/app:v1")
+    skopeo.push_layout(layout.path, "multi", f"{host}/prod/multi:v1")
+    skopeo.push_layout(layout.path, "dev", f"{host}/dev/app:v1")
+    # prod/app and prod/multi to both destinations; dev/app to usw2, denied at euw1.
+    JournalReader(stack.settings.journal_url).wait_finished(6, timeout=REPLICATED_WITHIN_SECONDS)
+    return Pushed(image, index, denied)
+
+
+def journal(stack: Stack) -> JournalReader:
+    """A reader of the stack's journal."""
+    return JournalReader(stack.settings.journal_url)
+
+
+class TestReplication:
+    """Allowed images arrive byte for byte; the denied one is reported and absent."""
+
+    @pytest.mark.parametrize("destination", [USW2, EUW1])
+    @pytest.mark.parametrize("repository", ["prod/app", "prod/multi"])
+    def test_allowed_images_arrive_with_identical_digests(
+        self, stack: Stack, pushed: Pushed, repository: str, destination: str
+    ) -> None:
+        """Each allowed image (an index with its children) has the source's digests at both
+        destinations, read back with skopeo inspect --raw."""
+        built = pushed.image if repository == "prod/app" else pushed.index
+        source = stack.source.host
+        target = stack.registries[destination].host
+        assert skopeo.digest_of(f"{target}/{repository}:v1") == built.digest
+        assert skopeo.digest_of(f"{source}/{repository}:v1") == built.digest
+        for digest in built.manifest_digests:
+            raw = skopeo.inspect_raw(f"{target}/{repository}@{digest}")
+            assert raw == skopeo.inspect_raw(f"{source}/{repository}@{digest}")
+
+    def test_denied_image_fails_with_policy_denied_in_status(
+        self, stack: Stack, pushed: Pushed
+    ) -> None:
+        """`replicator status --json` and /v1/replication-status show dev/app FAILED
+        POLICY_DENIED at euw1 (with the reason) and COMPLETE at usw2."""
+        document = cli_json(
+            stack.config,
+            "status",
+            "--repository",
+            "dev/app",
+            "--image-digest",
+            pushed.denied.digest,
+        )
+        api = stack.daemon.get(
+            "/v1/replication-status", repository="dev/app", imageDigest=pushed.denied.digest
+        )
+        assert api.status_code == 200
+        for answer in (document, api.json()):
+            by_name = {s["registryName"]: s for s in answer["replicationStatuses"]}
+            assert by_name[USW2]["status"] == "COMPLETE"
+            assert by_name[EUW1]["status"] == "FAILED"
+            assert by_name[EUW1]["failureCode"] == "POLICY_DENIED"
+            assert by_name[EUW1]["registryId"] == OTHER_ACCOUNT
+            assert "ecr:ReplicateImage" in by_name[EUW1]["failureReason"]
+
+    def test_denied_image_leaves_nothing_at_the_destination(
+        self, stack: Stack, pushed: Pushed
+    ) -> None:
+        """euw1 has no dev/app repository (tags/list 404) and none of its blobs; usw2 has it."""
+        euw1, usw2 = stack.registries[EUW1], stack.registries[USW2]
+        assert httpx.get(f"{euw1.url}/v2/dev/app/tags/list").status_code == 404
+        assert "dev/app" not in euw1.repositories()
+        assert not any(euw1.has_blob(digest) for digest in pushed.denied.layer_digests)
+        assert skopeo.list_tags(f"{usw2.host}/dev/app") == ["v1"]
+
+    def test_index_push_is_one_job_per_destination(self, stack: Stack, pushed: Pushed) -> None:
+        """The index push and its children's untagged pushes leave one job per destination:
+        the index's, tagged, COMPLETE (`replicator jobs --json`)."""
+        jobs = [j for j in cli_json(stack.config, "jobs") if j["repository"] == "prod/multi"]
+        assert sorted(j["destination"] for j in jobs) == [EUW1, USW2]
+        assert {(j["digest"], j["tag"], j["state"]) for j in jobs} == {
+            (pushed.index.digest, "v1", "COMPLETE")
+        }
+
+    def test_every_job_is_unique_and_finished(self, stack: Stack, pushed: Pushed) -> None:
+        """The module's three pushes made exactly six jobs, one per (image, destination)."""
+        rows = journal(stack).jobs()
+        keys = {row.key for row in rows}
+        assert len(keys) == len(rows) == 6
+        assert {row.state for row in rows} == {JobState.COMPLETE, JobState.FAILED}
+
+
+class TestMetrics:
+    """/metrics counts what the daemon did."""
+
+    def test_metrics_show_events_jobs_blobs_bytes_and_latency(
+        self, stack: Stack, pushed: Pushed
+    ) -> None:
+        """Accepted events, finished jobs per destination, copied blobs and bytes, the latency
+        histogram and the journal gauges are all in the exposition."""
+        text = stack.daemon.metrics()
+        assert metric_value(text, "replicator_events_total", outcome="accepted") >= 3
+        finished = "replicator_jobs_finished_total"
+        assert metric_value(text, finished, destination=USW2, result="COMPLETE") == 3
+        assert metric_value(text, finished, destination=EUW1, result="COMPLETE") == 2
+        assert metric_value(text, finished, destination=EUW1, result="FAILED") == 1
+        assert metric_value(text, "replicator_blobs_total") > 0
+        assert metric_value(text, "replicator_bytes_copied_total") > 40 * KIB
+        latency = "replicator_replication_latency_seconds_count"
+        assert metric_value(text, latency, destination=USW2) == 3
+        assert metric_value(text, "replicator_jobs", state="COMPLETE", destination=EUW1) == 2
+        assert metric_value(text, "replicator_journal_backlog") == 0
+
+    def test_health_endpoints_answer(self, stack: Stack) -> None:
+        """/healthz and /readyz answer 200 while broker and journal are there."""
+        assert stack.daemon.get("/healthz").status_code == 200
+        assert stack.daemon.readyz() == 200
+
+
+def _layer(digest: str) -> bytes:
+    return envelope("prod/app", digest, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+
+
+GOOD_DIGEST = "sha256:" + "ab" * 32
+ECR_UNKNOWN_LOCATION = json.dumps(
+    {
+        "version": "0",
+        "id": "ecr-1",
+        "detail-type": "ECR Image Action",
+        "source": "aws.ecr",
+        "account": "999999999999",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "detail": {
+            "result": "SUCCESS",
+            "repository-name": "prod/app",
+            "image-digest": GOOD_DIGEST,
+            "action-type": "PUSH",
+            "image-tag": "v9",
+        },
+    }
+).encode()
+# (topic source, payload, outcome, reason word the journal records)
+BAD_INPUTS = {
+    "invalid_json": (USE1, b'{"events": [', EventOutcome.REJECTED, "invalid_json"),
+    "unknown_source": (
+        "nowhere", envelope("prod/app", GOOD_DIGEST, tag="x"), EventOutcome.REJECTED,
+        "unknown_source",
+    ),
+    "unknown_account_region": (
+        USE1, ECR_UNKNOWN_LOCATION, EventOutcome.REJECTED, "unknown_account_region"
+    ),
+    "invalid_repository": (
+        USE1, envelope("Prod/../App", GOOD_DIGEST, tag="x"), EventOutcome.REJECTED,
+        "invalid_repository",
+    ),
+    "invalid_digest": (
+        USE1, envelope("prod/app", "sha256:xyz", tag="x"), EventOutcome.REJECTED,
+        "invalid_digest",
+    ),
+    "ten_megabytes": (
+        USE1, b'{"events": [], "padding": "' + b"x" * TEN_MB + b'"}', EventOutcome.REJECTED,
+        "too_large",
+    ),
+    "blob_push": (USE1, _layer(GOOD_DIGEST), EventOutcome.IGNORED, "blob_push"),
+    "pull": (
+        USE1, envelope("prod/app", GOOD_DIGEST, tag="v1", action="pull"), EventOutcome.IGNORED,
+        "pull",
+    ),
+}  # fmt: skip
+
+
+class TestBadInput:
+    """Each bad payload is recorded with its reason and the daemon goes on."""
+
+    @pytest.mark.parametrize("name", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+    def test_bad_input_is_recorded_and_the_next_push_replicates(
+        self, stack: Stack, pushed: Pushed, layout: OCILayout, name: str
+    ) -> None:
+        """A bad payload on registry/<name>/events is journalled rejected or ignored with its
+        reason (rejections logged once), and an image pushed right after still replicates."""
+        topic_source, payload, outcome, reason = BAD_INPUTS[name]
+        publish(stack.broker.port, f"registry/{topic_source}/events", payload)
+        tag = f"after-{name.replace('_', '-')}"
+        good = layout.image(tag, [LayerSpec(1, 8 * KIB), LayerSpec(100 + len(name), KIB)])
+        skopeo.push_layout(layout.path, tag, f"{stack.source.host}/prod/after:{tag}")
+        usw2 = stack.registries[USW2].url
+        wait_for(
+            lambda: manifest_present(usw2, "prod/after", tag),
+            timeout=REPLICATED_WITHIN_SECONDS,
+            what=f"prod/after:{tag} at usw2",
+        )
+        digest = hashlib.sha256(payload).hexdigest()
+        recorded = [e for e in journal(stack).events() if e.payload_sha256 == digest]
+        assert [e.outcome for e in recorded] == [outcome]
+        assert reason in recorded[0].reason
+        assert recorded[0].payload_size == len(payload)
+        if outcome is EventOutcome.REJECTED:
+            logged = [
+                line
+                for line in stack.daemon.events("event_rejected")
+                if line.get("reason") == reason
+                and line.get("topic") == f"registry/{topic_source}/events"
+            ]
+            assert len(logged) == 1
+        assert skopeo.digest_of(f"{stack.registries[USW2].host}/prod/after:{tag}") == good.digest
