@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "replicator.cli.config_check",
     "replicator.cli.jobs",
     "replicator.cli.bridge",
+    "replicator.cli.backfill",
+    "replicator.cli.verify",
 )
 
 EXIT_OK = 0

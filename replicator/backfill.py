@@ -1,0 +1,395 @@
+"""Backfill: enumerate the source registries, HEAD-compare every tag with every destination, and
+journal what is missing or different as the same jobs live events make; the periodic reconcile
+of the daemon is the same scan on a schedule.
+
+Facts are gathered here and decided in `domain.scan`. The scan is cheap when everything is
+replicated: one catalog and one tag list per source repository, then HEAD requests only (one per
+source tag, one per tag and destination); the destination's tag list is read only when every tag
+is missing there and the policy must know whether the repository exists.
+
+Jobs the journal already holds COMPLETE cannot be queued again (COMPLETE is final): when the
+destination lost such an image since (deleted by hand, storage lost), the scan returns it as a
+repair, and `repair` copies it directly through the same worker code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ParamSpec, Protocol, TypeVar
+
+from replicator.config import Config
+from replicator.copier import Copier, CopyStats, Endpoint
+from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.routing import Site, admit_replication
+from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
+from replicator.errors import ReplicatorError, retryable
+from replicator.journal.models import JobRow
+from replicator.journal.store import Journal
+from replicator.logs import get_logger
+from replicator.registry import manifests, tags
+from replicator.registry.client import RegistryClient
+from replicator.registry.pool import ClientPool
+from replicator.retry import retrying
+from replicator.runner import JobRunner
+from replicator.sites import settings_for
+from replicator.workers import run_job
+
+log = get_logger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Repositories scanned at once; requests are bounded further by each registry's own limit
+# (workers.per_registry), so this only has to keep those slots busy.
+REPOSITORIES_IN_FLIGHT = 16
+# How often reconcile looks at its config again while turned off (a SIGHUP may turn it on).
+RECONCILE_IDLE_CHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """What to scan: one source or all, one destination or all, a repository prefix."""
+
+    source: str | None = None
+    destination: str | None = None
+    repository_prefix: str = ""
+
+
+@dataclass(slots=True)
+class ScanCounts:
+    """Running totals of a scan (the progress line reads them while it runs)."""
+
+    repositories: int = 0
+    tags: int = 0
+    up_to_date: int = 0
+    copies: int = 0
+    denied: int = 0
+    repairs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class PlanSink(Protocol):
+    """Receives the plans of one repository once its facts are in."""
+
+    async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None: ...
+
+
+def sources_of(config: Config, sites: Mapping[str, Site], only: str | None) -> list[Site]:
+    """The registries to scan: `only`, else every registry with replication rules."""
+    if only is not None:
+        if only not in sites:
+            raise ReplicatorError(f"--source {only!r} names no registry of {config.path}")
+        return [sites[only]]
+    return [site for site in sites.values() if site.replication.rules]
+
+
+def client_for(pool: ClientPool, config: Config, name: str) -> RegistryClient:
+    """The pooled client of the registry called `name`."""
+    return pool.client(settings_for(config.registries[name], config.workers.per_registry))
+
+
+async def read(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """One registry read, retried on temporary errors (the retry machinery only after a first
+    failure: the scan makes thousands of reads and nearly all succeed at once)."""
+    try:
+        return await func(*args, **kwargs)
+    except ReplicatorError as exc:
+        if not retryable(exc):
+            raise
+    async for attempt in retrying():
+        with attempt:
+            return await func(*args, **kwargs)
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+async def gather(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """Run awaitables at once, first error raised (the registry slots bound the real load)."""
+    return list(await asyncio.gather(*aws))
+
+
+async def for_each_repository(
+    names: AsyncIterator[str],
+    work: Callable[[str], Awaitable[None]],
+    *,
+    stop: asyncio.Event | None = None,
+    in_flight: int = REPOSITORIES_IN_FLIGHT,
+) -> None:
+    """Call `work` for every name, `in_flight` at a time, reading the names lazily (a catalog of
+    any size costs bounded memory)."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=in_flight * 2)
+
+    async def worker() -> None:
+        while (name := await queue.get()) is not None:
+            if stop is None or not stop.is_set():
+                await work(name)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(in_flight):
+            group.create_task(worker())
+        try:
+            async for name in names:
+                if stop is not None and stop.is_set():
+                    break
+                await queue.put(name)
+        finally:
+            for _ in range(in_flight):
+                await queue.put(None)
+
+
+async def source_tags(client: RegistryClient, repository: str) -> list[tuple[str, str]]:
+    """(tag, digest) of every tag of a source repository, by HEAD; a tag gone meanwhile is left
+    out."""
+    names = await read(tags.list_tags, client, repository)
+    heads = await gather([read(manifests.head, client, repository, tag) for tag in names])
+    return [(tag, head.digest) for tag, head in zip(names, heads, strict=True) if head is not None]
+
+
+class Scanner:
+    """Gathers the facts of one scan and hands each repository's plans to a sink."""
+
+    def __init__(
+        self,
+        config: Config,
+        sites: Mapping[str, Site],
+        pool: ClientPool,
+        options: ScanOptions,
+        *,
+        journal: Journal | None = None,
+        counts: ScanCounts | None = None,
+    ) -> None:
+        self._config = config
+        self._sites = sites
+        self._pool = pool
+        self._options = options
+        self._journal = journal
+        self.counts = counts or ScanCounts()
+
+    async def run(self, sink: PlanSink, *, stop: asyncio.Event | None = None) -> ScanCounts:
+        """Scan every chosen source; a repository that cannot be read is counted, not fatal."""
+        for source in sources_of(self._config, self._sites, self._options.source):
+            client = client_for(self._pool, self._config, source.name)
+
+            async def one(repository: str, source: Site = source) -> None:
+                await self._repository(source, repository, sink)
+
+            try:
+                await for_each_repository(
+                    tags.catalog(client, self._options.repository_prefix), one, stop=stop
+                )
+            except ReplicatorError as exc:
+                self._error(f"{source.name}: catalog: {exc}")
+        return self.counts
+
+    def _error(self, message: str) -> None:
+        self.counts.errors.append(message)
+        log.warning("scan_error", error=message)
+
+    async def _repository(self, source: Site, repository: str, sink: PlanSink) -> None:
+        try:
+            plans = await self._plans(source, repository)
+        except ReplicatorError as exc:
+            self._error(f"{source.name}/{repository}: {exc.code}: {exc}")
+            return
+        self.counts.repositories += 1
+        for plan in plans:
+            if plan.action is TagAction.UP_TO_DATE:
+                self.counts.up_to_date += 1
+            elif plan.action is TagAction.COPY:
+                self.counts.copies += 1
+            elif plan.action is TagAction.DENIED:
+                self.counts.denied += 1
+            else:
+                self.counts.repairs += 1
+        log.debug("repository_scanned", source=source.name, repository=repository, tags=len(plans))
+        await sink(source, repository, plans)
+
+    async def _plans(self, source: Site, repository: str) -> list[TagPlan]:
+        src = client_for(self._pool, self._config, source.name)
+        found = await source_tags(src, repository)
+        self.counts.tags += len(found)
+        wanted: dict[str, list[tuple[str, str]]] = {}
+        for tag, digest in found:
+            for target in targets(
+                source, self._sites, repository=repository, tag=tag, only=self._options.destination
+            ):
+                wanted.setdefault(target.name, []).append((tag, digest))
+        plans: list[TagPlan] = []
+        for name, pairs in wanted.items():
+            plans.extend(await self._compare(source, self._sites[name], repository, pairs))
+        if self._journal is not None and any(p.action is not TagAction.UP_TO_DATE for p in plans):
+            recorded = {
+                row.key: row.state for row in await self._journal.status(source.name, repository)
+            }
+            plans = [after_journal(p, recorded.get(p.key)) for p in plans]
+        return plans
+
+    async def _compare(
+        self, source: Site, target: Site, repository: str, pairs: list[tuple[str, str]]
+    ) -> list[TagPlan]:
+        dst = client_for(self._pool, self._config, target.name)
+        heads = await gather([read(manifests.head, dst, repository, tag) for tag, _ in pairs])
+        exists = any(head is not None for head in heads)
+        if not exists and _existence_matters(source, target, repository):
+            exists = bool(await read(tags.list_tags, dst, repository))
+        return [
+            plan_tag(
+                source,
+                target,
+                repository=repository,
+                tag=tag,
+                source_digest=digest,
+                dest_digest=head.digest if head is not None else None,
+                repository_exists=exists,
+            )
+            for (tag, digest), head in zip(pairs, heads, strict=True)
+        ]
+
+
+def _existence_matters(source: Site, target: Site, repository: str) -> bool:
+    """Whether the policy's answer depends on the repository existing (ecr:CreateRepository):
+    only then is the destination's tag list read; a no-op re-run stays HEAD-only."""
+    if source.account == target.account:
+        return False
+    if_exists = admit_replication(source, target, repository, repository_exists=True)
+    if_new = admit_replication(source, target, repository, repository_exists=False)
+    return if_exists.allowed != if_new.allowed
+
+
+class Journaller:
+    """The sink of a real (not dry) run: journals copies and denials, keeps repairs aside."""
+
+    def __init__(self, journal: Journal, *, wake: Callable[[], None] | None = None) -> None:
+        self._journal = journal
+        self._wake = wake
+        self.keys: dict[tuple[str, str], list[JobKey]] = {}
+        self.repairs: list[TagPlan] = []
+        self.journalled = 0
+
+    async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
+        copies = [p.key for p in plans if p.action is TagAction.COPY]
+        denied = {p.key: p.reason for p in plans if p.action is TagAction.DENIED}
+        self.repairs.extend(p for p in plans if p.action is TagAction.REPAIR)
+        if not copies and not denied:
+            return
+        self.journalled += await self._journal.add_jobs(copies, denied=denied)
+        self.keys.setdefault((source.name, repository), []).extend([*copies, *denied])
+        if copies and self._wake is not None:
+            self._wake()
+
+
+async def job_rows(
+    journal: Journal, keys: Mapping[tuple[str, str], Sequence[JobKey]]
+) -> list[JobRow]:
+    """The journal's rows of `keys` (one query per repository)."""
+    rows: list[JobRow] = []
+    for (source, repository), wanted in keys.items():
+        chosen = set(wanted)
+        rows.extend(r for r in await journal.status(source, repository) if r.key in chosen)
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class RepairResult:
+    """A direct repair of a COMPLETE job's image: what it copied, or why it failed."""
+
+    key: JobKey
+    stats: CopyStats | None
+    error: str | None = None
+
+
+async def repair(
+    plans: Sequence[TagPlan],
+    *,
+    journal: Journal,
+    config: Config,
+    sites: Mapping[str, Site],
+    pool: ClientPool,
+    copier: Copier,
+) -> list[RepairResult]:
+    """Copy again, through the worker code, images whose jobs are COMPLETE but which the
+    destination lost; the journal rows stay COMPLETE (true again once this succeeds)."""
+    if not plans:
+        return []
+    by_repository: dict[tuple[str, str], list[JobKey]] = {}
+    for plan in plans:
+        by_repository.setdefault((plan.key.source, plan.key.repository), []).append(plan.key)
+    rows = [r for r in await job_rows(journal, by_repository) if r.state is JobState.COMPLETE]
+    limit = asyncio.Semaphore(config.workers.concurrency)
+
+    async def one(row: JobRow) -> RepairResult:
+        async with limit:
+            try:
+                stats = await run_job(
+                    row,
+                    copier=copier,
+                    src=Endpoint(client_for(pool, config, row.source), row.repository),
+                    dst=Endpoint(client_for(pool, config, row.destination), row.repository),
+                    source=sites[row.source],
+                    target=sites[row.destination],
+                )
+            except ReplicatorError as exc:
+                log.warning("repair_failed", job=row.id, code=exc.code, error=str(exc))
+                return RepairResult(row.key, None, f"{exc.code}: {exc}")
+            log.info("repaired", job=row.id, key=str(row.key), bytes=stats.bytes_copied)
+            return RepairResult(row.key, stats)
+
+    return await gather([one(row) for row in rows])
+
+
+class DaemonLike(Protocol):
+    """What reconcile needs of the daemon: its config, sites, journal and job runner."""
+
+    config: Config
+    sites: Mapping[str, Site]
+    journal: Journal | None
+    runner: JobRunner | None
+
+
+async def reconcile_once(daemon: DaemonLike, pool: ClientPool, copier: Copier) -> ScanCounts:
+    """One pass: scan every source, journal what is missing, wake the daemon's runner."""
+    journal, runner = daemon.journal, daemon.runner
+    assert journal is not None
+    assert runner is not None
+    config, sites = daemon.config, daemon.sites
+    sink = Journaller(journal, wake=runner.wake)
+    counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
+    repaired = await repair(
+        sink.repairs, journal=journal, config=config, sites=sites, pool=pool, copier=copier
+    )
+    log.info(
+        "reconcile_pass",
+        repositories=counts.repositories,
+        tags=counts.tags,
+        up_to_date=counts.up_to_date,
+        jobs=sink.journalled,
+        denied=counts.denied,
+        repaired=sum(1 for r in repaired if r.error is None),
+        errors=len(counts.errors),
+    )
+    return counts
+
+
+async def reconcile_forever(daemon: DaemonLike, stop: asyncio.Event) -> None:
+    """Every `[reconcile] interval` seconds (read again each time, so a reload applies; 0 = off)
+    run the backfill scan; its jobs go to the daemon's runner. Returns when `stop` is set."""
+    first = True
+    async with ClientPool() as pool:
+        copier = Copier(concurrency=daemon.config.workers.concurrency)
+        while not stop.is_set():
+            interval = daemon.config.reconcile.interval
+            wait = RECONCILE_IDLE_CHECK_SECONDS if interval <= 0 else interval
+            if not first or interval <= 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await stop.wait()
+            first = False
+            if stop.is_set() or daemon.config.reconcile.interval <= 0:
+                continue
+            if daemon.journal is None or daemon.runner is None:
+                continue
+            try:
+                await reconcile_once(daemon, pool, copier)
+            except ReplicatorError as exc:
+                log.warning("reconcile_failed", code=exc.code, error=str(exc))

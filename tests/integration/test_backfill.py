@@ -1,0 +1,295 @@
+"""`replicator backfill` against real registries: two destinations (one denying by policy),
+HEAD-only re-runs, dry runs that write nothing, interrupted runs resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replicator.backfill import ScanOptions
+from replicator.cli.backfill import run_backfill
+from replicator.config import load_config
+from replicator.domain.jobs import JobState
+from tests.support import skopeo
+from tests.support.daemon import (
+    EUW1,
+    USE1,
+    USW2,
+    DaemonSettings,
+    JournalReader,
+    RegistrySpec,
+    replicator_cli,
+    topology,
+    write_config,
+)
+from tests.support.fault_proxy import Fault, FaultProxy, blob_get
+from tests.support.images import BuiltImage, LayerSpec, OCILayout
+from tests.support.registry_fixtures import RegistryFactory
+from tests.support.registry_server import Registry
+
+pytestmark = pytest.mark.integration
+
+# The access log line of a request: method and path, then status; user agent last.
+ACCESS_LINE = re.compile(
+    r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) .*"(?P<agent>[^"]*)"$'
+)
+# Images of the world: repository -> tags; prod/ reaches both destinations, dev/ only usw2.
+IMAGES = {"prod/app": ("v1", "v2"), "prod/web": ("1.0",), "dev/tool": ("1",)}
+
+
+@dataclass
+class World:
+    """A source (use1) with images, two empty destinations, and a config naming them."""
+
+    registries: dict[str, Registry]
+    config: Path
+    journal_url: str
+    layout: OCILayout
+    images: dict[tuple[str, str], BuiltImage]
+
+    @property
+    def source(self) -> Registry:
+        """The source registry."""
+        return self.registries[USE1]
+
+    def push(self, repository: str, tag: str, *, seed: int) -> BuiltImage:
+        """Build a small image and push it to the source as repository:tag."""
+        name = f"{repository.replace('/', '-')}-{tag}-{seed}"
+        image = replace(self.layout.image(name, [LayerSpec(seed=seed, size=2048)]), tag=tag)
+        skopeo.push_layout(self.layout.path, name, f"{self.source.host}/{repository}:{tag}")
+        self.images[(repository, tag)] = image
+        return image
+
+    def backfill(self, *args: str) -> dict[str, Any]:
+        """Run `replicator backfill ARGS --json`; its JSON (exit code under "exit")."""
+        result = replicator_cli(self.config, "backfill", *args, "--json")
+        assert result.returncode in (0, 1), result.stderr
+        doc: dict[str, Any] = json.loads(result.stdout)
+        return doc | {"exit": result.returncode, "stderr": result.stderr}
+
+    def jobs(self) -> list[Any]:
+        """Every job in the journal."""
+        return JournalReader(self.journal_url).jobs()
+
+
+def build_world(
+    tmp_path: Path,
+    registry_factory: RegistryFactory,
+    *,
+    delete_replication: bool = False,
+    reconcile_interval: float = 0.0,
+    **settings: Any,
+) -> World:
+    """Start three registries, push IMAGES to the source, write the config."""
+    registries = {name: registry_factory() for name in (USE1, USW2, EUW1)}
+    journal_url = f"sqlite:///{tmp_path / 'journal.db'}"
+    specs = topology({name: r.url for name, r in registries.items()})
+    if delete_replication:
+        specs = [with_delete_replication(spec) for spec in specs]
+    options = DaemonSettings(
+        broker_port=settings.pop("broker_port", 1883),
+        journal_url=journal_url,
+        client_id=f"replicator-{tmp_path.name}",
+        **settings,
+    )
+    config = write_config(tmp_path, specs, options)
+    if reconcile_interval:
+        with config.open("a") as file:
+            file.write(f"[reconcile]\ninterval = {reconcile_interval}\n")
+    world = World(registries, config, journal_url, OCILayout(tmp_path / "layout"), {})
+    for seed, (repository, tag) in enumerate(
+        ((r, t) for r, tags in IMAGES.items() for t in tags), start=1
+    ):
+        world.push(repository, tag, seed=seed)
+    return world
+
+
+def with_delete_replication(spec: RegistrySpec) -> RegistrySpec:
+    """The spec with deleteReplication on in every rule, and ecr:BatchDeleteImage allowed."""
+    replication = spec.replication
+    if replication is not None:
+        rules = [dict(r, deleteReplication={"enabled": True}) for r in replication["rules"]]
+        replication = {"rules": rules}
+    policy = spec.policy
+    if policy is not None:
+        statements = [
+            dict(s, Action=[*s["Action"], "ecr:BatchDeleteImage"]) for s in policy["Statement"]
+        ]
+        policy = dict(policy, Statement=statements)
+    return replace(spec, replication=replication, policy=policy)
+
+
+def requests_by(registry: Registry, *, since: int = 0) -> list[tuple[str, str]]:
+    """(method, path) of the requests replicator made to `registry`, from log line `since`."""
+    found = []
+    for line in registry.log_text().splitlines()[since:]:
+        match = ACCESS_LINE.search(line)
+        if match and match["agent"] == "replicator":
+            found.append((match["method"], match["path"]))
+    return found
+
+
+def log_length(registry: Registry) -> int:
+    """Lines in the registry's log so far."""
+    return len(registry.log_text().splitlines())
+
+
+def assert_replicated(world: World, destination: str, images: list[tuple[str, str]]) -> None:
+    """Each repository:tag is served at the destination with the source's digest."""
+    host = world.registries[destination].host
+    for repository, tag in images:
+        expected = world.images[(repository, tag)].digest
+        assert skopeo.digest_of(f"{host}/{repository}:{tag}") == expected, (destination, tag)
+
+
+@pytest.fixture
+def world(tmp_path: Path, registry_factory: RegistryFactory) -> Iterator[World]:
+    """The standard world of these tests; registries stopped afterwards."""
+    built = build_world(tmp_path, registry_factory)
+    yield built
+    for registry in built.registries.values():
+        registry.cleanup()
+
+
+ALL_IMAGES = [(r, t) for r, tags in IMAGES.items() for t in tags]
+PROD_IMAGES = [(r, t) for r, t in ALL_IMAGES if r.startswith("prod/")]
+
+
+class TestBackfill:
+    def test_copies_allowed_and_records_denied(self, world: World) -> None:
+        """Everything reaches usw2; euw1 gets prod/ only and dev/ is journalled POLICY_DENIED."""
+        summary = world.backfill()
+        assert summary["exit"] == 0, summary
+        assert summary["outcome"] == "COMPLETE"
+        assert_replicated(world, USW2, ALL_IMAGES)
+        assert_replicated(world, EUW1, PROD_IMAGES)
+        assert world.registries[EUW1].repositories() == ["prod/app", "prod/web"]
+        denied = [(d["repository"], d["destination"]) for d in summary["denied"]]
+        assert denied == [("dev/tool", EUW1)]
+        assert "ecr:ReplicateImage" in summary["denied"][0]["reason"]
+        assert summary["destinations"][USW2]["complete"] == len(ALL_IMAGES)
+        assert summary["destinations"][EUW1]["complete"] == len(PROD_IMAGES)
+        states = {(j.repository, j.tag, j.destination): j.state for j in world.jobs()}
+        assert states[("dev/tool", "1", EUW1)] is JobState.FAILED
+        assert sum(s is JobState.COMPLETE for s in states.values()) == 7
+
+    def test_rerun_makes_only_head_requests_at_destinations(self, world: World) -> None:
+        """A second run over a replicated source sends destinations HEADs only: no blob GET,
+        no upload, no manifest PUT; it journals nothing new."""
+        assert world.backfill()["exit"] == 0
+        marks = {name: log_length(r) for name, r in world.registries.items()}
+        jobs_before = len(world.jobs())
+        again = world.backfill()
+        assert again["exit"] == 0, again
+        assert again["up_to_date"] == len(ALL_IMAGES) + len(PROD_IMAGES)
+        for name in (USW2, EUW1):
+            seen = requests_by(world.registries[name], since=marks[name])
+            assert seen, name
+            assert {method for method, _ in seen} == {"HEAD"}, (name, seen)
+            assert all("/manifests/" in path for _, path in seen), seen
+        source_methods = {m for m, _ in requests_by(world.source, since=marks[USE1])}
+        assert source_methods <= {"GET", "HEAD"}
+        assert len(world.jobs()) == jobs_before
+
+    def test_new_tag_and_moved_tag_are_copied_on_rerun(self, world: World) -> None:
+        """After a first run, a new tag and a tag moved at the source are the only new jobs."""
+        assert world.backfill()["exit"] == 0
+        world.push("prod/web", "2.0", seed=50)
+        world.push("prod/app", "v1", seed=51)
+        again = world.backfill()
+        assert again["exit"] == 0, again
+        # Two images x two destinations; the denial is recorded again, not copied.
+        assert sum(d["complete"] for d in again["destinations"].values()) == 4
+        assert [d["repository"] for d in again["denied"]] == ["dev/tool"]
+        assert_replicated(world, USW2, [("prod/web", "2.0"), ("prod/app", "v1")])
+        assert_replicated(world, EUW1, [("prod/web", "2.0"), ("prod/app", "v1")])
+
+    def test_filters_by_destination_and_prefix(self, world: World) -> None:
+        """--destination and --repository-prefix narrow what is journalled and copied."""
+        summary = world.backfill("--destination", USW2, "--repository-prefix", "prod/app")
+        assert summary["exit"] == 0, summary
+        assert {(j.repository, j.destination) for j in world.jobs()} == {("prod/app", USW2)}
+        assert world.registries[EUW1].repositories() == []
+        assert world.registries[USW2].repositories() == ["prod/app"]
+
+    def test_dry_run_changes_nothing(self, world: World, tmp_path: Path) -> None:
+        """--dry-run prints copies and denials with reasons, and writes no journal and no image."""
+        plan = world.backfill("--dry-run")
+        assert plan["exit"] == 0, plan
+        actions = sorted(
+            (p["action"], p["repository"], p["tag"], p["destination"]) for p in plan["plan"]
+        )
+        expected_copies = [("copy", r, t, USW2) for r, t in ALL_IMAGES] + [
+            ("copy", r, t, EUW1) for r, t in PROD_IMAGES
+        ]
+        assert actions == sorted([*expected_copies, ("denied", "dev/tool", "1", EUW1)])
+        assert not (tmp_path / "journal.db").exists()
+        for name in (USW2, EUW1):
+            assert world.registries[name].repositories() == []
+            assert requests_by(world.registries[name])
+            assert all(
+                method in ("HEAD", "GET") for method, _ in requests_by(world.registries[name])
+            )
+
+    def test_table_output_and_exit_code(self, world: World) -> None:
+        """Without --json the summary is a table per destination and a verdict line."""
+        result = replicator_cli(world.config, "backfill")
+        assert result.returncode == 0, result.stderr
+        assert "DESTINATION" in result.stdout
+        assert "backfill COMPLETE" in result.stdout
+        assert f"denied: {USE1}/dev/tool:1@" in result.stdout
+
+
+class TestInterrupted:
+    async def test_interrupted_run_resumes_without_redoing(
+        self, tmp_path: Path, registry_factory: RegistryFactory,
+        fault_proxy_factory: Any,
+    ) -> None:  # fmt: skip
+        """Stopped while one copy stalls, the run hands that job back; the next run finishes
+        it and copies nothing the first run completed."""
+        world = build_world(tmp_path, registry_factory, grace_period=0.0)
+        proxy: FaultProxy = fault_proxy_factory(world.source)
+        text = world.config.read_text().replace(world.source.url, proxy.url)
+        world.config.write_text(text)
+        stalled = world.images[("prod/web", "1.0")]
+        proxy.add(Fault.stall(blob_get(stalled.layer_digests[0]), 30.0, times=1))
+        config = load_config(world.config)
+        stop = asyncio.Event()
+        run = asyncio.create_task(run_backfill(config, ScanOptions(), stop=stop))
+        reader = JournalReader(world.journal_url)
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            rows = await asyncio.to_thread(reader.jobs)
+            complete = [r for r in rows if r.state is JobState.COMPLETE]
+            if len(complete) >= len(ALL_IMAGES) + len(PROD_IMAGES) - 1:
+                break
+        stop.set()
+        first = await run
+        assert first.interrupted
+        states = sorted((r.repository, r.tag, r.state) for r in first.rows)
+        waiting = [(repo, tag) for repo, tag, state in states if state is JobState.RETRY_WAIT]
+        assert waiting == [("prod/web", "1.0")], states
+        assert [s for _, _, s in states].count(JobState.COMPLETE) == 6, states
+        marks = {name: log_length(world.registries[name]) for name in (USW2, EUW1)}
+        second = await run_backfill(config, ScanOptions())
+        assert not second.interrupted
+        assert {r.state for r in second.rows} <= {JobState.COMPLETE, JobState.FAILED}
+        assert {(r.repository, r.tag) for r in second.rows if r.state is JobState.COMPLETE} <= {
+            ("prod/web", "1.0")
+        }
+        for name in (USW2, EUW1):
+            puts = [
+                p for m, p in requests_by(world.registries[name], since=marks[name]) if m == "PUT"
+            ]
+            assert all("/prod/web/" in path for path in puts), puts
+        assert_replicated(world, USW2, ALL_IMAGES)
+        assert_replicated(world, EUW1, PROD_IMAGES)
+        for registry in world.registries.values():
+            registry.cleanup()
