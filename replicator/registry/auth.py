@@ -79,8 +79,16 @@ def load_docker_config(path: str | Path, host: str) -> Credentials | None:
         entry = auths.get(key)
         if not isinstance(entry, dict):
             continue
-        if entry.get("identitytoken"):
-            return Credentials("<token>", str(entry["identitytoken"]))
+        if entry.get("identitytoken") and not entry.get("auth"):
+            # An identity token is an OAuth2 refresh token (docker login to Azure ACR and the
+            # like); token services want it in a POST grant we do not implement, so refuse it
+            # clearly rather than send it as a password and get a confusing 401.
+            raise ConfigError(
+                "identity tokens (OAuth2 refresh tokens) are not supported; "
+                "use a username and password_file",
+                file=str(file),
+                field=f"auths.{key}.identitytoken",
+            )
         if entry.get("auth"):
             bad = ConfigError(
                 "is not base64 of user:password", file=str(file), field=f"auths.{key}.auth"

@@ -120,11 +120,10 @@ class TestLoadDockerConfig:
         assert load_docker_config(_write(tmp_path, doc), HOST) == expected
 
     def test_identity_token(self, tmp_path: Path) -> None:
-        """An identity token is used as the secret."""
+        """An identity token alone (an OAuth2 refresh token) is refused, naming the field."""
         doc = {"auths": {HOST: {"identitytoken": "tok-123"}}}
-        creds = load_docker_config(_write(tmp_path, doc), HOST)
-        assert creds is not None
-        assert creds.password == "tok-123"
+        with pytest.raises(ConfigError, match="identitytoken"):
+            load_docker_config(_write(tmp_path, doc), HOST)
 
     @pytest.mark.parametrize(
         "doc",
