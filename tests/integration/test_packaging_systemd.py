@@ -1,0 +1,389 @@
+"""The systemd units of systemd/: systemd's own checks, and that they fit the code they run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from replicator.cli import build_parser, main
+from replicator.config import DEFAULT_JOURNAL_URL, DEFAULT_PATH, ENV_VAR, WorkersConfig, load_config
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEMD = ROOT / "systemd"
+# Where systemd/README.md installs replicator; the units' ExecStart and the Dockerfile use it.
+INSTALLED_BIN = "/opt/replicator/venv/bin"
+# This checkout's console scripts, standing in for INSTALLED_BIN where a file must exist.
+LOCAL_BIN = Path(sys.executable).parent
+# The issue's bar for `systemd-analyze security` (0 = locked down, 10 = fully exposed).
+MAX_EXPOSURE = 2.0
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+EXPOSURE_LINE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+) (\w+)")
+CREDENTIAL_REF = re.compile(r"\$\{?CREDENTIALS_DIRECTORY\}?/([^\"'\s]+)")
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service unit and what it runs."""
+
+    file: str
+    command: str
+    source: str  # the module that implements `command`
+    long_running: bool
+
+
+SERVICES = (
+    Service("replicator.service", "run", "replicator/service.py", long_running=True),
+    Service("replicator-bridge.service", "bridge", "replicator/bridge.py", long_running=True),
+    Service("replicator-backfill.service", "backfill", "replicator/cli/backfill.py", False),
+)
+LONG_RUNNING = tuple(s for s in SERVICES if s.long_running)
+UNIT_FILES = (*(s.file for s in SERVICES), "replicator-backfill.timer")
+
+HARDENING = {
+    "NoNewPrivileges": ["yes"],
+    "CapabilityBoundingSet": [""],
+    "AmbientCapabilities": [""],
+    "PrivateTmp": ["yes"],
+    "PrivateDevices": ["yes"],
+    "DevicePolicy": ["closed"],
+    "PrivateUsers": ["yes"],
+    "ProtectSystem": ["strict"],
+    "ProtectHome": ["yes"],
+    "ProtectKernelTunables": ["yes"],
+    "ProtectKernelModules": ["yes"],
+    "ProtectKernelLogs": ["yes"],
+    "ProtectControlGroups": ["yes"],
+    "ProtectClock": ["yes"],
+    "ProtectHostname": ["yes"],
+    "ProtectProc": ["invisible"],
+    "ProcSubset": ["pid"],
+    "RestrictAddressFamilies": ["AF_INET AF_INET6 AF_UNIX"],
+    "RestrictNamespaces": ["yes"],
+    "RestrictRealtime": ["yes"],
+    "RestrictSUIDSGID": ["yes"],
+    "LockPersonality": ["yes"],
+    "MemoryDenyWriteExecute": ["yes"],
+    "SystemCallArchitectures": ["native"],
+    "SystemCallFilter": ["@system-service", "~@privileged @resources"],
+    "KeyringMode": ["private"],
+    "RemoveIPC": ["yes"],
+    "DynamicUser": ["yes"],
+    "UMask": ["0077"],
+}
+
+
+def unit_settings(path: Path, section: str = "Service") -> dict[str, list[str]]:
+    """The `key=value` lines of one section, every value of a repeated key in order."""
+    found: dict[str, list[str]] = {}
+    current = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            continue
+        assert not line.endswith("\\"), f"{path.name}: continuation lines are not parsed here"
+        key, _, value = line.partition("=")
+        if current == section:
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def one(settings: dict[str, list[str]], key: str) -> str:
+    """The single value of `key`."""
+    values = settings.get(key, [])
+    assert len(values) == 1, f"{key} should be set once, is {values}"
+    return values[0]
+
+
+def seconds(value: str) -> float:
+    """A systemd time span of the forms used here (`90s`, `2min`, `20h`) in seconds."""
+    match = re.fullmatch(r"(\d+)(s|min|h)", value)
+    assert match, f"{value!r} is not a simple time span"
+    return int(match[1]) * {"s": 1, "min": 60, "h": 3600}[match[2]]
+
+
+def analyze(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run systemd-analyze with the given arguments."""
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, "--no-pager", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def local_copies(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """Copies of the units in `folder`, ExecStart pointing at this checkout's console script."""
+    copies = []
+    for name in names:
+        text = (SYSTEMD / name).read_text(encoding="utf-8")
+        copy = folder / name
+        copy.write_text(text.replace(INSTALLED_BIN, str(LOCAL_BIN)), encoding="utf-8")
+        copies.append(copy)
+    return copies
+
+
+class TestSystemdAnalyze:
+    @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
+    def test_security_exposure(self, service: Service) -> None:
+        """`systemd-analyze security --offline=true` rates every service 2.0 or lower."""
+        result = analyze("security", "--offline=true", str(SYSTEMD / service.file))
+        assert result.returncode == 0, result.stderr
+        match = EXPOSURE_LINE.search(result.stdout)
+        assert match, result.stdout[-500:]
+        assert match[1] == service.file
+        assert float(match[2]) <= MAX_EXPOSURE, result.stdout
+
+    def test_verify_is_silent(self, tmp_path: Path) -> None:
+        """`systemd-analyze verify` accepts all units and timers without one warning."""
+        copies = local_copies(tmp_path, UNIT_FILES)
+        assert any(str(LOCAL_BIN) in c.read_text() for c in copies), "ExecStart was not rewritten"
+        result = analyze("verify", "--man=no", *map(str, copies), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout + result.stderr == ""
+
+    def test_verify_reports_unknown_keys(self, tmp_path: Path) -> None:
+        """A misspelt directive makes verify print a warning, which the check above catches."""
+        (copy,) = local_copies(tmp_path, ("replicator.service",))
+        copy.write_text(copy.read_text().replace("ProtectHome=", "ProtectHomes="))
+        result = analyze("verify", "--man=no", str(copy), cwd=tmp_path)
+        assert "Unknown key" in result.stderr
+
+
+class TestUnits:
+    @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
+    def test_hardening(self, service: Service) -> None:
+        """Every service carries the whole hardening set and no network allow list."""
+        settings = unit_settings(SYSTEMD / service.file)
+        wrong = {k: settings.get(k) for k, v in HARDENING.items() if settings.get(k) != v}
+        assert wrong == {}
+        assert "IPAddressDeny" not in settings  # registries and brokers may be anywhere
+        assert "PrivateNetwork" not in settings
+
+    @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
+    def test_exec_start_runs_an_existing_subcommand(self, service: Service) -> None:
+        """ExecStart is the installed console script of pyproject.toml and a real subcommand."""
+        scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+        argv = one(unit_settings(SYSTEMD / service.file), "ExecStart").split()
+        assert argv[0] == f"{INSTALLED_BIN}/replicator"
+        assert Path(argv[0]).name in scripts
+        assert service.command in argv
+        args = build_parser().parse_args(argv[1:])
+        assert args.command == service.command
+
+    @pytest.mark.parametrize("service", LONG_RUNNING, ids=lambda s: s.file)
+    def test_notify_and_watchdog(self, service: Service) -> None:
+        """Long-running services are Type=notify with a watchdog the program really pings."""
+        settings = unit_settings(SYSTEMD / service.file)
+        assert one(settings, "Type") == "notify"
+        assert one(settings, "NotifyAccess") == "main"
+        assert seconds(one(settings, "WatchdogSec")) >= 10
+        assert one(settings, "Restart") == "on-failure"
+        assert one(settings, "RestartPreventExitStatus") == "2"  # config errors do not heal
+        code = (ROOT / service.source).read_text()
+        assert "Notifier.from_environment()" in code
+        assert ".ready(" in code
+        assert "watchdog_loop()" in code
+
+    @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
+    def test_reload_only_where_sighup_is_handled(self, service: Service) -> None:
+        """An ExecReload sends SIGHUP, and only to a program that handles it (else it dies)."""
+        reload = unit_settings(SYSTEMD / service.file).get("ExecReload")
+        if reload is not None:
+            assert reload == ["/bin/kill -HUP $MAINPID"]
+            assert "signal.SIGHUP" in (ROOT / service.source).read_text()
+
+    def test_daemon_reloads(self) -> None:
+        """The daemon's unit reloads with SIGHUP (the daemon re-reads its config on it)."""
+        assert unit_settings(SYSTEMD / "replicator.service")["ExecReload"]
+
+    def test_stop_timeout_covers_the_drain(self) -> None:
+        """systemd waits longer than the default grace period before it sends SIGKILL."""
+        settings = unit_settings(SYSTEMD / "replicator.service")
+        assert seconds(one(settings, "TimeoutStopSec")) > WorkersConfig().grace_period
+
+    @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
+    def test_config_location(self, service: Service) -> None:
+        """The units read the default config path inside their ConfigurationDirectory."""
+        settings = unit_settings(SYSTEMD / service.file)
+        assert one(settings, "Environment") == f"{ENV_VAR}={DEFAULT_PATH}"
+        assert Path("/etc", one(settings, "ConfigurationDirectory")) == DEFAULT_PATH.parent
+
+    def test_journal_shared_by_daemon_and_backfill(self) -> None:
+        """Daemon and backfill share one user and the StateDirectory holding the default journal."""
+        daemon = unit_settings(SYSTEMD / "replicator.service")
+        backfill = unit_settings(SYSTEMD / "replicator-backfill.service")
+        journal = Path(DEFAULT_JOURNAL_URL.removeprefix("sqlite:///"))
+        for settings in (daemon, backfill):
+            assert journal.parent == Path("/var/lib", one(settings, "StateDirectory"))
+            assert one(settings, "StateDirectoryMode") == "0700"
+        assert one(daemon, "User") == one(backfill, "User")
+        bridge = unit_settings(SYSTEMD / "replicator-bridge.service")
+        assert one(bridge, "User") != one(daemon, "User")
+
+    def test_one_credential_folder(self) -> None:
+        """Every service loads the same credential folder under the same id."""
+        loads = {s.file: unit_settings(SYSTEMD / s.file)["LoadCredential"] for s in SERVICES}
+        assert len({tuple(v) for v in loads.values()}) == 1
+        (value,) = loads["replicator.service"]
+        ident, _, folder = value.partition(":")
+        assert ident
+        assert Path(folder).parent == DEFAULT_PATH.parent
+
+    def test_timer_runs_the_backfill(self) -> None:
+        """The timer starts the backfill service daily and catches up after downtime."""
+        timer = unit_settings(SYSTEMD / "replicator-backfill.timer", "Timer")
+        assert timer.get("Unit", ["replicator-backfill.service"]) == ["replicator-backfill.service"]
+        assert one(timer, "OnCalendar") == "daily"
+        assert one(timer, "Persistent") == "true"
+        backfill = unit_settings(SYSTEMD / "replicator-backfill.service")
+        assert one(backfill, "Type") == "oneshot"
+        assert seconds(one(backfill, "TimeoutStartSec")) < 24 * 3600
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="tmpfiles.d creates root-owned folders")
+    def test_tmpfiles_creates_the_credential_folder(self, tmp_path: Path) -> None:
+        """systemd-tmpfiles creates the credential folder LoadCredential= needs, root-only."""
+        (tmp_path / "etc/tmpfiles.d").mkdir(parents=True)
+        shutil.copy(SYSTEMD / "replicator-tmpfiles.conf", tmp_path / "etc/tmpfiles.d/r.conf")
+        result = subprocess.run(
+            ["systemd-tmpfiles", f"--root={tmp_path}", "--create", "r.conf"],
+            capture_output=True, text=True, check=False, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        (value,) = unit_settings(SYSTEMD / "replicator.service")["LoadCredential"]
+        folder = tmp_path / value.partition(":")[2].lstrip("/")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert folder.stat().st_uid == 0
+
+
+class TestConfigExample:
+    @pytest.fixture
+    def installed(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        """systemd/replicator.toml installed as README.md says, with its credentials loaded."""
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        shutil.copy(SYSTEMD / "replicator.toml", etc / "replicator.toml")
+        shutil.copytree(SYSTEMD / "replication", etc / "replication")
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        for name in CREDENTIAL_REF.findall((etc / "replicator.toml").read_text()):
+            (credentials / name).write_text(f"value of {name}\n")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+        return etc / "replicator.toml"
+
+    def test_loads(self, installed: Path) -> None:
+        """The example loads, its secrets read from $CREDENTIALS_DIRECTORY, the default journal."""
+        config = load_config(installed)
+        assert config.journal.url == DEFAULT_JOURNAL_URL
+        assert config.mqtt.password is not None
+        assert config.mqtt.password.get_secret_value() == "value of secret_mqtt.password"
+        assert config.bridge.token is not None
+        assert all(r.password is not None for r in config.registries.values())
+        assert config.registries["primary"].replication.rules
+
+    def test_config_check_passes(self, installed: Path) -> None:
+        """`replicator config check` accepts the example."""
+        assert main(["config", "check", str(installed)]) == 0
+
+    def test_credential_names_carry_the_unit_id(self) -> None:
+        """Every credential the example names is one LoadCredential=<id>:<folder> provides."""
+        (value,) = unit_settings(SYSTEMD / "replicator.service")["LoadCredential"]
+        ident = value.partition(":")[0]
+        names = CREDENTIAL_REF.findall((SYSTEMD / "replicator.toml").read_text())
+        assert names
+        assert all(name.startswith(f"{ident}_") for name in names)
+
+    def test_grace_period_below_stop_timeout(self) -> None:
+        """The example's drain ends before the unit's TimeoutStopSec."""
+        doc = tomllib.loads((SYSTEMD / "replicator.toml").read_text())
+        stop = seconds(one(unit_settings(SYSTEMD / "replicator.service"), "TimeoutStopSec"))
+        assert doc["workers"]["grace_period"] < stop
+
+
+# Runs argv[1:] with the kernel's memory-deny-write-execute flag (PR_SET_MDWE, Linux 6.3+), the
+# rule MemoryDenyWriteExecute=yes enforces with seccomp: no mapping both writable and
+# executable, none made executable later. The flag survives execve. Exit 77: not supported.
+MDWE_LAUNCHER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+    sys.exit(77)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+WRITABLE_EXEC_MAPPING = """
+import mmap
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+except PermissionError:
+    print("refused")
+"""
+# What the services do at start: import their modules, load a config, open the journal, make a
+# TLS context, serve and fetch over HTTP (h11 server, httpx client).
+SERVICE_WORKLOAD = """
+import asyncio, ssl, sys
+import httpx
+import replicator.api, replicator.backfill, replicator.bridge, replicator.service
+from replicator import logs
+from replicator.config import load_config
+from replicator.http_server import HttpServer, Response, Route
+from replicator.journal.store import Journal
+
+async def ok(_):
+    return Response.text(200, "ok")
+
+async def main():
+    logs.configure(level="warning")
+    load_config(sys.argv[1])
+    ssl.create_default_context()
+    journal = await Journal.open(sys.argv[2])
+    await journal.backlog()
+    await journal.close()
+    async with HttpServer([Route("GET", "/healthz", ok)]) as server:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{server.port}/healthz")
+    print(answer.status_code, answer.text.strip())
+
+asyncio.run(main())
+"""
+
+
+def run_without_wx(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run argv under the memory-deny-write-execute flag; skip where the kernel lacks it."""
+    result = subprocess.run(
+        [sys.executable, "-c", MDWE_LAUNCHER, *argv],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    if result.returncode == 77:
+        pytest.skip("the kernel has no PR_SET_MDWE (Linux 6.3+)")
+    return result
+
+
+class TestMemoryDenyWriteExecute:
+    def test_flag_refuses_writable_code(self) -> None:
+        """Under the flag, a writable and executable mapping is refused (the rule is live)."""
+        result = run_without_wx(sys.executable, "-c", WRITABLE_EXEC_MAPPING)
+        assert result.stdout.strip() == "refused", result.stderr
+
+    def test_services_run_without_writable_code(self, tmp_path: Path) -> None:
+        """The services' start-up path works when no memory may be writable and executable."""
+        journal = f"sqlite:///{tmp_path / 'journal.db'}"
+        config = str(ROOT / "configs" / "demo.toml")
+        result = run_without_wx(sys.executable, "-c", SERVICE_WORKLOAD, config, journal)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip() == "200 ok"
