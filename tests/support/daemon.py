@@ -29,6 +29,7 @@ import paho.mqtt.publish as mqtt_publish
 from replicator.domain.jobs import JobState
 from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.journal import EventRow, JobRow, Journal
+from tests.support.layout_push import push_over_http
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.ports import free_port, wait_listening
 from tests.support.registry_server import Registry
@@ -41,6 +42,7 @@ READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 30.0
 # One-shot CLI commands read the journal and exit: a second normally.
 CLI_TIMEOUT_SECONDS = 60.0
+HTTP_OK = 200
 # Polling interval of the wait helpers: short next to the latencies being waited for.
 POLL_SECONDS = 0.05
 
@@ -171,14 +173,28 @@ def cli_json(config: Path, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def manifest_present(registry_url: str, repository: str, reference: str) -> bool:
-    """Whether the registry serves the manifest (HEAD, every manifest type accepted)."""
+def manifest_digest(registry_url: str, repository: str, reference: str) -> str | None:
+    """The digest the registry serves for a manifest (HEAD, every type accepted), or None."""
     response = httpx.head(
         f"{registry_url}/v2/{repository}/manifests/{reference}",
         headers={"accept": MANIFEST_ACCEPT},
         timeout=10.0,
     )
-    return response.status_code == 200
+    if response.status_code != HTTP_OK:
+        return None
+    return response.headers.get("docker-content-digest")
+
+
+def manifest_present(registry_url: str, repository: str, reference: str) -> bool:
+    """Whether the registry serves the manifest."""
+    return manifest_digest(registry_url, repository, reference) is not None
+
+
+def push_images(layout: Path, registry_url: str, images: Sequence[tuple[str, str]]) -> None:
+    """Push tags of `layout` as (repository, tag) over HTTP, one after the other (each push
+    makes the registry notify, as skopeo's would; this is only faster to start)."""
+    for repository, tag in images:
+        push_over_http(layout, tag, registry_url, repository)
 
 
 def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
