@@ -68,6 +68,16 @@ class CopyStats:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyResult:
+    """One image copied: its digest, what was done, and the manifests its index lists (which
+    the daemon's jobs for those children no longer need to copy)."""
+
+    digest: str
+    stats: CopyStats
+    children: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CopyFailure:
     """An image that could not be copied, with the error's code and message."""
 
@@ -123,11 +133,12 @@ class Copier:
         *,
         tag: str | None = None,
         with_referrers: bool = True,
-    ) -> tuple[str, CopyStats]:
+    ) -> CopyResult:
         """Copy the image `reference` (tag or digest) of `src` to `dst`, under `tag` if given.
 
-        Returns the digest copied and what was done. Raises the typed errors: NotFoundError when
-        the source image is missing, DigestMismatch, ManifestError, RegistryError.
+        Returns the digest copied, what was done and the index's children. Raises the typed
+        errors: NotFoundError when the source image is missing, DigestMismatch, ManifestError,
+        RegistryError.
         """
         progress = _Progress()
         bound = log.bind(source=str(src), destination=str(dst), reference=reference)
@@ -150,13 +161,15 @@ class Copier:
         progress.stats.images = 1
         if shortcut is Shortcut.UP_TO_DATE:
             bound.debug("image_up_to_date", digest=digest)
-            return digest, progress.stats
+            return CopyResult(digest, progress.stats)
         root = await self._retry(manifests.get, src.client, src.repository, digest)
         if shortcut is Shortcut.TAG_ONLY:
             plan = plan_copy(root, {}, DestinationFacts(frozenset({digest})), tag=tag)
+            tree = tuple(child.digest for child in root.children)
         else:
             children = await self._gather_tree(src, root)
             plan = await self._plan(root, children, dst, tag)
+            tree = tuple(children)
         await self._execute(plan, src, dst, progress)
         bound.info(
             "image_copied",
@@ -169,7 +182,7 @@ class Copier:
         )
         if with_referrers and shortcut is Shortcut.FULL:
             progress.stats.add(await self._copy_referrers(src, dst, root))
-        return digest, progress.stats
+        return CopyResult(digest, progress.stats, tree)
 
     async def copy_repository(
         self, src: Endpoint, dst: Endpoint, *, tag_filter: Callable[[str], bool] | None = None
@@ -196,7 +209,7 @@ class Copier:
                 elif isinstance(result, BaseException):
                     raise result
                 else:
-                    total.add(result[1])
+                    total.add(result.stats)
         return total, failures
 
     # -- facts --------------------------------------------------------------------------------
@@ -334,14 +347,14 @@ class Copier:
         found = await self._retry(referrers.list_referrers, src.client, src.repository, root.digest)
         if found is not None:
             for descriptor in found:
-                _, stats = await self.copy_image(src, descriptor.digest, dst, with_referrers=False)
-                total.add(stats)
+                result = await self.copy_image(src, descriptor.digest, dst, with_referrers=False)
+                total.add(result.stats)
         schema_tags = referrer_tags(
             await self._retry(tags.list_tags, src.client, src.repository), root.digest
         )
         for tag in schema_tags:
-            _, stats = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
-            total.add(stats)
+            result = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
+            total.add(result.stats)
         return total
 
     # -- helpers ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from structlog.contextvars import bound_contextvars
 from replicator.config import Config, RegistryConfig
 from replicator.copier import Copier, CopyStats, Endpoint
 from replicator.domain import jobs as job_rules
+from replicator.domain.jobs import JobKey
 from replicator.domain.routing import Site
 from replicator.errors import ReplicatorError
 from replicator.journal.models import JobRow
@@ -132,7 +133,7 @@ class JobRunner:
                 )
                 return
             try:
-                stats = await run_job(
+                result = await run_job(
                     row,
                     copier=self._copier,
                     src=Endpoint(self._client(source, config), row.repository),
@@ -148,7 +149,16 @@ class JobRunner:
                 log.exception("job_crashed")
                 await self._finish_failed(row, "INTERNAL_ERROR", repr(exc), temporary=True)
                 return
-            await self._finish_ok(row, stats, time.monotonic() - started)
+            await self._finish_ok(row, result.stats, time.monotonic() - started)
+            if result.children:
+                # The index's job copied its children: their own (untagged, delayed) jobs at
+                # this destination are dropped before they run, so one push is one job.
+                await self.journal.supersede(
+                    [
+                        JobKey(row.source, row.repository, child, None, row.destination)
+                        for child in result.children
+                    ]
+                )
 
     async def _finish_ok(self, row: JobRow, stats: CopyStats, seconds: float) -> None:
         await self.journal.complete(

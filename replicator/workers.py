@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replicator.copier import Copier, CopyStats, Endpoint
+from replicator.copier import Copier, CopyResult, CopyStats, Endpoint
 from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication
 from replicator.errors import PolicyDenied, RegistryError
@@ -12,14 +12,17 @@ from replicator.registry import manifests, tags
 from replicator.registry.client import delete_scope
 
 log = get_logger(__name__)
+# Answers of a registry without tag deletion to `DELETE /manifests/<tag>`: distribution 2.8
+# says 400 DIGEST_INVALID, others 405 UNSUPPORTED.
+TAG_DELETE_UNSUPPORTED = (400, 405)
 
 
 async def run_job(
     row: JobRow, *, copier: Copier, src: Endpoint, dst: Endpoint, source: Site, target: Site
-) -> CopyStats:
+) -> CopyResult:
     """Run a claimed job; raises the typed error that decides between retry and FAILED."""
     if row.kind is JobKind.DELETE:
-        return await _delete(row, dst)
+        return CopyResult(row.digest, await _delete(row, dst))
     if source.account != target.account:
         # ecr:CreateRepository is needed only when the repository is new at the destination.
         exists = bool(await tags.list_tags(dst.client, dst.repository))
@@ -34,24 +37,46 @@ async def run_job(
             # the tag to the newer push's job so replication never moves a tag backwards.
             log.info("tag_moved_at_source", tag=tag, now=current.digest)
             tag = None
-    _, stats = await copier.copy_image(src, row.digest, dst, tag=tag)
-    return stats
+    return await copier.copy_image(src, row.digest, dst, tag=tag)
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
-    """Delete the manifest (by digest) or the tag at the destination; gone already is success."""
-    reference = row.digest or row.tag
-    if not reference:
+    """Delete at the destination what was deleted at the source; gone already is success.
+
+    A digest alone deletes that manifest (its tags go with it, as at the source). A tag deletes
+    only the tag, never more: not when it now points at another digest than the deleted one (a
+    newer push moved it), and on a registry without tag deletion (distribution 2.8 answers 400
+    DIGEST_INVALID; the OCI 1.1 `DELETE /manifests/<tag>` is optional) the manifest is deleted
+    by digest only if no other tag there points at it, as ECR untags and deletes the last tag.
+    """
+    if not row.digest and not row.tag:
         raise RegistryError("delete job names neither digest nor tag", temporary=False)
-    if row.digest:
+    if not row.tag:
         await manifests.delete(dst.client, dst.repository, row.digest)
         return CopyStats(images=1)
-    # A tag delete: OCI 1.1 lets a registry delete a tag by name; distribution 2.8 answers
-    # 400/405 (UNSUPPORTED) and then the job fails with that answer rather than deleting more.
-    await dst.client.request(
-        "DELETE",
-        f"/v2/{dst.repository}/manifests/{reference}",
-        scope=delete_scope(dst.repository),
-        expected=(200, 202, 404),
-    )
+    current = await manifests.head(dst.client, dst.repository, row.tag)
+    if current is None or (row.digest and current.digest != row.digest):
+        log.info("delete_tag_skipped", now=current.digest if current else None)
+        return CopyStats()
+    try:
+        await dst.client.request(
+            "DELETE",
+            f"/v2/{dst.repository}/manifests/{row.tag}",
+            scope=delete_scope(dst.repository),
+            expected=(200, 202, 404),
+        )
+        return CopyStats(images=1)
+    except RegistryError as exc:
+        if exc.temporary or exc.status not in TAG_DELETE_UNSUPPORTED:
+            raise
+    others = [t for t in await tags.list_tags(dst.client, dst.repository) if t != row.tag]
+    heads = [await manifests.head(dst.client, dst.repository, t) for t in others]
+    sharing = [t for t, h in zip(others, heads, strict=True) if h and h.digest == current.digest]
+    if sharing:
+        raise RegistryError(
+            f"{dst}: the registry cannot delete tag {row.tag} alone and {current.digest} is "
+            f"also tagged {', '.join(sorted(sharing)[:5])}; left in place",
+            temporary=False,
+        )
+    await manifests.delete(dst.client, dst.repository, current.digest)
     return CopyStats(images=1)

@@ -1,4 +1,4 @@
-"""Write the demo's sample image: an OCI layout holding a two-platform index tagged v1."""
+"""Write the demo's sample images: a two-platform index tagged v1 and an image tagged tool."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ LAYERS = [LayerSpec(1, 1024 * 1024), LayerSpec(2, 1024 * 1024), LayerSpec(3, 64 
 
 
 def main() -> None:
-    """Build the layout at argv[1] and print the index digest."""
+    """Build the layout at argv[1] and print the index's digest."""
     layout = OCILayout(Path(sys.argv[1]))
     built = layout.multi_platform("v1", LAYERS, label="demo")
+    layout.image("tool", [*LAYERS[:1], LayerSpec(9, 32 * 1024)], label="tool")
     print(built.digest)
 
 

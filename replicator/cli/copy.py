@@ -144,7 +144,7 @@ async def _copy_one(copier: Copier, args: argparse.Namespace, client_for: _Clien
     reference = _source_reference(src)
     tag = _destination_tag(src, dst)
     try:
-        _, stats = await copier.copy_image(src_end, reference, dst_end, tag=tag)
+        stats = (await copier.copy_image(src_end, reference, dst_end, tag=tag)).stats
     except ReplicatorError as exc:
         return CopyStats(), [CopyFailure(str(src), exc.code, str(exc))]
     return stats, []

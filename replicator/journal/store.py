@@ -271,6 +271,12 @@ class Journal:
             log.info("jobs_resumed", count=count)
         return count
 
+    async def supersede(self, keys: Sequence[JobKey]) -> int:
+        """Drop the jobs of `keys` that are still PENDING (another job covered them); how many."""
+        if not keys:
+            return 0
+        return await self._run(lambda session: job_rows.supersede(session, keys))
+
     async def retry_failed(self, job_id: int | None = None) -> int:
         """FAILED -> PENDING for one job (or every failed job when None); how many."""
         now = to_db_time(utcnow())
