@@ -6,17 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from replicator.backfill import ScanOptions
+from replicator.backfill import ScanOptions, reconcile_forever
 from replicator.cli.backfill import run_backfill
-from replicator.config import load_config
+from replicator.config import Config, load_config
+from replicator.copier import Copier
 from replicator.domain.jobs import JobState
+from replicator.domain.media import MANIFEST_ACCEPT
+from replicator.domain.routing import Site
+from replicator.journal.store import Journal
+from replicator.metrics import Metrics
+from replicator.registry.pool import ClientPool
+from replicator.runner import JobRunner
+from replicator.sites import sites_of
 from tests.support import skopeo
 from tests.support.daemon import (
     EUW1,
@@ -293,3 +302,72 @@ class TestInterrupted:
         assert_replicated(world, EUW1, PROD_IMAGES)
         for registry in world.registries.values():
             registry.cleanup()
+
+
+@dataclass
+class DaemonParts:
+    """What reconcile uses of the daemon (replicator.backfill.DaemonLike), built for real."""
+
+    config: Config
+    sites: Mapping[str, Site]
+    journal: Journal | None
+    runner: JobRunner | None
+
+
+class TestReconcile:
+    async def test_lost_event_is_repaired_within_an_interval(
+        self, tmp_path: Path, registry_factory: RegistryFactory
+    ) -> None:
+        """With `[reconcile] interval`, an image pushed without any event reaches the
+        destinations through the daemon's runner, and passes over a replicated source send
+        destinations HEAD requests only."""
+        world = build_world(tmp_path, registry_factory, reconcile_interval=1.0)
+        config = load_config(world.config)
+        sites = sites_of(config)
+        stop = asyncio.Event()
+        try:
+            async with await Journal.open(config.journal.url) as journal, ClientPool() as pool:
+                runner = JobRunner(
+                    journal=journal, copier=Copier(), pool=pool, metrics=Metrics(),
+                    settings=lambda: (config, sites),
+                )  # fmt: skip
+                parts = DaemonParts(config, sites, journal, runner)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(runner.run(stop))
+                    group.create_task(reconcile_forever(parts, stop))
+                    await wait_until(lambda: replicated(world, USW2, ALL_IMAGES), 30.0)
+                    lost = world.push("prod/web", "lost", seed=77)
+                    await wait_until(lambda: replicated(world, EUW1, [("prod/web", "lost")]), 10.0)
+                    marks = {n: log_length(world.registries[n]) for n in (USW2, EUW1)}
+                    await asyncio.sleep(2.5)
+                    stop.set()
+            for name in (USW2, EUW1):
+                seen = requests_by(world.registries[name], since=marks[name])
+                assert seen, name
+                assert {method for method, _ in seen} == {"HEAD"}, seen
+            assert skopeo.digest_of(f"{world.registries[USW2].host}/prod/web:lost") == lost.digest
+        finally:
+            stop.set()
+            for registry in world.registries.values():
+                registry.cleanup()
+
+
+def replicated(world: World, destination: str, images: list[tuple[str, str]]) -> bool:
+    """Whether every repository:tag is at the destination with the source's digest (HEAD)."""
+    url = world.registries[destination].url
+    for repository, tag in images:
+        resp = httpx.head(
+            f"{url}/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_ACCEPT}
+        )
+        expected = world.images[(repository, tag)].digest
+        if resp.status_code != 200 or resp.headers.get("docker-content-digest") != expected:
+            return False
+    return True
+
+
+async def wait_until(check: Callable[[], bool], timeout: float) -> None:
+    """Poll `check` (in a thread) until true; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(check):
+        assert asyncio.get_running_loop().time() < deadline, f"not true within {timeout}s"
+        await asyncio.sleep(0.1)
