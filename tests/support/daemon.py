@@ -182,7 +182,8 @@ def manifest_digest(registry_url: str, repository: str, reference: str) -> str |
     )
     if response.status_code != HTTP_OK:
         return None
-    return response.headers.get("docker-content-digest")
+    digest: str | None = response.headers.get("docker-content-digest")
+    return digest
 
 
 def manifest_present(registry_url: str, repository: str, reference: str) -> bool:
