@@ -200,7 +200,8 @@ class TestSigterm:
         finally:
             stack.stop()
         stopping = stack.daemon.events("daemon_stopping")
-        assert stopping and stopping[0]["in_flight"] >= 1
+        assert stopping
+        assert stopping[0]["in_flight"] >= 1
         assert not stack.daemon.events("drain_cancelled_jobs")
         rows = JournalReader(stack.settings.journal_url).jobs()
         usw2 = [row for row in rows if row.destination == USW2]
