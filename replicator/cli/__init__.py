@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,9 @@ COMMAND_MODULES = (
     "replicator.cli.verify",
 )
 
+# Services log their lifecycle at info; one-shot commands stay quiet unless asked.
+LONG_RUNNING = frozenset({"run", "bridge"})
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -36,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     parser.add_argument(
-        "--log-level", default="warning", help="debug, info, warning or error (default: warning)"
+        "--log-level",
+        default=os.environ.get("REPLICATOR_LOG_LEVEL"),
+        choices=("debug", "info", "warning", "error"),
+        help="default: $REPLICATOR_LOG_LEVEL, else info for run and bridge, warning otherwise",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
@@ -50,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure(level=args.log_level)
+    level = args.log_level or ("info" if args.command in LONG_RUNNING else "warning")
+    logs.configure(level=level)
     try:
         code: int = args.func(args)
     except (UsageError, ConfigError) as exc:
@@ -62,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"replicator {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `replicator jobs | head`: the reader left; say nothing more and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
     return code
 
 
