@@ -16,11 +16,11 @@ import pytest
 
 from replicator.cli import build_parser, main
 from replicator.config import DEFAULT_JOURNAL_URL, DEFAULT_PATH, ENV_VAR, WorkersConfig, load_config
+from tests.support.unit_files import SYSTEMD, unit_settings
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEMD = ROOT / "systemd"
 # Where systemd/README.md installs replicator; the units' ExecStart and the Dockerfile use it.
 INSTALLED_BIN = "/opt/replicator/venv/bin"
 # This checkout's console scripts, standing in for INSTALLED_BIN where a file must exist.
@@ -81,24 +81,6 @@ HARDENING = {
     "DynamicUser": ["yes"],
     "UMask": ["0077"],
 }
-
-
-def unit_settings(path: Path, section: str = "Service") -> dict[str, list[str]]:
-    """The `key=value` lines of one section, every value of a repeated key in order."""
-    found: dict[str, list[str]] = {}
-    current = ""
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            current = line.strip("[]")
-            continue
-        assert not line.endswith("\\"), f"{path.name}: continuation lines are not parsed here"
-        key, _, value = line.partition("=")
-        if current == section:
-            found.setdefault(key, []).append(value)
-    return found
 
 
 def one(settings: dict[str, list[str]], key: str) -> str:
@@ -313,77 +295,3 @@ class TestConfigExample:
         doc = tomllib.loads((SYSTEMD / "replicator.toml").read_text())
         stop = seconds(one(unit_settings(SYSTEMD / "replicator.service"), "TimeoutStopSec"))
         assert doc["workers"]["grace_period"] < stop
-
-
-# Runs argv[1:] with the kernel's memory-deny-write-execute flag (PR_SET_MDWE, Linux 6.3+), the
-# rule MemoryDenyWriteExecute=yes enforces with seccomp: no mapping both writable and
-# executable, none made executable later. The flag survives execve. Exit 77: not supported.
-MDWE_LAUNCHER = """
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
-if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-    sys.exit(77)
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-WRITABLE_EXEC_MAPPING = """
-import mmap
-try:
-    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-except PermissionError:
-    print("refused")
-"""
-# What the services do at start: import their modules, load a config, open the journal, make a
-# TLS context, serve and fetch over HTTP (h11 server, httpx client).
-SERVICE_WORKLOAD = """
-import asyncio, ssl, sys
-import httpx
-import replicator.api, replicator.backfill, replicator.bridge, replicator.service
-from replicator import logs
-from replicator.config import load_config
-from replicator.http_server import HttpServer, Response, Route
-from replicator.journal.store import Journal
-
-async def ok(_):
-    return Response.text(200, "ok")
-
-async def main():
-    logs.configure(level="warning")
-    load_config(sys.argv[1])
-    ssl.create_default_context()
-    journal = await Journal.open(sys.argv[2])
-    await journal.backlog()
-    await journal.close()
-    async with HttpServer([Route("GET", "/healthz", ok)]) as server:
-        async with httpx.AsyncClient() as client:
-            answer = await client.get(f"http://127.0.0.1:{server.port}/healthz")
-    print(answer.status_code, answer.text.strip())
-
-asyncio.run(main())
-"""
-
-
-def run_without_wx(*argv: str) -> subprocess.CompletedProcess[str]:
-    """Run argv under the memory-deny-write-execute flag; skip where the kernel lacks it."""
-    result = subprocess.run(
-        [sys.executable, "-c", MDWE_LAUNCHER, *argv],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    if result.returncode == 77:
-        pytest.skip("the kernel has no PR_SET_MDWE (Linux 6.3+)")
-    return result
-
-
-class TestMemoryDenyWriteExecute:
-    def test_flag_refuses_writable_code(self) -> None:
-        """Under the flag, a writable and executable mapping is refused (the rule is live)."""
-        result = run_without_wx(sys.executable, "-c", WRITABLE_EXEC_MAPPING)
-        assert result.stdout.strip() == "refused", result.stderr
-
-    def test_services_run_without_writable_code(self, tmp_path: Path) -> None:
-        """The services' start-up path works when no memory may be writable and executable."""
-        journal = f"sqlite:///{tmp_path / 'journal.db'}"
-        config = str(ROOT / "configs" / "demo.toml")
-        result = run_without_wx(sys.executable, "-c", SERVICE_WORKLOAD, config, journal)
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert result.stdout.strip() == "200 ok"
