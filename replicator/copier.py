@@ -121,6 +121,8 @@ class Copier:
         self._attempts = attempts
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # (destination host, namespace) -> a repository there to try mounting from
+        self._siblings: dict[tuple[str, str], str | None] = {}
         self._on_blob = on_blob
 
     # -- public operations -------------------------------------------------------------------
@@ -248,13 +250,20 @@ class Copier:
         )
         for digest in blobs_present:
             self._remember(dst, digest)
+        missing = [d for d in candidates if d not in blobs_present]
         mountable = {
             d: repo
-            for d in candidates
-            if d not in blobs_present
-            and (repo := self._known.get((dst.client.host, d))) is not None
+            for d in missing
+            if (repo := self._known.get((dst.client.host, d))) is not None
             and repo != dst.repository
         }
+        if len(mountable) < len(missing):
+            # A blob this process has not seen at the destination may still be there in a
+            # sibling repository (pushed by an earlier run): try mounting from one. A wrong
+            # guess costs nothing: the registry answers 202 with an upload session we use.
+            sibling = await self._sibling(dst)
+            if sibling is not None:
+                mountable = {d: mountable.get(d, sibling) for d in missing}
         facts = DestinationFacts(present, blobs_present, mountable)
         return plan_copy(root, children, facts, tag=tag)
 
@@ -358,6 +367,23 @@ class Copier:
         return total
 
     # -- helpers ------------------------------------------------------------------------------
+
+    async def _sibling(self, dst: Endpoint) -> str | None:
+        """Another repository in the same namespace at the destination, looked up once."""
+        namespace = dst.repository.rsplit("/", 1)[0] if "/" in dst.repository else ""
+        key = (dst.client.host, namespace)
+        if key not in self._siblings:
+            found: str | None = None
+            try:
+                async for name in tags.catalog(dst.client, namespace):
+                    if name != dst.repository:
+                        found = name
+                        break
+            except ReplicatorError as exc:
+                # The catalog may be forbidden (token scope) or absent: then no guess.
+                log.debug("catalog_unavailable", registry=dst.client.host, error=str(exc))
+            self._siblings[key] = found
+        return self._siblings[key]
 
     def _remember(self, dst: Endpoint, digest: str) -> None:
         key = (dst.client.host, digest)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from replicator.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.domain.refs import Reference, parse_host_path, parse_reference
-from replicator.errors import ReplicatorError, UsageError
+from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
 from replicator.registry.auth import Credentials, load_docker_config
 from replicator.registry.pool import ClientPool, RegistrySettings
@@ -130,9 +130,15 @@ async def _run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _references(args: argparse.Namespace) -> tuple[Reference, Reference]:
+    try:
+        return parse_reference(args.src), parse_reference(args.dst)
+    except InvalidReferenceError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 async def _copy_one(copier: Copier, args: argparse.Namespace, client_for: _ClientFor) -> _Outcome:
-    src = parse_reference(args.src)
-    dst = parse_reference(args.dst)
+    src, dst = _references(args)
     if dst.digest:
         raise UsageError("DST cannot name a digest: digests are preserved, give a tag or none")
     src_end = _with_repo(client_for(src.host, "src"), src.repository)
@@ -165,8 +171,11 @@ def _source_reference(src: Reference) -> str:
 async def _copy_prefix(
     copier: Copier, args: argparse.Namespace, client_for: _ClientFor
 ) -> _Outcome:
-    src_host, src_prefix = parse_host_path(args.src)
-    dst_host, dst_prefix = parse_host_path(args.dst)
+    try:
+        src_host, src_prefix = parse_host_path(args.src)
+        dst_host, dst_prefix = parse_host_path(args.dst)
+    except InvalidReferenceError as exc:
+        raise UsageError(str(exc)) from exc
     source = client_for(src_host, "src")
     target = client_for(dst_host, "dst")
     repositories = [name async for name in tags.catalog(source.client, src_prefix)]

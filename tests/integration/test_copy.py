@@ -77,11 +77,6 @@ class TestCopyImage:
         assert (again["blobs_copied"], again["bytes_copied"], again["blobs_mounted"]) == (0, 0, 0)
         assert_tags_equal(f"{dst_registry.host}/team/multi", copy_corpus.tags("team/multi"))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="engine bug reported to the lead: a new process mounts only blobs it copied "
-        "itself, so layers already in another destination repository are uploaded again",
-    )
     def test_shared_layers_are_mounted_not_uploaded(
         self, copy_corpus: CopyCorpus, dst_registry: Registry
     ) -> None:
@@ -270,15 +265,7 @@ class TestUsage:
         "args",
         [
             pytest.param(("127.0.0.1:5000/app:v1",), id="missing-destination"),
-            pytest.param(
-                ("127.0.0.1:5000/App:v1", "127.0.0.1:5001/app:v1"),
-                id="uppercase-repo",
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="CLI bug reported to the lead: an invalid SRC/DST reference exits 1 "
-                    "(INVALID_REFERENCE), not 2 (usage)",
-                ),
-            ),
+            pytest.param(("127.0.0.1:5000/App:v1", "127.0.0.1:5001/app:v1"), id="uppercase-repo"),
             pytest.param(
                 ("127.0.0.1:5000/app:v1", "127.0.0.1:5001/app", "--concurrency", "x"), id="bad-int"
             ),
