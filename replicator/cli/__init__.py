@@ -23,6 +23,20 @@ COMMAND_MODULES = (
     "replicator.cli.verify",
 )
 
+# Which module registers each command, so a command imports only its own module (a copy need
+# not load SQLAlchemy); `replicator --help` and unknown commands load them all.
+COMMAND_OWNERS = {
+    "copy": "replicator.cli.copy",
+    "run": "replicator.cli.run",
+    "config": "replicator.cli.config_check",
+    "status": "replicator.cli.jobs",
+    "jobs": "replicator.cli.jobs",
+    "retry": "replicator.cli.jobs",
+    "bridge": "replicator.cli.bridge",
+    "backfill": "replicator.cli.backfill",
+    "verify": "replicator.cli.verify",
+}
+
 # Services log their lifecycle at info; one-shot commands stay quiet unless asked.
 LONG_RUNNING = frozenset({"run", "bridge"})
 
@@ -31,8 +45,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, every subcommand included."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every subcommand, or only `command`'s module when it is known."""
     parser = argparse.ArgumentParser(
         prog="replicator",
         description="Replicate container images between OCI registries, "
@@ -46,16 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: $REPLICATOR_LOG_LEVEL, else info for run and bridge, warning otherwise",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    owner = COMMAND_OWNERS.get(command or "")
+    for name in (owner,) if owner else COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The first argument that is not an option (or an option's value): the command name."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--log-level":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     from replicator import logs
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     level = args.log_level or ("info" if args.command in LONG_RUNNING else "warning")
     logs.configure(level=level)

@@ -1,0 +1,62 @@
+"""The command line frame: command ownership, lazy loading, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import pytest
+
+from replicator import cli
+
+
+class TestCommandOwners:
+    """Each command is registered by the module COMMAND_OWNERS names."""
+
+    @pytest.mark.parametrize("module", cli.COMMAND_MODULES)
+    def test_every_registered_command_has_its_owner(self, module: str) -> None:
+        """Every subcommand a module registers maps back to that module."""
+        parser = argparse.ArgumentParser()
+        subparsers = parser.add_subparsers(dest="command")
+        importlib.import_module(module).register(subparsers)
+        assert subparsers.choices, f"{module} registers no command"
+        for command in subparsers.choices:
+            assert cli.COMMAND_OWNERS[command] == module
+
+    def test_owners_name_only_listed_modules(self) -> None:
+        """COMMAND_OWNERS points only at modules in COMMAND_MODULES."""
+        assert set(cli.COMMAND_OWNERS.values()) == set(cli.COMMAND_MODULES)
+
+
+class TestCommandOf:
+    """The command name is found past global options."""
+
+    @pytest.mark.parametrize(
+        ("argv", "expected"),
+        [
+            (["copy", "a", "b"], "copy"),
+            (["--log-level", "debug", "run"], "run"),
+            (["--version"], None),
+            ([], None),
+        ],
+        ids=["plain", "after-log-level", "only-options", "empty"],
+    )
+    def test_command_of(self, argv: list[str], expected: str | None) -> None:
+        """_command_of skips options and the log level's value."""
+        assert cli._command_of(argv) == expected
+
+
+class TestExitCodes:
+    """Usage and config errors exit 2."""
+
+    def test_missing_config_file_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A config file that does not exist is a config error naming the file (exit 2)."""
+        code = cli.main(["config", "check", "/nonexistent/replicator.toml"])
+        assert code == cli.EXIT_USAGE
+        assert "/nonexistent/replicator.toml" in capsys.readouterr().err
+
+    def test_unknown_command_exits_2(self) -> None:
+        """argparse rejects an unknown command with exit status 2."""
+        with pytest.raises(SystemExit) as info:
+            cli.main(["bogus"])
+        assert info.value.code == 2
