@@ -21,6 +21,7 @@ from replicator.cli import build_parser
 from replicator.config import DEFAULT_JOURNAL_URL, DEFAULT_PATH, ENV_VAR, HttpConfig
 from replicator.http_server import HttpServer
 from tests.support.ports import free_port
+from tests.support.unit_files import INSTALLED_BIN, LOCAL_BIN
 
 if TYPE_CHECKING:
     from replicator.service import Daemon
@@ -29,11 +30,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-# The systemd units' ExecStart folder; the image installs replicator at the same place.
-INSTALLED_BIN = "/opt/replicator/venv/bin"
 # The base image the issue asks for, in both stages (the venv's Python must be the same).
 BASE_IMAGE = "python:3.11-slim-bookworm"
-HADOLINT = str(Path(sys.executable).parent / "hadolint")
+HADOLINT = str(LOCAL_BIN / "hadolint")
 
 
 def instructions(text: str) -> list[tuple[str, str]]:

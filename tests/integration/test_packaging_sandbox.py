@@ -29,14 +29,12 @@ import pytest
 
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.ports import free_port
-from tests.support.unit_files import SYSTEMD, unit_settings
+from tests.support.unit_files import INSTALLED_BIN, LOCAL_BIN, SYSTEMD, unit_settings
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = SYSTEMD / "replicator.service"  # test_packaging_systemd checks the others match it
-# The units' ExecStart folder, replaced by this checkout's.
-INSTALLED_BIN = "/opt/replicator/venv/bin"
 # Launcher exit codes meaning "this machine cannot reproduce the restriction".
 NO_MDWE, NO_SECCOMP = 77, 78
 
@@ -229,7 +227,7 @@ class TestSandbox:
 
     def test_cli_runs_in_the_sandbox(self) -> None:
         """The console script itself runs `config check` under both restrictions."""
-        replicator = str(Path(sys.executable).parent / "replicator")
+        replicator = str(LOCAL_BIN / "replicator")
         result = sandboxed(replicator, "config", "check", "configs/demo.toml")
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.startswith("ok\n")
@@ -319,7 +317,7 @@ def start_unit(
     """Start the unit's ExecStart (on this checkout) under its sandbox, env as systemd sets it."""
     settings = unit_settings(unit)
     (exec_start,) = settings["ExecStart"]
-    argv = exec_start.replace(INSTALLED_BIN, str(Path(sys.executable).parent)).split()
+    argv = exec_start.replace(INSTALLED_BIN, str(LOCAL_BIN)).split()
     env = {
         "PATH": os.environ["PATH"],
         "NOTIFY_SOCKET": notify.address,

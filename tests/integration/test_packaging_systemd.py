@@ -7,7 +7,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,11 @@ import pytest
 
 from replicator.cli import build_parser, main
 from replicator.config import DEFAULT_JOURNAL_URL, DEFAULT_PATH, ENV_VAR, WorkersConfig, load_config
-from tests.support.unit_files import SYSTEMD, unit_settings
+from tests.support.unit_files import INSTALLED_BIN, LOCAL_BIN, SYSTEMD, unit_settings
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# Where systemd/README.md installs replicator; the units' ExecStart and the Dockerfile use it.
-INSTALLED_BIN = "/opt/replicator/venv/bin"
-# This checkout's console scripts, standing in for INSTALLED_BIN where a file must exist.
-LOCAL_BIN = Path(sys.executable).parent
 # The issue's bar for `systemd-analyze security` (0 = locked down, 10 = fully exposed).
 MAX_EXPOSURE = 2.0
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"

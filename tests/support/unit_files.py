@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+# Where systemd/README.md installs replicator; the units' ExecStart and the Dockerfile use it.
+INSTALLED_BIN = "/opt/replicator/venv/bin"
+# This checkout's console scripts, standing in for INSTALLED_BIN where a file must exist.
+LOCAL_BIN = Path(sys.executable).parent
 
 
 def unit_settings(path: Path, section: str = "Service") -> dict[str, list[str]]:
