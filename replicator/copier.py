@@ -8,12 +8,12 @@ of which destination repository holds which blob (for cross-repository mounts).
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from replicator.blob_locations import BlobLocations
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import ManifestKind
 from replicator.domain.plan import (
@@ -28,6 +28,7 @@ from replicator.domain.plan import (
     referrer_tags,
 )
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
+from replicator.gather import gather_all
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.client import RegistryClient
@@ -42,8 +43,6 @@ DEFAULT_CONCURRENCY = 16
 # An index nests at most this deep (an index of indexes is legal, deeper is not seen in practice);
 # the bound also stops a cyclic reference from recursing forever.
 MAX_TREE_DEPTH = 4
-# Remembered (destination, digest) -> repository pairs for mounts; ~100 bytes each, so ~10 MB.
-KNOWN_BLOBS_CAP = 100_000
 
 
 @dataclass(slots=True)
@@ -120,9 +119,7 @@ class Copier:
         self._chunk_threshold = chunk_threshold
         self._attempts = attempts
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
-        # (destination host, namespace) -> a repository there to try mounting from
-        self._siblings: dict[tuple[str, str], str | None] = {}
+        self._locations = BlobLocations()
         self._on_blob = on_blob
 
     # -- public operations -------------------------------------------------------------------
@@ -225,7 +222,7 @@ class Copier:
             wanted.discard(root.digest)
             if not wanted:
                 return found
-            fetched = await _gather_all(
+            fetched = await gather_all(
                 self._retry(manifests.get, src.client, src.repository, d) for d in sorted(wanted)
             )
             for manifest in fetched:
@@ -237,31 +234,31 @@ class Copier:
         self, root: Manifest, children: dict[str, Manifest], dst: Endpoint, tag: str | None
     ) -> CopyPlan:
         manifest_digests = sorted(children)
-        heads = await _gather_all(
+        heads = await gather_all(
             self._retry(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
         )
         present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
         candidates = blobs_to_check(root, children, present)
-        sizes = await _gather_all(
+        sizes = await gather_all(
             self._retry(blobs.head, dst.client, dst.repository, d) for d in candidates
         )
         blobs_present = frozenset(
             d for d, s in zip(candidates, sizes, strict=True) if s is not None
         )
         for digest in blobs_present:
-            self._remember(dst, digest)
+            self._locations.remember(dst.client.host, digest, dst.repository)
         missing = [d for d in candidates if d not in blobs_present]
         mountable = {
             d: repo
             for d in missing
-            if (repo := self._known.get((dst.client.host, d))) is not None
+            if (repo := self._locations.holder(dst.client.host, d)) is not None
             and repo != dst.repository
         }
         if len(mountable) < len(missing):
             # A blob this process has not seen at the destination may still be there in a
             # sibling repository (pushed by an earlier run): try mounting from one. A wrong
             # guess costs nothing: the registry answers 202 with an upload session we use.
-            sibling = await self._sibling(dst)
+            sibling = await self._locations.sibling(dst.client, dst.repository)
             if sibling is not None:
                 mountable = {d: mountable.get(d, sibling) for d in missing}
         facts = DestinationFacts(present, blobs_present, mountable)
@@ -272,12 +269,12 @@ class Copier:
     async def _execute(
         self, plan: CopyPlan, src: Endpoint, dst: Endpoint, progress: _Progress
     ) -> None:
-        await _gather_all(self._ensure_blob(step, src, dst, progress) for step in plan.blobs)
+        await gather_all(self._ensure_blob(step, src, dst, progress) for step in plan.blobs)
         children = [m for m in plan.manifests if m.digest != plan.root.digest]
         # Images before the indexes that list them; all of one kind at once.
         for kind_first in (True, False):
             batch = [m for m in children if (m.kind is not ManifestKind.INDEX) is kind_first]
-            await _gather_all(
+            await gather_all(
                 self._retry(manifests.put, dst.client, dst.repository, m.digest, m) for m in batch
             )
             progress.stats.manifests += len(batch)
@@ -299,7 +296,7 @@ class Copier:
         # waits for the first transfer, then mounts (other repository) or skips (same one).
         while (pending := self._inflight.get(key)) is not None:
             await asyncio.wait([pending])
-        holder = self._known.get(key)
+        holder = self._locations.holder(*key)
         if holder == dst.repository:
             progress.stats.blobs_skipped += 1
             self._observe("skipped", 0)
@@ -309,7 +306,7 @@ class Copier:
         try:
             mount_from = step.mount_from or holder
             await self._retry(self._transfer, step, src, dst, mount_from, progress)
-            self._remember(dst, digest)
+            self._locations.remember(dst.client.host, digest, dst.repository)
         finally:
             del self._inflight[key]
             future.set_result(None)
@@ -368,30 +365,6 @@ class Copier:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _sibling(self, dst: Endpoint) -> str | None:
-        """Another repository in the same namespace at the destination, looked up once."""
-        namespace = dst.repository.rsplit("/", 1)[0] if "/" in dst.repository else ""
-        key = (dst.client.host, namespace)
-        if key not in self._siblings:
-            found: str | None = None
-            try:
-                async for name in tags.catalog(dst.client, namespace):
-                    if name != dst.repository:
-                        found = name
-                        break
-            except ReplicatorError as exc:
-                # The catalog may be forbidden (token scope) or absent: then no guess.
-                log.debug("catalog_unavailable", registry=dst.client.host, error=str(exc))
-            self._siblings[key] = found
-        return self._siblings[key]
-
-    def _remember(self, dst: Endpoint, digest: str) -> None:
-        key = (dst.client.host, digest)
-        self._known[key] = dst.repository
-        self._known.move_to_end(key)
-        while len(self._known) > KNOWN_BLOBS_CAP:
-            self._known.popitem(last=False)
-
     def _observe(self, action: str, size: int) -> None:
         if self._on_blob is not None:
             self._on_blob(action, size)
@@ -411,24 +384,3 @@ async def _slots(*clients: RegistryClient) -> AsyncIterator[None]:
         for client in sorted({c.host: c for c in clients}.values(), key=lambda c: c.host):
             await stack.enter_async_context(client.slot())
         yield
-
-
-async def _gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
-    """Run awaitables concurrently; on the first failure cancel the rest and raise it."""
-    tasks: list[asyncio.Task[T]] = []
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_as_coroutine(aw)) for aw in aws]
-    except BaseExceptionGroup as group_error:
-        raise _first(group_error) from None
-    return [task.result() for task in tasks]
-
-
-async def _as_coroutine(aw: Awaitable[T]) -> T:
-    return await aw
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf error of a (possibly nested) exception group."""
-    first = group.exceptions[0]
-    return _first(first) if isinstance(first, BaseExceptionGroup) else first

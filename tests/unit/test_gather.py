@@ -1,0 +1,68 @@
+"""gather_all and BlobLocations: the copier's small concurrency and memory pieces."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from replicator.blob_locations import BlobLocations
+from replicator.errors import NotFoundError
+from replicator.gather import gather_all
+
+
+class TestGatherAll:
+    """gather_all runs awaitables together and fails fast with the original error."""
+
+    async def test_results_in_order(self) -> None:
+        """Results come back in the order of the awaitables, whatever order they finish in."""
+
+        async def after(delay: float, value: int) -> int:
+            await asyncio.sleep(delay)
+            return value
+
+        assert await gather_all([after(0.02, 1), after(0.0, 2), after(0.01, 3)]) == [1, 2, 3]
+
+    async def test_first_error_is_raised_unwrapped_and_others_cancelled(self) -> None:
+        """The failing awaitable's own error is raised (no ExceptionGroup) and the rest stop."""
+        cancelled = asyncio.Event()
+
+        async def slow() -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        async def failing() -> None:
+            raise NotFoundError("gone", status=404)
+
+        with pytest.raises(NotFoundError, match="gone"):
+            await gather_all([slow(), failing()])
+        assert cancelled.is_set()
+
+    async def test_empty(self) -> None:
+        """No awaitables give an empty list."""
+        assert await gather_all([]) == []
+
+
+class TestBlobLocations:
+    """The per-process memory of which destination repository holds a blob."""
+
+    def test_remember_and_holder(self) -> None:
+        """A remembered blob names its repository, per destination host."""
+        places = BlobLocations()
+        places.remember("dst:5000", "sha256:a", "team/app")
+        assert places.holder("dst:5000", "sha256:a") == "team/app"
+        assert places.holder("other:5000", "sha256:a") is None
+
+    def test_cap_forgets_the_oldest(self) -> None:
+        """Beyond the cap the least recently remembered blob is forgotten, memory stays bounded."""
+        places = BlobLocations(cap=2)
+        places.remember("h", "sha256:1", "r")
+        places.remember("h", "sha256:2", "r")
+        places.remember("h", "sha256:1", "r")  # refreshed: now the newest
+        places.remember("h", "sha256:3", "r")
+        assert places.holder("h", "sha256:2") is None
+        assert places.holder("h", "sha256:1") == "r"
+        assert places.holder("h", "sha256:3") == "r"
