@@ -9,6 +9,7 @@
     ├── RegistryError               a registry answered with an error (status, OCI codes)
     │   ├── AuthError               401/403 after authentication was attempted
     │   ├── NotFoundError           404 / MANIFEST_UNKNOWN / BLOB_UNKNOWN / NAME_UNKNOWN
+    │   ├── TlsError                certificate not trusted, or client certificate refused
     │   └── TransportError          connection failed, reset or timed out (always temporary)
     ├── DigestMismatch              bytes that do not hash to the digest they claim
     ├── PolicyDenied                a destination's registry policy refuses the principal
@@ -111,6 +112,16 @@ class NotFoundError(RegistryError):
     """The repository, manifest or blob does not exist."""
 
     code = "NOT_FOUND"
+
+
+class TlsError(RegistryError):
+    """The registry's certificate failed verification, or it refused our (missing) client
+    certificate; permanent: only a config change (ca_file, client_cert) fixes it."""
+
+    code = "TLS_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None, temporary=False)
 
 
 class TransportError(RegistryError):
