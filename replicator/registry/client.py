@@ -7,6 +7,7 @@ Resource operations live beside it, one module per registry resource: `manifests
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -14,7 +15,7 @@ from contextvars import ContextVar
 import httpx
 
 from replicator.domain.refs import is_loopback_host
-from replicator.errors import TransportError
+from replicator.errors import TlsError, TransportError
 from replicator.registry.auth import Authenticator, Credentials
 from replicator.registry.responses import describe, raise_for_status
 
@@ -34,8 +35,6 @@ def new_http_client(
     *, verify: bool | str = True, cert: tuple[str, str] | None = None, max_connections: int = 64
 ) -> httpx.AsyncClient:
     """An httpx client set up for registries: no redirects hidden, pooled, no env proxies."""
-    import ssl
-
     context: ssl.SSLContext | bool
     if isinstance(verify, str):
         context = ssl.create_default_context(cafile=verify)
@@ -131,9 +130,12 @@ class RegistryClient:
             )
             try:
                 response = await self.http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise TransportError(
-                    f"{describe(method, request.url)}: {type(exc).__name__}: {exc}"
+            # ssl.SSLError: a TLS alert read after the handshake (a refused client certificate,
+            # under TLS 1.3) reaches us from anyio unwrapped by httpx.
+            except (httpx.HTTPError, ssl.SSLError) as exc:
+                where = describe(method, request.url)
+                raise _tls_error(where, exc) or TransportError(
+                    f"{where}: {type(exc).__name__}: {exc}"
                 ) from exc
             if response.status_code == 401 and attempt == 1 and replayable:
                 await response.aclose()
@@ -143,7 +145,7 @@ class RegistryClient:
             if not stream:
                 try:
                     await response.aread()
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, ssl.SSLError) as exc:
                     raise TransportError(
                         f"{describe(method, request.url)}: {type(exc).__name__}"
                     ) from exc
@@ -199,8 +201,35 @@ class RegistryClient:
             try:
                 await raise_for_status(response, expected)
                 yield response
+            except (httpx.HTTPError, ssl.SSLError) as exc:
+                # The caller reading the body (a manifest, a blob) lost the connection.
+                where = describe(method, response.request.url)
+                raise TransportError(f"{where}: {type(exc).__name__}: {exc}") from exc
             finally:
                 await response.aclose()
+
+
+def _tls_error(where: str, exc: BaseException) -> TlsError | None:
+    """A TlsError when `exc` was caused by an untrusted server certificate or by the server
+    refusing our client certificate; retrying either cannot help, so neither is temporary."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return TlsError(
+                f"{where}: the registry's TLS certificate is not trusted ({cause.verify_message});"
+                " give its CA bundle (ca_file, or --src-ca-file / --dst-ca-file)"
+            )
+        # Alerts such as CERTIFICATE_REQUIRED / BAD_CERTIFICATE: the server wants a client
+        # certificate from a CA it trusts and did not get one.
+        if isinstance(cause, ssl.SSLError) and "CERTIFICATE" in str(cause.reason or ""):
+            return TlsError(
+                f"{where}: the registry refused the TLS handshake ({cause.reason}); it requires "
+                "a client certificate it trusts (client_cert and client_key)"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def pull_scope(repository: str) -> str:
