@@ -110,11 +110,13 @@ async def _run(args: argparse.Namespace) -> int:
     async with ClientPool(max_connections=max(64, args.concurrency * 2)) as pool:
 
         def client_for(host: str, side: str) -> Endpoint:
-            verify: bool | str = getattr(args, f"{side}_ca_file") or getattr(
-                args, f"{side}_tls_verify"
-            )
+            ca_file: str | None = getattr(args, f"{side}_ca_file")
+            verify: bool | str = ca_file or getattr(args, f"{side}_tls_verify")
             settings = RegistrySettings(
                 host=host,
+                # A CA bundle only means something over TLS: it asks for HTTPS even on
+                # loopback, which Docker's rule would otherwise reach over plain HTTP.
+                scheme="https" if ca_file else None,
                 credentials=_credentials(getattr(args, f"{side}_creds"), authfile, host),
                 verify=verify,
                 max_in_flight=args.per_registry,
