@@ -1,304 +1,59 @@
 """The daemon configuration (ARCHITECTURE.md §4): a versioned TOML file, validated when loaded.
 
 Loading happens in two steps. Pydantic checks the shape of the file (types, formats, unknown
-keys); then the files it names are read — password files, replication configurations and
-registry policies — and checks spanning the whole file are made (every rule destination names a
-configured registry, no two registries share a location). Every problem found is reported at
-once, each naming the file and the dotted field path.
+keys; the models are in `config_model`); then the files it names are read — password files,
+replication configurations and registry policies — and checks spanning the whole file are made
+(every rule destination names a configured registry, no two registries share a location). Every
+problem found is reported at once, each naming the file and the dotted field path.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-)
+from pydantic import SecretStr, ValidationError
 
-from replicator.domain.policy import RegistryPolicy, parse_policy
-from replicator.domain.rules import (
-    ACCOUNT_RE,
-    REGION_RE,
-    Destination,
-    ReplicationConfig,
-    parse_replication_config,
+from replicator.config_model import (
+    DEFAULT_CHUNK_THRESHOLD,
+    DEFAULT_JOURNAL_URL,
+    DEFAULT_PATH,
+    ENV_VAR,
+    MIN_CHUNK_THRESHOLD,
+    SUPPORTED_VERSION,
+    BridgeConfig,
+    Config,
+    HttpConfig,
+    JournalConfig,
+    MqttConfig,
+    ReconcileConfig,
+    RegistryConfig,
+    WorkersConfig,
 )
+from replicator.domain.policy import parse_policy
+from replicator.domain.rules import Destination, parse_replication_config
 from replicator.errors import ConfigError
 
-SUPPORTED_VERSION = 1
-ENV_VAR = "REPLICATOR_CONFIG"
-DEFAULT_PATH = Path("/etc/replicator/replicator.toml")
-DEFAULT_JOURNAL_URL = "sqlite:////var/lib/replicator/journal.db"
-MIB = 1024 * 1024
-# Blobs up to 64 MiB go up in one streamed PUT: one round trip, and most layers are smaller.
-# Above it, chunked PATCHes keep a dropped connection from wasting the whole upload and stay
-# under the request-body caps of the proxies commonly put in front of registries.
-DEFAULT_CHUNK_THRESHOLD = 64 * MIB
-# Below 5 MiB, S3-backed registries refuse non-final chunks (S3's multipart minimum).
-MIN_CHUNK_THRESHOLD = 5 * MIB
-# Registry names appear as one MQTT topic level and in metrics labels.
-_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-_UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
-_SQLITE_PREFIX = "sqlite:///"
-
-
-def _resolve_path(value: object, info: ValidationInfo) -> Path:
-    """Expand `$VAR` and `~`, and resolve a relative path against the config file's folder."""
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a path (a non-empty string)")
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    unset = _UNSET_VAR.search(expanded)
-    if unset:
-        raise ValueError(f"environment variable {unset.group(1)} in {value!r} is not set")
-    base = Path((info.context or {}).get("base_dir", "."))
-    return base / expanded
-
-
-def _resolve_journal_url(url: str, info: ValidationInfo) -> str:
-    if "://" not in url:
-        raise ValueError(f"{url!r} is not a database URL (like sqlite:////var/lib/x.db)")
-    path = url.removeprefix(_SQLITE_PREFIX)
-    if not url.startswith(_SQLITE_PREFIX) or path.startswith("/") or path in ("", ":memory:"):
-        return url
-    base = Path((info.context or {}).get("base_dir", "."))
-    return f"{_SQLITE_PREFIX}{base / path}"
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
-    """A validator refusing strings that do not match `pattern`; `what` completes "... is not"."""
-
-    def check(value: str) -> str:
-        if not pattern.match(value):
-            raise ValueError(f"{value!r} is not {what}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not http(s)://host[:port]")
-    if parts.username or parts.password:
-        raise ValueError("credentials do not belong in the url; use username and password_file")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{value!r} has a path; give only http(s)://host[:port]")
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{value!r} has an invalid port") from exc
-    return f"{parts.scheme}://{parts.netloc.lower()}"
-
-
-def _check_listen(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not host:port")
-    return value
-
-
-def _check_topic_level(value: str) -> str:
-    if any(ch in value for ch in "/+#"):
-        raise ValueError(f"{value!r} must not contain '/', '+' or '#'")
-    return value
-
-
-ConfigPath = Annotated[Path, BeforeValidator(_resolve_path)]
-Account = Annotated[str, _matching(ACCOUNT_RE, "an account: exactly 12 digits, as a string")]
-Region = Annotated[str, _matching(REGION_RE, "a region (like us-east-1)")]
-RegistryUrl = Annotated[str, AfterValidator(_check_url)]
-RegistryName = Annotated[
-    str, _matching(_NAME_RE, "a registry name ([a-z0-9_-]+, an MQTT topic level)")
+__all__ = [
+    "DEFAULT_CHUNK_THRESHOLD",
+    "DEFAULT_JOURNAL_URL",
+    "DEFAULT_PATH",
+    "MIN_CHUNK_THRESHOLD",
+    "SUPPORTED_VERSION",
+    "BridgeConfig",
+    "Config",
+    "HttpConfig",
+    "JournalConfig",
+    "MqttConfig",
+    "ReconcileConfig",
+    "RegistryConfig",
+    "WorkersConfig",
+    "default_path",
+    "load_config",
 ]
-Listen = Annotated[str, AfterValidator(_check_listen)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class _Listener(_Section):
-    listen: Listen
-
-    @property
-    def host(self) -> str:
-        """The address part of `listen`, without IPv6 brackets."""
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        """The port part of `listen`."""
-        return int(self.listen.rpartition(":")[2])
-
-
-class JournalConfig(_Section):
-    """[journal]: any SQLAlchemy URL; a relative SQLite path is relative to the config file."""
-
-    url: Annotated[str, AfterValidator(_resolve_journal_url)] = DEFAULT_JOURNAL_URL
-
-
-class MqttConfig(_Section):
-    """[mqtt]: the broker, topics, and credentials (password only from a file)."""
-
-    host: str = "127.0.0.1"
-    port: Port = 1883
-    client_id: Annotated[str, Field(min_length=1)] = "replicator-1"
-    events_topic: str = "registry/+/events"
-    results_topic: str = "replicator/{registry}/replications"
-    shared_group: Annotated[str, AfterValidator(_check_topic_level)] = ""
-    username: str | None = None
-    password_file: ConfigPath | None = None
-    tls: bool = False
-    ca_file: ConfigPath | None = None
-    client_cert: ConfigPath | None = None
-    client_key: ConfigPath | None = None
-    keepalive: Annotated[int, Field(ge=0)] = 30
-    _password: SecretStr | None = PrivateAttr(default=None)
-
-    @property
-    def password(self) -> SecretStr | None:
-        """The broker password read from `password_file`."""
-        return self._password
-
-
-class WorkersConfig(_Section):
-    """[workers]: concurrency limits, attempts, shutdown grace and the chunked-upload threshold."""
-
-    concurrency: Annotated[int, Field(ge=1)] = 16
-    per_registry: Annotated[int, Field(ge=1)] = 8
-    max_attempts: Annotated[int, Field(ge=1)] = 10
-    grace_period: Annotated[float, Field(ge=0)] = 30.0
-    chunk_threshold: Annotated[int, Field(ge=MIN_CHUNK_THRESHOLD)] = DEFAULT_CHUNK_THRESHOLD
-
-
-class HttpConfig(_Listener):
-    """[http]: where /healthz, /readyz, /metrics and the status API listen."""
-
-    listen: Listen = "127.0.0.1:9478"
-
-
-class BridgeConfig(_Listener):
-    """[bridge]: the registry-webhook receiver; an optional bearer token read from a file."""
-
-    listen: Listen = "127.0.0.1:9479"
-    token_file: ConfigPath | None = None
-    _token: SecretStr | None = PrivateAttr(default=None)
-
-    @property
-    def token(self) -> SecretStr | None:
-        """The bearer token webhooks must present, read from `token_file`."""
-        return self._token
-
-
-class ReconcileConfig(_Section):
-    """[reconcile]: seconds between drift reconciliations; 0 turns it off."""
-
-    interval: Annotated[float, Field(ge=0)] = 0
-
-
-class RegistryConfig(_Section):
-    """[registries.<name>]: one registry, its location, credentials, rules and policy."""
-
-    account: Account
-    region: Region
-    url: RegistryUrl
-    replication_file: ConfigPath | None = Field(None, alias="replication")
-    policy_file: ConfigPath | None = Field(None, alias="policy")
-    username: str | None = None
-    password_file: ConfigPath | None = None
-    docker_config: ConfigPath | None = None
-    ca_file: ConfigPath | None = None
-    tls_verify: bool = True
-    client_cert: ConfigPath | None = None
-    client_key: ConfigPath | None = None
-    _name: str = PrivateAttr(default="")
-    _replication: ReplicationConfig = PrivateAttr(default_factory=ReplicationConfig)
-    _policy: RegistryPolicy | None = PrivateAttr(default=None)
-    _password: SecretStr | None = PrivateAttr(default=None)
-
-    @property
-    def name(self) -> str:
-        """The key under [registries]."""
-        return self._name
-
-    @property
-    def host(self) -> str:
-        """`host[:port]` of the url, without a default port (80 for http, 443 for https)."""
-        scheme, _, netloc = self.url.partition("://")
-        return netloc.removesuffix(":443" if scheme == "https" else ":80")
-
-    @property
-    def location(self) -> Destination:
-        """Where this registry is, as replication rules name it."""
-        return Destination(region=self.region, registry_id=self.account)
-
-    @property
-    def replication(self) -> ReplicationConfig:
-        """The rules from `replication` (no rules when the registry is only a destination)."""
-        return self._replication
-
-    @property
-    def policy(self) -> RegistryPolicy | None:
-        """The registry policy from `policy`, or None."""
-        return self._policy
-
-    @property
-    def password(self) -> SecretStr | None:
-        """The password read from `password_file`."""
-        return self._password
-
-
-class Config(_Section):
-    """The whole file; `load_config` fills in what is read from the files it names."""
-
-    version: int = SUPPORTED_VERSION
-    journal: JournalConfig = Field(default_factory=JournalConfig)
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    workers: WorkersConfig = Field(default_factory=WorkersConfig)
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    bridge: BridgeConfig = Field(default_factory=BridgeConfig)
-    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
-    registries: dict[RegistryName, RegistryConfig] = Field(min_length=1)
-    _path: Path = PrivateAttr(default=DEFAULT_PATH)
-
-    @property
-    def path(self) -> Path:
-        """The file this configuration was loaded from."""
-        return self._path
-
-    def registry_by_location(self, account: str, region: str) -> RegistryConfig | None:
-        """The registry with this account and region, if configured."""
-        for registry in self.registries.values():
-            if registry.account == account and registry.region == region:
-                return registry
-        return None
-
-    def registry_by_destination(self, destination: Destination) -> RegistryConfig | None:
-        """The registry a replication rule's destination names, if configured."""
-        return self.registry_by_location(destination.registry_id, destination.region)
-
-    def registry_by_host(self, host: str) -> RegistryConfig | None:
-        """The registry serving `host[:port]` (default ports optional), if configured."""
-        wanted = host.lower()
-        for registry in self.registries.values():
-            if wanted in (registry.host, f"{registry.host}:443", f"{registry.host}:80"):
-                return registry
-        return None
 
 
 def default_path() -> Path:
