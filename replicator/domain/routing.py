@@ -55,7 +55,8 @@ def _by_location(sites: Mapping[str, Site]) -> dict[Destination, Site]:
 
 
 def route_push(event: PushEvent, sites: Mapping[str, Site]) -> Routing:
-    """The jobs a push creates; ReplicateImage denials are decided here, before any I/O."""
+    """The jobs a push creates; ReplicateImage denials of tagged images and indexes are decided
+    here, before any I/O (untagged images' at run time, see below)."""
     source = sites[event.source]
     located = _by_location(sites)
     routes: list[Route] = []
@@ -69,14 +70,15 @@ def route_push(event: PushEvent, sites: Mapping[str, Site]) -> Routing:
         if target is None:
             continue  # config validation refuses this; a reload race must not crash routing
         key = JobKey(event.source, event.repository, event.digest, event.tag, target.name)
-        decision = admit_replication(source, target, event.repository, repository_exists=True)
-        routes.append(
-            Route(
-                key,
-                denied=None if decision.allowed else decision.reason,
-                delay=UNTAGGED_GRACE_SECONDS if untagged_image else 0.0,
-            )
-        )
+        if untagged_image:
+            # Not denied yet: the child of an index push must wait to be superseded like an
+            # allowed one, else a denied index leaves three FAILED jobs instead of one. A job
+            # that is not superseded meets the worker's policy check, which fails it the same
+            # way (POLICY_DENIED with the reason).
+            routes.append(Route(key, delay=UNTAGGED_GRACE_SECONDS))
+        else:
+            decision = admit_replication(source, target, event.repository, repository_exists=True)
+            routes.append(Route(key, denied=None if decision.allowed else decision.reason))
         supersedes.extend(
             JobKey(event.source, event.repository, child, None, target.name)
             for child in event.references

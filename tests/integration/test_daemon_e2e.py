@@ -15,6 +15,7 @@ from replicator.domain.jobs import JobState
 from replicator.journal import EventOutcome
 from tests.support import skopeo
 from tests.support.daemon import (
+    DESTINATIONS,
     EUW1,
     OTHER_ACCOUNT,
     USE1,
@@ -30,6 +31,7 @@ from tests.support.daemon import (
     wait_for,
 )
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
+from tests.support.layout_push import LayoutPusher
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
 
@@ -45,11 +47,13 @@ TEN_MB = 10 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Pushed:
-    """What the module pushed to use1: two prod images (one an index) and a dev image."""
+    """What the module pushed to use1: prod/ and dev/ images and indexes, one untagged."""
 
     image: BuiltImage
     index: BuiltImage
     denied: BuiltImage
+    denied_index: BuiltImage
+    denied_untagged: BuiltImage
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +80,27 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> OCILayout:
 
 @pytest.fixture(scope="module")
 def pushed(stack: Stack, layout: OCILayout) -> Pushed:
-    """prod/app:v1 (an image), prod/multi:v1 (a two-platform index) and dev/app:v1 pushed to
-    use1 with skopeo, and every resulting job finished."""
+    """prod/app:v1 (an image), prod/multi:v1 (a two-platform index), dev/app:v1, dev/multi:v1
+    pushed to use1 with skopeo, an untagged image pushed to dev/untagged by digest, and every
+    resulting job finished."""
     image = layout.image("v1", [LayerSpec(1, 8 * KIB), LayerSpec(2, 16 * KIB)], label="app")
     index = layout.multi_platform("multi", [LayerSpec(3, 8 * KIB), LayerSpec(4, 8 * KIB)])
     denied = layout.image("dev", [LayerSpec(5, 8 * KIB)], label="dev")
+    denied_index = layout.multi_platform("devmulti", [LayerSpec(6, 8 * KIB)])
+    untagged = layout.image(None, [LayerSpec(7, 8 * KIB)], label="untagged")
     host = stack.source.host
     skopeo.push_layout(layout.path, "v1", f"{host}/prod/app:v1")
     skopeo.push_layout(layout.path, "multi", f"{host}/prod/multi:v1")
     skopeo.push_layout(layout.path, "dev", f"{host}/dev/app:v1")
-    # prod/app and prod/multi to both destinations; dev/app to usw2, denied at euw1.
-    JournalReader(stack.settings.journal_url).wait_finished(6, timeout=REPLICATED_WITHIN_SECONDS)
-    return Pushed(image, index, denied)
+    skopeo.push_layout(layout.path, "devmulti", f"{host}/dev/multi:v1")
+    pusher = LayoutPusher(layout.path, stack.source.url, "dev/untagged")
+    try:
+        pusher.push_manifest(untagged.digest, untagged.media_type)
+    finally:
+        pusher.close()
+    # Five images to two destinations each; the dev/ ones are denied at euw1.
+    JournalReader(stack.settings.journal_url).wait_finished(10, timeout=REPLICATED_WITHIN_SECONDS)
+    return Pushed(image, index, denied, denied_index, untagged)
 
 
 def journal(stack: Stack) -> JournalReader:
@@ -148,21 +161,48 @@ class TestReplication:
         assert "dev/app" not in euw1.repositories()
         assert not any(euw1.has_blob(digest) for digest in pushed.denied.layer_digests)
         assert skopeo.list_tags(f"{usw2.host}/dev/app") == ["v1"]
+        assert [name for name in euw1.repositories() if name.startswith("dev/")] == []
+        assert sorted(name for name in usw2.repositories() if name.startswith("dev/")) == [
+            "dev/app", "dev/multi", "dev/untagged"
+        ]  # fmt: skip
 
-    def test_index_push_is_one_job_per_destination(self, stack: Stack, pushed: Pushed) -> None:
-        """The index push and its children's untagged pushes leave one job per destination:
-        the index's, tagged, COMPLETE (`replicator jobs --json`)."""
-        jobs = [j for j in cli_json(stack.config, "jobs") if j["repository"] == "prod/multi"]
-        assert sorted(j["destination"] for j in jobs) == [EUW1, USW2]
-        assert {(j["digest"], j["tag"], j["state"]) for j in jobs} == {
-            (pushed.index.digest, "v1", "COMPLETE")
+    def test_untagged_denied_image_fails_at_run_time(self, stack: Stack, pushed: Pushed) -> None:
+        """An untagged image pushed by digest to dev/ reaches usw2 after the grace, and its
+        euw1 job ends FAILED POLICY_DENIED by the worker's policy check."""
+        digest = pushed.denied_untagged.digest
+        document = cli_json(
+            stack.config, "status", "--repository", "dev/untagged", "--image-digest", digest
+        )
+        by_name = {s["registryName"]: s for s in document["replicationStatuses"]}
+        assert by_name[USW2]["status"] == "COMPLETE"
+        assert by_name[EUW1]["status"] == "FAILED"
+        assert by_name[EUW1]["failureCode"] == "POLICY_DENIED"
+        assert skopeo.digest_of(f"{stack.registries[USW2].host}/dev/untagged@{digest}") == digest
+
+    @pytest.mark.parametrize(
+        ("repository", "euw1_state"),
+        [("prod/multi", "COMPLETE"), ("dev/multi", "FAILED")],
+        ids=["allowed-index", "denied-index"],
+    )
+    def test_index_push_is_one_job_per_destination(
+        self, stack: Stack, pushed: Pushed, repository: str, euw1_state: str
+    ) -> None:
+        """An index push and its children's untagged pushes leave one job per destination:
+        the index's, tagged (`replicator jobs --json`); a denied index too."""
+        built = pushed.index if repository == "prod/multi" else pushed.denied_index
+        jobs = [j for j in cli_json(stack.config, "jobs") if j["repository"] == repository]
+        assert {j["destination"]: j["state"] for j in jobs} == {
+            USW2: "COMPLETE",
+            EUW1: euw1_state,
         }
+        assert len(jobs) == len(DESTINATIONS)
+        assert {(j["digest"], j["tag"]) for j in jobs} == {(built.digest, "v1")}
 
     def test_every_job_is_unique_and_finished(self, stack: Stack, pushed: Pushed) -> None:
-        """The module's three pushes made exactly six jobs, one per (image, destination)."""
+        """The module's five pushes made exactly ten jobs, one per (image, destination)."""
         rows = journal(stack).jobs()
         keys = {row.key for row in rows}
-        assert len(keys) == len(rows) == 6
+        assert len(keys) == len(rows) == 10
         assert {row.state for row in rows} == {JobState.COMPLETE, JobState.FAILED}
 
 
@@ -177,13 +217,13 @@ class TestMetrics:
         text = stack.daemon.metrics()
         assert metric_value(text, "replicator_events_total", outcome="accepted") >= 3
         finished = "replicator_jobs_finished_total"
-        assert metric_value(text, finished, destination=USW2, result="COMPLETE") == 3
+        assert metric_value(text, finished, destination=USW2, result="COMPLETE") == 5
         assert metric_value(text, finished, destination=EUW1, result="COMPLETE") == 2
-        assert metric_value(text, finished, destination=EUW1, result="FAILED") == 1
+        assert metric_value(text, finished, destination=EUW1, result="FAILED") == 3
         assert metric_value(text, "replicator_blobs_total") > 0
         assert metric_value(text, "replicator_bytes_copied_total") > 40 * KIB
         latency = "replicator_replication_latency_seconds_count"
-        assert metric_value(text, latency, destination=USW2) == 3
+        assert metric_value(text, latency, destination=USW2) == 5
         assert metric_value(text, "replicator_jobs", state="COMPLETE", destination=EUW1) == 2
         assert metric_value(text, "replicator_journal_backlog") == 0
 

@@ -245,6 +245,25 @@ class TestRoutePushTiming:
         routing = route_push(push(tag=tag, media_type=media_type), sites(BOTH_PROD))
         assert [route.delay for route in routing.routes] == [delay, delay]
 
+    def test_untagged_image_denial_is_left_to_the_worker(self) -> None:
+        """An untagged image the destination's policy refuses is not denied at routing: it waits
+        the grace like an allowed one, so an index push can supersede it (the worker's policy
+        check fails it POLICY_DENIED if none does)."""
+        routing = route_push(push("dev/app", tag=None), sites(BOTH_PROD))
+        assert [(r.key.destination, r.denied, r.delay) for r in routing.routes] == [
+            ("usw2", None, UNTAGGED_GRACE_SECONDS),
+            ("euw1", None, UNTAGGED_GRACE_SECONDS),
+        ]
+
+    def test_denied_index_is_denied_at_once(self) -> None:
+        """An index push the policy refuses is denied at routing, with no delay."""
+        event = push("dev/app", media_type=INDEX, references=(CHILD_1,))
+        routing = route_push(event, sites(BOTH_PROD))
+        (denied,) = [r for r in routing.routes if r.key.destination == "euw1"]
+        assert denied.denied is not None
+        assert "ecr:ReplicateImage" in denied.denied
+        assert denied.delay == 0.0
+
     def test_index_push_supersedes_its_children_at_every_destination(self) -> None:
         """An index push lists each child's untagged job at each destination in supersedes."""
         event = push(tag="v1", media_type=INDEX, references=(CHILD_1, CHILD_2))
