@@ -1,0 +1,275 @@
+"""Benchmark `replicator backfill` against `skopeo sync`: cold, with latency, no-op, large catalog.
+
+    .venv/bin/python bench/backfill_bench.py [--quick] [--delay-ms 25] [--repositories 2000]
+
+One run: the copy bench's corpus (bench/corpus.py) pushed once to a source docker-registry, then
+(a) cold loopback: `replicator backfill` into an empty DST1, skopeo sync into an empty DST2;
+(b) cold latency: the same into fresh destinations behind bench/delay_proxy.py; (c) no-op:
+both run again over (b)'s replicated destinations, still behind the relay; (d) scan-only:
+REPOSITORIES x 5 tags of tiny images seeded straight into a source and a destination over
+HTTP, then a backfill no-op pass over them on loopback. Every destination is verified before a
+figure is reported. Prints a table; writes bench/results/backfill-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.corpus import FULL, QUICK, Corpus, build_corpus, push_corpus, verify_copy
+from bench.delay_proxy import DelayProxy
+from bench.runners import RunResult, skopeo_sync, timed_run
+from tests.support.registry_server import Registry
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Targets of issue 5, printed beside the measured figures.
+TARGETS = {"cold loopback": 1.3, "cold latency": 4.0, "no-op latency": 10.0}
+TARGET_SCAN_SECONDS = 30.0
+# Tags per repository of the large catalog (the issue's 2,000 x 5).
+SCAN_TAGS = 5
+# Requests in flight while seeding the large catalog: keeps the registry busy on 2 cores.
+SEED_CONCURRENCY = 16
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCOUNT = "111122223333"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One timed run."""
+
+    scenario: str
+    tool: str
+    seconds: float
+    exit_code: int
+    verified: bool
+    problems: list[str]
+
+
+def write_config(workdir: Path, name: str, source_url: str, dest_url: str, prefix: str) -> Path:
+    """A config replicating `prefix` from `source_url` to `dest_url` (same account), with its
+    own journal."""
+    folder = workdir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    rules = {
+        "rules": [
+            {
+                "destinations": [{"region": "us-west-2", "registryId": ACCOUNT}],
+                "repositoryFilters": [{"filter": prefix, "filterType": "PREFIX_MATCH"}],
+            }
+        ]
+    }
+    (folder / "replication.json").write_text(json.dumps(rules))
+    config = folder / "replicator.toml"
+    config.write_text(
+        f'version = 1\n[journal]\nurl = "sqlite:///{folder / "journal.db"}"\n'
+        "[workers]\nconcurrency = 16\nper_registry = 8\n"
+        f'[registries.src]\naccount = "{ACCOUNT}"\nregion = "us-east-1"\nurl = "{source_url}"\n'
+        'replication = "replication.json"\n'
+        f'[registries.dst]\naccount = "{ACCOUNT}"\nregion = "us-west-2"\nurl = "{dest_url}"\n'
+    )
+    return config
+
+
+def backfill(config: Path) -> RunResult:
+    """`replicator backfill --json` as one timed process."""
+    command = [sys.executable, "-m", "replicator", "backfill", "--config", str(config), "--json"]
+    return timed_run("replicator backfill", command)
+
+
+def row(scenario: str, result: RunResult, problems: list[str]) -> Row:
+    """A table row; a failed run or a wrong destination is not verified."""
+    if not result.ok:
+        problems = [f"exit {result.exit_code}: {result.stderr[-300:]}", *problems]
+    return Row(scenario, result.tool, round(result.seconds, 3), result.exit_code,
+               result.ok and not problems, problems[:10])  # fmt: skip
+
+
+def compare(corpus: Corpus, source: Registry, delay: float, workdir: Path) -> list[Row]:
+    """Cold backfill vs skopeo sync into fresh destinations; with latency, also the no-op pass."""
+    label = "latency" if delay else "loopback"
+    destinations = [Registry(), Registry()]
+    relays = [DelayProxy("127.0.0.1", d.port, delay=delay).start() for d in destinations]
+    hosts = [r.host for r in relays] if delay else [d.host for d in destinations]
+    prefix = corpus.shape.prefix
+    config = write_config(workdir, f"cold-{label}", source.url, f"http://{hosts[0]}", prefix)
+    rows = []
+    try:
+        passes = ("cold", "no-op") if delay else ("cold",)
+        for name in passes:
+            print(f"[{name} {label}] replicator backfill ...", flush=True)
+            result = backfill(config)
+            rows.append(row(f"{name} {label}", result, verify_copy(corpus, destinations[0].url)))
+            print(f"[{name} {label}] skopeo sync ...", flush=True)
+            result = skopeo_sync(source.host, corpus.repositories, f"{hosts[1]}/{prefix}", workdir)
+            rows.append(row(f"{name} {label}", result, verify_copy(corpus, destinations[1].url)))
+    finally:
+        for relay in relays:
+            relay.stop()
+        for destination in destinations:
+            destination.cleanup()
+    return rows
+
+
+async def seed_catalog(registries: list[Registry], repositories: int) -> dict[str, str]:
+    """Write `repositories` x SCAN_TAGS tiny images into each registry over HTTP: one layer and
+    one config uploaded once, mounted everywhere else; each tag its own manifest (an annotation
+    differs). Returns repository:tag -> digest."""
+    layer, config = b"tiny layer", b'{"architecture":"amd64","os":"linux"}'
+    blobs = {f"sha256:{hashlib.sha256(b).hexdigest()}": b for b in (layer, config)}
+    (layer_digest, config_digest) = list(blobs)
+    expected: dict[str, str] = {}
+    for registry in registries:
+        async with httpx.AsyncClient(base_url=registry.url, timeout=60) as client:
+            limit = asyncio.Semaphore(SEED_CONCURRENCY)
+
+            async def one(
+                number: int,
+                client: httpx.AsyncClient = client,
+                limit: asyncio.Semaphore = limit,
+            ) -> None:
+                repository = f"scan/r{number:05d}"
+                async with limit:
+                    for digest, body in blobs.items():
+                        if number == 0:
+                            start = await client.post(f"/v2/{repository}/blobs/uploads/")
+                            location = start.headers["location"]
+                            joiner = "&" if "?" in location else "?"
+                            put = await client.put(
+                                f"{location}{joiner}digest={digest}", content=body
+                            )
+                            assert put.status_code == 201, put.text
+                        else:
+                            mount = await client.post(
+                                f"/v2/{repository}/blobs/uploads/",
+                                params={"mount": digest, "from": "scan/r00000"},
+                            )
+                            assert mount.status_code == 201, mount.text
+                    for tag_number in range(SCAN_TAGS):
+                        manifest = json.dumps({
+                            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                       "digest": config_digest, "size": len(config)},
+                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                        "digest": layer_digest, "size": len(layer)}],
+                            "annotations": {"tag": f"{repository}:{tag_number}"},
+                        }).encode()  # fmt: skip
+                        tag = f"t{tag_number}"
+                        put = await client.put(
+                            f"/v2/{repository}/manifests/{tag}",
+                            content=manifest,
+                            headers={"Content-Type": OCI_MANIFEST},
+                        )
+                        assert put.status_code == 201, put.text
+                        expected[f"{repository}:{tag}"] = put.headers["docker-content-digest"]
+
+            await one(0)
+            await asyncio.gather(*(one(n) for n in range(1, repositories)))
+    return expected
+
+
+def scan_only(repositories: int, workdir: Path) -> Row:
+    """The no-op pass over a large catalog already replicated, on loopback."""
+    source, destination = Registry(), Registry()
+    try:
+        started = time.monotonic()
+        print(f"[scan-only] seeding {repositories} x {SCAN_TAGS} tiny images ...", flush=True)
+        expected = asyncio.run(seed_catalog([source, destination], repositories))
+        print(f"[scan-only] seeded ({time.monotonic() - started:.1f}s)", flush=True)
+        config = write_config(workdir, "scan", source.url, destination.url, "scan")
+        print("[scan-only] replicator backfill (no-op pass) ...", flush=True)
+        result = backfill(config)
+        summary = result.summary()
+        problems = []
+        if summary.get("up_to_date") != len(expected) or summary.get("jobs") != 0:
+            problems.append(
+                f"expected {len(expected)} up to date and 0 jobs, got "
+                f"{summary.get('up_to_date')} and {summary.get('jobs')}"
+            )
+        return row(f"scan-only {repositories}x{SCAN_TAGS}", result, problems)
+    finally:
+        source.cleanup()
+        destination.cleanup()
+
+
+def ratios(rows: list[Row]) -> dict[str, float | None]:
+    """skopeo seconds / replicator seconds per scenario (None when a run failed)."""
+    found: dict[str, float | None] = {}
+    for scenario in TARGETS:
+        pair = [r for r in rows if r.scenario == scenario]
+        if len(pair) == 2:
+            ok = all(r.verified for r in pair)
+            found[scenario] = round(pair[1].seconds / pair[0].seconds, 2) if ok else None
+    return found
+
+
+def print_table(rows: list[Row], found: dict[str, float | None]) -> None:
+    """The figures, then the ratios beside their targets."""
+    header = f"{'scenario':<24} {'tool':<20} {'seconds':>9}  ok"
+    print(f"\n{header}\n{'-' * len(header)}")
+    for r in rows:
+        ok = "yes" if r.verified else "NO: " + "; ".join(r.problems)[:200]
+        print(f"{r.scenario:<24} {r.tool:<20} {r.seconds:>9.2f}  {ok}")
+    print()
+    for scenario, ratio in found.items():
+        shown = f"{ratio:.2f}x" if ratio is not None else "n/a (a run failed verification)"
+        print(f"skopeo/replicator time, {scenario}: {shown} (target >= {TARGETS[scenario]}x)")
+    for r in rows:
+        if r.scenario.startswith("scan-only"):
+            print(f"{r.scenario}: {r.seconds:.1f} s (target < {TARGET_SCAN_SECONDS:.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 1 if any destination failed verification."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small corpus for a smoke run")
+    parser.add_argument("--delay-ms", type=float, default=25.0, help="one-way latency (ms)")
+    parser.add_argument(
+        "--repositories", type=int, default=None, help="scan-only catalog size (default 2000)"
+    )
+    args = parser.parse_args(argv)
+    shape = QUICK if args.quick else FULL
+    repositories = args.repositories or (200 if args.quick else 2000)
+    workdir = Path(tempfile.mkdtemp(prefix="replicator-backfill-bench-"))
+    source = None
+    try:
+        corpus = build_corpus(shape, workdir)
+        source = Registry()
+        push_corpus(corpus, source.host)
+        print(
+            f"corpus: {len(corpus.images)} images, {corpus.unique_bytes / 1e6:.0f} MB", flush=True
+        )
+        rows = compare(corpus, source, 0.0, workdir)
+        rows += compare(corpus, source, args.delay_ms / 1000, workdir)
+        rows.append(scan_only(repositories, workdir))
+        found = ratios(rows)
+        print_table(rows, found)
+        RESULTS_DIR.mkdir(exist_ok=True)
+        output = RESULTS_DIR / f"backfill-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        output.write_text(json.dumps({
+            "quick": args.quick, "delay_ms": args.delay_ms, "corpus": asdict(shape),
+            "scan_repositories": repositories, "scan_tags": SCAN_TAGS,
+            "rows": [asdict(r) for r in rows], "ratios_skopeo_over_replicator": found,
+        }, indent=2))  # fmt: skip
+        print(f"results: {output}")
+        return 0 if all(r.verified for r in rows) else 1
+    finally:
+        if source is not None:
+            source.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
