@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import ParamSpec, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -13,6 +14,8 @@ from replicator.errors import RegistryError, retryable
 from replicator.logs import get_logger
 
 log = get_logger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Attempts within one job run; the journal adds attempts across runs (workers.max_attempts).
 DEFAULT_ATTEMPTS = 5
@@ -84,3 +87,11 @@ def retrying(attempts: int = DEFAULT_ATTEMPTS) -> AsyncRetrying:
         before_sleep=_before_sleep,
         reraise=True,
     )
+
+
+async def retried(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`await func(*args, **kwargs)` under the retry policy (temporary errors retried)."""
+    async for attempt in retrying():
+        with attempt:
+            return await func(*args, **kwargs)
+    raise AssertionError("unreachable: tenacity re-raises the last error")

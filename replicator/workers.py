@@ -10,6 +10,7 @@ from replicator.journal.models import JobRow
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import delete_scope
+from replicator.retry import retried
 
 log = get_logger(__name__)
 # Answers of a registry without tag deletion to `DELETE /manifests/<tag>`: distribution 2.8
@@ -28,13 +29,13 @@ async def run_job(
         # ask the destination (a tags listing) only when the policy does not grant it anyway.
         decision = admit_replication(source, target, row.repository, repository_exists=False)
         if not decision.allowed:
-            exists = bool(await tags.list_tags(dst.client, dst.repository))
+            exists = bool(await retried(tags.list_tags, dst.client, dst.repository))
             decision = admit_replication(source, target, row.repository, repository_exists=exists)
         if not decision.allowed:
             raise PolicyDenied(decision.reason)
     tag = row.tag or None
     if tag is not None:
-        current = await manifests.head(src.client, src.repository, tag)
+        current = await retried(manifests.head, src.client, src.repository, tag)
         if current is not None and current.digest != row.digest:
             # The tag moved on at the source since this push: copy the pushed digest, but leave
             # the tag to the newer push's job so replication never moves a tag backwards.
