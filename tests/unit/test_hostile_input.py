@@ -1,0 +1,222 @@
+"""Hostile input: names, digests and tags that must be rejected with a reason (bus events and
+`replicator copy` alike), the fuzz corpus, and hypothesis mutations of it.
+
+The corpus lives in tests/data/fuzz/ (see its README); the targets, shared with the atheris
+harness, in tests/support/fuzz_targets.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replicator.cli import main
+from replicator.domain.events import MAX_PAYLOAD_BYTES, RejectReason, parse_payload
+from replicator.errors import EventError
+from tests.support.fuzz_targets import TARGETS, corpus
+
+DIGEST = "sha256:" + "a" * 64
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+ACCOUNT, REGION = "111122223333", "us-east-1"
+
+# (field, value, why the message must say so): every one is refused.
+HOSTILE = [
+    pytest.param("repository", "a/../b", "not valid", id="repo-dotdot"),
+    pytest.param("repository", "..", "not valid", id="repo-only-dotdot"),
+    pytest.param("repository", "%2e%2e/etc", "not valid", id="repo-percent-dots"),
+    pytest.param("repository", "a/%2E%2e", "not valid", id="repo-percent-dots-last"),
+    pytest.param("repository", "Team/App", "not valid", id="repo-uppercase"),
+    pytest.param("repository", "a" * 300, "300 characters, more than 255", id="repo-300-chars"),
+    pytest.param("repository", "team//app", "not valid", id="repo-empty-part"),
+    pytest.param("repository", "/team/app", "not valid", id="repo-leading-slash"),
+    pytest.param("repository", "team/app/", "not valid", id="repo-trailing-slash"),
+    pytest.param("repository", "team/./app", "not valid", id="repo-dot-part"),
+    pytest.param("digest", "md5:" + "a" * 32, "expected sha256", id="digest-md5"),
+    pytest.param("digest", "sha1:" + "a" * 40, "expected sha256", id="digest-sha1"),
+    pytest.param("digest", "sha256:" + "a" * 63, "expected sha256", id="digest-63-hex"),
+    pytest.param("digest", "sha256:" + "a" * 65, "expected sha256", id="digest-65-hex"),
+    pytest.param("digest", "sha256:" + "A" * 64, "expected sha256", id="digest-uppercase"),
+    pytest.param("digest", "sha512:" + "a" * 64, "expected sha256", id="digest-sha512-short"),
+    pytest.param("digest", "sha256:" + "g" * 64, "expected sha256", id="digest-not-hex"),
+    pytest.param("tag", "t" * 200, "not valid", id="tag-200-chars"),
+    pytest.param("tag", "t" * 129, "not valid", id="tag-129-chars"),
+    pytest.param("tag", ".hidden", "not valid", id="tag-leading-dot"),
+    pytest.param("tag", "-v1", "not valid", id="tag-leading-dash"),
+    pytest.param("tag", "v1/x", "not valid", id="tag-slash"),
+]
+REASONS = {
+    "repository": RejectReason.INVALID_REPOSITORY,
+    "digest": RejectReason.INVALID_DIGEST,
+    "tag": RejectReason.INVALID_TAG,
+}
+
+
+def _locate(account: str, region: str) -> str | None:
+    return "src1" if (account, region) == (ACCOUNT, REGION) else None
+
+
+def _image(**overrides: str) -> dict[str, str]:
+    return {"repository": "team/app", "digest": DIGEST, "tag": "v1"} | overrides
+
+
+def distribution_payload(field: str, value: str) -> bytes:
+    """A distribution push envelope whose `field` is `value`."""
+    image = _image(**{field: value})
+    target = {"mediaType": MANIFEST_TYPE, "size": 10, **image}
+    event = {"id": "e1", "action": "push", "target": target}
+    return json.dumps({"events": [event]}).encode()
+
+
+def eventbridge_payload(field: str, value: str) -> bytes:
+    """An EventBridge ECR push whose `field` is `value`."""
+    image = _image(**{field: value})
+    detail = {
+        "action-type": "PUSH",
+        "result": "SUCCESS",
+        "repository-name": image["repository"],
+        "image-digest": image["digest"],
+        "image-tag": image["tag"],
+    }
+    document: dict[str, Any] = {
+        "detail-type": "ECR Image Action",
+        "id": "e1",
+        "account": ACCOUNT,
+        "region": REGION,
+        "detail": detail,
+    }
+    return json.dumps(document).encode()
+
+
+def copy_reference(field: str, value: str) -> str:
+    """The `replicator copy` SRC naming an image whose `field` is `value`."""
+    image = _image(**{field: value})
+    if field == "digest":
+        return f"127.0.0.1:5000/{image['repository']}@{image['digest']}"
+    return f"127.0.0.1:5000/{image['repository']}:{image['tag']}"
+
+
+class TestHostileEvents:
+    """Bus payloads naming hostile repositories, digests or tags are rejected with a reason."""
+
+    @pytest.mark.parametrize(
+        "build",
+        [
+            pytest.param(distribution_payload, id="distribution"),
+            pytest.param(eventbridge_payload, id="eventbridge"),
+        ],
+    )
+    @pytest.mark.parametrize(("field", "value", "says"), HOSTILE)
+    def test_rejected_with_reason(self, build: Any, field: str, value: str, says: str) -> None:
+        """The payload raises EventError with the field's RejectReason and a message saying
+        what is wrong, quoting at most 80 characters of the value."""
+        with pytest.raises(EventError) as caught:
+            parse_payload(build(field, value), topic_source="src1", locate=_locate)
+        assert caught.value.reason == REASONS[field]
+        message = str(caught.value)
+        assert says in message
+        assert value[:80] in message or f"{len(value)} characters" in message
+        if len(value) > 80:
+            assert value not in message
+
+    def test_ten_thousand_child_references_are_too_large(self) -> None:
+        """An index push listing 10,000 child manifests exceeds MAX_PAYLOAD_BYTES and is
+        rejected as too large before it is parsed."""
+        references = [
+            {"mediaType": MANIFEST_TYPE, "digest": f"sha256:{n:064x}", "size": 1}
+            for n in range(10_000)
+        ]
+        target = {"mediaType": MANIFEST_TYPE, "size": 10, **_image(), "references": references}
+        payload = json.dumps({"events": [{"id": "e", "action": "push", "target": target}]})
+        assert len(payload) > MAX_PAYLOAD_BYTES
+        with pytest.raises(EventError) as caught:
+            parse_payload(payload.encode(), topic_source="src1", locate=_locate)
+        assert caught.value.reason == RejectReason.TOO_LARGE
+
+
+class TestHostileCopyArguments:
+    """`replicator copy` refuses the same names before connecting anywhere (exit 2)."""
+
+    @pytest.mark.parametrize(("field", "value", "says"), HOSTILE)
+    @pytest.mark.parametrize("side", ["src", "dst"])
+    def test_exit_2_with_reason(
+        self, capsys: pytest.CaptureFixture[str], field: str, value: str, says: str, side: str
+    ) -> None:
+        """A hostile SRC or DST exits 2 and stderr says what is wrong (nothing listens on the
+        ports named, so any connection attempt would fail differently)."""
+        hostile, fine = copy_reference(field, value), "127.0.0.1:5001/team/app:v1"
+        if side == "dst" and field == "digest":
+            pytest.skip("DST never names a digest (a usage error of its own)")
+        src, dst = (hostile, fine) if side == "src" else (fine, hostile)
+        code = main(["copy", src, dst])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert says in err
+
+
+def _corpus_cases() -> list[Any]:
+    return [
+        pytest.param(name, path, id=f"{name}/{path.name}")
+        for name in TARGETS
+        for path in corpus(name)
+    ]
+
+
+class TestCorpus:
+    """Every input of tests/data/fuzz/ gives a value or the parser's typed error."""
+
+    @pytest.mark.parametrize(("target", "path"), _corpus_cases())
+    def test_corpus_input(self, target: str, path: Path) -> None:
+        """The target returns (a value or a typed error, never another exception)."""
+        TARGETS[target](path.read_bytes())
+
+    def test_corpus_is_not_empty(self) -> None:
+        """Each target has seeds (a lost folder would silently test nothing)."""
+        assert all(len(corpus(name)) >= 10 for name in TARGETS)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, name: str) -> bytes:
+    """A corpus seed of target `name` with a few byte-level mutations (flip, insert, delete,
+    splice of another seed), the kind a coverage-guided fuzzer makes."""
+    seeds = [path.read_bytes() for path in corpus(name)]
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["flip", "insert", "delete", "splice"]))
+        if action == "flip" and where < len(data):
+            data[where] ^= draw(st.integers(1, 255))
+        elif action == "insert":
+            data[where:where] = draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete":
+            del data[where : where + draw(st.integers(1, 16))]
+        else:
+            other = draw(st.sampled_from(seeds))
+            data[where:] = other[draw(st.integers(0, len(other))) :]
+    return bytes(data)
+
+
+class TestMutatedCorpus:
+    """Mutations of the corpus never crash a parser."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(data=mutated("events"))
+    def test_events(self, data: bytes) -> None:
+        """parse_payload returns or raises EventError."""
+        TARGETS["events"](data)
+
+    @settings(max_examples=300, deadline=None)
+    @given(data=mutated("manifests"))
+    def test_manifests(self, data: bytes) -> None:
+        """parse_manifest returns or raises ManifestError."""
+        TARGETS["manifests"](data)
+
+    @settings(max_examples=300, deadline=None)
+    @given(data=mutated("references"))
+    def test_references(self, data: bytes) -> None:
+        """parse_reference returns or raises InvalidReferenceError."""
+        TARGETS["references"](data)
