@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -63,7 +64,8 @@ class JobRunner:
         self._metrics = metrics
         self._settings = settings
         self._wake = asyncio.Event()
-        self.running: set[asyncio.Task[None]] = set()
+        # Running jobs and their destinations.
+        self.running: dict[asyncio.Task[None], str] = {}
 
     def wake(self) -> None:
         """Look at the journal now (new jobs were recorded)."""
@@ -71,16 +73,27 @@ class JobRunner:
 
     async def run(self, stop: asyncio.Event, *, until_idle: bool = False) -> None:
         """Claim due jobs while there is room, until `stop` (or, with `until_idle`, until no job
-        is due and none is running)."""
+        is due and none is running).
+
+        A destination holds at most `workers.per_registry` jobs at once, so a slow or stalled
+        destination cannot take every worker while another destination's jobs wait.
+        """
         while not stop.is_set():
             config, _ = self._settings()
             room = config.workers.concurrency - len(self.running)
+            saturated = {
+                name
+                for name, count in Counter(self.running.values()).items()
+                if count >= config.workers.per_registry
+            }
             claimed: list[JobRow] = []
             if room > 0:
-                claimed = await self.journal.claim_due(room, datetime.now(UTC))
+                claimed = await self.journal.claim_due(
+                    room, datetime.now(UTC), skip_destinations=saturated
+                )
                 for row in claimed:
                     task = asyncio.create_task(self._work(row), name=f"job-{row.id}")
-                    self.running.add(task)
+                    self.running[task] = row.destination
                     task.add_done_callback(self._job_done)
             if until_idle and not claimed and not self.running:
                 return
@@ -89,8 +102,11 @@ class JobRunner:
                 await self._wake.wait()
                 continue
             self._wake.clear()
+            # With a destination at its limit, its due jobs wait for one of its jobs to end
+            # (which wakes us), not for their due time, which has passed.
+            wait = IDLE_POLL_SECONDS if saturated else await self._idle_wait()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(await self._idle_wait()):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
 
     async def drain(self, grace: float) -> None:
@@ -106,7 +122,7 @@ class JobRunner:
             log.warning("drain_cancelled_jobs", count=len(pending), grace_seconds=grace)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
-        self.running.discard(task)
+        self.running.pop(task, None)
         self._wake.set()
 
     async def _idle_wait(self) -> float:

@@ -16,7 +16,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
@@ -90,9 +90,11 @@ class ClaimLedger(Journal):
         self.done = 0
         self.failed = 0
 
-    async def claim_due(self, limit: int, now: datetime) -> list[JobRow]:
+    async def claim_due(
+        self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()
+    ) -> list[JobRow]:
         """Claim as Journal does, remembering the claimed ids."""
-        rows = await super().claim_due(limit, now)
+        rows = await super().claim_due(limit, now, skip_destinations=skip_destinations)
         self.held.update(row.id for row in rows)
         return rows
 

@@ -7,7 +7,7 @@ same job never both succeed: the loser's UPDATE matches no row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -186,14 +186,19 @@ def ensure(
     return ids, changed
 
 
-def claim(session: Session, limit: int, now: datetime) -> list[JobRow]:
-    """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1), oldest due first."""
+def claim(
+    session: Session, limit: int, now: datetime, skip: Collection[str] = ()
+) -> list[JobRow]:
+    """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1), oldest due first; jobs for
+    the destinations in `skip` are left for later."""
     # PENDING jobs are due from when they were queued (or their not_before), RETRY_WAIT ones
     # from their next attempt time; hosts sharing a database should keep their clocks in sync.
     due = and_(
         col(JobRecord.state).in_([state.value for state in CLAIMABLE_STATES]),
         col(JobRecord.next_attempt_at) <= now,
     )
+    if skip:
+        due = and_(due, col(JobRecord.destination).not_in(list(skip)))
     # FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass over each other's rows instead of
     # queueing; SQLite ignores it (its writers are already serialised by BEGIN IMMEDIATE).
     candidates = session.exec(

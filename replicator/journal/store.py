@@ -11,7 +11,7 @@ domain.jobs.transition (see jobs.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
@@ -196,13 +196,17 @@ class Journal:
 
         return await self._run(work)
 
-    async def claim_due(self, limit: int, now: datetime) -> list[JobRow]:
-        """Up to `limit` due jobs (PENDING, or RETRY_WAIT whose time has come), now IN_PROGRESS.
+    async def claim_due(
+        self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()
+    ) -> list[JobRow]:
+        """Up to `limit` due jobs (PENDING, or RETRY_WAIT whose time has come), now IN_PROGRESS,
+        none for a destination in `skip_destinations`.
 
         Safe with several processes on one database: each job goes to exactly one claimer.
         """
         moment = to_db_time(now)
-        return await self._run(lambda session: job_rows.claim(session, limit, moment))
+        skip = tuple(skip_destinations)
+        return await self._run(lambda session: job_rows.claim(session, limit, moment, skip))
 
     async def complete(
         self,
