@@ -29,6 +29,8 @@ def routes(daemon: Daemon) -> list[Route]:
             return Response.text(503, "not ready: MQTT broker not connected")
         if daemon.journal is None:
             return Response.text(503, "not ready: journal not open")
+        if daemon.journal_error is not None:
+            return Response.text(503, f"not ready: journal not writable: {daemon.journal_error}")
         try:
             await daemon.journal.backlog()
         except ReplicatorError as exc:

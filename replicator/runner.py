@@ -12,9 +12,9 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from structlog.contextvars import bound_contextvars
 
@@ -23,7 +23,7 @@ from replicator.copier import Copier, CopyStats, Endpoint
 from replicator.domain import jobs as job_rules
 from replicator.domain.jobs import JobKey
 from replicator.domain.routing import Site
-from replicator.errors import ReplicatorError
+from replicator.errors import JournalError, ReplicatorError
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
@@ -42,6 +42,13 @@ log = get_logger(__name__)
 # How often the dispatcher looks at the journal when nothing woke it: other processes sharing
 # the journal (a fleet on PostgreSQL, a backfill beside the daemon) add jobs it is not told of.
 IDLE_POLL_SECONDS = 1.0
+# Retrying a journal write that failed (disk full, database away): quick at first (a lock or a
+# blip clears in a moment), capped so a long outage is retried every few seconds without
+# flooding the log. Nothing is lost meanwhile: unrecorded messages stay unacknowledged, and a
+# finished job waits in memory for its result to be written.
+JOURNAL_RETRY_INITIAL_SECONDS = 0.5
+JOURNAL_RETRY_MAX_SECONDS = 5.0
+T = TypeVar("T")
 
 
 class JobRunner:
@@ -87,24 +94,31 @@ class JobRunner:
                 if count >= config.workers.per_registry
             }
             claimed: list[JobRow] = []
+            # With a destination at its limit, its due jobs wait for one of its jobs to end
+            # (which wakes us), not for their due time, which has passed; so does a journal
+            # that refused the claim.
+            hold_off = bool(saturated)
             if room > 0:
-                claimed = await self.journal.claim_due(
-                    room, datetime.now(UTC), skip_destinations=saturated
-                )
+                try:
+                    claimed = await self.journal.claim_due(
+                        room, datetime.now(UTC), skip_destinations=saturated
+                    )
+                except JournalError as exc:
+                    # Nothing was claimed (the transaction rolled back): try again later.
+                    log.error("journal_unwritable", error=str(exc), step="claim")  # noqa: TRY400 - the message is the point
+                    hold_off = True
                 for row in claimed:
                     task = asyncio.create_task(self._work(row), name=f"job-{row.id}")
                     self.running[task] = row.destination
                     task.add_done_callback(self._job_done)
-            if until_idle and not claimed and not self.running:
+            if until_idle and not claimed and not self.running and not hold_off:
                 return
             if claimed and len(claimed) == room:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             self._wake.clear()
-            # With a destination at its limit, its due jobs wait for one of its jobs to end
-            # (which wakes us), not for their due time, which has passed.
-            wait = IDLE_POLL_SECONDS if saturated else await self._idle_wait()
+            wait = IDLE_POLL_SECONDS if hold_off else await self._idle_wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
@@ -124,6 +138,18 @@ class JobRunner:
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self.running.pop(task, None)
         self._wake.set()
+
+    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a journal write until it succeeds (a full disk or an unreachable database is
+        waited out; the drain at shutdown cancels the wait and the job resumes at start)."""
+        delay = JOURNAL_RETRY_INITIAL_SECONDS
+        while True:
+            try:
+                return await write()
+            except JournalError as exc:
+                log.error("journal_unwritable", error=str(exc), step="finish")  # noqa: TRY400 - the message is the point
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, JOURNAL_RETRY_MAX_SECONDS)
 
     async def _idle_wait(self) -> float:
         due = await self.journal.next_due_at()
@@ -169,20 +195,21 @@ class JobRunner:
             if result.children:
                 # The index's job copied its children: their own (untagged, delayed) jobs at
                 # this destination are dropped before they run, so one push is one job.
-                await self.journal.supersede(
-                    [
-                        JobKey(row.source, row.repository, child, None, row.destination)
-                        for child in result.children
-                    ]
-                )
+                children = [
+                    JobKey(row.source, row.repository, child, None, row.destination)
+                    for child in result.children
+                ]
+                await self._persist(lambda: self.journal.supersede(children))
 
     async def _finish_ok(self, row: JobRow, stats: CopyStats, seconds: float) -> None:
-        await self.journal.complete(
-            row.id,
-            bytes_copied=stats.bytes_copied,
-            blobs_copied=stats.blobs_copied,
-            blobs_mounted=stats.blobs_mounted,
-            blobs_skipped=stats.blobs_skipped,
+        await self._persist(
+            lambda: self.journal.complete(
+                row.id,
+                bytes_copied=stats.bytes_copied,
+                blobs_copied=stats.blobs_copied,
+                blobs_mounted=stats.blobs_mounted,
+                blobs_skipped=stats.blobs_skipped,
+            )
         )
         self._metrics.job_finished(row, succeeded=True)
         log.info("job_complete", seconds=round(seconds, 3), bytes=stats.bytes_copied)
@@ -193,14 +220,16 @@ class JobRunner:
     async def _finish_failed(self, row: JobRow, code: str, reason: str, *, temporary: bool) -> None:
         config, _ = self._settings()
         backoff = job_rules.backoff_seconds(row.attempts, jitter_fraction=random.random())
-        state = await self.journal.fail(
-            row.id,
-            code=code,
-            reason=reason,
-            temporary=temporary,
-            max_attempts=config.workers.max_attempts,
-            now=datetime.now(UTC),
-            backoff=backoff,
+        state = await self._persist(
+            lambda: self.journal.fail(
+                row.id,
+                code=code,
+                reason=reason,
+                temporary=temporary,
+                max_attempts=config.workers.max_attempts,
+                now=datetime.now(UTC),
+                backoff=backoff,
+            )
         )
         if state is job_rules.JobState.FAILED:
             if temporary:

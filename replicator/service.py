@@ -8,6 +8,7 @@ queue; memory holds only the jobs being worked on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -18,14 +19,14 @@ from replicator.copier import Copier
 from replicator.domain import jobs as job_rules
 from replicator.domain.events import DeleteEvent, Ignored, PushEvent, parse_payload
 from replicator.domain.routing import Routing, Site, route_delete, route_push
-from replicator.errors import BusError, EventError, ReplicatorError
+from replicator.errors import BusError, EventError, JournalError, ReplicatorError
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.metrics import Metrics
 from replicator.registry.pool import ClientPool
 from replicator.results import publish_result
-from replicator.runner import JobRunner
+from replicator.runner import JOURNAL_RETRY_INITIAL_SECONDS, JOURNAL_RETRY_MAX_SECONDS, JobRunner
 from replicator.sd_notify import Notifier
 from replicator.sites import sites_of
 
@@ -48,6 +49,8 @@ class Daemon:
         self.journal: Journal | None = None
         self.bus: BusLike | None = None
         self.runner: JobRunner | None = None
+        # Why the journal last refused a write, until a write succeeds again (for /readyz).
+        self.journal_error: str | None = None
         self._stopping = asyncio.Event()
         self._notifier = Notifier.from_environment()
         self._copier = Copier(
@@ -132,8 +135,13 @@ class Daemon:
 
     @property
     def ready(self) -> bool:
-        """Broker connected and journal open (for /readyz)."""
-        return self.bus is not None and self.bus.connected.is_set() and self.journal is not None
+        """Broker connected and journal open and writable (for /readyz)."""
+        return (
+            self.bus is not None
+            and self.bus.connected.is_set()
+            and self.journal is not None
+            and self.journal_error is None
+        )
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -141,9 +149,35 @@ class Daemon:
         async for message in bus.messages():
             if self._stopping.is_set():
                 return  # not acked: the broker redelivers it to us (or a peer) later
-            await self.handle_message(message.topic, message.payload, message.source_name)
+            if not await self._journal_message(message.topic, message.payload, message.source_name):
+                return  # stopping before the journal took it: not acked, the broker keeps it
             await bus.ack(message)
             runner.wake()
+
+    async def _journal_message(self, topic: str, payload: bytes, source: str | None) -> bool:
+        """Record one message, retrying while the journal refuses writes (the message stays
+        unacknowledged meanwhile, so nothing is lost and no further message is taken); False
+        when the daemon is stopping before it could be recorded. Recording is idempotent, so
+        a retry after a partly recorded batch changes no job twice."""
+        delay = JOURNAL_RETRY_INITIAL_SECONDS
+        while True:
+            try:
+                await self.handle_message(topic, payload, source)
+            except JournalError as exc:
+                if self.journal_error is None:
+                    log.error("journal_unwritable", error=str(exc), topic=topic)  # noqa: TRY400 - the message is the point
+                self.journal_error = str(exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+                if self._stopping.is_set():
+                    return False
+                delay = min(delay * 2, JOURNAL_RETRY_MAX_SECONDS)
+                continue
+            if self.journal_error is not None:
+                log.info("journal_writable", topic=topic)
+                self.journal_error = None
+            return True
 
     async def handle_message(self, topic: str, payload: bytes, topic_source: str | None) -> None:
         """Parse, route and journal one bus message (accepted, ignored or rejected)."""
