@@ -332,8 +332,8 @@ async def repair(
             except ReplicatorError as exc:
                 log.warning("repair_failed", job=row.id, code=exc.code, error=str(exc))
                 return RepairResult(row.key, None, f"{exc.code}: {exc}")
-            log.info("repaired", job=row.id, key=str(row.key), bytes=stats.bytes_copied)
-            return RepairResult(row.key, stats)
+            log.info("repaired", job=row.id, key=str(row.key), bytes=stats.stats.bytes_copied)
+            return RepairResult(row.key, stats.stats)
 
     return await gather([one(row) for row in rows])
 
