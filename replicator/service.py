@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from replicator.backfill import reconcile_forever
 from replicator.config import Config, load_config
 from replicator.copier import Copier
 from replicator.domain import jobs as job_rules
@@ -97,6 +98,7 @@ class Daemon:
                     group.create_task(serve_api(self, self._stopping), name="api"),
                     group.create_task(self._announce(bus), name="announce"),
                     group.create_task(self._notifier.watchdog_loop(), name="watchdog"),
+                    group.create_task(reconcile_forever(self, self._stopping), name="reconcile"),
                 ]
                 await self._stopping.wait()
                 self._notifier.stopping("draining in-flight copies")
