@@ -186,9 +186,7 @@ def ensure(
     return ids, changed
 
 
-def claim(
-    session: Session, limit: int, now: datetime, skip: Collection[str] = ()
-) -> list[JobRow]:
+def claim(session: Session, limit: int, now: datetime, skip: Collection[str] = ()) -> list[JobRow]:
     """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1), oldest due first; jobs for
     the destinations in `skip` are left for later."""
     # PENDING jobs are due from when they were queued (or their not_before), RETRY_WAIT ones
