@@ -202,8 +202,8 @@ class Daemon:
                 pushed_at=None,
             )
             return
-        for event in events:
-            await self._record(topic, payload, topic_source, event, sites)
+        for part, event in enumerate(events):
+            await self._record(topic, payload, topic_source, event, sites, part=part)
 
     async def _record(
         self,
@@ -212,6 +212,8 @@ class Daemon:
         topic_source: str | None,
         event: PushEvent | DeleteEvent | Ignored,
         sites: Mapping[str, Site],
+        *,
+        part: int,
     ) -> None:
         assert self.journal is not None
         if isinstance(event, Ignored):
@@ -224,6 +226,7 @@ class Daemon:
                 reason=str(event.reason),
                 job_keys=(),
                 pushed_at=None,
+                part=part,
             )
             return
         routing: Routing = (
@@ -245,6 +248,7 @@ class Daemon:
                 r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0
             },
             supersede=routing.supersedes,
+            part=part,
         )
         self.metrics.events.labels(outcome="accepted", reason="").inc()
         log.info(

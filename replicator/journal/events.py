@@ -17,13 +17,18 @@ from replicator.journal.models import (
 )
 
 
-def payload_sha256(payload: bytes) -> str:
-    """The hex SHA-256 of a whole payload (also of one stored truncated)."""
-    return hashlib.sha256(payload).hexdigest()
+def payload_sha256(payload: bytes, part: int = 0) -> str:
+    """The fingerprint of one event: the hex SHA-256 of its payload (also of one stored
+    truncated), with `#<part>` appended for the second and later events of a batch envelope,
+    so each event of a batch is its own, and a redelivered batch is a duplicate as a whole."""
+    suffix = f"#{part}".encode() if part else b""
+    return hashlib.sha256(payload + suffix).hexdigest()
 
 
-def accepted_duplicate(session: Session, source: str | None, payload: bytes) -> int | None:
-    """The id of an earlier ACCEPTED event with the same source and payload, if any.
+def accepted_duplicate(
+    session: Session, source: str | None, payload: bytes, part: int = 0
+) -> int | None:
+    """The id of an earlier ACCEPTED event with the same source and fingerprint, if any.
 
     Only accepted events count: a payload rejected before (say, for a registry the config did
     not yet name) is judged afresh.
@@ -35,7 +40,7 @@ def accepted_duplicate(session: Session, source: str | None, payload: bytes) -> 
         select(EventRecord.id)
         .where(
             source_filter,
-            col(EventRecord.payload_sha256) == payload_sha256(payload),
+            col(EventRecord.payload_sha256) == payload_sha256(payload, part),
             col(EventRecord.outcome) == EventOutcome.ACCEPTED.value,
         )
         .order_by(col(EventRecord.id))
@@ -54,13 +59,14 @@ def add_event(
     outcome: EventOutcome,
     reason: str,
     jobs_created: int,
+    part: int = 0,
 ) -> int:
     """Insert one event row, the payload truncated to MAX_STORED_PAYLOAD_BYTES; its id."""
     record = EventRecord(
         received_at=to_db_time(received_at),
         source=source,
         topic=topic,
-        payload_sha256=payload_sha256(payload),
+        payload_sha256=payload_sha256(payload, part),
         payload_size=len(payload),
         payload=payload[:MAX_STORED_PAYLOAD_BYTES],
         outcome=outcome.value,

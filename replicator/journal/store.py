@@ -129,6 +129,7 @@ class Journal:
         denied: Mapping[JobKey, str] | None = None,
         not_before: Mapping[JobKey, datetime] | None = None,
         supersede: Sequence[JobKey] = (),
+        part: int = 0,
     ) -> list[int]:
         """Record a received event and its jobs in ONE transaction; the ids of the keys' jobs.
 
@@ -137,6 +138,8 @@ class Journal:
         redelivered message never re-queues anything. The ids name every job of `job_keys` and
         `denied`, whether created now, re-queued, or already there. Jobs in `not_before` wait
         until then; PENDING jobs of `supersede` are dropped (an index's job covers its children).
+        `part` numbers the events of one batch envelope (0 for the first) so that each is
+        recorded on its own and none is taken for a duplicate of its sibling.
         """
         outcome = EventOutcome(outcome)
         now = utcnow()
@@ -144,7 +147,7 @@ class Journal:
         pushed = to_db_time(pushed_at) if pushed_at else None
 
         def work(session: Session) -> tuple[list[int], EventOutcome]:
-            duplicate_of = event_rows.accepted_duplicate(session, source, payload)
+            duplicate_of = event_rows.accepted_duplicate(session, source, payload, part)
             if duplicate_of is not None:
                 found = (job_rows.find(session, key) for key in dict.fromkeys(keys))
                 ids = [record.id for record in found if record is not None and record.id]
@@ -169,6 +172,7 @@ class Journal:
                 outcome=note[0],
                 reason=note[1],
                 jobs_created=changed,
+                part=part,
             )
             return ids, note[0]
 

@@ -87,6 +87,17 @@ async def fail_permanently(journal: Journal, job_id: int) -> JobState:
 class TestRecordEvent:
     """record_event(): one transaction, idempotent jobs."""
 
+    async def test_events_of_one_batch_envelope_are_each_recorded(self, journal: Journal) -> None:
+        """The second event of a batch envelope (same payload, part 1) is not a duplicate."""
+        other = JobKey("use1", "app", OTHER_DIGEST, "v2", "usw2")
+        for part, key in enumerate([KEY, other]):
+            await journal.record_event(
+                source="use1", topic="registry/use1/events", payload=b"batch", outcome="accepted",
+                reason="", job_keys=[key], pushed_at=T0, part=part,
+            )  # fmt: skip
+        assert {row.key for row in await journal.jobs()} == {KEY, other}
+        assert all(e.outcome is EventOutcome.ACCEPTED for e in await journal.events())
+
     async def test_same_event_twice_makes_one_job(self, journal: Journal) -> None:
         """A redelivered event creates no second job and is recorded as an ignored duplicate."""
         first = await record(journal, b"push 1", [KEY])
