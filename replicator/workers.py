@@ -56,14 +56,15 @@ async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
     if not row.digest and not row.tag:
         raise RegistryError("delete job names neither digest nor tag", temporary=False)
     if not row.tag:
-        await manifests.delete(dst.client, dst.repository, row.digest)
+        await retried(manifests.delete, dst.client, dst.repository, row.digest)
         return CopyStats(images=1)
-    current = await manifests.head(dst.client, dst.repository, row.tag)
+    current = await retried(manifests.head, dst.client, dst.repository, row.tag)
     if current is None or (row.digest and current.digest != row.digest):
         log.info("delete_tag_skipped", now=current.digest if current else None)
         return CopyStats()
     try:
-        await dst.client.request(
+        await retried(
+            dst.client.request,
             "DELETE",
             f"/v2/{dst.repository}/manifests/{row.tag}",
             scope=delete_scope(dst.repository),
@@ -73,8 +74,8 @@ async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
     except RegistryError as exc:
         if exc.temporary or exc.status not in TAG_DELETE_UNSUPPORTED:
             raise
-    others = [t for t in await tags.list_tags(dst.client, dst.repository) if t != row.tag]
-    heads = [await manifests.head(dst.client, dst.repository, t) for t in others]
+    others = [t for t in await retried(tags.list_tags, dst.client, dst.repository) if t != row.tag]
+    heads = [await retried(manifests.head, dst.client, dst.repository, t) for t in others]
     sharing = [t for t, h in zip(others, heads, strict=True) if h and h.digest == current.digest]
     if sharing:
         raise RegistryError(
@@ -82,5 +83,5 @@ async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
             f"also tagged {', '.join(sorted(sharing)[:5])}; left in place",
             temporary=False,
         )
-    await manifests.delete(dst.client, dst.repository, current.digest)
+    await retried(manifests.delete, dst.client, dst.repository, current.digest)
     return CopyStats(images=1)
