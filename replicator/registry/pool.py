@@ -1,4 +1,8 @@
-"""One RegistryClient per registry, sharing HTTP connection pools between same-TLS registries."""
+"""One RegistryClient per registry, each with its own HTTP connection pool.
+
+A pool per registry, not one shared: httpcore scans every connection of a pool on each request
+(encode/httpcore#928), so one big shared pool cost a fifth of the daemon's CPU in a burst.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ class ClientPool:
 
     def __init__(self, *, max_connections: int = 64) -> None:
         self._max_connections = max_connections
-        self._http: dict[tuple[bool | str, tuple[str, str] | None], httpx.AsyncClient] = {}
+        self._http: list[httpx.AsyncClient] = []
         self._clients: dict[str, RegistryClient] = {}
 
     def client(self, settings: RegistrySettings) -> RegistryClient:
@@ -36,13 +40,14 @@ class ClientPool:
         existing = self._clients.get(settings.host)
         if existing is not None:
             return existing
-        tls_key = (settings.verify, settings.cert)
-        http = self._http.get(tls_key)
-        if http is None:
-            http = new_http_client(
-                verify=settings.verify, cert=settings.cert, max_connections=self._max_connections
-            )
-            self._http[tls_key] = http
+        http = new_http_client(
+            verify=settings.verify,
+            cert=settings.cert,
+            # Connections beyond the request slots would only idle: a few spare for redirects
+            # to storage backends (S3) that answer blob GETs.
+            max_connections=min(self._max_connections, settings.max_in_flight * 2),
+        )
+        self._http.append(http)
         client = RegistryClient(
             http,
             settings.host,
@@ -55,7 +60,7 @@ class ClientPool:
 
     async def aclose(self) -> None:
         """Close every HTTP connection."""
-        for http in self._http.values():
+        for http in self._http:
             await http.aclose()
         self._http.clear()
         self._clients.clear()
