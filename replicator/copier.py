@@ -27,6 +27,7 @@ from replicator.domain.plan import (
     quick_check,
     referrer_tags,
 )
+from replicator.domain.refs import is_digest
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
 from replicator.gather import gather_all
 from replicator.logs import get_logger
@@ -141,10 +142,7 @@ class Copier:
         """
         progress = _Progress()
         bound = log.bind(source=str(src), destination=str(dst), reference=reference)
-        head = await self._retry(manifests.head, src.client, src.repository, reference)
-        if head is None:
-            raise NotFoundError(f"source image {src}:{reference} not found", status=404)
-        digest = head.digest
+        digest = await self._source_digest(src, reference)
         dest_tag = (
             await self._retry(manifests.head, dst.client, dst.repository, tag) if tag else None
         )
@@ -182,6 +180,16 @@ class Copier:
         if with_referrers and shortcut is Shortcut.FULL:
             progress.stats.add(await self._copy_referrers(src, dst, root))
         return CopyResult(digest, progress.stats, tree)
+
+    async def _source_digest(self, src: Endpoint, reference: str) -> str:
+        """The digest `reference` names at the source: itself when it is a digest (no request;
+        a missing image then shows at the GET), else a HEAD of the tag."""
+        if is_digest(reference):
+            return reference
+        head = await self._retry(manifests.head, src.client, src.repository, reference)
+        if head is None:
+            raise NotFoundError(f"source image {src}:{reference} not found", status=404)
+        return head.digest
 
     async def copy_repository(
         self, src: Endpoint, dst: Endpoint, *, tag_filter: Callable[[str], bool] | None = None
