@@ -25,14 +25,15 @@ from replicator.copier import Copier, CopyStats, Endpoint
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
-from replicator.errors import ReplicatorError, retryable
+from replicator.errors import ReplicatorError
+from replicator.gather import gather_all
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
-from replicator.retry import retrying
+from replicator.retry import retried
 from replicator.runner import JobRunner
 from replicator.sites import settings_for
 from replicator.workers import run_job
@@ -90,25 +91,6 @@ def client_for(pool: ClientPool, config: Config, name: str) -> RegistryClient:
     return pool.client(settings_for(config.registries[name], config.workers.per_registry))
 
 
-async def read(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-    """One registry read, retried on temporary errors (the retry machinery only after a first
-    failure: the scan makes thousands of reads and nearly all succeed at once)."""
-    try:
-        return await func(*args, **kwargs)
-    except ReplicatorError as exc:
-        if not retryable(exc):
-            raise
-    async for attempt in retrying():
-        with attempt:
-            return await func(*args, **kwargs)
-    raise AssertionError("unreachable: tenacity re-raises the last error")
-
-
-async def gather(aws: Sequence[Awaitable[T]]) -> list[T]:
-    """Run awaitables at once, first error raised (the registry slots bound the real load)."""
-    return list(await asyncio.gather(*aws))
-
-
 async def for_each_repository(
     names: AsyncIterator[str],
     work: Callable[[str], Awaitable[None]],
@@ -141,8 +123,8 @@ async def for_each_repository(
 async def source_tags(client: RegistryClient, repository: str) -> list[tuple[str, str]]:
     """(tag, digest) of every tag of a source repository, by HEAD; a tag gone meanwhile is left
     out."""
-    names = await read(tags.list_tags, client, repository)
-    heads = await gather([read(manifests.head, client, repository, tag) for tag in names])
+    names = await retried(tags.list_tags, client, repository)
+    heads = await gather_all([retried(manifests.head, client, repository, tag) for tag in names])
     return [(tag, head.digest) for tag, head in zip(names, heads, strict=True) if head is not None]
 
 
@@ -229,10 +211,12 @@ class Scanner:
         self, source: Site, target: Site, repository: str, pairs: list[tuple[str, str]]
     ) -> list[TagPlan]:
         dst = client_for(self._pool, self._config, target.name)
-        heads = await gather([read(manifests.head, dst, repository, tag) for tag, _ in pairs])
+        heads = await gather_all(
+            [retried(manifests.head, dst, repository, tag) for tag, _ in pairs]
+        )
         exists = any(head is not None for head in heads)
         if not exists and _existence_matters(source, target, repository):
-            exists = bool(await read(tags.list_tags, dst, repository))
+            exists = bool(await retried(tags.list_tags, dst, repository))
         return [
             plan_tag(
                 source,
@@ -335,7 +319,7 @@ async def repair(
             log.info("repaired", job=row.id, key=str(row.key), bytes=stats.stats.bytes_copied)
             return RepairResult(row.key, stats.stats)
 
-    return await gather([one(row) for row in rows])
+    return await gather_all([one(row) for row in rows])
 
 
 class DaemonLike(Protocol):

@@ -8,7 +8,7 @@ of which destination repository holds which blob (for cross-repository mounts).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -33,7 +33,7 @@ from replicator.gather import gather_all
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.client import RegistryClient
-from replicator.retry import DEFAULT_ATTEMPTS, retrying
+from replicator.retry import retried
 
 log = get_logger(__name__)
 P = ParamSpec("P")
@@ -113,12 +113,10 @@ class Copier:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         chunk_threshold: int = blobs.DEFAULT_CHUNK_THRESHOLD,
-        attempts: int = DEFAULT_ATTEMPTS,
         on_blob: BlobObserver | None = None,
     ) -> None:
         self._transfers = asyncio.Semaphore(concurrency)
         self._chunk_threshold = chunk_threshold
-        self._attempts = attempts
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._locations = BlobLocations()
         self._on_blob = on_blob
@@ -143,11 +141,9 @@ class Copier:
         progress = _Progress()
         bound = log.bind(source=str(src), destination=str(dst), reference=reference)
         digest = await self._source_digest(src, reference)
-        dest_tag = (
-            await self._retry(manifests.head, dst.client, dst.repository, tag) if tag else None
-        )
+        dest_tag = await retried(manifests.head, dst.client, dst.repository, tag) if tag else None
         has_digest = (dest_tag is not None and dest_tag.digest == digest) or (
-            await self._retry(manifests.head, dst.client, dst.repository, digest) is not None
+            await retried(manifests.head, dst.client, dst.repository, digest) is not None
         )
         shortcut = quick_check(
             source_digest=digest,
@@ -159,7 +155,7 @@ class Copier:
         if shortcut is Shortcut.UP_TO_DATE:
             bound.debug("image_up_to_date", digest=digest)
             return CopyResult(digest, progress.stats)
-        root = await self._retry(manifests.get, src.client, src.repository, digest)
+        root = await retried(manifests.get, src.client, src.repository, digest)
         if shortcut is Shortcut.TAG_ONLY:
             plan = plan_copy(root, {}, DestinationFacts(frozenset({digest})), tag=tag)
             tree = tuple(child.digest for child in root.children)
@@ -186,7 +182,7 @@ class Copier:
         a missing image then shows at the GET), else a HEAD of the tag."""
         if is_digest(reference):
             return reference
-        head = await self._retry(manifests.head, src.client, src.repository, reference)
+        head = await retried(manifests.head, src.client, src.repository, reference)
         if head is None:
             raise NotFoundError(f"source image {src}:{reference} not found", status=404)
         return head.digest
@@ -195,7 +191,7 @@ class Copier:
         self, src: Endpoint, dst: Endpoint, *, tag_filter: Callable[[str], bool] | None = None
     ) -> tuple[CopyStats, list[CopyFailure]]:
         """Copy every tag of `src`, referrer tags after the others; one failure stops no other."""
-        all_tags = await self._retry(tags.list_tags, src.client, src.repository)
+        all_tags = await retried(tags.list_tags, src.client, src.repository)
         if not all_tags:
             raise NotFoundError(f"source repository {src} has no tags", status=404)
         chosen = [t for t in all_tags if tag_filter is None or tag_filter(t)]
@@ -231,7 +227,7 @@ class Copier:
             if not wanted:
                 return found
             fetched = await gather_all(
-                self._retry(manifests.get, src.client, src.repository, d) for d in sorted(wanted)
+                retried(manifests.get, src.client, src.repository, d) for d in sorted(wanted)
             )
             for manifest in fetched:
                 found[manifest.digest] = manifest
@@ -243,12 +239,12 @@ class Copier:
     ) -> CopyPlan:
         manifest_digests = sorted(children)
         heads = await gather_all(
-            self._retry(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
+            retried(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
         )
         present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
         candidates = blobs_to_check(root, children, present)
         sizes = await gather_all(
-            self._retry(blobs.head, dst.client, dst.repository, d) for d in candidates
+            retried(blobs.head, dst.client, dst.repository, d) for d in candidates
         )
         blobs_present = frozenset(
             d for d, s in zip(candidates, sizes, strict=True) if s is not None
@@ -283,12 +279,12 @@ class Copier:
         for kind_first in (True, False):
             batch = [m for m in children if (m.kind is not ManifestKind.INDEX) is kind_first]
             await gather_all(
-                self._retry(manifests.put, dst.client, dst.repository, m.digest, m) for m in batch
+                retried(manifests.put, dst.client, dst.repository, m.digest, m) for m in batch
             )
             progress.stats.manifests += len(batch)
         if plan.manifests and plan.manifests[-1].digest == plan.root.digest:
             reference = plan.tag or plan.root.digest
-            await self._retry(manifests.put, dst.client, dst.repository, reference, plan.root)
+            await retried(manifests.put, dst.client, dst.repository, reference, plan.root)
             progress.stats.manifests += 1
 
     async def _ensure_blob(
@@ -313,7 +309,7 @@ class Copier:
         self._inflight[key] = future
         try:
             mount_from = step.mount_from or holder
-            await self._retry(self._transfer, step, src, dst, mount_from, progress)
+            await retried(self._transfer, step, src, dst, mount_from, progress)
             self._locations.remember(dst.client.host, digest, dst.repository)
         finally:
             del self._inflight[key]
@@ -358,13 +354,13 @@ class Copier:
     async def _copy_referrers(self, src: Endpoint, dst: Endpoint, root: Manifest) -> CopyStats:
         """Copy what refers to `root` (signatures, SBOMs): OCI referrers, else the tag schema."""
         total = CopyStats()
-        found = await self._retry(referrers.list_referrers, src.client, src.repository, root.digest)
+        found = await retried(referrers.list_referrers, src.client, src.repository, root.digest)
         if found is not None:
             for descriptor in found:
                 result = await self.copy_image(src, descriptor.digest, dst, with_referrers=False)
                 total.add(result.stats)
         schema_tags = referrer_tags(
-            await self._retry(tags.list_tags, src.client, src.repository), root.digest
+            await retried(tags.list_tags, src.client, src.repository), root.digest
         )
         for tag in schema_tags:
             result = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
@@ -376,12 +372,6 @@ class Copier:
     def _observe(self, action: str, size: int) -> None:
         if self._on_blob is not None:
             self._on_blob(action, size)
-
-    async def _retry(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        async for attempt in retrying(self._attempts):
-            with attempt:
-                return await func(*args, **kwargs)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 @asynccontextmanager

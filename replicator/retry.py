@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import ParamSpec, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from replicator.errors import RegistryError, retryable
+from replicator.errors import RegistryError, ReplicatorError, retryable
 from replicator.logs import get_logger
 
 log = get_logger(__name__)
@@ -90,8 +91,31 @@ def retrying(attempts: int = DEFAULT_ATTEMPTS) -> AsyncRetrying:
 
 
 async def retried(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-    """`await func(*args, **kwargs)` under the retry policy (temporary errors retried)."""
-    async for attempt in retrying():
+    """`await func(*args, **kwargs)` under the retry policy (temporary errors retried).
+
+    The first call runs bare: a scan makes thousands of requests and nearly all succeed at
+    once, so tenacity's machinery is entered only after a temporary failure.
+    """
+    try:
+        return await func(*args, **kwargs)
+    except ReplicatorError as exc:
+        if not exc.temporary:
+            raise
+        _before_retry(exc)
+        await asyncio.sleep(_first_wait(exc))
+    async for attempt in retrying(DEFAULT_ATTEMPTS - 1):
         with attempt:
             return await func(*args, **kwargs)
     raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _first_wait(exc: ReplicatorError) -> float:
+    if isinstance(exc, RegistryError) and exc.retry_after is not None:
+        return min(exc.retry_after, RETRY_AFTER_CAP)
+    return random.uniform(0, BACKOFF_BASE)
+
+
+def _before_retry(exc: ReplicatorError) -> None:
+    log.info("retrying", attempt=1, error=str(exc), code=exc.code)
+    if _on_retry is not None:
+        _on_retry(exc)

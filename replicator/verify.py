@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from replicator.backfill import (
     client_for,
     for_each_repository,
-    gather,
-    read,
     source_tags,
     sources_of,
 )
@@ -27,10 +25,12 @@ from replicator.domain.manifests import Manifest
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
 from replicator.errors import NotFoundError, ReplicatorError
+from replicator.gather import gather_all
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
+from replicator.retry import retried
 
 log = get_logger(__name__)
 
@@ -112,7 +112,7 @@ class Verifier:
             for target in targets(source, self._sites, repository=repository, tag=tag):
                 wanted.setdefault(target.name, []).append((tag, digest))
         source_names = [tag for tag, _ in found]
-        await gather(
+        await gather_all(
             [
                 self._destination(source, self._sites[name], repository, pairs, source_names)
                 for name, pairs in wanted.items()
@@ -128,7 +128,7 @@ class Verifier:
         source_names: list[str],
     ) -> None:
         dst = client_for(self._pool, self._config, target.name)
-        present = await read(tags.list_tags, dst, repository)
+        present = await retried(tags.list_tags, dst, repository)
         exists = bool(present)
         decision = admit_replication(source, target, repository, repository_exists=exists)
         if not decision.allowed:
@@ -143,9 +143,9 @@ class Verifier:
             item(None, Drift.MISSING_REPOSITORY, f"{len(pairs)} tag(s) expected")
             return
         listed = set(present)
-        heads = await gather(
+        heads = await gather_all(
             [
-                read(manifests.head, dst, repository, tag) if tag in listed else _absent()
+                retried(manifests.head, dst, repository, tag) if tag in listed else _absent()
                 for tag, _ in pairs
             ]
         )
@@ -157,7 +157,7 @@ class Verifier:
                 intact.append((tag, digest))
             else:
                 item(tag, drift, f"source {digest}, destination {found or 'none'}")
-        missing = await gather([self._tree(dst, target.name, repository, d) for _, d in intact])
+        missing = await gather_all([self._tree(dst, target.name, repository, d) for _, d in intact])
         for (tag, _), problems in zip(intact, missing, strict=True):
             for drift, detail in problems:
                 item(tag, drift, detail)
@@ -182,7 +182,7 @@ class Verifier:
         problems: list[tuple[Drift, str]] = []
         level = [digest]
         for _depth in range(MAX_TREE_DEPTH):
-            fetched = await gather([self._manifest(dst, repository, d) for d in level])
+            fetched = await gather_all([self._manifest(dst, repository, d) for d in level])
             level = []
             blob_checks: list[tuple[str, asyncio.Task[int | None]]] = []
             for manifest in fetched:
@@ -194,7 +194,7 @@ class Verifier:
                     blob_checks.append(
                         (blob.digest, self._blob(dst, name, repository, blob.digest))
                     )
-            sizes = await gather([task for _, task in blob_checks])
+            sizes = await gather_all([task for _, task in blob_checks])
             problems.extend(
                 (Drift.MISSING_BLOB, f"blob {blob} of {digest}")
                 for (blob, _), size in zip(blob_checks, sizes, strict=True)
@@ -207,7 +207,7 @@ class Verifier:
     async def _manifest(self, dst: RegistryClient, repository: str, digest: str) -> Manifest | str:
         """The destination's manifest, or a description of it missing."""
         try:
-            return await read(manifests.get, dst, repository, digest)
+            return await retried(manifests.get, dst, repository, digest)
         except NotFoundError:
             return f"manifest {digest}"
 
@@ -216,7 +216,7 @@ class Verifier:
     ) -> asyncio.Task[int | None]:
         key = (name, repository, digest)
         if key not in self._blobs:
-            self._blobs[key] = asyncio.ensure_future(read(blobs.head, dst, repository, digest))
+            self._blobs[key] = asyncio.ensure_future(retried(blobs.head, dst, repository, digest))
         return self._blobs[key]
 
 
