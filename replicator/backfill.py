@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Protocol
 
 from replicator.config import Config
 from replicator.copier import Copier, CopyStats, Endpoint
@@ -39,8 +39,6 @@ from replicator.sites import settings_for
 from replicator.workers import run_job
 
 log = get_logger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # Repositories scanned at once; requests are bounded further by each registry's own limit
 # (workers.per_registry), so this only has to keep those slots busy.
