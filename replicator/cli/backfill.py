@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any
 
 from replicator.backfill import (
     Journaller,
@@ -29,6 +28,12 @@ from replicator.backfill import (
     ScanOptions,
     job_rows,
     repair,
+)
+from replicator.cli.backfill_output import (
+    print_plan,
+    print_summary,
+    progress,
+    progress_line,
 )
 from replicator.config import Config, load_config
 from replicator.copier import Copier
@@ -50,8 +55,6 @@ ORPHAN_AFTER_SECONDS = 3600.0
 # How often the run looks at the journal while its jobs wait out a retry backoff or run in
 # another process sharing the journal (a daemon).
 WAIT_POLL_SECONDS = 1.0
-# The progress line is redrawn this often on a terminal: smooth enough, cheap enough.
-PROGRESS_REFRESH_SECONDS = 0.2
 INTERRUPTED_REASON = "interrupted: the backfill stopped during the copy; the next run resumes it"
 
 
@@ -287,9 +290,9 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     out = sys.stdout
     if args.dry_run:
-        _print_plan(report, seconds, as_json=args.json, out=out)
+        print_plan(report, seconds, as_json=args.json, out=out)
         return 1 if report.counts.errors or report.interrupted else 0
-    _print_summary(report, seconds, as_json=args.json, out=out)
+    print_summary(report, seconds, as_json=args.json, out=out)
     clean = report.outcome is RunOutcome.COMPLETE and not report.counts.errors
     return 0 if clean and not report.interrupted else 1
 
@@ -300,168 +303,14 @@ async def _main(config: Config, options: ScanOptions, *, dry_run: bool) -> Backf
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     report = BackfillReport(ScanCounts())
-    progress = (
-        asyncio.create_task(_progress(report, stop, sys.stderr)) if sys.stderr.isatty() else None
+    drawing = (
+        asyncio.create_task(progress(report, stop, sys.stderr)) if sys.stderr.isatty() else None
     )
     try:
         return await run_backfill(config, options, dry_run=dry_run, stop=stop, report=report)
     finally:
-        if progress is not None:
-            progress.cancel()
+        if drawing is not None:
+            drawing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await progress
-            sys.stderr.write(f"\r{_progress_line(report)}\n")
-
-
-async def _progress(report: BackfillReport, stop: asyncio.Event, out: TextIO) -> None:
-    """Redraw one status line on the terminal until cancelled."""
-    while True:
-        out.write(f"\r{_progress_line(report)}\x1b[K")
-        out.flush()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PROGRESS_REFRESH_SECONDS):
-                await stop.wait()
-
-
-def _progress_line(report: BackfillReport) -> str:
-    counts, ledger = report.counts, report.ledger
-    done = f" ({ledger.done} done, {ledger.failed} failed)" if ledger is not None else ""
-    return (
-        f"backfill: {counts.repositories} repositories, {counts.tags} tags, "
-        f"{counts.up_to_date} up to date, {counts.copies} jobs{done}, "
-        f"{counts.denied} denied, {_megabytes(report.bytes_copied)}"
-    )
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
-
-
-def _plan_entry(plan: TagPlan) -> dict[str, Any]:
-    key = plan.key
-    return {
-        "action": plan.action.value, "source": key.source, "repository": key.repository,
-        "tag": key.tag, "digest": key.digest, "destination": key.destination,
-        "reason": plan.reason,
-    }  # fmt: skip
-
-
-def _counts_doc(counts: ScanCounts) -> dict[str, Any]:
-    return {
-        "repositories": counts.repositories, "tags": counts.tags,
-        "up_to_date": counts.up_to_date, "errors": counts.errors,
-    }  # fmt: skip
-
-
-def _print_plan(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
-    plans = sorted(report.plans, key=lambda p: (p.key.destination, p.key.repository, p.key.tag))
-    if as_json:
-        doc = {"dry_run": True, **_counts_doc(report.counts), "seconds": round(seconds, 3)}
-        print(json.dumps(doc | {"plan": [_plan_entry(p) for p in plans]}), file=out)
-        return
-    for plan in plans:
-        key = plan.key
-        image = f"{key.source}/{key.repository}:{key.tag}@{key.digest}"
-        print(f"{plan.action.value:<7} {image} -> {key.destination}: {plan.reason}", file=out)
-    counts = report.counts
-    verbs = {action: sum(1 for p in plans if p.action is action) for action in TagAction}
-    print(
-        f"dry run: {counts.repositories} repositories, {counts.tags} tags scanned; "
-        f"{counts.up_to_date} up to date, {verbs[TagAction.COPY]} to copy, "
-        f"{verbs[TagAction.REPAIR]} to repair, {verbs[TagAction.DENIED]} denied; nothing written",
-        file=out,
-    )
-    _print_errors(counts.errors)
-
-
-def _row_entry(row: JobRow) -> dict[str, Any]:
-    return {
-        "job": row.id, "source": row.source, "repository": row.repository, "tag": row.tag,
-        "digest": row.digest, "destination": row.destination, "state": row.state.value,
-        "code": row.failure_code, "reason": row.failure_reason,
-    }  # fmt: skip
-
-
-def _by_destination(report: BackfillReport) -> dict[str, dict[str, int]]:
-    table: dict[str, dict[str, int]] = {}
-    empty = {"complete": 0, "failed": 0, "denied": 0, "repaired": 0, "bytes": 0}
-    denied = {r.id for r in report.denied}
-    for row in report.rows:
-        line = table.setdefault(row.destination, dict(empty))
-        if row.id in denied:
-            line["denied"] += 1
-        elif row.state is JobState.COMPLETE:
-            line["complete"] += 1
-            line["bytes"] += row.bytes_copied
-        elif row.state is JobState.FAILED:
-            line["failed"] += 1
-    for result in report.repairs:
-        line = table.setdefault(result.key.destination, dict(empty))
-        if result.error is None and result.stats is not None:
-            line["repaired"] += 1
-            line["bytes"] += result.stats.bytes_copied
-        else:
-            line["failed"] += 1
-    return table
-
-
-def _print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
-    table = _by_destination(report)
-    if as_json:
-        doc = {
-            "outcome": report.outcome.value, "interrupted": report.interrupted,
-            **_counts_doc(report.counts), "jobs": len(report.rows),
-            "bytes_copied": report.bytes_copied, "seconds": round(seconds, 3),
-            "destinations": table,
-            "failures": [_row_entry(r) for r in report.failed]
-            + [
-                {"destination": r.key.destination, "repository": r.key.repository,
-                 "tag": r.key.tag, "digest": r.key.digest, "state": "REPAIR_FAILED",
-                 "code": (r.error or "").split(":", 1)[0], "reason": r.error}
-                for r in report.repairs if r.error
-            ],
-            "denied": [_row_entry(r) for r in report.denied],
-            "unfinished": [_row_entry(r) for r in report.rows
-                           if r.state not in (JobState.COMPLETE, JobState.FAILED)],
-        }  # fmt: skip
-        print(json.dumps(doc), file=out)
-        return
-    header = ("DESTINATION", "COMPLETE", "FAILED", "DENIED", "REPAIRED", "BYTES")
-    lines = [header] + [
-        (name, *(str(line[k]) for k in ("complete", "failed", "denied", "repaired")),
-         _megabytes(line["bytes"]))
-        for name, line in sorted(table.items())
-    ]  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)), file=out
-        )
-    for row in report.failed:
-        print(f"failed: {_image(row)} -> {row.destination}: {row.failure_code}: "
-              f"{row.failure_reason}", file=out)  # fmt: skip
-    for result in report.repairs:
-        if result.error:
-            print(f"repair failed: {result.key}: {result.error}", file=out)
-    for row in report.denied:
-        print(f"denied: {_image(row)} -> {row.destination}: {row.failure_reason}", file=out)
-    counts = report.counts
-    state = "INTERRUPTED" if report.interrupted else report.outcome.value
-    print(
-        f"backfill {state}: {counts.repositories} repositories, {counts.tags} tags, "
-        f"{counts.up_to_date} up to date, {len(report.rows)} jobs, "
-        f"{_megabytes(report.bytes_copied)} in {seconds:.1f} s",
-        file=out,
-    )
-    if report.interrupted:
-        print("interrupted: run backfill again to resume", file=out)
-    _print_errors(counts.errors)
-
-
-def _image(row: JobRow) -> str:
-    return f"{row.source}/{row.repository}:{row.tag}@{row.digest}"
-
-
-def _print_errors(errors: Sequence[str]) -> None:
-    for error in errors:
-        print(f"scan error: {error}", file=sys.stderr)
+                await drawing
+            sys.stderr.write(f"\r{progress_line(report)}\n")

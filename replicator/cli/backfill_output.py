@@ -1,0 +1,176 @@
+"""What `replicator backfill` shows: the progress line, the plan of a dry run, the summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from replicator.backfill import ScanCounts
+from replicator.domain.jobs import JobState
+from replicator.domain.scan import TagAction, TagPlan
+from replicator.journal.models import JobRow
+
+if TYPE_CHECKING:
+    from replicator.cli.backfill import BackfillReport
+
+# The progress line is redrawn this often on a terminal: smooth enough, cheap enough.
+PROGRESS_REFRESH_SECONDS = 0.2
+
+
+async def progress(report: BackfillReport, stop: asyncio.Event, out: TextIO) -> None:
+    """Redraw one status line on the terminal until cancelled."""
+    while True:
+        out.write(f"\r{progress_line(report)}\x1b[K")
+        out.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROGRESS_REFRESH_SECONDS):
+                await stop.wait()
+
+
+def progress_line(report: BackfillReport) -> str:
+    counts, ledger = report.counts, report.ledger
+    done = f" ({ledger.done} done, {ledger.failed} failed)" if ledger is not None else ""
+    return (
+        f"backfill: {counts.repositories} repositories, {counts.tags} tags, "
+        f"{counts.up_to_date} up to date, {counts.copies} jobs{done}, "
+        f"{counts.denied} denied, {_megabytes(report.bytes_copied)}"
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _plan_entry(plan: TagPlan) -> dict[str, Any]:
+    key = plan.key
+    return {
+        "action": plan.action.value, "source": key.source, "repository": key.repository,
+        "tag": key.tag, "digest": key.digest, "destination": key.destination,
+        "reason": plan.reason,
+    }  # fmt: skip
+
+
+def _counts_doc(counts: ScanCounts) -> dict[str, Any]:
+    return {
+        "repositories": counts.repositories, "tags": counts.tags,
+        "up_to_date": counts.up_to_date, "errors": counts.errors,
+    }  # fmt: skip
+
+
+def print_plan(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
+    plans = sorted(report.plans, key=lambda p: (p.key.destination, p.key.repository, p.key.tag))
+    if as_json:
+        doc = {"dry_run": True, **_counts_doc(report.counts), "seconds": round(seconds, 3)}
+        print(json.dumps(doc | {"plan": [_plan_entry(p) for p in plans]}), file=out)
+        return
+    for plan in plans:
+        key = plan.key
+        image = f"{key.source}/{key.repository}:{key.tag}@{key.digest}"
+        print(f"{plan.action.value:<7} {image} -> {key.destination}: {plan.reason}", file=out)
+    counts = report.counts
+    verbs = {action: sum(1 for p in plans if p.action is action) for action in TagAction}
+    print(
+        f"dry run: {counts.repositories} repositories, {counts.tags} tags scanned; "
+        f"{counts.up_to_date} up to date, {verbs[TagAction.COPY]} to copy, "
+        f"{verbs[TagAction.REPAIR]} to repair, {verbs[TagAction.DENIED]} denied; nothing written",
+        file=out,
+    )
+    print_errors(counts.errors)
+
+
+def _row_entry(row: JobRow) -> dict[str, Any]:
+    return {
+        "job": row.id, "source": row.source, "repository": row.repository, "tag": row.tag,
+        "digest": row.digest, "destination": row.destination, "state": row.state.value,
+        "code": row.failure_code, "reason": row.failure_reason,
+    }  # fmt: skip
+
+
+def _by_destination(report: BackfillReport) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    empty = {"complete": 0, "failed": 0, "denied": 0, "repaired": 0, "bytes": 0}
+    denied = {r.id for r in report.denied}
+    for row in report.rows:
+        line = table.setdefault(row.destination, dict(empty))
+        if row.id in denied:
+            line["denied"] += 1
+        elif row.state is JobState.COMPLETE:
+            line["complete"] += 1
+            line["bytes"] += row.bytes_copied
+        elif row.state is JobState.FAILED:
+            line["failed"] += 1
+    for result in report.repairs:
+        line = table.setdefault(result.key.destination, dict(empty))
+        if result.error is None and result.stats is not None:
+            line["repaired"] += 1
+            line["bytes"] += result.stats.bytes_copied
+        else:
+            line["failed"] += 1
+    return table
+
+
+def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
+    table = _by_destination(report)
+    if as_json:
+        doc = {
+            "outcome": report.outcome.value, "interrupted": report.interrupted,
+            **_counts_doc(report.counts), "jobs": len(report.rows),
+            "bytes_copied": report.bytes_copied, "seconds": round(seconds, 3),
+            "destinations": table,
+            "failures": [_row_entry(r) for r in report.failed]
+            + [
+                {"destination": r.key.destination, "repository": r.key.repository,
+                 "tag": r.key.tag, "digest": r.key.digest, "state": "REPAIR_FAILED",
+                 "code": (r.error or "").split(":", 1)[0], "reason": r.error}
+                for r in report.repairs if r.error
+            ],
+            "denied": [_row_entry(r) for r in report.denied],
+            "unfinished": [_row_entry(r) for r in report.rows
+                           if r.state not in (JobState.COMPLETE, JobState.FAILED)],
+        }  # fmt: skip
+        print(json.dumps(doc), file=out)
+        return
+    header = ("DESTINATION", "COMPLETE", "FAILED", "DENIED", "REPAIRED", "BYTES")
+    lines = [header] + [
+        (name, *(str(line[k]) for k in ("complete", "failed", "denied", "repaired")),
+         _megabytes(line["bytes"]))
+        for name, line in sorted(table.items())
+    ]  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)), file=out
+        )
+    for row in report.failed:
+        print(f"failed: {_image(row)} -> {row.destination}: {row.failure_code}: "
+              f"{row.failure_reason}", file=out)  # fmt: skip
+    for result in report.repairs:
+        if result.error:
+            print(f"repair failed: {result.key}: {result.error}", file=out)
+    for row in report.denied:
+        print(f"denied: {_image(row)} -> {row.destination}: {row.failure_reason}", file=out)
+    counts = report.counts
+    state = "INTERRUPTED" if report.interrupted else report.outcome.value
+    print(
+        f"backfill {state}: {counts.repositories} repositories, {counts.tags} tags, "
+        f"{counts.up_to_date} up to date, {len(report.rows)} jobs, "
+        f"{_megabytes(report.bytes_copied)} in {seconds:.1f} s",
+        file=out,
+    )
+    if report.interrupted:
+        print("interrupted: run backfill again to resume", file=out)
+    print_errors(counts.errors)
+
+
+def _image(row: JobRow) -> str:
+    return f"{row.source}/{row.repository}:{row.tag}@{row.digest}"
+
+
+def print_errors(errors: Sequence[str]) -> None:
+    """Scan errors, one line each, on stderr."""
+    for error in errors:
+        print(f"scan error: {error}", file=sys.stderr)
