@@ -29,7 +29,7 @@ from replicator.domain.plan import (
 )
 from replicator.domain.refs import is_digest
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
-from replicator.gather import gather_all
+from replicator.gather import gather_all, task_group
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.client import RegistryClient
@@ -131,8 +131,14 @@ class Copier:
         *,
         tag: str | None = None,
         with_referrers: bool = True,
+        eager: bool = False,
     ) -> CopyResult:
         """Copy the image `reference` (tag or digest) of `src` to `dst`, under `tag` if given.
+
+        With `eager` (a job from a fresh push, whose image the destination almost never has),
+        the source manifest is fetched while the destination is asked, and when `reference` is
+        a digest the source `tag` is checked too: if it has moved on to another digest since,
+        the image is copied untagged, so replication never moves a tag backwards.
 
         Returns the digest copied, what was done and the index's children. Raises the typed
         errors: NotFoundError when the source image is missing, DigestMismatch, ManifestError,
@@ -141,21 +147,42 @@ class Copier:
         progress = _Progress()
         bound = log.bind(source=str(src), destination=str(dst), reference=reference)
         digest = await self._source_digest(src, reference)
-        dest_tag = await retried(manifests.head, dst.client, dst.repository, tag) if tag else None
-        has_digest = (dest_tag is not None and dest_tag.digest == digest) or (
-            await retried(manifests.head, dst.client, dst.repository, digest) is not None
-        )
+        # The first facts in one round trip: destination digest and tag, and when eager the
+        # source manifest and the source tag.
+        guard = eager and tag is not None and reference == digest
+        async with task_group() as group:
+
+            def head(side: Endpoint, ref: str) -> asyncio.Task[manifests.ManifestHead | None]:
+                return group.create_task(retried(manifests.head, side.client, side.repository, ref))
+
+            at_digest = head(dst, digest)
+            at_tag = head(dst, tag) if tag else None
+            source_tag = head(src, tag) if guard and tag else None
+            fetched = (
+                group.create_task(retried(manifests.get, src.client, src.repository, digest))
+                if eager
+                else None
+            )
+        moved = source_tag.result() if source_tag else None
+        if moved is not None and moved.digest != digest:
+            bound.info("tag_moved_at_source", tag=tag, now=moved.digest)
+            tag, at_tag = None, None
+        dest_tag = at_tag.result() if at_tag else None
         shortcut = quick_check(
             source_digest=digest,
             tag=tag,
             dest_tag_digest=dest_tag.digest if dest_tag else None,
-            dest_has_digest=has_digest,
+            dest_has_digest=at_digest.result() is not None,
         )
         progress.stats.images = 1
         if shortcut is Shortcut.UP_TO_DATE:
             bound.debug("image_up_to_date", digest=digest)
             return CopyResult(digest, progress.stats)
-        root = await retried(manifests.get, src.client, src.repository, digest)
+        root = (
+            fetched.result()
+            if fetched is not None
+            else await retried(manifests.get, src.client, src.repository, digest)
+        )
         if shortcut is Shortcut.TAG_ONLY:
             plan = plan_copy(root, {}, DestinationFacts(frozenset({digest})), tag=tag)
             tree = tuple(child.digest for child in root.children)

@@ -33,15 +33,9 @@ async def run_job(
             decision = admit_replication(source, target, row.repository, repository_exists=exists)
         if not decision.allowed:
             raise PolicyDenied(decision.reason)
-    tag = row.tag or None
-    if tag is not None:
-        current = await retried(manifests.head, src.client, src.repository, tag)
-        if current is not None and current.digest != row.digest:
-            # The tag moved on at the source since this push: copy the pushed digest, but leave
-            # the tag to the newer push's job so replication never moves a tag backwards.
-            log.info("tag_moved_at_source", tag=tag, now=current.digest)
-            tag = None
-    return await copier.copy_image(src, row.digest, dst, tag=tag)
+    # eager: fetch the source manifest while asking the destination, and leave the tag alone
+    # if it has moved on at the source since this push (the newer push's job sets it).
+    return await copier.copy_image(src, row.digest, dst, tag=row.tag or None, eager=True)
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:

@@ -145,10 +145,13 @@ class Authenticator:
                 raise AuthError(
                     "registry requires Basic credentials and none are configured", status=401
                 )
-            if self._basic:
+            basic = self._credentials.basic_header()
+            # Refused only if this very request carried them: concurrent first requests all go
+            # out anonymous and all come back 401 before any of them has learnt the scheme.
+            if response.request.headers.get("authorization") == basic:
                 raise AuthError("registry refused the configured credentials", status=401)
             self._basic = True
-            return self._credentials.basic_header()
+            return basic
         if challenge.scheme == "bearer":
             self._bearer = challenge
             self._tokens.pop(scope, None)
