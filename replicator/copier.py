@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from replicator.blob_locations import BlobLocations
+from replicator.copy_results import CopyFailure, CopyResult, CopyStats
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import ManifestKind
 from replicator.domain.plan import (
@@ -36,6 +37,7 @@ from replicator.registry.client import RegistryClient
 from replicator.retry import retried
 
 log = get_logger(__name__)
+__all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats", "Endpoint"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -44,46 +46,6 @@ DEFAULT_CONCURRENCY = 16
 # An index nests at most this deep (an index of indexes is legal, deeper is not seen in practice);
 # the bound also stops a cyclic reference from recursing forever.
 MAX_TREE_DEPTH = 4
-
-
-@dataclass(slots=True)
-class CopyStats:
-    """What a copy did, summed over images."""
-
-    images: int = 0
-    manifests: int = 0
-    blobs_copied: int = 0
-    blobs_mounted: int = 0
-    blobs_skipped: int = 0
-    bytes_copied: int = 0
-
-    def add(self, other: CopyStats) -> None:
-        """Add `other` into this one."""
-        self.images += other.images
-        self.manifests += other.manifests
-        self.blobs_copied += other.blobs_copied
-        self.blobs_mounted += other.blobs_mounted
-        self.blobs_skipped += other.blobs_skipped
-        self.bytes_copied += other.bytes_copied
-
-
-@dataclass(frozen=True, slots=True)
-class CopyResult:
-    """One image copied: its digest, what was done, and the manifests its index lists (which
-    the daemon's jobs for those children no longer need to copy)."""
-
-    digest: str
-    stats: CopyStats
-    children: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CopyFailure:
-    """An image that could not be copied, with the error's code and message."""
-
-    image: str
-    code: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
