@@ -290,14 +290,19 @@ class Copier:
         while (pending := self._inflight.get(key)) is not None:
             await asyncio.wait([pending])
         holder = self._locations.holder(*key)
-        if holder == dst.repository:
+        if self._locations.holds(*key, dst.repository):
+            # Placed here by another job meanwhile. Never mount or upload it again: the
+            # filesystem driver of distribution rewrites the repository's link file in place
+            # (truncate, then write), and a manifest PUT verifying it at that moment is refused
+            # MANIFEST_BLOB_UNKNOWN.
             progress.stats.blobs_skipped += 1
             self._observe("skipped", 0)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            mount_from = step.mount_from or holder
+            # A repository known to hold it now beats the plan's guess.
+            mount_from = holder or step.mount_from
             await retried(self._transfer, step, src, dst, mount_from, progress)
             self._locations.remember(dst.client.host, digest, dst.repository)
         finally:

@@ -49,7 +49,16 @@ def error_for(response: httpx.Response, body: bytes) -> RegistryError:
         return NotFoundError(text, status=status, error_codes=codes)
     if status in (401, 403):
         return AuthError(text, status=status, error_codes=codes)
-    return RegistryError(text, status=status, error_codes=codes, retry_after=retry_after)
+    # Quirk of distribution's filesystem driver: a blob's link file in a repository is
+    # rewritten in place when the blob is linked again (a mount or upload by another client),
+    # and a manifest PUT that verifies it during that instant is refused MANIFEST_BLOB_UNKNOWN.
+    # Retried, the PUT succeeds; a blob really missing fails again and ends the job.
+    temporary = (
+        True if response.request.method == "PUT" and "MANIFEST_BLOB_UNKNOWN" in codes else None
+    )
+    return RegistryError(
+        text, status=status, error_codes=codes, retry_after=retry_after, temporary=temporary
+    )
 
 
 async def raise_for_status(response: httpx.Response, expected: tuple[int, ...]) -> None:

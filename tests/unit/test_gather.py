@@ -66,3 +66,16 @@ class TestBlobLocations:
         assert places.holder("h", "sha256:2") is None
         assert places.holder("h", "sha256:1") == "r"
         assert places.holder("h", "sha256:3") == "r"
+
+
+class TestBlobLocationsHolds:
+    """holds() tells whether a repository already has a blob, for every repository seen."""
+
+    def test_every_repository_seen_is_remembered(self) -> None:
+        """A blob placed in several repositories is known in each, not only the latest."""
+        places = BlobLocations()
+        for repository in ("team/a", "team/b", "team/c"):
+            places.remember("h", "sha256:x", repository)
+        assert all(places.holds("h", "sha256:x", r) for r in ("team/a", "team/b", "team/c"))
+        assert not places.holds("h", "sha256:x", "team/d")
+        assert places.holder("h", "sha256:x") == "team/c"

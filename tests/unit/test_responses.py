@@ -131,6 +131,19 @@ class TestErrorFor:
         assert error.retry_after == expected
 
 
+class TestManifestBlobUnknownQuirk:
+    """A manifest PUT refused MANIFEST_BLOB_UNKNOWN is retried (distribution's link-file race)."""
+
+    @pytest.mark.parametrize(
+        ("method", "temporary"), [("PUT", True), ("GET", False)], ids=["put", "other-method"]
+    )
+    def test_temporary_only_for_put(self, method: str, temporary: bool) -> None:
+        """Only the PUT of a manifest naming a blob the registry briefly lost is temporary."""
+        body = _body({"code": "DIGEST_INVALID"}, {"code": "MANIFEST_BLOB_UNKNOWN"})
+        error = error_for(_response(400, body, method=method), body)
+        assert error.temporary is temporary
+
+
 class TestDescribe:
     """describe(): `METHOD host[:port]/path`, without query or credentials."""
 
