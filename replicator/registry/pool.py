@@ -1,7 +1,7 @@
 """One RegistryClient per registry, each with its own HTTP connection pool.
 
-A pool per registry, not one shared: httpcore scans every connection of a pool on each request
-(encode/httpcore#928), so one big shared pool cost a fifth of the daemon's CPU in a burst.
+A pool per registry, so each registry's connection limit follows its request slots
+(`workers.per_registry`) and a slow registry's connections never crowd out another's.
 """
 
 from __future__ import annotations
