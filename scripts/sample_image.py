@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.images import LayerSpec, OCILayout  # noqa: E402 - after the path tweak
+from tests.support.images import LayerSpec, OCILayout
 
 # Two shared 1 MiB base layers and a small top layer per platform: big enough to see bytes move.
 LAYERS = [LayerSpec(1, 1024 * 1024), LayerSpec(2, 1024 * 1024), LayerSpec(3, 64 * 1024)]
