@@ -40,6 +40,13 @@ log = get_logger(__name__)
 CONNECT_WAIT_SECONDS = 10.0
 
 
+# In a fleet, an IN_PROGRESS job claimed longer ago than this is taken for an orphan of a dead
+# peer: far beyond the copy of any real image on a LAN, short enough to repair within minutes.
+FLEET_ORPHAN_SECONDS = 600.0
+# How often a fleet member looks for such orphans: a tenth of the age that makes one.
+ORPHAN_SWEEP_SECONDS = FLEET_ORPHAN_SECONDS / 10
+
+
 class Daemon:
     """`replicator run`: one process, one config, one journal."""
 
@@ -74,8 +81,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.journal = await Journal.open(self.config.journal.url)
         try:
+            # Alone, every IN_PROGRESS job at start is ours, orphaned by a crash: resume them all.
+            # In a fleet (shared group) peers may be running theirs right now: resume only jobs
+            # claimed long enough ago that no live daemon can still be copying them.
+            fleet = bool(self.config.mqtt.shared_group)
             resumed = await self.journal.resume_interrupted(
-                max_attempts=self.config.workers.max_attempts
+                started_before=(
+                    datetime.now(UTC) - timedelta(seconds=FLEET_ORPHAN_SECONDS) if fleet else None
+                ),
+                max_attempts=self.config.workers.max_attempts,
             )
             log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
             async with (
@@ -99,6 +113,7 @@ class Daemon:
                     group.create_task(self._announce(bus), name="announce"),
                     group.create_task(self._notifier.watchdog_loop(), name="watchdog"),
                     group.create_task(reconcile_forever(self, self._stopping), name="reconcile"),
+                    group.create_task(self._sweep_orphans(), name="orphans"),
                 ]
                 await self._stopping.wait()
                 self._notifier.stopping("draining in-flight copies")
@@ -110,6 +125,24 @@ class Daemon:
             await self.journal.close()
         log.info("daemon_stopped")
         return 0
+
+    async def _sweep_orphans(self) -> None:
+        """In a fleet, re-queue jobs a dead peer left IN_PROGRESS (alone, start-up does it)."""
+        if not self.config.mqtt.shared_group:
+            return
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ORPHAN_SWEEP_SECONDS):
+                    await self._stopping.wait()
+            if self._stopping.is_set() or self.journal is None:
+                return
+            try:
+                await self.journal.resume_interrupted(
+                    started_before=datetime.now(UTC) - timedelta(seconds=FLEET_ORPHAN_SECONDS),
+                    max_attempts=self.config.workers.max_attempts,
+                )
+            except JournalError as exc:
+                log.warning("orphan_sweep_failed", error=str(exc))
 
     def stop(self) -> None:
         """Stop taking messages; in-flight copies get the grace period, the rest stays queued."""
