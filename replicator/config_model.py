@@ -41,6 +41,11 @@ MIB = 1024 * 1024
 DEFAULT_CHUNK_THRESHOLD = 64 * MIB
 # Below 5 MiB, S3-backed registries refuse non-final chunks (S3's multipart minimum).
 MIN_CHUNK_THRESHOLD = 5 * MIB
+# In a fleet, a job claimed longer ago than this is taken for an orphan of a dead peer: far
+# beyond the copy of any real image on a LAN, short enough to repair within minutes.
+DEFAULT_ORPHAN_AFTER = 600.0
+# Below a second even a live peer's smallest copy would be taken from it and run twice.
+MIN_ORPHAN_AFTER = 1.0
 # Registry names appear as one MQTT topic level and in metrics labels.
 _NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
@@ -168,13 +173,15 @@ class MqttConfig(_Section):
 
 
 class WorkersConfig(_Section):
-    """[workers]: concurrency limits, attempts, shutdown grace and the chunked-upload threshold."""
+    """[workers]: concurrency limits, attempts, shutdown grace, the chunked-upload threshold and
+    (in a fleet) the age at which a claimed job is taken for a dead peer's orphan."""
 
     concurrency: Annotated[int, Field(ge=1)] = 16
     per_registry: Annotated[int, Field(ge=1)] = 8
     max_attempts: Annotated[int, Field(ge=1)] = 10
     grace_period: Annotated[float, Field(ge=0)] = 30.0
     chunk_threshold: Annotated[int, Field(ge=MIN_CHUNK_THRESHOLD)] = DEFAULT_CHUNK_THRESHOLD
+    orphan_after: Annotated[float, Field(ge=MIN_ORPHAN_AFTER)] = DEFAULT_ORPHAN_AFTER
 
 
 class HttpConfig(_Listener):

@@ -38,13 +38,9 @@ log = get_logger(__name__)
 
 # How long `run` waits for the broker before reporting not-ready (it keeps trying afterwards).
 CONNECT_WAIT_SECONDS = 10.0
-
-
-# In a fleet, an IN_PROGRESS job claimed longer ago than this is taken for an orphan of a dead
-# peer: far beyond the copy of any real image on a LAN, short enough to repair within minutes.
-FLEET_ORPHAN_SECONDS = 600.0
-# How often a fleet member looks for such orphans: a tenth of the age that makes one.
-ORPHAN_SWEEP_SECONDS = FLEET_ORPHAN_SECONDS / 10
+# A fleet member looks for orphans ([workers] orphan_after) ten times per that age: a dead
+# peer's jobs wait at most a tenth longer than the age, for one cheap query a sweep.
+ORPHAN_SWEEPS_PER_AGE = 10
 
 
 class Daemon:
@@ -86,9 +82,7 @@ class Daemon:
             # claimed long enough ago that no live daemon can still be copying them.
             fleet = bool(self.config.mqtt.shared_group)
             resumed = await self.journal.resume_interrupted(
-                started_before=(
-                    datetime.now(UTC) - timedelta(seconds=FLEET_ORPHAN_SECONDS) if fleet else None
-                ),
+                started_before=self._orphaned_before() if fleet else None,
                 max_attempts=self.config.workers.max_attempts,
             )
             log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
@@ -132,17 +126,23 @@ class Daemon:
             return
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(ORPHAN_SWEEP_SECONDS):
+                async with asyncio.timeout(
+                    self.config.workers.orphan_after / ORPHAN_SWEEPS_PER_AGE
+                ):
                     await self._stopping.wait()
             if self._stopping.is_set() or self.journal is None:
                 return
             try:
                 await self.journal.resume_interrupted(
-                    started_before=datetime.now(UTC) - timedelta(seconds=FLEET_ORPHAN_SECONDS),
+                    started_before=self._orphaned_before(),
                     max_attempts=self.config.workers.max_attempts,
                 )
             except JournalError as exc:
                 log.warning("orphan_sweep_failed", error=str(exc))
+
+    def _orphaned_before(self) -> datetime:
+        """In a fleet, a job claimed before this moment is a dead peer's orphan."""
+        return datetime.now(UTC) - timedelta(seconds=self.config.workers.orphan_after)
 
     def stop(self) -> None:
         """Stop taking messages; in-flight copies get the grace period, the rest stays queued."""

@@ -1,9 +1,11 @@
-"""Scale-out: two daemons in one MQTT shared-subscription group over one journal."""
+"""Scale-out: two daemons in one MQTT shared-subscription group over one journal; a dead
+peer's claimed jobs are swept back to the queue by the survivor."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,19 +13,23 @@ import pytest
 from replicator.domain.jobs import JobState
 from tests.support.daemon import (
     DESTINATIONS,
+    USW2,
     DaemonProcess,
     JournalReader,
     manifest_digest,
     push_images,
     start_stack,
     topology,
+    wait_for,
     write_config,
 )
+from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.journal_fixtures import PostgresServer
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.ports import free_port
 from tests.support.registry_fixtures import RegistryFactory
+from tests.support.registry_server import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,6 +38,17 @@ BURST = 24
 GROUP = "replicators"
 # 24 images x 2 destinations on two daemons take seconds; 90 s covers a loaded CI machine.
 BURST_FINISHED_SECONDS = 90.0
+# The orphan test's burst: enough events that the doomed daemon gets (and claims) some of them.
+ORPHAN_BURST = 8
+# [workers] orphan_after in the orphan test: well above a loopback copy (milliseconds), so the
+# survivor never takes its own running jobs, short enough that the test waits seconds only.
+ORPHAN_AFTER_SECONDS = 3.0
+# The doomed daemon's manifest PUTs to usw2 are held longer than the whole test: its claims
+# can only end by the sweep.
+HELD_SECONDS = 120.0
+# Jobs recorded, one held claim, then orphan_after plus a sweep and the copies: seconds.
+ORPHAN_STEP_SECONDS = 20.0
+MANIFEST_PUT = requests("PUT", r"/manifests/")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -96,3 +113,92 @@ def test_two_daemons_in_a_shared_group_replicate_a_burst_once(
         for destination in DESTINATIONS:
             url = stack.registries[destination].url
             assert manifest_digest(url, "prod/fleet", image.tag) == image.digest
+
+
+def with_orphan_after(config: Path, seconds: float) -> Path:
+    """Set [workers] orphan_after in a config written by write_config; the config's path."""
+    text = config.read_text()
+    assert text.count("[workers]\n") == 1
+    config.write_text(text.replace("[workers]\n", f"[workers]\norphan_after = {seconds}\n"))
+    return config
+
+
+def test_survivor_sweeps_a_killed_peers_claimed_jobs(
+    registry_factory: RegistryFactory,
+    mosquitto_factory: MosquittoFactory,
+    fault_proxy_factory: Callable[[Registry], FaultProxy],
+    tmp_path: Path,
+) -> None:
+    """A fleet daemon killed with -9 while holding claimed jobs: after orphan_after the
+    survivor re-queues them, and every image ends at both destinations, each job COMPLETE and
+    completed exactly once."""
+    journal_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    proxies: list[FaultProxy] = []
+
+    def held_usw2(registry: Registry) -> str:
+        proxies.append(fault_proxy_factory(registry))
+        return proxies[-1].url
+
+    stack = start_stack(
+        tmp_path / "doomed",
+        mosquitto_factory(),
+        lambda url: registry_factory(notifications_url=url),
+        journal_url=journal_url,
+        shared_group=GROUP,
+        client_id="fleet-doomed",
+        front={USW2: held_usw2},
+        start_daemon=False,
+    )
+    (proxy,) = proxies
+    held = proxy.add(Fault.stall(MANIFEST_PUT, HELD_SECONDS, times=ORPHAN_BURST * 2))
+    doomed = stack.daemon
+    settings = dataclasses.replace(
+        stack.settings, client_id="fleet-survivor", http_port=free_port()
+    )
+    urls = {name: registry.url for name, registry in stack.registries.items()}
+    survivor = DaemonProcess(
+        with_orphan_after(
+            write_config(tmp_path / "survivor", topology(urls), settings), ORPHAN_AFTER_SECONDS
+        ),
+        settings.http_port,
+    )
+    journal = JournalReader(journal_url)
+    try:
+        with_orphan_after(stack.config, ORPHAN_AFTER_SECONDS)
+        doomed.start()
+        survivor.start()
+        layout = OCILayout(tmp_path / "layout")
+        images = [
+            layout.image(f"o{n}", [LayerSpec(1, 4 * KIB), LayerSpec(30_000 + n, 2 * KIB)])
+            for n in range(ORPHAN_BURST)
+        ]
+        tags = [("prod/orphans", f"o{n}") for n in range(ORPHAN_BURST)]
+        push_images(layout.path, stack.source.url, tags)
+        # Every event journaled (so none waits unacknowledged in the doomed daemon's session)
+        # and at least one usw2 copy held inside the doomed daemon: then it dies.
+        wait_for(
+            lambda: len(journal.jobs()) >= ORPHAN_BURST * len(DESTINATIONS) and held.injected > 0,
+            timeout=ORPHAN_STEP_SECONDS,
+            what="every job recorded and a copy held in the doomed daemon",
+        )
+        doomed.kill()
+        rows = journal.wait_finished(ORPHAN_BURST * len(DESTINATIONS), timeout=ORPHAN_STEP_SECONDS)
+    finally:
+        survivor.stop()
+        stack.stop()
+    assert len(rows) == ORPHAN_BURST * len(DESTINATIONS)
+    assert {row.state for row in rows} == {JobState.COMPLETE}
+    orphans = {row.id for row in rows if row.attempts > 1}
+    assert orphans, "the doomed daemon held no claimed job when killed"
+    assert {row.destination for row in rows if row.id in orphans} == {USW2}
+    assert [line["resumed"] for line in survivor.events("daemon_starting")] == [0]
+    assert survivor.events("jobs_resumed"), "the survivor swept nothing"
+    survivor_done = Counter(line["job"] for line in survivor.events("job_complete"))
+    doomed_done = Counter(line["job"] for line in doomed.events("job_complete"))
+    assert survivor_done + doomed_done == Counter({row.id: 1 for row in rows})
+    assert orphans <= set(survivor_done)
+    for image in images:
+        assert image.tag is not None
+        for destination in DESTINATIONS:
+            url = stack.registries[destination].url
+            assert manifest_digest(url, "prod/orphans", image.tag) == image.digest
