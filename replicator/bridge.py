@@ -5,6 +5,10 @@ checks the token, the source name and that the body is an envelope, publishes th
 QoS 1, and answers 200 only after the broker's PUBACK. Whenever it cannot vouch for delivery it
 answers 503, and distribution keeps the envelope and retries with backoff: that is how events
 survive a broker outage. The daemon does all interpretation; the bridge stays dumb and fast.
+
+SIGHUP re-reads the config and applies what a request uses (the source names, the token);
+requests already past their checks finish as they began. [mqtt] and the listen address are
+bound at start: a change to them is logged as needing a restart.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Collection
 
 from replicator.bus import Bus, BusOptions
 from replicator.config import Config
+from replicator.config_reload import changed_keys, reread
 from replicator.domain.events import DISTRIBUTION_EVENTS_MEDIA_TYPE, MAX_PAYLOAD_BYTES
 from replicator.domain.topics import topic_for_source
 from replicator.errors import BusError
@@ -33,6 +38,9 @@ ACCEPTED_CONTENT_TYPES = frozenset({DISTRIBUTION_EVENTS_MEDIA_TYPE, "application
 # backoff schedule regardless).
 RETRY_AFTER_SECONDS = 1
 _UNAUTHORIZED_CHALLENGE = ("www-authenticate", 'Bearer realm="replicator-bridge"')
+# Bound when the bridge starts (its broker connection, its listening socket), so a reload
+# cannot apply them.
+RESTART_KEYS = ("mqtt", "bridge.listen")
 
 
 class Bridge:
@@ -47,8 +55,12 @@ class Bridge:
         token: str | None = None,
     ) -> None:
         self.bus = bus
-        self.sources = frozenset(sources)
         self.events_topic = events_topic
+        self.configure(sources=sources, token=token)
+
+    def configure(self, *, sources: Collection[str], token: str | None) -> None:
+        """Accept these source names and this bearer token (None: no token) from now on."""
+        self.sources = frozenset(sources)
         self._token = token.encode() if token else None
 
     def routes(self) -> list[Route]:
@@ -121,6 +133,30 @@ def envelope_problem(body: bytes) -> str | None:
     return None
 
 
+def token_of(config: Config) -> str | None:
+    """The bearer token webhooks must present under `config`, or None."""
+    return config.bridge.token.get_secret_value() if config.bridge.token is not None else None
+
+
+def reload_bridge(bridge: Bridge, started: Config, *, listen_given: bool = False) -> None:
+    """SIGHUP: apply the config file's sources and token to `bridge`, or keep the old ones when
+    the file is invalid; warn about changes to what is bound at start (`started`'s values)."""
+    fresh = reread(started)
+    if fresh is None:
+        return
+    bridge.configure(sources=fresh.registries, token=token_of(fresh))
+    fixed = [key for key in RESTART_KEYS if not (listen_given and key == "bridge.listen")]
+    restart = changed_keys(started, fresh, fixed)
+    if restart:
+        log.warning("config_restart_required", keys=restart)
+    log.info(
+        "config_reloaded",
+        path=str(fresh.path),
+        sources=sorted(bridge.sources),
+        token_required=fresh.bridge.token is not None,
+    )
+
+
 def bridge_bus_options(config: Config) -> BusOptions:
     """The bridge's MQTT client: its own id, no subscription, no persistent session."""
     return BusOptions.from_config(
@@ -134,19 +170,27 @@ def bridge_bus_options(config: Config) -> BusOptions:
 async def serve(
     config: Config, *, listen: str | None = None, stop: asyncio.Event | None = None
 ) -> None:
-    """Run the bridge until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
+    """Run the bridge until `stop` is set; when `stop` is None, until SIGTERM/SIGINT, and
+    SIGHUP reloads the config."""
     host, port = _split_listen(listen) if listen else (config.bridge.host, config.bridge.port)
-    token = config.bridge.token.get_secret_value() if config.bridge.token is not None else None
     notifier = Notifier.from_environment()
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if own_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     async with Bus(bridge_bus_options(config)) as bus:
         bridge = Bridge(
-            bus=bus, sources=config.registries, events_topic=config.mqtt.events_topic, token=token
+            bus=bus,
+            sources=config.registries,
+            events_topic=config.mqtt.events_topic,
+            token=token_of(config),
         )
+        if own_signals:
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: reload_bridge(bridge, config, listen_given=bool(listen))
+            )
         async with (
             HttpServer(
                 bridge.routes(), host=host, port=port, max_body=MAX_PAYLOAD_BYTES, name="bridge"

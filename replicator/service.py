@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from replicator.backfill import reconcile_forever
 from replicator.config import Config, load_config
+from replicator.config_reload import reread
 from replicator.copier import Copier
 from replicator.domain import jobs as job_rules
 from replicator.domain.events import DeleteEvent, Ignored, PushEvent, parse_payload
 from replicator.domain.routing import Routing, Site, route_delete, route_push
-from replicator.errors import BusError, EventError, JournalError, ReplicatorError
+from replicator.errors import BusError, EventError, JournalError
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
@@ -150,10 +151,8 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: load the config again; keep the old one if the new one is invalid."""
-        try:
-            fresh = load_config(self.config.path)
-        except ReplicatorError as exc:
-            log.error("config_reload_refused", error=str(exc))  # noqa: TRY400 - the message is the point
+        fresh = reread(self.config)
+        if fresh is None:
             return
         self.config = fresh
         self.sites = sites_of(fresh)

@@ -15,7 +15,9 @@ def register(subparsers: Any) -> None:
         help="receive registry webhooks and publish them on the MQTT bus",
         description="Serve POST /events/<source-name> for registry notifications and publish "
         "each envelope at QoS 1 on registry/<source-name>/events, answering 200 only after the "
-        "broker acknowledged (503 while it is unreachable, so the registry retries).",
+        "broker acknowledged (503 while it is unreachable, so the registry retries). SIGHUP "
+        "re-reads the config: registry names and token apply at once, [mqtt] and the listen "
+        "address at the next restart.",
     )
     parser.add_argument(
         "--listen", metavar="HOST:PORT",
@@ -29,7 +31,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handle `replicator bridge`: serve until SIGTERM or SIGINT, then exit 0."""
+    """Handle `replicator bridge`: serve until SIGTERM or SIGINT (SIGHUP reloads the config),
+    then exit 0."""
     import asyncio
 
     from replicator.bridge import serve
