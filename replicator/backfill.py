@@ -18,17 +18,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from replicator.config import Config
 from replicator.copier import Copier, CopyStats, Endpoint
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
-from replicator.errors import ReplicatorError
-from replicator.gather import gather_all
-from replicator.journal.models import JobRow
-from replicator.journal.store import Journal
+from replicator.errors import JournalError, ReplicatorError
+from replicator.gather import gather_all, task_group
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient
@@ -37,6 +35,12 @@ from replicator.retry import retried
 from replicator.runner import JobRunner
 from replicator.sites import settings_for
 from replicator.workers import run_job
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from replicator.journal.models import JobRow
+    from replicator.journal.store import Journal
 
 log = get_logger(__name__)
 
@@ -67,6 +71,28 @@ class ScanCounts:
     denied: int = 0
     repairs: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+class ScanJournal(Protocol):
+    """What a scan and its sink need of the journal (a Journal, or `replicator backfill`'s
+    stand-in that opens one only when the scan first finds work)."""
+
+    async def status(
+        self,
+        source: str | None,
+        repository: str,
+        *,
+        digest: str | None = None,
+        tag: str | None = None,
+    ) -> list[JobRow]: ...
+
+    async def add_jobs(
+        self,
+        keys: Sequence[JobKey],
+        *,
+        pushed_at: datetime | None = None,
+        denied: Mapping[JobKey, str] | None = None,
+    ) -> int: ...
 
 
 class PlanSink(Protocol):
@@ -105,7 +131,7 @@ async def for_each_repository(
             if stop is None or not stop.is_set():
                 await work(name)
 
-    async with asyncio.TaskGroup() as group:
+    async with task_group() as group:
         for _ in range(in_flight):
             group.create_task(worker())
         try:
@@ -136,7 +162,7 @@ class Scanner:
         pool: ClientPool,
         options: ScanOptions,
         *,
-        journal: Journal | None = None,
+        journal: ScanJournal | None = None,
         counts: ScanCounts | None = None,
     ) -> None:
         self._config = config
@@ -158,6 +184,8 @@ class Scanner:
                 await for_each_repository(
                     tags.catalog(client, self._options.repository_prefix), one, stop=stop
                 )
+            except JournalError:
+                raise
             except ReplicatorError as exc:
                 self._error(f"{source.name}: catalog: {exc}")
         return self.counts
@@ -169,6 +197,8 @@ class Scanner:
     async def _repository(self, source: Site, repository: str, sink: PlanSink) -> None:
         try:
             plans = await self._plans(source, repository)
+        except JournalError:
+            raise  # not this repository's fault: the whole run cannot record anything
         except ReplicatorError as exc:
             self._error(f"{source.name}/{repository}: {exc.code}: {exc}")
             return
@@ -242,7 +272,7 @@ def _existence_matters(source: Site, target: Site, repository: str) -> bool:
 class Journaller:
     """The sink of a real (not dry) run: journals copies and denials, keeps repairs aside."""
 
-    def __init__(self, journal: Journal, *, wake: Callable[[], None] | None = None) -> None:
+    def __init__(self, journal: ScanJournal, *, wake: Callable[[], None] | None = None) -> None:
         self._journal = journal
         self._wake = wake
         self.keys: dict[tuple[str, str], list[JobKey]] = {}

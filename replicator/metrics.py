@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from replicator.journal.models import JobRow
 from replicator.retry import set_retry_hook
+
+if TYPE_CHECKING:
+    from replicator.journal.models import JobRow
 
 # Push-to-COMPLETE latency buckets: the target is well under a second on a LAN, WAN copies of
 # large images take minutes; the buckets cover both ends.

@@ -24,8 +24,6 @@ from replicator.domain import jobs as job_rules
 from replicator.domain.jobs import JobKey
 from replicator.domain.routing import Site
 from replicator.errors import JournalError, ReplicatorError
-from replicator.journal.models import JobRow
-from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.metrics import Metrics
 from replicator.registry.client import RegistryClient
@@ -36,6 +34,8 @@ from replicator.workers import run_job
 
 if TYPE_CHECKING:
     from replicator.bus import Bus
+    from replicator.journal.models import JobRow
+    from replicator.journal.store import Journal
 
 log = get_logger(__name__)
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from replicator.copier import Copier, CopyResult, CopyStats, Endpoint
 from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication
 from replicator.errors import PolicyDenied, RegistryError
-from replicator.journal.models import JobRow
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import delete_scope
 from replicator.retry import retried
+
+if TYPE_CHECKING:
+    from replicator.journal.models import JobRow
 
 log = get_logger(__name__)
 # Answers of a registry without tag deletion to `DELETE /manifests/<tag>`: distribution 2.8

@@ -15,10 +15,10 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from replicator.backfill import (
     Journaller,
@@ -41,21 +41,21 @@ from replicator.domain.jobs import FailureCode, JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.domain.scan import RunOutcome, TagAction, TagPlan, run_outcome
 from replicator.errors import UsageError
-from replicator.journal.models import JobRow
-from replicator.journal.store import Journal
+from replicator.gather import task_group
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
 from replicator.runner import JobRunner
 
+if TYPE_CHECKING:
+    from replicator.cli.backfill_ledger import ClaimLedger
+    from replicator.journal.models import JobRow
+    from replicator.journal.store import Journal
+
 log = get_logger(__name__)
 
-# IN_PROGRESS jobs started longer ago than this are taken, at a backfill's start, as orphans of a
-# killed process (kill -9, power loss) and queued again; an hour is far beyond any one image copy.
-ORPHAN_AFTER_SECONDS = 3600.0
 # How often the run looks at the journal while its jobs wait out a retry backoff or run in
 # another process sharing the journal (a daemon).
 WAIT_POLL_SECONDS = 1.0
-INTERRUPTED_REASON = "interrupted: the backfill stopped during the copy; the next run resumes it"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,48 +81,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="config file (default: $REPLICATOR_CONFIG, else /etc/replicator/replicator.toml)",
     )  # fmt: skip
     parser.set_defaults(func=run)
-
-
-class ClaimLedger(Journal):
-    """A Journal that remembers the jobs this process holds IN_PROGRESS (so an interrupted run
-    hands them back, due at once) and counts the jobs it finished."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.held: set[int] = set()
-        self.done = 0
-        self.failed = 0
-
-    async def claim_due(
-        self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()
-    ) -> list[JobRow]:
-        """Claim as Journal does, remembering the claimed ids."""
-        rows = await super().claim_due(limit, now, skip_destinations=skip_destinations)
-        self.held.update(row.id for row in rows)
-        return rows
-
-    async def complete(self, job_id: int, **counters: Any) -> None:
-        """Complete as Journal does; the job is no longer held."""
-        await super().complete(job_id, **counters)
-        self.held.discard(job_id)
-        self.done += 1
-
-    async def fail(self, job_id: int, **details: Any) -> JobState:
-        """Fail as Journal does; the job is no longer held."""
-        state = await super().fail(job_id, **details)
-        self.held.discard(job_id)
-        self.failed += state is JobState.FAILED
-        return state
-
-    async def release(self, max_attempts: int) -> int:
-        """Hand back every job still held (RETRY_WAIT, due now); how many."""
-        held = sorted(self.held)
-        for job_id in held:
-            await self.fail(
-                job_id, code="INTERRUPTED", reason=INTERRUPTED_REASON, temporary=True,
-                max_attempts=max_attempts, now=datetime.now(UTC), backoff=0.0,
-            )  # fmt: skip
-        return len(held)
 
 
 @dataclass(slots=True)
@@ -174,7 +132,6 @@ async def run_backfill(
     stop: asyncio.Event | None = None, report: BackfillReport | None = None,
 ) -> BackfillReport:  # fmt: skip
     """Scan, journal and run to the end (or until `stop`). A dry run only reads registries."""
-    from replicator.metrics import Metrics
     from replicator.sites import sites_of
 
     stop = stop or asyncio.Event()
@@ -191,63 +148,147 @@ async def run_backfill(
         def observe(action: str, size: int) -> None:
             report.bytes_copied += size
 
-        journal = await ClaimLedger.open(config.journal.url)
-        assert isinstance(journal, ClaimLedger)
-        report.ledger = journal
-        try:
-            await journal.resume_interrupted(
-                started_before=datetime.now(UTC) - timedelta(seconds=ORPHAN_AFTER_SECONDS),
-                max_attempts=config.workers.max_attempts,
-            )
-            copier = Copier(
-                concurrency=config.workers.concurrency,
-                chunk_threshold=config.workers.chunk_threshold,
-                on_blob=observe,
-            )
-            runner = JobRunner(
-                journal=journal, copier=copier, pool=pool, metrics=Metrics(),
+        copier = Copier(
+            concurrency=config.workers.concurrency,
+            chunk_threshold=config.workers.chunk_threshold,
+            on_blob=observe,
+        )
+
+        def start(ledger: ClaimLedger) -> JobRunner:
+            from replicator.metrics import Metrics
+
+            report.ledger = ledger
+            return JobRunner(
+                journal=ledger, copier=copier, pool=pool, metrics=Metrics(),
                 settings=lambda: (config, sites),
             )  # fmt: skip
-            sink = Journaller(journal, wake=runner.wake)
+
+        journal = JournalOnDemand(config, start)
+        try:
+            sink = Journaller(journal, wake=journal.wake)
             scanner = Scanner(config, sites, pool, options, journal=journal, counts=report.counts)
-            await _scan_while_running(scanner, sink, runner, stop)
-            await _wait_for_jobs(runner, journal, sink.keys, stop)
+            await _scan_while_running(scanner, sink, journal, stop)
+            report.interrupted = stop.is_set()
+            if journal.ledger is None or journal.runner is None:
+                return report  # everything was up to date: nothing to journal, nothing to run
+            ledger, runner = journal.ledger, journal.runner
+            await _wait_for_jobs(runner, ledger, sink.keys, stop)
             if not stop.is_set():
                 report.repairs = await repair(
-                    sink.repairs, journal=journal, config=config, sites=sites, pool=pool,
+                    sink.repairs, journal=ledger, config=config, sites=sites, pool=pool,
                     copier=copier,
                 )  # fmt: skip
             if stop.is_set():
                 report.interrupted = True
                 await runner.drain(config.workers.grace_period)
-                released = await journal.release(config.workers.max_attempts)
+                released = await ledger.release(config.workers.max_attempts)
                 log.warning("backfill_interrupted", released=released)
-            report.rows = await job_rows(journal, sink.keys)
+            report.rows = await job_rows(ledger, sink.keys)
         finally:
             await journal.close()
     return report
 
 
+class JournalOnDemand:
+    """The run's journal, opened when the scan first finds something to journal.
+
+    A no-op pass over a replicated source then never imports SQLAlchemy nor opens the database:
+    that was a third of its time. Opening also queues a killed run's orphans again and creates
+    the job runner (`start`), which `_scan_while_running` starts at once.
+    """
+
+    def __init__(self, config: Config, start: Callable[[ClaimLedger], JobRunner]) -> None:
+        self._config = config
+        self._start = start
+        self._lock = asyncio.Lock()
+        self.ledger: ClaimLedger | None = None
+        self.runner: JobRunner | None = None
+        self.opened = asyncio.Event()
+
+    async def get(self) -> ClaimLedger:
+        """The open journal, opening it on first use."""
+        async with self._lock:
+            if self.ledger is None:
+                from replicator.cli.backfill_ledger import ClaimLedger
+
+                workers = self._config.workers
+                ledger = await ClaimLedger.open_for_run(
+                    self._config.journal.url, workers.max_attempts
+                )
+                self.ledger, self.runner = ledger, self._start(ledger)
+                self.opened.set()
+            return self.ledger
+
+    def wake(self) -> None:
+        """Tell the runner new jobs were journalled."""
+        if self.runner is not None:
+            self.runner.wake()
+
+    async def status(
+        self,
+        source: str | None,
+        repository: str,
+        *,
+        digest: str | None = None,
+        tag: str | None = None,
+    ) -> list[JobRow]:
+        """Journal.status, on the journal opened now if need be."""
+        ledger = await self.get()
+        return await ledger.status(source, repository, digest=digest, tag=tag)
+
+    async def add_jobs(
+        self,
+        keys: Sequence[JobKey],
+        *,
+        pushed_at: datetime | None = None,
+        denied: Mapping[JobKey, str] | None = None,
+    ) -> int:
+        """Journal.add_jobs, on the journal opened now if need be."""
+        ledger = await self.get()
+        return await ledger.add_jobs(keys, pushed_at=pushed_at, denied=denied)
+
+    async def close(self) -> None:
+        """Close the journal if it was opened."""
+        if self.ledger is not None:
+            await self.ledger.close()
+
+
 async def _scan_while_running(
-    scanner: Scanner, sink: Journaller, runner: JobRunner, stop: asyncio.Event
+    scanner: Scanner, sink: Journaller, journal: JournalOnDemand, stop: asyncio.Event
 ) -> None:
-    """Scan with the runner already working on the jobs the scan journals."""
+    """Scan with the runner working, from the first journalled job on, on the jobs the scan
+    journals."""
     scanned = asyncio.Event()
 
     async def relay_stop() -> None:
         await stop.wait()
         scanned.set()
-        runner.wake()
+        journal.wake()
 
-    async with asyncio.TaskGroup() as group:
+    async def run_jobs() -> None:
+        await _first_of(journal.opened, scanned)
+        if journal.runner is not None:
+            await journal.runner.run(scanned)
+
+    async with task_group() as group:
         relay = group.create_task(relay_stop())
-        group.create_task(runner.run(scanned))
+        group.create_task(run_jobs())
         try:
             await scanner.run(sink, stop=stop)
         finally:
             scanned.set()
-            runner.wake()
+            journal.wake()
             relay.cancel()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _wait_for_jobs(

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 from replicator.backfill import ScanCounts
 from replicator.domain.jobs import JobState
 from replicator.domain.scan import TagAction, TagPlan
-from replicator.journal.models import JobRow
 
 if TYPE_CHECKING:
     from replicator.cli.backfill import BackfillReport
+    from replicator.journal.models import JobRow
 
 # The progress line is redrawn this often on a terminal: smooth enough, cheap enough.
 PROGRESS_REFRESH_SECONDS = 0.2

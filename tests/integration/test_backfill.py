@@ -207,6 +207,22 @@ class TestBackfill:
         assert source_methods <= {"GET", "HEAD"}
         assert len(world.jobs()) == jobs_before
 
+    def test_noop_pass_leaves_the_journal_closed(self, world: World, tmp_path: Path) -> None:
+        """A pass that finds everything replicated never opens the journal (so it works with the
+        journal unreachable), and the next pass with work does open it."""
+        assert world.backfill("--destination", USW2)["exit"] == 0
+        gone = tmp_path / "no-such-directory" / "journal.db"
+        text = world.config.read_text().replace(world.journal_url, f"sqlite:///{gone}")
+        world.config.write_text(text)
+        again = world.backfill("--destination", USW2)
+        assert again["exit"] == 0, again
+        assert again["up_to_date"] == len(ALL_IMAGES)
+        world.push("prod/web", "2.0", seed=52)
+        result = replicator_cli(world.config, "backfill", "--destination", USW2)
+        assert result.returncode == 1, result.stderr
+        assert "JOURNAL_ERROR" in result.stderr, result.stderr
+        assert not gone.parent.exists()
+
     def test_new_tag_and_moved_tag_are_copied_on_rerun(self, world: World) -> None:
         """After a first run, a new tag and a tag moved at the source are the only new jobs."""
         assert world.backfill()["exit"] == 0
