@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 from bench.corpus import FULL, QUICK, Corpus, build_corpus, push_corpus, verify_copy
 from bench.delay_proxy import DelayProxy
-from bench.runners import RunResult, skopeo_sync, timed_run
+from bench.runners import RunResult, compile_project, skopeo_sync, timed_run
 from tests.support.registry_server import Registry
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repositories", type=int, default=None, help="scan-only catalog size (default 2000)"
     )
     args = parser.parse_args(argv)
+    compile_project()
     shape = QUICK if args.quick else FULL
     repositories = args.repositories or (200 if args.quick else 2000)
     workdir = Path(tempfile.mkdtemp(prefix="replicator-backfill-bench-"))

@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 from bench.corpus import FULL, MIB, QUICK, Corpus, build_corpus, push_corpus, verify_copy
 from bench.delay_proxy import DelayProxy
-from bench.runners import RunResult, replicator_copy, skopeo_sync
+from bench.runners import RunResult, compile_project, replicator_copy, skopeo_sync
 from tests.support import skopeo
 from tests.support.images import big_blob_layout
 from tests.support.registry_server import Registry
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=25.0, help="one-way latency (ms)")
     parser.add_argument("--big-mib", type=int, default=None, help="big blob size (MiB)")
     args = parser.parse_args(argv)
+    compile_project()
     shape = QUICK if args.quick else FULL
     big_size = (args.big_mib or (64 if args.quick else 1024)) * MIB
     workdir = Path(tempfile.mkdtemp(prefix="replicator-bench-"))

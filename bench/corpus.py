@@ -27,6 +27,10 @@ from tests.support.images import (
 MIB = 1024 * 1024
 # skopeo pushes run this many at once: enough to keep the 2 cores busy while one waits on I/O.
 PUSH_PARALLELISM = 4
+# A loaded docker-registry now and then answers a concurrent blob check 500 (seen: "trying to
+# reuse blob ... 500"); a push is idempotent, so the seeding tries again rather than failing
+# a run of several minutes.
+PUSH_ATTEMPTS = 3
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 
 
@@ -103,9 +107,15 @@ def push_corpus(corpus: Corpus, registry_host: str) -> None:
     def push(item: tuple[tuple[str, str], BuiltImage]) -> None:
         (repository, tag), image = item
         assert image.tag is not None
-        skopeo.push_layout(
-            corpus.layout, image.tag, f"{registry_host}/{repository}:{tag}", timeout=600
-        )
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            try:
+                skopeo.push_layout(
+                    corpus.layout, image.tag, f"{registry_host}/{repository}:{tag}", timeout=600
+                )
+                return
+            except skopeo.SkopeoError:
+                if attempt == PUSH_ATTEMPTS:
+                    raise
 
     # The shared layers go first, alone, so the parallel pushes find them present.
     items = sorted(corpus.images.items())

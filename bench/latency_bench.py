@@ -37,6 +37,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.corpus import MIB
+from bench.runners import compile_project
 from replicator import logs
 from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.journal import JobRow
@@ -321,6 +322,7 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=200, help="latency pushes (default 200)")
     parser.add_argument("--burst", type=int, default=1000, help="burst images (default 1000)")
     args = parser.parse_args()
+    compile_project()
     logs.configure(level="warning")  # the journal reader's info lines would clutter the table
     workdir = Path(tempfile.mkdtemp(prefix="latency-bench-"))
     registries: list[Registry] = []

@@ -34,3 +34,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# An editable install leaves replicator/ uncompiled, and with PYTHONDONTWRITEBYTECODE set (as on
+# CI machines) Python would recompile it on every command start (~0.2 s each): compile it now,
+# as pip does for a regular install. Stale files are revalidated by mtime, so this is always safe.
+.venv/bin/python -m compileall -q replicator >/dev/null
