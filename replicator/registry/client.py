@@ -29,8 +29,36 @@ _HELD: ContextVar[frozenset[str]] = ContextVar("replicator_held_slots", default=
 DEFAULT_MAX_IN_FLIGHT = 8
 # Connect fast-fail; reads may legitimately stall while a registry hashes a large upload.
 HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=None)
+_TIMEOUTS = HTTP_TIMEOUT.as_dict()
+# Blob GETs answer 307 to storage backends (S3, GCS); GET and HEAD follow redirects, at most
+# this many (httpx's limit). Other methods see the 3xx as it is.
+MAX_REDIRECTS = 20
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = "replicator"
 
 Content = bytes | AsyncIterator[bytes] | None
+
+
+def _request(
+    method: str,
+    url: str | httpx.URL,
+    headers: Mapping[str, str],
+    *,
+    content: Content = None,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Request:
+    return httpx.Request(
+        method,
+        url,
+        headers={"User-Agent": USER_AGENT, **headers},
+        content=content,
+        params=params,
+        extensions={"timeout": _TIMEOUTS},
+    )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
 
 
 @functools.cache
@@ -46,24 +74,26 @@ def _tls_context(verify: bool | str, cert: tuple[str, str] | None) -> ssl.SSLCon
     return context
 
 
-def new_http_client(
+def new_transport(
     *, verify: bool | str = True, cert: tuple[str, str] | None = None, max_connections: int = 64
-) -> httpx.AsyncClient:
-    """An httpx client set up for registries: no redirects hidden, pooled, no env proxies.
+) -> RegistryTransport:
+    """The connection pool of one registry (HTTP/1.1 on asyncio streams): httpcore cost ~1 ms
+    of our CPU per request, mostly scanning its pool, which made a catalog scan CPU-bound."""
+    context = _tls_context(verify, cert)
+    return RegistryTransport(ssl_context=context, max_connections=max_connections)
 
-    Requests go through RegistryTransport (HTTP/1.1 on asyncio streams): httpcore cost ~1 ms of
-    our CPU per request, mostly scanning its pool, which made a catalog scan CPU-bound."""
-    transport = RegistryTransport(
-        ssl_context=_tls_context(verify, cert), max_connections=max_connections
-    )
+
+def new_http_client(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
+    """An httpx client over `transport`, for the token endpoints of the auth flow (registry
+    requests themselves go straight to the transport: see RegistryClient._send)."""
     return httpx.AsyncClient(
         transport=transport,
         timeout=HTTP_TIMEOUT,
-        # Blob GETs answer 307 to storage backends (S3, GCS); follow them, but without our auth
-        # header, which httpx strips on a cross-origin redirect.
+        # A token endpoint behind a redirect is followed; httpx strips the Authorization
+        # header on a cross-origin hop.
         follow_redirects=True,
         trust_env=False,
-        headers={"User-Agent": "replicator"},
+        headers={"User-Agent": USER_AGENT},
     )
 
 
@@ -75,11 +105,13 @@ class RegistryClient:
         http: httpx.AsyncClient,
         host: str,
         *,
+        transport: httpx.AsyncBaseTransport,
         scheme: str | None = None,
         credentials: Credentials | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.http = http
+        self._transport = transport
         self.host = host
         # Docker talks plain HTTP to loopback registries and HTTPS to everything else; so do we.
         self.scheme = scheme or ("http" if is_loopback_host(host) else "https")
@@ -134,11 +166,9 @@ class RegistryClient:
             all_headers = dict(headers or {})
             if sent_auth:
                 all_headers["Authorization"] = sent_auth
-            request = self.http.build_request(
-                method, url, headers=all_headers, content=content, params=params
-            )
+            request = _request(method, url, all_headers, content=content, params=params)
             try:
-                response = await self.http.send(request, stream=True)
+                response = await self._exchange(request, all_headers)
             # A TLS alert read after the handshake (a refused client certificate, under TLS 1.3)
             # comes as ReadError caused by ssl.SSLError; a raw ssl.SSLError is caught too.
             except (httpx.HTTPError, ssl.SSLError) as exc:
@@ -160,6 +190,30 @@ class RegistryClient:
                     ) from exc
             return response
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _exchange(self, request: httpx.Request, headers: dict[str, str]) -> httpx.Response:
+        """Send on the transport, following the redirects of GET and HEAD.
+
+        httpx.AsyncClient is bypassed here: its per-request work (URL merging, a cookie jar
+        copied and parsed on every request and response) cost as much CPU as the exchange.
+        Registries set no cookies we need; containers/image (skopeo) keeps none either."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            location = response.headers.get("location")
+            if (
+                response.status_code not in REDIRECT_STATUSES
+                or request.method not in ("GET", "HEAD")
+                or not location
+            ):
+                return response
+            await response.aclose()
+            target = request.url.join(location)
+            if _origin(target) != _origin(request.url):
+                # Our credentials are for the registry, never for its storage backend.
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            request = _request(request.method, target, headers)
+        raise httpx.TooManyRedirects(f"over {MAX_REDIRECTS} redirects", request=request)
 
     async def request(
         self,

@@ -12,7 +12,12 @@ from types import TracebackType
 import httpx
 
 from replicator.registry.auth import Credentials
-from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, RegistryClient, new_http_client
+from replicator.registry.client import (
+    DEFAULT_MAX_IN_FLIGHT,
+    RegistryClient,
+    new_http_client,
+    new_transport,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +45,19 @@ class ClientPool:
         existing = self._clients.get(settings.host)
         if existing is not None:
             return existing
-        http = new_http_client(
+        transport = new_transport(
             verify=settings.verify,
             cert=settings.cert,
             # Connections beyond the request slots would only idle: a few spare for redirects
             # to storage backends (S3) that answer blob GETs.
             max_connections=min(self._max_connections, settings.max_in_flight * 2),
         )
+        http = new_http_client(transport)
         self._http.append(http)
         client = RegistryClient(
             http,
             settings.host,
+            transport=transport,
             scheme=settings.scheme,
             credentials=settings.credentials,
             max_in_flight=settings.max_in_flight,

@@ -160,6 +160,14 @@ class ScriptedServer:
                 or b""
             )
             writer.write(conn.send(h11.EndOfMessage()) or b"")
+        elif path in RAW_ANSWERS:
+            # Framings h11 would not produce on its own; the connection ends with them.
+            writer.write(RAW_ANSWERS[path])
+            await writer.drain()
+            writer.close()
+        elif path == "/authorization":
+            seen = [value for name, value in request.headers if name == b"authorization"]
+            await _respond(writer, conn, headers, [b"".join(seen) or b"none"])
         elif path == "/early":
             writer.write(conn.send(h11.InformationalResponse(status_code=103, headers=[])) or b"")
             await _respond(writer, conn, headers, [b"after early hints"])
@@ -170,6 +178,18 @@ class ScriptedServer:
                 ):
                     await self._closing.wait()
             await _respond(writer, conn, headers, [b"hello"])
+
+
+# Raw responses, served as they are, after which the server closes the connection.
+RAW_ANSWERS = {
+    "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;name=ext\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    "/until-close": b"HTTP/1.1 200 OK\r\n\r\nall of it until the end",
+    "/truncated": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+    "/bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+    "/bad-status": b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "/two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+}
 
 
 async def _read_body(conn: h11.Connection, reader: asyncio.StreamReader) -> bytes:

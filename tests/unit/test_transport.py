@@ -248,3 +248,48 @@ class TestTls:
             )
         assert (response.status_code, response.content) == (200, b"hello")
         assert (len(response.history), registry.accepts, storage.accepts) == (1, 1, 1)
+
+
+class TestFraming:
+    """Response framings other than Content-Length, and framing errors, from raw answers."""
+
+    async def test_chunked_response(self) -> None:
+        """A chunked body with an extension and a trailer is decoded to its data."""
+        async with ScriptedServer() as server, client() as http:
+            response = await http.get(f"{server.url}/chunked")
+        assert response.content == b"hello world"
+
+    async def test_body_until_close(self) -> None:
+        """Without Content-Length or chunking, the body runs until the server closes."""
+        async with ScriptedServer() as server, client() as http:
+            response = await http.get(f"{server.url}/until-close")
+        assert response.content == b"all of it until the end"
+
+    @pytest.mark.parametrize(
+        "path", ["/truncated", "/bad-chunk", "/bad-status", "/two-lengths"],
+        ids=["body-shorter-than-length", "bad-chunk-size", "not-http-1", "conflicting-lengths"],
+    )  # fmt: skip
+    async def test_broken_framing_is_a_protocol_error(self, path: str) -> None:
+        """A response that breaks HTTP/1.1 framing raises RemoteProtocolError."""
+        async with ScriptedServer() as server, client() as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get(f"{server.url}{path}")
+
+    async def test_request_body_shorter_than_its_length(self) -> None:
+        """A streamed body that ends before its Content-Length is refused before the server
+        would wait for the rest; the connection is not reused."""
+        async with ScriptedServer() as server, client() as http:
+            with pytest.raises(httpx.LocalProtocolError):
+                await http.post(
+                    f"{server.url}/echo",
+                    content=chunks(b"short", 2),
+                    headers={"Content-Length": "9"},
+                )
+            assert (await http.get(f"{server.url}/hello")).content == b"hello"
+        assert server.accepts == 2
+
+    async def test_header_injection_refused(self) -> None:
+        """A header value carrying CR LF (a hostile token) is refused, never sent."""
+        async with ScriptedServer() as server, client() as http:
+            with pytest.raises(httpx.LocalProtocolError):
+                await http.get(f"{server.url}/hello", headers={"X-Token": "a\r\nX-Evil: 1"})
