@@ -39,7 +39,14 @@ async def run_job(
             raise PolicyDenied(decision.reason)
     # eager: fetch the source manifest while asking the destination, and leave the tag alone
     # if it has moved on at the source since this push (the newer push's job sets it).
-    return await copier.copy_image(src, row.digest, dst, tag=row.tag or None, eager=True)
+    # Referrers (signatures, SBOMs): a job from a push event leaves them to their own events,
+    # since every referrer push, tagged or not, emits one; sweeping them here would list every
+    # tag of the repository on every push. A job from a scan (backfill, reconcile: no push
+    # time) sweeps them, as a scan sees no untagged referrer.
+    return await copier.copy_image(
+        src, row.digest, dst, tag=row.tag or None, eager=True,
+        with_referrers=row.pushed_at is None,
+    )  # fmt: skip
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:

@@ -320,3 +320,25 @@ class TestBadInput:
             ]
             assert len(logged) == 1
         assert skopeo.digest_of(f"{stack.registries[USW2].host}/prod/after:{tag}") == good.digest
+
+
+class TestReferrers:
+    """Signatures travel as their own pushes: a job does not sweep the repository's tags."""
+
+    def test_signature_tag_pushed_later_is_replicated_by_its_own_event(
+        self, stack: Stack, pushed: Pushed, layout: OCILayout
+    ) -> None:
+        """A cosign-style `sha256-<hex>.sig` tag pushed after its image reaches both
+        destinations through its own push event, with the source's digest."""
+        tag = pushed.image.digest.replace(":", "-") + ".sig"
+        signature = layout.image(tag, [LayerSpec(900, 512)], label="signature")
+        skopeo.push_layout(layout.path, tag, f"{stack.source.host}/prod/app:{tag}")
+        for destination in DESTINATIONS:
+            url = stack.registries[destination].url
+            wait_for(
+                lambda url=url: manifest_present(url, "prod/app", tag),
+                timeout=REPLICATED_WITHIN_SECONDS,
+                what=f"prod/app:{tag} at {destination}",
+            )
+            target = stack.registries[destination].host
+            assert skopeo.digest_of(f"{target}/prod/app:{tag}") == signature.digest
