@@ -89,7 +89,10 @@ class Registry:
                         "timeout": "2s",
                         "threshold": 10,
                         "backoff": "1s",
+                        # As the README configures it: blobs and pulls (the daemon's own
+                        # reads of the source among them) are not events to act on.
                         "ignoredmediatypes": ["application/octet-stream"],
+                        "ignore": {"actions": ["pull"]},
                     }
                 ],
             }
