@@ -35,6 +35,7 @@ from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.client import RegistryClient
 from replicator.retry import retried
+from replicator.source_reads import SourceReads
 
 log = get_logger(__name__)
 __all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats", "Endpoint"]
@@ -81,6 +82,7 @@ class Copier:
         self._chunk_threshold = chunk_threshold
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._locations = BlobLocations()
+        self._reads = SourceReads()
         self._on_blob = on_blob
 
     # -- public operations -------------------------------------------------------------------
@@ -110,7 +112,9 @@ class Copier:
         bound = log.bind(source=str(src), destination=str(dst), reference=reference)
         digest = await self._source_digest(src, reference)
         # The first facts in one round trip: destination digest and tag, and when eager the
-        # source manifest and the source tag.
+        # source manifest and the source tag. A fresh push (eager) is almost never at the
+        # destination yet: its tag is asked only once the digest is found there, since a tag
+        # cannot point at a digest the registry does not have.
         guard = eager and tag is not None and reference == digest
         async with task_group() as group:
 
@@ -118,10 +122,14 @@ class Copier:
                 return group.create_task(retried(manifests.head, side.client, side.repository, ref))
 
             at_digest = head(dst, digest)
-            at_tag = head(dst, tag) if tag else None
-            source_tag = head(src, tag) if guard and tag else None
+            at_tag = head(dst, tag) if tag and not eager else None
+            source_tag = (
+                group.create_task(retried(self._reads.tag_head, src.client, src.repository, tag))
+                if guard and tag
+                else None
+            )
             fetched = (
-                group.create_task(retried(manifests.get, src.client, src.repository, digest))
+                group.create_task(retried(self._reads.manifest, src.client, src.repository, digest))
                 if eager
                 else None
             )
@@ -129,7 +137,10 @@ class Copier:
         if moved is not None and moved.digest != digest:
             bound.info("tag_moved_at_source", tag=tag, now=moved.digest)
             tag, at_tag = None, None
-        dest_tag = at_tag.result() if at_tag else None
+        if tag and at_tag is None and at_digest.result() is not None:
+            dest_tag = await retried(manifests.head, dst.client, dst.repository, tag)
+        else:
+            dest_tag = at_tag.result() if at_tag else None
         shortcut = quick_check(
             source_digest=digest,
             tag=tag,
@@ -143,7 +154,7 @@ class Copier:
         root = (
             fetched.result()
             if fetched is not None
-            else await retried(manifests.get, src.client, src.repository, digest)
+            else await retried(self._reads.manifest, src.client, src.repository, digest)
         )
         if shortcut is Shortcut.TAG_ONLY:
             plan = plan_copy(root, {}, DestinationFacts(frozenset({digest})), tag=tag)
@@ -216,7 +227,7 @@ class Copier:
             if not wanted:
                 return found
             fetched = await gather_all(
-                retried(manifests.get, src.client, src.repository, d) for d in sorted(wanted)
+                retried(self._reads.manifest, src.client, src.repository, d) for d in sorted(wanted)
             )
             for manifest in fetched:
                 found[manifest.digest] = manifest
@@ -330,14 +341,16 @@ class Copier:
         async with (
             self._transfers,
             _slots(src.client, dst.client),
-            blobs.open_blob(src.client, src.repository, descriptor.digest) as body,
+            self._reads.blob(
+                src.client, src.repository, descriptor.digest, descriptor.size
+            ) as body,
         ):
             await blobs.upload(
                 dst.client,
                 dst.repository,
                 descriptor.digest,
                 descriptor.size,
-                blobs.verified(body, descriptor.digest, descriptor.size),
+                body,
                 location=location,
                 chunk_threshold=self._chunk_threshold,
             )
