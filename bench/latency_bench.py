@@ -5,8 +5,10 @@
 Latency: use1 (docker-registry, notifications to `replicator bridge`) -> mosquitto ->
 `replicator run` -> usw2 and euw1. Each push is a fresh image of 4 layers totalling 1 MiB
 (distinct bytes, so every push really copies); the clock starts when the source answered the
-manifest PUT and stops when both destinations serve the manifest (HEAD polled every
-millisecond or two). Pushes run one after the other; p50/p95/p99/max are reported.
+manifest PUT and stops when both destinations have the manifest: each destination reports its
+push by webhook to bench/arrivals.py (no polling load on the registries measured), and one HEAD
+per destination confirms it is served (polled only if not yet). Pushes run one after the other;
+p50/p95/p99/max are reported.
 
 Burst: a second stack whose source has notifications off; 1,000 distinct small images are
 pushed first, then their 1,000 distribution envelopes are published on the bus at once. Time
@@ -36,6 +38,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.arrivals import Arrivals
 from bench.corpus import MIB
 from bench.runners import compile_project
 from replicator import logs
@@ -64,9 +67,9 @@ TARGET_RSS_MIB = 200.0
 # The issue's small image: 4 layers, 1 MiB in total.
 LAYERS = 4
 LAYER_BYTES = MIB // LAYERS
-# Between HEADs while waiting for a manifest: 10 ms resolution; polling faster loads the
-# registries under test (2 cores) enough to slow the copies it measures.
-POLL_SECONDS = 0.01
+# Between HEADs when a manifest whose push event arrived is not served yet (rare: the tag is
+# linked just after the event): 5 ms resolution for those few polls.
+POLL_SECONDS = 0.005
 # A push not visible by then is counted as lost and fails the run.
 VISIBLE_WITHIN_SECONDS = 30.0
 # The burst must finish within this, else the run fails (and says how far it got).
@@ -122,13 +125,22 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 def _stack(
-    workdir: Path, name: str, registries: list[Registry], *, notifications: bool
+    workdir: Path,
+    name: str,
+    registries: list[Registry],
+    *,
+    notifications: bool,
+    arrivals: Arrivals | None = None,
 ) -> tuple[Stack, Mosquitto]:
     folder = workdir / name
     (folder / "mqtt").mkdir(parents=True)
     broker = Mosquitto(folder / "mqtt")
+    # start_stack starts use1 (with the bridge's URL), then the destinations in this order.
+    destinations = iter(DESTINATIONS)
 
     def start_registry(url: str | None) -> Registry:
+        if url is None and arrivals is not None:
+            url = arrivals.url(next(destinations))
         registry = Registry(notifications_url=url)
         registries.append(registry)
         return registry
@@ -144,20 +156,28 @@ def _stack(
     return stack, broker
 
 
-def _wait_visible(client: httpx.Client, urls: list[str]) -> float:
-    """Poll until every URL answers 200; monotonic time when the last one did."""
-    pending = list(urls)
+def _wait_visible(
+    client: httpx.Client, arrivals: Arrivals, urls: dict[str, str], tag: str
+) -> float:
+    """When the last destination had the manifest: its push event's arrival, once a HEAD
+    confirmed the tag is served (else the time a poll first saw it)."""
+    arrived = arrivals.wait(list(urls), tag, VISIBLE_WITHIN_SECONDS)
     deadline = time.monotonic() + VISIBLE_WITHIN_SECONDS
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not visible after {VISIBLE_WITHIN_SECONDS}s: {pending}")
-        pending = [u for u in pending if client.head(u).status_code != 200]
-        if pending:
+    seen: list[float] = []
+    for name, url in urls.items():
+        confirmed = arrived[name]
+        while client.head(url).status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not served {VISIBLE_WITHIN_SECONDS}s after its event")
             time.sleep(POLL_SECONDS)
-    return time.monotonic()
+            confirmed = time.monotonic()
+        seen.append(confirmed)
+    return max(seen)
 
 
-def measure_latency(stack: Stack, layout: OCILayout, pushes: int) -> LatencyFigures:
+def measure_latency(
+    stack: Stack, layout: OCILayout, pushes: int, arrivals: Arrivals
+) -> LatencyFigures:
     """Push `pushes` fresh 1 MiB images one by one; time each until both destinations have it."""
     latencies: list[float] = []
     push_times: list[float] = []
@@ -184,12 +204,12 @@ def measure_latency(stack: Stack, layout: OCILayout, pushes: int) -> LatencyFigu
                 pusher.put_manifest(tag, data, OCI_MANIFEST)
                 pushed = time.monotonic()
                 push_times.append((pushed - started) * 1000)
-                urls = [
-                    f"{stack.registries[d].url}/v2/prod/latency/manifests/{tag}"
+                urls = {
+                    d: f"{stack.registries[d].url}/v2/prod/latency/manifests/{tag}"
                     for d in DESTINATIONS
-                ]
+                }
                 try:
-                    visible = _wait_visible(client, urls)
+                    visible = _wait_visible(client, arrivals, urls, tag)
                 except TimeoutError as exc:
                     print(f"  push {number}: {exc}", flush=True)
                     lost += 1
@@ -325,15 +345,19 @@ def main() -> int:
     compile_project()
     logs.configure(level="warning")  # the journal reader's info lines would clutter the table
     workdir = Path(tempfile.mkdtemp(prefix="latency-bench-"))
+    arrivals = Arrivals()
     registries: list[Registry] = []
     brokers: list[Mosquitto] = []
     stacks: list[Stack] = []
     try:
-        stack, broker = _stack(workdir, "latency", registries, notifications=True)
+        stack, broker = _stack(
+            workdir, "latency", registries, notifications=True, arrivals=arrivals
+        )
         stacks.append(stack)
         brokers.append(broker)
         print(f"latency: {args.pushes} pushes of 4 x {LAYER_BYTES // 1024} KiB layers", flush=True)
-        latency = measure_latency(stack, OCILayout(workdir / "latency-layout"), args.pushes)
+        layout = OCILayout(workdir / "latency-layout")
+        latency = measure_latency(stack, layout, args.pushes, arrivals)
         latency_rss = _peak_rss_mib(stack.daemon.pid)
         stack.stop()
         stack, broker = _stack(workdir, "burst", registries, notifications=False)
@@ -391,6 +415,7 @@ def main() -> int:
             broker.cleanup()
         for registry in registries:
             registry.cleanup()
+        arrivals.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
