@@ -133,7 +133,7 @@ class SourceReads:
         max_manifests: int = SHARED_MANIFESTS,
     ) -> None:
         self._max_blob = max_blob
-        self._blobs: Shared[bytes] = Shared(max_entries=max_manifests * 4, budget=blob_budget)
+        self._blobs: Shared[Broadcast] = Shared(max_entries=max_manifests * 4, budget=blob_budget)
         self._manifests: Shared[Manifest] = Shared(
             max_entries=max_manifests, budget=max_manifests * SHARED_MANIFEST_MAX
         )
@@ -163,31 +163,94 @@ class SourceReads:
     async def blob(
         self, client: RegistryClient, repository: str, digest: str, size: int
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The verified bytes of a source blob: a small one read once and shared, a large one
-        (or one the budget cannot hold) streamed from the source for this copy alone. The last
-        bytes come only once the digest is checked, in both cases."""
+        """The verified bytes of a source blob, streamed: a small one from one shared read of
+        the source (the first copy streams it as it arrives, later ones from what arrived), a
+        large one (or one the budget cannot hold) from a read of its own. The last bytes come
+        only once the digest is checked, in both cases."""
         key = (client.host, repository, digest)
-        task = self._blobs.join(key) if size <= self._max_blob else None
-        if task is None and size <= self._max_blob:
-            task = self._blobs.start(
-                key, size, lambda: _read_blob(client, repository, digest, size)
-            )
-        if task is None:
+        shared: asyncio.Task[Broadcast] | None = None
+        if size <= self._max_blob:
+
+            async def start() -> Broadcast:
+                broadcast = Broadcast()
+                broadcast.producer = asyncio.ensure_future(
+                    self._produce(
+                        broadcast, key, client, repository=repository, digest=digest, size=size
+                    )
+                )
+                return broadcast
+
+            shared = self._blobs.join(key) or self._blobs.start(key, size, start)
+        if shared is None:
             async with blobs.open_blob(client, repository, digest) as body:
                 yield blobs.verified(body, digest, size)
             return
-        data = await asyncio.shield(task)
-        yield _once(data)
+        broadcast = await asyncio.shield(shared)
+        yield broadcast.reader()
+
+    async def _produce(
+        self,
+        broadcast: Broadcast,
+        key: Key,
+        client: RegistryClient,
+        *,
+        repository: str,
+        digest: str,
+        size: int,
+    ) -> None:
+        """Read the blob into `broadcast`; on failure it is shared no longer."""
+        try:
+            async with blobs.open_blob(client, repository, digest) as body:
+                async for chunk in blobs.verified(body, digest, size):
+                    broadcast.add(chunk)
+        except BaseException as exc:
+            self._blobs.forget(key)
+            broadcast.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            broadcast.finish()
 
 
-async def _read_blob(client: RegistryClient, repository: str, digest: str, size: int) -> bytes:
-    """A whole small blob, its digest and size checked."""
-    body = bytearray()
-    async with blobs.open_blob(client, repository, digest) as chunks:
-        async for chunk in blobs.verified(chunks, digest, size):
-            body.extend(chunk)
-    return bytes(body)
+class Broadcast:
+    """The chunks of one source read, for every copy that reads along (each from the start)."""
 
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.producer: asyncio.Future[None] | None = None  # the read filling it (kept alive)
+        self._changed = asyncio.Event()
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+    def add(self, chunk: bytes) -> None:
+        """One more chunk, verified so far (the last one only once the digest matched)."""
+        self.chunks.append(chunk)
+        self._pulse()
+
+    def finish(self) -> None:
+        """The read ended with every byte."""
+        self.done = True
+        self._pulse()
+
+    def fail(self, error: BaseException) -> None:
+        """The read failed: readers raise `error` after the chunks they already had."""
+        self.error = error
+        self.done = True
+        self._pulse()
+
+    def _pulse(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def reader(self) -> AsyncIterator[bytes]:
+        """Every chunk from the first, as the read delivers them."""
+        index = 0
+        while True:
+            while index < len(self.chunks):
+                yield self.chunks[index]
+                index += 1
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return
+            await self._changed.wait()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
-from replicator.source_reads import Shared
+from replicator.source_reads import Broadcast, Shared
 
 KEY = ("registry:5000", "prod/app", "sha256:" + "a" * 64)
 OTHER = ("registry:5000", "prod/app", "sha256:" + "b" * 64)
@@ -97,3 +98,34 @@ class TestShared:
         await shared.read(OTHER, 10, reader)  # evicts KEY: both would exceed the budget
         await shared.read(KEY, 10, reader)
         assert reader.calls == 3
+
+
+async def drain(reader: AsyncIterator[bytes]) -> list[bytes]:
+    """Every chunk of a reader."""
+    return [chunk async for chunk in reader]
+
+
+class TestBroadcast:
+    async def test_early_and_late_readers_get_every_chunk(self) -> None:
+        """A reader from the start streams chunks as they come; one joining later replays them
+        from the first; both end when the read does."""
+        broadcast = Broadcast()
+        early = asyncio.create_task(drain(broadcast.reader()))
+        broadcast.add(b"one")
+        await asyncio.sleep(0)
+        late = asyncio.create_task(drain(broadcast.reader()))
+        broadcast.add(b"two")
+        await asyncio.sleep(0)
+        assert not early.done()
+        broadcast.finish()
+        assert await early == await late == [b"one", b"two"]
+
+    async def test_failure_reaches_every_reader(self) -> None:
+        """When the read fails, readers get the chunks so far, then its error."""
+        broadcast = Broadcast()
+        reader = broadcast.reader()
+        broadcast.add(b"partial")
+        assert await anext(reader) == b"partial"
+        broadcast.fail(OSError("reset"))
+        with pytest.raises(OSError, match="reset"):
+            await anext(reader)
