@@ -11,7 +11,7 @@ import pytest
 from replicator.copier import Copier, Endpoint
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support import skopeo
-from tests.support.images import LayerSpec, OCILayout
+from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.layout_push import LayoutPusher
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
@@ -33,6 +33,18 @@ def source_gets(registry: Registry) -> list[tuple[str, str]]:
         if match:
             found.append((match["kind"], match["ref"]))
     return found
+
+
+def push_v1(source: Registry, tmp_path: Path, layers: list[LayerSpec]) -> BuiltImage:
+    """Build an image of `layers` and push it to the source as prod/app:v1."""
+    layout = OCILayout(tmp_path / "layout")
+    image = layout.image("v1", layers)
+    pusher = LayoutPusher(layout.path, source.url, REPOSITORY)
+    try:
+        pusher.push_tag("v1")
+    finally:
+        pusher.close()
+    return image
 
 
 async def copy_to_all(
@@ -58,17 +70,11 @@ class TestSharedReads:
         from the source once, and every destination holds the image with the source's digest."""
         source = registry_factory()
         destinations = [registry_factory() for _ in range(3)]
-        layout = OCILayout(tmp_path / "layout")
-        image = layout.image("v1", [LayerSpec(seed, 64 * 1024, False) for seed in (1, 2, 3)])
-        pusher = LayoutPusher(layout.path, source.url, REPOSITORY)
-        try:
-            digest = pusher.push_tag("v1")
-        finally:
-            pusher.close()
-        await copy_to_all(source, destinations, digest, "v1", Copier())
+        image = push_v1(source, tmp_path, [LayerSpec(seed, 64 * 1024, False) for seed in (1, 2, 3)])
+        await copy_to_all(source, destinations, image.digest, "v1", Copier())
         gets = source_gets(source)
         assert sorted(gets) == sorted(set(gets)), gets
-        assert ("manifests", digest) in gets
+        assert ("manifests", image.digest) in gets
         assert sum(1 for kind, _ in gets if kind == "blobs") == len(image.blob_digests)
         for destination in destinations:
             assert skopeo.digest_of(f"{destination.host}/{REPOSITORY}:v1") == image.digest
@@ -79,14 +85,8 @@ class TestSharedReads:
         """A blob above the sharing limit is streamed from the source for each destination."""
         source = registry_factory()
         destinations = [registry_factory() for _ in range(2)]
-        layout = OCILayout(tmp_path / "layout")
-        image = layout.image("v1", [LayerSpec(7, 9 * 1024 * 1024, False)])
-        pusher = LayoutPusher(layout.path, source.url, REPOSITORY)
-        try:
-            digest = pusher.push_tag("v1")
-        finally:
-            pusher.close()
-        await copy_to_all(source, destinations, digest, "v1", Copier())
+        image = push_v1(source, tmp_path, [LayerSpec(7, 9 * 1024 * 1024, False)])
+        await copy_to_all(source, destinations, image.digest, "v1", Copier())
         layer = image.layer_digests[0]
         assert source_gets(source).count(("blobs", layer)) == len(destinations)
         for destination in destinations:
