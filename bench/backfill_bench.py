@@ -4,7 +4,7 @@
 
 One run: the copy bench's corpus (bench/corpus.py) pushed once to a source docker-registry, then
 (a) cold loopback: `replicator backfill` into an empty DST1, skopeo sync into an empty DST2,
-`--rounds` times (default 3) interleaved, the ratio taken between the medians;
+`--rounds` times (default 5) interleaved, the ratio taken between the medians;
 (b) cold latency: the same into fresh destinations behind bench/delay_proxy.py; (c) no-op:
 both run again over (b)'s replicated destinations, still behind the relay; (d) scan-only:
 REPOSITORIES x 5 tags of tiny images seeded straight into a source and a destination over
@@ -44,9 +44,10 @@ TARGET_SCAN_SECONDS = 30.0
 SCAN_TAGS = 5
 # Requests in flight while seeding the large catalog: keeps the registry busy on 2 cores.
 SEED_CONCURRENCY = 16
-# Cold loopback runs take seconds and vary by 20% from run to run on a shared 2-core machine: its
-# ratio is the median of this many interleaved rounds. The latency runs (minutes) run once.
-ROUNDS = 3
+# Cold loopback runs take seconds and vary by 20% from run to run on a shared 2-core machine
+# (per-round ratios of one run: 1.08x to 1.50x): its ratio is the median of this many
+# interleaved rounds. The latency runs (minutes) run once.
+ROUNDS = 5
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCOUNT = "111122223333"
 
