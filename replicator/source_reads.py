@@ -36,6 +36,9 @@ Key = tuple[str, str, str]  # registry host, repository, digest or tag
 SHARED_BLOB_MAX = 8 * 1024 * 1024
 # All shared blob bytes held at once (in flight and kept): bounds the daemon's extra memory.
 SHARED_BLOB_BUDGET = 32 * 1024 * 1024
+# How many shared blobs are tracked at once (the byte budget binds first for all but tiny blobs;
+# this bounds the bookkeeping when thousands of config-sized blobs pass through).
+SHARED_BLOBS = 1024
 # Manifests up to this size are kept after their read (nearly all are a few KiB).
 SHARED_MANIFEST_MAX = 64 * 1024
 # How many finished manifest reads are kept.
@@ -133,7 +136,7 @@ class SourceReads:
         max_manifests: int = SHARED_MANIFESTS,
     ) -> None:
         self._max_blob = max_blob
-        self._blobs: Shared[Broadcast] = Shared(max_entries=max_manifests * 4, budget=blob_budget)
+        self._blobs: Shared[Broadcast] = Shared(max_entries=SHARED_BLOBS, budget=blob_budget)
         self._manifests: Shared[Manifest] = Shared(
             max_entries=max_manifests, budget=max_manifests * SHARED_MANIFEST_MAX
         )
