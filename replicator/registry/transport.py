@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 
@@ -53,16 +53,17 @@ class _OriginPool:
 
 
 class RegistryTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 with keep-alive, at most `max_connections` per origin; TLS with `ssl_context`."""
+    """HTTP/1.1 with keep-alive, at most `max_connections` per origin; TLS with the context
+    `tls()` returns, asked for at the first HTTPS connection only."""
 
     def __init__(
         self,
         *,
-        ssl_context: ssl.SSLContext,
+        tls: Callable[[], ssl.SSLContext],
         max_connections: int,
         keepalive_expiry: float = KEEPALIVE_EXPIRY_SECONDS,
     ) -> None:
-        self._ssl = ssl_context
+        self._tls = tls
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._pools: dict[Origin, _OriginPool] = {}
@@ -148,7 +149,7 @@ class RegistryTransport(httpx.AsyncBaseTransport):
         self, origin: Origin, request: httpx.Request, seconds: float | None
     ) -> wire.Connection:
         scheme, host, port = origin
-        context = self._ssl if scheme == "https" else None
+        context = self._tls() if scheme == "https" else None
         try:
             async with asyncio.timeout(seconds):
                 reader, writer = await asyncio.open_connection(

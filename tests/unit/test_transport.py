@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from replicator.registry.client import new_transport
 from replicator.registry.transport import RegistryTransport
 from tests.support.ports import free_port
 from tests.support.scripted_http import PIECE, PIECES, ScriptedServer, silent_server
@@ -26,9 +28,8 @@ def client(
     context: ssl.SSLContext | None = None,
     timeout: httpx.Timeout | None = None,
 ) -> httpx.AsyncClient:
-    transport = RegistryTransport(
-        ssl_context=context or ssl.create_default_context(), max_connections=max_connections
-    )
+    tls = context or ssl.create_default_context()
+    transport = RegistryTransport(tls=lambda: tls, max_connections=max_connections)
     return httpx.AsyncClient(transport=transport, timeout=timeout or httpx.Timeout(PATIENCE))
 
 
@@ -248,6 +249,41 @@ class TestTls:
             )
         assert (response.status_code, response.content) == (200, b"hello")
         assert (len(response.history), registry.accepts, storage.accepts) == (1, 1, 1)
+
+    async def test_plain_http_never_builds_a_tls_context(self) -> None:
+        """A transport that only reaches http:// origins never asks for its SSL context."""
+        asked: list[bool] = []
+
+        def tls() -> ssl.SSLContext:
+            asked.append(True)
+            return ssl.create_default_context()
+
+        transport = RegistryTransport(tls=tls, max_connections=2)
+        async with ScriptedServer() as server, httpx.AsyncClient(transport=transport) as http:
+            assert (await http.get(f"{server.url}/hello")).content == b"hello"
+        assert asked == []
+
+    async def test_https_asks_for_the_tls_context(self, pki: Pki) -> None:
+        """The first HTTPS connection takes the context the factory returns (its CA is used)."""
+        asked: list[bool] = []
+
+        def tls() -> ssl.SSLContext:
+            asked.append(True)
+            return ssl.create_default_context(cafile=str(pki.ca_file))
+
+        transport = RegistryTransport(tls=tls, max_connections=2)
+        async with (
+            ScriptedServer(tls=server_context(pki)) as server,
+            httpx.AsyncClient(transport=transport) as http,
+        ):
+            assert (await http.get(f"{server.url}/hello")).content == b"hello"
+        assert asked == [True]
+
+    def test_named_ca_bundle_is_read_at_once(self, tmp_path: Path) -> None:
+        """A CA bundle that does not exist fails when the transport is made, not at a connection."""
+        missing = tmp_path / "no-such-ca.pem"
+        with pytest.raises(OSError, match="No such file"):
+            new_transport(verify=str(missing))
 
 
 class TestFraming:
