@@ -1,19 +1,21 @@
 """Rows of the `jobs` table: insert, claim, finish, fail, resume, retry, supersede — in a session.
 
-Every state written here is computed by domain.jobs.transition from the state read, and every
-UPDATE is guarded by that state (`WHERE id = ? AND state = ?`), so two processes acting on the
-same job never both succeed: the loser's UPDATE matches no row.
+Every state written here is computed by domain.jobs.transition from the state the row is in,
+and every UPDATE is guarded by that state (`WHERE id = ? AND state = ?`), so two processes
+acting on the same job never both succeed: the loser's UPDATE matches no row.
+
+The statements themselves are in queries.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, update
+from sqlalchemy import and_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from replicator.domain.jobs import (
     CLAIMABLE_STATES,
@@ -26,56 +28,42 @@ from replicator.domain.jobs import (
     decide_failure,
     transition,
 )
-from replicator.errors import JournalError, TransitionError
-from replicator.journal.models import MAX_REASON_CHARS, NO_TAG, JobRecord, JobRow
-
-
-def key_filter(key: JobKey) -> Any:
-    """The WHERE clause selecting the job of `key`."""
-    return and_(
-        col(JobRecord.kind) == key.kind.value,
-        col(JobRecord.source) == key.source,
-        col(JobRecord.repository) == key.repository,
-        col(JobRecord.digest) == key.digest,
-        col(JobRecord.tag) == (key.tag or NO_TAG),
-        col(JobRecord.destination) == key.destination,
-    )
-
-
-def find(session: Session, key: JobKey) -> JobRecord | None:
-    """The job of `key`, if recorded."""
-    return session.exec(select(JobRecord).where(key_filter(key))).first()
-
-
-def _get(session: Session, job_id: int) -> JobRecord:
-    # populate_existing: the guarded UPDATEs bypass the session, so never trust a cached row.
-    record = session.get(JobRecord, job_id, populate_existing=True)
-    if record is None:
-        raise JournalError(f"job {job_id} does not exist", temporary=False)
-    return record
+from replicator.errors import TransitionError
+from replicator.journal import queries
+from replicator.journal.models import MAX_REASON_CHARS, NO_TAG, JobRow
+from replicator.journal.queries import JOBS
 
 
 def _guarded_update(session: Session, job_id: int, old: JobState, values: dict[str, Any]) -> bool:
     """UPDATE one job only if it is still in `old`; whether it was."""
-    statement = (
-        update(JobRecord)
-        .where(col(JobRecord.id) == job_id, col(JobRecord.state) == old.value)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return cast(CursorResult[Any], session.execute(statement)).rowcount == 1
+    columns = tuple(sorted(values))
+    params = {"job_id": job_id, "old_state": old.value}
+    params.update({f"v_{name}": values[name] for name in columns})
+    return queries.execute(session, queries.update_statement(columns), params).rowcount == 1
 
 
-def _change(session: Session, job_id: int, event: JobEvent, values: dict[str, Any]) -> JobState:
-    """Apply `event` to one job through the table; raise if it changed under us."""
-    record = _get(session, job_id)
-    old = JobState(record.state)
+def _change(
+    session: Session,
+    job_id: int,
+    event: JobEvent,
+    values: dict[str, Any],
+    old: JobState | None = None,
+) -> JobState:
+    """Apply `event` to one job through the table; raise if it changed under us.
+
+    With `old` (the one state the caller expects), the UPDATE is tried at once and the row is
+    read only to explain a refusal: one statement instead of two on the hot path.
+    """
+    if old is None:
+        old = JobState(queries.state_of(session, job_id).state)
     new = transition(old, event)
-    if not _guarded_update(session, job_id, old, {"state": new.value, **values}):
-        raise TransitionError(
-            f"job {job_id} left state {old.value} while {event.value} was being applied"
-        )
-    return new
+    if _guarded_update(session, job_id, old, {"state": new.value, **values}):
+        return new
+    actual = JobState(queries.state_of(session, job_id).state)
+    transition(actual, event)  # raises TransitionError when the event does not apply there
+    raise TransitionError(
+        f"job {job_id} left state {old.value} while {event.value} was being applied"
+    )
 
 
 def _bulk(
@@ -84,12 +72,9 @@ def _bulk(
     """Apply `event` through the table to every job in `old` matching `where`; how many."""
     new = transition(old, event)
     statement = (
-        update(JobRecord)
-        .where(col(JobRecord.state) == old.value, where)
-        .values(state=new.value, **values)
-        .execution_options(synchronize_session=False)
+        update(JOBS).where(JOBS.c.state == old.value, where).values(state=new.value, **values)
     )
-    return cast(CursorResult[Any], session.execute(statement)).rowcount
+    return queries.execute(session, statement).rowcount
 
 
 def _fresh_chance(now: datetime) -> dict[str, Any]:
@@ -105,38 +90,54 @@ def _fresh_chance(now: datetime) -> dict[str, Any]:
     }
 
 
-def _new_record(
+def _new_row(
     key: JobKey, pushed_at: datetime | None, now: datetime, not_before: datetime | None = None
-) -> JobRecord:
-    return JobRecord(
-        kind=key.kind.value,
-        source=key.source,
-        repository=key.repository,
-        digest=key.digest,
-        tag=key.tag or NO_TAG,
-        destination=key.destination,
-        state=JobState.PENDING.value,
-        next_attempt_at=not_before or now,
-        pushed_at=pushed_at,
-        created_at=now,
-        updated_at=now,
-    )
+) -> dict[str, Any]:
+    """Every column of a new PENDING job but its id."""
+    values: dict[str, Any] = {
+        "kind": key.kind.value,
+        "source": key.source,
+        "repository": key.repository,
+        "digest": key.digest,
+        "tag": key.tag or NO_TAG,
+        "destination": key.destination,
+        "state": JobState.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": not_before or now,
+        "failure_code": None,
+        "failure_reason": None,
+        "bytes_copied": 0,
+        "blobs_copied": 0,
+        "blobs_mounted": 0,
+        "blobs_skipped": 0,
+        "pushed_at": pushed_at,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+    }
+    assert set(values) == set(queries.INSERTED_COLUMNS), "a column of jobs has no value here"
+    return values
 
 
-def _insert_or_find(session: Session, key: JobKey, record: JobRecord) -> tuple[JobRecord, bool]:
-    """Insert unless the key exists, also when another process inserts it at the same moment."""
-    existing = find(session, key)
+def _insert_or_find(
+    session: Session, key: JobKey, values: dict[str, Any]
+) -> tuple[int, JobState | None]:
+    """Insert unless the key exists, also when another process inserts it at the same moment;
+    the job's id and, when it already existed, its state."""
+    existing = queries.find(session, key)
     if existing is not None:
-        return existing, False
+        return existing.id, JobState(existing.state)
     try:
         with session.begin_nested():
-            session.add(record)
+            inserted = queries.execute(session, queries.INSERT, values).inserted_primary_key
     except IntegrityError:
-        existing = find(session, key)
+        existing = queries.find(session, key)
         if existing is None:
             raise
-        return existing, False
-    return record, True
+        return existing.id, JobState(existing.state)
+    assert inserted is not None
+    return int(inserted[0]), None
 
 
 def ensure(
@@ -159,21 +160,20 @@ def ensure(
     changed = 0
     for key in dict.fromkeys([*keys, *denied]):
         later = (not_before or {}).get(key)
-        record, inserted = _insert_or_find(session, key, _new_record(key, pushed_at, now, later))
-        assert record.id is not None
-        ids.append(record.id)
-        if not inserted:
-            if JobState(record.state) is not JobState.FAILED:
+        job_id, existed = _insert_or_find(session, key, _new_row(key, pushed_at, now, later))
+        ids.append(job_id)
+        if existed is not None:
+            if existed is not JobState.FAILED:
                 continue
             values = {**_fresh_chance(now), "next_attempt_at": later or now}
             if pushed_at is not None:
                 values["pushed_at"] = pushed_at
-            _change(session, record.id, JobEvent.RETRY, values)
+            _change(session, job_id, JobEvent.RETRY, values, old=existed)
         changed += 1
         if key in denied:
             _change(
                 session,
-                record.id,
+                job_id,
                 JobEvent.DENY,
                 {
                     "failure_code": FailureCode.POLICY_DENIED.value,
@@ -182,6 +182,7 @@ def ensure(
                     "finished_at": now,
                     "updated_at": now,
                 },
+                old=JobState.PENDING,
             )
     return ids, changed
 
@@ -189,49 +190,33 @@ def ensure(
 def claim(session: Session, limit: int, now: datetime, skip: Collection[str] = ()) -> list[JobRow]:
     """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1), oldest due first; jobs for
     the destinations in `skip` are left for later."""
-    # PENDING jobs are due from when they were queued (or their not_before), RETRY_WAIT ones
-    # from their next attempt time; hosts sharing a database should keep their clocks in sync.
-    due = and_(
-        col(JobRecord.state).in_([state.value for state in CLAIMABLE_STATES]),
-        col(JobRecord.next_attempt_at) <= now,
-    )
+    params: dict[str, Any] = {"now": now}
     if skip:
-        due = and_(due, col(JobRecord.destination).not_in(list(skip)))
-    # FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass over each other's rows instead of
-    # queueing; SQLite ignores it (its writers are already serialised by BEGIN IMMEDIATE).
-    candidates = session.exec(
-        select(JobRecord.id, JobRecord.state)
-        .where(due)
-        .order_by(col(JobRecord.next_attempt_at), col(JobRecord.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+        params["skip"] = list(skip)
+    candidates = queries.execute(session, queries.due_statement(limit, bool(skip)), params).all()
     claimed: list[int] = []
-    for job_id, state in candidates:
-        assert job_id is not None
-        old = JobState(state)
+    for candidate in candidates:
+        job_id, old = candidate.id, JobState(candidate.state)
         assert old in CLAIMABLE_STATES
         new = apply(old, claim_path(old))
-        values = {
-            "state": new.value,
-            "attempts": col(JobRecord.attempts) + 1,
-            "next_attempt_at": None,
-            "started_at": now,
-            "finished_at": None,
-            "updated_at": now,
-        }
-        if _guarded_update(session, job_id, old, values):
+        moved = {"job_id": job_id, "old_state": old.value, "new_state": new.value, "now": now}
+        if queries.execute(session, queries.CLAIM, moved).rowcount == 1:
             claimed.append(job_id)
     if not claimed:
         return []
-    statement = select(JobRecord).where(col(JobRecord.id).in_(claimed)).order_by(col(JobRecord.id))
-    return [JobRow.from_record(record) for record in session.exec(statement).all()]
+    return queries.rows(session, queries.ROWS_BY_IDS.params(ids=claimed))
 
 
 def succeed(session: Session, job_id: int, now: datetime, counters: dict[str, int]) -> None:
     """IN_PROGRESS --SUCCEED--> COMPLETE, with the copy's counters."""
     values = {"failure_code": None, "failure_reason": None, **counters}
-    _change(session, job_id, JobEvent.SUCCEED, {**values, "finished_at": now, "updated_at": now})
+    _change(
+        session,
+        job_id,
+        JobEvent.SUCCEED,
+        {**values, "finished_at": now, "updated_at": now},
+        old=JobState.IN_PROGRESS,
+    )
 
 
 def fail(
@@ -246,12 +231,12 @@ def fail(
     backoff: float,
 ) -> JobState:
     """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff) or FAILED; the new state."""
-    record = _get(session, job_id)
+    found = queries.state_of(session, job_id)
     decision = decide_failure(
         code=code,
         reason=reason,
         temporary=temporary,
-        attempts=record.attempts,
+        attempts=found.attempts,
         max_attempts=max_attempts,
     )
     waits = decision.event is JobEvent.FAIL_TEMPORARY
@@ -262,7 +247,7 @@ def fail(
         "finished_at": None if waits else now,
         "updated_at": now,
     }
-    return _change(session, job_id, decision.event, values)
+    return _change(session, job_id, decision.event, values, old=JobState(found.state))
 
 
 def resume(
@@ -273,16 +258,16 @@ def resume(
     A job whose every attempt killed the process (say, out of memory) would otherwise crash-loop
     the daemon forever; `max_attempts` ends it as MAX_ATTEMPTS.
     """
-    scope: Any = col(JobRecord.id).is_not(None)
+    scope: Any = JOBS.c.id.is_not(None)
     if started_before is not None:
-        scope = col(JobRecord.started_at) < started_before
+        scope = JOBS.c.started_at < started_before
     failed = 0
     if max_attempts is not None:
         failed = _bulk(
             session,
             JobState.IN_PROGRESS,
             JobEvent.FAIL_PERMANENT,
-            and_(scope, col(JobRecord.attempts) >= max_attempts),
+            and_(scope, JOBS.c.attempts >= max_attempts),
             {
                 "failure_code": FailureCode.MAX_ATTEMPTS.value,
                 "failure_reason": "the process stopped while copying, on the last of "
@@ -303,7 +288,7 @@ def resume(
 
 def retry(session: Session, job_id: int | None, now: datetime) -> int:
     """FAILED --RETRY--> PENDING for one job or all failed ones; how many were re-queued."""
-    scope: Any = col(JobRecord.id).is_not(None) if job_id is None else col(JobRecord.id) == job_id
+    scope: Any = JOBS.c.id.is_not(None) if job_id is None else JOBS.c.id == job_id
     return _bulk(session, JobState.FAILED, JobEvent.RETRY, scope, _fresh_chance(now))
 
 
@@ -315,8 +300,9 @@ def supersede(session: Session, keys: Sequence[JobKey]) -> int:
     """
     removed = 0
     for key in dict.fromkeys(keys):
-        record = find(session, key)
-        if record is not None and JobState(record.state) is JobState.PENDING:
-            session.delete(record)
-            removed += 1
+        found = queries.find(session, key)
+        if found is not None and JobState(found.state) is JobState.PENDING:
+            removed += queries.execute(
+                session, queries.DELETE_PENDING, {"job_id": found.id}
+            ).rowcount
     return removed

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Row, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from replicator.domain.jobs import JobKey, JobKind, JobState
@@ -153,8 +154,8 @@ class JobRow:
         )
 
     @classmethod
-    def from_record(cls, record: JobRecord) -> JobRow:
-        """Copy an ORM record into a value."""
+    def from_record(cls, record: JobRecord | Row[Any]) -> JobRow:
+        """Copy an ORM record, or a whole row of the table, into a value."""
         assert record.id is not None
         return cls(
             id=record.id,

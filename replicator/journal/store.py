@@ -17,23 +17,24 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
 from replicator.errors import JournalError
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
+from replicator.journal import queries
 from replicator.journal.models import (
     NO_TAG,
     EventOutcome,
     EventRow,
-    JobRecord,
     JobRow,
     from_db_time,
     to_db_time,
 )
+from replicator.journal.queries import JOBS
 from replicator.journal.schema import create_journal_engine, prepare, redacted
 from replicator.logs import get_logger
 
@@ -48,8 +49,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _rows(session: Session, statement: Any) -> list[JobRow]:
-    return [JobRow.from_record(record) for record in session.exec(statement).all()]
+_CLAIMABLE = [state.value for state in CLAIMABLE_STATES]
+# Read by the runner whenever it goes idle, and by the metrics: built once (see jobs.py).
+_NEXT_DUE = select(func.min(JOBS.c.next_attempt_at)).where(JOBS.c.state.in_(_CLAIMABLE))
+_BACKLOG = select(func.count()).select_from(JOBS).where(JOBS.c.state.in_(_CLAIMABLE))
+_COUNTS = select(JOBS.c.state, JOBS.c.destination, func.count()).group_by(
+    JOBS.c.state, JOBS.c.destination
+)
 
 
 class Journal:
@@ -149,7 +155,7 @@ class Journal:
         def work(session: Session) -> tuple[list[int], EventOutcome]:
             duplicate_of = event_rows.accepted_duplicate(session, source, payload, part)
             if duplicate_of is not None:
-                found = (job_rows.find(session, key) for key in dict.fromkeys(keys))
+                found = (queries.find(session, key) for key in dict.fromkeys(keys))
                 ids = [record.id for record in found if record is not None and record.id]
                 note, changed = (EventOutcome.IGNORED, f"duplicate of event {duplicate_of}"), 0
             else:
@@ -295,20 +301,17 @@ class Journal:
     async def job(self, job_id: int) -> JobRow | None:
         """One job by id, if it exists."""
 
-        def work(session: Session) -> JobRow | None:
-            record = session.get(JobRecord, job_id)
-            return JobRow.from_record(record) if record else None
-
-        return await self._run(work)
+        statement = select(JOBS).where(JOBS.c.id == job_id)
+        return await self._run(lambda session: next(iter(queries.rows(session, statement)), None))
 
     async def jobs(
         self, state: JobState | None = None, limit: int = DEFAULT_LIST_LIMIT
     ) -> list[JobRow]:
         """The most recent jobs first, optionally only those in one state."""
-        statement = select(JobRecord).order_by(col(JobRecord.id).desc()).limit(limit)
+        statement = select(JOBS).order_by(JOBS.c.id.desc()).limit(limit)
         if state is not None:
-            statement = statement.where(col(JobRecord.state) == state.value)
-        return await self._run(lambda session: _rows(session, statement))
+            statement = statement.where(JOBS.c.state == state.value)
+        return await self._run(lambda session: queries.rows(session, statement))
 
     async def status(
         self,
@@ -323,48 +326,42 @@ class Journal:
         A tag is resolved, as ECR does, to the digest it was last pushed with: the digest of its
         newest job. Without digest and tag, every job of the repository.
         """
+        narrowed = {"source": source, "tag": None if tag is None else tag or NO_TAG}
+        narrowed = {column: value for column, value in narrowed.items() if value is not None}
 
         def work(session: Session) -> list[JobRow]:
-            statement = select(JobRecord).where(col(JobRecord.repository) == repository)
-            if source is not None:
-                statement = statement.where(col(JobRecord.source) == source)
+            where = dict(narrowed)
             if tag is not None:
-                statement = statement.where(col(JobRecord.tag) == (tag or NO_TAG))
-                newest = session.exec(statement.order_by(col(JobRecord.id).desc())).first()
-                if newest is None:
+                statement = queries.image_statement(narrowed=tuple(where), newest=True)
+                newest = queries.rows(session, statement, {"repository": repository, **where})
+                if not newest:
                     return []
-                statement = statement.where(col(JobRecord.digest) == newest.digest)
-            if digest is not None:
-                statement = statement.where(col(JobRecord.digest) == digest)
-            return _rows(session, statement.order_by(col(JobRecord.id)))
+                where["digest"] = newest[0].digest
+            if digest is not None and where.setdefault("digest", digest) != digest:
+                return []  # the tag was last pushed with another digest
+            statement = queries.image_statement(narrowed=tuple(where))
+            return queries.rows(session, statement, {"repository": repository, **where})
 
         return await self._run(work)
 
     async def counts(self) -> dict[tuple[JobState, str], int]:
         """Jobs per (state, destination), for metrics."""
-        statement = select(JobRecord.state, JobRecord.destination, func.count()).group_by(
-            col(JobRecord.state), col(JobRecord.destination)
-        )
 
         def work(session: Session) -> dict[tuple[JobState, str], int]:
-            rows = session.exec(statement).all()
+            rows = session.connection().execute(_COUNTS).all()
             return {(JobState(state), destination): count for state, destination, count in rows}
 
         return await self._run(work)
 
     async def backlog(self) -> int:
         """Jobs waiting for a worker: PENDING plus RETRY_WAIT (due or not)."""
-        statement = select(func.count()).where(
-            col(JobRecord.state).in_([state.value for state in CLAIMABLE_STATES])
-        )
-        return await self._run(lambda session: session.exec(statement).one())
+        return await self._run(lambda session: session.connection().execute(_BACKLOG).scalar_one())
 
     async def next_due_at(self) -> datetime | None:
         """When the next job becomes claimable (in the past if one already is); None if none."""
-        statement = select(func.min(JobRecord.next_attempt_at)).where(
-            col(JobRecord.state).in_([state.value for state in CLAIMABLE_STATES])
+        return await self._run(
+            lambda session: from_db_time(session.connection().execute(_NEXT_DUE).scalar_one())
         )
-        return await self._run(lambda session: from_db_time(session.exec(statement).one()))
 
     async def events(
         self, outcome: EventOutcome | None = None, limit: int = DEFAULT_LIST_LIMIT

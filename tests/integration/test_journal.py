@@ -459,6 +459,16 @@ class TestQueries:
         await record(journal, b"push 2", [moved])
         assert [row.key for row in await journal.status("use1", "app", tag="v1")] == [moved]
 
+    async def test_status_by_tag_and_digest(self, journal: Journal) -> None:
+        """Tag and digest together: the tag's jobs when it was last pushed with that digest,
+        none when it has moved to another."""
+        await record(journal, b"push 1", [KEY])
+        assert [
+            row.key for row in await journal.status("use1", "app", tag="v1", digest=DIGEST)
+        ] == [KEY]
+        await record(journal, b"push 2", [JobKey("use1", "app", OTHER_DIGEST, "v1", "usw2")])
+        assert await journal.status("use1", "app", tag="v1", digest=DIGEST) == []
+
     async def test_status_by_digest(self, journal: Journal) -> None:
         """By digest: every job of that digest in the repository, any tag."""
         untagged = JobKey("use1", "app", DIGEST, None, "usw2")
