@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Select, Table, bindparam, insert
 from sqlmodel import Session, col, select
 
 from replicator.journal.models import (
@@ -25,6 +27,29 @@ def payload_sha256(payload: bytes, part: int = 0) -> str:
     return hashlib.sha256(payload + suffix).hexdigest()
 
 
+# Built once, with the values bound as parameters (see queries.py): recording an event is on
+# the daemon's path from a push to its copies.
+_EVENTS: Table = EventRecord.metadata.tables["events"]
+_INSERT = insert(_EVENTS)
+
+
+def _accepted_statement(source_is_null: bool) -> Select[Any]:
+    source = _EVENTS.c.source
+    return (
+        select(_EVENTS.c.id)
+        .where(
+            source.is_(None) if source_is_null else source == bindparam("source"),
+            _EVENTS.c.payload_sha256 == bindparam("sha256"),
+            _EVENTS.c.outcome == EventOutcome.ACCEPTED.value,
+        )
+        .order_by(_EVENTS.c.id)
+        .limit(1)
+    )
+
+
+_ACCEPTED = {True: _accepted_statement(True), False: _accepted_statement(False)}
+
+
 def accepted_duplicate(
     session: Session, source: str | None, payload: bytes, part: int = 0
 ) -> int | None:
@@ -33,20 +58,9 @@ def accepted_duplicate(
     Only accepted events count: a payload rejected before (say, for a registry the config did
     not yet name) is judged afresh.
     """
-    source_filter = (
-        col(EventRecord.source).is_(None) if source is None else col(EventRecord.source) == source
-    )
-    statement = (
-        select(EventRecord.id)
-        .where(
-            source_filter,
-            col(EventRecord.payload_sha256) == payload_sha256(payload, part),
-            col(EventRecord.outcome) == EventOutcome.ACCEPTED.value,
-        )
-        .order_by(col(EventRecord.id))
-        .limit(1)
-    )
-    return session.exec(statement).first()
+    params = {"source": source, "sha256": payload_sha256(payload, part)}
+    found = session.connection().execute(_ACCEPTED[source is None], params).scalar()
+    return None if found is None else int(found)
 
 
 def add_event(
@@ -62,21 +76,20 @@ def add_event(
     part: int = 0,
 ) -> int:
     """Insert one event row, the payload truncated to MAX_STORED_PAYLOAD_BYTES; its id."""
-    record = EventRecord(
-        received_at=to_db_time(received_at),
-        source=source,
-        topic=topic,
-        payload_sha256=payload_sha256(payload, part),
-        payload_size=len(payload),
-        payload=payload[:MAX_STORED_PAYLOAD_BYTES],
-        outcome=outcome.value,
-        reason=reason[:MAX_REASON_CHARS],
-        jobs_created=jobs_created,
-    )
-    session.add(record)
-    session.flush()
-    assert record.id is not None
-    return record.id
+    values = {
+        "received_at": to_db_time(received_at),
+        "source": source,
+        "topic": topic,
+        "payload_sha256": payload_sha256(payload, part),
+        "payload_size": len(payload),
+        "payload": payload[:MAX_STORED_PAYLOAD_BYTES],
+        "outcome": outcome.value,
+        "reason": reason[:MAX_REASON_CHARS],
+        "jobs_created": jobs_created,
+    }
+    inserted = session.connection().execute(_INSERT, values).inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
 
 
 def list_events(session: Session, outcome: EventOutcome | None, limit: int) -> list[EventRow]:
