@@ -1,7 +1,5 @@
 """`python -m replicator`."""
 
-import sys
+from replicator.cli import entry_point
 
-from replicator.cli import main
-
-sys.exit(main())
+entry_point()

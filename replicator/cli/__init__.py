@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from replicator import __version__
 from replicator.errors import ConfigError, ReplicatorError, UsageError
@@ -107,5 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def entry_point() -> NoReturn:
+    """The console script and `python -m replicator`: run `main`, then exit with its code."""
+    code = main()
+    # At exit the interpreter runs a full garbage collection over every object the imports
+    # made (SQLAlchemy, pydantic): 0.12-0.15 s per command here, against 0.01 s with them
+    # frozen out of the collector's view (measured). The process is ending, so what is left
+    # in cycles goes with it; files and the journal are closed by now, and atexit handlers
+    # (logging's flush) still run.
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import subprocess
+import sys
 
 import pytest
 
@@ -60,3 +63,29 @@ class TestExitCodes:
         with pytest.raises(SystemExit) as info:
             cli.main(["bogus"])
         assert info.value.code == 2
+
+
+class TestEntryPoint:
+    """`python -m replicator` and the console script exit with main's code, output flushed."""
+
+    @pytest.mark.parametrize(
+        ("argv", "code", "stream", "text"),
+        [
+            (["config", "check", "/nonexistent/replicator.toml"], 2, "stderr", "/nonexistent"),
+            (["--version"], 0, "stdout", "replicator"),
+        ],
+        ids=["config-error", "version"],
+    )
+    def test_module_run(self, argv: list[str], code: int, stream: str, text: str) -> None:
+        """The process exits with main's code and every line it printed arrives."""
+        done = subprocess.run(
+            [sys.executable, "-m", "replicator", *argv],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == code
+        assert text in getattr(done, stream)
+
+    def test_console_script_is_the_entry_point(self) -> None:
+        """The installed `replicator` script calls entry_point, which exits like main."""
+        script = importlib.metadata.entry_points(group="console_scripts")["replicator"]
+        assert script.value == "replicator.cli:entry_point"
