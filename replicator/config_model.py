@@ -41,8 +41,9 @@ MIB = 1024 * 1024
 DEFAULT_CHUNK_THRESHOLD = 64 * MIB
 # Below 5 MiB, S3-backed registries refuse non-final chunks (S3's multipart minimum).
 MIN_CHUNK_THRESHOLD = 5 * MIB
-# In a fleet, a job claimed longer ago than this is taken for an orphan of a dead peer: far
-# beyond the copy of any real image on a LAN, short enough to repair within minutes.
+# A job claimed longer ago than this by a process of another host is taken for an orphan of a
+# dead peer: far beyond the copy of any real image on a LAN, short enough to repair within
+# minutes. (A dead process of this host is known dead at once: claimers.py.)
 DEFAULT_ORPHAN_AFTER = 600.0
 # Below a second even a live peer's smallest copy would be taken from it and run twice.
 MIN_ORPHAN_AFTER = 1.0
@@ -174,7 +175,7 @@ class MqttConfig(_Section):
 
 class WorkersConfig(_Section):
     """[workers]: concurrency limits, attempts, shutdown grace, the chunked-upload threshold and
-    (in a fleet) the age at which a claimed job is taken for a dead peer's orphan."""
+    the age at which a job claimed by a process of another host is taken for an orphan."""
 
     concurrency: Annotated[int, Field(ge=1)] = 16
     per_registry: Annotated[int, Field(ge=1)] = 8

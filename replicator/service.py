@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from replicator.backfill import reconcile_forever
+from replicator.claimers import resume_orphans
 from replicator.config import Config, load_config
 from replicator.config_reload import reread
 from replicator.copier import Copier
@@ -39,8 +40,9 @@ log = get_logger(__name__)
 
 # How long `run` waits for the broker before reporting not-ready (it keeps trying afterwards).
 CONNECT_WAIT_SECONDS = 10.0
-# A fleet member looks for orphans ([workers] orphan_after) ten times per that age: a dead
-# peer's jobs wait at most a tenth longer than the age, for one cheap query a sweep.
+# The daemon looks for orphans ([workers] orphan_after) ten times per that age: a dead peer's
+# jobs wait at most a tenth longer than the age, a dead local process's at most a tenth of it,
+# for two cheap queries a sweep.
 ORPHAN_SWEEPS_PER_AGE = 10
 
 
@@ -78,11 +80,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.journal = await Journal.open(self.config.journal.url)
         try:
-            # Alone, every IN_PROGRESS job at start is ours, orphaned by a crash: resume them all.
+            # Alone, an IN_PROGRESS job at start is ours, orphaned by a crash, unless a process
+            # of this host still runs it (a backfill sharing the journal): resume the rest.
             # In a fleet (shared group) peers may be running theirs right now: resume only jobs
-            # claimed long enough ago that no live daemon can still be copying them.
+            # of processes gone from this host, and jobs claimed long enough ago that no live
+            # daemon can still be copying them.
             fleet = bool(self.config.mqtt.shared_group)
-            resumed = await self.journal.resume_interrupted(
+            resumed = await resume_orphans(
+                self.journal,
                 started_before=self._orphaned_before() if fleet else None,
                 max_attempts=self.config.workers.max_attempts,
             )
@@ -122,9 +127,8 @@ class Daemon:
         return 0
 
     async def _sweep_orphans(self) -> None:
-        """In a fleet, re-queue jobs a dead peer left IN_PROGRESS (alone, start-up does it)."""
-        if not self.config.mqtt.shared_group:
-            return
+        """Re-queue jobs a dead process left IN_PROGRESS: a peer of the fleet, or a backfill
+        killed on this host while sharing the journal."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(
@@ -134,7 +138,8 @@ class Daemon:
             if self._stopping.is_set() or self.journal is None:
                 return
             try:
-                await self.journal.resume_interrupted(
+                await resume_orphans(
+                    self.journal,
                     started_before=self._orphaned_before(),
                     max_attempts=self.config.workers.max_attempts,
                 )
@@ -142,7 +147,7 @@ class Daemon:
                 log.warning("orphan_sweep_failed", error=str(exc))
 
     def _orphaned_before(self) -> datetime:
-        """In a fleet, a job claimed before this moment is a dead peer's orphan."""
+        """A job claimed before this moment by a process not of this host is an orphan."""
         return datetime.now(UTC) - timedelta(seconds=self.config.workers.orphan_after)
 
     def stop(self) -> None:

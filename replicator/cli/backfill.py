@@ -49,7 +49,6 @@ from replicator.runner import JobRunner
 if TYPE_CHECKING:
     from replicator.cli.backfill_ledger import ClaimLedger
     from replicator.journal.models import JobRow
-    from replicator.journal.store import Journal
 
 log = get_logger(__name__)
 
@@ -172,7 +171,7 @@ async def run_backfill(
             if journal.ledger is None or journal.runner is None:
                 return report  # everything was up to date: nothing to journal, nothing to run
             ledger, runner = journal.ledger, journal.runner
-            await _wait_for_jobs(runner, ledger, sink.keys, stop)
+            await _wait_for_jobs(runner, ledger, sink.keys, stop, config.workers.max_attempts)
             if not stop.is_set():
                 report.repairs = await repair(
                     sink.repairs, journal=ledger, config=config, sites=sites, pool=pool,
@@ -293,20 +292,28 @@ async def _first_of(*events: asyncio.Event) -> None:
 
 async def _wait_for_jobs(
     runner: JobRunner,
-    journal: Journal,
+    ledger: ClaimLedger,
     keys: Mapping[tuple[str, str], Sequence[JobKey]],
     stop: asyncio.Event,
+    max_attempts: int,
 ) -> None:
     """Run until every job of this run is COMPLETE or FAILED, waiting out retry backoffs and
-    jobs another process sharing the journal is running."""
+    jobs another process sharing the journal is running (taking them back if it dies)."""
     finished = {JobState.COMPLETE, JobState.FAILED}
     while not stop.is_set():
         await runner.run(stop, until_idle=True)
         if stop.is_set() or not keys:
             return
-        open_rows = [r for r in await job_rows(journal, keys) if r.state not in finished]
+        open_rows = [r for r in await job_rows(ledger, keys) if r.state not in finished]
         if not open_rows:
             return
+        # Another process holding some may have died since (a daemon killed on this host):
+        # its jobs then come back, to be run here.
+        held_elsewhere = any(
+            r.state is JobState.IN_PROGRESS and r.id not in ledger.held for r in open_rows
+        )
+        if held_elsewhere and await ledger.resume_orphans(max_attempts):
+            continue
         due = min((r.next_attempt_at for r in open_rows if r.next_attempt_at), default=None)
         wait = WAIT_POLL_SECONDS
         if due is not None:

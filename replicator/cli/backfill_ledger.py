@@ -6,13 +6,15 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from replicator.claimers import resume_orphans
 from replicator.domain.jobs import JobState
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 
-# IN_PROGRESS jobs started longer ago than this are taken, when a run opens the journal, as
-# orphans of a killed process (kill -9, power loss) and queued again; an hour is far beyond any
-# one image copy.
+# IN_PROGRESS jobs of a process on another host (or container) started longer ago than this
+# are taken, when a run opens the journal, as orphans of a killed process and queued again; an
+# hour is far beyond any one image copy. A killed process of this host gives its jobs back at
+# once (claimers.py).
 ORPHAN_AFTER_SECONDS = 3600.0
 INTERRUPTED_REASON = "interrupted: the backfill stopped during the copy; the next run resumes it"
 
@@ -33,14 +35,20 @@ class ClaimLedger(Journal):
         ledger = await cls.open(url)
         assert isinstance(ledger, ClaimLedger)
         try:
-            await ledger.resume_interrupted(
-                started_before=datetime.now(UTC) - timedelta(seconds=ORPHAN_AFTER_SECONDS),
-                max_attempts=max_attempts,
-            )
+            await ledger.resume_orphans(max_attempts)
         except BaseException:
             await ledger.close()
             raise
         return ledger
+
+    async def resume_orphans(self, max_attempts: int) -> int:
+        """Queue again the jobs of a killed run: at once when it ran on this host, after
+        ORPHAN_AFTER_SECONDS otherwise (it may be a live process elsewhere); how many."""
+        return await resume_orphans(
+            self,
+            started_before=datetime.now(UTC) - timedelta(seconds=ORPHAN_AFTER_SECONDS),
+            max_attempts=max_attempts,
+        )
 
     async def claim_due(
         self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()

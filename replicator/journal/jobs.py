@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -115,6 +115,7 @@ def _new_row(
         "updated_at": now,
         "started_at": None,
         "finished_at": None,
+        "claimed_by": None,
     }
     assert set(values) == set(queries.INSERTED_COLUMNS), "a column of jobs has no value here"
     return values
@@ -187,9 +188,11 @@ def ensure(
     return ids, changed
 
 
-def claim(session: Session, limit: int, now: datetime, skip: Collection[str] = ()) -> list[JobRow]:
-    """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1), oldest due first; jobs for
-    the destinations in `skip` are left for later."""
+def claim(
+    session: Session, limit: int, now: datetime, claimer: str, skip: Collection[str] = ()
+) -> list[JobRow]:
+    """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1) for `claimer`, oldest due
+    first; jobs for the destinations in `skip` are left for later."""
     params: dict[str, Any] = {"now": now}
     if skip:
         params["skip"] = list(skip)
@@ -199,7 +202,13 @@ def claim(session: Session, limit: int, now: datetime, skip: Collection[str] = (
         job_id, old = candidate.id, JobState(candidate.state)
         assert old in CLAIMABLE_STATES
         new = apply(old, claim_path(old))
-        moved = {"job_id": job_id, "old_state": old.value, "new_state": new.value, "now": now}
+        moved = {
+            "job_id": job_id,
+            "old_state": old.value,
+            "new_state": new.value,
+            "now": now,
+            "claimer": claimer,
+        }
         if queries.execute(session, queries.CLAIM, moved).rowcount == 1:
             claimed.append(job_id)
     if not claimed:
@@ -251,16 +260,28 @@ def fail(
 
 
 def resume(
-    session: Session, now: datetime, started_before: datetime | None, max_attempts: int | None
+    session: Session,
+    now: datetime,
+    started_before: datetime | None,
+    max_attempts: int | None,
+    *,
+    dead: Collection[str] = (),
+    spare: Collection[str] = (),
 ) -> int:
     """Jobs left IN_PROGRESS by a stopped process: PENDING again, or FAILED when out of attempts.
 
+    Taken: every IN_PROGRESS job (`started_before` None) or those claimed before it, and those
+    whose claimer is in `dead`; never those of a claimer in `spare` (known to be running).
     A job whose every attempt killed the process (say, out of memory) would otherwise crash-loop
     the daemon forever; `max_attempts` ends it as MAX_ATTEMPTS.
     """
     scope: Any = JOBS.c.id.is_not(None)
     if started_before is not None:
         scope = JOBS.c.started_at < started_before
+    if dead:
+        scope = or_(scope, JOBS.c.claimed_by.in_(list(dead)))
+    if spare:
+        scope = and_(scope, or_(JOBS.c.claimed_by.is_(None), JOBS.c.claimed_by.not_in(list(spare))))
     failed = 0
     if max_attempts is not None:
         failed = _bulk(

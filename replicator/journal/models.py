@@ -16,8 +16,12 @@ from sqlmodel import Field, SQLModel
 
 from replicator.domain.jobs import JobKey, JobKind, JobState
 
-# The version of the tables below; bump it with a migration when they change.
-SCHEMA_VERSION = 1
+# The version of the tables below; bump it with a migration (schema.py) when they change.
+# 2: jobs.claimed_by, the process holding an IN_PROGRESS job.
+SCHEMA_VERSION = 2
+# Longest claimer identity stored: "<host name>/<pid>/<process start>"; host names are at most
+# 253 characters.
+MAX_CLAIMER_CHARS = 300
 # A distribution notification envelope holds a few events of about 1 KiB each; 64 KiB keeps every
 # real payload whole while a hostile or broken publisher cannot grow the journal without bound.
 MAX_STORED_PAYLOAD_BYTES = 64 * 1024
@@ -87,6 +91,9 @@ class JobRecord(SQLModel, table=True):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Who claimed the job last ("<host>/<pid>/<process start>", see claimers.py): an
+    # IN_PROGRESS job whose claimer is a process gone from this host is an orphan at once.
+    claimed_by: str | None = Field(default=None, max_length=MAX_CLAIMER_CHARS)
 
 
 class MetaRecord(SQLModel, table=True):
@@ -145,6 +152,7 @@ class JobRow:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    claimed_by: str | None = None
 
     @property
     def key(self) -> JobKey:
@@ -179,6 +187,7 @@ class JobRow:
             updated_at=_aware(record.updated_at),
             started_at=from_db_time(record.started_at),
             finished_at=from_db_time(record.finished_at),
+            claimed_by=record.claimed_by,
         )
 
 

@@ -64,7 +64,11 @@ CLAIM = (
         started_at=bindparam("now"),
         finished_at=None,
         updated_at=bindparam("now"),
+        claimed_by=bindparam("claimer"),
     )
+)
+IN_PROGRESS_CLAIMERS = (
+    select(JOBS.c.claimed_by).where(JOBS.c.state == JobState.IN_PROGRESS.value).distinct()
 )
 
 

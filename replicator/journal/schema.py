@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from replicator import __version__
 from replicator.errors import JournalError, SchemaError
-from replicator.journal.models import SCHEMA_VERSION, MetaRecord
+from replicator.journal.models import MAX_CLAIMER_CHARS, SCHEMA_VERSION, MetaRecord
+from replicator.logs import get_logger
+
+log = get_logger(__name__)
 
 SCHEMA_VERSION_KEY = "schema_version"
+# The statements taking a journal from each older schema version to the next one; a journal
+# is migrated step by step, each step in one transaction with its version bump.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (f"ALTER TABLE jobs ADD COLUMN claimed_by VARCHAR({MAX_CLAIMER_CHARS})",),
+}
 # How long a SQLite connection waits for another process's write lock before failing: long
 # enough for any journal transaction (milliseconds each) of a busy neighbour, short enough to
 # surface a stuck process.
@@ -91,7 +99,7 @@ def _check_version(version: int, url: str) -> None:
             f"{__version__} reads version {SCHEMA_VERSION}: run the newer replicator that wrote "
             "it, or point [journal] url at another database"
         )
-    if version < SCHEMA_VERSION:
+    if version < SCHEMA_VERSION and version not in MIGRATIONS:
         raise SchemaError(
             f"journal {redacted(url)} has schema version {version}, which no replicator "
             f"release wrote (this one writes {SCHEMA_VERSION}): the database is damaged"
@@ -107,8 +115,30 @@ def _create(engine: Engine) -> None:
             session.add(MetaRecord(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
 
 
+def _migrate(engine: Engine, url: str) -> None:
+    """Bring an older journal to SCHEMA_VERSION, one version per transaction.
+
+    The version is read again inside each transaction, its row locked (PostgreSQL) or the
+    database write-locked (SQLite's BEGIN IMMEDIATE), so of two processes opening an old journal
+    at once one migrates and the other finds it done.
+    """
+    meta = MetaRecord.metadata.tables["meta"]
+    version_of = meta.c.key == SCHEMA_VERSION_KEY
+    while True:
+        with engine.begin() as connection:
+            found = connection.execute(select(meta.c.value).where(version_of).with_for_update())
+            version = int(found.scalar_one())
+            if version >= SCHEMA_VERSION:
+                return
+            for statement in MIGRATIONS[version]:
+                connection.execute(text(statement))
+            connection.execute(update(meta).where(version_of).values(value=str(version + 1)))
+        log.info("journal_migrated", url=redacted(url), schema_version=version + 1)
+
+
 def prepare(engine: Engine, url: str) -> None:
-    """Check the schema version first, then create what is missing; refuse a newer schema.
+    """Check the schema version first, migrate an older one, then create what is missing;
+    refuse a newer schema.
 
     The version is read before any CREATE so a journal from a newer release is left untouched.
     """
@@ -116,6 +146,8 @@ def prepare(engine: Engine, url: str) -> None:
         version = _read_version(engine)
         if version is not None:
             _check_version(version, url)
+            if version < SCHEMA_VERSION:
+                _migrate(engine, url)
         try:
             _create(engine)
         except DBAPIError:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session
 
+from replicator.claimers import this_process
 from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
 from replicator.errors import JournalError
 from replicator.journal import events as event_rows
@@ -66,6 +67,8 @@ class Journal:
         self._url = url
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._closed = False
+        # Recorded on the jobs this process claims (see claimers.py).
+        self.claimer = str(this_process())
 
     @classmethod
     async def open(cls, url: str) -> Journal:
@@ -216,7 +219,10 @@ class Journal:
         """
         moment = to_db_time(now)
         skip = tuple(skip_destinations)
-        return await self._run(lambda session: job_rows.claim(session, limit, moment, skip))
+        claimer = self.claimer
+        return await self._run(
+            lambda session: job_rows.claim(session, limit, moment, claimer, skip)
+        )
 
     async def complete(
         self,
@@ -269,7 +275,12 @@ class Journal:
         )
 
     async def resume_interrupted(
-        self, *, started_before: datetime | None = None, max_attempts: int | None = None
+        self,
+        *,
+        started_before: datetime | None = None,
+        max_attempts: int | None = None,
+        dead: Collection[str] = (),
+        spare: Collection[str] = (),
     ) -> int:
         """On start: jobs left IN_PROGRESS go back to PENDING; how many.
 
@@ -280,10 +291,23 @@ class Journal:
         """
         now = to_db_time(utcnow())
         before = to_db_time(started_before) if started_before else None
-        count = await self._run(lambda session: job_rows.resume(session, now, before, max_attempts))
+        count = await self._run(
+            lambda session: job_rows.resume(
+                session, now, before, max_attempts, dead=dead, spare=spare
+            )
+        )
         if count:
             log.info("jobs_resumed", count=count)
         return count
+
+    async def in_progress_claimers(self) -> list[str | None]:
+        """The claimer ids of the IN_PROGRESS jobs (None for jobs claimed before they were
+        recorded), to tell a dead claimer's orphans from a live one's work."""
+        return await self._run(
+            lambda session: list(
+                session.connection().execute(queries.IN_PROGRESS_CLAIMERS).scalars()
+            )
+        )
 
     async def supersede(self, keys: Sequence[JobKey]) -> int:
         """Drop the jobs of `keys` that are still PENDING (another job covered them); how many."""

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from replicator.domain.jobs import FailureCode, JobKey, JobKind, JobState
 from replicator.errors import JournalError, SchemaError, TransitionError
 from replicator.journal import EventOutcome, Journal
-from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES
+from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES, SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -518,13 +518,32 @@ class TestSchema:
         engine = create_engine(journal_url)
         with engine.begin() as connection:
             connection.execute(text("CREATE TABLE meta (key VARCHAR(64) PRIMARY KEY, value TEXT)"))
-            connection.execute(text("INSERT INTO meta VALUES ('schema_version', '2')"))
-        with pytest.raises(SchemaError, match=r"schema version 2.*run the newer replicator"):
+            newer = SCHEMA_VERSION + 1
+            connection.execute(text(f"INSERT INTO meta VALUES ('schema_version', '{newer}')"))
+        with pytest.raises(SchemaError, match=rf"schema version {newer}.*run the newer replicator"):
             await Journal.open(journal_url)
         with engine.connect() as connection:
             tables = connection.dialect.get_table_names(connection)
         engine.dispose()
         assert tables == ["meta"]
+
+    async def test_version_1_journal_is_migrated(self, journal_url: str) -> None:
+        """A journal of schema version 1 (no jobs.claimed_by) is migrated on open: its jobs
+        are kept, claims record their process, and the version reads 2."""
+        async with await Journal.open(journal_url) as first:
+            await first.add_jobs([KEY])
+        engine = create_engine(journal_url)
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE jobs DROP COLUMN claimed_by"))
+            connection.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+        async with await Journal.open(journal_url) as second:
+            assert [row.key for row in await second.jobs()] == [KEY]
+            [claimed] = await second.claim_due(1, T0 + timedelta(days=3650))
+            assert claimed.claimed_by == second.claimer
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT value FROM meta")).scalar_one()
+        engine.dispose()
+        assert version == str(SCHEMA_VERSION) == "2"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""

@@ -1,0 +1,112 @@
+"""Orphans told from live work by the claimer each job records: real processes of this host,
+on SQLite and PostgreSQL journals."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from replicator.claimers import process_start, resume_orphans, this_process
+from replicator.domain.claims import Claimer
+from replicator.domain.jobs import JobKey, JobState
+from replicator.journal import Journal
+
+pytestmark = pytest.mark.integration
+
+DIGEST = "sha256:" + "c" * 64
+# Longer than any test here: the "live" claimer is a sleeping process killed at teardown.
+SLEEP_SECONDS = "300"
+# An hour ago: the age rule of a backfill; none of the jobs here was claimed that long ago.
+LONG_AGO = timedelta(hours=1)
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A process of this host that stays alive through the test."""
+    process = subprocess.Popen(["sleep", SLEEP_SECONDS])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def claimer_of(pid: int) -> Claimer:
+    """The claimer id process `pid` of this host and namespace would record."""
+    start = process_start(pid)
+    assert start is not None
+    here = this_process()
+    return Claimer(here.host, here.namespace, pid, start)
+
+
+def dead_claimer() -> Claimer:
+    """The claimer id of a process of this host that has exited."""
+    process = subprocess.Popen(["sleep", SLEEP_SECONDS])
+    claimer = claimer_of(process.pid)
+    process.kill()
+    process.wait()
+    return claimer
+
+
+async def claim_as(journal: Journal, claimer: str, repository: str) -> int:
+    """Add one job and claim it in the name of `claimer`; its id."""
+    await journal.add_jobs([JobKey("use1", repository, DIGEST, "v1", "usw2")])
+    journal.claimer = claimer
+    [row] = await journal.claim_due(1, datetime.now(UTC))
+    assert row.claimed_by == claimer
+    return row.id
+
+
+async def states(journal: Journal) -> dict[str, JobState]:
+    """Each job's state by repository."""
+    return {row.repository: row.state for row in await journal.jobs()}
+
+
+class TestResumeOrphans:
+    """Dead local claimers give their jobs back at once; live ones keep them."""
+
+    async def test_dead_local_claimer_resumed_live_one_kept(
+        self, journal: Journal, sleeper: subprocess.Popen[bytes]
+    ) -> None:
+        """With the age rule of a backfill (an hour), a killed process's job is re-queued now,
+        a running process's and another host's recent ones stay IN_PROGRESS."""
+        await claim_as(journal, str(dead_claimer()), "dead")
+        await claim_as(journal, str(claimer_of(sleeper.pid)), "alive")
+        await claim_as(journal, "db9/pid:[1]/4242/1", "remote")
+        resumed = await resume_orphans(
+            journal, started_before=datetime.now(UTC) - LONG_AGO, max_attempts=None
+        )
+        assert resumed == 1
+        assert await states(journal) == {
+            "dead": JobState.PENDING,
+            "alive": JobState.IN_PROGRESS,
+            "remote": JobState.IN_PROGRESS,
+        }
+
+    async def test_alone_resumes_all_but_live_local_claimers(
+        self, journal: Journal, sleeper: subprocess.Popen[bytes]
+    ) -> None:
+        """A daemon alone on its journal (no age rule) resumes every job but those a running
+        process of this host holds (a backfill sharing the journal)."""
+        await claim_as(journal, str(claimer_of(sleeper.pid)), "alive")
+        await claim_as(journal, "db9/pid:[1]/4242/1", "remote")
+        await claim_as(journal, str(dead_claimer()), "dead")
+        assert await resume_orphans(journal, started_before=None, max_attempts=None) == 2
+        assert await states(journal) == {
+            "dead": JobState.PENDING,
+            "alive": JobState.IN_PROGRESS,
+            "remote": JobState.PENDING,
+        }
+
+    async def test_pid_reused_counts_as_dead(self, journal: Journal) -> None:
+        """A claimer whose pid now runs a process started at another moment is dead."""
+        here = this_process()
+        reused = Claimer(here.host, here.namespace, here.pid, "0")
+        await claim_as(journal, str(reused), "reused")
+        resumed = await resume_orphans(
+            journal, started_before=datetime.now(UTC) - LONG_AGO, max_attempts=None
+        )
+        assert resumed == 1
