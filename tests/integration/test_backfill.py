@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,12 +31,14 @@ from replicator.sites import sites_of
 from tests.support import skopeo
 from tests.support.daemon import (
     EUW1,
+    PROJECT_ROOT,
     USE1,
     USW2,
     DaemonSettings,
     JournalReader,
     RegistrySpec,
     replicator_cli,
+    replicator_command,
     topology,
     write_config,
 )
@@ -49,6 +53,10 @@ pytestmark = pytest.mark.integration
 ACCESS_LINE = re.compile(
     r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) .*"(?P<agent>[^"]*)"$'
 )
+# How long a test waits for a backfill process to reach a state in the journal, and how often
+# it looks: the runs here take a second or two on loopback.
+JOURNAL_WAIT_SECONDS = 30.0
+JOURNAL_POLL_SECONDS = 0.05
 # Images of the world: repository -> tags; prod/ reaches both destinations, dev/ only usw2.
 IMAGES = {"prod/app": ("v1", "v2"), "prod/web": ("1.0",), "dev/tool": ("1",)}
 
@@ -86,6 +94,19 @@ class World:
     def jobs(self) -> list[Any]:
         """Every job in the journal."""
         return JournalReader(self.journal_url).jobs()
+
+    def wait_for_jobs(self, ready: Callable[[list[Any]], bool]) -> bool:
+        """Poll the journal until `ready(jobs)`; whether it came within JOURNAL_WAIT_SECONDS."""
+        deadline = time.monotonic() + JOURNAL_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if self.journal_exists() and ready(self.jobs()):
+                return True
+            time.sleep(JOURNAL_POLL_SECONDS)
+        return False
+
+    def journal_exists(self) -> bool:
+        """Whether the run created the journal yet (it opens it only once it has work)."""
+        return Path(self.journal_url.removeprefix("sqlite:///")).exists()
 
 
 def build_world(
@@ -319,6 +340,38 @@ class TestInterrupted:
         assert_replicated(world, EUW1, PROD_IMAGES)
         for registry in world.registries.values():
             registry.cleanup()
+
+    def test_killed_run_resumed_at_once(
+        self, tmp_path: Path, registry_factory: RegistryFactory, fault_proxy_factory: Any
+    ) -> None:
+        """Killed with -9 while one image's source read stalls (its jobs IN_PROGRESS), the
+        run is followed at once by another, which takes those jobs back and finishes them
+        instead of waiting an hour for them to count as orphans."""
+        world = build_world(tmp_path, registry_factory)
+        proxy: FaultProxy = fault_proxy_factory(world.source)
+        world.config.write_text(world.config.read_text().replace(world.source.url, proxy.url))
+        stalled = world.images[("prod/web", "1.0")]
+        proxy.add(Fault.stall(blob_get(stalled.layer_digests[0]), 60.0, times=1))
+        first = subprocess.Popen(
+            replicator_command("backfill", "--config", str(world.config)),
+            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            held = world.wait_for_jobs(
+                lambda rows: any(
+                    r.repository == "prod/web" and r.state is JobState.IN_PROGRESS for r in rows
+                )
+            )
+        finally:
+            first.kill()
+            first.wait()
+        assert held, "the first run never held the stalled image's job"
+        second = world.backfill()
+        assert second["exit"] == 0, second["stderr"]
+        assert second["outcome"] == "COMPLETE"
+        assert {r.state for r in world.jobs()} == {JobState.COMPLETE, JobState.FAILED}
+        assert_replicated(world, USW2, ALL_IMAGES)
+        assert_replicated(world, EUW1, PROD_IMAGES)
 
 
 @dataclass
