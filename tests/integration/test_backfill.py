@@ -351,15 +351,20 @@ class TestInterrupted:
         proxy: FaultProxy = fault_proxy_factory(world.source)
         world.config.write_text(world.config.read_text().replace(world.source.url, proxy.url))
         stalled = world.images[("prod/web", "1.0")]
-        proxy.add(Fault.stall(blob_get(stalled.layer_digests[0]), 60.0, times=1))
+        stall = proxy.add(Fault.stall(blob_get(stalled.layer_digests[0]), 60.0, times=1))
         first = subprocess.Popen(
             replicator_command("backfill", "--config", str(world.config)),
             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
+            # Killed once the stalled read is in flight (its jobs are IN_PROGRESS by then),
+            # so the second run reads that blob without the stall.
             held = world.wait_for_jobs(
-                lambda rows: any(
-                    r.repository == "prod/web" and r.state is JobState.IN_PROGRESS for r in rows
+                lambda rows: (
+                    stall.injected >= 1
+                    and any(
+                        r.repository == "prod/web" and r.state is JobState.IN_PROGRESS for r in rows
+                    )
                 )
             )
         finally:
