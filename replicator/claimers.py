@@ -1,7 +1,10 @@
 """This process's claimer id, and which claimers recorded in the journal are gone.
 
-The facts (host name, pid namespace, when a pid started) come from the system here; the
-decision is domain.claims.liveness.
+The facts come from the system here; the decision is domain.claims.liveness. A claimer's place
+is the machine (its machine id: two hosts cloned from one image may share a host name, and
+every host's first pid namespace has the same number) and its pid namespace (containers); its
+start is the boot and the clock tick the process started at, so a pid from before a reboot
+never passes for a live one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from replicator.journal.store import Journal
 
 PROC = Path("/proc")
+MACHINE_ID = Path("/etc/machine-id")
+BOOT_ID = PROC / "sys" / "kernel" / "random" / "boot_id"
 # Field of /proc/<pid>/stat (counting from 1) holding the process start time, in clock ticks
 # since boot; the fields after the command name, which may hold spaces, start at field 3.
 STARTTIME_FIELD = 22
@@ -35,7 +40,7 @@ def process_start(pid: int) -> str | None:
         # No /proc to read (another system): tell a running pid from a free one, nothing more.
         return _exists(pid)
     fields = stat.rpartition(")")[2].split()
-    return fields[STARTTIME_FIELD - 3]
+    return f"{_boot()}:{fields[STARTTIME_FIELD - 3]}"
 
 
 def _exists(pid: int) -> str | None:
@@ -48,18 +53,31 @@ def _exists(pid: int) -> str | None:
     return "?"
 
 
-def _namespace() -> str:
+@functools.cache
+def _boot() -> str:
+    return _read(BOOT_ID)
+
+
+def _read(path: Path) -> str:
     try:
-        return os.readlink(PROC / "self" / "ns" / "pid")
+        return path.read_text().strip()
     except OSError:
-        return ""
+        return ""  # not on this system: the other facts still tell claimers apart
+
+
+def _place() -> str:
+    try:
+        namespace = os.readlink(PROC / "self" / "ns" / "pid")
+    except OSError:
+        namespace = ""
+    return f"{_read(MACHINE_ID)}:{namespace}"
 
 
 @functools.cache
 def this_process() -> Claimer:
     """The claimer id of this process."""
     pid = os.getpid()
-    return Claimer(socket.gethostname(), _namespace(), pid, process_start(pid) or "?")
+    return Claimer(socket.gethostname(), _place(), pid, process_start(pid) or "?")
 
 
 def claimer_liveness(claimers: Iterable[str | None]) -> Liveness:

@@ -1,10 +1,11 @@
 """Who holds an IN_PROGRESS job, and whether that holder is gone: pure decisions on claimer ids.
 
-A claim records its process as `<host>/<pid namespace>/<pid>/<process start>`. A process can
-tell for sure that a claimer is dead only when the claimer ran on its own host and in its own
-pid namespace: then the pid either runs no process or one started at another moment (the pid
-was reused). Claimers elsewhere (another host of a fleet, another container) are unknown here;
-their jobs become orphans only by age ([workers] orphan_after).
+A claim records its process as `<host>/<place>/<pid>/<process start>`, the place naming the
+machine and pid namespace (claimers.py gathers them). A process can tell for sure that a
+claimer is dead only when the claimer ran in its own place: then the pid either runs no process
+or one started at another moment (the pid was reused, or the machine rebooted). Claimers
+elsewhere (another host of a fleet, another container) are unknown here; their jobs become
+orphans only by age ([workers] orphan_after).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class Claimer:
     """A process that claims jobs."""
 
     host: str
-    namespace: str  # the pid namespace ("" where the system has none to tell)
+    namespace: str  # machine and pid namespace ("" parts where the system has none to tell)
     pid: int
     start: str  # when the process started, in the system's own units
 
@@ -29,7 +30,7 @@ class Claimer:
         return SEPARATOR.join((self.host, self.namespace, str(self.pid), self.start))
 
     def same_place(self, other: Claimer) -> bool:
-        """Whether `other` ran on this host and pid namespace (so its pid can be looked up)."""
+        """Whether `other` ran on this machine and pid namespace (so its pid can be looked up)."""
         return (self.host, self.namespace) == (other.host, other.namespace)
 
 

@@ -19,9 +19,9 @@ from replicator.domain.jobs import JobKey, JobKind, JobState
 # The version of the tables below; bump it with a migration (schema.py) when they change.
 # 2: jobs.claimed_by, the process holding an IN_PROGRESS job.
 SCHEMA_VERSION = 2
-# Longest claimer identity stored: "<host name>/<pid>/<process start>"; host names are at most
-# 253 characters.
-MAX_CLAIMER_CHARS = 300
+# Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
+# see claimers.py): a host name of at most 253 characters and about 120 more.
+MAX_CLAIMER_CHARS = 512
 # A distribution notification envelope holds a few events of about 1 KiB each; 64 KiB keeps every
 # real payload whole while a hostile or broken publisher cannot grow the journal without bound.
 MAX_STORED_PAYLOAD_BYTES = 64 * 1024

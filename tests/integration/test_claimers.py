@@ -13,6 +13,7 @@ from replicator.claimers import process_start, resume_orphans, this_process
 from replicator.domain.claims import Claimer
 from replicator.domain.jobs import JobKey, JobState
 from replicator.journal import Journal
+from replicator.journal.models import MAX_CLAIMER_CHARS
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +111,12 @@ class TestResumeOrphans:
             journal, started_before=datetime.now(UTC) - LONG_AGO, max_attempts=None
         )
         assert resumed == 1
+
+
+def test_longest_claimer_id_fits_its_column() -> None:
+    """The id of a process on a host with a 253-character name, the largest pid and start
+    values, fits jobs.claimed_by (PostgreSQL would refuse a longer string)."""
+    longest = Claimer(
+        "h" * 253, "m" * 32 + ":pid:[4294967295]", 4_194_304, "b" * 36 + ":" + "9" * 20
+    )
+    assert len(str(longest)) <= MAX_CLAIMER_CHARS
