@@ -47,15 +47,11 @@ def _change(
     job_id: int,
     event: JobEvent,
     values: dict[str, Any],
-    old: JobState | None = None,
+    *,
+    old: JobState,
 ) -> JobState:
-    """Apply `event` to one job through the table; raise if it changed under us.
-
-    With `old` (the one state the caller expects), the UPDATE is tried at once and the row is
-    read only to explain a refusal: one statement instead of two on the hot path.
-    """
-    if old is None:
-        old = JobState(queries.state_of(session, job_id).state)
+    """Apply `event` to one job in state `old` (as the caller read or knows it) through the
+    table; raise if it changed under us. The row is read again only to explain a refusal."""
     new = transition(old, event)
     if _guarded_update(session, job_id, old, {"state": new.value, **values}):
         return new
