@@ -1,6 +1,6 @@
 """`replicator backfill`: replicate what already exists, through the journal and the same workers.
 
-Scans the sources (replicator/backfill.py), journals a job per tag missing or different at a
+Scans the sources (replicator/scan/backfill.py), journals a job per tag missing or different at a
 destination, runs the jobs in-process until each is COMPLETE or FAILED (a daemon on the same
 journal shares them), then prints a summary. `--dry-run` prints the plan and writes nothing.
 Interrupted (Ctrl-C, SIGTERM), the jobs being copied get the grace period, the rest is handed
@@ -20,7 +20,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from replicator.backfill import (
+from replicator.cli.backfill_output import (
+    print_plan,
+    print_summary,
+    progress,
+    progress_line,
+)
+from replicator.config.loading import Config, load_config
+from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.routing import Site
+from replicator.domain.scan import RunOutcome, TagAction, TagPlan, run_outcome
+from replicator.engine.copier import Copier
+from replicator.engine.gather import task_group
+from replicator.engine.runner import JobRunner
+from replicator.errors import UsageError
+from replicator.logs import get_logger
+from replicator.registry.pool import ClientPool
+from replicator.scan.backfill import (
     Journaller,
     RepairResult,
     ScanCounts,
@@ -29,26 +45,10 @@ from replicator.backfill import (
     job_rows,
     repair,
 )
-from replicator.cli.backfill_output import (
-    print_plan,
-    print_summary,
-    progress,
-    progress_line,
-)
-from replicator.config import Config, load_config
-from replicator.copier import Copier
-from replicator.domain.jobs import FailureCode, JobKey, JobState
-from replicator.domain.routing import Site
-from replicator.domain.scan import RunOutcome, TagAction, TagPlan, run_outcome
-from replicator.errors import UsageError
-from replicator.gather import task_group
-from replicator.logs import get_logger
-from replicator.registry.pool import ClientPool
-from replicator.runner import JobRunner
 
 if TYPE_CHECKING:
-    from replicator.cli.backfill_ledger import ClaimLedger
     from replicator.journal.models import JobRow
+    from replicator.scan.ledger import ClaimLedger
 
 log = get_logger(__name__)
 
@@ -131,7 +131,7 @@ async def run_backfill(
     stop: asyncio.Event | None = None, report: BackfillReport | None = None,
 ) -> BackfillReport:  # fmt: skip
     """Scan, journal and run to the end (or until `stop`). A dry run only reads registries."""
-    from replicator.sites import sites_of
+    from replicator.config.sites import sites_of
 
     stop = stop or asyncio.Event()
     sites = sites_of(config)
@@ -154,7 +154,7 @@ async def run_backfill(
         )
 
         def start(ledger: ClaimLedger) -> JobRunner:
-            from replicator.metrics import Metrics
+            from replicator.daemon.metrics import Metrics
 
             report.ledger = ledger
             return JobRunner(
@@ -208,7 +208,7 @@ class JournalOnDemand:
         """The open journal, opening it on first use."""
         async with self._lock:
             if self.ledger is None:
-                from replicator.cli.backfill_ledger import ClaimLedger
+                from replicator.scan.ledger import ClaimLedger
 
                 workers = self._config.workers
                 ledger = await ClaimLedger.open_for_run(

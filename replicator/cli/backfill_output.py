@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from replicator.backfill import ScanCounts
 from replicator.domain.jobs import JobState
 from replicator.domain.scan import TagAction, TagPlan
+from replicator.scan.backfill import ScanCounts
 
 if TYPE_CHECKING:
     from replicator.cli.backfill import BackfillReport

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     then exit 0."""
     import asyncio
 
-    from replicator.bridge import serve
-    from replicator.config import load_config
+    from replicator.config.loading import load_config
+    from replicator.daemon.bridge import serve
 
     listen: str | None = args.listen
     if listen is not None:

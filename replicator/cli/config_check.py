@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from replicator.config import Config, RegistryConfig, load_config
+from replicator.config.loading import Config, RegistryConfig, load_config
 from replicator.domain.policy import (
     BATCH_DELETE_IMAGE,
     CREATE_REPOSITORY,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from replicator.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.domain.refs import Reference, parse_host_path, parse_reference
+from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
 from replicator.registry.auth import Credentials, load_docker_config

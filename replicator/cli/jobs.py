@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from replicator.domain.jobs import JobState
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
 from replicator.errors import InvalidReferenceError, UsageError
-from replicator.status import Located, status_document
+from replicator.journal.status import Located, status_document
 
 if TYPE_CHECKING:
     from replicator.journal import JobRow, Journal
@@ -95,7 +95,7 @@ async def _open(url: str) -> Journal:
 
 
 def _journal_url(args: argparse.Namespace) -> tuple[str, Mapping[str, Located]]:
-    from replicator.config import load_config
+    from replicator.config.loading import load_config
 
     config = load_config(args.config)
     return config.journal.url, config.registries

@@ -23,6 +23,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handle `replicator run`."""
-    from replicator.service import daemon_main
+    from replicator.daemon.service import daemon_main
 
     return daemon_main(args.config)

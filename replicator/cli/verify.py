@@ -8,9 +8,9 @@ import json
 import sys
 from dataclasses import asdict
 
-from replicator.config import load_config
+from replicator.config.loading import load_config
 from replicator.errors import UsageError
-from replicator.verify import DriftItem, VerifyReport, run_verify
+from replicator.scan.verify import DriftItem, VerifyReport, run_verify
 
 # Characters of a drift detail shown in the table; --json has it whole.
 TABLE_DETAIL_CHARS = 100

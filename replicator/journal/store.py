@@ -21,12 +21,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session
 
-from replicator.claimers import this_process
 from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
 from replicator.errors import JournalError
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
 from replicator.journal import queries
+from replicator.journal.claimers import this_process
 from replicator.journal.models import (
     NO_TAG,
     EventOutcome,

@@ -18,8 +18,8 @@ import httpx
 from replicator.domain.refs import is_loopback_host
 from replicator.errors import TlsError, TransportError
 from replicator.registry.auth import Authenticator, Credentials
+from replicator.registry.http.transport import RegistryTransport
 from replicator.registry.responses import describe, raise_for_status
-from replicator.registry.transport import RegistryTransport
 
 # Registries a task already holds a request slot on, so nested requests of one transfer (GET from
 # the source while uploading to the destination) never wait on a slot their own task holds.

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from replicator.errors import AuthError, NotFoundError, RegistryError
-from replicator.retry import parse_retry_after
+from replicator.registry.retry import parse_retry_after
 
 # Error bodies are a few hundred bytes of JSON; read at most this much of them so a registry (or
 # a proxy's HTML page) cannot make us buffer megabytes just to build an error message.

@@ -16,18 +16,18 @@ from typing import Any
 import httpx
 import pytest
 
-from replicator.backfill import ScanOptions, reconcile_forever
 from replicator.cli.backfill import run_backfill
-from replicator.config import Config, load_config
-from replicator.copier import Copier
+from replicator.config.loading import Config, load_config
+from replicator.config.sites import sites_of
+from replicator.daemon.metrics import Metrics
 from replicator.domain.jobs import JobState
 from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.domain.routing import Site
+from replicator.engine.copier import Copier
+from replicator.engine.runner import JobRunner
 from replicator.journal.store import Journal
-from replicator.metrics import Metrics
 from replicator.registry.pool import ClientPool
-from replicator.runner import JobRunner
-from replicator.sites import sites_of
+from replicator.scan.backfill import ScanOptions, reconcile_forever
 from tests.support import skopeo
 from tests.support.daemon import (
     EUW1,
@@ -381,7 +381,7 @@ class TestInterrupted:
 
 @dataclass
 class DaemonParts:
-    """What reconcile uses of the daemon (replicator.backfill.DaemonLike), built for real."""
+    """What reconcile uses of the daemon (replicator.scan.backfill.DaemonLike), built for real."""
 
     config: Config
     sites: Mapping[str, Site]

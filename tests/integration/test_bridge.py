@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicator.bridge import Bridge, bridge_bus_options
-from replicator.bus import Bus, BusOptions
-from replicator.config import Config, load_config
+from replicator.config.loading import Config, load_config
+from replicator.daemon.bridge import Bridge, bridge_bus_options
+from replicator.daemon.bus import Bus, BusOptions
+from replicator.daemon.http_server import HttpServer
 from replicator.domain.events import DISTRIBUTION_EVENTS_MEDIA_TYPE, PushEvent, parse_payload
-from replicator.http_server import HttpServer
 from tests.support import skopeo
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from replicator.bus import Bus, BusMessage, BusOptions, TlsOptions
+from replicator.daemon.bus import Bus, BusMessage, BusOptions, TlsOptions
 from replicator.errors import BusError
 from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from replicator.claimers import process_start, resume_orphans, this_process
 from replicator.domain.claims import Claimer
 from replicator.domain.jobs import JobKey, JobState
 from replicator.journal import Journal
+from replicator.journal.claimers import process_start, resume_orphans, this_process
 from replicator.journal.models import MAX_CLAIMER_CHARS
 
 pytestmark = pytest.mark.integration

@@ -11,17 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicator.config import load_config
-from replicator.copier import Copier
+from replicator.config.loading import load_config
+from replicator.config.sites import sites_of
+from replicator.daemon.metrics import Metrics
 from replicator.domain.events import DeleteEvent
 from replicator.domain.jobs import JobKind, JobState
 from replicator.domain.routing import route_delete
+from replicator.engine.copier import Copier
+from replicator.engine.runner import JobRunner
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
-from replicator.metrics import Metrics
 from replicator.registry.pool import ClientPool
-from replicator.runner import JobRunner
-from replicator.sites import sites_of
 from tests.integration.test_backfill import World, build_world
 from tests.support import skopeo
 from tests.support.daemon import EUW1, USE1, USW2

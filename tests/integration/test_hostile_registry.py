@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from replicator.copier import MAX_TREE_DEPTH
 from replicator.domain.manifests import MAX_CHILDREN, MAX_MANIFEST_BYTES
+from replicator.engine.copier import MAX_TREE_DEPTH
 from tests.support.copy_cli import PROJECT_ROOT
 from tests.support.registry_server import Registry
 

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
-from replicator import api
 from replicator.cli import build_parser
-from replicator.config import DEFAULT_JOURNAL_URL, DEFAULT_PATH, ENV_VAR, HttpConfig
-from replicator.http_server import HttpServer
+from replicator.config.loading import DEFAULT_JOURNAL_URL, DEFAULT_PATH, ENV_VAR, HttpConfig
+from replicator.daemon import api
+from replicator.daemon.http_server import HttpServer
 from tests.support.ports import free_port
 from tests.support.unit_files import INSTALLED_BIN, LOCAL_BIN
 
 if TYPE_CHECKING:
-    from replicator.service import Daemon
+    from replicator.daemon.service import Daemon
 
 pytestmark = pytest.mark.integration
 

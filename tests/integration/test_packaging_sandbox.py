@@ -101,10 +101,11 @@ except OSError as exc:
 SERVICE_WORKLOAD = """
 import asyncio, ssl, sys
 import httpx
-import replicator.api, replicator.backfill, replicator.bridge, replicator.service
+import replicator.daemon.api, replicator.daemon.bridge, replicator.daemon.service
+import replicator.scan.backfill
 from replicator import logs
-from replicator.config import load_config
-from replicator.http_server import HttpServer, Response, Route
+from replicator.config.loading import load_config
+from replicator.daemon.http_server import HttpServer, Response, Route
 from replicator.journal.store import Journal
 
 async def ok(_):

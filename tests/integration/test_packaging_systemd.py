@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from replicator.cli import build_parser, main
-from replicator.config import DEFAULT_JOURNAL_URL, DEFAULT_PATH, ENV_VAR, WorkersConfig, load_config
+from replicator.config.loading import (
+    DEFAULT_JOURNAL_URL,
+    DEFAULT_PATH,
+    ENV_VAR,
+    WorkersConfig,
+    load_config,
+)
 from tests.support.unit_files import INSTALLED_BIN, LOCAL_BIN, SYSTEMD, unit_settings
 
 pytestmark = pytest.mark.integration
@@ -38,8 +44,10 @@ class Service:
 
 
 SERVICES = (
-    Service("replicator.service", "run", "replicator/service.py", long_running=True),
-    Service("replicator-bridge.service", "bridge", "replicator/bridge.py", long_running=True),
+    Service("replicator.service", "run", "replicator/daemon/service.py", long_running=True),
+    Service(
+        "replicator-bridge.service", "bridge", "replicator/daemon/bridge.py", long_running=True
+    ),
     Service("replicator-backfill.service", "backfill", "replicator/cli/backfill.py", False),
 )
 LONG_RUNNING = tuple(s for s in SERVICES if s.long_running)

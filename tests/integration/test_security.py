@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicator.bus import Bus, BusOptions
-from replicator.config import BridgeConfig, HttpConfig, load_config
-from replicator.copier import Copier, Endpoint
+from replicator.config.loading import BridgeConfig, HttpConfig, load_config
+from replicator.daemon.bus import Bus, BusOptions
+from replicator.engine.copier import Copier, Endpoint
 from replicator.errors import BusError
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support import skopeo
@@ -56,7 +56,7 @@ KIB = 1024
 ACCOUNT = "111122223333"
 # Jobs of a few KiB finish in well under a second; the margin covers a loaded 2-core machine.
 FINISHED_WITHIN_SECONDS = 60.0
-# The API's default port (replicator.config.HttpConfig).
+# The API's default port (replicator.config.loading.HttpConfig).
 DEFAULT_API_PORT = 9478
 
 

@@ -2,7 +2,7 @@
 
 It counts accepted and concurrently open connections, and misbehaves on request: answers in
 timed pieces, stalls, resets a connection mid-body, closes idle connections, or answers only the
-first request of each connection. Used to test replicator.registry.transport.
+first request of each connection. Used to test replicator.registry.http.transport.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from replicator.cli import main
-from replicator.config import (
+from replicator.config.loading import (
     DEFAULT_CHUNK_THRESHOLD,
     DEFAULT_JOURNAL_URL,
     ENV_VAR,

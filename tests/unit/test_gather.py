@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from replicator.blob_locations import BlobLocations
+from replicator.engine.blob_locations import BlobLocations
+from replicator.engine.gather import gather_all
 from replicator.errors import NotFoundError
-from replicator.gather import gather_all
 
 
 class TestGatherAll:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.registry.http11 import (
+from replicator.registry.http.http11 import (
     MAX_HEAD_BYTES,
     Framing,
     ProtocolError,

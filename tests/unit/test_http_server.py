@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from replicator.daemon.http_server import HttpServer, Request, Response, Route
 from replicator.errors import ConfigError
-from replicator.http_server import HttpServer, Request, Response, Route
 
 MAX_BODY = 1024
 # Timeouts shrunk so the slow-client tests take a fraction of a second.

@@ -1,4 +1,4 @@
-"""Retry policy: Retry-After parsing, the retry predicate, retrying() (replicator/retry.py)."""
+"""Retry policy: Retry-After parsing, the retry predicate, retrying() (registry/retry.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator import errors
-from replicator.retry import parse_retry_after, retrying, set_retry_hook
+from replicator.registry.retry import parse_retry_after, retrying, set_retry_hook
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

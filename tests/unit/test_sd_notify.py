@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.sd_notify import Notifier
+from replicator.daemon.sd_notify import Notifier
 
 
 @pytest.fixture

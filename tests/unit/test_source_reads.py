@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from replicator.source_reads import Broadcast, Shared
+from replicator.engine.source_reads import Broadcast, Shared
 
 KEY = ("registry:5000", "prod/app", "sha256:" + "a" * 64)
 OTHER = ("registry:5000", "prod/app", "sha256:" + "b" * 64)

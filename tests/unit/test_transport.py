@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from replicator.registry.client import new_transport
-from replicator.registry.transport import RegistryTransport
+from replicator.registry.http.transport import RegistryTransport
 from tests.support.ports import free_port
 from tests.support.scripted_http import PIECE, PIECES, ScriptedServer, silent_server
 from tests.support.tls import Pki, make_pki

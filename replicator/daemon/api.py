@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from replicator.daemon.http_server import HttpServer, Request, Response, Route
 from replicator.errors import InvalidReferenceError, ReplicatorError
-from replicator.http_server import HttpServer, Request, Response, Route
+from replicator.journal.status import replication_status
 from replicator.logs import get_logger
-from replicator.status import replication_status
 
 if TYPE_CHECKING:
-    from replicator.service import Daemon
+    from replicator.daemon.service import Daemon
 
 log = get_logger(__name__)
 

@@ -14,27 +14,31 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from replicator.backfill import reconcile_forever
-from replicator.claimers import resume_orphans
-from replicator.config import Config, load_config
-from replicator.config_reload import reread
-from replicator.copier import Copier
+from replicator.config.loading import Config, load_config
+from replicator.config.reload import reread
+from replicator.config.sites import sites_of
+from replicator.daemon.metrics import Metrics
+from replicator.daemon.results import publish_result
+from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
 from replicator.domain.events import DeleteEvent, Ignored, PushEvent, parse_payload
 from replicator.domain.routing import Routing, Site, route_delete, route_push
+from replicator.engine.copier import Copier
+from replicator.engine.runner import (
+    JOURNAL_RETRY_INITIAL_SECONDS,
+    JOURNAL_RETRY_MAX_SECONDS,
+    JobRunner,
+)
 from replicator.errors import BusError, EventError, JournalError
+from replicator.journal.claimers import resume_orphans
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
-from replicator.metrics import Metrics
 from replicator.registry.pool import ClientPool
-from replicator.results import publish_result
-from replicator.runner import JOURNAL_RETRY_INITIAL_SECONDS, JOURNAL_RETRY_MAX_SECONDS, JobRunner
-from replicator.sd_notify import Notifier
-from replicator.sites import sites_of
+from replicator.scan.backfill import reconcile_forever
 
 if TYPE_CHECKING:
-    from replicator.bus import Bus as BusLike
+    from replicator.daemon.bus import Bus as BusLike
 
 log = get_logger(__name__)
 
@@ -71,8 +75,8 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
-        from replicator.api import serve_api
-        from replicator.bus import Bus, BusOptions
+        from replicator.daemon.api import serve_api
+        from replicator.daemon.bus import Bus, BusOptions
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)

@@ -18,22 +18,22 @@ from typing import TYPE_CHECKING, TypeVar
 
 from structlog.contextvars import bound_contextvars
 
-from replicator.config import Config, RegistryConfig
-from replicator.copier import Copier, CopyStats, Endpoint
+from replicator.config.loading import Config, RegistryConfig
+from replicator.config.sites import settings_for
+from replicator.daemon.metrics import Metrics
+from replicator.daemon.results import publish_result
 from replicator.domain import jobs as job_rules
 from replicator.domain.jobs import JobKey
 from replicator.domain.routing import Site
+from replicator.engine.copier import Copier, CopyStats, Endpoint
+from replicator.engine.job import run_job
 from replicator.errors import JournalError, ReplicatorError
 from replicator.logs import get_logger
-from replicator.metrics import Metrics
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
-from replicator.results import publish_result
-from replicator.sites import settings_for
-from replicator.workers import run_job
 
 if TYPE_CHECKING:
-    from replicator.bus import Bus
+    from replicator.daemon.bus import Bus
     from replicator.journal.models import JobRow
     from replicator.journal.store import Journal
 

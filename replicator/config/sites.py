@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from replicator.config import Config, RegistryConfig
+from replicator.config.loading import Config, RegistryConfig
 from replicator.domain.routing import Site
 from replicator.registry.auth import Credentials, load_docker_config
 from replicator.registry.pool import RegistrySettings

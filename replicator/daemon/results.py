@@ -7,14 +7,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from replicator.config import Config
+from replicator.config.loading import Config
 from replicator.domain.events import ReplicationResult, replication_result_event
 from replicator.domain.jobs import JobKey
 from replicator.errors import BusError
 from replicator.logs import get_logger
 
 if TYPE_CHECKING:
-    from replicator.bus import Bus
+    from replicator.daemon.bus import Bus
 
 log = get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """The shape of the daemon configuration (ARCHITECTURE.md §4): pydantic models and their checks.
 
-`replicator.config` loads a file into these models; import them from there.
+`replicator.config.loading` loads a file into these models; import them from there.
 """
 
 from __future__ import annotations

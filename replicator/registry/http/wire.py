@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from replicator.registry import http11
+from replicator.registry.http import http11
 
 # One socket read takes up to this much: each read has a fixed cost (a timeout, an
 # iterator hop), so a blob moves in few large reads; memory stays bounded by it per stream.

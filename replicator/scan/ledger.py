@@ -6,8 +6,8 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from replicator.claimers import resume_orphans
 from replicator.domain.jobs import JobState
+from replicator.journal.claimers import resume_orphans
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 

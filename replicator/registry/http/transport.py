@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 
-from replicator.registry import http11, wire
-from replicator.registry.http11 import BodyPlan, Framing
+from replicator.registry.http import http11, wire
+from replicator.registry.http.http11 import BodyPlan, Framing
 
 # StreamReader stops reading the socket past twice its limit; at the read size, one read finds
 # a full buffer while the socket keeps the stream going.

@@ -13,8 +13,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from replicator.blob_locations import BlobLocations
-from replicator.copy_results import CopyFailure, CopyResult, CopyStats
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import ManifestKind
 from replicator.domain.plan import (
@@ -29,13 +27,15 @@ from replicator.domain.plan import (
     referrer_tags,
 )
 from replicator.domain.refs import is_digest
+from replicator.engine.blob_locations import BlobLocations
+from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats
+from replicator.engine.gather import gather_all, task_group
+from replicator.engine.source_reads import SourceReads
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
-from replicator.gather import gather_all, task_group
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.client import RegistryClient
-from replicator.retry import retried
-from replicator.source_reads import SourceReads
+from replicator.registry.retry import retried
 
 log = get_logger(__name__)
 __all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats", "Endpoint"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from replicator.retry import set_retry_hook
+from replicator.registry.retry import set_retry_hook
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from replicator.config import Config, load_config
+from replicator.config.loading import Config, load_config
 from replicator.errors import ConfigError, ReplicatorError
 from replicator.logs import get_logger
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from replicator.config import Config
+from replicator.config.loading import Config
 from replicator.domain.jobs import JobState, ReplicationStatus, combined_status
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
 from replicator.journal.models import JobRow

@@ -44,7 +44,7 @@ from replicator.errors import BusError
 from replicator.logs import get_logger
 
 if TYPE_CHECKING:
-    from replicator.config import MqttConfig
+    from replicator.config.loading import MqttConfig
 
 log = get_logger(__name__)
 

@@ -13,24 +13,24 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from replicator.backfill import (
+from replicator.config.loading import Config
+from replicator.domain.manifests import Manifest
+from replicator.domain.routing import Site, admit_replication
+from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
+from replicator.engine.copier import MAX_TREE_DEPTH
+from replicator.engine.gather import gather_all
+from replicator.errors import NotFoundError, ReplicatorError
+from replicator.logs import get_logger
+from replicator.registry import blobs, manifests, tags
+from replicator.registry.client import RegistryClient
+from replicator.registry.pool import ClientPool
+from replicator.registry.retry import retried
+from replicator.scan.backfill import (
     client_for,
     for_each_repository,
     source_tags,
     sources_of,
 )
-from replicator.config import Config
-from replicator.copier import MAX_TREE_DEPTH
-from replicator.domain.manifests import Manifest
-from replicator.domain.routing import Site, admit_replication
-from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
-from replicator.errors import NotFoundError, ReplicatorError
-from replicator.gather import gather_all
-from replicator.logs import get_logger
-from replicator.registry import blobs, manifests, tags
-from replicator.registry.client import RegistryClient
-from replicator.registry.pool import ClientPool
-from replicator.retry import retried
 
 log = get_logger(__name__)
 
@@ -226,7 +226,7 @@ async def _absent() -> None:
 
 async def run_verify(config: Config, *, source: str | None) -> VerifyReport:
     """Audit the sources of `config` (one, or all with rules)."""
-    from replicator.sites import sites_of
+    from replicator.config.sites import sites_of
 
     async with ClientPool(max_connections=max(64, config.workers.concurrency * 4)) as pool:
         return await Verifier(config, sites_of(config), pool, source=source).run()

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from replicator.config_model import (
+from replicator.config.model import (
     DEFAULT_CHUNK_THRESHOLD,
     DEFAULT_JOURNAL_URL,
     DEFAULT_PATH,

@@ -20,21 +20,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from replicator.config import Config
-from replicator.copier import Copier, CopyStats, Endpoint
+from replicator.config.loading import Config
+from replicator.config.sites import settings_for
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
+from replicator.engine.copier import Copier, CopyStats, Endpoint
+from replicator.engine.gather import gather_all, task_group
+from replicator.engine.job import run_job
+from replicator.engine.runner import JobRunner
 from replicator.errors import JournalError, ReplicatorError
-from replicator.gather import gather_all, task_group
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
-from replicator.retry import retried
-from replicator.runner import JobRunner
-from replicator.sites import settings_for
-from replicator.workers import run_job
+from replicator.registry.retry import retried
 
 if TYPE_CHECKING:
     from datetime import datetime

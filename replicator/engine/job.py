@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from replicator.copier import Copier, CopyResult, CopyStats, Endpoint
 from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication
+from replicator.engine.copier import Copier, CopyResult, CopyStats, Endpoint
 from replicator.errors import PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import delete_scope
-from replicator.retry import retried
+from replicator.registry.retry import retried
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow

@@ -20,15 +20,15 @@ import signal
 import time
 from collections.abc import Collection
 
-from replicator.bus import Bus, BusOptions
-from replicator.config import Config
-from replicator.config_reload import changed_keys, reread
+from replicator.config.loading import Config
+from replicator.config.reload import changed_keys, reread
+from replicator.daemon.bus import Bus, BusOptions
+from replicator.daemon.http_server import HttpServer, Request, Response, Route
+from replicator.daemon.sd_notify import Notifier
 from replicator.domain.events import DISTRIBUTION_EVENTS_MEDIA_TYPE, MAX_PAYLOAD_BYTES
 from replicator.domain.topics import topic_for_source
 from replicator.errors import BusError
-from replicator.http_server import HttpServer, Request, Response, Route
 from replicator.logs import get_logger
-from replicator.sd_notify import Notifier
 
 log = get_logger(__name__)
 

@@ -1,0 +1,1 @@
+"""The configuration: its model, loading, reloading, and the registry clients it names."""

@@ -1,0 +1,1 @@
+"""The copy engine: copying images, shared source reads, running one job and the job runner."""

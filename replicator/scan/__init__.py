@@ -1,0 +1,1 @@
+"""Whole-registry passes: backfill, verify and reconcile's scan."""
