@@ -17,11 +17,13 @@ FROM python:3.11-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY replicator ./replicator
 # The same path as the systemd units' ExecStart; the runtime stage has the same Python there.
+# constraints.txt pins every runtime package to the version the tests ran against
+# (scripts/constraints.py writes it), so two builds of one commit install the same code.
 RUN python -m venv /opt/replicator/venv \
-    && /opt/replicator/venv/bin/pip install --no-cache-dir '.[postgres]'
+    && /opt/replicator/venv/bin/pip install --no-cache-dir -c constraints.txt '.[postgres]'
 
 FROM python:3.11-slim-bookworm
 # A fixed, unprivileged id (numeric in USER, for runAsNonRoot): chown a bind-mounted journal

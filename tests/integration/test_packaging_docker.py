@@ -158,6 +158,13 @@ class TestBuild:
         for extra in ",".join(named).split(","):
             assert extra in extras
 
+    def test_installs_the_pinned_versions(self) -> None:
+        """The image's pip install is constrained by constraints.txt, which the build copies."""
+        installs = [a for a in arguments_of("RUN") if "pip install" in a]
+        assert installs
+        assert all("-c constraints.txt" in a for a in installs)
+        assert any("constraints.txt" in a.split() for a in arguments_of("COPY"))
+
 
 class TestRuntime:
     def test_entrypoint_is_the_console_script(self) -> None:
