@@ -10,7 +10,6 @@ A principal of the registry's own account needs no policy, as in ECR. `Condition
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,8 +54,8 @@ class Statement:
         """Whether this statement speaks about this principal, action and resource."""
         return (
             any(p in (ANY_PRINCIPAL, principal_account) for p in self.principals)
-            and any(_wildcard(a, ignore_case=True).fullmatch(action) for a in self.actions)
-            and any(_wildcard(r, ignore_case=False).fullmatch(resource) for r in self.resources)
+            and any(wildcard_match(a, action, ignore_case=True) for a in self.actions)
+            and any(wildcard_match(r, resource) for r in self.resources)
         )
 
 
@@ -87,11 +86,45 @@ def repository_arn(region: str, account: str, repository: str) -> str:
     return f"arn:aws:ecr:{region}:{account}:repository/{repository}"
 
 
-@functools.lru_cache(maxsize=1024)
-def _wildcard(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
-    # IAM wildcards: '*' any run of characters, '?' exactly one; everything else literal.
-    body = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-    return re.compile(body, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
+def wildcard_match(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
+    """IAM wildcards: `*` any run of characters, `?` exactly one, the rest literal; the whole
+    `text` must match. No regex: a backtracking one takes O(n^k) steps for k stars against a
+    name that almost matches (seconds on the event loop). Here each segment between stars is
+    matched at its leftmost place, which is optimal for `*`, so the cost is O(len(pattern) *
+    len(text)) at worst."""
+    if ignore_case:
+        pattern, text = pattern.lower(), text.lower()
+    first, *middle_and_last = pattern.split("*")
+    if not middle_and_last:  # no star: the lengths must agree and every character match
+        return len(first) == len(text) and _segment_at(first, text, 0)
+    *middle, last = middle_and_last
+    if len(first) + len(last) > len(text) or not _segment_at(first, text, 0):
+        return False
+    end = len(text) - len(last)
+    if not _segment_at(last, text, end):
+        return False
+    position = len(first)
+    for segment in middle:
+        found = _find_segment(segment, text, position, end)
+        if found < 0:
+            return False
+        position = found + len(segment)
+    return True
+
+
+def _segment_at(segment: str, text: str, start: int) -> bool:
+    """Whether `segment` (literals and `?`) matches `text` at `start`."""
+    if start + len(segment) > len(text):
+        return False
+    return all(c == "?" or c == text[start + i] for i, c in enumerate(segment))
+
+
+def _find_segment(segment: str, text: str, start: int, end: int) -> int:
+    """The leftmost place in `text[start:end]` where `segment` matches, or -1."""
+    for place in range(start, end - len(segment) + 1):
+        if _segment_at(segment, text, place):
+            return place
+    return -1
 
 
 def evaluate(

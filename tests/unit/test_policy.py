@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from replicator.domain.policy import (
     parse_policy,
     principal_arn,
     repository_arn,
+    wildcard_match,
 )
 from replicator.errors import ConfigError
 
@@ -371,3 +374,58 @@ def test_parse_never_raises_other_errors(doc: object) -> None:
     except ConfigError:
         return
     assert isinstance(parsed, RegistryPolicy)
+
+
+class TestWildcardCost:
+    # A backtracking regex needs O(n^6) steps for six stars against a name that almost matches;
+    # a linear matcher answers in microseconds. 50 ms leaves room for a slow, shared machine.
+    MAX_SECONDS = 0.05
+
+    def test_six_wildcards_against_a_long_name_answer_at_once(self) -> None:
+        """A 6-wildcard resource against a 200-character name that fails at the end is decided
+        in milliseconds, not seconds on the event loop."""
+        resource = f"arn:aws:ecr:eu-west-1:{DST}:repository/a*a*a*a*a*a*b"
+        policy = _policy(_statement(Resource=resource))
+        name = repository_arn("eu-west-1", DST, "a" * 200)
+        started = time.perf_counter()
+        assert not _allowed(policy, "ecr:ReplicateImage", name)
+        assert time.perf_counter() - started < self.MAX_SECONDS
+
+    @pytest.mark.parametrize(
+        ("pattern", "text", "matches"),
+        [
+            ("*", "", True),
+            ("*", "anything/at/all", True),
+            ("a*", "a", True),
+            ("*a", "ba", True),
+            ("*a", "ab", False),
+            ("a?c", "abc", True),
+            ("a?c", "ac", False),
+            ("a*b*c", "aXbYc", True),
+            ("a*b*c", "aXcYb", False),
+            ("a*b?d*", "abbce", False),
+            ("a*b?d*", "abbd-x", True),
+            ("*.*", "a.b", True),
+            ("x*", "X", False),
+            ("ab", "abc", False),
+            ("?*?", "a", False),
+            ("?*?", "ab", True),
+        ],
+        ids=repr,
+    )
+    def test_matching(self, pattern: str, text: str, matches: bool) -> None:
+        """`*` is any run, `?` one character, everything else literal, the whole text matched."""
+        policy = _policy(_statement(Resource=f"arn:aws:ecr:eu-west-1:{DST}:repository/{pattern}"))
+        assert _allowed(policy, "ecr:ReplicateImage", repository_arn("eu-west-1", DST, text)) is (
+            matches
+        )
+
+
+@given(
+    pattern=st.text(alphabet="ab*?", max_size=8),
+    text=st.text(alphabet="abc", max_size=10),
+)
+def test_wildcard_match_agrees_with_a_regex(pattern: str, text: str) -> None:
+    """The linear matcher answers as the (backtracking) regex it replaced, on short inputs."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    assert wildcard_match(pattern, text) is (re.fullmatch(regex, text, re.DOTALL) is not None)
