@@ -29,6 +29,7 @@ from replicator.domain.rules import (
     Destination,
     ReplicationConfig,
 )
+from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
 
 SUPPORTED_VERSION = 1
 ENV_VAR = "REPLICATOR_CONFIG"
@@ -101,6 +102,16 @@ def _check_url(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
+def _check_proxy(value: str) -> str:
+    if value.strip().lower() == DIRECT:
+        return DIRECT
+    try:
+        parse_proxy_url(value)
+    except ProxyUrlError as exc:
+        raise ValueError(f'{exc} (or "{DIRECT}" to connect directly)') from exc
+    return value
+
+
 def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -118,6 +129,7 @@ ConfigPath = Annotated[Path, BeforeValidator(_resolve_path)]
 Account = Annotated[str, _matching(ACCOUNT_RE, "an account: exactly 12 digits, as a string")]
 Region = Annotated[str, _matching(REGION_RE, "a region (like us-east-1)")]
 RegistryUrl = Annotated[str, AfterValidator(_check_url)]
+ProxyUrl = Annotated[str, AfterValidator(_check_proxy)]
 RegistryName = Annotated[
     str, _matching(_NAME_RE, "a registry name ([a-z0-9_-]+, an MQTT topic level)")
 ]
@@ -225,6 +237,8 @@ class RegistryConfig(_Section):
     tls_verify: bool = True
     client_cert: ConfigPath | None = None
     client_key: ConfigPath | None = None
+    # Unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide; "none": never a proxy; else its URL.
+    proxy: ProxyUrl | None = None
     _name: str = PrivateAttr(default="")
     _replication: ReplicationConfig = PrivateAttr(default_factory=ReplicationConfig)
     _policy: RegistryPolicy | None = PrivateAttr(default=None)

@@ -48,4 +48,5 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         verify=verify,
         cert=cert,
         max_in_flight=max_in_flight,
+        proxy=registry.proxy,
     )

@@ -18,6 +18,7 @@ import httpx
 from replicator.domain.refs import is_loopback_host
 from replicator.errors import TlsError, TransportError
 from replicator.registry.auth import Authenticator, Credentials
+from replicator.registry.http.proxy import ProxySettings
 from replicator.registry.http.transport import RegistryTransport
 from replicator.registry.responses import describe, raise_for_status
 
@@ -75,7 +76,11 @@ def _tls_context(verify: bool | str, cert: tuple[str, str] | None) -> ssl.SSLCon
 
 
 def new_transport(
-    *, verify: bool | str = True, cert: tuple[str, str] | None = None, max_connections: int = 64
+    *,
+    verify: bool | str = True,
+    cert: tuple[str, str] | None = None,
+    max_connections: int = 64,
+    proxies: ProxySettings | None = None,
 ) -> RegistryTransport:
     """The connection pool of one registry (HTTP/1.1 on asyncio streams): httpcore cost ~1 ms
     of our CPU per request, mostly scanning its pool, which made a catalog scan CPU-bound.
@@ -87,9 +92,13 @@ def new_transport(
     """
     if isinstance(verify, str) or cert is not None:
         context = _tls_context(verify, cert)
-        return RegistryTransport(tls=lambda: context, max_connections=max_connections)
+        return RegistryTransport(
+            tls=lambda: context, max_connections=max_connections, proxies=proxies
+        )
     return RegistryTransport(
-        tls=functools.partial(_tls_context, verify, None), max_connections=max_connections
+        tls=functools.partial(_tls_context, verify, None),
+        max_connections=max_connections,
+        proxies=proxies,
     )
 
 

@@ -6,11 +6,13 @@ A pool per registry, so each registry's connection limit follows its request slo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import httpx
 
+from replicator.errors import ConfigError
 from replicator.registry.auth import Credentials
 from replicator.registry.client import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -18,6 +20,7 @@ from replicator.registry.client import (
     new_http_client,
     new_transport,
 )
+from replicator.registry.http.proxy import ProxySettings, ProxyUrlError
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,20 @@ class RegistrySettings:
     verify: bool | str = True  # False, True, or a CA bundle path
     cert: tuple[str, str] | None = None  # client certificate and key for mTLS
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide; "none": direct; else this proxy's URL.
+    proxy: str | None = None
+
+
+def _proxies(configured: str | None) -> ProxySettings:
+    """A registry's own proxy setting, else the environment's (read at each client's creation,
+    so a test or a re-exec sees the current environment)."""
+    try:
+        if configured is not None:
+            return ProxySettings.configured(configured)
+        return ProxySettings.from_environment(os.environ)
+    except ProxyUrlError as exc:
+        where = "proxy" if configured is not None else "HTTPS_PROXY/HTTP_PROXY"
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 class ClientPool:
@@ -48,6 +65,7 @@ class ClientPool:
         transport = new_transport(
             verify=settings.verify,
             cert=settings.cert,
+            proxies=_proxies(settings.proxy),
             # Connections beyond the request slots would only idle: a few spare for redirects
             # to storage backends (S3) that answer blob GETs.
             max_connections=min(self._max_connections, settings.max_in_flight * 2),

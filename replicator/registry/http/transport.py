@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 
-from replicator.registry.http import http11, wire
+from replicator.registry.http import http11, proxy, wire
 from replicator.registry.http.http11 import BodyPlan, Framing
+from replicator.registry.http.proxy import ProxyEndpoint, ProxySettings
 
 # StreamReader stops reading the socket past twice its limit; at the read size, one read finds
 # a full buffer while the socket keeps the stream going.
@@ -45,16 +46,18 @@ Origin = tuple[str, str, int]
 class _OriginPool:
     """Idle connections of one origin, newest last, and the bound on its connections."""
 
-    __slots__ = ("idle", "slots")
+    __slots__ = ("idle", "proxy", "slots")
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, proxy: ProxyEndpoint | None) -> None:
         self.idle: deque[wire.Connection] = deque()
         self.slots = asyncio.Semaphore(max_connections)
+        self.proxy = proxy  # where this origin's connections go instead, if anywhere
 
 
 class RegistryTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive, at most `max_connections` per origin; TLS with the context
-    `tls()` returns, asked for at the first HTTPS connection only."""
+    `tls()` returns, asked for at the first HTTPS connection only; through the proxy that
+    `proxies` names for an origin, if any."""
 
     def __init__(
         self,
@@ -62,8 +65,10 @@ class RegistryTransport(httpx.AsyncBaseTransport):
         tls: Callable[[], ssl.SSLContext],
         max_connections: int,
         keepalive_expiry: float = KEEPALIVE_EXPIRY_SECONDS,
+        proxies: ProxySettings | None = None,
     ) -> None:
         self._tls = tls
+        self._proxies = proxies or ProxySettings()
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._pools: dict[Origin, _OriginPool] = {}
@@ -80,20 +85,21 @@ class RegistryTransport(httpx.AsyncBaseTransport):
         origin = (scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[scheme])
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = _OriginPool(self._max_connections)
+            route = self._proxies.route(*origin)
+            pool = self._pools[origin] = _OriginPool(self._max_connections, route)
         timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
         await _acquire(pool, timeouts.get("pool"), request)
         try:
             connection = self._take_idle(pool)
             if connection is None:
-                connection = await self._connect(origin, request, timeouts.get("connect"))
+                connection = await self._connect(origin, pool.proxy, request, timeouts)
             try:
                 return await self._exchange(pool, connection, request, timeouts)
             except wire.StaleConnection as stale:
                 # Only a body that can be sent again is retried, as httpcore does.
                 if not isinstance(request.stream, httpx.ByteStream):
                     raise stale.error from stale.error.__cause__
-            connection = await self._connect(origin, request, timeouts.get("connect"))
+            connection = await self._connect(origin, pool.proxy, request, timeouts)
             return await self._exchange(pool, connection, request, timeouts)
         except BaseException:
             pool.slots.release()
@@ -146,27 +152,48 @@ class RegistryTransport(httpx.AsyncBaseTransport):
         pool.slots.release()
 
     async def _connect(
-        self, origin: Origin, request: httpx.Request, seconds: float | None
+        self,
+        origin: Origin,
+        via: ProxyEndpoint | None,
+        request: httpx.Request,
+        timeouts: Mapping[str, float | None],
     ) -> wire.Connection:
         scheme, host, port = origin
         context = self._tls() if scheme == "https" else None
+        where = f"{host}:{port}" if via is None else f"{host}:{port} through proxy {via}"
         try:
-            async with asyncio.timeout(seconds):
-                reader, writer = await asyncio.open_connection(
-                    host,
-                    port,
-                    ssl=context,
-                    server_hostname=host if context else None,
-                    limit=STREAM_LIMIT,
-                )
+            async with asyncio.timeout(timeouts.get("connect")):
+                if via is None:
+                    reader, writer = await asyncio.open_connection(
+                        host,
+                        port,
+                        ssl=context,
+                        server_hostname=host if context else None,
+                        limit=STREAM_LIMIT,
+                    )
+                else:
+                    reader, writer = await _through(via, context, host, port)
         except TimeoutError as exc:
-            raise httpx.ConnectTimeout(
-                f"connecting to {host}:{port} timed out", request=request
+            raise httpx.ConnectTimeout(f"connecting to {where} timed out", request=request) from exc
+        except proxy.TunnelRefused as exc:
+            raise httpx.ConnectError(
+                f"proxy {via} refused the tunnel to {host}:{port} ({exc.status}"
+                f"{': it wants credentials' if exc.status == 407 else ''})",
+                request=request,
             ) from exc
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, http11.ProtocolError) as e:
+            raise httpx.ConnectError(
+                f"proxy {via} answered the tunnel request with something that is not HTTP",
+                request=request,
+            ) from e
         except OSError as exc:  # ssl.SSLError included: a refused handshake
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+            message = str(exc) or type(exc).__name__
+            raise httpx.ConnectError(
+                message if via is None else f"{where}: {message}", request=request
+            ) from exc
         writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        connection = wire.Connection(reader, writer)
+        forward = via.headers() if via is not None and context is None else None
+        connection = wire.Connection(reader, writer, forward=forward)
         if self._closed:
             connection.close()
             raise httpx.ConnectError("the transport is closed", request=request)
@@ -192,8 +219,13 @@ class RegistryTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._discard(connection)
             raise
-        if write_error is not None:
+        if write_error is not None or (
+            connection.forward is not None and not _proxy_keeps_alive(head)
+        ):
             # The server answered before taking the whole body (a 401 or 413): it will close.
+            # A forwarding proxy that did not say keep-alive is not trusted to: tinyproxy
+            # relays the registry's HTTP/1.1 head, then closes the connection after each
+            # request, and a reused one would fail the next (streamed, unreplayable) upload.
             plan = BodyPlan(plan.framing, plan.length, keep_alive=False)
         stream = _ResponseStream(
             self, pool, connection, request, read_timeout=read_timeout, plan=plan
@@ -256,6 +288,30 @@ class _ResponseStream(httpx.AsyncByteStream):
         connection, self._connection = self._connection, None
         if connection is not None:
             self._transport._release(self._pool, connection, reusable=reusable)
+
+
+def _proxy_keeps_alive(head: http11.ResponseHead) -> bool:
+    """Whether a forwarding proxy promised to keep the connection (`Connection: keep-alive` or
+    the older `Proxy-Connection: keep-alive`, as squid sends)."""
+    said = b",".join(head.values(b"connection") + head.values(b"proxy-connection")).lower()
+    return b"keep-alive" in said
+
+
+async def _through(
+    via: ProxyEndpoint, context: ssl.SSLContext | None, host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the proxy; for TLS, tunnelled with CONNECT and TLS started inside."""
+    reader, writer = await asyncio.open_connection(via.host, via.port, limit=STREAM_LIMIT)
+    if context is None:
+        return reader, writer
+    try:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        await proxy.open_tunnel(reader, writer, via, authority)
+        await writer.start_tls(context, server_hostname=host)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
 
 
 async def _acquire(pool: _OriginPool, seconds: float | None, request: httpx.Request) -> None:

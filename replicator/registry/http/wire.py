@@ -23,13 +23,22 @@ COALESCE_BYTES = 64 * 1024
 class Connection:
     """One TCP (or TLS) connection."""
 
-    __slots__ = ("idle_since", "reader", "reused", "writer")
+    __slots__ = ("forward", "idle_since", "reader", "reused", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        forward: tuple[tuple[bytes, bytes], ...] | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.reused = False
         self.idle_since = 0.0
+        # Set on a connection to an HTTP proxy forwarding plain-http requests: requests go in
+        # absolute form (the full URL as target) with these extra headers (Proxy-Authorization).
+        self.forward = forward
 
     def closed_by_peer(self) -> bool:
         """The server closed the connection (or it failed) while it sat idle."""
@@ -132,8 +141,12 @@ async def send_request(
         headers = [*headers, (b"Transfer-Encoding", b"chunked")]
     length = int(declared) if declared is not None and declared.isdigit() else None
     sent = 0
+    target = request.url.raw_path
+    if connection.forward is not None:
+        target = str(request.url).encode("ascii")
+        headers = [*headers, *connection.forward]
     try:
-        head = http11.encode_request_head(request.method.encode(), request.url.raw_path, headers)
+        head = http11.encode_request_head(request.method.encode(), target, headers)
         pieces = [head]
         pending = len(head)
         assert isinstance(stream, httpx.AsyncByteStream), "an async client sends async streams"
