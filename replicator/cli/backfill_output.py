@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from replicator.domain.jobs import JobState
 from replicator.domain.scan import TagAction, TagPlan
 from replicator.scan.backfill import ScanCounts
+from replicator.scan.backfill_run import BackfillReport
 
 if TYPE_CHECKING:
-    from replicator.cli.backfill import BackfillReport
     from replicator.journal.models import JobRow
 
 # The progress line is redrawn this often on a terminal: smooth enough, cheap enough.
@@ -32,8 +32,8 @@ async def progress(report: BackfillReport, stop: asyncio.Event, out: TextIO) -> 
 
 
 def progress_line(report: BackfillReport) -> str:
-    counts, ledger = report.counts, report.ledger
-    done = f" ({ledger.done} done, {ledger.failed} failed)" if ledger is not None else ""
+    counts, tally = report.counts, report.tally
+    done = f" ({tally.done} done, {tally.failed} failed)" if tally is not None else ""
     return (
         f"backfill: {counts.repositories} repositories, {counts.tags} tags, "
         f"{counts.up_to_date} up to date, {counts.copies} jobs{done}, "

@@ -89,9 +89,9 @@ def _state(text: str) -> JobState:
 
 async def _open(url: str) -> Journal:
     """The journal at `url` (imported here: SQLAlchemy would slow down `replicator --help`)."""
-    from replicator.journal.store import Journal as JournalStore
+    from replicator.journal.claimers import open_journal
 
-    return await JournalStore.open(url)
+    return await open_journal(url)
 
 
 def _journal_url(args: argparse.Namespace) -> tuple[str, Mapping[str, Located]]:

@@ -3,38 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from replicator.config.loading import Config
 from replicator.daemon.http_server import HttpServer, Request, Response, Route
+from replicator.daemon.metrics import Metrics
 from replicator.errors import InvalidReferenceError, ReplicatorError
 from replicator.journal.status import replication_status
+from replicator.journal.store import Journal
 from replicator.logs import get_logger
-
-if TYPE_CHECKING:
-    from replicator.daemon.service import Daemon
 
 log = get_logger(__name__)
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def routes(daemon: Daemon) -> list[Route]:
+class Served(Protocol):
+    """What the API reads of the daemon it serves."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def journal(self) -> Journal | None: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    async def unready(self) -> str | None:
+        """Why the daemon is not ready, or None when it is."""
+
+
+def routes(daemon: Served) -> list[Route]:
     """The API's routes, bound to a daemon."""
 
     async def healthz(_: Request) -> Response:
         return Response.text(200, "ok")
 
     async def readyz(_: Request) -> Response:
-        if daemon.bus is None or not daemon.bus.connected.is_set():
-            return Response.text(503, "not ready: MQTT broker not connected")
-        if daemon.journal is None:
-            return Response.text(503, "not ready: journal not open")
-        if daemon.journal_error is not None:
-            return Response.text(503, f"not ready: journal not writable: {daemon.journal_error}")
-        try:
-            await daemon.journal.backlog()
-        except ReplicatorError as exc:
-            return Response.text(503, f"not ready: journal: {exc}")
+        reason = await daemon.unready()
+        if reason is not None:
+            return Response.text(503, f"not ready: {reason}")
         return Response.text(200, "ready")
 
     async def metrics(_: Request) -> Response:
@@ -59,7 +68,7 @@ def routes(daemon: Daemon) -> list[Route]:
             return Response.json(503, {"error": "journal not open"})
         try:
             document = await replication_status(
-                daemon.config,
+                daemon.config.registries,
                 daemon.journal,
                 source=request.query.get("source"),
                 repository=repository,
@@ -78,7 +87,7 @@ def routes(daemon: Daemon) -> list[Route]:
     ]
 
 
-async def serve_api(daemon: Daemon, stop: asyncio.Event) -> None:
+async def serve_api(daemon: Served, stop: asyncio.Event) -> None:
     """Serve the API on `[http] listen` until `stop`."""
     http = daemon.config.http
     async with HttpServer(routes(daemon), host=http.host, port=http.port, name="api"):

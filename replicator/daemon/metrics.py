@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from replicator.domain.jobs import JobState
+from replicator.engine.runner import JobEnd
 from replicator.registry.retry import set_retry_hook
-
-if TYPE_CHECKING:
-    from replicator.journal.models import JobRow
 
 # Push-to-COMPLETE latency buckets: the target is well under a second on a LAN, WAN copies of
 # large images take minutes; the buckets cover both ends.
@@ -85,14 +83,20 @@ class Metrics:
         if size:
             self.bytes_copied.inc(size)
 
-    def job_finished(self, row: JobRow, *, succeeded: bool) -> None:
-        """Count a finished job and, on success, its latency from the push."""
+    async def job_ended(self, end: JobEnd) -> None:
+        """Count a job attempt (a job observer): a retry, or a finished job and, on success,
+        its latency from the push."""
+        destination = end.key.destination
+        if end.state is JobState.RETRY_WAIT:
+            self.retries.labels(destination=destination).inc()
+            return
+        succeeded = end.state is JobState.COMPLETE
         self.jobs_finished.labels(
-            destination=row.destination, result="COMPLETE" if succeeded else "FAILED"
+            destination=destination, result="COMPLETE" if succeeded else "FAILED"
         ).inc()
-        if succeeded and row.pushed_at is not None:
-            latency = (datetime.now(UTC) - row.pushed_at).total_seconds()
-            self.latency.labels(destination=row.destination).observe(max(0.0, latency))
+        if succeeded and end.pushed_at is not None:
+            latency = (datetime.now(UTC) - end.pushed_at).total_seconds()
+            self.latency.labels(destination=destination).observe(max(0.0, latency))
 
     def render(self, counts: dict[tuple[str, str], int], backlog: int) -> bytes:
         """The exposition text, with the journal's gauges refreshed first."""

@@ -12,13 +12,15 @@ import contextlib
 import signal
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from replicator.config.loading import Config, load_config
 from replicator.config.reload import reread
 from replicator.config.sites import sites_of
+from replicator.daemon.api import serve_api
+from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.metrics import Metrics
-from replicator.daemon.results import publish_result
+from replicator.daemon.reconcile import reconcile_forever
+from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
 from replicator.domain.events import DeleteEvent, Ignored, PushEvent, parse_payload
@@ -27,18 +29,16 @@ from replicator.engine.copier import Copier
 from replicator.engine.runner import (
     JOURNAL_RETRY_INITIAL_SECONDS,
     JOURNAL_RETRY_MAX_SECONDS,
+    JobEnd,
+    JobObserver,
     JobRunner,
 )
-from replicator.errors import BusError, EventError, JournalError
-from replicator.journal.claimers import resume_orphans
+from replicator.errors import BusError, EventError, JournalError, ReplicatorError
+from replicator.journal.claimers import open_journal, resume_orphans
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
-from replicator.scan.backfill import reconcile_forever
-
-if TYPE_CHECKING:
-    from replicator.daemon.bus import Bus as BusLike
 
 log = get_logger(__name__)
 
@@ -58,8 +58,10 @@ class Daemon:
         self.sites: Mapping[str, Site] = sites_of(config)
         self.metrics = Metrics()
         self.journal: Journal | None = None
-        self.bus: BusLike | None = None
+        self.bus: Bus | None = None
         self.runner: JobRunner | None = None
+        # Told of every finished job: counted in the metrics, published once the bus is up.
+        self._observers: list[JobObserver] = [self.metrics]
         # Why the journal last refused a write, until a write succeeds again (for /readyz).
         self.journal_error: str | None = None
         self._stopping = asyncio.Event()
@@ -75,14 +77,11 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
-        from replicator.daemon.api import serve_api
-        from replicator.daemon.bus import Bus, BusOptions
-
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self.journal = await Journal.open(self.config.journal.url)
+        self.journal = await open_journal(self.config.journal.url)
         try:
             # Alone, an IN_PROGRESS job at start is ours, orphaned by a crash, unless a process
             # of this host still runs it (a backfill sharing the journal): resume the rest.
@@ -102,13 +101,13 @@ class Daemon:
                 asyncio.TaskGroup() as group,
             ):
                 self.bus = bus
+                self._observers.append(ResultPublisher(bus, lambda: self.config))
                 self.runner = runner = JobRunner(
                     journal=self.journal,
                     copier=self._copier,
                     pool=self._pool,
-                    metrics=self.metrics,
                     settings=lambda: (self.config, self.sites),
-                    bus=bus,
+                    observers=self._observers,
                 )
                 long_lived = [
                     group.create_task(self._consume(bus, runner), name="consume"),
@@ -116,7 +115,10 @@ class Daemon:
                     group.create_task(serve_api(self, self._stopping), name="api"),
                     group.create_task(self._announce(bus), name="announce"),
                     group.create_task(self._notifier.watchdog_loop(), name="watchdog"),
-                    group.create_task(reconcile_forever(self, self._stopping), name="reconcile"),
+                    group.create_task(
+                        reconcile_forever(self, self._pool, self._copier, self._stopping),
+                        name="reconcile",
+                    ),
                     group.create_task(self._sweep_orphans(), name="orphans"),
                 ]
                 await self._stopping.wait()
@@ -167,7 +169,7 @@ class Daemon:
         self.sites = sites_of(fresh)
         log.info("config_reloaded", path=str(fresh.path), registries=sorted(self.sites))
 
-    async def _announce(self, bus: BusLike) -> None:
+    async def _announce(self, bus: Bus) -> None:
         try:
             await bus.wait_connected(CONNECT_WAIT_SECONDS)
         except BusError as exc:
@@ -176,19 +178,24 @@ class Daemon:
         self._notifier.ready("connected and subscribed")
         log.info("daemon_ready")
 
-    @property
-    def ready(self) -> bool:
-        """Broker connected and journal open and writable (for /readyz)."""
-        return (
-            self.bus is not None
-            and self.bus.connected.is_set()
-            and self.journal is not None
-            and self.journal_error is None
-        )
+    async def unready(self) -> str | None:
+        """Why the daemon is not ready (for /readyz): broker not connected, journal not open,
+        not writable or not readable; None when it is ready."""
+        if self.bus is None or not self.bus.connected.is_set():
+            return "MQTT broker not connected"
+        if self.journal is None:
+            return "journal not open"
+        if self.journal_error is not None:
+            return f"journal not writable: {self.journal_error}"
+        try:
+            await self.journal.backlog()
+        except ReplicatorError as exc:
+            return f"journal: {exc}"
+        return None
 
     # -- consuming ----------------------------------------------------------------------------
 
-    async def _consume(self, bus: BusLike, runner: JobRunner) -> None:
+    async def _consume(self, bus: Bus, runner: JobRunner) -> None:
         async for message in bus.messages():
             if self._stopping.is_set():
                 return  # not acked: the broker redelivers it to us (or a peer) later
@@ -313,11 +320,11 @@ class Daemon:
         return None
 
     async def _report_denied(self, key: job_rules.JobKey, reason: str) -> None:
-        self.metrics.jobs_finished.labels(destination=key.destination, result="FAILED").inc()
-        if self.bus is not None:
-            await publish_result(
-                self.bus, self.config, key, succeeded=False, code="POLICY_DENIED", reason=reason
-            )
+        end = JobEnd(
+            key, job_rules.JobState.FAILED, code=job_rules.FailureCode.POLICY_DENIED, reason=reason
+        )
+        for observer in self._observers:
+            await observer.job_ended(end)
 
 
 def daemon_main(config_path: str | None) -> int:

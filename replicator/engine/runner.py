@@ -1,8 +1,9 @@
 """The job runner: claims due jobs from the journal and works them, bounded, until told to stop.
 
-The daemon runs it for ever; `backfill` runs it until its jobs are done. Each finished job is
-journalled (COMPLETE, RETRY_WAIT with a next-attempt time, or FAILED with a code and reason),
-counted in the metrics and, when a bus is attached, published as a result event.
+The daemon runs it for ever; `backfill` runs it until its jobs are done. Each finished attempt
+is journalled (COMPLETE, RETRY_WAIT with a next-attempt time, or FAILED with a code and reason),
+then told to the observers the caller gave (the daemon counts it and publishes a result event;
+a backfill counts it).
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from structlog.contextvars import bound_contextvars
 
 from replicator.config.loading import Config, RegistryConfig
 from replicator.config.sites import settings_for
-from replicator.daemon.metrics import Metrics
-from replicator.daemon.results import publish_result
 from replicator.domain import jobs as job_rules
-from replicator.domain.jobs import JobKey
+from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier, CopyStats, Endpoint
 from replicator.engine.job import run_job
@@ -33,9 +33,7 @@ from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 
 if TYPE_CHECKING:
-    from replicator.daemon.bus import Bus
     from replicator.journal.models import JobRow
-    from replicator.journal.store import Journal
 
 log = get_logger(__name__)
 
@@ -51,25 +49,77 @@ JOURNAL_RETRY_MAX_SECONDS = 5.0
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class JobEnd:
+    """How an attempt at a job ended, once journalled: COMPLETE, RETRY_WAIT or FAILED (with the
+    failure's code and reason)."""
+
+    key: JobKey
+    state: JobState
+    pushed_at: datetime | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+class JobObserver(Protocol):
+    """Told of every job attempt the runner finished (metrics, result events, a run's tally)."""
+
+    async def job_ended(self, end: JobEnd) -> None:
+        """React to `end`; must not raise for an outage of its own (the job is journalled)."""
+
+
+class JobQueue(Protocol):
+    """What the runner needs of the journal: claim due jobs, record how they ended."""
+
+    async def claim_due(
+        self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()
+    ) -> list[JobRow]: ...
+
+    async def complete(
+        self,
+        job_id: int,
+        *,
+        bytes_copied: int,
+        blobs_copied: int,
+        blobs_mounted: int,
+        blobs_skipped: int,
+        now: datetime | None = None,
+    ) -> None: ...
+
+    async def fail(
+        self,
+        job_id: int,
+        *,
+        code: str,
+        reason: str,
+        temporary: bool,
+        max_attempts: int,
+        now: datetime,
+        backoff: float,
+    ) -> JobState: ...
+
+    async def supersede(self, keys: Sequence[JobKey]) -> int: ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+
 class JobRunner:
     """Claims and runs jobs; `config` and `sites` are read per job, so a reload applies."""
 
     def __init__(
         self,
         *,
-        journal: Journal,
+        journal: JobQueue,
         copier: Copier,
         pool: ClientPool,
-        metrics: Metrics,
         settings: Callable[[], tuple[Config, Mapping[str, Site]]],
-        bus: Bus | None = None,
+        observers: Sequence[JobObserver] = (),
     ) -> None:
         self.journal = journal
-        self.bus = bus
         self._copier = copier
         self._pool = pool
-        self._metrics = metrics
         self._settings = settings
+        self._observers = tuple(observers)
         self._wake = asyncio.Event()
         # Running jobs and their destinations.
         self.running: dict[asyncio.Task[None], str] = {}
@@ -151,6 +201,10 @@ class JobRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, JOURNAL_RETRY_MAX_SECONDS)
 
+    async def _tell(self, end: JobEnd) -> None:
+        for observer in self._observers:
+            await observer.job_ended(end)
+
     async def _idle_wait(self) -> float:
         due = await self.journal.next_due_at()
         if due is None:
@@ -211,11 +265,8 @@ class JobRunner:
                 blobs_skipped=stats.blobs_skipped,
             )
         )
-        self._metrics.job_finished(row, succeeded=True)
         log.info("job_complete", seconds=round(seconds, 3), bytes=stats.bytes_copied)
-        if self.bus is not None:
-            config, _ = self._settings()
-            await publish_result(self.bus, config, row.key, succeeded=True)
+        await self._tell(JobEnd(row.key, JobState.COMPLETE, row.pushed_at))
 
     async def _finish_failed(self, row: JobRow, code: str, reason: str, *, temporary: bool) -> None:
         config, _ = self._settings()
@@ -235,15 +286,10 @@ class JobRunner:
             if temporary:
                 # The journal records a temporary error that used the last attempt as such.
                 code = job_rules.FailureCode.MAX_ATTEMPTS.value
-            self._metrics.job_finished(row, succeeded=False)
             log.warning("job_failed", code=code, reason=reason, attempts=row.attempts)
-            if self.bus is not None:
-                await publish_result(
-                    self.bus, config, row.key, succeeded=False, code=code, reason=reason
-                )
         else:
-            self._metrics.retries.labels(destination=row.destination).inc()
             log.info(
                 "job_retry_wait", code=code, reason=reason, attempts=row.attempts,
                 backoff=round(backoff, 2),
             )  # fmt: skip
+        await self._tell(JobEnd(row.key, state, row.pushed_at, code, reason))

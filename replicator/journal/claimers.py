@@ -15,12 +15,9 @@ import socket
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from replicator.domain.claims import Claimer, Liveness, liveness, local_pids
-
-if TYPE_CHECKING:
-    from replicator.journal.store import Journal
+from replicator.journal.store import Journal
 
 PROC = Path("/proc")
 MACHINE_ID = Path("/etc/machine-id")
@@ -104,3 +101,8 @@ async def resume_orphans(
         dead=known.dead,
         spare=known.alive,
     )
+
+
+async def open_journal(url: str) -> Journal:
+    """Open the journal at `url`, claiming jobs in the name of this process."""
+    return await Journal.open(url, claimer=str(this_process()))

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from replicator.config.loading import Config
 from replicator.domain.jobs import JobState, ReplicationStatus, combined_status
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
 from replicator.journal.models import JobRow
@@ -65,7 +64,7 @@ def _newest(row: JobRow) -> datetime:
 
 
 async def replication_status(
-    config: Config,
+    registries: Mapping[str, Located],
     journal: Journal,
     *,
     source: str | None,
@@ -83,4 +82,4 @@ async def replication_status(
     if not rows:
         image_id = {k: v for k, v in (("imageDigest", digest), ("imageTag", tag)) if v}
         return {"repositoryName": repository, "imageId": image_id, "replicationStatuses": []}
-    return status_document(repository, rows, config.registries, tag=tag)
+    return status_document(repository, rows, registries, tag=tag)

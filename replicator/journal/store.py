@@ -26,7 +26,6 @@ from replicator.errors import JournalError
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
 from replicator.journal import queries
-from replicator.journal.claimers import this_process
 from replicator.journal.models import (
     NO_TAG,
     EventOutcome,
@@ -62,18 +61,19 @@ _COUNTS = select(JOBS.c.state, JOBS.c.destination, func.count()).group_by(
 class Journal:
     """The durable record of events and jobs; async, and safe to share between processes."""
 
-    def __init__(self, engine: Engine, url: str) -> None:
+    def __init__(self, engine: Engine, url: str, *, claimer: str) -> None:
         self._engine = engine
         self._url = url
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._closed = False
-        # Recorded on the jobs this process claims (see claimers.py).
-        self.claimer = str(this_process())
+        # Recorded on the jobs this process claims (the caller's claimers.this_process()).
+        self.claimer = claimer
 
     @classmethod
-    async def open(cls, url: str) -> Journal:
-        """Open (creating if needed) the journal at a SQLAlchemy URL; refuse a newer schema."""
-        journal = cls(create_journal_engine(url), url)
+    async def open(cls, url: str, *, claimer: str) -> Journal:
+        """Open (creating if needed) the journal at a SQLAlchemy URL; refuse a newer schema.
+        `claimer` names this process on the jobs it claims (see claimers.py)."""
+        journal = cls(create_journal_engine(url), url, claimer=claimer)
         try:
             await journal._call(prepare, journal._engine, url)
         except BaseException:

@@ -1,6 +1,6 @@
 """Backfill: enumerate the source registries, HEAD-compare every tag with every destination, and
 journal what is missing or different as the same jobs live events make; the periodic reconcile
-of the daemon is the same scan on a schedule.
+of the daemon (daemon/reconcile.py) is the same scan on a schedule.
 
 Facts are gathered here and decided in `domain.scan`. The scan is cheap when everything is
 replicated: one catalog and one tag list per source repository, then HEAD requests only (one per
@@ -15,7 +15,6 @@ repair, and `repair` copies it directly through the same worker code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -28,7 +27,6 @@ from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, 
 from replicator.engine.copier import Copier, CopyStats, Endpoint
 from replicator.engine.gather import gather_all, task_group
 from replicator.engine.job import run_job
-from replicator.engine.runner import JobRunner
 from replicator.errors import JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
@@ -47,8 +45,6 @@ log = get_logger(__name__)
 # Repositories scanned at once; requests are bounded further by each registry's own limit
 # (workers.per_registry), so this only has to keep those slots busy.
 REPOSITORIES_IN_FLIGHT = 16
-# How often reconcile looks at its config again while turned off (a SIGHUP may turn it on).
-RECONCILE_IDLE_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,22 +346,18 @@ async def repair(
     return await gather_all([one(row) for row in rows])
 
 
-class DaemonLike(Protocol):
-    """What reconcile needs of the daemon: its config, sites, journal and job runner."""
-
-    config: Config
-    sites: Mapping[str, Site]
-    journal: Journal | None
-    runner: JobRunner | None
-
-
-async def reconcile_once(daemon: DaemonLike, pool: ClientPool, copier: Copier) -> ScanCounts:
-    """One pass: scan every source, journal what is missing, wake the daemon's runner."""
-    journal, runner = daemon.journal, daemon.runner
-    assert journal is not None
-    assert runner is not None
-    config, sites = daemon.config, daemon.sites
-    sink = Journaller(journal, wake=runner.wake)
+async def reconcile_once(
+    config: Config,
+    sites: Mapping[str, Site],
+    journal: Journal,
+    *,
+    pool: ClientPool,
+    copier: Copier,
+    wake: Callable[[], None],
+) -> ScanCounts:
+    """One reconcile pass: scan every source, journal what is missing (then `wake` the runner
+    that runs the jobs), repair what the destinations lost."""
+    sink = Journaller(journal, wake=wake)
     counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
     repaired = await repair(
         sink.repairs, journal=journal, config=config, sites=sites, pool=pool, copier=copier
@@ -381,27 +373,3 @@ async def reconcile_once(daemon: DaemonLike, pool: ClientPool, copier: Copier) -
         errors=len(counts.errors),
     )
     return counts
-
-
-async def reconcile_forever(daemon: DaemonLike, stop: asyncio.Event) -> None:
-    """Every `[reconcile] interval` seconds (read again each time, so a reload applies; 0 = off)
-    run the backfill scan; its jobs go to the daemon's runner. Returns when `stop` is set."""
-    first = True
-    async with ClientPool() as pool:
-        copier = Copier(concurrency=daemon.config.workers.concurrency)
-        while not stop.is_set():
-            interval = daemon.config.reconcile.interval
-            wait = RECONCILE_IDLE_CHECK_SECONDS if interval <= 0 else interval
-            if not first or interval <= 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await stop.wait()
-            first = False
-            if stop.is_set() or daemon.config.reconcile.interval <= 0:
-                continue
-            if daemon.journal is None or daemon.runner is None:
-                continue
-            try:
-                await reconcile_once(daemon, pool, copier)
-            except ReplicatorError as exc:
-                log.warning("reconcile_failed", code=exc.code, error=str(exc))

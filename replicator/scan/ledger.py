@@ -1,75 +1,76 @@
-"""The journal of one `replicator backfill` run: remembers what this process holds and finished."""
+"""The journal of one `replicator backfill` run: remembers the jobs this process holds."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from replicator.domain.jobs import JobState
-from replicator.journal.claimers import resume_orphans
+from replicator.domain.jobs import JobKey, JobState
+from replicator.journal.claimers import open_journal, resume_orphans
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 
-# IN_PROGRESS jobs of a process on another host (or container) started longer ago than this
-# are taken, when a run opens the journal, as orphans of a killed process and queued again; an
-# hour is far beyond any one image copy. A killed process of this host gives its jobs back at
-# once (claimers.py).
-ORPHAN_AFTER_SECONDS = 3600.0
 INTERRUPTED_REASON = "interrupted: the backfill stopped during the copy; the next run resumes it"
 
 
-class ClaimLedger(Journal):
-    """A Journal that remembers the jobs this process holds IN_PROGRESS (so an interrupted run
-    hands them back, due at once) and counts the jobs it finished."""
+class ClaimLedger:
+    """The journal as a run's job runner uses it (claims and finishes go through to `journal`),
+    remembering the jobs this process holds IN_PROGRESS so an interrupted run hands them back,
+    due at once."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, journal: Journal, *, orphan_after: float) -> None:
+        self.journal = journal
         self.held: set[int] = set()
-        self.done = 0
-        self.failed = 0
+        self._orphan_after = orphan_after
 
     @classmethod
-    async def open_for_run(cls, url: str, max_attempts: int) -> ClaimLedger:
+    async def open_for_run(cls, url: str, *, max_attempts: int, orphan_after: float) -> ClaimLedger:
         """Open the journal at `url` and queue again the orphans of a killed run."""
-        ledger = await cls.open(url)
-        assert isinstance(ledger, ClaimLedger)
+        ledger = cls(await open_journal(url), orphan_after=orphan_after)
         try:
             await ledger.resume_orphans(max_attempts)
         except BaseException:
-            await ledger.close()
+            await ledger.journal.close()
             raise
         return ledger
 
     async def resume_orphans(self, max_attempts: int) -> int:
-        """Queue again the jobs of a killed run: at once when it ran on this host, after
-        ORPHAN_AFTER_SECONDS otherwise (it may be a live process elsewhere); how many."""
+        """Queue again the jobs of a killed run: at once when it ran on this host, once claimed
+        longer ago than the orphan window ([workers] orphan_after) otherwise (it may be a live
+        process elsewhere); how many."""
         return await resume_orphans(
-            self,
-            started_before=datetime.now(UTC) - timedelta(seconds=ORPHAN_AFTER_SECONDS),
+            self.journal,
+            started_before=datetime.now(UTC) - timedelta(seconds=self._orphan_after),
             max_attempts=max_attempts,
         )
 
     async def claim_due(
         self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()
     ) -> list[JobRow]:
-        """Claim as Journal does, remembering the claimed ids."""
-        rows = await super().claim_due(limit, now, skip_destinations=skip_destinations)
+        """Claim as the journal does, remembering the claimed ids."""
+        rows = await self.journal.claim_due(limit, now, skip_destinations=skip_destinations)
         self.held.update(row.id for row in rows)
         return rows
 
     async def complete(self, job_id: int, **counters: Any) -> None:
-        """Complete as Journal does; the job is no longer held."""
-        await super().complete(job_id, **counters)
+        """Complete as the journal does; the job is no longer held."""
+        await self.journal.complete(job_id, **counters)
         self.held.discard(job_id)
-        self.done += 1
 
     async def fail(self, job_id: int, **details: Any) -> JobState:
-        """Fail as Journal does; the job is no longer held."""
-        state = await super().fail(job_id, **details)
+        """Fail as the journal does; the job is no longer held."""
+        state = await self.journal.fail(job_id, **details)
         self.held.discard(job_id)
-        self.failed += state is JobState.FAILED
         return state
+
+    async def supersede(self, keys: Sequence[JobKey]) -> int:
+        """Drop still PENDING jobs of `keys`, as the journal does."""
+        return await self.journal.supersede(keys)
+
+    async def next_due_at(self) -> datetime | None:
+        """When the journal's next job is due."""
+        return await self.journal.next_due_at()
 
     async def release(self, max_attempts: int) -> int:
         """Hand back every job still held (RETRY_WAIT, due now); how many."""
@@ -80,3 +81,7 @@ class ClaimLedger(Journal):
                 max_attempts=max_attempts, now=datetime.now(UTC), backoff=0.0,
             )  # fmt: skip
         return len(held)
+
+    async def close(self) -> None:
+        """Close the journal."""
+        await self.journal.close()

@@ -16,18 +16,19 @@ from typing import Any
 import httpx
 import pytest
 
-from replicator.cli.backfill import run_backfill
 from replicator.config.loading import Config, load_config
 from replicator.config.sites import sites_of
-from replicator.daemon.metrics import Metrics
+from replicator.daemon.reconcile import reconcile_forever
 from replicator.domain.jobs import JobState
 from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
 from replicator.engine.runner import JobRunner
+from replicator.journal.claimers import open_journal
 from replicator.journal.store import Journal
 from replicator.registry.pool import ClientPool
-from replicator.scan.backfill import ScanOptions, reconcile_forever
+from replicator.scan.backfill import ScanOptions
+from replicator.scan.backfill_run import run_backfill
 from tests.support import skopeo
 from tests.support.daemon import (
     EUW1,
@@ -381,7 +382,7 @@ class TestInterrupted:
 
 @dataclass
 class DaemonParts:
-    """What reconcile uses of the daemon (replicator.scan.backfill.DaemonLike), built for real."""
+    """What reconcile reads of the daemon (daemon.reconcile.Reconciled), built for real."""
 
     config: Config
     sites: Mapping[str, Site]
@@ -401,15 +402,15 @@ class TestReconcile:
         sites = sites_of(config)
         stop = asyncio.Event()
         try:
-            async with await Journal.open(config.journal.url) as journal, ClientPool() as pool:
+            async with await open_journal(config.journal.url) as journal, ClientPool() as pool:
+                copier = Copier()
                 runner = JobRunner(
-                    journal=journal, copier=Copier(), pool=pool, metrics=Metrics(),
-                    settings=lambda: (config, sites),
-                )  # fmt: skip
+                    journal=journal, copier=copier, pool=pool, settings=lambda: (config, sites)
+                )
                 parts = DaemonParts(config, sites, journal, runner)
                 async with asyncio.TaskGroup() as group:
                     group.create_task(runner.run(stop))
-                    group.create_task(reconcile_forever(parts, stop))
+                    group.create_task(reconcile_forever(parts, pool, copier, stop))
                     await wait_until(lambda: replicated(world, USW2, ALL_IMAGES), 30.0)
                     lost = world.push("prod/web", "lost", seed=77)
                     await wait_until(lambda: replicated(world, EUW1, [("prod/web", "lost")]), 10.0)

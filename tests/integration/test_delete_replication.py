@@ -13,14 +13,13 @@ import pytest
 
 from replicator.config.loading import load_config
 from replicator.config.sites import sites_of
-from replicator.daemon.metrics import Metrics
 from replicator.domain.events import DeleteEvent
 from replicator.domain.jobs import JobKind, JobState
 from replicator.domain.routing import route_delete
 from replicator.engine.copier import Copier
 from replicator.engine.runner import JobRunner
+from replicator.journal.claimers import open_journal
 from replicator.journal.models import JobRow
-from replicator.journal.store import Journal
 from replicator.registry.pool import ClientPool
 from tests.integration.test_backfill import World, build_world
 from tests.support import skopeo
@@ -35,7 +34,7 @@ async def replicate_delete(world: World, event: DeleteEvent) -> list[JobRow]:
     config = load_config(world.config)
     sites = sites_of(config)
     routing = route_delete(event, sites)
-    async with await Journal.open(config.journal.url) as journal, ClientPool() as pool:
+    async with await open_journal(config.journal.url) as journal, ClientPool() as pool:
         await journal.add_jobs(
             [r.key for r in routing.routes if r.denied is None],
             denied={r.key: r.denied for r in routing.routes if r.denied is not None},
@@ -44,7 +43,6 @@ async def replicate_delete(world: World, event: DeleteEvent) -> list[JobRow]:
             journal=journal,
             copier=Copier(),
             pool=pool,
-            metrics=Metrics(),
             settings=lambda: (config, sites),
         )
         await runner.run(asyncio.Event(), until_idle=True)

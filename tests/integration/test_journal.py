@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 from replicator.domain.jobs import FailureCode, JobKey, JobKind, JobState
 from replicator.errors import JournalError, SchemaError, TransitionError
 from replicator.journal import EventOutcome, Journal
+from replicator.journal.claimers import open_journal
 from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES, SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
@@ -508,9 +509,9 @@ class TestSchema:
 
     async def test_reopen_keeps_data(self, journal_url: str) -> None:
         """Jobs survive closing and reopening the journal."""
-        async with await Journal.open(journal_url) as first:
+        async with await open_journal(journal_url) as first:
             await first.add_jobs([KEY])
-        async with await Journal.open(journal_url) as second:
+        async with await open_journal(journal_url) as second:
             assert [row.key for row in await second.jobs()] == [KEY]
 
     async def test_newer_schema_refused(self, journal_url: str) -> None:
@@ -521,7 +522,7 @@ class TestSchema:
             newer = SCHEMA_VERSION + 1
             connection.execute(text(f"INSERT INTO meta VALUES ('schema_version', '{newer}')"))
         with pytest.raises(SchemaError, match=rf"schema version {newer}.*run the newer replicator"):
-            await Journal.open(journal_url)
+            await open_journal(journal_url)
         with engine.connect() as connection:
             tables = connection.dialect.get_table_names(connection)
         engine.dispose()
@@ -530,13 +531,13 @@ class TestSchema:
     async def test_version_1_journal_is_migrated(self, journal_url: str) -> None:
         """A journal of schema version 1 (no jobs.claimed_by) is migrated on open: its jobs
         are kept, claims record their process, and the version reads 2."""
-        async with await Journal.open(journal_url) as first:
+        async with await open_journal(journal_url) as first:
             await first.add_jobs([KEY])
         engine = create_engine(journal_url)
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE jobs DROP COLUMN claimed_by"))
             connection.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
-        async with await Journal.open(journal_url) as second:
+        async with await open_journal(journal_url) as second:
             assert [row.key for row in await second.jobs()] == [KEY]
             [claimed] = await second.claim_due(1, T0 + timedelta(days=3650))
             assert claimed.claimed_by == second.claimer
@@ -547,7 +548,7 @@ class TestSchema:
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""
-        opened = await Journal.open(journal_url)
+        opened = await open_journal(journal_url)
         await opened.close()
         await opened.close()
         with pytest.raises(JournalError, match="closed"):
@@ -557,7 +558,7 @@ class TestSchema:
 async def test_sqlite_is_wal(tmp_path: object) -> None:
     """A SQLite journal is in WAL mode."""
     path = f"{tmp_path}/wal.db"
-    async with await Journal.open(f"sqlite:///{path}"):
+    async with await open_journal(f"sqlite:///{path}"):
         pass
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -566,4 +567,4 @@ async def test_sqlite_is_wal(tmp_path: object) -> None:
 async def test_unopenable_url(tmp_path: object) -> None:
     """A SQLite path in a missing folder raises JournalError naming the URL."""
     with pytest.raises(JournalError, match="no-such-dir"):
-        await Journal.open(f"sqlite:///{tmp_path}/no-such-dir/journal.db")
+        await open_journal(f"sqlite:///{tmp_path}/no-such-dir/journal.db")

@@ -13,7 +13,8 @@ import pytest
 from replicator.cli import main
 from replicator.cli.jobs import render_table, status_document
 from replicator.domain.jobs import JobKey, JobKind, JobState
-from replicator.journal import JobRow, Journal
+from replicator.journal import JobRow
+from replicator.journal.claimers import open_journal
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,7 @@ url = "http://127.0.0.1:5003"
 
 
 async def _fill(url: str) -> tuple[int, int]:
-    async with await Journal.open(url) as journal:
+    async with await open_journal(url) as journal:
         complete_id, failed_id = await journal.record_event(
             source="use1",
             topic="registry/use1/events",

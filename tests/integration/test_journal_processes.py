@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from replicator.domain.jobs import JobKey, JobState
-from replicator.journal import EventOutcome, Journal
+from replicator.journal import EventOutcome
+from replicator.journal.claimers import open_journal
 from tests.support.journal_fixtures import (
     WRITER_DESTINATIONS,
     journal_program,
@@ -45,7 +46,7 @@ def _start(*args: str) -> subprocess.Popen[str]:
 
 async def test_concurrent_claimers_never_share_a_job(journal_url: str) -> None:
     """Three processes claiming from one journal each get distinct jobs, all completed once."""
-    async with await Journal.open(journal_url) as journal:
+    async with await open_journal(journal_url) as journal:
         keys = [JobKey("use1", "app", writer_digest(n), None, "usw2") for n in range(CLAIMED_JOBS)]
         assert await journal.add_jobs(keys) == CLAIMED_JOBS
     claimers = [_start("claim", journal_url) for _ in range(CLAIMERS)]
@@ -56,7 +57,7 @@ async def test_concurrent_claimers_never_share_a_job(journal_url: str) -> None:
         claimed.extend(int(line) for line in out.split())
     duplicates = [job for job, times in Counter(claimed).items() if times > 1]
     assert duplicates == []
-    async with await Journal.open(journal_url) as journal:
+    async with await open_journal(journal_url) as journal:
         rows = await journal.jobs(limit=CLAIMED_JOBS + 1)
     assert sorted(claimed) == sorted(row.id for row in rows)
     assert {(row.state, row.attempts) for row in rows} == {(JobState.COMPLETE, 1)}
@@ -92,7 +93,7 @@ async def test_killed_writer_loses_nothing_committed(journal_url: str) -> None:
         assert url.database is not None
         with sqlite3.connect(url.database) as connection:
             assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    async with await Journal.open(journal_url) as journal:
+    async with await open_journal(journal_url) as journal:
         events = await journal.events(limit=10**6)
         jobs = await journal.jobs(limit=10**6)
     numbers = [int(event.payload.split()[1]) for event in events]

@@ -106,7 +106,7 @@ import replicator.scan.backfill
 from replicator import logs
 from replicator.config.loading import load_config
 from replicator.daemon.http_server import HttpServer, Response, Route
-from replicator.journal.store import Journal
+from replicator.journal.claimers import open_journal
 
 async def ok(_):
     return Response.text(200, "ok")
@@ -115,7 +115,7 @@ async def main():
     logs.configure(level="warning")
     load_config(sys.argv[1])
     ssl.create_default_context()
-    journal = await Journal.open(sys.argv[2])
+    journal = await open_journal(sys.argv[2])
     await journal.backlog()
     await journal.close()
     async with HttpServer([Route("GET", "/healthz", ok)]) as server:

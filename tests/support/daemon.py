@@ -28,7 +28,8 @@ import paho.mqtt.publish as mqtt_publish
 
 from replicator.domain.jobs import JobState
 from replicator.domain.media import MANIFEST_ACCEPT
-from replicator.journal import EventRow, JobRow, Journal
+from replicator.journal import EventRow, JobRow
+from replicator.journal.claimers import open_journal
 from tests.support.layout_push import push_over_http
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.ports import free_port, wait_listening
@@ -537,11 +538,11 @@ class JournalReader:
         self.url = url
 
     async def _jobs(self, limit: int) -> list[JobRow]:
-        async with await Journal.open(self.url) as journal:
+        async with await open_journal(self.url) as journal:
             return await journal.jobs(limit=limit)
 
     async def _events(self, limit: int) -> list[EventRow]:
-        async with await Journal.open(self.url) as journal:
+        async with await open_journal(self.url) as journal:
             return await journal.events(limit=limit)
 
     def jobs(self, limit: int = 100_000) -> list[JobRow]:

@@ -26,6 +26,7 @@ import pytest
 
 from replicator.domain.jobs import JobKey
 from replicator.journal import Journal
+from replicator.journal.claimers import open_journal
 from tests.support.ports import free_port, wait_listening
 
 # Destinations each event of the `write` program fans out to: several jobs per transaction, so a
@@ -135,7 +136,7 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def journal(journal_url: str) -> AsyncIterator[Journal]:
     """An open, empty journal on each database kind; closed after the test."""
-    opened = await Journal.open(journal_url)
+    opened = await open_journal(journal_url)
     try:
         yield opened
     finally:
@@ -148,7 +149,7 @@ def journal_program(*args: str) -> list[str]:
 
 
 async def _claim_all(url: str) -> None:
-    async with await Journal.open(url) as journal:
+    async with await open_journal(url) as journal:
         while claimed := await journal.claim_due(CLAIM_BATCH, datetime.now(UTC)):
             for row in claimed:
                 await journal.complete(
@@ -158,7 +159,7 @@ async def _claim_all(url: str) -> None:
 
 
 async def _write_forever(url: str, start: int) -> None:
-    async with await Journal.open(url) as journal:
+    async with await open_journal(url) as journal:
         for number in itertools.count(start):
             await journal.record_event(
                 source="use1",

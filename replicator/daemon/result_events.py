@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from replicator.config.loading import Config
+from replicator.daemon.bus import Bus
 from replicator.domain.events import ReplicationResult, replication_result_event
-from replicator.domain.jobs import JobKey
+from replicator.domain.jobs import JobKey, JobState
+from replicator.engine.runner import JobEnd
 from replicator.errors import BusError
 from replicator.logs import get_logger
-
-if TYPE_CHECKING:
-    from replicator.daemon.bus import Bus
 
 log = get_logger(__name__)
 
@@ -52,3 +51,24 @@ async def publish_result(
         await bus.publish(topic, json.dumps(event).encode())
     except BusError as exc:
         log.warning("result_not_published", topic=topic, error=str(exc))
+
+
+class ResultPublisher:
+    """Publishes the result of every job that reached COMPLETE or FAILED (a job observer)."""
+
+    def __init__(self, bus: Bus, config: Callable[[], Config]) -> None:
+        self._bus = bus
+        self._config = config
+
+    async def job_ended(self, end: JobEnd) -> None:
+        """Publish a final outcome; an attempt that waits to retry is not a result yet."""
+        if end.state is JobState.RETRY_WAIT:
+            return
+        await publish_result(
+            self._bus,
+            self._config(),
+            end.key,
+            succeeded=end.state is JobState.COMPLETE,
+            code=end.code,
+            reason=end.reason,
+        )

@@ -1,0 +1,69 @@
+"""Reconcile: the daemon runs the backfill scan every `[reconcile] interval` seconds, so an image
+whose event was lost still reaches its destinations. Its jobs go to the daemon's runner; its
+requests go through the daemon's client pool and copier, within the same per-registry limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Protocol
+
+from replicator.config.loading import Config
+from replicator.domain.routing import Site
+from replicator.engine.copier import Copier
+from replicator.engine.runner import JobRunner
+from replicator.errors import ReplicatorError
+from replicator.journal.store import Journal
+from replicator.logs import get_logger
+from replicator.registry.pool import ClientPool
+from replicator.scan.backfill import reconcile_once
+
+log = get_logger(__name__)
+
+# How often reconcile looks at its config again while turned off (a SIGHUP may turn it on).
+RECONCILE_IDLE_CHECK_SECONDS = 5.0
+
+
+class Reconciled(Protocol):
+    """What reconcile reads of the daemon, afresh each pass (a reload replaces the config)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def sites(self) -> Mapping[str, Site]: ...
+
+    @property
+    def journal(self) -> Journal | None: ...
+
+    @property
+    def runner(self) -> JobRunner | None: ...
+
+
+async def reconcile_forever(
+    daemon: Reconciled, pool: ClientPool, copier: Copier, stop: asyncio.Event
+) -> None:
+    """Every `[reconcile] interval` seconds (read again each time, so a reload applies; 0 = off)
+    run one reconcile pass. Returns when `stop` is set."""
+    first = True
+    while not stop.is_set():
+        interval = daemon.config.reconcile.interval
+        wait = RECONCILE_IDLE_CHECK_SECONDS if interval <= 0 else interval
+        if not first or interval <= 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await stop.wait()
+        first = False
+        journal, runner = daemon.journal, daemon.runner
+        if stop.is_set() or daemon.config.reconcile.interval <= 0:
+            continue
+        if journal is None or runner is None:
+            continue
+        try:
+            await reconcile_once(
+                daemon.config, daemon.sites, journal, pool=pool, copier=copier, wake=runner.wake
+            )
+        except ReplicatorError as exc:
+            log.warning("reconcile_failed", code=exc.code, error=str(exc))

@@ -1,0 +1,300 @@
+"""A backfill run: scan the sources, journal the missing images' jobs and run them to the end.
+
+The scan (scan/backfill.py) and the job runner work at once, on one journal opened only when the
+scan first finds work. Interrupted (`stop`), the jobs being copied get the grace period, the
+rest is handed back to the journal; the next run resumes from there (COMPLETE jobs and HEAD
+compares). A dry run only reads registries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from replicator.config.loading import Config
+from replicator.config.sites import sites_of
+from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.routing import Site
+from replicator.domain.scan import RunOutcome, TagAction, TagPlan, run_outcome
+from replicator.engine.copier import Copier
+from replicator.engine.gather import task_group
+from replicator.engine.runner import JobEnd, JobRunner
+from replicator.logs import get_logger
+from replicator.registry.pool import ClientPool
+from replicator.scan.backfill import (
+    Journaller,
+    RepairResult,
+    ScanCounts,
+    Scanner,
+    ScanOptions,
+    job_rows,
+    repair,
+)
+
+if TYPE_CHECKING:
+    from replicator.journal.models import JobRow
+    from replicator.scan.ledger import ClaimLedger
+
+log = get_logger(__name__)
+
+# How often the run looks at the journal while its jobs wait out a retry backoff or run in
+# another process sharing the journal (a daemon).
+WAIT_POLL_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class JobTally:
+    """The jobs this run finished (a job observer, read by the progress line)."""
+
+    done: int = 0
+    failed: int = 0
+
+    async def job_ended(self, end: JobEnd) -> None:
+        """Count a job that reached COMPLETE or FAILED."""
+        self.done += end.state is JobState.COMPLETE
+        self.failed += end.state is JobState.FAILED
+
+
+@dataclass(slots=True)
+class BackfillReport:
+    """What a run found and did."""
+
+    counts: ScanCounts
+    plans: list[TagPlan] = field(default_factory=list)  # dry run: everything not up to date
+    rows: list[JobRow] = field(default_factory=list)  # the run's jobs as they ended
+    repairs: list[RepairResult] = field(default_factory=list)
+    interrupted: bool = False
+    bytes_copied: int = 0
+    # Set once the run opened the journal and started its runner.
+    tally: JobTally | None = None
+
+    @property
+    def denied(self) -> list[JobRow]:
+        """Jobs the destination's policy refused."""
+        return [r for r in self.rows if r.failure_code == FailureCode.POLICY_DENIED]
+
+    @property
+    def failed(self) -> list[JobRow]:
+        """Jobs that failed for another reason than a policy denial."""
+        return [
+            r
+            for r in self.rows
+            if r.state is JobState.FAILED and r.failure_code != FailureCode.POLICY_DENIED
+        ]
+
+    @property
+    def outcome(self) -> RunOutcome:
+        """ECR's verdict over the copies and repairs (denials are reported, not failures)."""
+        total = len(self.rows) - len(self.denied) + len(self.repairs)
+        failed = len(self.failed) + sum(1 for r in self.repairs if r.error)
+        return run_outcome(total, failed)
+
+
+class PlanCollector:
+    """The sink of a dry run: keeps every plan that is not up to date."""
+
+    def __init__(self) -> None:
+        self.plans: list[TagPlan] = []
+
+    async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
+        self.plans.extend(p for p in plans if p.action is not TagAction.UP_TO_DATE)
+
+
+async def run_backfill(
+    config: Config, options: ScanOptions, *, dry_run: bool = False,
+    stop: asyncio.Event | None = None, report: BackfillReport | None = None,
+) -> BackfillReport:  # fmt: skip
+    """Scan, journal and run to the end (or until `stop`). A dry run only reads registries."""
+    stop = stop or asyncio.Event()
+    sites = sites_of(config)
+    report = report or BackfillReport(ScanCounts())
+    async with ClientPool(max_connections=max(64, config.workers.concurrency * 4)) as pool:
+        if dry_run:
+            collector = PlanCollector()
+            scanner = Scanner(config, sites, pool, options, counts=report.counts)
+            await scanner.run(collector, stop=stop)
+            report.plans, report.interrupted = collector.plans, stop.is_set()
+            return report
+
+        def observe(action: str, size: int) -> None:
+            report.bytes_copied += size
+
+        copier = Copier(
+            concurrency=config.workers.concurrency,
+            chunk_threshold=config.workers.chunk_threshold,
+            on_blob=observe,
+        )
+
+        def start(ledger: ClaimLedger) -> JobRunner:
+            report.tally = tally = JobTally()
+            return JobRunner(
+                journal=ledger, copier=copier, pool=pool, settings=lambda: (config, sites),
+                observers=[tally],
+            )  # fmt: skip
+
+        journal = JournalOnDemand(config, start)
+        try:
+            sink = Journaller(journal, wake=journal.wake)
+            scanner = Scanner(config, sites, pool, options, journal=journal, counts=report.counts)
+            await _scan_while_running(scanner, sink, journal, stop)
+            report.interrupted = stop.is_set()
+            if journal.ledger is None or journal.runner is None:
+                return report  # everything was up to date: nothing to journal, nothing to run
+            ledger, runner = journal.ledger, journal.runner
+            await _wait_for_jobs(runner, ledger, sink.keys, stop, config.workers.max_attempts)
+            if not stop.is_set():
+                report.repairs = await repair(
+                    sink.repairs, journal=ledger.journal, config=config, sites=sites, pool=pool,
+                    copier=copier,
+                )  # fmt: skip
+            if stop.is_set():
+                report.interrupted = True
+                await runner.drain(config.workers.grace_period)
+                released = await ledger.release(config.workers.max_attempts)
+                log.warning("backfill_interrupted", released=released)
+            report.rows = await job_rows(ledger.journal, sink.keys)
+        finally:
+            await journal.close()
+    return report
+
+
+class JournalOnDemand:
+    """The run's journal, opened when the scan first finds something to journal.
+
+    A no-op pass over a replicated source then never imports SQLAlchemy nor opens the database:
+    that was a third of its time. Opening also queues a killed run's orphans again and creates
+    the job runner (`start`), which `_scan_while_running` starts at once.
+    """
+
+    def __init__(self, config: Config, start: Callable[[ClaimLedger], JobRunner]) -> None:
+        self._config = config
+        self._start = start
+        self._lock = asyncio.Lock()
+        self.ledger: ClaimLedger | None = None
+        self.runner: JobRunner | None = None
+        self.opened = asyncio.Event()
+
+    async def get(self) -> ClaimLedger:
+        """The open journal, opening it on first use."""
+        async with self._lock:
+            if self.ledger is None:
+                # Imported here: SQLAlchemy is loaded only once there is something to journal.
+                from replicator.scan.ledger import ClaimLedger
+
+                workers = self._config.workers
+                ledger = await ClaimLedger.open_for_run(
+                    self._config.journal.url,
+                    max_attempts=workers.max_attempts,
+                    orphan_after=workers.orphan_after,
+                )
+                self.ledger, self.runner = ledger, self._start(ledger)
+                self.opened.set()
+            return self.ledger
+
+    def wake(self) -> None:
+        """Tell the runner new jobs were journalled."""
+        if self.runner is not None:
+            self.runner.wake()
+
+    async def status(
+        self,
+        source: str | None,
+        repository: str,
+        *,
+        digest: str | None = None,
+        tag: str | None = None,
+    ) -> list[JobRow]:
+        """Journal.status, on the journal opened now if need be."""
+        ledger = await self.get()
+        return await ledger.journal.status(source, repository, digest=digest, tag=tag)
+
+    async def add_jobs(
+        self,
+        keys: Sequence[JobKey],
+        *,
+        pushed_at: datetime | None = None,
+        denied: Mapping[JobKey, str] | None = None,
+    ) -> int:
+        """Journal.add_jobs, on the journal opened now if need be."""
+        ledger = await self.get()
+        return await ledger.journal.add_jobs(keys, pushed_at=pushed_at, denied=denied)
+
+    async def close(self) -> None:
+        """Close the journal if it was opened."""
+        if self.ledger is not None:
+            await self.ledger.close()
+
+
+async def _scan_while_running(
+    scanner: Scanner, sink: Journaller, journal: JournalOnDemand, stop: asyncio.Event
+) -> None:
+    """Scan with the runner working, from the first journalled job on, on the jobs the scan
+    journals."""
+    scanned = asyncio.Event()
+
+    async def relay_stop() -> None:
+        await stop.wait()
+        scanned.set()
+        journal.wake()
+
+    async def run_jobs() -> None:
+        await _first_of(journal.opened, scanned)
+        if journal.runner is not None:
+            await journal.runner.run(scanned)
+
+    async with task_group() as group:
+        relay = group.create_task(relay_stop())
+        group.create_task(run_jobs())
+        try:
+            await scanner.run(sink, stop=stop)
+        finally:
+            scanned.set()
+            journal.wake()
+            relay.cancel()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _wait_for_jobs(
+    runner: JobRunner,
+    ledger: ClaimLedger,
+    keys: Mapping[tuple[str, str], Sequence[JobKey]],
+    stop: asyncio.Event,
+    max_attempts: int,
+) -> None:
+    """Run until every job of this run is COMPLETE or FAILED, waiting out retry backoffs and
+    jobs another process sharing the journal is running (taking them back if it dies)."""
+    finished = {JobState.COMPLETE, JobState.FAILED}
+    while not stop.is_set():
+        await runner.run(stop, until_idle=True)
+        if stop.is_set() or not keys:
+            return
+        open_rows = [r for r in await job_rows(ledger.journal, keys) if r.state not in finished]
+        if not open_rows:
+            return
+        # Another process holding some may have died since (a daemon killed on this host):
+        # its jobs then come back, to be run here.
+        held_elsewhere = any(
+            r.state is JobState.IN_PROGRESS and r.id not in ledger.held for r in open_rows
+        )
+        if held_elsewhere and await ledger.resume_orphans(max_attempts):
+            continue
+        due = min((r.next_attempt_at for r in open_rows if r.next_attempt_at), default=None)
+        wait = WAIT_POLL_SECONDS
+        if due is not None:
+            wait = min(wait, max(0.01, (due - datetime.now(UTC)).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await stop.wait()
