@@ -4,8 +4,11 @@ Two shapes are accepted:
 
 1. the CNCF distribution notification envelope `{"events": [...]}` that registry webhooks send
    (the source registry is the name in the topic `registry/<source-name>/events`);
-2. an Amazon EventBridge `ECR Image Action` event (the source registry is the configured one with
-   that `account` and `region`).
+2. an Amazon EventBridge `ECR Image Action` event, whose `account` and `region` must name the
+   configured registry of its topic.
+
+A message's source is its topic, whatever its shape: a publisher the broker lets onto one
+source's topic cannot speak for another registry by naming it in the body.
 
 An envelope is all-or-nothing: one invalid event rejects the whole message. Distribution has
 already validated names and digests before it notifies, so a bad event means a hand-made or
@@ -53,6 +56,7 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"
     UNKNOWN_SOURCE = "unknown_source"
     UNKNOWN_ACCOUNT_REGION = "unknown_account_region"
+    SOURCE_MISMATCH = "source_mismatch"
     INVALID_REPOSITORY = "invalid_repository"
     INVALID_DIGEST = "invalid_digest"
     INVALID_TAG = "invalid_tag"
@@ -136,9 +140,10 @@ def parse_payload(
 ) -> list[ParsedEvent]:
     """Parse one bus message into events; raise EventError with a `RejectReason` when rejected.
 
-    `topic_source` is the source-name position of the topic the message came on; `sources`,
-    when given, are the configured registry names it must be one of. `locate(account, region)`
-    names the configured registry of an EventBridge event, or None.
+    `topic_source` is the source-name position of the topic the message came on, and the
+    message's source; `sources`, when given, are the configured registry names it must be one
+    of. `locate(account, region)` names the configured registry of an EventBridge event, or
+    None; it must be the topic's.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise EventError(
@@ -167,7 +172,7 @@ def parse_payload(
             )
         return [_distribution_event(event, source, index) for index, event in enumerate(events)]
     if "detail-type" in document:
-        return [_eventbridge_event(document, locate)]
+        return [_eventbridge_event(document, _topic_source(topic_source, sources), locate)]
     raise EventError(
         "payload is neither a distribution envelope ('events') nor an EventBridge event "
         "('detail-type')",
@@ -178,7 +183,7 @@ def parse_payload(
 def _topic_source(topic_source: str | None, sources: Collection[str] | None) -> str:
     if not topic_source:
         raise EventError(
-            "a distribution envelope must arrive on registry/<source-name>/events",
+            "an event must arrive on registry/<source-name>/events",
             reason=RejectReason.UNKNOWN_SOURCE,
         )
     if sources is not None and topic_source not in sources:
@@ -247,7 +252,7 @@ def _child_manifests(value: Any, where: str) -> tuple[str, ...]:
     return tuple(children)
 
 
-def _eventbridge_event(document: dict[str, Any], locate: Locate) -> ParsedEvent:
+def _eventbridge_event(document: dict[str, Any], topic_source: str, locate: Locate) -> ParsedEvent:
     detail_type = _required_str(document, "detail-type", "event")
     event_id = _required_str(document, "id", "event")
     if detail_type == ECR_REPLICATION_ACTION:
@@ -276,6 +281,12 @@ def _eventbridge_event(document: dict[str, Any], locate: Locate) -> ParsedEvent:
         raise EventError(
             f"no configured registry has account {account[:20]!r} and region {region[:40]!r}",
             reason=RejectReason.UNKNOWN_ACCOUNT_REGION,
+        )
+    if source != topic_source:
+        raise EventError(
+            f"account {account!r} and region {region!r} name registry {source!r}, but the "
+            f"event arrived on the topic of {topic_source!r}: a topic speaks for its own source",
+            reason=RejectReason.SOURCE_MISMATCH,
         )
     repository = _repository(_required_str(detail, "repository-name", "detail"))
     tag = _optional_tag(detail, "image-tag", "detail")

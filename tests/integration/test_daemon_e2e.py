@@ -18,6 +18,8 @@ from tests.support.daemon import (
     DESTINATIONS,
     EUW1,
     OTHER_ACCOUNT,
+    REGIONS,
+    SOURCE_ACCOUNT,
     USE1,
     USW2,
     JournalReader,
@@ -238,24 +240,34 @@ def _layer(digest: str) -> bytes:
 
 
 GOOD_DIGEST = "sha256:" + "ab" * 32
-ECR_UNKNOWN_LOCATION = json.dumps(
-    {
-        "version": "0",
-        "id": "ecr-1",
-        "detail-type": "ECR Image Action",
-        "source": "aws.ecr",
-        "account": "999999999999",
-        "time": "2026-01-01T00:00:00Z",
-        "region": "us-east-1",
-        "detail": {
-            "result": "SUCCESS",
-            "repository-name": "prod/app",
-            "image-digest": GOOD_DIGEST,
-            "action-type": "PUSH",
-            "image-tag": "v9",
-        },
-    }
-).encode()
+
+
+def _ecr_push(account: str, region: str) -> bytes:
+    """An EventBridge `ECR Image Action` push naming the registry at `account` and `region`."""
+    return json.dumps(
+        {
+            "version": "0",
+            "id": f"ecr-{account}-{region}",
+            "detail-type": "ECR Image Action",
+            "source": "aws.ecr",
+            "account": account,
+            "time": "2026-01-01T00:00:00Z",
+            "region": region,
+            "detail": {
+                "result": "SUCCESS",
+                "repository-name": "prod/app",
+                "image-digest": GOOD_DIGEST,
+                "action-type": "PUSH",
+                "image-tag": "v9",
+            },
+        }
+    ).encode()
+
+
+ECR_UNKNOWN_LOCATION = _ecr_push("999999999999", "us-east-1")
+# On use1's topic, a body naming usw2 (same account, another region): a topic speaks only for
+# its own source.
+ECR_OTHER_SOURCE = _ecr_push(SOURCE_ACCOUNT, REGIONS[USW2])
 # (topic source, payload, outcome, reason word the journal records)
 BAD_INPUTS = {
     "invalid_json": (USE1, b'{"events": [', EventOutcome.REJECTED, "invalid_json"),
@@ -266,6 +278,7 @@ BAD_INPUTS = {
     "unknown_account_region": (
         USE1, ECR_UNKNOWN_LOCATION, EventOutcome.REJECTED, "unknown_account_region"
     ),
+    "source_mismatch": (USE1, ECR_OTHER_SOURCE, EventOutcome.REJECTED, "source_mismatch"),
     "invalid_repository": (
         USE1, envelope("Prod/../App", GOOD_DIGEST, tag="x"), EventOutcome.REJECTED,
         "invalid_repository",

@@ -240,14 +240,41 @@ class TestParsePayload:
             parse("distribution-manifest.json", topic_source=topic_source)
         assert caught.value.reason == RejectReason.UNKNOWN_SOURCE
 
-    def test_eventbridge_source_comes_from_account_and_region(self) -> None:
-        """An ECR event names its source by account and region, whatever its topic says."""
+    def test_eventbridge_source_is_its_topic(self) -> None:
+        """An ECR event whose account and region name the registry of its topic is that
+        registry's event."""
         payload = json.loads((CORPUS / "ecr-push.json").read_bytes())
         payload["region"] = "us-west-2"
         (event,) = parse_payload(
-            json.dumps(payload).encode(), topic_source="use1", locate=locate, sources=SOURCES
+            json.dumps(payload).encode(), topic_source="usw2", locate=locate, sources=SOURCES
         )
         assert event.source == "usw2"
+
+    @pytest.mark.parametrize("action", ["PUSH", "DELETE"])
+    def test_eventbridge_naming_another_source_is_rejected(self, action: str) -> None:
+        """An ECR event on use1's topic naming usw2's account and region is source_mismatch:
+        a publisher allowed on one source's topic cannot speak for another."""
+        payload = json.loads((CORPUS / "ecr-push.json").read_bytes())
+        payload["region"] = "us-west-2"
+        payload["detail"]["action-type"] = action
+        with pytest.raises(EventError) as caught:
+            parse_payload(
+                json.dumps(payload).encode(), topic_source="use1", locate=locate, sources=SOURCES
+            )
+        assert caught.value.reason == RejectReason.SOURCE_MISMATCH
+        assert "usw2" in str(caught.value)
+        assert "use1" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        "topic_source",
+        [pytest.param(None, id="no-topic-source"), pytest.param("nowhere", id="not-configured")],
+    )
+    def test_eventbridge_needs_a_configured_topic_source(self, topic_source: str | None) -> None:
+        """An ECR event from no topic source, or an unconfigured one, is unknown_source, as an
+        envelope is."""
+        with pytest.raises(EventError) as caught:
+            parse("ecr-push.json", topic_source=topic_source)
+        assert caught.value.reason == RejectReason.UNKNOWN_SOURCE
 
     def test_ten_megabytes_is_too_large(self) -> None:
         """A payload over MAX_PAYLOAD_BYTES is rejected as too_large before being parsed."""
