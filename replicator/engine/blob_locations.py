@@ -66,6 +66,6 @@ class BlobLocations:
                         break
             except ReplicatorError as exc:
                 # The catalog may be forbidden (token scope) or absent: then no guess.
-                log.debug("catalog_unavailable", registry=client.host, error=str(exc))
+                log.debug("catalog_unavailable", host=client.host, error=str(exc))
             self._siblings[key] = found
         return self._siblings[key]

@@ -109,7 +109,8 @@ class Copier:
         RegistryError.
         """
         progress = _Progress()
-        bound = log.bind(source=str(src), destination=str(dst), reference=reference)
+        # `source` and `destination` name registries (the job context); images have their own keys.
+        bound = log.bind(source_image=str(src), destination_image=str(dst), reference=reference)
         digest = await self._source_digest(src, reference)
         # The first facts in one round trip: destination digest and tag, and when eager the
         # source manifest and the source tag. A fresh push (eager) is almost never at the

@@ -1,0 +1,132 @@
+"""The logging pipeline: JSON for every line off a terminal, secrets redacted by key pattern."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replicator import logs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A script run in a child process (stderr a pipe, as under systemd): a real aiomqtt client
+# talks to a listener that never answers, so aiomqtt and paho log through the standard library,
+# and a task's exception is never retrieved, so asyncio logs it with a traceback.
+CHILD = textwrap.dedent(
+    """
+    import asyncio, gc, logging
+    import aiomqtt
+    from replicator import logs
+
+ROOT = Path(__file__).resolve().parents[2]
+    from replicator.logs import get_logger
+
+    async def main():
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            # The logger daemon/bus.py hands to aiomqtt (whose own "mqtt" logger stops at
+            # warning): paho's protocol lines come through it at debug.
+            client = aiomqtt.Client(
+                "127.0.0.1", port, timeout=0.5, logger=logging.getLogger("replicator.mqtt")
+            )
+            async with client:
+                pass
+        except aiomqtt.MqttError:
+            pass
+        async def boom():
+            raise RuntimeError("never retrieved")
+        task = asyncio.get_running_loop().create_task(boom())
+        await asyncio.sleep(0)
+        del task
+        gc.collect()
+        get_logger("child").info("child_done", registry_password="hunter2")
+        server.close()
+
+    logs.configure(level="debug")
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def child_lines() -> list[str]:
+    """The stderr lines of the child script (run once for the module)."""
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+class TestOnePipeline:
+    def test_every_line_is_json_off_a_terminal(self, child_lines: list[str]) -> None:
+        """aiomqtt's, asyncio's and our own lines all come out as JSON objects on a pipe."""
+        lines = child_lines
+        documents = [json.loads(line) for line in lines]
+        names = {d.get("logger_name") for d in documents}
+        assert "replicator.mqtt" in names
+        assert "asyncio" in names
+        assert "child" in names
+        mqtt = [d["event"] for d in documents if d.get("logger_name") == "replicator.mqtt"]
+        assert any("CONNECT" in event for event in mqtt)
+        for document in documents:
+            assert {"event", "level", "timestamp"} <= document.keys()
+
+    def test_stdlib_traceback_in_the_json(self, child_lines: list[str]) -> None:
+        """asyncio's unretrieved task exception carries its traceback inside the JSON line."""
+        documents = [json.loads(line) for line in child_lines]
+        (crash,) = [d for d in documents if d["logger_name"] == "asyncio" and d["level"] == "error"]
+        assert crash["level"] == "error"
+        assert "RuntimeError: never retrieved" in crash["exception"]
+
+    def test_level_applies_to_stdlib(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Below the configured level a library's record is dropped, at it the record shows."""
+        logs.configure(level="warning", json=True)
+        library = logging.getLogger("aiomqtt")
+        library.info("quiet")
+        library.warning("loud %s", "arg")
+        lines = capsys.readouterr().err.splitlines()
+        assert [json.loads(line)["event"] for line in lines] == ["loud arg"]
+
+    def test_configure_twice_keeps_one_handler(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Configuring again replaces the root handler: a record is written once, not twice."""
+        logs.configure(level="info", json=True)
+        logs.configure(level="info", json=True)
+        logging.getLogger("asyncio").warning("once")
+        assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+class TestRedaction:
+    @pytest.mark.parametrize(
+        "key",
+        ["password", "registry_password", "client_secret", "token", "bearer_token",
+         "Authorization", "proxy_authorization", "credentials", "SECRET"],
+    )  # fmt: skip
+    def test_secret_keys_redacted(self, key: str) -> None:
+        """A field whose name contains a secret's word has its value replaced."""
+        event: dict[str, Any] = {key: "hunter2", "event": "x"}
+        assert logs.drop_secrets(None, "info", event)[key] == logs.REDACTED
+
+    @pytest.mark.parametrize(
+        "key", ["source", "destination", "source_image", "digest", "error", "host", "event"]
+    )
+    def test_other_keys_kept(self, key: str) -> None:
+        """Ordinary fields pass through unchanged."""
+        event: dict[str, Any] = {key: "value"}
+        assert logs.drop_secrets(None, "info", event)[key] == "value"
+
+    def test_redacted_in_the_child_output(self, child_lines: list[str]) -> None:
+        """End to end: `registry_password` logged by mistake never reaches stderr."""
+        lines = child_lines
+        assert not any("hunter2" in line for line in lines)
+        (done,) = [json.loads(line) for line in lines if "child_done" in line]
+        assert done["registry_password"] == logs.REDACTED
