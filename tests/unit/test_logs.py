@@ -24,8 +24,6 @@ CHILD = textwrap.dedent(
     import asyncio, gc, logging
     import aiomqtt
     from replicator import logs
-
-ROOT = Path(__file__).resolve().parents[2]
     from replicator.logs import get_logger
 
     async def main():
