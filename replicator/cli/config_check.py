@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from replicator.config.loading import Config, RegistryConfig, load_config
+from replicator.config.sites import describe_credentials
 from replicator.domain.policy import (
     BATCH_DELETE_IMAGE,
     CREATE_REPOSITORY,
@@ -89,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(as_json(config, rules), indent=2))
     else:
         print("\n".join(as_text(config, rules)))
+    for name, registry in config.registries.items():
+        _, warning = describe_credentials(registry)
+        if warning:
+            print(f"warning: registries.{name}.docker_config: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -196,6 +202,7 @@ def as_text(config: Config, rules: list[RuleSummary]) -> list[str]:
             extra.append(f"{len(registry.replication.rules)} rule(s)")
         if registry.policy is not None:
             extra.append("policy")
+        extra.append(f"credentials: {describe_credentials(registry)[0]}")
         lines.append(
             f"  {registry.name:<{name_width}}  {registry.account}  {registry.region:<14}  "
             f"{registry.url:<{url_width}}  {', '.join(extra)}".rstrip()
@@ -249,6 +256,8 @@ def as_json(config: Config, rules: list[RuleSummary]) -> dict[str, Any]:
                 "url": r.url,
                 "rules": len(r.replication.rules),
                 "policy": r.policy is not None,
+                "credentials": describe_credentials(r)[0],
+                "credentials_warning": describe_credentials(r)[1],
             }
             for r in config.registries.values()
         ],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +15,8 @@ from replicator.domain.refs import Reference, parse_host_path, parse_reference
 from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
-from replicator.registry.auth import Credentials, load_docker_config
+from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
+from replicator.registry.dockerconfig import DockerConfigCredentials, home_auth_files
 from replicator.registry.pool import ClientPool, RegistrySettings
 
 _Outcome = tuple[CopyStats, list[CopyFailure]]
@@ -48,8 +48,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--authfile",
         metavar="FILE",
-        help="Docker config.json with `auths` (default: "
-        "$DOCKER_CONFIG/config.json or ~/.docker/config.json when present)",
+        help="Docker config.json or podman auth.json: `auths`, `credHelpers`, `credsStore` "
+        "(default: $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json, "
+        "~/.config/containers/auth.json and $DOCKER_CONFIG/config.json or "
+        "~/.docker/config.json, those present)",
     )
     parser.add_argument("--src-ca-file", metavar="PEM", help="CA bundle to verify SRC")
     parser.add_argument("--dst-ca-file", metavar="PEM", help="CA bundle to verify DST")
@@ -78,23 +80,26 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _credentials(creds: str | None, authfile: Path | None, host: str) -> Credentials | None:
+def _credentials(creds: str | None, authfiles: list[Path], host: str) -> CredentialProvider | None:
     if creds:
         user, sep, password = creds.partition(":")
         if not sep:
             raise UsageError("credentials must be USER:PASS")
-        return Credentials(user, password)
-    if authfile is not None:
-        return load_docker_config(authfile, host)
+        return StaticCredentials(Credentials(user, password), source="--src-creds/--dst-creds")
+    if authfiles:
+        # Read, and helpers asked, only when the registry asks for credentials: a broken
+        # credsStore never stops an anonymous copy.
+        return DockerConfigCredentials(authfiles, host)
     return None
 
 
-def _default_authfile(explicit: str | None) -> Path | None:
+def _authfiles(explicit: str | None) -> list[Path]:
     if explicit:
-        return Path(explicit)
-    folder = os.environ.get("DOCKER_CONFIG")
-    candidate = Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
-    return candidate if candidate.is_file() else None
+        path = Path(explicit)
+        if not path.is_file():
+            raise UsageError(f"--authfile {explicit}: no such file")
+        return [path]
+    return home_auth_files()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.per_registry < 1:
         raise UsageError("--concurrency and --per-registry must be at least 1")
-    authfile = _default_authfile(args.authfile)
+    authfiles = _authfiles(args.authfile)
     started = time.monotonic()
     async with ClientPool(max_connections=max(64, args.concurrency * 2)) as pool:
 
@@ -117,7 +122,7 @@ async def _run(args: argparse.Namespace) -> int:
                 # A CA bundle only means something over TLS: it asks for HTTPS even on
                 # loopback, which Docker's rule would otherwise reach over plain HTTP.
                 scheme="https" if ca_file else None,
-                credentials=_credentials(getattr(args, f"{side}_creds"), authfile, host),
+                credentials=_credentials(getattr(args, f"{side}_creds"), authfiles, host),
                 verify=verify,
                 max_in_flight=args.per_registry,
             )

@@ -36,6 +36,7 @@ from replicator.config.model import (
 from replicator.domain.policy import parse_policy
 from replicator.domain.rules import Destination, parse_replication_config
 from replicator.errors import ConfigError
+from replicator.registry.dockerconfig import inspect
 
 __all__ = [
     "DEFAULT_CHUNK_THRESHOLD",
@@ -109,6 +110,8 @@ def _load_registry(key: str, registry: RegistryConfig, problems: list[tuple[str,
     _check_credentials(registry, where, problems)
     if registry.username and registry.docker_config:
         problems.append((f"{where}.docker_config", "give either username or docker_config"))
+    elif registry.docker_config is not None and registry.docker_config.is_file():
+        _check_docker_config(registry, f"{where}.docker_config", problems)
     replication = _read_json(registry.replication_file, f"{where}.replication", problems)
     if replication is not None:
         try:
@@ -121,6 +124,24 @@ def _load_registry(key: str, registry: RegistryConfig, problems: list[tuple[str,
             registry._policy = parse_policy(policy)
         except ConfigError as exc:
             problems.append(_nested(exc, f"{where}.policy", registry.policy_file))
+
+
+def _check_docker_config(
+    registry: RegistryConfig, field: str, problems: list[tuple[str, str]]
+) -> None:
+    """The file is JSON that says something for this registry: inline credentials, or a
+    credential helper (asked at run time; `config check` says whether it is on PATH)."""
+    assert registry.docker_config is not None
+    try:
+        found = inspect(registry.docker_config, registry.host)
+    except ConfigError as exc:
+        problems.append((field, str(exc)))
+        return
+    if found is None:
+        problems.append(
+            (field, f"{registry.docker_config} has no credentials for {registry.host}: no "
+             "auths entry with credentials, no credHelpers entry and no credsStore")
+        )  # fmt: skip
 
 
 def _check_across(config: Config, problems: list[tuple[str, str]]) -> None:

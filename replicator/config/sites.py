@@ -6,7 +6,10 @@ from collections.abc import Mapping
 
 from replicator.config.loading import Config, RegistryConfig
 from replicator.domain.routing import Site
-from replicator.registry.auth import Credentials, load_docker_config
+from replicator.errors import ConfigError
+from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
+from replicator.registry.credhelper import helper_executable, helper_path
+from replicator.registry.dockerconfig import DockerConfigCredentials, inspect
 from replicator.registry.pool import RegistrySettings
 
 
@@ -24,12 +27,19 @@ def sites_of(config: Config) -> Mapping[str, Site]:
     }
 
 
-def credentials_of(registry: RegistryConfig) -> Credentials | None:
-    """Username and password file, else the Docker config.json entry, else anonymous."""
+def credentials_of(registry: RegistryConfig) -> CredentialProvider | None:
+    """Username and password file, else the Docker config.json (entries and credential
+    helpers, asked when the registry first wants credentials), else anonymous.
+
+    Called for every job: equal providers (the same password; the same, unchanged config.json)
+    let the client keep its tokens, a rotated password file after a reload does not."""
     if registry.username and registry.password is not None:
-        return Credentials(registry.username, registry.password.get_secret_value())
+        return StaticCredentials(
+            Credentials(registry.username, registry.password.get_secret_value()),
+            source=f"username and password_file of registries.{registry.name}",
+        )
     if registry.docker_config is not None:
-        return load_docker_config(registry.docker_config, registry.host)
+        return DockerConfigCredentials([registry.docker_config], registry.host)
     return None
 
 
@@ -50,3 +60,24 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         max_in_flight=max_in_flight,
         proxy=registry.proxy,
     )
+
+
+def describe_credentials(registry: RegistryConfig) -> tuple[str, str | None]:
+    """How `registry` authenticates (never a secret), and a warning when that cannot work on
+    this machine: a credential helper not on PATH fails every request that needs credentials."""
+    if registry.username:
+        return "username and password_file", None
+    if registry.docker_config is None:
+        return "anonymous", None
+    try:
+        found = inspect(registry.docker_config, registry.host)
+    except ConfigError as exc:  # rewritten since it was loaded
+        return f"docker_config {registry.docker_config}", str(exc)
+    if found is None:
+        return f"docker_config {registry.docker_config}: nothing for {registry.host}", None
+    if found.helper is not None and helper_path(found.helper) is None:
+        return found.describe(), (
+            f"{helper_executable(found.helper)} is not on PATH: requests to {registry.host} "
+            "that need credentials will fail"
+        )
+    return found.describe(), None

@@ -22,6 +22,12 @@ _HOST_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 HOST_RE = re.compile(
     rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[A-Fa-f0-9:.]+\])(?::[0-9]{{1,5}})?\Z"
 )
+# Docker Hub's names: `docker.io` is what references say, `index.docker.io` the v1 index, and
+# `registry-1.docker.io` the host that serves the v2 API (docker maps the first two to it).
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+# Docker Hub's official images live under `library/`: `docker.io/alpine` is `library/alpine`.
+DOCKER_HUB_OFFICIAL_NAMESPACE = "library"
 # Registries such as distribution cap the whole name at 255 characters (host excluded).
 MAX_NAME_LENGTH = 255
 
@@ -157,7 +163,15 @@ def parse_reference(text: str, *, require_host: bool = True) -> Reference:
     if host:
         validate_host(host)
     validate_repository(repository)
+    if host.lower() in DOCKER_HUB_HOSTS and "/" not in repository:
+        repository = f"{DOCKER_HUB_OFFICIAL_NAMESPACE}/{repository}"
     return Reference(host=host, repository=repository, tag=tag, digest=digest)
+
+
+def registry_endpoint(host: str) -> str:
+    """The `host[:port]` that serves the registry API for `host`: Docker Hub's names all go to
+    `registry-1.docker.io`, as docker sends them; every other host is itself."""
+    return DOCKER_HUB_ENDPOINT if host.lower() in DOCKER_HUB_HOSTS else host
 
 
 def is_loopback_host(host: str) -> bool:

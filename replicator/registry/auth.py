@@ -2,207 +2,249 @@
 
 The flow (distribution's token spec): a request answered 401 carries `WWW-Authenticate`. `Basic`
 means send the credentials on every request. `Bearer realm=..,service=..,scope=..` means fetch a
-token from the realm for that scope (with Basic credentials when we have them) and retry once.
-Tokens are cached per scope until shortly before they expire.
+token from the realm for that scope and retry once: by GET with Basic credentials (or none), or,
+with an identity token, by the OAuth2 refresh-token grant POSTed to the realm (falling back to
+GET where the token service has no OAuth2 endpoint, as docker does). Tokens are cached per scope
+until shortly before they expire; a 401 with a cached token fetches a new one.
+
+Credentials come from a `CredentialProvider` (registry/credentials.py), asked only once the
+registry has demanded authentication. A provider that fails (a credential helper missing) does
+not stop a Bearer flow: the token is asked for anonymously, and the provider's failure is named
+only if the registry then refuses.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import re
+import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import httpx
 
-from replicator.errors import AuthError, ConfigError, TransportError
+from replicator.errors import AuthError, TransportError
+from replicator.registry.challenges import Challenge, choose_challenge
+from replicator.registry.credentials import CredentialProvider, Credentials
 
 # Tokens without `expires_in` live 60 s per the token spec; refresh a little before expiry.
 DEFAULT_TOKEN_LIFETIME = 60.0
 TOKEN_EXPIRY_MARGIN = 10.0
+# An `expires_in` beyond a day is not believed (a token service's bug must not pin a token).
+MAX_TOKEN_LIFETIME = 24 * 3600.0
 # Token responses are small JSON; refuse to read more (a misconfigured realm could stream anything).
 MAX_TOKEN_RESPONSE = 1024 * 1024
-_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """A username and password (or identity token); the password never appears in repr()."""
-
-    username: str
-    password: str = field(repr=False)
-
-    def basic_header(self) -> str:
-        """The value of a Basic `Authorization` header."""
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """A parsed `WWW-Authenticate` header."""
-
-    scheme: str
-    params: dict[str, str]
-
-
-def parse_challenge(header: str) -> Challenge:
-    """Parse `Bearer realm="..",service="..",scope=".."` (or `Basic realm=".."`)."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {
-        m.group(1).lower(): _unquote(m.group(2)) if m.group(2) is not None else m.group(3)
-        for m in _PARAM_RE.finditer(rest)
-    }
-    return Challenge(scheme=scheme.lower(), params=params)
-
-
-def _unquote(value: str) -> str:
-    # RFC 9110 quoted-pair: a backslash escapes the next character inside a quoted string.
-    return re.sub(r"\\(.)", r"\1", value)
-
-
-def load_docker_config(path: str | Path, host: str) -> Credentials | None:
-    """Credentials for `host` from a Docker `config.json` (`auths.<host>.auth`: user:pass)."""
-    file = Path(path)
-    try:
-        doc = json.loads(file.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=str(file)) from exc
-    except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
-        raise ConfigError(f"not valid JSON: {exc}", file=str(file)) from exc
-    auths = doc.get("auths", {}) if isinstance(doc, dict) else {}
-    if not isinstance(auths, dict):
-        raise ConfigError("auths is not an object", file=str(file), field="auths")
-    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v2/"):
-        entry = auths.get(key)
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("identitytoken") and not entry.get("auth"):
-            # An identity token is an OAuth2 refresh token (docker login to Azure ACR and the
-            # like); token services want it in a POST grant we do not implement, so refuse it
-            # clearly rather than send it as a password and get a confusing 401.
-            raise ConfigError(
-                "identity tokens (OAuth2 refresh tokens) are not supported; "
-                "use a username and password_file",
-                file=str(file),
-                field=f"auths.{key}.identitytoken",
-            )
-        if entry.get("auth"):
-            bad = ConfigError(
-                "is not base64 of user:password", file=str(file), field=f"auths.{key}.auth"
-            )
-            try:
-                decoded = base64.b64decode(entry["auth"], validate=True).decode()
-            except (TypeError, ValueError) as exc:  # not a string, not base64, not UTF-8
-                raise bad from exc
-            user, colon, password = decoded.partition(":")
-            if not user or not colon:
-                raise bad
-            return Credentials(user, password)
-        if "username" in entry and "password" in entry:
-            return Credentials(str(entry["username"]), str(entry["password"]))
-    if isinstance(doc, dict) and (doc.get("credsStore") or doc.get("credHelpers")):
-        raise ConfigError(
-            f"no inline credentials for {host}; credential helpers are not supported, "
-            "use a password_file instead",
-            file=str(file),
-        )
-    return None
+# The OAuth2 client_id sent with the POST grant; token services log it, some require one.
+OAUTH_CLIENT_ID = "replicator"
+# A token service without the OAuth2 POST endpoint answers these to a POST; docker falls back
+# to the GET flow on 404, and routers that know the path but not the method answer 405.
+_NO_OAUTH_STATUSES = frozenset({404, 405})
 
 
 class Authenticator:
     """Answers auth challenges for one registry and caches the tokens it obtains."""
 
-    def __init__(self, http: httpx.AsyncClient, credentials: Credentials | None) -> None:
+    def __init__(self, http: httpx.AsyncClient, credentials: CredentialProvider | None) -> None:
         self._http = http
-        self._credentials = credentials
+        self._provider = credentials
         self._basic = False
         self._bearer: Challenge | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
+        # A refresh token the token service rotated (OAuth2 answers may carry a new one).
+        self._refresh_tokens: dict[str, str] = {}
+        self.problem: AuthError | None = None  # why the provider could not give credentials
 
-    def header_for(self, scope: str) -> str | None:
-        """The `Authorization` value to send proactively for `scope`, if one is known."""
-        if self._basic and self._credentials:
-            return self._credentials.basic_header()
-        cached = self._tokens.get(scope)
-        if cached and cached[1] > time.monotonic():
-            return f"Bearer {cached[0]}"
-        return None
+    @property
+    def provider(self) -> CredentialProvider | None:
+        """Where this registry's credentials come from."""
+        return self._provider
+
+    def replace_credentials(self, provider: CredentialProvider | None) -> None:
+        """Use another credential source (a reload changed it); tokens obtained with the old
+        credentials are dropped so the new ones take effect at the next request."""
+        self._provider = provider
+        self._tokens.clear()
+        self._refresh_tokens.clear()
+        self.problem = None
 
     @property
     def uses_bearer(self) -> bool:
         """Whether this registry asked for Bearer tokens (so a new scope needs a token first)."""
         return self._bearer is not None
 
+    async def _credentials(self, *, refresh: bool = False) -> Credentials | None:
+        if self._provider is None:
+            return None
+        try:
+            credentials = await self._provider.get(refresh=refresh)
+        except AuthError as exc:
+            self.problem = exc
+            raise
+        self.problem = None
+        return credentials
+
+    async def authorization(self, scope: str) -> str | None:
+        """The `Authorization` value to send proactively for `scope`, if the registry has
+        asked for one: Basic credentials, a cached token, or a token fetched now."""
+        if self._basic:
+            credentials = await self._credentials()
+            return credentials.basic_header() if credentials else None
+        cached = self._tokens.get(scope)
+        if cached and cached[1] > time.monotonic():
+            return f"Bearer {cached[0]}"
+        if self._bearer is not None:
+            return f"Bearer {await self.fetch_token(scope)}"
+        return None
+
     async def answer(self, response: httpx.Response, scope: str) -> str:
         """Given a 401 response, obtain credentials for `scope` or raise AuthError."""
-        header = response.headers.get("www-authenticate", "")
-        challenge = parse_challenge(header) if header else Challenge("", {})
+        challenge = choose_challenge(response.headers.get("www-authenticate", ""))
         if challenge.scheme == "basic":
-            if self._credentials is None:
-                raise AuthError(
-                    "registry requires Basic credentials and none are configured", status=401
-                )
-            basic = self._credentials.basic_header()
-            # Refused only if this very request carried them: concurrent first requests all go
-            # out anonymous and all come back 401 before any of them has learnt the scheme.
-            if response.request.headers.get("authorization") == basic:
-                raise AuthError("registry refused the configured credentials", status=401)
-            self._basic = True
-            return basic
+            return await self._answer_basic(response)
         if challenge.scheme == "bearer":
             self._bearer = challenge
             self._tokens.pop(scope, None)
             return f"Bearer {await self.fetch_token(scope)}"
         raise AuthError(
-            f"registry answered 401 with an unsupported challenge {challenge.scheme!r}", status=401
+            f"registry answered 401 with an unsupported challenge {challenge.scheme!r}",
+            status=401,
+            temporary=False,
         )
 
+    async def _answer_basic(self, response: httpx.Response) -> str:
+        credentials = await self._credentials()
+        if credentials is None:
+            raise AuthError(
+                "registry requires Basic credentials and none are configured",
+                status=401,
+                temporary=False,
+            )
+        basic = credentials.basic_header()
+        # Refused only if this very request carried them: concurrent first requests all go
+        # out anonymous and all come back 401 before any of them has learnt the scheme.
+        if response.request.headers.get("authorization") == basic:
+            fresh = await self._credentials(refresh=True)
+            if fresh is None or fresh == credentials:
+                raise AuthError(
+                    f"registry refused the {self._source()}", status=401, temporary=False
+                )
+            basic = fresh.basic_header()
+        self._basic = True
+        return basic
+
+    def _source(self) -> str:
+        return self._provider.source if self._provider else "credentials"
+
     async def fetch_token(self, scope: str) -> str:
-        """Fetch (and cache) a Bearer token for `scope` from the challenge's realm."""
+        """Fetch (and cache) a Bearer token for `scope` from the challenge's realm.
+
+        A token service that refuses the credentials gets fresh ones from the provider, once
+        (a rotated password, a helper's new secret). Without credentials — none configured, or
+        the provider failed — the token is asked for anonymously, as public images need."""
+        try:
+            credentials = await self._credentials()
+        except AuthError:
+            credentials = None  # self.problem says why; anonymous may still be enough
+        try:
+            token, lifetime = await self._request_token(scope, credentials)
+        except AuthError as exc:
+            if exc.status not in (401, 403):
+                raise
+            if credentials is None:
+                if self.problem is not None:
+                    raise AuthError(
+                        f"{exc}; and no credentials: {self.problem}",
+                        status=exc.status,
+                        temporary=self.problem.temporary,
+                    ) from exc
+                raise
+            fresh = await self._credentials(refresh=True)
+            if fresh is None or fresh == credentials:
+                raise
+            token, lifetime = await self._request_token(scope, fresh)
+        self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
+        return token
+
+    async def _request_token(
+        self, scope: str, credentials: Credentials | None
+    ) -> tuple[str, float]:
+        """One token request: the OAuth2 POST grant with an identity token, else the GET."""
         assert self._bearer is not None
         realm = self._bearer.params.get("realm")
         if not realm:
-            raise AuthError("Bearer challenge names no realm", status=401)
+            raise AuthError("Bearer challenge names no realm", status=401, temporary=False)
+        service = self._bearer.params.get("service", "")
+        if credentials is not None and credentials.identity_token:
+            refresh_token = self._refresh_tokens.get(
+                credentials.identity_token, credentials.identity_token
+            )
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "service": service,
+                # OAuth2 scopes are space separated (RFC 6749 §3.3), as docker sends them.
+                "scope": scope,
+                "client_id": OAUTH_CLIENT_ID,
+            }
+            resp = await self._call(realm, lambda: self._http.post(realm, data=form))
+            if resp.status_code not in _NO_OAUTH_STATUSES:
+                token, lifetime, rotated = _read_token(resp)
+                if rotated:
+                    self._refresh_tokens[credentials.identity_token] = rotated
+                return token, lifetime
         # Several scopes (a mount needs push on one repository and pull on another) are sent as
         # repeated `scope` parameters, as the Docker client does.
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            ("service", self._bearer.params.get("service", ""))
-        ]
+        params: list[tuple[str, str | int | float | bool | None]] = [("service", service)]
         params.extend(("scope", part) for part in scope.split())
-        headers = {}
-        if self._credentials:
-            headers["Authorization"] = self._credentials.basic_header()
+        headers = {"Authorization": credentials.basic_header()} if credentials else {}
+        resp = await self._call(
+            realm, lambda: self._http.get(realm, params=params, headers=headers)
+        )
+        token, lifetime, _ = _read_token(resp)
+        return token, lifetime
+
+    @staticmethod
+    async def _call(realm: str, send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         try:
-            resp = await self._http.get(realm, params=params, headers=headers)
+            return await send()
         except httpx.HTTPError as exc:
             raise TransportError(
                 f"token service {httpx.URL(realm).host}: {type(exc).__name__}"
             ) from exc
-        if resp.status_code in (401, 403):
-            raise AuthError(
-                f"token service refused the credentials ({resp.status_code})",
-                status=resp.status_code,
-            )
-        if resp.status_code >= 400:
-            raise AuthError(
-                f"token service answered {resp.status_code}",
-                status=resp.status_code,
-                temporary=resp.status_code >= 500 or resp.status_code == 429,
-            )
-        if len(resp.content) > MAX_TOKEN_RESPONSE:
-            raise AuthError("token response is too large", status=resp.status_code)
-        try:
-            body = resp.json()
-            token = body.get("token") or body.get("access_token")
-            lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, AttributeError) as exc:
-            raise AuthError(
-                "token service answered something that is not a token", status=resp.status_code
-            ) from exc
-        if not isinstance(token, str) or not token:
-            raise AuthError("token service answered no token", status=resp.status_code)
-        self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
-        return token
+
+
+def _read_token(resp: httpx.Response) -> tuple[str, float, str | None]:
+    """The token, its lifetime in seconds, and a rotated refresh token, from a token answer."""
+    if resp.status_code in (401, 403):
+        raise AuthError(
+            f"token service refused the credentials ({resp.status_code})",
+            status=resp.status_code,
+            temporary=False,
+        )
+    if resp.status_code >= 400:
+        raise AuthError(
+            f"token service answered {resp.status_code}",
+            status=resp.status_code,
+            temporary=resp.status_code >= 500 or resp.status_code == 429,
+        )
+    if len(resp.content) > MAX_TOKEN_RESPONSE:
+        raise AuthError("token response is too large", status=resp.status_code, temporary=False)
+    try:
+        body = resp.json()
+        # The token spec names it `token`; OAuth2 answers `access_token`; some send both.
+        token = body.get("token") or body.get("access_token")
+        lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        rotated = body.get("refresh_token")
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise AuthError(
+            "token service answered something that is not a token",
+            status=resp.status_code,
+            temporary=False,
+        ) from exc
+    if not isinstance(token, str) or not token:
+        raise AuthError("token service answered no token", status=resp.status_code, temporary=False)
+    if not math.isfinite(lifetime) or lifetime <= 0:
+        lifetime = DEFAULT_TOKEN_LIFETIME
+    return (
+        token,
+        min(lifetime, MAX_TOKEN_LIFETIME),
+        rotated if isinstance(rotated, str) and rotated else None,
+    )

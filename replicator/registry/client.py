@@ -15,11 +15,13 @@ from contextvars import ContextVar
 
 import httpx
 
-from replicator.domain.refs import is_loopback_host
-from replicator.errors import TlsError, TransportError
-from replicator.registry.auth import Authenticator, Credentials
+from replicator.domain.refs import is_loopback_host, registry_endpoint
+from replicator.errors import AuthError, TlsError, TransportError
+from replicator.registry.auth import Authenticator
+from replicator.registry.credentials import CredentialProvider
 from replicator.registry.http.proxy import ProxySettings
 from replicator.registry.http.transport import RegistryTransport
+from replicator.registry.links import next_link
 from replicator.registry.responses import describe, raise_for_status
 
 # Registries a task already holds a request slot on, so nested requests of one transfer (GET from
@@ -126,7 +128,7 @@ class RegistryClient:
         *,
         transport: httpx.AsyncBaseTransport,
         scheme: str | None = None,
-        credentials: Credentials | None = None,
+        credentials: CredentialProvider | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.http = http
@@ -134,7 +136,8 @@ class RegistryClient:
         self.host = host
         # Docker talks plain HTTP to loopback registries and HTTPS to everything else; so do we.
         self.scheme = scheme or ("http" if is_loopback_host(host) else "https")
-        self.base_url = f"{self.scheme}://{host}"
+        # Docker Hub: `docker.io` names the registry, `registry-1.docker.io` serves it.
+        self.base_url = f"{self.scheme}://{registry_endpoint(host)}"
         self._auth = Authenticator(http, credentials)
         self._slots = asyncio.Semaphore(max_in_flight)
         self.referrers_api: bool | None = None  # learned on first use
@@ -162,11 +165,14 @@ class RegistryClient:
             return path
         return self.base_url + path
 
-    async def _authorization(self, scope: str) -> str | None:
-        header = self._auth.header_for(scope)
-        if header is None and self._auth.uses_bearer:
-            header = f"Bearer {await self._auth.fetch_token(scope)}"
-        return header
+    @property
+    def credentials(self) -> CredentialProvider | None:
+        """Where this registry's credentials come from."""
+        return self._auth.provider
+
+    def replace_credentials(self, provider: CredentialProvider | None) -> None:
+        """Switch to another credential source (a reload changed it), from the next request."""
+        self._auth.replace_credentials(provider)
 
     async def _send(
         self,
@@ -180,7 +186,7 @@ class RegistryClient:
         stream: bool,
     ) -> httpx.Response:
         replayable = not isinstance(content, AsyncIterator)
-        sent_auth = await self._authorization(scope)
+        sent_auth = await self._auth.authorization(scope)
         for attempt in (1, 2):
             all_headers = dict(headers or {})
             if sent_auth:
@@ -234,6 +240,22 @@ class RegistryClient:
             request = _request(request.method, target, headers)
         raise httpx.TooManyRedirects(f"over {MAX_REDIRECTS} redirects", request=request)
 
+    async def _check(self, response: httpx.Response, expected: tuple[int, ...]) -> None:
+        """raise_for_status, naming why we had no credentials when that is why we were refused
+        (a credential helper that failed, where anonymous access was not enough)."""
+        try:
+            await raise_for_status(response, expected)
+        except AuthError as exc:
+            problem = self._auth.problem
+            if problem is None:
+                raise
+            raise AuthError(
+                f"{exc}; and no credentials: {problem}",
+                status=exc.status,
+                error_codes=exc.error_codes,
+                temporary=problem.temporary,
+            ) from exc
+
     async def request(
         self,
         method: str,
@@ -256,7 +278,7 @@ class RegistryClient:
                 params=params,
                 stream=False,
             )
-            await raise_for_status(response, expected)
+            await self._check(response, expected)
             return response
 
     @asynccontextmanager
@@ -281,7 +303,7 @@ class RegistryClient:
                 stream=True,
             )
             try:
-                await raise_for_status(response, expected)
+                await self._check(response, expected)
                 yield response
             except (httpx.HTTPError, ssl.SSLError) as exc:
                 # The caller reading the body (a manifest, a blob) lost the connection.
@@ -333,15 +355,5 @@ def delete_scope(repository: str) -> str:
 
 
 def link_next(response: httpx.Response) -> str | None:
-    """The next page from an RFC 5988 `Link: <url>; rel="next"` header, if any."""
-    link = response.headers.get("link")
-    if not link:
-        return None
-    for part in link.split(","):
-        url, _, params = part.partition(";")
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            # rel holds space-separated relation types, compared case-insensitively (RFC 8288).
-            if name.strip().lower() == "rel" and "next" in value.strip(' "').lower().split():
-                return str(url.strip().strip("<>"))
-    return None
+    """The next page from an RFC 8288 `Link: <url>; rel="next"` header, if any."""
+    return next_link(response.headers.get("link"))

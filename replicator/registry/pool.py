@@ -13,13 +13,13 @@ from types import TracebackType
 import httpx
 
 from replicator.errors import ConfigError
-from replicator.registry.auth import Credentials
 from replicator.registry.client import (
     DEFAULT_MAX_IN_FLIGHT,
     RegistryClient,
     new_http_client,
     new_transport,
 )
+from replicator.registry.credentials import CredentialProvider
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError
 
 
@@ -29,7 +29,7 @@ class RegistrySettings:
 
     host: str
     scheme: str | None = None
-    credentials: Credentials | None = field(default=None, repr=False)
+    credentials: CredentialProvider | None = field(default=None, repr=False)
     verify: bool | str = True  # False, True, or a CA bundle path
     cert: tuple[str, str] | None = None  # client certificate and key for mTLS
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
@@ -58,9 +58,12 @@ class ClientPool:
         self._clients: dict[str, RegistryClient] = {}
 
     def client(self, settings: RegistrySettings) -> RegistryClient:
-        """The client for `settings.host`, created on first use with these settings."""
+        """The client for `settings.host`, created on first use with these settings; later
+        calls with another credential source (a reload rotated a password) switch to it."""
         existing = self._clients.get(settings.host)
         if existing is not None:
+            if existing.credentials != settings.credentials:
+                existing.replace_credentials(settings.credentials)
             return existing
         transport = new_transport(
             verify=settings.verify,

@@ -1,25 +1,24 @@
-"""Auth challenges, Docker config credentials, the Authenticator (registry/auth.py)."""
+"""Auth challenges and the Authenticator (registry/challenges.py, registry/auth.py)."""
 
 from __future__ import annotations
 
 import base64
-import json
-from pathlib import Path
+import time
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from replicator.errors import AuthError, ConfigError
-from replicator.registry.auth import (
-    Authenticator,
-    Challenge,
-    Credentials,
-    load_docker_config,
-    parse_challenge,
-)
+from replicator.errors import AuthError
+from replicator.registry.auth import Authenticator
+from replicator.registry.challenges import Challenge, choose_challenge, parse_challenges
+from replicator.registry.credentials import Credentials, StaticCredentials
 
 HOST = "registry.example.com:5000"
 SECRET = "s3cr3t-pa55"
+REALM = "https://auth.example.com/token"
 
 
 def _b64(text: str) -> str:
@@ -49,28 +48,65 @@ CHALLENGES = [
      {"realm": 'a"b', "service": "c\\d"}),
     ("leading-space", '  Basic realm="x"', "basic", {"realm": "x"}),
     ("empty", "", "", {}),
+    # Several challenges in one header (RFC 9110 §11.6.1): the Bearer one is answered.
+    ("bearer-then-basic", 'Bearer realm="https://a/t",service="reg", Basic realm="x"', "bearer",
+     {"realm": "https://a/t", "service": "reg"}),
+    ("basic-then-bearer", 'Basic realm="x", Bearer realm="https://a/t",service="reg"', "bearer",
+     {"realm": "https://a/t", "service": "reg"}),
+    ("bare-basic-then-bearer", 'Basic, Bearer realm="r"', "bearer", {"realm": "r"}),
+    ("negotiate-token68-then-basic", "Negotiate abc==, Basic realm=\"x\"", "basic",
+     {"realm": "x"}),
+    ("quoted-scheme-lookalike", 'Bearer realm="r, Basic realm=y",service="s"', "bearer",
+     {"realm": "r, Basic realm=y", "service": "s"}),
+    ("duplicate-param-first-wins", 'Bearer realm="r1",realm="r2"', "bearer", {"realm": "r1"}),
+    ("unterminated-quote", 'Bearer realm="https://a/t', "bearer", {"realm": "https://a/t"}),
+    ("only-unknown", 'Negotiate realm="x"', "negotiate", {"realm": "x"}),
 ]  # fmt: skip
 
 
-class TestParseChallenge:
-    """parse_challenge(): `WWW-Authenticate` into a scheme and parameters."""
+class TestChallenges:
+    """parse_challenges() and choose_challenge(): `WWW-Authenticate` into the challenge we use."""
 
     @pytest.mark.parametrize(
         ("header", "scheme", "params"),
         [case[1:] for case in CHALLENGES],
         ids=[case[0] for case in CHALLENGES],
     )
-    def test_parse(self, header: str, scheme: str, params: dict[str, str]) -> None:
-        """The scheme is lower-cased and every parameter is read, quoted or not."""
-        assert parse_challenge(header) == Challenge(scheme, params)
+    def test_choose(self, header: str, scheme: str, params: dict[str, str]) -> None:
+        """The scheme is lower-cased, parameters read quoted or not, Bearer preferred."""
+        assert choose_challenge(header) == Challenge(scheme, params)
+
+    def test_every_challenge_in_order(self) -> None:
+        """All challenges of a header come back in order, a token68 value under ''."""
+        header = 'Negotiate YWJj==, Bearer realm="r",service="s", Basic realm="b"'
+        assert parse_challenges(header) == [
+            Challenge("negotiate", {"": "YWJj=="}),
+            Challenge("bearer", {"realm": "r", "service": "s"}),
+            Challenge("basic", {"realm": "b"}),
+        ]
+
+    @given(st.text(max_size=200))
+    def test_any_text_parses(self, header: str) -> None:
+        """Any header text parses to challenges without raising (hostile registries)."""
+        for challenge in parse_challenges(header):
+            assert challenge.scheme == challenge.scheme.lower()
+
+    @given(
+        st.from_regex(r"[a-z][a-z0-9./:-]{0,30}", fullmatch=True),
+        st.from_regex(r"[a-z][a-z0-9.-]{0,20}", fullmatch=True),
+    )
+    def test_bearer_survives_a_following_basic(self, realm: str, service: str) -> None:
+        """Whatever the realm and service, a Basic challenge after them never replaces them."""
+        header = f'Bearer realm="{realm}",service="{service}", Basic realm="other"'
+        assert choose_challenge(header) == Challenge("bearer", {"realm": realm, "service": service})
 
 
 class TestCredentials:
     """Credentials never show the password."""
 
-    def test_repr_hides_password(self) -> None:
-        """repr() and str() name the user but never the password."""
-        creds = Credentials("alice", SECRET)
+    def test_repr_hides_secrets(self) -> None:
+        """repr() and str() name the user but never the password or identity token."""
+        creds = Credentials("alice", SECRET, identity_token="refresh-" + SECRET)
         assert "alice" in repr(creds)
         assert SECRET not in repr(creds)
         assert SECRET not in str(creds)
@@ -79,118 +115,10 @@ class TestCredentials:
         """The Basic header is base64 of user:password."""
         assert Credentials("alice", "pw:x").basic_header() == "Basic " + _b64("alice:pw:x")
 
-
-def _write(tmp_path: Path, doc: object) -> Path:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(doc))
-    return path
-
-
-VALID_CONFIGS = [
-    ("auth", {"auths": {HOST: {"auth": _b64(f"alice:{SECRET}")}}}, Credentials("alice", SECRET)),
-    ("auth-colon-in-password", {"auths": {HOST: {"auth": _b64("alice:a:b")}}},
-     Credentials("alice", "a:b")),
-    ("auth-empty-password", {"auths": {HOST: {"auth": _b64("alice:")}}},
-     Credentials("alice", "")),
-    ("username-password", {"auths": {HOST: {"username": "bob", "password": SECRET}}},
-     Credentials("bob", SECRET)),
-    ("https-key", {"auths": {f"https://{HOST}": {"auth": _b64("c:d")}}}, Credentials("c", "d")),
-    ("http-key", {"auths": {f"http://{HOST}": {"auth": _b64("c:d")}}}, Credentials("c", "d")),
-    ("v2-url-key", {"auths": {f"https://{HOST}/v2/": {"auth": _b64("c:d")}}},
-     Credentials("c", "d")),
-    ("bare-key-wins", {"auths": {f"https://{HOST}": {"auth": _b64("x:y")},
-                                 HOST: {"auth": _b64("c:d")}}}, Credentials("c", "d")),
-    ("inline-beats-store", {"credsStore": "desktop", "auths": {HOST: {"auth": _b64("c:d")}}},
-     Credentials("c", "d")),
-    ("empty-entry-falls-through", {"auths": {HOST: {}, f"https://{HOST}": {"auth": _b64("c:d")}}},
-     Credentials("c", "d")),
-]  # fmt: skip
-
-
-class TestLoadDockerConfig:
-    """load_docker_config(): inline credentials from a Docker config.json."""
-
-    @pytest.mark.parametrize(
-        ("doc", "expected"),
-        [case[1:] for case in VALID_CONFIGS],
-        ids=[case[0] for case in VALID_CONFIGS],
-    )
-    def test_credentials(self, tmp_path: Path, doc: object, expected: Credentials) -> None:
-        """Inline credentials for the host are found under any of the keys Docker writes."""
-        assert load_docker_config(_write(tmp_path, doc), HOST) == expected
-
-    def test_identity_token(self, tmp_path: Path) -> None:
-        """An identity token alone (an OAuth2 refresh token) is refused, naming the field."""
-        doc = {"auths": {HOST: {"identitytoken": "tok-123"}}}
-        with pytest.raises(ConfigError, match="identitytoken"):
-            load_docker_config(_write(tmp_path, doc), HOST)
-
-    @pytest.mark.parametrize(
-        "doc",
-        [{"auths": {"other.example.com": {"auth": _b64("a:b")}}}, {"auths": {}}, {}, [], None,
-         {"auths": {HOST: "not-an-object"}}],
-        ids=["other-host", "empty-auths", "empty-object", "array", "null", "entry-not-object"],
-    )  # fmt: skip
-    def test_no_credentials(self, tmp_path: Path, doc: object) -> None:
-        """A config without inline credentials for the host gives None."""
-        assert load_docker_config(_write(tmp_path, doc), HOST) is None
-
-    @pytest.mark.parametrize(
-        "doc",
-        [{"credsStore": "desktop"}, {"credHelpers": {HOST: "ecr-login"}},
-         {"credsStore": "osxkeychain", "auths": {HOST: {}}}],
-        ids=["creds-store", "cred-helpers", "store-with-empty-entry"],
-    )  # fmt: skip
-    def test_credential_helpers_refused(self, tmp_path: Path, doc: object) -> None:
-        """A config that relies on credential helpers is an error naming the host and the file."""
-        path = _write(tmp_path, doc)
-        with pytest.raises(ConfigError, match="credential helpers") as info:
-            load_docker_config(path, HOST)
-        assert HOST in str(info.value)
-        assert info.value.file == str(path)
-
-    @pytest.mark.parametrize(
-        "auth",
-        ["not base64!", "YWxpY2U", _b64("no-colon"), _b64(":only-password"),
-         base64.b64encode(b"\xff\xfe:x").decode(), 42, [SECRET]],
-        ids=["not-base64", "bad-padding", "no-colon", "empty-user", "not-utf8", "number", "list"],
-    )  # fmt: skip
-    def test_bad_auth_field(self, tmp_path: Path, auth: object) -> None:
-        """A malformed `auth` value is a ConfigError naming the field, never showing the value."""
-        path = _write(tmp_path, {"auths": {HOST: {"auth": auth}}})
-        with pytest.raises(ConfigError) as info:
-            load_docker_config(path, HOST)
-        assert info.value.field == f"auths.{HOST}.auth"
-        assert f"auths.{HOST}.auth" in str(info.value)
-        if isinstance(auth, str):
-            assert auth not in str(info.value)
-
-    def test_auths_not_object(self, tmp_path: Path) -> None:
-        """`auths` that is not an object is a ConfigError naming the field."""
-        with pytest.raises(ConfigError) as info:
-            load_docker_config(_write(tmp_path, {"auths": ["x"]}), HOST)
-        assert info.value.field == "auths"
-
-    @pytest.mark.parametrize(
-        "content", [b"{not json", b"\xff\xfe\x00garbage"], ids=["bad-json", "not-utf8"]
-    )
-    def test_unreadable_content(self, tmp_path: Path, content: bytes) -> None:
-        """A file that is not JSON text is a ConfigError naming the file."""
-        path = tmp_path / "config.json"
-        path.write_bytes(content)
-        with pytest.raises(ConfigError, match="not valid JSON") as info:
-            load_docker_config(path, HOST)
-        assert info.value.file == str(path)
-
-    def test_missing_file(self, tmp_path: Path) -> None:
-        """A missing file is a ConfigError naming the file."""
-        path = tmp_path / "absent.json"
-        with pytest.raises(ConfigError, match="cannot read") as info:
-            load_docker_config(path, HOST)
-        assert info.value.file == str(path)
-
-
-REALM = "https://auth.example.com/token"
+    def test_basic_header_of_identity_token(self) -> None:
+        """Without a password, the identity token is the Basic password (the GET fallback)."""
+        creds = Credentials("<token>", "", identity_token="rt")
+        assert creds.basic_header() == "Basic " + _b64("<token>:rt")
 
 
 def _unauthorized(header: str | None, *, sent: str | None = None) -> httpx.Response:
@@ -201,15 +129,50 @@ def _unauthorized(header: str | None, *, sent: str | None = None) -> httpx.Respo
 
 
 class _TokenService:
-    """A token realm at the transport boundary: records requests, answers as configured."""
+    """A token realm at the transport boundary: records requests, answers in turn (the last
+    answer repeats)."""
 
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
+    def __init__(self, *responses: httpx.Response) -> None:
+        self.responses = list(responses)
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        return self.response
+        return self.responses[min(len(self.requests), len(self.responses)) - 1]
+
+
+class _Rotating:
+    """A CredentialProvider whose source changes: the next secret is given on refresh."""
+
+    source = "rotating test credentials"
+
+    def __init__(self, *secrets: Credentials) -> None:
+        self.secrets = list(secrets)
+        self.refreshes = 0
+
+    async def get(self, *, refresh: bool = False) -> Credentials | None:
+        if refresh:
+            self.refreshes += 1
+        return self.secrets[min(self.refreshes, len(self.secrets) - 1)]
+
+
+class _Failing:
+    """A CredentialProvider whose source is broken (a credential helper missing)."""
+
+    source = "docker-credential-broken"
+
+    async def get(self, *, refresh: bool = False) -> Credentials | None:
+        raise AuthError(
+            "credential helper docker-credential-broken is not on PATH", temporary=False
+        )
+
+
+def _static(user: str = "alice", password: str = SECRET) -> StaticCredentials:
+    return StaticCredentials(Credentials(user, password))
+
+
+def _form(request: httpx.Request) -> dict[str, list[str]]:
+    return parse_qs(request.content.decode())
 
 
 class TestAuthenticator:
@@ -218,10 +181,17 @@ class TestAuthenticator:
     async def test_basic_challenge(self) -> None:
         """A Basic challenge is answered with the credentials, then sent proactively."""
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, Credentials("alice", SECRET))
+            auth = Authenticator(http, _static())
             header = await auth.answer(_unauthorized('Basic realm="r"'), "repository:a:pull")
             assert header == Credentials("alice", SECRET).basic_header()
-            assert auth.header_for("repository:b:push") == header
+            assert await auth.authorization("repository:b:push") == header
+
+    async def test_nothing_sent_before_a_challenge(self) -> None:
+        """Before the registry asked, no Authorization is sent and the provider is not asked."""
+        async with httpx.AsyncClient() as http:
+            auth = Authenticator(http, _Failing())
+            assert await auth.authorization("repository:a:pull") is None
+            assert auth.problem is None
 
     async def test_basic_without_credentials(self) -> None:
         """A Basic challenge with no credentials configured raises AuthError."""
@@ -229,23 +199,35 @@ class TestAuthenticator:
             with pytest.raises(AuthError, match="none are configured"):
                 await Authenticator(http, None).answer(_unauthorized("Basic"), "s")
 
+    async def test_basic_with_a_failing_provider(self) -> None:
+        """A Basic challenge when the provider fails raises the provider's error."""
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(AuthError, match="docker-credential-broken is not on PATH"):
+                await Authenticator(http, _Failing()).answer(_unauthorized("Basic"), "s")
+
     async def test_basic_refused_when_the_request_carried_the_credentials(self) -> None:
         """A 401 to a request that already carried our Basic credentials means refused."""
-        credentials = Credentials("a", "b")
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, credentials)
+            auth = Authenticator(http, _static("a", "b"))
             sent = await auth.answer(_unauthorized("Basic"), "s")
             with pytest.raises(AuthError, match="refused"):
                 await auth.answer(_unauthorized("Basic", sent=sent), "s")
 
+    async def test_basic_refused_then_fresh_credentials(self) -> None:
+        """Refused Basic credentials are asked for again once; new ones are used."""
+        old, new = Credentials("a", "old"), Credentials("a", "new")
+        async with httpx.AsyncClient() as http:
+            auth = Authenticator(http, _Rotating(old, new))
+            sent = await auth.answer(_unauthorized("Basic"), "s")
+            assert await auth.answer(_unauthorized("Basic", sent=sent), "s") == new.basic_header()
+
     async def test_concurrent_anonymous_401s_all_get_the_credentials(self) -> None:
         """Several first requests sent anonymously at once each get the Basic header back."""
-        credentials = Credentials("a", "b")
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, credentials)
+            auth = Authenticator(http, _static("a", "b"))
             first = await auth.answer(_unauthorized("Basic"), "s")
             second = await auth.answer(_unauthorized("Basic"), "s")
-            assert first == second == credentials.basic_header()
+            assert first == second == Credentials("a", "b").basic_header()
 
     @pytest.mark.parametrize(
         "header", [None, 'Negotiate realm="x"'], ids=["no-challenge", "unsupported-scheme"]
@@ -260,14 +242,17 @@ class TestAuthenticator:
         """A Bearer challenge fetches a token per scope with Basic credentials and caches it."""
         service = _TokenService(httpx.Response(200, json={"token": "tok", "expires_in": 300}))
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, Credentials("alice", SECRET))
-            challenge = f'Bearer realm="{REALM}",service="reg"'
+            auth = Authenticator(http, _static())
+            challenge = f'Bearer realm="{REALM}",service="reg", Basic realm="x"'
             scope = "repository:a:pull repository:b:pull,push"
             assert await auth.answer(_unauthorized(challenge), scope) == "Bearer tok"
             assert auth.uses_bearer
-            assert auth.header_for(scope) == "Bearer tok"
-            assert auth.header_for("repository:other:pull") is None
-        (request,) = service.requests
+            assert await auth.authorization(scope) == "Bearer tok"
+            assert len(service.requests) == 1
+            await auth.authorization("repository:other:pull")
+            assert len(service.requests) == 2
+        request = service.requests[0]
+        assert request.method == "GET"
         assert request.url.params.get_list("scope") == scope.split()
         assert request.url.params["service"] == "reg"
         assert request.headers["authorization"] == Credentials("alice", SECRET).basic_header()
@@ -281,6 +266,93 @@ class TestAuthenticator:
         assert header == "Bearer anon"
         assert "authorization" not in service.requests[0].headers
 
+    async def test_failing_provider_still_gets_an_anonymous_token(self) -> None:
+        """A broken credential source does not block a public image: the token is anonymous."""
+        service = _TokenService(httpx.Response(200, json={"token": "anon"}))
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, _Failing())
+            header = await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
+        assert header == "Bearer anon"
+        assert "authorization" not in service.requests[0].headers
+        assert auth.problem is not None
+
+    async def test_failing_provider_named_when_anonymous_is_refused(self) -> None:
+        """When anonymous is not enough, the error names why there were no credentials."""
+        service = _TokenService(httpx.Response(401))
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, _Failing())
+            with pytest.raises(AuthError, match=r"refused.*broken is not on PATH"):
+                await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
+
+    async def test_refused_credentials_refreshed_once(self) -> None:
+        """A token service refusing the credentials gets the provider's fresh ones, once."""
+        service = _TokenService(httpx.Response(401), httpx.Response(200, json={"token": "t2"}))
+        provider = _Rotating(Credentials("a", "old"), Credentials("a", "new"))
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, provider)
+            assert await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s") == "Bearer t2"
+        assert (
+            service.requests[1].headers["authorization"] == Credentials("a", "new").basic_header()
+        )
+        assert provider.refreshes == 1
+
+    async def test_identity_token_uses_the_oauth2_post_grant(self) -> None:
+        """An identity token is sent as an OAuth2 refresh-token grant, never as a password."""
+        service = _TokenService(httpx.Response(200, json={"access_token": "at", "expires_in": 60}))
+        creds = Credentials("00000000-0000-0000-0000-000000000000", "", identity_token="rt-1")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, StaticCredentials(creds))
+            challenge = f'Bearer realm="{REALM}",service="reg"'
+            scope = "repository:a:pull repository:b:pull,push"
+            assert await auth.answer(_unauthorized(challenge), scope) == "Bearer at"
+        (request,) = service.requests
+        assert request.method == "POST"
+        assert "authorization" not in request.headers
+        assert _form(request) == {
+            "grant_type": ["refresh_token"], "refresh_token": ["rt-1"], "service": ["reg"],
+            "scope": [scope], "client_id": ["replicator"],
+        }  # fmt: skip
+
+    async def test_rotated_refresh_token_is_used_next(self) -> None:
+        """A refresh token returned by the grant replaces the configured one afterwards."""
+        service = _TokenService(
+            httpx.Response(200, json={"access_token": "a1", "refresh_token": "rt-2"}),
+            httpx.Response(200, json={"access_token": "a2"}),
+        )
+        creds = Credentials("<token>", "", identity_token="rt-1")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, StaticCredentials(creds))
+            await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s1")
+            assert await auth.authorization("s2") == "Bearer a2"
+        assert _form(service.requests[1])["refresh_token"] == ["rt-2"]
+
+    @pytest.mark.parametrize("status", [404, 405])
+    async def test_identity_token_falls_back_to_get(self, status: int) -> None:
+        """A token service without the POST endpoint is asked by GET, the token as password."""
+        service = _TokenService(httpx.Response(status), httpx.Response(200, json={"token": "g"}))
+        creds = Credentials("user", "", identity_token="rt-1")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, StaticCredentials(creds))
+            assert await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s") == "Bearer g"
+        post, get = service.requests
+        assert (post.method, get.method) == ("POST", "GET")
+        assert get.headers["authorization"] == "Basic " + _b64("user:rt-1")
+
+    async def test_replaced_credentials_drop_tokens(self) -> None:
+        """After replace_credentials, cached tokens are not reused: new credentials apply."""
+        service = _TokenService(
+            httpx.Response(200, json={"token": "t1", "expires_in": 300}),
+            httpx.Response(200, json={"token": "t2", "expires_in": 300}),
+        )
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, _static("a", "old"))
+            await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
+            auth.replace_credentials(_static("a", "new"))
+            assert await auth.authorization("s") == "Bearer t2"
+        assert (
+            service.requests[1].headers["authorization"] == Credentials("a", "new").basic_header()
+        )
+
     @pytest.mark.parametrize(
         ("response", "message", "temporary"),
         [
@@ -293,10 +365,11 @@ class TestAuthenticator:
             (httpx.Response(200, json=["token"]), "not a token", False),
             (httpx.Response(200, json={"token": ""}), "no token", False),
             (httpx.Response(200, json={"token": 5}), "no token", False),
+            (httpx.Response(200, json={"token": "t", "expires_in": "soon"}), "not a token", False),
             (httpx.Response(200, content=b" " * (1024 * 1024 + 1)), "too large", False),
         ],
         ids=["401", "403", "400", "503", "429", "html", "array", "empty-token",
-             "number-token", "too-large"],
+             "number-token", "bad-expiry", "too-large"],
     )  # fmt: skip
     async def test_token_service_failures(
         self, response: httpx.Response, message: str, temporary: bool
@@ -304,11 +377,21 @@ class TestAuthenticator:
         """A token service failure is an AuthError, temporary only for 429 and 5xx."""
         service = _TokenService(response)
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, Credentials("alice", SECRET))
+            auth = Authenticator(http, _static())
             with pytest.raises(AuthError, match=message) as info:
                 await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
         assert info.value.temporary is temporary
         assert SECRET not in str(info.value)
+
+    @pytest.mark.parametrize("expires_in", ["NaN", "Infinity", -5, 1e12], ids=str)
+    async def test_odd_lifetimes_are_bounded(self, expires_in: object) -> None:
+        """A NaN, infinite, negative or huge expires_in never pins a token for long."""
+        service = _TokenService(httpx.Response(200, json={"token": "t", "expires_in": expires_in}))
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = Authenticator(http, None)
+            await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
+            _, until = auth._tokens["s"]
+        assert until - time.monotonic() <= 24 * 3600
 
     async def test_bearer_without_realm(self) -> None:
         """A Bearer challenge that names no realm raises AuthError."""

@@ -13,6 +13,7 @@ from replicator.domain.refs import (
     is_loopback_host,
     parse_host_path,
     parse_reference,
+    registry_endpoint,
     validate_digest,
     validate_host,
     validate_repository,
@@ -352,3 +353,38 @@ class TestIsLoopbackHost:
     def test_loopback(self, host: str, expected: bool) -> None:
         """Only localhost, 127.0.0.0/8 and ::1 count as loopback, with or without a port."""
         assert is_loopback_host(host) is expected
+
+
+DOCKER_HUB = [
+    ("official", "docker.io/alpine:3", "docker.io", "library/alpine"),
+    ("official-index", "index.docker.io/alpine", "index.docker.io", "library/alpine"),
+    ("official-v2-host", "registry-1.docker.io/busybox", "registry-1.docker.io", "library/busybox"),
+    ("user-image", "docker.io/bitnami/redis", "docker.io", "bitnami/redis"),
+    ("explicit-library", "docker.io/library/alpine", "docker.io", "library/alpine"),
+    ("other-registry-single", "quay.io/alpine", "quay.io", "alpine"),
+    ("lookalike-host", "docker.io.evil.com/alpine", "docker.io.evil.com", "alpine"),
+]
+
+
+class TestDockerHub:
+    """Docker Hub's names, as docker reads them."""
+
+    @pytest.mark.parametrize(
+        ("text", "host", "repository"),
+        [case[1:] for case in DOCKER_HUB],
+        ids=[case[0] for case in DOCKER_HUB],
+    )
+    def test_library_default(self, text: str, host: str, repository: str) -> None:
+        """A one-component name on Docker Hub is under `library/`; elsewhere it is as given."""
+        ref = parse_reference(text)
+        assert (ref.host, ref.repository) == (host, repository)
+
+    @pytest.mark.parametrize(
+        ("host", "endpoint"),
+        [("docker.io", "registry-1.docker.io"), ("index.docker.io", "registry-1.docker.io"),
+         ("DOCKER.IO", "registry-1.docker.io"), ("registry-1.docker.io", "registry-1.docker.io"),
+         ("quay.io", "quay.io"), ("127.0.0.1:5000", "127.0.0.1:5000")],
+    )  # fmt: skip
+    def test_registry_endpoint(self, host: str, endpoint: str) -> None:
+        """Docker Hub's names are served by registry-1.docker.io; other hosts by themselves."""
+        assert registry_endpoint(host) == endpoint

@@ -223,6 +223,14 @@ LINKS = [
     ("no-rel", "</p2>", None),
     ("empty", "", None),
     ("absent", None, None),
+    ("comma-in-query", '</v2/_catalog?last=a,b&n=2>; rel="next"', "/v2/_catalog?last=a,b&n=2"),
+    ("comma-and-semicolon-in-query", '</v2/t?x=a,b;c>; rel="next"', "/v2/t?x=a,b;c"),
+    ("quoted-comma-param-first", '</p1>; title="a, b; c", </p2>; rel="next"', "/p2"),
+    ("quoted-comma-before-rel", '</p2>; title="x, <y>"; rel="next"', "/p2"),
+    ("escaped-quote-param", r'</p2>; title="a\"b"; rel="next"', "/p2"),
+    ("first-rel-counts", '</p2>; rel="prev"; rel="next"', None),
+    ("unterminated-target", '</p2; rel="next"', None),
+    ("junk-then-link", 'garbage, </p2>; rel="next"', "/p2"),
 ]
 
 
