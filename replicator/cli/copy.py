@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="BOOL",
         help="verify DST's certificate (default true)",
     )
+    parser.add_argument(
+        "--allow-nondistributable-artifacts",
+        action="store_true",
+        help="copy non-distributable (foreign) layers too; by default the manifest is copied "
+        "and they stay where their urls point, as crane does",
+    )
     parser.set_defaults(func=run)
 
 
@@ -125,6 +131,7 @@ async def _run(args: argparse.Namespace) -> int:
                 credentials=_credentials(getattr(args, f"{side}_creds"), authfiles, host),
                 verify=verify,
                 max_in_flight=args.per_registry,
+                foreign_layers=args.allow_nondistributable_artifacts,
             )
             return Endpoint(pool.client(settings), "")
 

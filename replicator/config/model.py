@@ -239,6 +239,9 @@ class RegistryConfig(_Section):
     client_key: ConfigPath | None = None
     # Unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide; "none": never a proxy; else its URL.
     proxy: ProxyUrl | None = None
+    # As a destination: copy non-distributable (foreign) layers, not only the manifests naming
+    # them (docker's name for the setting).
+    allow_nondistributable_artifacts: bool = False
     _name: str = PrivateAttr(default="")
     _replication: ReplicationConfig = PrivateAttr(default_factory=ReplicationConfig)
     _policy: RegistryPolicy | None = PrivateAttr(default=None)

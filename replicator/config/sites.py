@@ -59,6 +59,7 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         cert=cert,
         max_in_flight=max_in_flight,
         proxy=registry.proxy,
+        foreign_layers=registry.allow_nondistributable_artifacts,
     )
 
 

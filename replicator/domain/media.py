@@ -57,3 +57,21 @@ def classify(media_type: str) -> ManifestKind | None:
     if base in ARTIFACT_TYPES:
         return ManifestKind.ARTIFACT
     return None
+
+
+# Non-distributable ("foreign") layers: Windows base images point at Microsoft's servers with
+# `urls` and their licence forbids copying them. Registries do not require them to be present
+# (distribution skips its blob check for these types), and clients fetch them from `urls`.
+FOREIGN_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
+
+
+def is_foreign_layer(media_type: str) -> bool:
+    """Whether a layer of `media_type` is non-distributable (left where its `urls` point)."""
+    return media_type.split(";", 1)[0].strip() in FOREIGN_LAYER_TYPES

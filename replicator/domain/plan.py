@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from replicator.domain.manifests import Descriptor, Manifest
-from replicator.domain.media import ManifestKind
+from replicator.domain.media import ManifestKind, is_foreign_layer
 
 
 class Shortcut(StrEnum):
@@ -108,8 +108,13 @@ def plan_copy(
     dest: DestinationFacts,
     *,
     tag: str | None,
+    foreign_layers: bool = False,
 ) -> CopyPlan:
-    """The steps to bring `root` (and its tree) to a destination holding `dest`."""
+    """The steps to bring `root` (and its tree) to a destination holding `dest`.
+
+    Foreign (non-distributable) layers are left out unless `foreign_layers`, as crane does: the
+    manifest is copied as it is and still names them, and clients fetch them from their `urls`.
+    """
     tree = dependency_order(root, children)
     missing = [m for m in tree if m.digest not in dest.manifests_present]
     steps: list[BlobStep] = []
@@ -118,13 +123,17 @@ def plan_copy(
         if manifest.kind is ManifestKind.INDEX:
             continue
         for blob in manifest.blobs:
-            if blob.digest not in planned:
+            if blob.digest not in planned and (foreign_layers or not _foreign(blob)):
                 planned.add(blob.digest)
                 steps.append(_blob_step(blob, dest))
     manifests = [m for m in missing if m.digest != root.digest]
     if root.digest not in dest.manifests_present or tag is not None:
         manifests.append(root)  # last; under the tag when there is one
     return CopyPlan(root=root, blobs=tuple(steps), manifests=tuple(manifests), tag=tag)
+
+
+def _foreign(blob: Descriptor) -> bool:
+    return is_foreign_layer(blob.media_type)
 
 
 def _blob_step(blob: Descriptor, dest: DestinationFacts) -> BlobStep:
@@ -137,9 +146,14 @@ def _blob_step(blob: Descriptor, dest: DestinationFacts) -> BlobStep:
 
 
 def blobs_to_check(
-    root: Manifest, children: Mapping[str, Manifest], present: frozenset[str]
+    root: Manifest,
+    children: Mapping[str, Manifest],
+    present: frozenset[str],
+    *,
+    foreign_layers: bool = False,
 ) -> tuple[str, ...]:
-    """Blob digests worth a HEAD at the destination: those of manifests it does not have.
+    """Blob digests worth a HEAD at the destination: those of manifests it does not have (and
+    not the foreign layers that will not be copied).
 
     A manifest the destination already holds had all its blobs checked by the registry when it
     was PUT (distribution refuses a manifest with unknown blobs), so its blobs need no HEAD.
@@ -149,7 +163,8 @@ def blobs_to_check(
         if manifest.digest in present or manifest.kind is ManifestKind.INDEX:
             continue
         for blob in manifest.blobs:
-            digests.setdefault(blob.digest, None)
+            if foreign_layers or not _foreign(blob):
+                digests.setdefault(blob.digest, None)
     return tuple(digests)
 
 

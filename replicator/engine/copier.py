@@ -243,7 +243,8 @@ class Copier:
             retried(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
         )
         present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
-        candidates = blobs_to_check(root, children, present)
+        foreign = dst.client.foreign_layers
+        candidates = blobs_to_check(root, children, present, foreign_layers=foreign)
         sizes = await gather_all(
             retried(blobs.head, dst.client, dst.repository, d) for d in candidates
         )
@@ -267,7 +268,7 @@ class Copier:
             if sibling is not None:
                 mountable = {d: mountable.get(d, sibling) for d in missing}
         facts = DestinationFacts(present, blobs_present, mountable)
-        return plan_copy(root, children, facts, tag=tag)
+        return plan_copy(root, children, facts, tag=tag, foreign_layers=foreign)
 
     # -- acting -------------------------------------------------------------------------------
 

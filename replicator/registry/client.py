@@ -130,6 +130,7 @@ class RegistryClient:
         scheme: str | None = None,
         credentials: CredentialProvider | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        foreign_layers: bool = False,
     ) -> None:
         self.http = http
         self._transport = transport
@@ -141,6 +142,8 @@ class RegistryClient:
         self._auth = Authenticator(http, credentials)
         self._slots = asyncio.Semaphore(max_in_flight)
         self.referrers_api: bool | None = None  # learned on first use
+        # As a destination: copy non-distributable (foreign) layers too, not only the manifest.
+        self.foreign_layers = foreign_layers
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url})"

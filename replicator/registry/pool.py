@@ -35,6 +35,9 @@ class RegistrySettings:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide; "none": direct; else this proxy's URL.
     proxy: str | None = None
+    # As a destination, take non-distributable (foreign) layers too (docker's and crane's
+    # allow-nondistributable-artifacts); by default only their manifests are copied.
+    foreign_layers: bool = False
 
 
 def _proxies(configured: str | None) -> ProxySettings:
@@ -82,6 +85,7 @@ class ClientPool:
             scheme=settings.scheme,
             credentials=settings.credentials,
             max_in_flight=settings.max_in_flight,
+            foreign_layers=settings.foreign_layers,
         )
         self._clients[settings.host] = client
         return client

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from replicator.config.loading import Config
 from replicator.domain.manifests import Manifest
+from replicator.domain.media import is_foreign_layer
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
 from replicator.engine.copier import MAX_TREE_DEPTH
@@ -191,6 +192,8 @@ class Verifier:
                     continue
                 level.extend(child.digest for child in manifest.children)
                 for blob in manifest.blobs:
+                    if is_foreign_layer(blob.media_type) and not dst.foreign_layers:
+                        continue  # never copied there (see domain/plan.py): not drift
                     blob_checks.append(
                         (blob.digest, self._blob(dst, name, repository, blob.digest))
                     )

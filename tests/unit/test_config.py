@@ -15,6 +15,7 @@ from replicator.config.loading import (
     SUPPORTED_VERSION,
     load_config,
 )
+from replicator.config.sites import settings_for
 from replicator.domain.rules import Destination
 from replicator.errors import ConfigError
 
@@ -334,3 +335,25 @@ class TestLoad:
         assert caught.value.field == "registries.use1.url"
         assert text in str(caught.value)
         assert ":pw@" not in str(caught.value)
+
+
+class TestRegistryReach:
+    """Per-registry proxy and foreign-layer settings."""
+
+    def test_proxy_and_foreign_layers_reach_the_client_settings(self, tmp_path: Path) -> None:
+        """`proxy` and `allow_nondistributable_artifacts` go through to the client settings;
+        "none" is kept as the word that means direct."""
+        extra = 'proxy = "http://proxy.corp:3128"\nallow_nondistributable_artifacts = true\n'
+        config = load_config(_write(tmp_path, MINIMAL + extra))
+        settings = settings_for(config.registries["use1"], 4)
+        assert settings.proxy == "http://proxy.corp:3128"
+        assert settings.foreign_layers is True
+        direct = load_config(_write(tmp_path, MINIMAL + 'proxy = "None"\n'))
+        assert settings_for(direct.registries["use1"], 4).proxy == "none"
+
+    @pytest.mark.parametrize("value", ["https://proxy:443", "socks5://proxy", "http://"])
+    def test_unusable_proxy_is_a_config_error(self, tmp_path: Path, value: str) -> None:
+        """A proxy URL we cannot use is refused at load, naming the field."""
+        with pytest.raises(ConfigError) as caught:
+            load_config(_write(tmp_path, MINIMAL + f'proxy = "{value}"\n'))
+        assert caught.value.field == "registries.use1.proxy"

@@ -323,3 +323,49 @@ class TestReferrerTags:
     def test_referrer_tags(self, tags: list[str], expected: tuple[str, ...]) -> None:
         """Only the subject's own referrer tags are picked, in listing order."""
         assert referrer_tags(tags, SUBJECT) == expected
+
+
+FOREIGN = _sha("windows-base")
+
+
+def _windows_image(foreign_type: str) -> Manifest:
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MediaType.DOCKER_MANIFEST.value,
+        "config": {"mediaType": "c", "digest": CONFIG_A, "size": 10},
+        "layers": [
+            {"mediaType": foreign_type, "digest": FOREIGN, "size": 5000,
+             "urls": ["https://mcr.microsoft.com/v2/windows/blobs/" + FOREIGN]},
+            {"mediaType": "l", "digest": LAYER_A, "size": 200},
+        ],
+    }  # fmt: skip
+    return parse_manifest(json.dumps(doc).encode())
+
+
+class TestForeignLayers:
+    """Non-distributable layers stay where their urls point unless asked for."""
+
+    @pytest.mark.parametrize(
+        "media_type",
+        [
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        ],
+    )
+    def test_foreign_layer_is_left_out_by_default(self, media_type: str) -> None:
+        """The plan copies the config and the ordinary layer, not the foreign one, and still
+        PUTs the manifest (which names it) as it is; nothing HEADs the foreign blob."""
+        image = _windows_image(media_type)
+        plan = plan_copy(image, {}, DestinationFacts(), tag="v1")
+        assert _actions(plan) == {CONFIG_A: BlobAction.COPY, LAYER_A: BlobAction.COPY}
+        assert _digests(plan) == [image.digest]
+        assert FOREIGN not in blobs_to_check(image, {}, frozenset())
+
+    def test_foreign_layer_is_copied_when_allowed(self) -> None:
+        """With foreign_layers, the foreign blob is checked and copied like any other."""
+        image = _windows_image("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip")
+        plan = plan_copy(image, {}, DestinationFacts(), tag="v1", foreign_layers=True)
+        assert _actions(plan)[FOREIGN] is BlobAction.COPY
+        assert FOREIGN in blobs_to_check(image, {}, frozenset(), foreign_layers=True)
