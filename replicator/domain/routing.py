@@ -128,3 +128,13 @@ def admit_replication(
         repository=repository,
         repository_exists=repository_exists,
     )
+
+
+def existence_matters(source: Site, target: Site, repository: str) -> bool:
+    """Whether the policy's answer depends on the repository existing at `target`
+    (ecr:CreateRepository): only then need the destination be asked whether it does."""
+    if source.account == target.account:
+        return False
+    if_exists = admit_replication(source, target, repository, repository_exists=True)
+    if_new = admit_replication(source, target, repository, repository_exists=False)
+    return if_exists.allowed != if_new.allowed

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from replicator.domain.deletes import (
+    DeleteAction,
+    Deletion,
+    plan_delete,
+    plan_untag_unsupported,
+)
 from replicator.domain.jobs import JobKind
-from replicator.domain.routing import Site, admit_replication
+from replicator.domain.routing import Site, admit_replication, existence_matters
 from replicator.engine.copier import Copier, CopyResult, CopyStats, Endpoint
 from replicator.errors import PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
-from replicator.registry.client import delete_scope
 from replicator.registry.retry import retried
 
 if TYPE_CHECKING:
@@ -30,11 +35,11 @@ async def run_job(
         return CopyResult(row.digest, await _delete(row, dst))
     if source.account != target.account:
         # ecr:CreateRepository is needed only when the repository is new at the destination:
-        # ask the destination (a tags listing) only when the policy does not grant it anyway.
-        decision = admit_replication(source, target, row.repository, repository_exists=False)
-        if not decision.allowed:
-            exists = bool(await retried(tags.list_tags, dst.client, dst.repository))
-            decision = admit_replication(source, target, row.repository, repository_exists=exists)
+        # ask the destination (a tags listing) only when the policy's answer depends on it.
+        exists = existence_matters(source, target, row.repository) and bool(
+            await retried(tags.list_tags, dst.client, dst.repository)
+        )
+        decision = admit_replication(source, target, row.repository, repository_exists=exists)
         if not decision.allowed:
             raise PolicyDenied(decision.reason)
     # eager: fetch the source manifest while asking the destination, and leave the tag alone
@@ -50,43 +55,35 @@ async def run_job(
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
-    """Delete at the destination what was deleted at the source; gone already is success.
+    """Delete at the destination what was deleted at the source (domain/deletes.py decides);
+    gone already is success."""
+    tagged = None
+    if row.tag:
+        head = await retried(manifests.head, dst.client, dst.repository, row.tag)
+        tagged = head.digest if head is not None else None
+    deletion = plan_delete(digest=row.digest, tag=row.tag, tagged=tagged)
+    if deletion.action is DeleteAction.TAG and row.tag and tagged:
+        try:
+            return await _act(deletion, dst)
+        except RegistryError as exc:
+            if exc.temporary or exc.status not in TAG_DELETE_UNSUPPORTED:
+                raise
+        names = await retried(tags.list_tags, dst.client, dst.repository)
+        others = [name for name in names if name != row.tag]
+        heads = [await retried(manifests.head, dst.client, dst.repository, t) for t in others]
+        deletion = plan_untag_unsupported(
+            tag=row.tag,
+            tagged=tagged,
+            others={t: h.digest if h else None for t, h in zip(others, heads, strict=True)},
+        )
+    return await _act(deletion, dst)
 
-    A digest alone deletes that manifest (its tags go with it, as at the source). A tag deletes
-    only the tag, never more: not when it now points at another digest than the deleted one (a
-    newer push moved it), and on a registry without tag deletion (distribution 2.8 answers 400
-    DIGEST_INVALID; the OCI 1.1 `DELETE /manifests/<tag>` is optional) the manifest is deleted
-    by digest only if no other tag there points at it, as ECR untags and deletes the last tag.
-    """
-    if not row.digest and not row.tag:
-        raise RegistryError("delete job names neither digest nor tag", temporary=False)
-    if not row.tag:
-        await retried(manifests.delete, dst.client, dst.repository, row.digest)
-        return CopyStats(images=1)
-    current = await retried(manifests.head, dst.client, dst.repository, row.tag)
-    if current is None or (row.digest and current.digest != row.digest):
-        log.info("delete_tag_skipped", now=current.digest if current else None)
+
+async def _act(deletion: Deletion, dst: Endpoint) -> CopyStats:
+    if deletion.action is DeleteAction.SKIP:
+        log.info("delete_tag_skipped", reason=deletion.reason)
         return CopyStats()
-    try:
-        await retried(
-            dst.client.request,
-            "DELETE",
-            f"/v2/{dst.repository}/manifests/{row.tag}",
-            scope=delete_scope(dst.repository),
-            expected=(200, 202, 404),
-        )
-        return CopyStats(images=1)
-    except RegistryError as exc:
-        if exc.temporary or exc.status not in TAG_DELETE_UNSUPPORTED:
-            raise
-    others = [t for t in await retried(tags.list_tags, dst.client, dst.repository) if t != row.tag]
-    heads = [await retried(manifests.head, dst.client, dst.repository, t) for t in others]
-    sharing = [t for t, h in zip(others, heads, strict=True) if h and h.digest == current.digest]
-    if sharing:
-        raise RegistryError(
-            f"{dst}: the registry cannot delete tag {row.tag} alone and {current.digest} is "
-            f"also tagged {', '.join(sorted(sharing)[:5])}; left in place",
-            temporary=False,
-        )
-    await retried(manifests.delete, dst.client, dst.repository, current.digest)
+    if deletion.action is DeleteAction.REFUSE:
+        raise RegistryError(f"{dst}: {deletion.reason}", temporary=False)
+    await retried(manifests.delete, dst.client, dst.repository, deletion.reference)
     return CopyStats(images=1)

@@ -93,12 +93,13 @@ async def put(client: RegistryClient, repository: str, reference: str, manifest:
     return stored
 
 
-async def delete(client: RegistryClient, repository: str, digest: str) -> bool:
-    """DELETE a manifest by digest (tags pointing at it go too); False when already gone."""
+async def delete(client: RegistryClient, repository: str, reference: str) -> bool:
+    """DELETE a manifest by digest (tags pointing at it go too), or a tag alone (OCI 1.1, not
+    every registry has it: see engine/job.py); False when already gone."""
     try:
         await client.request(
             "DELETE",
-            f"/v2/{repository}/manifests/{digest}",
+            f"/v2/{repository}/manifests/{reference}",
             scope=delete_scope(repository),
             expected=(200, 202),
         )

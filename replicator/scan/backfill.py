@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from replicator.config.loading import Config
 from replicator.config.sites import settings_for
 from replicator.domain.jobs import JobKey, JobState
-from replicator.domain.routing import Site, admit_replication
+from replicator.domain.routing import Site, existence_matters
 from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
 from replicator.engine.copier import Copier, CopyStats, Endpoint
 from replicator.engine.gather import gather_all, task_group
@@ -239,7 +239,8 @@ class Scanner:
             [retried(manifests.head, dst, repository, tag) for tag, _ in pairs]
         )
         exists = any(head is not None for head in heads)
-        if not exists and _existence_matters(source, target, repository):
+        if not exists and existence_matters(source, target, repository):
+            # Only then is the destination's tag list read: a no-op re-run stays HEAD-only.
             exists = bool(await retried(tags.list_tags, dst, repository))
         return [
             plan_tag(
@@ -253,16 +254,6 @@ class Scanner:
             )
             for (tag, digest), head in zip(pairs, heads, strict=True)
         ]
-
-
-def _existence_matters(source: Site, target: Site, repository: str) -> bool:
-    """Whether the policy's answer depends on the repository existing (ecr:CreateRepository):
-    only then is the destination's tag list read; a no-op re-run stays HEAD-only."""
-    if source.account == target.account:
-        return False
-    if_exists = admit_replication(source, target, repository, repository_exists=True)
-    if_new = admit_replication(source, target, repository, repository_exists=False)
-    return if_exists.allowed != if_new.allowed
 
 
 class Journaller:

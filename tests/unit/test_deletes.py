@@ -1,0 +1,62 @@
+"""Delete replication's decision: what a delete job deletes at its destination."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.domain.deletes import DeleteAction, plan_delete, plan_untag_unsupported
+
+OLD = "sha256:" + "a" * 64
+NEW = "sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize(
+    ("digest", "tag", "tagged", "action", "reference"),
+    [
+        (OLD, None, None, DeleteAction.MANIFEST, OLD),
+        (OLD, "v1", OLD, DeleteAction.TAG, "v1"),
+        ("", "v1", NEW, DeleteAction.TAG, "v1"),
+        (OLD, "v1", NEW, DeleteAction.SKIP, ""),
+        (OLD, "v1", None, DeleteAction.SKIP, ""),
+        ("", "v1", None, DeleteAction.SKIP, ""),
+        ("", None, None, DeleteAction.REFUSE, ""),
+    ],
+    ids=[
+        "digest-deletes-manifest",
+        "tag-still-on-deleted-digest",
+        "tag-without-digest",
+        "tag-moved-on",
+        "tag-gone",
+        "tag-gone-no-digest",
+        "neither",
+    ],
+)
+def test_plan_delete(
+    digest: str, tag: str | None, tagged: str | None, action: DeleteAction, reference: str
+) -> None:
+    """A digest deletes its manifest; a tag only itself, and only while it names the image."""
+    deletion = plan_delete(digest=digest, tag=tag, tagged=tagged)
+    assert (deletion.action, deletion.reference) == (action, reference)
+    assert bool(deletion.reason) == (action in (DeleteAction.SKIP, DeleteAction.REFUSE))
+
+
+@pytest.mark.parametrize(
+    ("others", "action"),
+    [
+        ({}, DeleteAction.MANIFEST),
+        ({"v2": NEW, "gone": None}, DeleteAction.MANIFEST),
+        ({"latest": OLD, "v2": NEW}, DeleteAction.REFUSE),
+    ],
+    ids=["last-tag", "other-tags-elsewhere", "shared-with-latest"],
+)
+def test_untag_unsupported_deletes_only_the_last_tag(
+    others: dict[str, str | None], action: DeleteAction
+) -> None:
+    """Without tag deletion, the manifest goes only when no other tag names it (as ECR)."""
+    deletion = plan_untag_unsupported(tag="v1", tagged=OLD, others=others)
+    assert deletion.action is action
+    if action is DeleteAction.MANIFEST:
+        assert deletion.reference == OLD
+    else:
+        assert "latest" in deletion.reason
+        assert "left in place" in deletion.reason
