@@ -18,13 +18,13 @@ from replicator.config.reload import reread
 from replicator.config.sites import sites_of
 from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
+from replicator.daemon.intake import Intake
 from replicator.daemon.metrics import Metrics
 from replicator.daemon.reconcile import reconcile_forever
 from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
-from replicator.domain.events import DeleteEvent, Ignored, PushEvent, parse_payload
-from replicator.domain.routing import Routing, Site, route_delete, route_push
+from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
 from replicator.engine.runner import (
     JOURNAL_RETRY_INITIAL_SECONDS,
@@ -33,9 +33,8 @@ from replicator.engine.runner import (
     JobObserver,
     JobRunner,
 )
-from replicator.errors import BusError, EventError, JournalError, ReplicatorError
+from replicator.errors import BusError, JournalError, ReplicatorError
 from replicator.journal.claimers import open_journal, resume_orphans
-from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
@@ -230,94 +229,11 @@ class Daemon:
             return True
 
     async def handle_message(self, topic: str, payload: bytes, topic_source: str | None) -> None:
-        """Parse, route and journal one bus message (accepted, ignored or rejected)."""
+        """Parse, route and journal one bus message (accepted, ignored or rejected); raises
+        only a temporary JournalError (see Intake)."""
         assert self.journal is not None
-        sites = self.sites
-        try:
-            events = parse_payload(
-                payload, topic_source=topic_source, locate=self._locate, sources=sites.keys()
-            )
-        except EventError as exc:
-            self.metrics.events.labels(outcome="rejected", reason=exc.reason).inc()
-            log.warning("event_rejected", topic=topic, reason=exc.reason, error=str(exc))
-            await self.journal.record_event(
-                source=topic_source,
-                topic=topic,
-                payload=payload,
-                outcome=EventOutcome.REJECTED,
-                reason=f"{exc.reason}: {exc}",
-                job_keys=(),
-                pushed_at=None,
-            )
-            return
-        for part, event in enumerate(events):
-            await self._record(topic, payload, topic_source, event, sites, part=part)
-
-    async def _record(
-        self,
-        topic: str,
-        payload: bytes,
-        topic_source: str | None,
-        event: PushEvent | DeleteEvent | Ignored,
-        sites: Mapping[str, Site],
-        *,
-        part: int,
-    ) -> None:
-        assert self.journal is not None
-        if isinstance(event, Ignored):
-            self.metrics.events.labels(outcome="ignored", reason=str(event.reason)).inc()
-            await self.journal.record_event(
-                source=topic_source,
-                topic=topic,
-                payload=payload,
-                outcome=EventOutcome.IGNORED,
-                reason=str(event.reason),
-                job_keys=(),
-                pushed_at=None,
-                part=part,
-            )
-            return
-        routing: Routing = (
-            route_push(event, sites) if isinstance(event, PushEvent) else route_delete(event, sites)
-        )
-        when = getattr(event, "pushed_at", None) or getattr(event, "deleted_at", None)
-        pushed_at = datetime.fromtimestamp(when, UTC) if when else None
-        now = datetime.now(UTC)
-        await self.journal.record_event(
-            source=event.source,
-            topic=topic,
-            payload=payload,
-            outcome=EventOutcome.ACCEPTED,
-            reason=f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches",
-            job_keys=[r.key for r in routing.routes if r.denied is None],
-            denied={r.key: r.denied for r in routing.routes if r.denied is not None},
-            pushed_at=pushed_at,
-            not_before={
-                r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0
-            },
-            supersede=routing.supersedes,
-            part=part,
-        )
-        self.metrics.events.labels(outcome="accepted", reason="").inc()
-        log.info(
-            "event_accepted",
-            source=event.source,
-            repository=event.repository,
-            digest=event.digest,
-            tag=event.tag,
-            kind="delete" if isinstance(event, DeleteEvent) else "push",
-            jobs=len(routing.routes),
-            denied=sum(1 for r in routing.routes if r.denied),
-        )
-        for route in routing.routes:
-            if route.denied is not None:
-                await self._report_denied(route.key, route.denied)
-
-    def _locate(self, account: str, region: str) -> str | None:
-        for site in self.sites.values():
-            if site.account == account and site.region == region:
-                return site.name
-        return None
+        intake = Intake(self.journal, self.metrics, lambda: self.sites, self._report_denied)
+        await intake.handle(topic, payload, topic_source)
 
     async def _report_denied(self, key: job_rules.JobKey, reason: str) -> None:
         end = JobEnd(

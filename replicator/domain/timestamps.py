@@ -13,7 +13,9 @@ _SECONDS_PER_DAY = 86_400
 
 
 def parse_timestamp(value: object) -> float | None:
-    """RFC 3339 text -> seconds since the epoch (UTC); None when absent or not RFC 3339.
+    """RFC 3339 text -> seconds since the epoch (UTC); None when absent, not RFC 3339, or a
+    moment outside years 1 to 9999 in UTC (what a datetime holds: "0000-01-01T00:00:00Z" and
+    "9999-12-31T23:59:59-01:00" parse, but name no moment the journal can store).
 
     A bad timestamp does not reject the event: it only feeds the latency metric.
     """
@@ -33,7 +35,10 @@ def parse_timestamp(value: object) -> float | None:
         sign = -1 if match.group(9) == "-" else 1
         offset = sign * (int(match.group(10)) * 3600 + int(match.group(11)) * 60)
     days = _days_from_civil(year, month, day)
-    return days * _SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset + fraction
+    moment = days * _SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset + fraction
+    if not _EARLIEST <= moment <= _LATEST:
+        return None
+    return moment
 
 
 def _days_in_month(year: int, month: int) -> int:
@@ -51,3 +56,9 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
     return era * 146_097 + day_of_era - 719_468
+
+
+# The first and the last whole second of years 1 to 9999, UTC: datetime's range (a fraction
+# past the last second could round up out of it when converted to microseconds).
+_EARLIEST = _days_from_civil(1, 1, 1) * _SECONDS_PER_DAY
+_LATEST = _days_from_civil(10000, 1, 1) * _SECONDS_PER_DAY - 1

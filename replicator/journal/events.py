@@ -19,12 +19,31 @@ from replicator.journal.models import (
 )
 
 
+class Fingerprint:
+    """The fingerprints of the events of one message, the payload hashed once.
+
+    An event's fingerprint is the hex SHA-256 of its payload (also of one stored truncated),
+    with `#<part>` appended for the second and later events of a batch envelope, so each event
+    of a batch is its own, and a redelivered batch is a duplicate as a whole. The hash of the
+    payload is copied for each part, never recomputed: a 1 MiB envelope of thousands of events
+    is hashed once.
+    """
+
+    def __init__(self, payload: bytes) -> None:
+        self._payload = hashlib.sha256(payload)
+
+    def of(self, part: int = 0) -> str:
+        """The fingerprint of event `part` of the message."""
+        if not part:
+            return self._payload.hexdigest()
+        suffixed = self._payload.copy()
+        suffixed.update(f"#{part}".encode())
+        return suffixed.hexdigest()
+
+
 def payload_sha256(payload: bytes, part: int = 0) -> str:
-    """The fingerprint of one event: the hex SHA-256 of its payload (also of one stored
-    truncated), with `#<part>` appended for the second and later events of a batch envelope,
-    so each event of a batch is its own, and a redelivered batch is a duplicate as a whole."""
-    suffix = f"#{part}".encode() if part else b""
-    return hashlib.sha256(payload + suffix).hexdigest()
+    """The fingerprint of event `part` of `payload` (see Fingerprint)."""
+    return Fingerprint(payload).of(part)
 
 
 # Built once, with the values bound as parameters (see queries.py): recording an event is on
@@ -50,15 +69,13 @@ def _accepted_statement(source_is_null: bool) -> Select[Any]:
 _ACCEPTED = {True: _accepted_statement(True), False: _accepted_statement(False)}
 
 
-def accepted_duplicate(
-    session: Session, source: str | None, payload: bytes, part: int = 0
-) -> int | None:
+def accepted_duplicate(session: Session, source: str | None, fingerprint: str) -> int | None:
     """The id of an earlier ACCEPTED event with the same source and fingerprint, if any.
 
     Only accepted events count: a payload rejected before (say, for a registry the config did
     not yet name) is judged afresh.
     """
-    params = {"source": source, "sha256": payload_sha256(payload, part)}
+    params = {"source": source, "sha256": fingerprint}
     found = session.connection().execute(_ACCEPTED[source is None], params).scalar()
     return None if found is None else int(found)
 
@@ -73,16 +90,18 @@ def add_event(
     outcome: EventOutcome,
     reason: str,
     jobs_created: int,
-    part: int = 0,
+    fingerprint: str,
+    keep_payload: bool = True,
 ) -> int:
-    """Insert one event row, the payload truncated to MAX_STORED_PAYLOAD_BYTES; its id."""
+    """Insert one event row, the payload truncated to MAX_STORED_PAYLOAD_BYTES (or empty
+    when another row of the same message keeps it); its id."""
     values = {
         "received_at": to_db_time(received_at),
         "source": source,
         "topic": topic,
-        "payload_sha256": payload_sha256(payload, part),
+        "payload_sha256": fingerprint,
         "payload_size": len(payload),
-        "payload": payload[:MAX_STORED_PAYLOAD_BYTES],
+        "payload": payload[:MAX_STORED_PAYLOAD_BYTES] if keep_payload else b"",
         "outcome": outcome.value,
         "reason": reason[:MAX_REASON_CHARS],
         "jobs_created": jobs_created,

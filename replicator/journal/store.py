@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
@@ -116,7 +116,13 @@ class Journal:
                 return work(session)
         except SQLAlchemyError as exc:
             detail = exc.orig if isinstance(exc, DBAPIError) else exc
-            raise JournalError(f"journal {redacted(self._url)}: {detail}") from exc
+            # The database refused these values (a constraint, a value it cannot hold): trying
+            # the same write again fails the same way. Anything else (locked, full, away) may
+            # pass later.
+            refused = isinstance(exc, IntegrityError | DataError)
+            raise JournalError(
+                f"journal {redacted(self._url)}: {detail}", temporary=not refused
+            ) from exc
 
     async def _run(self, work: Callable[[Session], T]) -> T:
         if self._closed:
@@ -139,6 +145,8 @@ class Journal:
         not_before: Mapping[JobKey, datetime] | None = None,
         supersede: Sequence[JobKey] = (),
         part: int = 0,
+        fingerprint: event_rows.Fingerprint | None = None,
+        keep_payload: bool = True,
     ) -> list[int]:
         """Record a received event and its jobs in ONE transaction; the ids of the keys' jobs.
 
@@ -148,15 +156,18 @@ class Journal:
         `denied`, whether created now, re-queued, or already there. Jobs in `not_before` wait
         until then; PENDING jobs of `supersede` are dropped (an index's job covers its children).
         `part` numbers the events of one batch envelope (0 for the first) so that each is
-        recorded on its own and none is taken for a duplicate of its sibling.
+        recorded on its own and none is taken for a duplicate of its sibling. A caller
+        recording several events of one message passes the message's `fingerprint` (hashed
+        once) and keeps the payload on one row only (`keep_payload`): the others store none.
         """
         outcome = EventOutcome(outcome)
+        sha256 = (fingerprint or event_rows.Fingerprint(payload)).of(part)
         now = utcnow()
         keys = [*job_keys, *(denied or {})]
         pushed = to_db_time(pushed_at) if pushed_at else None
 
         def work(session: Session) -> tuple[list[int], EventOutcome]:
-            duplicate_of = event_rows.accepted_duplicate(session, source, payload, part)
+            duplicate_of = event_rows.accepted_duplicate(session, source, sha256)
             if duplicate_of is not None:
                 found = (queries.find(session, key) for key in dict.fromkeys(keys))
                 ids = [record.id for record in found if record is not None and record.id]
@@ -181,7 +192,8 @@ class Journal:
                 outcome=note[0],
                 reason=note[1],
                 jobs_created=changed,
-                part=part,
+                fingerprint=sha256,
+                keep_payload=keep_payload,
             )
             return ids, note[0]
 

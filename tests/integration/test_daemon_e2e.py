@@ -268,6 +268,17 @@ ECR_UNKNOWN_LOCATION = _ecr_push("999999999999", "us-east-1")
 # On use1's topic, a body naming usw2 (same account, another region): a topic speaks only for
 # its own source.
 ECR_OTHER_SOURCE = _ecr_push(SOURCE_ACCOUNT, REGIONS[USW2])
+# A repository no rule replicates: its events are accepted and make no job.
+UNREPLICATED = "other/app"
+
+
+def _stamped(timestamp: str) -> bytes:
+    """A push of UNREPLICATED stamped `timestamp`: RFC 3339 the parser lets through."""
+    document = json.loads(envelope(UNREPLICATED, GOOD_DIGEST, tag="x"))
+    document["events"][0]["timestamp"] = timestamp
+    return json.dumps(document).encode()
+
+
 # (topic source, payload, outcome, reason word the journal records)
 BAD_INPUTS = {
     "invalid_json": (USE1, b'{"events": [', EventOutcome.REJECTED, "invalid_json"),
@@ -290,6 +301,14 @@ BAD_INPUTS = {
     "ten_megabytes": (
         USE1, b'{"events": [], "padding": "' + b"x" * TEN_MB + b'"}', EventOutcome.REJECTED,
         "too_large",
+    ),
+    # Moments outside what datetime holds once killed the daemon, and the persistent session
+    # redelivered them after every restart.
+    "timestamp_year_0": (
+        USE1, _stamped("0000-01-01T00:00:00Z"), EventOutcome.ACCEPTED, "no rule matches"
+    ),
+    "timestamp_9999_negative_offset": (
+        USE1, _stamped("9999-12-31T23:59:59-01:00"), EventOutcome.ACCEPTED, "no rule matches"
     ),
     "blob_push": (USE1, _layer(GOOD_DIGEST), EventOutcome.IGNORED, "blob_push"),
     "pull": (

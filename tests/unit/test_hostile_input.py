@@ -1,5 +1,6 @@
 """Hostile input: names, digests and tags that must be rejected with a reason (bus events and
-`replicator copy` alike), the fuzz corpus, and hypothesis mutations of it.
+`replicator copy` alike), the fuzz corpus, and hypothesis mutations of it, through the parsers
+and through the daemon's whole intake path (parse, route, journal on a real SQLite file).
 
 The corpus lives in tests/data/fuzz/ (see its README); the targets, shared with the atheris
 harness, in tests/support/fuzz_targets.py.
@@ -8,6 +9,8 @@ harness, in tests/support/fuzz_targets.py.
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ from hypothesis import strategies as st
 from replicator.cli import main
 from replicator.domain.events import MAX_PAYLOAD_BYTES, RejectReason, parse_payload
 from replicator.errors import EventError
-from tests.support.fuzz_targets import TARGETS, corpus
+from replicator.journal import EventOutcome
+from tests.support.fuzz_targets import TARGETS, IntakeHarness, corpus
 
 DIGEST = "sha256:" + "a" * 64
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -220,3 +224,101 @@ class TestMutatedCorpus:
     def test_references(self, data: bytes) -> None:
         """parse_reference returns or raises InvalidReferenceError."""
         TARGETS["references"](data)
+
+
+def intake_envelope(timestamp: str, *, repository: str = "team/app", tag: str = "v1") -> bytes:
+    """A distribution push envelope of one image manifest, stamped `timestamp`."""
+    target = {"mediaType": MANIFEST_TYPE, "size": 10, **_image(repository=repository, tag=tag)}
+    event = {"id": "e1", "timestamp": timestamp, "action": "push", "target": target}
+    return json.dumps({"events": [event]}).encode()
+
+
+@st.composite
+def rfc3339(draw: st.DrawFn) -> str:
+    """An RFC 3339 timestamp the parser accepts, over its whole range: years 0000 to 9999,
+    any offset up to ±23:59 (so the UTC moment may fall outside what datetime can hold)."""
+    year, month, day = (
+        draw(st.integers(0, 9999)),
+        draw(st.integers(1, 12)),
+        draw(st.integers(1, 28)),
+    )
+    clock = (
+        f"{draw(st.integers(0, 23)):02}:{draw(st.integers(0, 59)):02}:{draw(st.integers(0, 59)):02}"
+    )
+    offset = draw(
+        st.one_of(
+            st.just("Z"),
+            st.builds(
+                lambda sign, hours, minutes: f"{sign}{hours:02}:{minutes:02}",
+                st.sampled_from("+-"),
+                st.integers(0, 23),
+                st.integers(0, 59),
+            ),
+        )
+    )
+    return f"{year:04}-{month:02}-{day:02}T{clock}{offset}"
+
+
+@pytest.fixture(scope="module")
+def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IntakeHarness]:
+    """The daemon's intake on a real SQLite journal, shared by the module's intake tests."""
+    harness = IntakeHarness(tmp_path_factory.mktemp("intake"))
+    yield harness
+    harness.close()
+
+
+class TestHostileIntake:
+    """No message can stop intake: whatever it holds, it ends recorded and acknowledged."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=mutated("events"))
+    def test_mutated_messages(self, data: bytes) -> None:
+        """Mutations of the bus corpus through parse, route and journal: intake returns and
+        records the message (accepted, ignored or rejected)."""
+        TARGETS["intake"](data)
+
+    @settings(max_examples=200, deadline=None)
+    @given(timestamp=rfc3339())
+    def test_any_timestamp(self, intake: IntakeHarness, timestamp: str) -> None:
+        """A push stamped with any timestamp the parser lets through is recorded, and intake
+        returns (a moment outside datetime's range once killed the daemon)."""
+        intake.handle(intake_envelope(timestamp))
+
+    @pytest.mark.parametrize(
+        "timestamp",
+        ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"],
+        ids=["year-0", "year-9999-negative-offset", "year-1-positive-offset"],
+    )
+    def test_timestamp_outside_datetime_is_dropped(
+        self, intake: IntakeHarness, timestamp: str
+    ) -> None:
+        """A push whose timestamp names a moment datetime cannot hold is accepted without it:
+        the timestamp only feeds the latency metric, the image still replicates."""
+        repository = f"stamp/{abs(hash(timestamp)) % 10**8}"
+        [recorded] = intake.handle(intake_envelope(timestamp, repository=repository))
+        assert (recorded.outcome, recorded.jobs_created) == (EventOutcome.ACCEPTED, 1)
+        [job] = intake.run(lambda: intake.journal.status(None, repository))
+        assert job.pushed_at is None
+
+    def test_message_the_journal_refuses_is_rejected_and_intake_goes_on(
+        self, tmp_path: Path
+    ) -> None:
+        """A message whose job the journal refuses for good (here a trigger, as a constraint
+        on a hand-made or future schema would) is recorded rejected with the journal's
+        reason, and the next message is accepted: it is never retried for ever."""
+        harness = IntakeHarness(tmp_path / "refusing")
+        try:
+            with sqlite3.connect(harness.database) as connection:
+                connection.execute(
+                    "CREATE TRIGGER poison BEFORE INSERT ON jobs WHEN NEW.repository = 'poison/app'"
+                    " BEGIN SELECT RAISE(ABORT, 'poison/app is refused'); END"
+                )
+            [rejected] = harness.handle(
+                intake_envelope("2026-01-01T00:00:00Z", repository="poison/app")
+            )
+            assert rejected.outcome is EventOutcome.REJECTED
+            assert "poison/app is refused" in rejected.reason
+            [accepted] = harness.handle(intake_envelope("2026-01-01T00:00:00Z"))
+            assert (accepted.outcome, accepted.jobs_created) == (EventOutcome.ACCEPTED, 1)
+        finally:
+            harness.close()

@@ -16,6 +16,8 @@ class TestParseTimestamp:
             pytest.param("2026-11-28T14:57:20.5Z", 1795877840.5, id="fraction"),
             pytest.param("2000-02-29T23:59:59+02:30", 951859799.0, id="leap-day-offset"),
             pytest.param("1969-12-31T00:00:00-01:00", -82800.0, id="before-epoch"),
+            pytest.param("0001-01-01T00:00:00Z", -62135596800.0, id="first-datetime"),
+            pytest.param("9999-12-31T23:59:59Z", 253402300799.0, id="last-datetime"),
         ],
     )
     def test_valid(self, text: str, expected: float) -> None:
@@ -32,8 +34,13 @@ class TestParseTimestamp:
             pytest.param("yesterday", id="words"),
             pytest.param(1794794074, id="number"),
             pytest.param(None, id="absent"),
+            pytest.param("0000-01-01T00:00:00Z", id="year-0"),
+            pytest.param("0001-01-01T00:00:00+01:00", id="year-1-positive-offset"),
+            pytest.param("9999-12-31T23:59:59-01:00", id="year-9999-negative-offset"),
+            pytest.param("9999-12-31T23:59:59.9999999Z", id="rounds-into-year-10000"),
         ],
     )
     def test_invalid(self, value: object) -> None:
-        """Anything but an RFC 3339 timestamp gives None."""
+        """Anything but an RFC 3339 timestamp of years 1 to 9999 UTC (datetime's range, what
+        the journal stores) gives None."""
         assert parse_timestamp(value) is None
