@@ -33,7 +33,8 @@ from replicator.domain.events import parse_payload
 from replicator.domain.manifests import parse_manifest
 from replicator.domain.refs import parse_reference
 from replicator.errors import EventError, InvalidReferenceError, ManifestError
-from replicator.journal import EventRow, Journal
+from replicator.journal import EventRow
+from replicator.journal.claimers import open_journal
 
 T = TypeVar("T")
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "fuzz"
@@ -104,7 +105,7 @@ class IntakeHarness:
         )
         self.daemon = Daemon(load_config(str(config)))
         self._loop = asyncio.new_event_loop()
-        self.journal = self._loop.run_until_complete(Journal.open(self.daemon.config.journal.url))
+        self.journal = self._loop.run_until_complete(open_journal(self.daemon.config.journal.url))
         self.daemon.journal = self.journal
 
     def run(self, work: Callable[[], Awaitable[T]]) -> T:
