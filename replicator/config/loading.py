@@ -25,15 +25,18 @@ from replicator.config.model import (
     MIN_CHUNK_THRESHOLD,
     SUPPORTED_VERSION,
     BridgeConfig,
+    BridgeSourceConfig,
     Config,
     HttpConfig,
     JournalConfig,
     MqttConfig,
     ReconcileConfig,
     RegistryConfig,
+    WebhookAuth,
     WorkersConfig,
 )
 from replicator.domain.policy import parse_policy
+from replicator.domain.refs import is_loopback_host
 from replicator.domain.rules import Destination, parse_replication_config
 from replicator.errors import ConfigError
 from replicator.registry.dockerconfig import inspect
@@ -45,12 +48,14 @@ __all__ = [
     "MIN_CHUNK_THRESHOLD",
     "SUPPORTED_VERSION",
     "BridgeConfig",
+    "BridgeSourceConfig",
     "Config",
     "HttpConfig",
     "JournalConfig",
     "MqttConfig",
     "ReconcileConfig",
     "RegistryConfig",
+    "WebhookAuth",
     "WorkersConfig",
     "default_path",
     "load_config",
@@ -93,6 +98,7 @@ def load_config(path: str | Path | None = None) -> Config:
     config._path = file
     config.mqtt._password = _read_secret(config.mqtt.password_file, "mqtt.password_file", problems)
     config.bridge._token = _read_secret(config.bridge.token_file, "bridge.token_file", problems)
+    _load_bridge(config, problems)
     _check_credentials(config.mqtt, "mqtt", problems)
     for key, registry in config.registries.items():
         _load_registry(key, registry, problems)
@@ -101,6 +107,67 @@ def load_config(path: str | Path | None = None) -> Config:
     if problems:
         raise _as_config_error(problems, name)
     return config
+
+
+def _load_bridge(config: Config, problems: list[tuple[str, str]]) -> None:
+    """Read the per-source secrets and keys; check TLS files and that every source is
+    authenticated unless the bridge listens on loopback only."""
+    bridge = config.bridge
+    if bool(bridge.tls_cert) != bool(bridge.tls_key):
+        problems.append(("bridge.tls_cert", "tls_cert and tls_key go together"))
+    if bridge.client_ca and not bridge.tls_cert:
+        problems.append(("bridge.client_ca", "client certificates need TLS: set tls_cert, tls_key"))
+    for name in ("tls_cert", "tls_key", "client_ca"):
+        path = getattr(bridge, name)
+        if path is not None and not path.is_file():
+            problems.append((f"bridge.{name}", f"{path} is not a readable file"))
+    for key, source in bridge.sources.items():
+        where = f"bridge.sources.{key}"
+        if key not in config.registries:
+            problems.append((where, f"{key} is not a registry of this config"))
+        source._secret = _read_secret(source.secret_file, f"{where}.secret_file", problems)
+        source._keys = (
+            _read_text(source.keys_file, f"{where}.keys_file", problems)
+            if (source.keys_file)
+            else None
+        )
+        for field, why in webhook_auth_problems(source):
+            problems.append((f"{where}.{field}", why))
+    exposed = not is_loopback_host(bridge.listen.rpartition(":")[0])
+    if exposed:
+        for key in sorted(unauthenticated_sources(config)):
+            problems.append(
+                (f"bridge.sources.{key}",
+                 f"webhooks of {key} would be accepted without authentication on "
+                 f"{bridge.listen}; set its auth (or bridge.token_file), or listen on loopback")
+            )  # fmt: skip
+
+
+def unauthenticated_sources(config: Config) -> list[str]:
+    """The registries whose webhooks the bridge takes without any authentication."""
+    if config.bridge.token_file is not None:
+        return [k for k, s in config.bridge.sources.items() if s.auth is WebhookAuth.NONE]
+    return [
+        key
+        for key in config.registries
+        if key not in config.bridge.sources or config.bridge.sources[key].auth is WebhookAuth.NONE
+    ]
+
+
+def webhook_auth_problems(source: BridgeSourceConfig) -> list[tuple[str, str]]:
+    """What a source's auth method lacks: (field, why) pairs."""
+    problems: list[tuple[str, str]] = []
+    needs_secret = source.auth not in (WebhookAuth.NONE, WebhookAuth.GOOGLE_OIDC)
+    if needs_secret and source.secret_file is None:
+        problems.append(("secret_file", f"auth {source.auth.value} needs a secret_file"))
+    if source.auth is WebhookAuth.BASIC and not source.username:
+        problems.append(("username", "auth basic needs a username"))
+    if source.auth is WebhookAuth.GOOGLE_OIDC:
+        if source.keys_file is None:
+            problems.append(("keys_file", "auth google-oidc needs keys_file (JWKS or PEM)"))
+        if not source.audience:
+            problems.append(("audience", "auth google-oidc needs the subscription's audience"))
+    return problems
 
 
 def _load_registry(key: str, registry: RegistryConfig, problems: list[tuple[str, str]]) -> None:

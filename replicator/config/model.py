@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from replicator.domain.rules import (
     Destination,
     ReplicationConfig,
 )
+from replicator.domain.webhooks import WebhookFormat
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
 
 SUPPORTED_VERSION = 1
@@ -125,6 +127,13 @@ def _check_topic_level(value: str) -> str:
     return value
 
 
+def _check_format(value: str) -> str:
+    known = ["auto", *(f.value for f in WebhookFormat)]
+    if value not in known:
+        raise ValueError(f"{value!r} is not a webhook format: one of {', '.join(known)}")
+    return value
+
+
 ConfigPath = Annotated[Path, BeforeValidator(_resolve_path)]
 Account = Annotated[str, _matching(ACCOUNT_RE, "an account: exactly 12 digits, as a string")]
 Region = Annotated[str, _matching(REGION_RE, "a region (like us-east-1)")]
@@ -203,11 +212,57 @@ class HttpConfig(_Listener):
     listen: Listen = "127.0.0.1:9478"
 
 
+class WebhookAuth(StrEnum):
+    """How a source registry's webhooks prove who sent them ([bridge.sources.<name>] auth)."""
+
+    NONE = "none"  # only on a loopback listener
+    BEARER = "bearer"  # Authorization: Bearer <secret>
+    HEADER = "header"  # <header>: <secret>, verbatim (Harbor, ACR, Artifactory, EventBridge key)
+    BASIC = "basic"  # Authorization: Basic <username>:<secret> (EventBridge connections)
+    QUERY = "query"  # ?<query_parameter>=<secret> in the URL (Quay)
+    HMAC_SHA256 = "hmac-sha256"  # X-Hub-Signature-256: sha256=<hex HMAC of the raw body> (GitHub)
+    GOOGLE_OIDC = "google-oidc"  # Authorization: Bearer <Google-signed JWT> (Pub/Sub push)
+
+
+class BridgeSourceConfig(_Section):
+    """[bridge.sources.<name>]: how the webhooks of one source registry look and authenticate."""
+
+    format: Annotated[str, AfterValidator(_check_format)] = "auto"
+    auth: Annotated[WebhookAuth, Field(strict=False)]
+    secret_file: ConfigPath | None = None
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "Authorization"
+    username: str | None = None
+    query_parameter: Annotated[str, Field(min_length=1)] = "token"
+    # google-oidc: a JWKS (JSON) or PEM public key file, the audience the subscription was
+    # given, and optionally the issuer and the push service account's email.
+    keys_file: ConfigPath | None = None
+    audience: str | None = None
+    issuer: str = "https://accounts.google.com"
+    email: str | None = None
+    _secret: SecretStr | None = PrivateAttr(default=None)
+    _keys: str | None = PrivateAttr(default=None)
+
+    @property
+    def secret(self) -> SecretStr | None:
+        """The shared secret read from `secret_file`."""
+        return self._secret
+
+    @property
+    def keys(self) -> str | None:
+        """The text of `keys_file` (JWKS or PEM)."""
+        return self._keys
+
+
 class BridgeConfig(_Listener):
-    """[bridge]: the registry-webhook receiver; an optional bearer token read from a file."""
+    """[bridge]: the registry-webhook receiver: an optional bearer token read from a file (for
+    sources without their own [bridge.sources.<name>]), TLS, and per-source settings."""
 
     listen: Listen = "127.0.0.1:9479"
     token_file: ConfigPath | None = None
+    tls_cert: ConfigPath | None = None
+    tls_key: ConfigPath | None = None
+    client_ca: ConfigPath | None = None
+    sources: dict[RegistryName, BridgeSourceConfig] = Field(default_factory=dict)
     _token: SecretStr | None = PrivateAttr(default=None)
 
     @property

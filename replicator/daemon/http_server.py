@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,8 +126,10 @@ class HttpServer:
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
         name: str = "http",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.routes = tuple(routes)
+        self._tls = tls
         self.host = host
         self.port = port
         self.name = name
@@ -139,14 +142,18 @@ class HttpServer:
     async def __aenter__(self) -> HttpServer:
         """Start listening; `.port` is the bound port afterwards."""
         try:
-            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+            self._server = await asyncio.start_server(
+                self._serve, self.host, self.port, ssl=self._tls
+            )
         except OSError as exc:
             raise ConfigError(
                 f"the {self.name} server cannot listen on {self.host}:{self.port}: "
                 f"{exc.strerror or exc}"
             ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("http_listening", server=self.name, host=self.host, port=self.port)
+        log.info(
+            "http_listening", server=self.name, host=self.host, port=self.port, tls=bool(self._tls)
+        )
         return self
 
     async def __aexit__(
@@ -200,7 +207,7 @@ class HttpServer:
         except asyncio.CancelledError:
             if not state.closing:
                 raise
-        except (ConnectionError, h11.LocalProtocolError) as exc:
+        except (ConnectionError, ssl.SSLError, h11.LocalProtocolError) as exc:
             log.debug("http_connection_error", server=self.name, error=str(exc))
         finally:
             self._connections.discard(state)

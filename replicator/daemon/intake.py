@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from replicator.daemon.metrics import Metrics
-from replicator.domain.events import DeleteEvent, Ignored, PushEvent, parse_payload
+from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush, parse_payload
 from replicator.domain.jobs import JobKey
 from replicator.domain.routing import Routing, Site, route_delete, route_push
-from replicator.errors import EventError, JournalError
+from replicator.errors import EventError, JournalError, ReplicatorError
 from replicator.journal.events import Fingerprint
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
@@ -40,6 +40,10 @@ INTERNAL_ERROR = "internal_error"
 NO_EVENTS = "no_events"
 
 ReportDenied = Callable[[JobKey, str], Awaitable[None]]
+# Reads a tag-only push's tag at the source (daemon.tag_pushes); raises a ReplicatorError.
+ResolveTag = Callable[[TagPush], Awaitable[PushEvent | Ignored]]
+# The reason word of a message whose tag-only push could not be read at the source.
+UNRESOLVED_TAG = "unresolved_tag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +66,13 @@ class Intake:
         metrics: Metrics,
         sites: Callable[[], Mapping[str, Site]],
         report_denied: ReportDenied,
+        resolve: ResolveTag | None = None,
     ) -> None:
         self._journal = journal
         self._metrics = metrics
         self._sites = sites
         self._report_denied = report_denied
+        self._resolve = resolve
 
     async def handle(self, topic: str, payload: bytes, topic_source: str | None) -> None:
         """Record one message; raises only a temporary JournalError (retry it later)."""
@@ -132,10 +138,26 @@ class Intake:
                 fingerprint=message.fingerprint,
             )
             return
+        # Tag-only pushes (bridged Quay, Artifactory webhooks) are resolved before anything is
+        # recorded, so a source that cannot answer rejects the message whole.
+        resolved: set[int] = set()
+        for part, event in enumerate(events):
+            if isinstance(event, TagPush):
+                if self._resolve is None:
+                    raise EventError("no resolver for a tag-only push", reason=UNRESOLVED_TAG)
+                try:
+                    events[part] = await self._resolve(event)
+                except ReplicatorError as exc:
+                    await self._reject(message, UNRESOLVED_TAG, f"{event.tag}: {exc}")
+                    return
+                resolved.add(part)
         keep_payload = True
         for part, event in enumerate(events):
-            if not isinstance(event, Ignored):
-                await self._record(message, event, sites, part, keep_payload=keep_payload)
+            if isinstance(event, PushEvent | DeleteEvent):
+                await self._record(
+                    message, event, sites, part, keep_payload=keep_payload,
+                    resolved=part in resolved,
+                )  # fmt: skip
                 keep_payload = False
         ignored = [(part, e) for part, e in enumerate(events) if isinstance(e, Ignored)]
         if ignored or not events:
@@ -171,7 +193,10 @@ class Intake:
         part: int,
         *,
         keep_payload: bool,
+        resolved: bool = False,
     ) -> None:
+        """Journal one push or delete; `resolved`: its digest was read at the source (a HEAD
+        of its tag), which the recorded reason says."""
         routing: Routing = (
             route_push(event, sites) if isinstance(event, PushEvent) else route_delete(event, sites)
         )
@@ -183,7 +208,8 @@ class Intake:
             topic=message.topic,
             payload=message.payload,
             outcome=EventOutcome.ACCEPTED,
-            reason=f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches",
+            reason=("digest resolved at the source; " if resolved else "")
+            + (f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches"),
             job_keys=[r.key for r in routing.routes if r.denied is None],
             denied={r.key: r.denied for r in routing.routes if r.denied is not None},
             pushed_at=pushed_at,

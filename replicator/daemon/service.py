@@ -23,6 +23,7 @@ from replicator.daemon.metrics import Metrics
 from replicator.daemon.reconcile import reconcile_forever
 from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
+from replicator.daemon.tag_pushes import resolve_tag_push
 from replicator.domain import jobs as job_rules
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
@@ -232,7 +233,13 @@ class Daemon:
         """Parse, route and journal one bus message (accepted, ignored or rejected); raises
         only a temporary JournalError (see Intake)."""
         assert self.journal is not None
-        intake = Intake(self.journal, self.metrics, lambda: self.sites, self._report_denied)
+        intake = Intake(
+            self.journal,
+            self.metrics,
+            lambda: self.sites,
+            self._report_denied,
+            resolve=lambda event: resolve_tag_push(event, self.config, self._pool),
+        )
         await intake.handle(topic, payload, topic_source)
 
     async def _report_denied(self, key: job_rules.JobKey, reason: str) -> None:

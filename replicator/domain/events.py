@@ -34,6 +34,10 @@ from replicator.errors import EventError, InvalidReferenceError
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
 DISTRIBUTION_EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+# distribution 3.x sends v2 (the same envelope); v2.8 and GitLab's fork send v1.
+DISTRIBUTION_EVENTS_MEDIA_TYPES = frozenset(
+    {DISTRIBUTION_EVENTS_MEDIA_TYPE, "application/vnd.docker.distribution.events.v2+json"}
+)
 ECR_IMAGE_ACTION = "ECR Image Action"
 ECR_REPLICATION_ACTION = "ECR Replication Action"
 # Outgoing result events keep ECR's `source` so EventBridge-style rules written for ECR match.
@@ -62,6 +66,7 @@ class RejectReason(StrEnum):
     INVALID_TAG = "invalid_tag"
     UNSUPPORTED_EVENT = "unsupported_event"
     MISSING_FIELD = "missing_field"
+    UNKNOWN_FORMAT = "unknown_format"
 
 
 class IgnoreReason(StrEnum):
@@ -74,6 +79,7 @@ class IgnoreReason(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_SUCCESSFUL = "not_successful"
     REPLICATION_EVENT = "replication_event"
+    TAG_NOT_FOUND = "tag_not_found"  # a tag-only push whose tag is gone from the source
 
 
 class ReplicationResult(StrEnum):
@@ -103,6 +109,19 @@ class PushEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TagPush:
+    """A tag was pushed at `source` and the sender did not say (or cannot vouch for) the
+    digest: Quay, Artifactory. The daemon resolves the tag with a HEAD at the source."""
+
+    source: str
+    repository: str
+    tag: str
+    pushed_at: float | None
+    event_id: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteEvent:
     """A manifest (by digest) or a tag was deleted at `source`; at least one of the two is set.
 
@@ -127,7 +146,7 @@ class Ignored:
     event_id: str | None = None
 
 
-ParsedEvent = PushEvent | DeleteEvent | Ignored
+ParsedEvent = PushEvent | TagPush | DeleteEvent | Ignored
 Locate = Callable[[str, str], str | None]
 
 
@@ -221,6 +240,12 @@ def _distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
             # A whole repository was deleted: ECR does not replicate that, and neither do we.
             return Ignored(IgnoreReason.REPOSITORY_DELETE, event_id)
         return DeleteEvent(source, repository, digest, tag, event_id, timestamp)
+    # `format` marks an event the bridge normalised from another registry's webhook: those may
+    # lack the media type (Harbor, GAR...) and, pushed by tag, the digest (Quay, Artifactory).
+    bridged = _optional_str(event, "format", where)
+    if bridged is not None:
+        pushed = TagPush(source, "", "", timestamp, event_id, bridged[:40])
+        return _bridged_push(target, pushed, f"{where}.target")
     media_type = _required_str(target, "mediaType", f"{where}.target")
     base_type = media_type.split(";", 1)[0].strip()
     if base_type in _SCHEMA1_TYPES:
@@ -233,6 +258,25 @@ def _distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
     tag = _optional_tag(target, "tag", f"{where}.target")
     references = _child_manifests(target.get("references"), f"{where}.target.references")
     return PushEvent(source, repository, digest, tag, base_type, timestamp, event_id, references)
+
+
+def _bridged_push(target: dict[str, Any], seed: TagPush, where: str) -> ParsedEvent:
+    """A push the bridge normalised; `seed` holds what the event (not its target) says."""
+    source, event_id, timestamp = seed.source, seed.event_id, seed.pushed_at
+    repository = _repository(_required_str(target, "repository", where))
+    tag = _optional_tag(target, "tag", where)
+    digest = _optional_digest(target, "digest", where)
+    media_type = _optional_str(target, "mediaType", where)
+    if media_type is not None and not is_manifest_type(media_type):
+        return Ignored(IgnoreReason.UNSUPPORTED_MEDIA_TYPE, event_id)
+    if digest is None:
+        if tag is None:
+            raise EventError(
+                f"{where} names neither a digest nor a tag", reason=RejectReason.MISSING_FIELD
+            )
+        return TagPush(source, repository, tag, timestamp, event_id, seed.format)
+    base_type = None if media_type is None else media_type.split(";", 1)[0].strip()
+    return PushEvent(source, repository, digest, tag, base_type, timestamp, event_id)
 
 
 def _child_manifests(value: Any, where: str) -> tuple[str, ...]:

@@ -62,3 +62,33 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
 # past the last second could round up out of it when converted to microseconds).
 _EARLIEST = _days_from_civil(1, 1, 1) * _SECONDS_PER_DAY
 _LATEST = _days_from_civil(10000, 1, 1) * _SECONDS_PER_DAY - 1
+
+
+# Unix seconds beyond year 9999 have no four-digit RFC 3339 form.
+_MAX_UNIX_SECONDS = 253_402_300_799
+
+
+def format_timestamp(seconds: int) -> str | None:
+    """Unix seconds -> RFC 3339 UTC text (`2026-11-28T10:15:30Z`); None outside years 1970-9999."""
+    if not 0 <= seconds <= _MAX_UNIX_SECONDS:
+        return None
+    days, rest = divmod(seconds, _SECONDS_PER_DAY)
+    year, month, day = _civil_from_days(days)
+    hour, rest = divmod(rest, 3600)
+    minute, second = divmod(rest, 60)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's algorithm)."""
+    days += 719_468
+    era = days // 146_097
+    day_of_era = days - era * 146_097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = shifted_month + (3 if shifted_month < 10 else -9)
+    return year_of_era + era * 400 + (month <= 2), month, day

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from replicator.config.loading import Config, load_config
-from replicator.daemon.bridge import Bridge, bridge_bus_options
+from replicator.daemon.bridge import Bridge, bridge_bus_options, source_settings
 from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.http_server import HttpServer
 from replicator.domain.events import DISTRIBUTION_EVENTS_MEDIA_TYPE, PushEvent, parse_payload
@@ -34,11 +34,28 @@ SOURCE = "src1"
 # Webhooks and bus hops take milliseconds; distribution retries a refused envelope after its
 # configured 1 s backoff, so 20 s covers a retry or two on a loaded machine.
 ARRIVAL_SECONDS = 20.0
-ENVELOPE = json.dumps({"events": []}).encode()
+MARKER_DIGEST = "sha256:" + "0" * 64
+_ids = itertools.count()
+
+
+def manifest_envelope(repository: str) -> bytes:
+    """An envelope holding one manifest push (an envelope of blob pushes only is ignored)."""
+    event = {
+        "id": f"event-{next(_ids)}",
+        "action": "push",
+        "target": {
+            "repository": repository,
+            "digest": MARKER_DIGEST,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        },
+    }
+    return json.dumps({"events": [event]}).encode()
+
+
+ENVELOPE = manifest_envelope("team/app")
 EVENTS = DISTRIBUTION_EVENTS_MEDIA_TYPE
 EVENTS_TYPE = {"content-type": EVENTS}
 PATH = f"/events/{SOURCE}"
-_ids = itertools.count()
 
 
 def write_config(folder: Path, broker: Mosquitto, *, listen: str = "127.0.0.1:0") -> Config:
@@ -82,7 +99,7 @@ class BridgeUnderTest:
 
     async def assert_nothing_published(self) -> None:
         """Post a marker envelope and check it is the next message: nothing came before it."""
-        marker = json.dumps({"events": [], "marker": next(_ids)}).encode()
+        marker = manifest_envelope(f"marker/m{next(_ids)}")
         headers = {**EVENTS_TYPE, "authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient() as http:
             response = await http.post(f"{self.url}{PATH}", content=marker, headers=headers)
@@ -109,17 +126,12 @@ async def bridge(
     consumer_options = BusOptions(
         host="127.0.0.1", port=broker.port, client_id=f"{config.mqtt.client_id}-consumer"
     )
-    token = config.bridge.token
-    assert token is not None
     async with (
         Bus(consumer_options) as consumer,
         Bus(bridge_bus_options(config)) as bus,
     ):
         handlers = Bridge(
-            bus=bus,
-            sources=config.registries,
-            events_topic=config.mqtt.events_topic,
-            token=token.get_secret_value(),
+            bus=bus, sources=source_settings(config), events_topic=config.mqtt.events_topic
         )
         async with HttpServer(handlers.routes(), name="bridge") as server:
             await consumer.wait_connected(within=ARRIVAL_SECONDS)

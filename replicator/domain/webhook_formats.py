@@ -1,0 +1,422 @@
+"""One parser per registry webhook body (see replicator.domain.webhooks for the whole picture).
+
+Each returns the kept events (manifest pushes and deletes) and the reasons of the ignored rest,
+or raises EventError. Names, tags and digests are checked with the OCI grammars, so `..`, `/`
+tricks and oversized values never reach the bus. Registry quirks are noted where they decide
+a field (tests/data/webhooks/README.md has the sources).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from replicator.domain.events import (
+    ECR_IMAGE_ACTION,
+    ECR_REPLICATION_ACTION,
+    IgnoreReason,
+    RejectReason,
+)
+from replicator.domain.media import is_manifest_type
+from replicator.domain.refs import is_digest, validate_digest, validate_repository, validate_tag
+from replicator.domain.timestamps import format_timestamp
+from replicator.errors import EventError, InvalidReferenceError
+
+GAR_ACTIONS = frozenset({"INSERT", "DELETE"})
+# A delivery naming more manifests than this is refused: Harbor and zot send one artifact,
+# Quay one per updated tag; a thousand is far beyond any real push, and bounds the envelope.
+MAX_EVENTS = 1000
+# Length of the body-hash event ids of formats that carry no id of their own: 128 bits, so
+# two different bodies never share one, and a retried delivery (same body) keeps it.
+_BODY_ID_HEX = 32
+
+Action = Literal["push", "delete"]
+Parsed = tuple[list["WebhookEvent"], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A manifest push or delete as a registry reported it; `digest` None on a push means the
+    daemon resolves `tag` at the source."""
+
+    action: Action
+    repository: str
+    digest: str | None
+    tag: str | None
+    media_type: str | None
+    event_id: str
+    timestamp: str | None = None
+
+    def as_distribution(self, format_name: str) -> dict[str, Any]:
+        """This event as a distribution notification event, marked with `format_name`."""
+        target: dict[str, Any] = {"repository": self.repository}
+        for key, value in (
+            ("digest", self.digest),
+            ("tag", self.tag),
+            ("mediaType", self.media_type),
+        ):
+            if value is not None:
+                target[key] = value
+        event: dict[str, Any] = {
+            "id": self.event_id, "action": self.action, "format": format_name, "target": target
+        }  # fmt: skip
+        if self.timestamp is not None:
+            event["timestamp"] = self.timestamp
+        return event
+
+
+def body_id(body: bytes) -> str:
+    """A stable id for a delivery that carries none: retries of one delivery share it."""
+    return "body-" + hashlib.sha256(body).hexdigest()[:_BODY_ID_HEX]
+
+
+def form_payload(body: bytes) -> bytes:
+    """The `payload` field of a form-encoded body (GitHub's alternative content type)."""
+    values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16).get("payload")
+    if not values:
+        raise EventError("the form body has no payload field", reason=RejectReason.MISSING_FIELD)
+    return values[0].encode()
+
+
+# -- the formats ----------------------------------------------------------------------------------
+
+
+def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
+    """Amazon EventBridge `ECR Image Action` (through an API destination); `location` is the
+    source's configured (account, region), which the event must match."""
+    detail_type = _text(document, "detail-type", "event")
+    event_id = _text(document, "id", "event")
+    if detail_type == ECR_REPLICATION_ACTION:
+        return [], [IgnoreReason.REPLICATION_EVENT.value]
+    if detail_type != ECR_IMAGE_ACTION:
+        return [], [f"ecr_{_word(detail_type)}"]
+    detail = _object(document, "detail", "event")
+    action = _text(detail, "action-type", "detail")
+    if action not in ("PUSH", "DELETE"):
+        return [], [f"ecr_{_word(action)}"]
+    if detail.get("result") != "SUCCESS":
+        return [], [IgnoreReason.NOT_SUCCESSFUL.value]
+    account, region = _text(document, "account", "event"), _text(document, "region", "event")
+    if (account, region) != location:
+        raise EventError(
+            f"the event is of account {account[:20]!r} region {region[:40]!r}, not of this "
+            "source's account and region",
+            reason=RejectReason.UNKNOWN_ACCOUNT_REGION,
+        )
+    repository = _repository(_text(detail, "repository-name", "detail"))
+    tag = _tag(_optional(detail, "image-tag", "detail"))
+    digest = _digest(_optional(detail, "image-digest", "detail"))
+    time = _optional(document, "time", "event")
+    if action == "DELETE":
+        if digest is None and tag is None:
+            raise EventError(
+                "a DELETE names neither detail.image-digest nor detail.image-tag",
+                reason=RejectReason.MISSING_FIELD,
+            )
+        return [WebhookEvent("delete", repository, digest, tag, None, event_id, time)], []
+    if digest is None:
+        raise EventError("a PUSH has no detail.image-digest", reason=RejectReason.MISSING_FIELD)
+    media_type = _optional(detail, "manifest-media-type", "detail")
+    if media_type is not None and not is_manifest_type(media_type):
+        return [], [IgnoreReason.UNSUPPORTED_MEDIA_TYPE.value]
+    return [WebhookEvent("push", repository, digest, tag, media_type, event_id, time)], []
+
+
+def harbor(document: dict[str, Any], fallback_id: str) -> Parsed:
+    """Harbor's default format: `type` PUSH_ARTIFACT / DELETE_ARTIFACT, `event_data`."""
+    kind = _text(document, "type", "body")
+    action = {"PUSH_ARTIFACT": "push", "DELETE_ARTIFACT": "delete"}.get(kind)
+    if action is None:
+        return [], [f"harbor_{_word(kind)}"]
+    occurred = document.get("occur_at")
+    # `occur_at` is Unix seconds (bool is an int to Python, never a time).
+    plain_int = isinstance(occurred, int) and not isinstance(occurred, bool)
+    when = format_timestamp(occurred) if plain_int and occurred is not None else None
+    data = _object(document, "event_data", "body")
+    return _harbor_resources(data, "push" if action == "push" else "delete", fallback_id, when)
+
+
+def harbor_cloudevents(document: dict[str, Any]) -> Parsed:
+    """Harbor's CloudEvents format (structured mode): `type` harbor.artifact.pushed/deleted."""
+    kind = _text(document, "type", "body")
+    event_id = _text(document, "id", "body")
+    action = {"harbor.artifact.pushed": "push", "harbor.artifact.deleted": "delete"}.get(kind)
+    if action is None:
+        return [], [_word(kind)]
+    data = _object(document, "data", "body")
+    when = _optional(document, "time", "body")
+    return _harbor_resources(data, "push" if action == "push" else "delete", event_id, when)
+
+
+def _harbor_resources(
+    data: dict[str, Any], action: Action, event_id: str, when: str | None
+) -> Parsed:
+    repository = _repository(_text(_object(data, "repository", "data"), "repo_full_name", "data"))
+    resources = _list(data, "resources", "data")
+    events = []
+    for index, resource in enumerate(resources):
+        where = f"data.resources[{index}]"
+        if not isinstance(resource, dict):
+            raise EventError(f"{where} is not an object", reason=RejectReason.UNSUPPORTED_EVENT)
+        digest = _digest(_text(resource, "digest", where))
+        tag = _optional(resource, "tag", where)
+        # Harbor quirk: for an untagged artifact `tag` holds the digest.
+        tag = None if tag is None or is_digest(tag) else _tag(tag)
+        if action == "delete":
+            # DELETE_ARTIFACT removes the artifact with all its tags, and reports only the first.
+            tag = None
+        events.append(
+            WebhookEvent(action, repository, digest, tag, None, f"{event_id}#{index}", when)
+        )
+    return events, []
+
+
+def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
+    """Quay's `repo_push`: tags and no digest (the daemon resolves them); no delete exists."""
+    repository = _repository(_text(document, "repository", "body"))
+    tags = _list(document, "updated_tags", "body")
+    events = []
+    for index, tag in enumerate(tags):
+        if not isinstance(tag, str):
+            raise EventError(
+                f"updated_tags[{index}] is not a string", reason=RejectReason.INVALID_TAG
+            )
+        events.append(
+            WebhookEvent("push", repository, None, _tag(tag), None, f"{fallback_id}#{index}")
+        )
+    return events, ([] if events else ["no_tags"])
+
+
+def acr(document: dict[str, Any]) -> Parsed:
+    """Azure Container Registry: one distribution-style event; a delete carries no tag."""
+    event_id = _text(document, "id", "body")
+    action = _text(document, "action", "body")
+    if action not in ("push", "delete"):
+        return [], [f"acr_{_word(action)}"]  # chart_push, chart_delete, quarantine, ping
+    target = _object(document, "target", "body")
+    repository = _repository(_text(target, "repository", "target"))
+    digest = _digest(_text(target, "digest", "target"))
+    media_type = _optional(target, "mediaType", "target")
+    when = _optional(document, "timestamp", "body")
+    if action == "delete":
+        return [WebhookEvent("delete", repository, digest, None, None, event_id, when)], []
+    if media_type is not None and not is_manifest_type(media_type):
+        return [], [IgnoreReason.UNSUPPORTED_MEDIA_TYPE.value]
+    tag = _tag(_optional(target, "tag", "target"))
+    return [WebhookEvent("push", repository, digest, tag, media_type, event_id, when)], []
+
+
+def zot(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
+    """zot's events extension, CloudEvents binary mode: the type is the `Ce-Type` header (its
+    prefix is configurable), the body is the data."""
+    kind = headers.get("ce-type", "")
+    event_id = headers.get("ce-id") or fallback_id
+    if kind.endswith(".image.updated"):
+        action: Action = "push"
+    elif kind.endswith(".image.deleted"):
+        action = "delete"
+    else:
+        return [], [f"zot_{_word(kind.rpartition('.')[2] or 'untyped')}"]
+    repository = _repository(_text(document, "name", "body"))
+    reference = _text(document, "reference", "body")
+    digest = _digest(_text(document, "digest", "body"))
+    # `reference` is the tag, or the digest when the push (or delete) was by digest.
+    tag = None if is_digest(reference) else _tag(reference)
+    media_type = _optional(document, "mediaType", "body")
+    when = headers.get("ce-time")
+    if action == "delete":
+        # Deleted by tag: zot removed that tag only (the manifest stays while tagged otherwise).
+        delete_digest = None if tag is not None else digest
+        return [WebhookEvent("delete", repository, delete_digest, tag, None, event_id, when)], []
+    if media_type is not None and not is_manifest_type(media_type):
+        return [], [IgnoreReason.UNSUPPORTED_MEDIA_TYPE.value]
+    return [WebhookEvent("push", repository, digest, tag, media_type, event_id, when)], []
+
+
+def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
+    """GitHub Packages `registry_package` / `package` (published, updated); no delete exists."""
+    kind = headers.get("x-github-event", "registry_package")
+    if kind not in ("registry_package", "package"):
+        return [], [f"github_{_word(kind)}"]  # ping, and events of other kinds
+    action = _text(document, "action", "body")
+    if action not in ("published", "updated"):
+        return [], [f"github_{_word(action)}"]
+    package = _object(document, kind, "body")
+    package_type = str(package.get("package_type", "")).lower()
+    if package_type not in ("container", "docker"):
+        return [], ["github_not_container"]
+    version = _object(package, "package_version", kind)
+    metadata = _object(version, "container_metadata", "package_version")
+    tag_info = metadata.get("tag")
+    tag_info = tag_info if isinstance(tag_info, dict) else {}
+    digest = _digest(
+        _optional(tag_info, "digest", "tag") or _text(version, "name", "package_version")
+    )
+    tag = _tag(_optional(tag_info, "name", "tag"))  # "" when untagged
+    manifest = metadata.get("manifest")
+    media_type = (
+        _optional(manifest, "media_type", "manifest") if isinstance(manifest, dict) else None
+    )
+    repository = _repository(_image_path(_text(version, "package_url", "package_version")))
+    event_id = headers.get("x-github-delivery") or fallback_id
+    return [WebhookEvent("push", repository, digest, tag, media_type, event_id)], []
+
+
+def artifactory(document: dict[str, Any], fallback_id: str) -> Parsed:
+    """JFrog Artifactory, Docker domain: pushed / deleted (a tag).
+
+    `data.sha256` is the checksum of the tag's manifest.json file, which is not known to equal
+    the manifest digest, so a push is sent by tag and the daemon resolves it at the source.
+    """
+    domain = _text(document, "domain", "body")
+    kind = _text(document, "event_type", "body")
+    if domain != "docker" or kind not in ("pushed", "deleted"):
+        return [], [f"artifactory_{_word(domain)}_{_word(kind)}"]
+    data = _object(document, "data", "body")
+    repository = _repository(_text(data, "image_name", "data"))
+    tag = _tag(_text(data, "tag", "data"))
+    action: Action = "push" if kind == "pushed" else "delete"
+    return [WebhookEvent(action, repository, None, tag, None, fallback_id)], []
+
+
+def gar(document: dict[str, Any], fallback_id: str) -> Parsed:
+    """Google Artifact Registry / GCR through a Pub/Sub push subscription (wrapped, or raw
+    with payload unwrapping): base64 `message.data` of {action, digest, tag}."""
+    message = document.get("message")
+    event_id = fallback_id
+    when = None
+    if isinstance(message, dict):
+        event_id = str(message.get("messageId") or message.get("message_id") or fallback_id)
+        when = _optional(message, "publishTime", "message")
+        data = _decoded(_text(message, "data", "message"))
+    else:
+        data = document
+    action = _text(data, "action", "data")
+    if action not in GAR_ACTIONS:
+        return [], [f"gar_{_word(action)}"]
+    digest_ref = _optional(data, "digest", "data")
+    tag_ref = _optional(data, "tag", "data")
+    repository, digest, tag = None, None, None
+    if digest_ref is not None:
+        repository, _, digest_text = digest_ref.rpartition("@")
+        digest = _digest(digest_text)
+    if tag_ref is not None:
+        tag_repository, _, tag_text = tag_ref.rpartition(":")
+        tag = _tag(tag_text)
+        if repository is not None and tag_repository != repository:
+            raise EventError(
+                "data.digest and data.tag name different images",
+                reason=RejectReason.INVALID_REPOSITORY,
+            )
+        repository = tag_repository
+    if repository is None:
+        raise EventError("data has neither digest nor tag", reason=RejectReason.MISSING_FIELD)
+    repository = _repository(_image_path(repository))
+    kind: Action = "push" if action == "INSERT" else "delete"
+    return [WebhookEvent(kind, repository, digest, tag, None, event_id, when)], []
+
+
+# -- fields ---------------------------------------------------------------------------------------
+
+
+def _decoded(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise EventError(
+            "message.data is not base64 of a JSON object", reason=RejectReason.INVALID_JSON
+        ) from exc
+    if not isinstance(value, dict):
+        raise EventError("message.data is not a JSON object", reason=RejectReason.INVALID_JSON)
+    return value
+
+
+def _image_path(reference: str) -> str:
+    """`host/path[:tag][@digest]` -> `path`: the repository at the registry that serves `host`."""
+    host, slash, path = reference.partition("@")[0].partition("/")
+    if not slash or not host:
+        raise EventError(
+            f"{reference[:120]!r} is not host/repository", reason=RejectReason.INVALID_REPOSITORY
+        )
+    last = path.rpartition("/")[2]
+    if ":" in last:
+        path = path[: len(path) - len(last)] + last.partition(":")[0]
+    return path
+
+
+def _word(value: str) -> str:
+    """A short snake_case word of a sender's type name, for ignore reasons and metrics."""
+    cleaned = "".join(ch if ch.isalnum() else "_" for ch in value.lower()[:40]).strip("_")
+    return cleaned or "unknown"
+
+
+def _object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        raise EventError(
+            f"{where}.{key} is missing or not an object", reason=RejectReason.MISSING_FIELD
+        )
+    return value
+
+
+def _list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = obj.get(key)
+    if not isinstance(value, list):
+        raise EventError(
+            f"{where}.{key} is missing or not a list", reason=RejectReason.MISSING_FIELD
+        )
+    if len(value) > MAX_EVENTS:
+        raise EventError(
+            f"{where}.{key} has {len(value)} entries, more than {MAX_EVENTS}",
+            reason=RejectReason.TOO_LARGE,
+        )
+    return value
+
+
+def _text(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise EventError(
+            f"{where}.{key} is missing or not a non-empty string", reason=RejectReason.MISSING_FIELD
+        )
+    return value
+
+
+def _optional(obj: dict[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise EventError(f"{where}.{key} is not a string", reason=RejectReason.MISSING_FIELD)
+    return value
+
+
+def _repository(value: str) -> str:
+    try:
+        return validate_repository(value)
+    except InvalidReferenceError as exc:
+        raise EventError(str(exc), reason=RejectReason.INVALID_REPOSITORY) from exc
+
+
+def _tag(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validate_tag(value)
+    except InvalidReferenceError as exc:
+        raise EventError(str(exc), reason=RejectReason.INVALID_TAG) from exc
+
+
+def _digest(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validate_digest(value)
+    except InvalidReferenceError as exc:
+        raise EventError(str(exc), reason=RejectReason.INVALID_DIGEST) from exc
