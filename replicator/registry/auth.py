@@ -15,6 +15,7 @@ only if the registry then refuses.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,7 @@ class Authenticator:
         # A refresh token the token service rotated (OAuth2 answers may carry a new one).
         self._refresh_tokens: dict[str, str] = {}
         self.problem: AuthError | None = None  # why the provider could not give credentials
+        self._refreshing = asyncio.Lock()
 
     @property
     def provider(self) -> CredentialProvider | None:
@@ -80,6 +82,15 @@ class Authenticator:
             raise
         self.problem = None
         return credentials
+
+    async def _fresh_credentials(self, refused: Credentials) -> Credentials | None:
+        """Credentials other than `refused`: the source asked again, once for all the
+        concurrent requests that were refused with the same credentials."""
+        async with self._refreshing:
+            current = await self._credentials()
+            if current != refused:
+                return current  # another request refreshed them meanwhile
+            return await self._credentials(refresh=True)
 
     async def authorization(self, scope: str) -> str | None:
         """The `Authorization` value to send proactively for `scope`, if the registry has
@@ -121,7 +132,7 @@ class Authenticator:
         # Refused only if this very request carried them: concurrent first requests all go
         # out anonymous and all come back 401 before any of them has learnt the scheme.
         if response.request.headers.get("authorization") == basic:
-            fresh = await self._credentials(refresh=True)
+            fresh = await self._fresh_credentials(credentials)
             if fresh is None or fresh == credentials:
                 raise AuthError(
                     f"registry refused the {self._source()}", status=401, temporary=False
@@ -156,7 +167,7 @@ class Authenticator:
                         temporary=self.problem.temporary,
                     ) from exc
                 raise
-            fresh = await self._credentials(refresh=True)
+            fresh = await self._fresh_credentials(credentials)
             if fresh is None or fresh == credentials:
                 raise
             token, lifetime = await self._request_token(scope, fresh)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,13 @@ class CopyRun:
 
 
 def run_copy(
-    *args: str, json_output: bool = True, timeout: float = COPY_TIMEOUT_SECONDS
+    *args: str,
+    json_output: bool = True,
+    timeout: float = COPY_TIMEOUT_SECONDS,
+    env: Mapping[str, str] | None = None,
 ) -> CopyRun:
-    """`python -m replicator copy ARGS [--json]` from the project root."""
+    """`python -m replicator copy ARGS [--json]` from the project root (in `env`, else this
+    process's environment)."""
     full = (*args, "--json") if json_output else args
     result = subprocess.run(
         [sys.executable, "-m", "replicator", "copy", *full],
@@ -59,13 +64,14 @@ def run_copy(
         cwd=PROJECT_ROOT,
         stdin=subprocess.DEVNULL,
         check=False,
+        env=env,
     )
     return CopyRun(full, result.returncode, result.stdout, result.stderr)
 
 
-def copy_ok(*args: str) -> dict[str, Any]:
+def copy_ok(*args: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run a copy that must succeed; return its summary."""
-    run = run_copy(*args)
+    run = run_copy(*args, env=env)
     assert run.exit_code == 0, str(run)
     summary = run.summary
     assert summary["failures"] == [], str(run)

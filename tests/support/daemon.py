@@ -58,6 +58,8 @@ class RegistrySpec:
     url: str
     replication: Mapping[str, Any] | None = None
     policy: Mapping[str, Any] | None = None
+    # More keys of the section, as TOML strings (username, password_file, docker_config...).
+    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ def write_config(
             f'account = "{spec.account}"',
             f'region = "{spec.region}"',
             f'url = "{spec.url}"',
+            *(f"{key} = {json.dumps(value)}" for key, value in spec.extra.items()),
         ]
         for key, document in (("replication", spec.replication), ("policy", spec.policy)):
             if document is not None:

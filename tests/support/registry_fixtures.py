@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -19,6 +19,7 @@ from tests.support.copy_corpus import CopyCorpus, build_copy_corpus
 from tests.support.fault_proxy import FaultProxy
 from tests.support.registry_server import REGISTRY_BINARY, Registry
 from tests.support.skopeo import SKOPEO_BINARY
+from tests.support.token_issuer import TokenIssuer
 
 
 class RegistryFactory(Protocol):
@@ -28,6 +29,7 @@ class RegistryFactory(Protocol):
         self,
         *,
         auth: tuple[str, str] | None = None,
+        token_auth: dict[str, Any] | None = None,
         notifications_url: str | None = None,
         notification_headers: dict[str, str] | None = None,
     ) -> Registry: ...
@@ -50,11 +52,13 @@ def registry_factory() -> Iterator[RegistryFactory]:
     def start(
         *,
         auth: tuple[str, str] | None = None,
+        token_auth: dict[str, Any] | None = None,
         notifications_url: str | None = None,
         notification_headers: dict[str, str] | None = None,
     ) -> Registry:
         registry = Registry(
             auth=auth,
+            token_auth=token_auth,
             notifications_url=notifications_url,
             notification_headers=notification_headers,
         )
@@ -106,3 +110,21 @@ def copy_corpus(
     by the session, so tests only read from it."""
     registry = registry_factory()
     return build_copy_corpus(registry, tmp_path_factory.mktemp("copy-corpus"))
+
+
+@pytest.fixture
+def token_issuer() -> Iterator[TokenIssuer]:
+    """A Docker token issuer (GET and OAuth2 POST) for one test; no users until it adds some."""
+    issuer = TokenIssuer()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture
+def token_registry(
+    registry_factory: RegistryFactory, token_issuer: TokenIssuer
+) -> Iterator[Registry]:
+    """A fresh registry with `auth: token` that trusts only `token_issuer`'s tokens."""
+    registry = registry_factory(token_auth=token_issuer.registry_auth())
+    yield registry
+    registry.cleanup()

@@ -38,6 +38,7 @@ class Registry:
         self,
         *,
         auth: tuple[str, str] | None = None,
+        token_auth: dict[str, Any] | None = None,
         notifications_url: str | None = None,
         notification_headers: dict[str, str] | None = None,
         workdir: Path | None = None,
@@ -49,6 +50,7 @@ class Registry:
         self.log_path = self.workdir / "registry.log"
         self.config_path = self.workdir / "config.yml"
         self.auth = auth
+        self.token_auth = token_auth  # the `auth:` section of a token issuer (token_issuer.py)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
@@ -78,6 +80,8 @@ class Registry:
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text(f"{user}:{hashed.decode()}\n")
             config["auth"] = {"htpasswd": {"realm": "replicator-tests", "path": str(htpasswd)}}
+        elif self.token_auth is not None:
+            config["auth"] = self.token_auth
         if notifications_url is not None:
             config["notifications"] = {
                 "events": {"includereferences": True},
@@ -189,4 +193,5 @@ class Registry:
         )
 
     def __repr__(self) -> str:
-        return f"Registry({self.host}, auth={'yes' if self.auth else 'no'})"
+        auth = "token" if self.token_auth else "yes" if self.auth else "no"
+        return f"Registry({self.host}, auth={auth})"
