@@ -16,13 +16,19 @@ from contextvars import ContextVar
 import httpx
 
 from replicator.domain.refs import is_loopback_host, registry_endpoint
-from replicator.errors import AuthError, TlsError, TransportError
+from replicator.errors import (
+    AuthError,
+    InvalidReferenceError,
+    RegistryError,
+    TlsError,
+    TransportError,
+)
 from replicator.registry.auth import Authenticator
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.http.proxy import ProxySettings
 from replicator.registry.http.transport import RegistryTransport
 from replicator.registry.links import next_link
-from replicator.registry.responses import describe, raise_for_status
+from replicator.registry.responses import MAX_ERROR_BODY, describe, raise_for_status
 
 # Registries a task already holds a request slot on, so nested requests of one transfer (GET from
 # the source while uploading to the destination) never wait on a slot their own task holds.
@@ -38,6 +44,13 @@ _TIMEOUTS = HTTP_TIMEOUT.as_dict()
 MAX_REDIRECTS = 20
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "replicator"
+# What a request() reads of a successful answer unless its caller says more: answers that are
+# not documents (HEAD, PUT, POST of an upload) carry a few hundred bytes; tag lists, catalog
+# pages and referrers name their own caps. Nothing a registry sends is read past a cap.
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+# URL path segments that URL normalisation resolves (RFC 3986 5.2.4), written or %-encoded:
+# a path holding one would reach another repository than the one named.
+_DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
 
 Content = bytes | AsyncIterator[bytes] | None
 
@@ -163,9 +176,18 @@ class RegistryClient:
                 _HELD.reset(token)
 
     def url(self, path: str) -> str:
-        """An absolute URL: `path` as given when absolute (upload Locations), else under base."""
+        """An absolute URL: `path` as given when absolute (upload Locations), else under base.
+
+        A relative path is built by us from names; one with a `.` or `..` segment would be
+        resolved to another repository by URL normalisation, so it is refused here whatever
+        let the name through."""
         if path.startswith(("http://", "https://")):
             return path
+        segments = path.split("?", 1)[0].split("/")
+        if any(segment.lower() in _DOT_SEGMENTS for segment in segments):
+            raise InvalidReferenceError(
+                f"{self.host}: refusing a request path with a '.' or '..' segment: {path[:120]!r}"
+            )
         return self.base_url + path
 
     @property
@@ -187,6 +209,7 @@ class RegistryClient:
         content: Content,
         params: Mapping[str, str] | None,
         stream: bool,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> httpx.Response:
         replayable = not isinstance(content, AsyncIterator)
         sent_auth = await self._auth.authorization(scope)
@@ -211,7 +234,7 @@ class RegistryClient:
                 continue
             if not stream:
                 try:
-                    await response.aread()
+                    return await _read_capped(response, max_bytes)
                 except (httpx.HTTPError, ssl.SSLError) as exc:
                     raise TransportError(
                         f"{describe(method, request.url)}: {type(exc).__name__}"
@@ -269,17 +292,21 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         content: Content = None,
         params: Mapping[str, str] | None = None,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> httpx.Response:
-        """Send one request, body read, and raise the typed error unless `expected`."""
+        """Send one request, body read (at most `max_bytes` of a success, MAX_ERROR_BODY of a
+        failure), and raise the typed error unless `expected`."""
+        url = self.url(path)
         async with self.slot():
             response = await self._send(
                 method,
-                self.url(path),
+                url,
                 scope=scope,
                 headers=headers,
                 content=content,
                 params=params,
                 stream=False,
+                max_bytes=max_bytes,
             )
             await self._check(response, expected)
             return response
@@ -295,10 +322,11 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """A streamed response, holding a slot until the body is consumed or abandoned."""
+        url = self.url(path)
         async with self.slot():
             response = await self._send(
                 method,
-                self.url(path),
+                url,
                 scope=scope,
                 headers=headers,
                 content=None,
@@ -314,6 +342,40 @@ class RegistryClient:
                 raise TransportError(f"{where}: {type(exc).__name__}: {exc}") from exc
             finally:
                 await response.aclose()
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> httpx.Response:
+    """The response with its body read: at most `max_bytes` of a success (more is refused, not
+    temporary: a registry answering this much is misbehaving, not slow), the first
+    MAX_ERROR_BODY bytes of a failure (enough to build its error, the rest is dropped)."""
+    failed = response.status_code >= 400
+    limit = MAX_ERROR_BODY if failed else max_bytes
+    declared = response.headers.get("content-length", "")
+    body = bytearray()
+    # A HEAD answer's Content-Length is the size of what a GET would send: there is no body.
+    head = response.request.method == "HEAD"
+    over = not head and declared.isdigit() and int(declared) > limit
+    if not over:
+        async for chunk in response.aiter_raw():
+            body.extend(chunk)
+            if len(body) > limit:
+                over = True
+                break
+    await response.aclose()
+    if over and not failed:
+        raise RegistryError(
+            f"{describe(response.request.method, response.request.url)}: the answer is larger "
+            f"than {limit} bytes",
+            status=response.status_code,
+            temporary=False,
+        )
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        content=bytes(body[:limit]),
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _tls_error(where: str, exc: BaseException) -> TlsError | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from replicator.domain.manifests import MAX_MANIFEST_BYTES, Manifest, digest_of, parse_manifest
 from replicator.domain.media import MANIFEST_ACCEPT
+from replicator.domain.refs import is_digest
 from replicator.errors import ManifestError, NotFoundError
 from replicator.registry.client import RegistryClient, delete_scope, pull_scope, push_scope
 
@@ -31,6 +32,10 @@ async def head(client: RegistryClient, repository: str, reference: str) -> Manif
     except NotFoundError:
         return None
     digest = resp.headers.get("docker-content-digest", "")
+    if digest and not is_digest(digest):
+        # A digest goes into later URL paths: one the registry made up is not used; the body,
+        # hashed by us, tells instead.
+        digest = ""
     if not digest and reference.startswith("sha256:"):
         digest = reference
     if not digest:
@@ -68,7 +73,9 @@ async def get(client: RegistryClient, repository: str, reference: str) -> Manife
                 )
         content_type = resp.headers.get("content-type", "")
     raw = bytes(body)
-    expected = reference if reference.startswith("sha256:") else None
+    # A digest reference, sha256 or sha512, is verified against the bytes (parse_manifest
+    # refuses any other algorithm); a tag names no digest to check.
+    expected = reference if is_digest(reference) else None
     try:
         return parse_manifest(raw, content_type, digest=expected)
     except ManifestError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replicator.domain.manifests import Descriptor, parse_manifest
+from replicator.domain.manifests import MAX_MANIFEST_BYTES, Descriptor, parse_manifest
 from replicator.errors import ManifestError, NotFoundError
 from replicator.registry.client import RegistryClient, pull_scope
 
@@ -24,6 +24,8 @@ async def list_referrers(
             f"/v2/{repository}/referrers/{digest}",
             scope=pull_scope(repository),
             headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+            # The answer is an index: capped as every manifest is.
+            max_bytes=MAX_MANIFEST_BYTES,
         )
     except NotFoundError:
         client.referrers_api = False

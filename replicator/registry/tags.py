@@ -1,22 +1,47 @@
-"""Tag lists and the catalog, following `Link` pagination."""
+"""Tag lists and the catalog, following `Link` pagination.
+
+Every name a registry lists is checked against the OCI grammar before anyone sees it: names go
+into URL paths, and one like `releases/x/../internal` (or a tag `v1/../../other/manifests/v1`)
+would be resolved by URL normalisation to another repository, past the policy that judged the
+name as given. An invalid name is logged, handed to `on_invalid` for the caller's summary, and
+skipped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from replicator.errors import NotFoundError, RegistryError
+from replicator.domain.refs import validate_repository, validate_tag
+from replicator.errors import InvalidReferenceError, NotFoundError, RegistryError
+from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, link_next, pull_scope
+
+log = get_logger(__name__)
 
 # Page size asked of the registry; distribution caps `n` at 1000 by default.
 PAGE_SIZE = 1000
+# A page of PAGE_SIZE names of at most 255 characters, JSON-quoted: ~260 KiB; twice that
+# leaves room for registries that ignore `n` a little, and refuses one streaming without end.
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+# Pages of one listing: a registry whose `Link` never ends would otherwise page for ever.
+# 100,000 pages of 1000 names is ten times the largest registry we know of.
+MAX_PAGES = 100_000
+
+InvalidName = Callable[[str], None]
 
 
 async def _pages(
     client: RegistryClient, path: str, key: str, scope: str
 ) -> AsyncIterator[list[str]]:
     next_path: str | None = f"{path}?n={PAGE_SIZE}"
+    pages = 0
     while next_path:
-        resp = await client.request("GET", next_path, scope=scope)
+        pages += 1
+        if pages > MAX_PAGES:
+            raise RegistryError(
+                f"{client.host}{path}: more than {MAX_PAGES} pages", temporary=False
+            )
+        resp = await client.request("GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES)
         try:
             doc = resp.json()
         except ValueError as exc:
@@ -24,26 +49,50 @@ async def _pages(
                 f"{client.host}{path}: answer is not JSON", status=resp.status_code
             ) from exc
         items = doc.get(key) if isinstance(doc, dict) else None
-        yield [str(i) for i in items or [] if isinstance(i, str)]
+        yield [str(i) for i in items or [] if isinstance(i, str)] if isinstance(items, list) else []
         next_path = link_next(resp)
 
 
-async def list_tags(client: RegistryClient, repository: str) -> list[str]:
-    """Every tag of a repository (empty when the repository does not exist)."""
+def _valid(
+    client: RegistryClient,
+    names: list[str],
+    validate: Callable[[str], str],
+    where: str,
+    on_invalid: InvalidName | None,
+) -> list[str]:
+    valid = []
+    for name in names:
+        try:
+            valid.append(validate(name))
+        except InvalidReferenceError as exc:
+            message = f"{client.host}: {where} lists an invalid name, skipped: {exc}"
+            log.warning("registry_name_invalid", registry=client.host, where=where, error=str(exc))
+            if on_invalid is not None:
+                on_invalid(message)
+    return valid
+
+
+async def list_tags(
+    client: RegistryClient, repository: str, *, on_invalid: InvalidName | None = None
+) -> list[str]:
+    """Every valid tag of a repository (empty when the repository does not exist)."""
     tags: list[str] = []
+    where = f"{repository} tag list"
     try:
         async for page in _pages(
             client, f"/v2/{repository}/tags/list", "tags", pull_scope(repository)
         ):
-            tags.extend(page)
+            tags.extend(_valid(client, page, validate_tag, where, on_invalid))
     except NotFoundError:
         return []
     return tags
 
 
-async def catalog(client: RegistryClient, prefix: str = "") -> AsyncIterator[str]:
-    """Repositories of the registry, in the registry's order, filtered by path prefix."""
+async def catalog(
+    client: RegistryClient, prefix: str = "", *, on_invalid: InvalidName | None = None
+) -> AsyncIterator[str]:
+    """Valid repository names of the registry, in its order, filtered by path prefix."""
     async for page in _pages(client, "/v2/_catalog", "repositories", "registry:catalog:*"):
-        for name in page:
+        for name in _valid(client, page, validate_repository, "catalog", on_invalid):
             if not prefix or name == prefix or name.startswith(prefix.rstrip("/") + "/"):
                 yield name

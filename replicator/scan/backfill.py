@@ -140,10 +140,12 @@ async def for_each_repository(
                 await queue.put(None)
 
 
-async def source_tags(client: RegistryClient, repository: str) -> list[tuple[str, str]]:
-    """(tag, digest) of every tag of a source repository, by HEAD; a tag gone meanwhile is left
-    out."""
-    names = await retried(tags.list_tags, client, repository)
+async def source_tags(
+    client: RegistryClient, repository: str, *, on_invalid: tags.InvalidName | None = None
+) -> list[tuple[str, str]]:
+    """(tag, digest) of every valid tag of a source repository, by HEAD; a tag gone meanwhile is
+    left out, an invalid one is handed to `on_invalid`."""
+    names = await retried(tags.list_tags, client, repository, on_invalid=on_invalid)
     heads = await gather_all([retried(manifests.head, client, repository, tag) for tag in names])
     return [(tag, head.digest) for tag, head in zip(names, heads, strict=True) if head is not None]
 
@@ -178,7 +180,9 @@ class Scanner:
 
             try:
                 await for_each_repository(
-                    tags.catalog(client, self._options.repository_prefix), one, stop=stop
+                    tags.catalog(client, self._options.repository_prefix, on_invalid=self._error),
+                    one,
+                    stop=stop,
                 )
             except JournalError:
                 raise
@@ -213,7 +217,7 @@ class Scanner:
 
     async def _plans(self, source: Site, repository: str) -> list[TagPlan]:
         src = client_for(self._pool, self._config, source.name)
-        found = await source_tags(src, repository)
+        found = await source_tags(src, repository, on_invalid=self._error)
         self.counts.tags += len(found)
         wanted: dict[str, list[tuple[str, str]]] = {}
         for tag, digest in found:

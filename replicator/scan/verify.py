@@ -91,7 +91,7 @@ class Verifier:
                     self._error(f"{source.name}/{repository}: {exc.code}: {exc}")
 
             try:
-                await for_each_repository(tags.catalog(client), one)
+                await for_each_repository(tags.catalog(client, on_invalid=self._error), one)
             except ReplicatorError as exc:
                 self._error(f"{source.name}: catalog: {exc.code}: {exc}")
         return self.report
@@ -106,7 +106,7 @@ class Verifier:
 
     async def _repository(self, source: Site, repository: str) -> None:
         src = client_for(self._pool, self._config, source.name)
-        found = await source_tags(src, repository)
+        found = await source_tags(src, repository, on_invalid=self._error)
         self.report.repositories += 1
         wanted: dict[str, list[tuple[str, str]]] = {}
         for tag, digest in found:

@@ -26,13 +26,15 @@ PIECE_PAUSE_SECONDS = 0.02
 # How long /slow and /wait keep the client waiting.
 SLOW_SECONDS = 2.0
 WAIT_SECONDS = 0.02
+# /endless writes its body in pieces of this size, for ever.
+ENDLESS_PIECE = b'"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",' * 2000
 # /reset declares this body length and sends only the first bytes of it.
 RESET_DECLARED = 100_000
 
 
 class ScriptedServer:
     """Answers by path: /hello, /echo, /pieces, /slow, /wait, /stall, /reset, /close, /early,
-    /redirect?to=URL."""
+    /redirect?to=URL, /endless and /endless-error (a body that never ends, 200 or 500)."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class ScriptedServer:
         self.port = free_port()
         self.accepts = 0
         self.open = 0
+        self.endless_sent = 0  # body bytes /endless and /endless-error wrote
         self.max_open = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -147,6 +150,8 @@ class ScriptedServer:
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
+        elif path in ("/endless", "/endless-error"):
+            await self._endless(conn, writer, 500 if path == "/endless-error" else 200)
         elif path == "/close":
             await _respond(writer, conn, [("Connection", "close")], [b"bye"])
         elif path.startswith("/redirect?to="):
@@ -178,6 +183,18 @@ class ScriptedServer:
                 ):
                     await self._closing.wait()
             await _respond(writer, conn, headers, [b"hello"])
+
+    async def _endless(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int
+    ) -> None:
+        """A chunked JSON-looking body written until the client stops reading or leaves."""
+        head = h11.Response(status_code=status, headers=[("Content-Type", "application/json")])
+        writer.write(conn.send(head) or b"")
+        writer.write(conn.send(h11.Data(data=b'{"tags":[')) or b"")
+        while not self._closing.is_set():
+            writer.write(conn.send(h11.Data(data=ENDLESS_PIECE)) or b"")
+            self.endless_sent += len(ENDLESS_PIECE)
+            await writer.drain()
 
 
 # Raw responses, served as they are, after which the server closes the connection.
