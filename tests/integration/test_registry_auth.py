@@ -8,6 +8,7 @@ as a subprocess with its own HOME and PATH, as a user would run it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from replicator.registry.client import pull_scope
+from replicator.registry.credentials import Credentials, StaticCredentials
+from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support import skopeo
 from tests.support.copy_cli import assert_tags_equal, copy_ok, run_copy
 from tests.support.copy_corpus import CopyCorpus
@@ -226,3 +230,60 @@ class TestPodmanAuthFiles:
             else user.env(XDG_RUNTIME_DIR=str(runtime))
         )
         copy_ok(copy_corpus.ref("team/app", "v1"), f"{token_registry.host}/team/app:v1", env=env)
+
+
+def _push_with_creds(copy_corpus: CopyCorpus, registry: Registry) -> None:
+    skopeo.run_skopeo(
+        [
+            "copy", "--quiet", "--preserve-digests", "--src-tls-verify=false",
+            "--dest-tls-verify=false", "--dest-creds", f"{USER}:{PASSWORD}",
+            f"docker://{copy_corpus.ref('team/app', 'v1')}",
+            f"docker://{registry.host}/team/app:v1",
+        ]
+    )  # fmt: skip
+
+
+class TestTokenRenewal:
+    """A token is renewed before it expires, and at once when the registry refuses it."""
+
+    async def test_new_token_before_expiry(
+        self, copy_corpus: CopyCorpus, issuer: TokenIssuer, token_registry: Registry
+    ) -> None:
+        """A token about to expire is not sent: the next request fetches a new one."""
+        _push_with_creds(copy_corpus, token_registry)
+        # 11 s: the client keeps a token until 10 s before its expiry, so 1 s here.
+        issuer.lifetime = 11
+        before = len(issuer.grants("get"))
+        async with ClientPool() as pool:
+            client = pool.client(_settings(token_registry))
+            await client.request("GET", TAGS, scope=pull_scope("team/app"))
+            await client.request("GET", TAGS, scope=pull_scope("team/app"))
+            assert len(issuer.grants("get")) == before + 1
+            await asyncio.sleep(1.2)
+            await client.request("GET", TAGS, scope=pull_scope("team/app"))
+        assert len(issuer.grants("get")) == before + 2
+
+    async def test_new_token_on_401(
+        self, copy_corpus: CopyCorpus, issuer: TokenIssuer, token_registry: Registry
+    ) -> None:
+        """A cached token the registry no longer accepts (its trusted key changed) is replaced
+        on the 401, and the request succeeds."""
+        _push_with_creds(copy_corpus, token_registry)
+        async with ClientPool() as pool:
+            client = pool.client(_settings(token_registry))
+            await client.request("GET", TAGS, scope=pull_scope("team/app"))
+            issuer.rotate_key()
+            token_registry.restart()
+            before = len(issuer.grants("get"))
+            response = await client.request("GET", TAGS, scope=pull_scope("team/app"))
+        assert response.json()["tags"] == ["v1"]
+        assert len(issuer.grants("get")) == before + 1
+
+
+TAGS = "/v2/team/app/tags/list"
+
+
+def _settings(registry: Registry) -> RegistrySettings:
+    return RegistrySettings(
+        host=registry.host, credentials=StaticCredentials(Credentials(USER, PASSWORD))
+    )

@@ -103,6 +103,13 @@ class TokenIssuer:
             .sign(self._key, hashes.SHA256())
         )
 
+    def rotate_key(self) -> None:
+        """Sign with a new key from now on, and trust only it in `rootcertbundle` (a registry
+        restarted after this refuses every token signed before)."""
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+        self.kid = libtrust_key_id(self._key.public_key())
+        self.cert_path.write_bytes(self._certificate().public_bytes(serialization.Encoding.PEM))
+
     def registry_auth(self) -> dict[str, Any]:
         """The `auth:` section of a docker-registry config that trusts this issuer."""
         return {
