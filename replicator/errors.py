@@ -13,6 +13,7 @@
     │   └── TransportError          connection failed, reset or timed out (always temporary)
     ├── DigestMismatch              bytes that do not hash to the digest they claim
     ├── PolicyDenied                a destination's registry policy refuses the principal
+    ├── DeleteRefused               a delete of what the source still serves (forged or stale)
     ├── BusError                    the MQTT broker is unreachable or refused us (temporary)
     ├── JournalError                the journal cannot be read or written
     │   └── SchemaError             the journal's schema is newer than this program
@@ -143,6 +144,12 @@ class PolicyDenied(ReplicatorError):
     """The destination's registry policy refuses the source account."""
 
     code = "POLICY_DENIED"
+
+
+class DeleteRefused(ReplicatorError):
+    """A delete event names what the source still serves: nothing is deleted (permanent)."""
+
+    code = "DELETE_REFUSED"
 
 
 class BusError(ReplicatorError):

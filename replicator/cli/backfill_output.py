@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from replicator.domain.jobs import JobState
+from replicator.domain.jobs import TERMINAL_STATES, JobState
 from replicator.domain.scan import TagAction, TagPlan
 from replicator.scan.backfill import ScanCounts
 from replicator.scan.backfill_run import BackfillReport
@@ -98,7 +98,7 @@ def _by_destination(report: BackfillReport) -> dict[str, dict[str, int]]:
         line = table.setdefault(row.destination, dict(empty))
         if row.id in denied:
             line["denied"] += 1
-        elif row.state is JobState.COMPLETE:
+        elif row.state in (JobState.COMPLETE, JobState.SUPERSEDED):
             line["complete"] += 1
             line["bytes"] += row.bytes_copied
         elif row.state is JobState.FAILED:
@@ -130,7 +130,7 @@ def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out:
             ],
             "denied": [_row_entry(r) for r in report.denied],
             "unfinished": [_row_entry(r) for r in report.rows
-                           if r.state not in (JobState.COMPLETE, JobState.FAILED)],
+                           if r.state not in TERMINAL_STATES],
         }  # fmt: skip
         print(json.dumps(doc), file=out)
         return

@@ -91,9 +91,8 @@ class Metrics:
             self.retries.labels(destination=destination).inc()
             return
         succeeded = end.state is JobState.COMPLETE
-        self.jobs_finished.labels(
-            destination=destination, result="COMPLETE" if succeeded else "FAILED"
-        ).inc()
+        # COMPLETE, FAILED, or SUPERSEDED (the source moved on since the job's event).
+        self.jobs_finished.labels(destination=destination, result=end.state.value).inc()
         if succeeded and end.pushed_at is not None:
             latency = (datetime.now(UTC) - end.pushed_at).total_seconds()
             self.latency.labels(destination=destination).observe(max(0.0, latency))

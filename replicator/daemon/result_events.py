@@ -54,7 +54,11 @@ async def publish_result(
 
 
 class ResultPublisher:
-    """Publishes the result of every job that reached COMPLETE or FAILED (a job observer)."""
+    """Publishes the result of every job that reached COMPLETE or FAILED (a job observer).
+
+    A SUPERSEDED job publishes none: the source moved on since its event, and the newer
+    event's job reports the image the tag names now.
+    """
 
     def __init__(self, bus: Bus, config: Callable[[], Config]) -> None:
         self._bus = bus
@@ -62,7 +66,7 @@ class ResultPublisher:
 
     async def job_ended(self, end: JobEnd) -> None:
         """Publish a final outcome; an attempt that waits to retry is not a result yet."""
-        if end.state is JobState.RETRY_WAIT:
+        if end.state in (JobState.RETRY_WAIT, JobState.SUPERSEDED):
             return
         await publish_result(
             self._bus,

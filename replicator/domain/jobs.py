@@ -1,6 +1,7 @@
 """The job state machine: one table of (state, event) -> next state, after h11.
 
     PENDING --START--> IN_PROGRESS --SUCCEED--------> COMPLETE
+       |                   |  |  |---SUPERSEDE-----> SUPERSEDED
        |                   |  |  \\--FAIL_PERMANENT--> FAILED --RETRY--> PENDING
        |                   |  \\----FAIL_TEMPORARY--> RETRY_WAIT --WAKE--> PENDING
        |                   \\------RESUME (crash)----> PENDING
@@ -29,6 +30,9 @@ class JobState(StrEnum):
     RETRY_WAIT = "RETRY_WAIT"
     COMPLETE = "COMPLETE"
     FAILED = "FAILED"
+    # The source moved on since the job's event (its tag was pushed again, or a deleted tag
+    # re-pushed): a newer event's job does the work, this one left the tag alone.
+    SUPERSEDED = "SUPERSEDED"
 
 
 class JobEvent(StrEnum):
@@ -42,6 +46,7 @@ class JobEvent(StrEnum):
     RESUME = "RESUME"  # crash recovery: a job left IN_PROGRESS is queued again
     RETRY = "RETRY"  # an operator, or a new push of the same image, gives a failed job a new chance
     WAKE = "WAKE"  # the retry wait is over
+    SUPERSEDE = "SUPERSEDE"  # the source serves something newer than the job's event named
 
 
 class JobKind(StrEnum):
@@ -72,6 +77,7 @@ class FailureCode(StrEnum):
     TRANSPORT_ERROR = "TRANSPORT_ERROR"
     TLS_ERROR = "TLS_ERROR"
     MAX_ATTEMPTS = "MAX_ATTEMPTS"
+    DELETE_REFUSED = "DELETE_REFUSED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -86,12 +92,13 @@ TRANSITIONS: Mapping[tuple[JobState, JobEvent], JobState] = MappingProxyType(
         (S.IN_PROGRESS, E.FAIL_TEMPORARY): S.RETRY_WAIT,
         (S.IN_PROGRESS, E.FAIL_PERMANENT): S.FAILED,
         (S.IN_PROGRESS, E.RESUME): S.PENDING,
+        (S.IN_PROGRESS, E.SUPERSEDE): S.SUPERSEDED,
         (S.RETRY_WAIT, E.WAKE): S.PENDING,
         (S.FAILED, E.RETRY): S.PENDING,
     }
 )
 
-TERMINAL_STATES = frozenset({S.COMPLETE, S.FAILED})
+TERMINAL_STATES = frozenset({S.COMPLETE, S.FAILED, S.SUPERSEDED})
 # States a worker may claim: PENDING at once, RETRY_WAIT once its next attempt is due.
 CLAIMABLE_STATES = (S.PENDING, S.RETRY_WAIT)
 
@@ -102,6 +109,9 @@ _REPLICATION_STATUS = MappingProxyType(
         S.RETRY_WAIT: ReplicationStatus.IN_PROGRESS,
         S.COMPLETE: ReplicationStatus.COMPLETE,
         S.FAILED: ReplicationStatus.FAILED,
+        # What the job's event asked for is done as far as the source still wants it (the
+        # image copied untagged, or a delete the source overtook left undone).
+        S.SUPERSEDED: ReplicationStatus.COMPLETE,
     }
 )
 # When several jobs (tags) of one digest reach one destination, the status shown is the one

@@ -28,12 +28,14 @@ class CopyStats:
 
 @dataclass(frozen=True, slots=True)
 class CopyResult:
-    """One image copied: its digest, what was done, and the manifests its index lists (which
-    the daemon's jobs for those children no longer need to copy)."""
+    """One image copied: its digest, what was done, the manifests its index lists (which
+    the daemon's jobs for those children no longer need to copy), and, when the source had
+    moved on since the job's event, how (the tag left alone, or a delete left undone)."""
 
     digest: str
     stats: CopyStats
     children: tuple[str, ...] = ()
+    superseded: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

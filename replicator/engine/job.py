@@ -10,10 +10,11 @@ from replicator.domain.deletes import (
     plan_delete,
     plan_untag_unsupported,
 )
+from replicator.domain.freshness import Verdict, check_delete
 from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication, existence_matters
 from replicator.engine.copier import Copier, CopyResult, CopyStats, Endpoint
-from replicator.errors import PolicyDenied, RegistryError
+from replicator.errors import DeleteRefused, PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.retry import retried
@@ -32,7 +33,7 @@ async def run_job(
 ) -> CopyResult:
     """Run a claimed job; raises the typed error that decides between retry and FAILED."""
     if row.kind is JobKind.DELETE:
-        return CopyResult(row.digest, await _delete(row, dst))
+        return await _replicate_delete(row, src, dst)
     if source.account != target.account:
         # ecr:CreateRepository is needed only when the repository is new at the destination:
         # ask the destination (a tags listing) only when the policy's answer depends on it.
@@ -52,6 +53,28 @@ async def run_job(
         src, row.digest, dst, tag=row.tag or None, eager=True,
         with_referrers=row.pushed_at is None,
     )  # fmt: skip
+
+
+async def _replicate_delete(row: JobRow, src: Endpoint, dst: Endpoint) -> CopyResult:
+    """Delete at the destination what the source confirms gone (404 for the tag, or for the
+    digest of a manifest delete); refuse a delete of what it still serves (DeleteRefused:
+    forged, or replayed), and leave a tag pushed again since to the re-push's job."""
+    reference = row.tag or row.digest
+    if not reference:
+        return CopyResult(row.digest, await _delete(row, dst))  # refused there: names nothing
+    now = await retried(manifests.head, src.client, src.repository, reference)
+    freshness = check_delete(
+        image=f"{row.source}/{row.repository}",
+        digest=row.digest or None,
+        tag=row.tag,
+        source_digest=now.digest if now is not None else None,
+    )
+    if freshness.verdict is Verdict.REFUSED:
+        log.warning("delete_refused", reason=freshness.reason)
+        raise DeleteRefused(freshness.reason)
+    if freshness.verdict is Verdict.SUPERSEDED:
+        return CopyResult(row.digest, CopyStats(), superseded=freshness.reason)
+    return CopyResult(row.digest, await _delete(row, dst))
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:

@@ -51,8 +51,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class JobEnd:
-    """How an attempt at a job ended, once journalled: COMPLETE, RETRY_WAIT or FAILED (with the
-    failure's code and reason)."""
+    """How an attempt at a job ended, once journalled: COMPLETE, RETRY_WAIT, FAILED (with the
+    failure's code and reason) or SUPERSEDED (with the reason)."""
 
     key: JobKey
     state: JobState
@@ -84,6 +84,7 @@ class JobQueue(Protocol):
         blobs_mounted: int,
         blobs_skipped: int,
         now: datetime | None = None,
+        superseded: str | None = None,
     ) -> None: ...
 
     async def fail(
@@ -245,7 +246,9 @@ class JobRunner:
                 log.exception("job_crashed")
                 await self._finish_failed(row, "INTERNAL_ERROR", repr(exc), temporary=True)
                 return
-            await self._finish_ok(row, result.stats, time.monotonic() - started)
+            await self._finish_ok(
+                row, result.stats, time.monotonic() - started, superseded=result.superseded
+            )
             if result.children:
                 # The index's job copied its children: their own (untagged, delayed) jobs at
                 # this destination are dropped before they run, so one push is one job.
@@ -255,7 +258,9 @@ class JobRunner:
                 ]
                 await self._persist(lambda: self.journal.supersede(children))
 
-    async def _finish_ok(self, row: JobRow, stats: CopyStats, seconds: float) -> None:
+    async def _finish_ok(
+        self, row: JobRow, stats: CopyStats, seconds: float, *, superseded: str | None
+    ) -> None:
         await self._persist(
             lambda: self.journal.complete(
                 row.id,
@@ -263,8 +268,13 @@ class JobRunner:
                 blobs_copied=stats.blobs_copied,
                 blobs_mounted=stats.blobs_mounted,
                 blobs_skipped=stats.blobs_skipped,
+                superseded=superseded,
             )
         )
+        if superseded is not None:
+            log.info("job_superseded", reason=superseded, bytes=stats.bytes_copied)
+            await self._tell(JobEnd(row.key, JobState.SUPERSEDED, row.pushed_at, None, superseded))
+            return
         log.info("job_complete", seconds=round(seconds, 3), bytes=stats.bytes_copied)
         await self._tell(JobEnd(row.key, JobState.COMPLETE, row.pushed_at))
 

@@ -212,13 +212,21 @@ def claim(
     return queries.rows(session, queries.ROWS_BY_IDS.params(ids=claimed))
 
 
-def succeed(session: Session, job_id: int, now: datetime, counters: dict[str, int]) -> None:
-    """IN_PROGRESS --SUCCEED--> COMPLETE, with the copy's counters."""
-    values = {"failure_code": None, "failure_reason": None, **counters}
+def succeed(
+    session: Session,
+    job_id: int,
+    now: datetime,
+    counters: dict[str, int],
+    superseded: str | None = None,
+) -> None:
+    """IN_PROGRESS --SUCCEED--> COMPLETE, with the copy's counters; --SUPERSEDE--> SUPERSEDED
+    instead when the source had moved on (`superseded` says how, kept as the job's reason)."""
+    reason = None if superseded is None else superseded[:MAX_REASON_CHARS]
+    values = {"failure_code": None, "failure_reason": reason, **counters}
     _change(
         session,
         job_id,
-        JobEvent.SUCCEED,
+        JobEvent.SUCCEED if superseded is None else JobEvent.SUPERSEDE,
         {**values, "finished_at": now, "updated_at": now},
         old=JobState.IN_PROGRESS,
     )

@@ -245,8 +245,10 @@ class Journal:
         blobs_mounted: int,
         blobs_skipped: int,
         now: datetime | None = None,
+        superseded: str | None = None,
     ) -> None:
-        """IN_PROGRESS -> COMPLETE, with what the copy did."""
+        """IN_PROGRESS -> COMPLETE, with what the copy did; SUPERSEDED instead, with the
+        reason, when the source had moved on since the job's event."""
         moment = to_db_time(now or utcnow())
         counters = {
             "bytes_copied": bytes_copied,
@@ -254,7 +256,9 @@ class Journal:
             "blobs_mounted": blobs_mounted,
             "blobs_skipped": blobs_skipped,
         }
-        await self._run(lambda session: job_rows.succeed(session, job_id, moment, counters))
+        await self._run(
+            lambda session: job_rows.succeed(session, job_id, moment, counters, superseded)
+        )
 
     async def fail(
         self,

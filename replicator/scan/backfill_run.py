@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from replicator.config.loading import Config
 from replicator.config.sites import sites_of
-from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.jobs import TERMINAL_STATES, FailureCode, JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.domain.scan import RunOutcome, TagAction, TagPlan, run_outcome
 from replicator.engine.copier import Copier
@@ -54,8 +54,8 @@ class JobTally:
     failed: int = 0
 
     async def job_ended(self, end: JobEnd) -> None:
-        """Count a job that reached COMPLETE or FAILED."""
-        self.done += end.state is JobState.COMPLETE
+        """Count a job that reached COMPLETE (or SUPERSEDED: the source moved on) or FAILED."""
+        self.done += end.state in (JobState.COMPLETE, JobState.SUPERSEDED)
         self.failed += end.state is JobState.FAILED
 
 
@@ -276,7 +276,7 @@ async def _wait_for_jobs(
 ) -> None:
     """Run until every job of this run is COMPLETE or FAILED, waiting out retry backoffs and
     jobs another process sharing the journal is running (taking them back if it dies)."""
-    finished = {JobState.COMPLETE, JobState.FAILED}
+    finished = TERMINAL_STATES
     while not stop.is_set():
         await runner.run(stop, until_idle=True)
         if stop.is_set() or not keys:

@@ -150,13 +150,54 @@ class TestDeleteReplication:
         )  # fmt: skip
         assert world.backfill("--destination", USW2)["exit"] == 0
         assert tags_at(world, USW2, "prod/app") == ["stable", "v1", "v2"]
-        jobs = await replicate_delete(
-            world, event("prod/app", digest=world.images[("prod/app", "v2")].digest, tag="v2")
-        )
+        v2 = world.images[("prod/app", "v2")].digest
+        delete_at_source(world, "prod/app", v2)
+        jobs = await replicate_delete(world, event("prod/app", digest=v2, tag="v2"))
         assert {j.state for j in jobs} == {JobState.COMPLETE}
         assert tags_at(world, USW2, "prod/app") == ["stable", "v1"]
+        # Distribution deletes tags only with their manifest: v1 and stable go together at the
+        # source, and the destination is asked to delete stable alone.
+        delete_at_source(world, "prod/app", v1.digest)
         shared = await replicate_delete(world, event("prod/app", digest=v1.digest, tag="stable"))
         failed = [j for j in shared if j.tag == "stable" and j.destination == USW2]
         assert failed[0].state is JobState.FAILED
         assert "also tagged v1" in (failed[0].failure_reason or "")
         assert tags_at(world, USW2, "prod/app") == ["stable", "v1"]
+
+    @pytest.mark.parametrize("by_tag", [False, True], ids=["manifest-delete", "tag-delete"])
+    async def test_forged_delete_of_a_served_image_deletes_nothing(
+        self,
+        tmp_path: Path,
+        registry_factory: RegistryFactory,
+        cleanup_worlds: list[World],
+        by_tag: bool,
+    ) -> None:
+        """A delete event for an image the source still serves ends FAILED DELETE_REFUSED,
+        the reason naming what the source serves, and both destinations keep it."""
+        world = world_with(tmp_path, registry_factory, on=True)
+        cleanup_worlds.append(world)
+        digest = world.images[("prod/app", "v2")].digest
+        forged = event("prod/app", digest=digest, tag="v2" if by_tag else None)
+        jobs = await replicate_delete(world, forged)
+        assert sorted((j.destination, j.state, j.failure_code) for j in jobs) == [
+            (EUW1, JobState.FAILED, "DELETE_REFUSED"),
+            (USW2, JobState.FAILED, "DELETE_REFUSED"),
+        ]
+        assert all("the source still serves" in (j.failure_reason or "") for j in jobs)
+        assert tags_at(world, USW2, "prod/app") == ["v1", "v2"]
+        assert tags_at(world, EUW1, "prod/app") == ["v1", "v2"]
+
+    async def test_delete_of_a_tag_pushed_again_is_superseded(
+        self, tmp_path: Path, registry_factory: RegistryFactory, cleanup_worlds: list[World]
+    ) -> None:
+        """A tag delete arriving after the tag was pushed again (another digest) at the source
+        deletes nothing and ends SUPERSEDED, saying so."""
+        world = world_with(tmp_path, registry_factory, on=True)
+        cleanup_worlds.append(world)
+        old = world.images[("prod/app", "v2")].digest
+        delete_at_source(world, "prod/app", old)
+        world.push("prod/app", "v2", seed=99)
+        jobs = await replicate_delete(world, event("prod/app", digest=old, tag="v2"))
+        assert {(j.state, j.failure_code) for j in jobs} == {(JobState.SUPERSEDED, None)}
+        assert all("pushed again" in (j.failure_reason or "") for j in jobs)
+        assert tags_at(world, USW2, "prod/app") == ["v1", "v2"]

@@ -26,7 +26,7 @@ import httpx
 import paho.mqtt.client as paho
 import paho.mqtt.publish as mqtt_publish
 
-from replicator.domain.jobs import JobState
+from replicator.domain.jobs import TERMINAL_STATES
 from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.journal import EventRow, JobRow
 from replicator.journal.claimers import open_journal
@@ -563,7 +563,7 @@ class JournalReader:
         def done() -> bool:
             nonlocal rows
             rows = self.jobs()
-            finished = (JobState.COMPLETE, JobState.FAILED)
+            finished = TERMINAL_STATES
             return len(rows) >= count and all(row.state in finished for row in rows)
 
         try:

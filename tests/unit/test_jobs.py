@@ -36,6 +36,7 @@ LEGAL = [
     (S.IN_PROGRESS, E.FAIL_TEMPORARY, S.RETRY_WAIT),
     (S.IN_PROGRESS, E.FAIL_PERMANENT, S.FAILED),
     (S.IN_PROGRESS, E.RESUME, S.PENDING),
+    (S.IN_PROGRESS, E.SUPERSEDE, S.SUPERSEDED),
     (S.RETRY_WAIT, E.WAKE, S.PENDING),
     (S.FAILED, E.RETRY, S.PENDING),
 ]
@@ -169,6 +170,7 @@ class TestDecideFailure:
             errors.InvalidReferenceError("x"),
             errors.RegistryError("x"),
             errors.TransportError("x"),
+            errors.DeleteRefused("x"),
             errors.ReplicatorError("x"),
         ],
         ids=lambda exc: type(exc).__name__,
@@ -230,6 +232,7 @@ class TestReplicationStatus:
             (S.RETRY_WAIT, ReplicationStatus.IN_PROGRESS),
             (S.COMPLETE, ReplicationStatus.COMPLETE),
             (S.FAILED, ReplicationStatus.FAILED),
+            (S.SUPERSEDED, ReplicationStatus.COMPLETE),
         ],
         ids=str,
     )

@@ -1,0 +1,102 @@
+"""Whether a job still follows what its source serves now, and what identifies a job.
+
+The destination must end on what the source serves now, whatever order events arrive in and
+whatever a publisher claims. The engine asks the source at the last moment (a HEAD of the tag
+before the tag PUT, a HEAD of what a delete names before deleting) and these functions decide
+from the answer:
+
+- PROCEED: the source agrees with the job; do it.
+- SUPERSEDED: the source moved on since the event (the tag was pushed again with another
+  digest): a newer event's job does the work, this one leaves the tag alone and says so.
+- REFUSED: the event contradicts the source (a delete of what the source still serves): a
+  forged or mistaken event; nothing is done and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+# A job made by no event (backfill, reconcile, `copy`) has this origin: the scan's observation
+# "the destination lacks this image" is the same work however often it is made, so a repeated
+# scan finds the job it queued before instead of queueing another.
+NO_ORIGIN = ""
+# Longest event id kept as a job's origin as it is; distribution and EventBridge ids are UUIDs
+# (36 characters). A longer one (hand-made) is kept as its SHA-256, so a hostile id of any size
+# costs 71 characters of journal and still tells events apart.
+MAX_ORIGIN_CHARS = 128
+_HASHED_ORIGIN_PREFIX = "sha256:"
+
+
+class Verdict(StrEnum):
+    """What a job does after asking the source."""
+
+    PROCEED = "proceed"
+    SUPERSEDED = "superseded"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """A verdict and, unless PROCEED, the reason recorded with the job."""
+
+    verdict: Verdict
+    reason: str = ""
+
+
+PROCEED = Freshness(Verdict.PROCEED)
+
+
+def event_origin(event_id: str) -> str:
+    """The origin of the jobs of the event `event_id`: the id itself, or its SHA-256 when it is
+    too long to keep (or could be taken for a hashed one)."""
+    if not event_id:
+        raise ValueError("an event id is never empty (the parser requires one)")
+    if len(event_id) <= MAX_ORIGIN_CHARS and not event_id.startswith(_HASHED_ORIGIN_PREFIX):
+        return event_id
+    return _HASHED_ORIGIN_PREFIX + hashlib.sha256(event_id.encode()).hexdigest()
+
+
+def check_tag(*, image: str, tag: str, digest: str, source_digest: str | None) -> Freshness:
+    """Whether a job copying `digest` may point `tag` at it, the source's tag now naming
+    `source_digest` (None: the source has no such tag).
+
+    A tag that names another digest now was pushed again since this job's event (a rollback
+    A -> B -> A, or two events delivered out of order): the newer push's job sets it, and this
+    one must not move it back. A tag gone from the source is not a newer push: the tag is set
+    as the event said, and the delete's own event (with delete replication on) removes it.
+    """
+    if source_digest is None or source_digest == digest:
+        return PROCEED
+    return Freshness(
+        Verdict.SUPERSEDED,
+        f"{image}:{tag} at the source now names {source_digest}, not {digest}: a newer push "
+        "sets the tag; the image was copied untagged",
+    )
+
+
+def check_delete(
+    *, image: str, digest: str | None, tag: str | None, source_digest: str | None
+) -> Freshness:
+    """Whether a delete of `tag` (or of `digest` when no tag) may be replicated, the source now
+    answering `source_digest` for the tag (or the digest), None when it has none (404).
+
+    Only what the source confirms gone is deleted: a delete of what the source still serves is
+    forged or mistaken, and refused. A tag the source serves with another digest than the
+    delete names was pushed again since the delete: the re-push's job follows it.
+    """
+    if source_digest is None:
+        return PROCEED
+    if tag is not None and digest and source_digest != digest:
+        return Freshness(
+            Verdict.SUPERSEDED,
+            f"{image}:{tag} was pushed again at the source ({source_digest}) after the delete of "
+            f"{digest}: nothing deleted",
+        )
+    named = f"{image}:{tag}" if tag is not None else f"{image}@{digest}"
+    return Freshness(
+        Verdict.REFUSED,
+        f"the source still serves {named} ({source_digest}): a delete is replicated only once "
+        "the source answers 404; nothing deleted",
+    )

@@ -1,0 +1,112 @@
+"""Whether a job still follows the source: tag PUTs, deletes, and what identifies a job."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.domain.freshness import (
+    MAX_ORIGIN_CHARS,
+    Verdict,
+    check_delete,
+    check_tag,
+    event_origin,
+)
+
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+IMAGE = "prod/app"
+
+
+class TestCheckTag:
+    @pytest.mark.parametrize(
+        ("digest", "source_digest", "verdict"),
+        [
+            pytest.param(A, A, Verdict.PROCEED, id="source-still-names-it"),
+            pytest.param(A, None, Verdict.PROCEED, id="tag-gone-at-source"),
+            pytest.param(A, B, Verdict.SUPERSEDED, id="pushed-again-since"),
+            pytest.param(B, A, Verdict.SUPERSEDED, id="rolled-back-since"),
+        ],
+    )
+    def test_verdict(self, digest: str, source_digest: str | None, verdict: Verdict) -> None:
+        """The tag is set only when the source's tag names the job's digest, or is gone."""
+        assert (
+            check_tag(image=IMAGE, tag="v1", digest=digest, source_digest=source_digest).verdict
+            is verdict
+        )
+
+    def test_superseded_names_both_digests(self) -> None:
+        """The recorded reason says what the tag names now and what the job had."""
+        reason = check_tag(image=IMAGE, tag="v1", digest=A, source_digest=B).reason
+        assert f"{IMAGE}:v1" in reason
+        assert A in reason
+        assert B in reason
+
+
+class TestCheckDelete:
+    @pytest.mark.parametrize(
+        ("digest", "tag", "source_digest", "verdict"),
+        [
+            pytest.param(A, None, None, Verdict.PROCEED, id="manifest-gone"),
+            pytest.param(A, None, A, Verdict.REFUSED, id="forged-manifest-delete"),
+            pytest.param(A, "v1", None, Verdict.PROCEED, id="tag-gone"),
+            pytest.param(None, "v1", None, Verdict.PROCEED, id="tag-only-gone"),
+            pytest.param(A, "v1", A, Verdict.REFUSED, id="forged-tag-delete"),
+            pytest.param(None, "v1", A, Verdict.REFUSED, id="forged-tag-only-delete"),
+            pytest.param(A, "v1", B, Verdict.SUPERSEDED, id="tag-pushed-again-after-delete"),
+        ],
+    )
+    def test_verdict(
+        self, digest: str | None, tag: str | None, source_digest: str | None, verdict: Verdict
+    ) -> None:
+        """A delete proceeds only when the source answers 404 for what it names; a tag pushed
+        again since is superseded; anything still served is refused."""
+        decided = check_delete(image=IMAGE, digest=digest, tag=tag, source_digest=source_digest)
+        assert decided.verdict is verdict
+        assert bool(decided.reason) is (verdict is not Verdict.PROCEED)
+
+    def test_refusal_says_what_the_source_still_serves(self) -> None:
+        """The refusal names the image, its digest at the source, and that nothing was deleted."""
+        reason = check_delete(image=IMAGE, digest=A, tag=None, source_digest=A).reason
+        assert f"{IMAGE}@{A}" in reason
+        assert "404" in reason
+        assert "nothing deleted" in reason
+
+
+class TestEventOrigin:
+    @pytest.mark.parametrize(
+        "event_id",
+        [
+            pytest.param("fccb3770-1813-4a5c-8403-b423196a76b6", id="distribution-uuid"),
+            pytest.param("x" * MAX_ORIGIN_CHARS, id="at-the-limit"),
+        ],
+    )
+    def test_short_ids_are_kept(self, event_id: str) -> None:
+        """An id up to MAX_ORIGIN_CHARS is the origin as it is, readable in the journal."""
+        assert event_origin(event_id) == event_id
+
+    @pytest.mark.parametrize(
+        "event_id",
+        [
+            pytest.param("x" * (MAX_ORIGIN_CHARS + 1), id="one-over"),
+            pytest.param("y" * 1_000_000, id="a-megabyte"),
+            pytest.param("sha256:" + "0" * 64, id="looks-hashed"),
+        ],
+    )
+    def test_long_or_hash_like_ids_are_hashed(self, event_id: str) -> None:
+        """A longer id (or one shaped like a hashed origin) is kept as its SHA-256: bounded,
+        and distinct from every id kept as it is."""
+        origin = event_origin(event_id)
+        assert origin.startswith("sha256:")
+        assert len(origin) == len("sha256:") + 64
+        assert origin != event_id
+        assert event_origin(event_id) == origin
+
+    def test_distinct_ids_stay_distinct(self) -> None:
+        """Two events, hashed or not, never share an origin."""
+        ids = ["e1", "e2", "z" * 500, "z" * 501]
+        assert len({event_origin(i) for i in ids}) == len(ids)
+
+    def test_empty_id_is_a_bug(self) -> None:
+        """The parser never lets an empty id through; being given one is a caller bug."""
+        with pytest.raises(ValueError, match="never empty"):
+            event_origin("")
