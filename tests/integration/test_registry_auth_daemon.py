@@ -129,3 +129,4 @@ class TestPasswordRotation:
         log = setup.daemon.log_path.read_text()
         assert NEW_PASSWORD not in log
         assert OLD_PASSWORD not in log
+        assert "eyJ" not in log, "a JWT (base64 of '{\"') was logged"
