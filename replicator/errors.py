@@ -85,6 +85,8 @@ class RegistryError(ReplicatorError):
     """A registry answered with an error status or could not be reached."""
 
     code = "REGISTRY_ERROR"
+    # The registry's host[:port], filled in by the client that raised it (for the metrics).
+    host: str | None = None
 
     def __init__(
         self,

@@ -16,6 +16,13 @@ from replicator.logs import get_logger
 log = get_logger(__name__)
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+# How often the journal's gauges (jobs per state, backlog, oldest unreplicated push) are read:
+# Prometheus's default scrape interval, so a scrape sees a reading at most one interval old
+# while the journal answers one query per interval, however many scrapers there are.
+JOURNAL_GAUGES_SECONDS = 15.0
+# After a job ends the gauges are read again, but at most this often: fresh after activity,
+# and never more than one query a second whatever the job rate.
+JOURNAL_GAUGES_MIN_SECONDS = 1.0
 
 
 class Served(Protocol):
@@ -47,16 +54,8 @@ def routes(daemon: Served) -> list[Route]:
         return Response.text(200, "ready")
 
     async def metrics(_: Request) -> Response:
-        counts: dict[tuple[str, str], int] = {}
-        backlog = 0
-        if daemon.journal is not None:
-            try:
-                counts = {(str(s), d): n for (s, d), n in (await daemon.journal.counts()).items()}
-                backlog = await daemon.journal.backlog()
-            except ReplicatorError as exc:
-                log.warning("metrics_journal_unreadable", error=str(exc))
-        body = daemon.metrics.render(counts, backlog)
-        return Response(200, body, (("content-type", PROMETHEUS_TEXT),))
+        # From memory: the journal's gauges are refreshed by `refresh_journal_gauges`.
+        return Response(200, daemon.metrics.render(), (("content-type", PROMETHEUS_TEXT),))
 
     async def status(request: Request) -> Response:
         repository = request.query.get("repository")
@@ -87,8 +86,38 @@ def routes(daemon: Served) -> list[Route]:
     ]
 
 
+async def refresh_journal_gauges(daemon: Served) -> None:
+    """Read the journal's gauges into the metrics once (a failed read keeps the last ones)."""
+    journal = daemon.journal
+    if journal is None:
+        return
+    try:
+        counts = {(s.value, d): n for (s, d), n in (await journal.counts()).items()}
+        backlog = await journal.backlog()
+        oldest = await journal.oldest_unreplicated()
+    except ReplicatorError as exc:
+        log.warning("metrics_journal_unreadable", error=str(exc))
+        return
+    daemon.metrics.refresh_journal(counts, backlog, oldest)
+
+
 async def serve_api(daemon: Served, stop: asyncio.Event) -> None:
-    """Serve the API on `[http] listen` until `stop`."""
+    """Serve the API on `[http] listen` until `stop`, refreshing the journal's gauges."""
     http = daemon.config.http
     async with HttpServer(routes(daemon), host=http.host, port=http.port, name="api"):
-        await stop.wait()
+        changed = daemon.metrics.journal_changed
+        while not stop.is_set():
+            await refresh_journal_gauges(daemon)
+            await _first(stop, changed, seconds=JOURNAL_GAUGES_SECONDS)
+            changed.clear()
+            await _first(stop, seconds=JOURNAL_GAUGES_MIN_SECONDS)
+
+
+async def _first(*events: asyncio.Event, seconds: float) -> None:
+    """Return when one of `events` is set, or after `seconds`."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,10 +1,28 @@
-"""Prometheus metrics of the daemon, on a registry of its own (no process-global state)."""
+"""Prometheus metrics of the daemon, on a registry of its own (no process-global state).
+
+Names follow Prometheus's naming guide (`replicator_` prefix, base units, the unit before
+`_total`); label values are lower case. Scrapes are served from memory: the journal's gauges
+(jobs per state, backlog, oldest unreplicated push) are refreshed by `refresh_journal` on a
+timer, never by a query per scrape.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from replicator.domain.jobs import JobState
 from replicator.engine.runner import JobEnd
@@ -13,14 +31,42 @@ from replicator.registry.retry import set_retry_hook
 # Push-to-COMPLETE latency buckets: the target is well under a second on a LAN, WAN copies of
 # large images take minutes; the buckets cover both ends.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+# Registry request durations (to the response's headers): a HEAD on a LAN takes a millisecond,
+# a blob PUT's commit or a throttled cloud registry several seconds.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A label value for an error that did not come from a known registry host.
+UNKNOWN = "unknown"
+
+
+def error_kind(status: int | None) -> str | None:
+    """What kind of registry failure an exchange was, or None when it was not one.
+
+    A 4xx is the client's own flow (a HEAD's 404, an auth challenge's 401) and not counted;
+    no answer, a 429 and a 5xx are the registry failing or pushing back.
+    """
+    if status is None:
+        return "transport"
+    if status == 429:
+        return "throttled"
+    if status >= 500:
+        return "server"
+    return None
 
 
 class Metrics:
-    """Counters, gauges and the latency histogram, rendered by `/metrics`."""
+    """Counters, gauges and histograms, rendered by `/metrics`."""
 
     def __init__(self) -> None:
+        # No `*_created` series: in the text format each is a gauge family of its own beside
+        # every counter and histogram, doubling the series for nothing Prometheus uses.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_* (CPU, memory, open files) and python_* (version, GC): the default
+        # registry's collectors, registered here since this registry is our own.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.events = Counter(
             "replicator_events_total",
             "Bus messages by outcome and reject reason",
@@ -29,7 +75,7 @@ class Metrics:
         )
         self.jobs_finished = Counter(
             "replicator_jobs_finished_total",
-            "Jobs that reached COMPLETE or FAILED",
+            "Jobs that ended: complete, failed or superseded",
             ["destination", "result"],
             registry=r,
         )
@@ -39,68 +85,123 @@ class Metrics:
             ["destination"],
             registry=r,
         )
-        self.request_retries = Counter(
-            "replicator_request_retries_total",
-            "Registry requests retried after a temporary error",
-            ["code"],
-            registry=r,
-        )
         self.blobs = Counter(
             "replicator_blobs_total",
             "Blobs by what was done: copied, mounted, skipped",
             ["action"],
             registry=r,
         )
-        self.bytes_copied = Counter(
-            "replicator_bytes_copied_total", "Blob bytes streamed to destinations", registry=r
+        self.copied_bytes = Counter(
+            "replicator_copied_bytes_total", "Blob bytes streamed to destinations", registry=r
         )
         self.latency = Histogram(
             "replicator_replication_latency_seconds",
-            "From the push's timestamp to the job's COMPLETE",
+            "From the push's timestamp to the job's completion",
             ["destination"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.requests = Counter(
+            "replicator_registry_requests_total",
+            "HTTP exchanges with registries, by status code (none: no answer)",
+            ["host", "method", "code"],
+            registry=r,
+        )
+        self.request_errors = Counter(
+            "replicator_registry_request_errors_total",
+            "Registry exchanges that failed: transport (no answer), throttled (429), server (5xx)",
+            ["host", "kind"],
+            registry=r,
+        )
+        self.request_retries = Counter(
+            "replicator_registry_request_retries_total",
+            "Registry requests retried after a temporary error, by error code",
+            ["host", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "replicator_registry_request_duration_seconds",
+            "From sending a registry request to its response's headers",
+            ["host", "method"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
         self.jobs = Gauge(
             "replicator_jobs",
-            "Jobs in the journal by state and destination",
+            "Jobs in the journal by state and destination (refreshed on a timer)",
             ["state", "destination"],
             registry=r,
         )
         self.backlog = Gauge(
             "replicator_journal_backlog",
-            "Jobs not yet finished (PENDING, RETRY_WAIT, IN_PROGRESS)",
+            "Jobs waiting for a worker: pending and retry_wait (refreshed on a timer)",
             registry=r,
         )
+        self.unreplicated_age = Gauge(
+            "replicator_oldest_unreplicated_push_age_seconds",
+            "Age of the oldest push not yet replicated to the destination (0 when none): the "
+            "recovery point",
+            ["destination"],
+            registry=r,
+        )
+        self._oldest: dict[str, datetime | None] = {}
+        # Set when a job ends: the journal's gauges are then read again (see api.py).
+        self.journal_changed = asyncio.Event()
         set_retry_hook(self._on_retry)
 
     def _on_retry(self, exc: BaseException | None) -> None:
-        self.request_retries.labels(code=getattr(exc, "code", "UNKNOWN")).inc()
+        code = str(getattr(exc, "code", UNKNOWN)).lower()
+        self.request_retries.labels(host=getattr(exc, "host", None) or UNKNOWN, code=code).inc()
+
+    def request_done(self, host: str, method: str, status: int | None, seconds: float) -> None:
+        """Count one registry exchange (the registry client's RequestObserver)."""
+        method = method.lower()  # label values in one case, as Go's promhttp does
+        self.requests.labels(host=host, method=method, code=str(status or "none")).inc()
+        self.request_duration.labels(host=host, method=method).observe(seconds)
+        kind = error_kind(status)
+        if kind is not None:
+            self.request_errors.labels(host=host, kind=kind).inc()
 
     def observe_blob(self, action: str, size: int) -> None:
         """Count a blob step (the copier calls this)."""
         self.blobs.labels(action=action).inc()
         if size:
-            self.bytes_copied.inc(size)
+            self.copied_bytes.inc(size)
 
     async def job_ended(self, end: JobEnd) -> None:
         """Count a job attempt (a job observer): a retry, or a finished job and, on success,
         its latency from the push."""
         destination = end.key.destination
+        self.journal_changed.set()
         if end.state is JobState.RETRY_WAIT:
             self.retries.labels(destination=destination).inc()
             return
         succeeded = end.state is JobState.COMPLETE
-        # COMPLETE, FAILED, or SUPERSEDED (the source moved on since the job's event).
-        self.jobs_finished.labels(destination=destination, result=end.state.value).inc()
+        # complete, failed, or superseded (the source moved on since the job's event).
+        self.jobs_finished.labels(destination=destination, result=end.state.value.lower()).inc()
         if succeeded and end.pushed_at is not None:
             latency = (datetime.now(UTC) - end.pushed_at).total_seconds()
             self.latency.labels(destination=destination).observe(max(0.0, latency))
 
-    def render(self, counts: dict[tuple[str, str], int], backlog: int) -> bytes:
-        """The exposition text, with the journal's gauges refreshed first."""
+    def refresh_journal(
+        self,
+        counts: Mapping[tuple[str, str], int],
+        backlog: int,
+        oldest: Mapping[str, datetime],
+    ) -> None:
+        """Replace the journal's gauges with a fresh reading (state names in lower case)."""
         self.jobs.clear()
         for (state, destination), count in counts.items():
-            self.jobs.labels(state=str(state), destination=destination).set(count)
+            self.jobs.labels(state=str(state).lower(), destination=destination).set(count)
         self.backlog.set(backlog)
+        destinations = {destination for _, destination in counts} | set(oldest)
+        self._oldest = {d: oldest.get(d) for d in destinations}
+        self.unreplicated_age.clear()
+
+    def render(self, now: datetime | None = None) -> bytes:
+        """The exposition text; the recovery-point ages are computed from `now`."""
+        now = now or datetime.now(UTC)
+        for destination, pushed in self._oldest.items():
+            age = (now - pushed).total_seconds() if pushed is not None else 0.0
+            self.unreplicated_age.labels(destination=destination).set(max(0.0, age))
         return generate_latest(self.registry)

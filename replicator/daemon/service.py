@@ -71,7 +71,9 @@ class Daemon:
             chunk_threshold=config.workers.chunk_threshold,
             on_blob=self.metrics.observe_blob,
         )
-        self._pool = ClientPool(max_connections=max(64, config.workers.concurrency * 4))
+        self._pool = ClientPool(
+            max_connections=max(64, config.workers.concurrency * 4), observer=self.metrics
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -56,6 +56,13 @@ _BACKLOG = select(func.count()).select_from(JOBS).where(JOBS.c.state.in_(_CLAIMA
 _COUNTS = select(JOBS.c.state, JOBS.c.destination, func.count()).group_by(
     JOBS.c.state, JOBS.c.destination
 )
+# Jobs still to do: waiting, backing off or being copied (not COMPLETE, not FAILED).
+_UNFINISHED = [*_CLAIMABLE, JobState.IN_PROGRESS.value]
+_OLDEST_PUSHES = (
+    select(JOBS.c.destination, func.min(JOBS.c.pushed_at))
+    .where(JOBS.c.state.in_(_UNFINISHED), JOBS.c.pushed_at.is_not(None))
+    .group_by(JOBS.c.destination)
+)
 
 
 class Journal:
@@ -390,6 +397,19 @@ class Journal:
         def work(session: Session) -> dict[tuple[JobState, str], int]:
             rows = session.connection().execute(_COUNTS).all()
             return {(JobState(state), destination): count for state, destination, count in rows}
+
+        return await self._run(work)
+
+    async def oldest_unreplicated(self) -> dict[str, datetime]:
+        """Per destination, the push time of the oldest job not yet finished (the RPO)."""
+
+        def work(session: Session) -> dict[str, datetime]:
+            rows = session.connection().execute(_OLDEST_PUSHES).all()
+            return {
+                destination: moment
+                for destination, pushed in rows
+                if (moment := from_db_time(pushed)) is not None
+            }
 
         return await self._run(work)
 

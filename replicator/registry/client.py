@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 
 import httpx
@@ -28,6 +29,7 @@ from replicator.registry.credentials import CredentialProvider
 from replicator.registry.http.proxy import ProxySettings
 from replicator.registry.http.transport import RegistryTransport
 from replicator.registry.links import next_link
+from replicator.registry.observer import RequestObserver
 from replicator.registry.responses import MAX_ERROR_BODY, describe, raise_for_status
 
 # Registries a task already holds a request slot on, so nested requests of one transfer (GET from
@@ -144,8 +146,10 @@ class RegistryClient:
         credentials: CredentialProvider | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         foreign_layers: bool = False,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.http = http
+        self._observer = observer
         self._transport = transport
         self.host = host
         # Docker talks plain HTTP to loopback registries and HTTPS to everything else; so do we.
@@ -163,17 +167,19 @@ class RegistryClient:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one of this registry's request slots (re-entrant within a task)."""
+        """Hold one of this registry's request slots (re-entrant within a task); a registry
+        error raised while it is held names this registry's host."""
         held = _HELD.get()
-        if self.host in held:
-            yield
-            return
-        async with self._slots:
-            token = _HELD.set(held | {self.host})
-            try:
+        with self._attributed():
+            if self.host in held:
                 yield
-            finally:
-                _HELD.reset(token)
+                return
+            async with self._slots:
+                token = _HELD.set(held | {self.host})
+                try:
+                    yield
+                finally:
+                    _HELD.reset(token)
 
     def url(self, path: str) -> str:
         """An absolute URL: `path` as given when absolute (upload Locations), else under base.
@@ -249,7 +255,7 @@ class RegistryClient:
         copied and parsed on every request and response) cost as much CPU as the exchange.
         Registries set no cookies we need; containers/image (skopeo) keeps none either."""
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._transport.handle_async_request(request)
+            response = await self._observed(request)
             response.request = request
             location = response.headers.get("location")
             if (
@@ -281,6 +287,33 @@ class RegistryClient:
                 error_codes=exc.error_codes,
                 temporary=problem.temporary,
             ) from exc
+
+    @contextmanager
+    def _attributed(self) -> Iterator[None]:
+        """A registry error raised within names this client's host (retries are counted per
+        registry from it)."""
+        try:
+            yield
+        except RegistryError as exc:
+            if exc.host is None:
+                exc.host = self.host
+            raise
+
+    async def _observed(self, request: httpx.Request) -> httpx.Response:
+        """One exchange on the transport, reported to the observer (the one instrumented
+        place: every registry request passes here)."""
+        if self._observer is None:
+            return await self._transport.handle_async_request(request)
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            response = await self._transport.handle_async_request(request)
+            status = response.status_code
+            return response
+        finally:
+            self._observer.request_done(
+                self.host, request.method, status, time.monotonic() - started
+            )
 
     async def request(
         self,

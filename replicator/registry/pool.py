@@ -21,6 +21,7 @@ from replicator.registry.client import (
 )
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError
+from replicator.registry.observer import RequestObserver
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,11 @@ def _proxies(configured: str | None) -> ProxySettings:
 class ClientPool:
     """Owns the httpx clients; use as an async context manager so connections close cleanly."""
 
-    def __init__(self, *, max_connections: int = 64) -> None:
+    def __init__(
+        self, *, max_connections: int = 64, observer: RequestObserver | None = None
+    ) -> None:
         self._max_connections = max_connections
+        self._observer = observer
         self._http: list[httpx.AsyncClient] = []
         self._clients: dict[str, RegistryClient] = {}
 
@@ -86,6 +90,7 @@ class ClientPool:
             credentials=settings.credentials,
             max_in_flight=settings.max_in_flight,
             foreign_layers=settings.foreign_layers,
+            observer=self._observer,
         )
         self._clients[settings.host] = client
         return client

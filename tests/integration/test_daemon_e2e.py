@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -103,6 +104,16 @@ def pushed(stack: Stack, layout: OCILayout) -> Pushed:
     # Five images to two destinations each; the dev/ ones are denied at euw1.
     JournalReader(stack.settings.journal_url).wait_finished(10, timeout=REPLICATED_WITHIN_SECONDS)
     return Pushed(image, index, denied, denied_index, untagged)
+
+
+def wait_for_metrics(stack: Stack, ready: Callable[[str], bool], timeout: float = 10.0) -> str:
+    """The exposition once `ready` holds of it (the journal's gauges refresh on a timer)."""
+    deadline = time.monotonic() + timeout
+    text = stack.daemon.metrics()
+    while not ready(text) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        text = stack.daemon.metrics()
+    return text
 
 
 def journal(stack: Stack) -> JournalReader:
@@ -219,15 +230,22 @@ class TestMetrics:
         text = stack.daemon.metrics()
         assert metric_value(text, "replicator_events_total", outcome="accepted") >= 3
         finished = "replicator_jobs_finished_total"
-        assert metric_value(text, finished, destination=USW2, result="COMPLETE") == 5
-        assert metric_value(text, finished, destination=EUW1, result="COMPLETE") == 2
-        assert metric_value(text, finished, destination=EUW1, result="FAILED") == 3
+        assert metric_value(text, finished, destination=USW2, result="complete") == 5
+        assert metric_value(text, finished, destination=EUW1, result="complete") == 2
+        assert metric_value(text, finished, destination=EUW1, result="failed") == 3
         assert metric_value(text, "replicator_blobs_total") > 0
-        assert metric_value(text, "replicator_bytes_copied_total") > 40 * KIB
+        assert metric_value(text, "replicator_copied_bytes_total") > 40 * KIB
         latency = "replicator_replication_latency_seconds_count"
         assert metric_value(text, latency, destination=USW2) == 5
-        assert metric_value(text, "replicator_jobs", state="COMPLETE", destination=EUW1) == 2
+        # The journal's gauges are read again within a second of a job's end.
+        text = wait_for_metrics(
+            stack,
+            lambda t: metric_value(t, "replicator_jobs", state="complete", destination=EUW1) == 2,
+        )
         assert metric_value(text, "replicator_journal_backlog") == 0
+        age = "replicator_oldest_unreplicated_push_age_seconds"
+        assert metric_value(text, age, destination=EUW1) == 0
+        assert metric_value(text, "replicator_registry_requests_total", method="put") > 0
 
     def test_health_endpoints_answer(self, stack: Stack) -> None:
         """/healthz and /readyz answer 200 while broker and journal are there."""

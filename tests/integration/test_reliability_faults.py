@@ -188,7 +188,7 @@ def test_burst_through_flaky_destinations_is_fully_replicated(
         assert 0.1 < injected[name] / seen[name] < 0.3, (name, injected[name], seen[name])
         assert all(f.injected for f in faults[name]), [f.injected for f in faults[name]]
     assert all(f.injected for f in source_faults), [f.injected for f in source_faults]
-    request_retries = metric_value(metrics, "replicator_request_retries_total")
+    request_retries = metric_value(metrics, "replicator_registry_request_retries_total")
     job_retries = metric_value(metrics, "replicator_job_retries_total")
     assert request_retries > 0
     record_figures(
@@ -232,7 +232,7 @@ def test_dead_destination_fails_after_max_attempts_while_the_other_completes(
         assert "503" in (row.failure_reason or ""), row.failure_reason
     assert stack.registries[EUW1].repositories() == []
     metrics = stack.daemon.metrics()
-    assert metric_value(metrics, "replicator_jobs_finished_total", result="FAILED") == DEAD_IMAGES
+    assert metric_value(metrics, "replicator_jobs_finished_total", result="failed") == DEAD_IMAGES
     record_figures(
         "dead_destination",
         {
@@ -242,7 +242,7 @@ def test_dead_destination_fails_after_max_attempts_while_the_other_completes(
             "dead_failed": len(failed),
             "failure_codes": sorted({row.failure_code or "" for row in failed}),
             "dead_requests_refused": dead.injected,
-            "request_retries": metric_value(metrics, "replicator_request_retries_total"),
+            "request_retries": metric_value(metrics, "replicator_registry_request_retries_total"),
             "lost": 0,
         },
     )
