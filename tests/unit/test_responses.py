@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replicator.errors import AuthError, NotFoundError, RegistryError
 from replicator.registry.client import link_next
+from replicator.registry.links import next_link, parse_links
 from replicator.registry.responses import MAX_ERROR_BODY, describe, error_for, raise_for_status
 
 URL = "http://127.0.0.1:5000/v2/team/app/manifests/v1"
@@ -246,3 +249,19 @@ class TestLinkNext:
         """The URL of the `next` relation is returned, or None when there is none."""
         headers = {"link": header} if header is not None else None
         assert link_next(_response(200, headers=headers)) == expected
+
+
+class TestParseLinks:
+    """parse_links(): any header text, never an exception."""
+
+    @given(st.text(max_size=300))
+    def test_any_text_parses(self, header: str) -> None:
+        """Any Link header text parses: one link per `<...>`, none holding a `>`."""
+        links = parse_links(header)
+        assert len(links) <= header.count("<")
+        assert all(">" not in link.target for link in links)
+
+    @given(st.from_regex(r"/v2/[a-z]{1,8}\?last=[a-z,;]{1,12}&n=[0-9]{1,3}", fullmatch=True))
+    def test_query_survives(self, url: str) -> None:
+        """Commas and semicolons inside the URL never cut it."""
+        assert next_link(f'<{url}>; rel="next"') == url
