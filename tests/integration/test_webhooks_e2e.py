@@ -1,0 +1,142 @@
+"""Every registry's webhook end to end: an image pushed with skopeo to a docker-registry, that
+registry's sample body rewritten for it and posted to `replicator bridge`, then mosquitto, then
+`replicator run`, and the image at the destinations."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from replicator.domain.jobs import JobState
+from tests.support import skopeo
+from tests.support.daemon import (
+    REGIONS,
+    SOURCE_ACCOUNT,
+    USE1,
+    USW2,
+    JournalReader,
+    Stack,
+    manifest_present,
+    metric_value,
+    start_stack,
+    wait_for,
+)
+from tests.support.images import LayerSpec, OCILayout
+from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.registry_fixtures import RegistryFactory
+
+pytestmark = pytest.mark.integration
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "webhooks"
+SAMPLE_DIGEST = "sha256:8d60d2f4b6119da7186f160712926ef3bff38192b6bfac9d06aafb95027079c7"
+GAR_IMAGE = "us-docker.pkg.dev/example-project/prod/web"
+# Webhook -> bridge -> broker -> daemon -> copy takes well under a second for a small image;
+# 30 s covers a loaded 2-core machine.
+REPLICATED_WITHIN_SECONDS = 30.0
+KIB = 1024
+JSON = {"content-type": "application/json"}
+# (sample, headers its sender adds); each format gets its own repository prod/<format>.
+FORMATS = {
+    "distribution": ("distribution-push.json",
+                     {"content-type": "application/vnd.docker.distribution.events.v2+json"}),
+    "ecr": ("ecr-push.json", {"content-type": "application/json; charset=utf-8"}),
+    "harbor": ("harbor-push.json", JSON),
+    "harbor-cloudevents": ("harbor-cloudevents-push.json",
+                           {"content-type": "application/cloudevents+json"}),
+    "quay": ("quay-push.json", JSON),
+    "acr": ("acr-push.json", JSON),
+    "zot": ("zot-push.json", {**JSON, "ce-type": "zotregistry.image.updated", "ce-id": "z-1"}),
+    "github": ("github-push.json", {**JSON, "x-github-event": "registry_package"}),
+    "artifactory": ("artifactory-push.json", JSON),
+    "gar": ("gar-push.json", JSON),
+}  # fmt: skip
+# The formats that name no digest: the daemon reads the tag at the source.
+BY_TAG = {"quay", "artifactory"}
+
+
+@pytest.fixture(scope="module")
+def stack(
+    registry_factory: RegistryFactory,
+    mosquitto_factory: MosquittoFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """Three registries (use1 sends no notifications: the tests post), broker, bridge, daemon."""
+    started = start_stack(
+        tmp_path_factory.mktemp("webhooks"),
+        mosquitto_factory(),
+        lambda url: registry_factory(notifications_url=url),
+        notifications=False,
+    )
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> OCILayout:
+    """The images of this module, one per format, in one OCI layout."""
+    return OCILayout(tmp_path_factory.mktemp("webhooks-layout"))
+
+
+def rewritten(format_name: str, host: str, digest: str) -> bytes:
+    """The format's sample body naming prod/<format>:v1 at `host` with `digest`."""
+    text = (SAMPLES / FORMATS[format_name][0]).read_text()
+    repository = f"prod/{format_name}"
+    text = text.replace(SAMPLE_DIGEST, digest).replace(SAMPLE_DIGEST[7:], digest[7:])
+    text = text.replace("ghcr.io/prod/web", f"{host}/{repository}")
+    text = text.replace("registry.example.com", host).replace("prod/web", repository)
+    document = json.loads(text)
+    if format_name == "ecr":
+        document["account"], document["region"] = SOURCE_ACCOUNT, REGIONS[USE1]
+    if format_name == "gar":
+        data = base64.b64decode(document["message"]["data"]).decode()
+        data = data.replace(SAMPLE_DIGEST, digest).replace(GAR_IMAGE, f"{host}/{repository}")
+        document["message"]["data"] = base64.b64encode(data.encode()).decode()
+    return json.dumps(document).encode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format_name", sorted(FORMATS))
+def test_webhook_replicates(stack: Stack, layout: OCILayout, format_name: str) -> None:
+    """The registry's push webhook, posted twice (senders retry), brings the image to both
+    destinations once; tag-only formats are resolved at the source and say so."""
+    seed = 100 + sorted(FORMATS).index(format_name)
+    image = layout.image(format_name, [LayerSpec(seed, 4 * KIB)], label=format_name)
+    repository = f"prod/{format_name}"
+    skopeo.push_layout(layout.path, format_name, f"{stack.source.host}/{repository}:v1")
+    body = rewritten(format_name, stack.source.host, image.digest)
+    for _ in range(2):
+        response = httpx.post(
+            stack.bridge.events_url(USE1), content=body, headers=FORMATS[format_name][1]
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["published"] is True
+    destination = stack.registries[USW2].url
+    wait_for(
+        lambda: manifest_present(destination, repository, image.digest),
+        timeout=REPLICATED_WITHIN_SECONDS,
+        what=f"{repository}@{image.digest} at {USW2}",
+    )
+    reader = JournalReader(stack.settings.journal_url)
+    wait_for(
+        lambda: all(
+            row.state is JobState.COMPLETE for row in reader.jobs() if row.repository == repository
+        ),
+        timeout=REPLICATED_WITHIN_SECONDS,
+        what=f"every job of {repository} COMPLETE",
+    )
+    assert skopeo.digest_of(f"{stack.registries[USW2].host}/{repository}:v1") == image.digest
+    events = [e for e in reader.events() if f'"{repository}"'.encode() in e.payload]
+    assert events
+    if format_name in BY_TAG:
+        assert any("digest resolved at the source" in (e.reason or "") for e in events)
+    metrics = httpx.get(f"{stack.bridge.url}/metrics").text
+    published = metric_value(
+        metrics, "replicator_bridge_requests_total",
+        source=USE1, format=format_name, outcome="published",
+    )  # fmt: skip
+    assert published >= 2
