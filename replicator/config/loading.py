@@ -40,6 +40,7 @@ from replicator.domain.refs import is_loopback_host
 from replicator.domain.rules import Destination, parse_replication_config
 from replicator.errors import ConfigError
 from replicator.registry.dockerconfig import inspect
+from replicator.registry.ecr import ecr_location
 
 __all__ = [
     "DEFAULT_CHUNK_THRESHOLD",
@@ -175,6 +176,10 @@ def _load_registry(key: str, registry: RegistryConfig, problems: list[tuple[str,
     registry._name = key
     registry._password = _read_secret(registry.password_file, f"{where}.password_file", problems)
     _check_credentials(registry, where, problems)
+    if registry.auth == "ecr":
+        _check_ecr(registry, where, problems)
+    elif registry.ecr_endpoint is not None:
+        problems.append((f"{where}.ecr_endpoint", 'is set without auth = "ecr"'))
     if registry.username and registry.docker_config:
         problems.append((f"{where}.docker_config", "give either username or docker_config"))
     elif registry.docker_config is not None and registry.docker_config.is_file():
@@ -191,6 +196,19 @@ def _load_registry(key: str, registry: RegistryConfig, problems: list[tuple[str,
             registry._policy = parse_policy(policy)
         except ConfigError as exc:
             problems.append(_nested(exc, f"{where}.policy", registry.policy_file))
+
+
+def _check_ecr(registry: RegistryConfig, where: str, problems: list[tuple[str, str]]) -> None:
+    """ECR tokens replace every other credential; an ECR URL names the account and region."""
+    for name in ("username", "password_file", "docker_config"):
+        if getattr(registry, name) is not None:
+            problems.append((f"{where}.{name}", 'is set with auth = "ecr", which gets tokens'))
+    found = ecr_location(registry.host)
+    if found is not None and found != (registry.account, registry.region):
+        problems.append(
+            (f"{where}.url", f"names ECR account {found[0]} in {found[1]}, not the "
+             f"registry's account {registry.account} in {registry.region}")
+        )  # fmt: skip
 
 
 def _check_docker_config(

@@ -9,7 +9,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationInfo,
+    model_validator,
 )
 
 from replicator.domain.policy import RegistryPolicy
@@ -31,6 +32,7 @@ from replicator.domain.rules import (
     ReplicationConfig,
 )
 from replicator.domain.webhooks import WebhookFormat
+from replicator.registry.ecr import ecr_location
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
 
 SUPPORTED_VERSION = 1
@@ -111,6 +113,13 @@ def _check_proxy(value: str) -> str:
         parse_proxy_url(value)
     except ProxyUrlError as exc:
         raise ValueError(f'{exc} (or "{DIRECT}" to connect directly)') from exc
+    return value
+
+
+def _check_endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s):// URL")
     return value
 
 
@@ -297,7 +306,25 @@ class RegistryConfig(_Section):
     # As a destination: copy non-distributable (foreign) layers, not only the manifests naming
     # them (docker's name for the setting).
     allow_nondistributable_artifacts: bool = False
+    # "ecr": Amazon ECR's own API gives the tokens (GetAuthorizationToken), lists the
+    # repositories and creates missing ones at a destination (the `ecr` extra: botocore).
+    auth: Literal["ecr"] | None = None
+    # ECR's API endpoint, when not the region's public one (a VPC endpoint; moto in the tests);
+    # unset, botocore's own rules apply (AWS_ENDPOINT_URL_ECR included).
+    ecr_endpoint: Annotated[str, AfterValidator(_check_endpoint)] | None = None
     _name: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _location_from_ecr_url(cls, data: object) -> object:
+        """An ECR URL (`<account>.dkr.ecr.<region>.amazonaws.com`) names the account and
+        region: either may then be left out."""
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            found = ecr_location(urlsplit(data["url"]).netloc)
+            if found is not None:
+                return {"account": found[0], "region": found[1], **data}
+        return data
+
     _replication: ReplicationConfig = PrivateAttr(default_factory=ReplicationConfig)
     _policy: RegistryPolicy | None = PrivateAttr(default=None)
     _password: SecretStr | None = PrivateAttr(default=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from collections.abc import Mapping
 
 from replicator.config.loading import Config, RegistryConfig
@@ -10,6 +12,7 @@ from replicator.errors import ConfigError
 from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
 from replicator.registry.credhelper import helper_executable, helper_path
 from replicator.registry.dockerconfig import DockerConfigCredentials, inspect
+from replicator.registry.ecr import EcrApi, EcrCredentials
 from replicator.registry.pool import RegistrySettings
 
 
@@ -33,6 +36,9 @@ def credentials_of(registry: RegistryConfig) -> CredentialProvider | None:
 
     Called for every job: equal providers (the same password; the same, unchanged config.json)
     let the client keep its tokens, a rotated password file after a reload does not."""
+    api = ecr_api_of(registry)
+    if api is not None:
+        return EcrCredentials.of(api)
     if registry.username and registry.password is not None:
         return StaticCredentials(
             Credentials(registry.username, registry.password.get_secret_value()),
@@ -41,6 +47,19 @@ def credentials_of(registry: RegistryConfig) -> CredentialProvider | None:
     if registry.docker_config is not None:
         return DockerConfigCredentials([registry.docker_config], registry.host)
     return None
+
+
+def ecr_api_of(registry: RegistryConfig) -> EcrApi | None:
+    """The ECR API of a registry with auth = "ecr" (one per account, region and endpoint in a
+    process, so its botocore client and token are shared), else None."""
+    if registry.auth != "ecr":
+        return None
+    return _ecr_api(registry.account, registry.region, registry.ecr_endpoint)
+
+
+@functools.cache
+def _ecr_api(registry_id: str, region: str, endpoint_url: str | None) -> EcrApi:
+    return EcrApi(registry_id, region, endpoint_url)
 
 
 def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettings:
@@ -60,12 +79,18 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         max_in_flight=max_in_flight,
         proxy=registry.proxy,
         foreign_layers=registry.allow_nondistributable_artifacts,
+        ecr=ecr_api_of(registry),
     )
 
 
 def describe_credentials(registry: RegistryConfig) -> tuple[str, str | None]:
     """How `registry` authenticates (never a secret), and a warning when that cannot work on
     this machine: a credential helper not on PATH fails every request that needs credentials."""
+    if registry.auth == "ecr":
+        where = registry.ecr_endpoint or "the region's endpoint"
+        if importlib.util.find_spec("botocore") is None:
+            return "ECR tokens", "botocore is not installed: pip install 'replicator[ecr]'"
+        return f"ECR tokens (GetAuthorizationToken at {where})", None
     if registry.username:
         return "username and password_file", None
     if registry.docker_config is None:

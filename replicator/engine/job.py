@@ -34,15 +34,7 @@ async def run_job(
     """Run a claimed job; raises the typed error that decides between retry and FAILED."""
     if row.kind is JobKind.DELETE:
         return await _replicate_delete(row, src, dst)
-    if source.account != target.account:
-        # ecr:CreateRepository is needed only when the repository is new at the destination:
-        # ask the destination (a tags listing) only when the policy's answer depends on it.
-        exists = existence_matters(source, target, row.repository) and bool(
-            await retried(tags.list_tags, dst.client, dst.repository)
-        )
-        decision = admit_replication(source, target, row.repository, repository_exists=exists)
-        if not decision.allowed:
-            raise PolicyDenied(decision.reason)
+    await _admit(row, dst, source, target)
     # eager: fetch the source manifest while asking the destination, and leave the tag alone
     # if it has moved on at the source since this push (the newer push's job sets it).
     # Referrers (signatures, SBOMs): a job from a push event leaves them to their own events,
@@ -75,6 +67,24 @@ async def _replicate_delete(row: JobRow, src: Endpoint, dst: Endpoint) -> CopyRe
     if freshness.verdict is Verdict.SUPERSEDED:
         return CopyResult(row.digest, CopyStats(), superseded=freshness.reason)
     return CopyResult(row.digest, await _delete(row, dst))
+
+
+async def _admit(row: JobRow, dst: Endpoint, source: Site, target: Site) -> None:
+    """Check the destination's policy; create the repository where pushing does not (ECR).
+
+    ecr:CreateRepository is needed only when the repository is new at the destination: the
+    destination is asked whether it exists only when the policy's answer depends on it, or
+    when a missing repository must be created (ECR: as ECR replication does, if allowed)."""
+    creates = dst.client.ecr is not None
+    exists = (creates or existence_matters(source, target, row.repository)) and await retried(
+        tags.repository_exists, dst.client, dst.repository
+    )
+    if source.account != target.account:
+        decision = admit_replication(source, target, row.repository, repository_exists=exists)
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason)
+    if creates and not exists:
+        await retried(tags.ensure_repository, dst.client, dst.repository)
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:

@@ -26,6 +26,7 @@ from replicator.errors import (
 )
 from replicator.registry.auth import Authenticator
 from replicator.registry.credentials import CredentialProvider
+from replicator.registry.ecr import EcrApi
 from replicator.registry.http.proxy import ProxySettings
 from replicator.registry.http.transport import RegistryTransport
 from replicator.registry.links import next_link
@@ -147,6 +148,7 @@ class RegistryClient:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         foreign_layers: bool = False,
         observer: RequestObserver | None = None,
+        ecr: EcrApi | None = None,
     ) -> None:
         self.http = http
         self._observer = observer
@@ -161,6 +163,8 @@ class RegistryClient:
         self.referrers_api: bool | None = None  # learned on first use
         # As a destination: copy non-distributable (foreign) layers too, not only the manifest.
         self.foreign_layers = foreign_layers
+        # An ECR registry: repositories are listed and created through ECR's own API.
+        self.ecr = ecr
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url})"

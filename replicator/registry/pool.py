@@ -20,6 +20,7 @@ from replicator.registry.client import (
     new_transport,
 )
 from replicator.registry.credentials import CredentialProvider
+from replicator.registry.ecr import EcrApi
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError
 from replicator.registry.observer import RequestObserver
 
@@ -39,6 +40,8 @@ class RegistrySettings:
     # As a destination, take non-distributable (foreign) layers too (docker's and crane's
     # allow-nondistributable-artifacts); by default only their manifests are copied.
     foreign_layers: bool = False
+    # An ECR registry: its API lists and creates repositories (and its provider gives tokens).
+    ecr: EcrApi | None = field(default=None, repr=False)
 
 
 def _proxies(configured: str | None) -> ProxySettings:
@@ -91,6 +94,7 @@ class ClientPool:
             max_in_flight=settings.max_in_flight,
             foreign_layers=settings.foreign_layers,
             observer=self._observer,
+            ecr=settings.ecr,
         )
         self._clients[settings.host] = client
         return client

@@ -4,7 +4,7 @@ Every name a registry lists is checked against the OCI grammar before anyone see
 into URL paths, and one like `releases/x/../internal` (or a tag `v1/../../other/manifests/v1`)
 would be resolved by URL normalisation to another repository, past the policy that judged the
 name as given. An invalid name is logged, handed to `on_invalid` for the caller's summary, and
-skipped.
+skipped. Where the registry is ECR (no catalog), ECR's own API lists repositories and tags.
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ async def list_tags(
     client: RegistryClient, repository: str, *, on_invalid: InvalidName | None = None
 ) -> list[str]:
     """Every valid tag of a repository (empty when the repository does not exist)."""
+    if client.ecr is not None:
+        listed = await client.ecr.tags(repository)
+        return _valid(client, listed, validate_tag, f"{repository} ListImages", on_invalid)
     tags: list[str] = []
     where = f"{repository} tag list"
     try:
@@ -92,7 +95,32 @@ async def catalog(
     client: RegistryClient, prefix: str = "", *, on_invalid: InvalidName | None = None
 ) -> AsyncIterator[str]:
     """Valid repository names of the registry, in its order, filtered by path prefix."""
+    if client.ecr is not None:
+        listed = await client.ecr.repositories()
+        for name in _valid(client, listed, validate_repository, "DescribeRepositories", on_invalid):
+            if _under(name, prefix):
+                yield name
+        return
     async for page in _pages(client, "/v2/_catalog", "repositories", "registry:catalog:*"):
         for name in _valid(client, page, validate_repository, "catalog", on_invalid):
-            if not prefix or name == prefix or name.startswith(prefix.rstrip("/") + "/"):
+            if _under(name, prefix):
                 yield name
+
+
+def _under(name: str, prefix: str) -> bool:
+    return not prefix or name == prefix or name.startswith(prefix.rstrip("/") + "/")
+
+
+async def repository_exists(client: RegistryClient, repository: str) -> bool:
+    """Whether the repository exists: ECR says so itself (an empty repository has no tags but
+    exists); elsewhere, having a tag is what existing means."""
+    if client.ecr is not None:
+        return await client.ecr.repository_exists(repository)
+    return bool(await list_tags(client, repository))
+
+
+async def ensure_repository(client: RegistryClient, repository: str) -> bool:
+    """Create the repository where the registry does not on push (ECR); True if created."""
+    if client.ecr is None:
+        return False  # distribution and the others create a repository with its first push
+    return await client.ecr.create_repository(repository)

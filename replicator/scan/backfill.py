@@ -245,7 +245,7 @@ class Scanner:
         exists = any(head is not None for head in heads)
         if not exists and existence_matters(source, target, repository):
             # Only then is the destination's tag list read: a no-op re-run stays HEAD-only.
-            exists = bool(await retried(tags.list_tags, dst, repository))
+            exists = await retried(tags.repository_exists, dst, repository)
         return [
             plan_tag(
                 source,
