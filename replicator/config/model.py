@@ -39,6 +39,9 @@ SUPPORTED_VERSION = 1
 ENV_VAR = "REPLICATOR_CONFIG"
 DEFAULT_PATH = Path("/etc/replicator/replicator.toml")
 DEFAULT_JOURNAL_URL = "sqlite:////var/lib/replicator/journal.db"
+# Events and finished jobs are kept this long: a month of history for `status` and `jobs`, far
+# longer than any redelivery, while the journal stays flat in size.
+DEFAULT_RETENTION_DAYS = 30.0
 MIB = 1024 * 1024
 # Blobs up to 64 MiB go up in one streamed PUT: one round trip, and most layers are smaller.
 # Above it, chunked PATCHes keep a dropped connection from wasting the whole upload and stay
@@ -174,9 +177,11 @@ class _Listener(_Section):
 
 
 class JournalConfig(_Section):
-    """[journal]: any SQLAlchemy URL; a relative SQLite path is relative to the config file."""
+    """[journal]: any SQLAlchemy URL (a relative SQLite path is relative to the config file),
+    and how many days events and finished jobs are kept (0: for ever)."""
 
     url: Annotated[str, AfterValidator(_resolve_journal_url)] = DEFAULT_JOURNAL_URL
+    retention_days: Annotated[float, Field(ge=0)] = DEFAULT_RETENTION_DAYS
 
 
 class MqttConfig(_Section):

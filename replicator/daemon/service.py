@@ -20,6 +20,7 @@ from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.intake import Intake
 from replicator.daemon.metrics import Metrics
+from replicator.daemon.pruning import prune_forever
 from replicator.daemon.reconcile import reconcile_forever
 from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
@@ -122,6 +123,14 @@ class Daemon:
                         name="reconcile",
                     ),
                     group.create_task(self._sweep_orphans(), name="orphans"),
+                    group.create_task(
+                        prune_forever(
+                            self.journal,
+                            lambda: self.config.journal.retention_days,
+                            self._stopping,
+                        ),
+                        name="prune",
+                    ),
                 ]
                 await self._stopping.wait()
                 self._notifier.stopping("draining in-flight copies")

@@ -18,7 +18,8 @@ from replicator.domain.jobs import JobKey, JobKind, JobState
 
 # The version of the tables below; bump it with a migration (schema.py) when they change.
 # 2: jobs.claimed_by, the process holding an IN_PROGRESS job.
-SCHEMA_VERSION = 2
+# 3: indexes on events.received_at and jobs.finished_at, for pruning by age (retention).
+SCHEMA_VERSION = 3
 # Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
 # see claimers.py): a host name of at most 253 characters and about 120 more.
 MAX_CLAIMER_CHARS = 512
@@ -44,7 +45,10 @@ class EventRecord(SQLModel, table=True):
     """One received bus event, whatever became of it (rejected ones are the dead letter)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_dedup", "source", "payload_sha256"),)
+    __table_args__ = (
+        Index("ix_events_dedup", "source", "payload_sha256"),
+        Index("ix_events_received", "received_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     received_at: datetime
@@ -68,6 +72,7 @@ class JobRecord(SQLModel, table=True):
         ),
         Index("ix_jobs_due", "state", "next_attempt_at"),
         Index("ix_jobs_image", "repository", "digest"),
+        Index("ix_jobs_finished", "finished_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -21,6 +21,10 @@ SCHEMA_VERSION_KEY = "schema_version"
 # is migrated step by step, each step in one transaction with its version bump.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (f"ALTER TABLE jobs ADD COLUMN claimed_by VARCHAR({MAX_CLAIMER_CHARS})",),
+    2: (
+        "CREATE INDEX IF NOT EXISTS ix_events_received ON events (received_at)",
+        "CREATE INDEX IF NOT EXISTS ix_jobs_finished ON jobs (finished_at)",
+    ),
 }
 # How long a SQLite connection waits for another process's write lock before failing: long
 # enough for any journal transaction (milliseconds each) of a busy neighbour, short enough to

@@ -25,7 +25,7 @@ from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
 from replicator.errors import JournalError
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
-from replicator.journal import queries
+from replicator.journal import queries, retention
 from replicator.journal.models import (
     NO_TAG,
     EventOutcome,
@@ -35,6 +35,7 @@ from replicator.journal.models import (
     to_db_time,
 )
 from replicator.journal.queries import JOBS
+from replicator.journal.retention import Pruned
 from replicator.journal.schema import create_journal_engine, prepare, redacted
 from replicator.logs import get_logger
 
@@ -337,6 +338,12 @@ class Journal:
         if not keys:
             return 0
         return await self._run(lambda session: job_rows.supersede(session, keys))
+
+    async def prune(self, before: datetime, limit: int) -> Pruned:
+        """Delete, in one short transaction, up to `limit` events received before `before` and
+        up to `limit` finished (COMPLETE, FAILED) jobs finished before it; how many of each."""
+        moment = to_db_time(before)
+        return await self._run(lambda session: retention.prune(session, moment, limit))
 
     async def retry_failed(self, job_id: int | None = None) -> int:
         """FAILED -> PENDING for one job (or every failed job when None); how many."""

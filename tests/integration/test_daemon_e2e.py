@@ -33,10 +33,12 @@ from tests.support.daemon import (
     start_stack,
     wait_for,
 )
+from tests.support.fuzz_targets import FLOOD_JOURNAL_BYTES, journal_bytes, pull_flood
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.layout_push import LayoutPusher
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
+from tests.support.scenarios import record_figures
 
 pytestmark = pytest.mark.integration
 
@@ -334,6 +336,55 @@ BAD_INPUTS = {
         "pull",
     ),
 }  # fmt: skip
+
+
+# A push right after a flood reaches its destination within this (a push alone takes well
+# under a second); the flood once delayed it past 60 s.
+AFTER_FLOOD_SECONDS = 10.0
+
+
+class TestFlood:
+    """A flood of ignored events does not grow the journal or delay the next push."""
+
+    def test_one_mib_of_pull_events_then_a_push(
+        self, stack: Stack, pushed: Pushed, layout: OCILayout
+    ) -> None:
+        """A 1 MiB envelope of ~33,000 pull events published to the broker is journalled as
+        one ignored row (under 2 MB of journal), and an image pushed right after replicates
+        within AFTER_FLOOD_SECONDS."""
+        payload, count = pull_flood()
+        database = stack.folder / "journal.db"
+        before = journal_bytes(database)
+        publish(stack.broker.port, f"registry/{USE1}/events", payload)
+        tag = "after-flood"
+        good = layout.image(tag, [LayerSpec(1, 8 * KIB), LayerSpec(777, KIB)])
+        skopeo.push_layout(layout.path, tag, f"{stack.source.host}/prod/after:{tag}")
+        pushed_at = time.monotonic()
+        usw2 = stack.registries[USW2]
+        wait_for(
+            lambda: manifest_present(usw2.url, "prod/after", tag),
+            timeout=AFTER_FLOOD_SECONDS,
+            what=f"prod/after:{tag} at usw2 after the flood",
+        )
+        replicated_after = time.monotonic() - pushed_at
+        grown = journal_bytes(database) - before
+        digest = hashlib.sha256(payload).hexdigest()
+        [row] = [e for e in journal(stack).events() if e.payload_sha256 == digest]
+        assert (row.outcome, row.reason) == (
+            EventOutcome.IGNORED,
+            f"{count} events ignored: pull {count}",
+        )
+        assert grown < FLOOD_JOURNAL_BYTES, grown
+        assert skopeo.digest_of(f"{usw2.host}/prod/after:{tag}") == good.digest
+        record_figures(
+            "flood_then_push",
+            {
+                "payload_bytes": len(payload),
+                "pull_events": count,
+                "journal_bytes_grown": grown,
+                "push_replicated_after_seconds": round(replicated_after, 2),
+            },
+        )
 
 
 class TestBadInput:

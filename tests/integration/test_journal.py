@@ -530,7 +530,7 @@ class TestSchema:
 
     async def test_version_1_journal_is_migrated(self, journal_url: str) -> None:
         """A journal of schema version 1 (no jobs.claimed_by) is migrated on open: its jobs
-        are kept, claims record their process, and the version reads 2."""
+        are kept, claims record their process, and the version reads the current one."""
         async with await open_journal(journal_url) as first:
             await first.add_jobs([KEY])
         engine = create_engine(journal_url)
@@ -544,7 +544,7 @@ class TestSchema:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT value FROM meta")).scalar_one()
         engine.dispose()
-        assert version == str(SCHEMA_VERSION) == "2"
+        assert version == str(SCHEMA_VERSION) == "3"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""

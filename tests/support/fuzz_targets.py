@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from replicator.config.loading import load_config
 from replicator.daemon.service import Daemon
-from replicator.domain.events import parse_payload
+from replicator.domain.events import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.domain.manifests import parse_manifest
 from replicator.domain.refs import parse_reference
 from replicator.errors import EventError, InvalidReferenceError, ManifestError
@@ -139,6 +139,31 @@ class IntakeHarness:
         """Close the journal and the loop."""
         self.run(self.journal.close)
         self._loop.close()
+
+
+# What the issue's flood (one envelope of tiny pull events, as large as a message may be) may
+# cost the journal at most.
+FLOOD_JOURNAL_BYTES = 2_000_000
+
+
+def pull_flood(limit: int = MAX_PAYLOAD_BYTES) -> tuple[bytes, int]:
+    """A distribution envelope of as many tiny pull events as fit in `limit` bytes (about
+    33,000 in 1 MiB), and their number."""
+    head, tail = b'{"events":[', b"]}"
+    events: list[bytes] = []
+    size = len(head) + len(tail)
+    while True:
+        event = b'{"id":"p%d","action":"pull"}' % len(events)
+        if size + len(event) + 1 > limit:
+            return head + b",".join(events) + tail, len(events)
+        events.append(event)
+        size += len(event) + 1
+
+
+def journal_bytes(database: Path) -> int:
+    """The bytes of a SQLite journal on disk: the file, its WAL and shared memory."""
+    files = [database, *(database.with_name(database.name + end) for end in ("-wal", "-shm"))]
+    return sum(path.stat().st_size for path in files if path.exists())
 
 
 @functools.cache

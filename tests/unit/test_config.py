@@ -193,6 +193,7 @@ class TestLoad:
         config = load_config(_write(tmp_path, MINIMAL))
         assert config.version == SUPPORTED_VERSION
         assert config.journal.url == DEFAULT_JOURNAL_URL
+        assert config.journal.retention_days == 30
         assert (config.mqtt.host, config.mqtt.port, config.mqtt.client_id) == (
             "127.0.0.1",
             1883,
@@ -208,6 +209,18 @@ class TestLoad:
         assert use1.replication.rules == ()
         assert use1.policy is None
         assert use1.tls_verify is True
+
+    @pytest.mark.parametrize(("days", "kept"), [("0", 0.0), ("7", 7.0), ("0.5", 0.5)])
+    def test_retention_days(self, tmp_path: Path, days: str, kept: float) -> None:
+        """[journal] retention_days takes whole or fractional days; 0 keeps for ever."""
+        text = MINIMAL + f"[journal]\nretention_days = {days}\n"
+        assert load_config(_write(tmp_path, text)).journal.retention_days == kept
+
+    def test_negative_retention_refused(self, tmp_path: Path) -> None:
+        """A negative retention is a config error naming the field."""
+        text = MINIMAL + "[journal]\nretention_days = -1\n"
+        with pytest.raises(ConfigError, match=r"journal\.retention_days"):
+            load_config(_write(tmp_path, text))
 
     def test_env_var_names_default_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

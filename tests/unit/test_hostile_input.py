@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ from replicator.cli import main
 from replicator.domain.events import MAX_PAYLOAD_BYTES, RejectReason, parse_payload
 from replicator.errors import EventError
 from replicator.journal import EventOutcome
-from tests.support.fuzz_targets import TARGETS, IntakeHarness, corpus
+from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES
+from tests.support.fuzz_targets import (
+    FLOOD_JOURNAL_BYTES,
+    TARGETS,
+    IntakeHarness,
+    corpus,
+    journal_bytes,
+    pull_flood,
+)
+from tests.support.scenarios import record_figures
 
 DIGEST = "sha256:" + "a" * 64
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -259,6 +269,10 @@ def rfc3339(draw: st.DrawFn) -> str:
     return f"{year:04}-{month:02}-{day:02}T{clock}{offset}"
 
 
+# The issue's flood may cost at most this much intake time.
+FLOOD_INTAKE_SECONDS = 1.0
+
+
 @pytest.fixture(scope="module")
 def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IntakeHarness]:
     """The daemon's intake on a real SQLite journal, shared by the module's intake tests."""
@@ -299,6 +313,43 @@ class TestHostileIntake:
         assert (recorded.outcome, recorded.jobs_created) == (EventOutcome.ACCEPTED, 1)
         [job] = intake.run(lambda: intake.journal.status(None, repository))
         assert job.pushed_at is None
+
+    def test_flood_of_ignored_events_costs_one_row(self, tmp_path: Path) -> None:
+        """A 1 MiB envelope of ~33,000 pull events is recorded as one ignored row counting
+        them, the payload stored once: under 2 MB of journal and under 1 s of intake (it once
+        stored the payload per event, 1.5 GB within a minute)."""
+        harness = IntakeHarness(tmp_path / "flood")
+        try:
+            payload, count = pull_flood()
+            before = journal_bytes(harness.database)
+            started, cpu_started = time.monotonic(), time.process_time()
+            [row] = harness.handle(payload)
+            seconds = time.monotonic() - started
+            # CPU time of the process (every thread, the journal's too) is what the flood
+            # costs; the wall clock adds what the other tests of a busy machine take.
+            cpu_seconds = time.process_time() - cpu_started
+            grown = journal_bytes(harness.database) - before
+        finally:
+            harness.close()
+        assert count > 30_000
+        assert (row.outcome, row.reason) == (
+            EventOutcome.IGNORED,
+            f"{count} events ignored: pull {count}",
+        )
+        assert (row.payload_size, len(row.payload)) == (len(payload), MAX_STORED_PAYLOAD_BYTES)
+        assert grown < FLOOD_JOURNAL_BYTES, grown
+        assert cpu_seconds < FLOOD_INTAKE_SECONDS, (cpu_seconds, seconds)
+        record_figures(
+            "flood_of_ignored_events",
+            {
+                "payload_bytes": len(payload),
+                "pull_events": count,
+                "journal_rows": 1,
+                "journal_bytes_grown": grown,
+                "intake_seconds": round(seconds, 3),
+                "intake_cpu_seconds": round(cpu_seconds, 3),
+            },
+        )
 
     def test_message_the_journal_refuses_is_rejected_and_intake_goes_on(
         self, tmp_path: Path

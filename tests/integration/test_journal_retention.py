@@ -1,0 +1,138 @@
+"""Retention on SQLite and PostgreSQL: old events and finished jobs pruned in batches, the
+queue and recent history kept, and the schema migration that indexes them by age."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, insert, inspect, text, update
+
+from replicator.daemon.pruning import PRUNE_BATCH_ROWS, prune_once
+from replicator.domain.jobs import JobKey, JobState
+from replicator.journal import EventOutcome, Journal
+from replicator.journal.claimers import open_journal
+from replicator.journal.models import SCHEMA_VERSION, EventRecord
+from replicator.journal.retention import Pruned
+
+pytestmark = pytest.mark.integration
+
+RETENTION_DAYS = 30.0
+NOW = datetime.now(UTC)
+OLD = NOW - timedelta(days=RETENTION_DAYS + 1)
+RECENT = NOW - timedelta(days=RETENTION_DAYS - 1)
+EVENTS = EventRecord.metadata.tables["events"]
+
+
+def key(tag: str) -> JobKey:
+    """A job of app:<tag> from use1 to usw2."""
+    return JobKey("use1", "app", "sha256:" + "a" * 64, tag, "usw2")
+
+
+async def record(journal: Journal, payload: bytes) -> None:
+    """Record an ignored event with `payload`."""
+    await journal.record_event(
+        source="use1",
+        topic="registry/use1/events",
+        payload=payload,
+        outcome=EventOutcome.IGNORED,
+        reason="pull",
+        job_keys=(),
+        pushed_at=None,
+    )
+
+
+def age_events(url: str, received_at: datetime) -> None:
+    """Make every recorded event look received at `received_at`."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(update(EVENTS).values(received_at=received_at))
+    engine.dispose()
+
+
+async def finish(journal: Journal, tag: str, *, at: datetime, failed: bool = False) -> None:
+    """Add app:<tag>'s job and finish it (COMPLETE, or FAILED) at `at`."""
+    await journal.add_jobs([key(tag)])
+    [row] = await journal.claim_due(1, datetime.now(UTC))
+    if failed:
+        await journal.fail(
+            row.id, code="NOT_FOUND", reason="gone", temporary=False, max_attempts=3, now=at,
+            backoff=0,
+        )  # fmt: skip
+    else:
+        await journal.complete(
+            row.id, bytes_copied=1, blobs_copied=1, blobs_mounted=0, blobs_skipped=0, now=at
+        )
+
+
+class TestPrune:
+    """Journal.prune and the daemon's prune_once."""
+
+    async def test_old_history_goes_queue_and_recent_history_stay(
+        self, journal: Journal, journal_url: str
+    ) -> None:
+        """Events received and jobs finished before the cutoff are deleted; recent ones, and
+        unfinished jobs however old, stay, and `status` still answers for the recent ones."""
+        await record(journal, b"old")
+        age_events(journal_url, OLD)
+        await record(journal, b"recent")
+        await finish(journal, "old-complete", at=OLD)
+        await finish(journal, "old-failed", at=OLD, failed=True)
+        await finish(journal, "recent", at=RECENT)
+        await journal.add_jobs([key("queued")])  # PENDING: the queue, never pruned
+        pruned = await prune_once(journal, RETENTION_DAYS, NOW)
+        assert pruned == Pruned(events=1, jobs=2)
+        assert [event.payload for event in await journal.events()] == [b"recent"]
+        left = {row.tag: row.state for row in await journal.jobs()}
+        assert left == {"recent": JobState.COMPLETE, "queued": JobState.PENDING}
+        [status] = await journal.status("use1", "app", tag="recent")
+        assert status.state is JobState.COMPLETE
+
+    async def test_batches_until_nothing_is_left(self, journal: Journal, journal_url: str) -> None:
+        """More old events than a batch holds are all deleted, PRUNE_BATCH_ROWS at a time."""
+        count = PRUNE_BATCH_ROWS * 2 + 7
+        engine = create_engine(journal_url)
+        row = {
+            "received_at": OLD, "source": "use1", "topic": "t", "payload_sha256": "0" * 64,
+            "payload_size": 0, "payload": b"", "outcome": "ignored", "reason": "pull",
+            "jobs_created": 0,
+        }  # fmt: skip
+        with engine.begin() as connection:
+            connection.execute(insert(EVENTS), [row] * count)
+        engine.dispose()
+        assert await journal.prune(NOW, PRUNE_BATCH_ROWS) == Pruned(PRUNE_BATCH_ROWS, 0)
+        assert await prune_once(journal, RETENTION_DAYS, NOW) == Pruned(count - PRUNE_BATCH_ROWS, 0)
+        assert await journal.events() == []
+
+    async def test_zero_days_keeps_everything(self, journal: Journal, journal_url: str) -> None:
+        """retention_days = 0 prunes nothing, however old."""
+        await record(journal, b"old")
+        age_events(journal_url, OLD - timedelta(days=3650))
+        assert await prune_once(journal, 0, NOW) == Pruned(0, 0)
+        assert len(await journal.events()) == 1
+
+
+async def test_version_2_journal_is_migrated(journal_url: str) -> None:
+    """A journal of schema version 2 (no age indexes) is migrated on open: its events and jobs
+    are kept, the indexes exist, and the version reads the current one."""
+    async with await open_journal(journal_url) as first:
+        await record(first, b"kept")
+        await first.add_jobs([key("kept")])
+    engine = create_engine(journal_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_events_received"))
+        connection.execute(text("DROP INDEX ix_jobs_finished"))
+        connection.execute(text("UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
+    async with await open_journal(journal_url) as second:
+        assert [event.payload for event in await second.events()] == [b"kept"]
+        assert [row.tag for row in await second.jobs()] == ["kept"]
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT value FROM meta")).scalar_one()
+        indexes = {
+            index["name"]
+            for table in ("events", "jobs")
+            for index in inspect(connection).get_indexes(table)
+        }
+    engine.dispose()
+    assert version == str(SCHEMA_VERSION)
+    assert {"ix_events_received", "ix_jobs_finished"} <= indexes
