@@ -18,13 +18,14 @@ logged as needing a restart.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from replicator.config.loading import Config, WebhookAuth
+from replicator.config.loading import Config, WebhookAuth, unauthenticated_sources
 from replicator.config.reload import changed_keys, reread
 from replicator.daemon.bridge_metrics import UNKNOWN, BridgeMetrics, Outcome
 from replicator.daemon.bus import Bus, BusOptions
@@ -194,8 +195,6 @@ class Bridge:
 
 def _guess(request: Request) -> str:
     """The format label of a rejected body, when it can still be told."""
-    import json
-
     try:
         document = json.loads(request.body)
     except (ValueError, RecursionError):
@@ -262,7 +261,8 @@ def reload_bridge(
         "config_reloaded",
         path=str(fresh.path),
         sources=sorted(name for name in bridge.sources if name != _DEFAULT),
-        token_required=fresh.bridge.token is not None,
+        # Not "token_required": the log redacts keys that look like secrets.
+        unauthenticated=unauthenticated_sources(fresh),
     )
 
 
@@ -327,8 +327,6 @@ def _split_listen(listen: str) -> tuple[str, int]:
 def _check_exposure(config: Config, host: str) -> None:
     """Refuse to take unauthenticated webhooks off loopback (`--listen` bypasses the config's
     own check); warn about them on loopback."""
-    from replicator.config.loading import unauthenticated_sources
-
     open_sources = unauthenticated_sources(config)
     if not open_sources:
         return

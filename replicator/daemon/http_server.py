@@ -143,7 +143,12 @@ class HttpServer:
         """Start listening; `.port` is the bound port afterwards."""
         try:
             self._server = await asyncio.start_server(
-                self._serve, self.host, self.port, ssl=self._tls
+                self._serve,
+                self.host,
+                self.port,
+                ssl=self._tls,
+                # A TLS client gets as long for its handshake as a plain one for its request.
+                ssl_handshake_timeout=self._request_timeout if self._tls else None,
             )
         except OSError as exc:
             raise ConfigError(

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from replicator.domain.jobs import JobState
+from replicator.journal import EventOutcome
 from tests.support import skopeo
 from tests.support.daemon import (
     REGIONS,
@@ -26,6 +27,7 @@ from tests.support.daemon import (
     start_stack,
     wait_for,
 )
+from tests.support.fuzz_targets import IntakeHarness
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
@@ -140,3 +142,34 @@ def test_webhook_replicates(stack: Stack, layout: OCILayout, format_name: str) -
         source=USE1, format=format_name, outcome="published",
     )  # fmt: skip
     assert published >= 2
+
+
+def test_tag_gone_from_the_source_is_ignored(stack: Stack) -> None:
+    """A Quay push of a tag the source does not have (deleted since, or never there) is read
+    at the source, found missing, and recorded ignored `tag_not_found`: no job."""
+    body = rewritten("quay", stack.source.host, SAMPLE_DIGEST).replace(b"prod/quay", b"prod/ghost")
+    response = httpx.post(stack.bridge.events_url(USE1), content=body, headers=JSON)
+    assert response.status_code == 200
+    reader = JournalReader(stack.settings.journal_url)
+
+    def recorded() -> bool:
+        return any(b"prod/ghost" in e.payload for e in reader.events())
+
+    wait_for(recorded, timeout=REPLICATED_WITHIN_SECONDS, what="the ghost push recorded")
+    [event] = [e for e in reader.events() if b"prod/ghost" in e.payload]
+    assert (event.outcome, event.reason) == (EventOutcome.IGNORED, "tag_not_found")
+    assert not [row for row in reader.jobs() if row.repository == "prod/ghost"]
+
+
+def test_tag_the_source_cannot_answer_for_is_rejected(tmp_path: Path) -> None:
+    """A tag-only push whose source cannot be reached (nothing listens at its URL) is
+    recorded rejected `unresolved_tag` with the error, and intake goes on."""
+    harness = IntakeHarness(tmp_path)
+    try:
+        event = {"id": "q-1", "action": "push", "format": "quay",
+                 "target": {"repository": "team/app", "tag": "v1"}}  # fmt: skip
+        [rejected] = harness.handle(json.dumps({"events": [event]}).encode())
+        assert rejected.outcome is EventOutcome.REJECTED
+        assert rejected.reason.startswith("unresolved_tag: v1:")
+    finally:
+        harness.close()
