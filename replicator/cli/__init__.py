@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from replicator import __version__
+from replicator.cli import parsing
 from replicator.errors import ConfigError, ReplicatorError, UsageError
 
 # Each module registers its subcommand(s) with `register(subparsers)`; `set_defaults(func=...)`
@@ -47,57 +48,105 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser: every subcommand, or only `command`'s module when it is known."""
-    parser = argparse.ArgumentParser(
-        prog="replicator",
-        description="Replicate container images between OCI registries, "
-        "cross-region and cross-account.",
-    )
+# Each command's one-line help, for `replicator --help` without importing any command module
+# (a test checks each module registers its command with this same text).
+COMMAND_HELP = {
+    "copy": "copy an image, a repository or (-r) every repository under a prefix",
+    "run": "run the replication daemon (MQTT events -> journal -> copies)",
+    "config": "check the daemon configuration",
+    "status": "where an image has been replicated (ECR DescribeImageReplicationStatus)",
+    "jobs": "list replication jobs",
+    "retry": "re-queue failed jobs",
+    "bridge": "receive registry webhooks and publish them on the MQTT bus",
+    "backfill": "replicate images that already exist at the sources",
+    "verify": "find drift between sources and destinations (exit 1 on drift)",
+}
+DESCRIPTION = "Replicate container images between OCI registries, cross-region and cross-account."
+
+
+def _top_parser() -> tuple[parsing.Parser, argparse._SubParsersAction[parsing.Parser]]:
+    parser = parsing.Parser(prog="replicator", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("REPLICATOR_LOG_LEVEL"),
-        choices=("debug", "info", "warning", "error"),
-        help="default: $REPLICATOR_LOG_LEVEL, else info for run and bridge, warning otherwise",
-    )
+    parsing.add_global_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    return parser, subparsers
+
+
+def build_parser(command: str | None = None) -> parsing.Parser:
+    """The argument parser: every subcommand, or only `command`'s module when it is known."""
+    parser, subparsers = _top_parser()
     owner = COMMAND_OWNERS.get(command or "")
     for name in (owner,) if owner else COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    parsing.add_global_options_everywhere(parser)
+    return parser
+
+
+def _light_parser() -> parsing.Parser:
+    """The commands by name and help only: `--help`, `--version` and a mistyped command are
+    answered without importing a command module (0.15 s instead of 0.7 s)."""
+    parser, subparsers = _top_parser()
+    for name, text in COMMAND_HELP.items():
+        subparsers.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def _command_of(argv: Sequence[str]) -> str | None:
-    """The first argument that is not an option (or an option's value): the command name."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--log-level":
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return None
+    """The first argument that is not an option (or a global option's value): the command."""
+    return parsing.command_of(argv)
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in words
+
+
+def _usage_error(exc: parsing.ArgumentsError, command: str | None, as_json: bool) -> int:
+    """Report a command line that does not parse: usage and message on stderr, and with
+    --json the error document on stdout; exit 2 either way."""
+    sys.stderr.write(exc.usage)
+    print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)
+    if as_json:
+        from replicator.cli.documents import error_document, print_json
+
+        print_json(error_document(command or "", UsageError.code, exc.message))
+    return EXIT_USAGE
+
+
+def _failed(command: str, exc: ReplicatorError, code: int, *, as_json: bool) -> int:
+    """Report a failed command on stderr, and with --json as the error document on stdout."""
+    if code == EXIT_USAGE:
+        print(f"replicator {command}: {exc}", file=sys.stderr)
+    else:
+        print(f"replicator {command}: {exc.code}: {exc}", file=sys.stderr)
+    if as_json:
+        from replicator.cli.documents import error_document, print_json
+
+        print_json(error_document(command, exc.code, str(exc)))
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = parsing.command_of(argv)
+    as_json = _wants_json(argv)
+    try:
+        parser = build_parser(command) if command in COMMAND_OWNERS else _light_parser()
+        args = parsing.parse(parser, argv)
+    except parsing.ArgumentsError as exc:
+        return _usage_error(exc, command, as_json)
     from replicator import logs
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_of(argv))
-    args = parser.parse_args(argv)
     level = args.log_level or ("info" if args.command in LONG_RUNNING else "warning")
     logs.configure(level=level)
+    as_json = bool(getattr(args, "json", False))
     try:
         code: int = args.func(args)
     except (UsageError, ConfigError) as exc:
-        print(f"replicator {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args.command, exc, EXIT_USAGE, as_json=as_json)
     except ReplicatorError as exc:
-        print(f"replicator {args.command}: {exc.code}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(args.command, exc, EXIT_FAILED, as_json=as_json)
     except KeyboardInterrupt:
         print(f"replicator {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -50,10 +50,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dry-run", action="store_true", help="print the plan; write nothing anywhere"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument(
-        "--config", metavar="FILE",
-        help="config file (default: $REPLICATOR_CONFIG, else /etc/replicator/replicator.toml)",
-    )  # fmt: skip
     parser.set_defaults(func=run)
 
 

@@ -23,10 +23,6 @@ def register(subparsers: Any) -> None:
         "--listen", metavar="HOST:PORT",
         help="address to listen on (default: [bridge] listen, 127.0.0.1:9479)",
     )  # fmt: skip
-    parser.add_argument(
-        "--config", metavar="FILE",
-        help="config file (default: $REPLICATOR_CONFIG, else /etc/replicator/replicator.toml)",
-    )  # fmt: skip
     parser.set_defaults(func=run)
 
 

@@ -75,10 +75,6 @@ def register(subparsers: Any) -> None:
         "check", help="validate a config file and summarise registries, rules and permissions"
     )
     check.add_argument("file", nargs="?", metavar="FILE", help="config file (wins over --config)")
-    check.add_argument(
-        "--config", metavar="FILE", help="config file (default: $REPLICATOR_CONFIG, else "
-        "/etc/replicator/replicator.toml)",
-    )  # fmt: skip
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
     check.set_defaults(func=run)
 

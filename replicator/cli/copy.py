@@ -9,14 +9,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 
+from replicator.cli.copy_options import add_registry_options, resolve
 from replicator.domain.refs import Reference, parse_host_path, parse_reference
 from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
-from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
-from replicator.registry.dockerconfig import DockerConfigCredentials, home_auth_files
 from replicator.registry.pool import ClientPool, RegistrySettings
 
 _Outcome = tuple[CopyStats, list[CopyFailure]]
@@ -43,32 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--concurrency", type=int, default=16, help="blob transfers in flight")
     parser.add_argument("--per-registry", type=int, default=8, help="requests per registry")
-    parser.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC")
-    parser.add_argument("--dst-creds", metavar="USER:PASS", help="credentials for DST")
-    parser.add_argument(
-        "--authfile",
-        metavar="FILE",
-        help="Docker config.json or podman auth.json: `auths`, `credHelpers`, `credsStore` "
-        "(default: $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json, "
-        "~/.config/containers/auth.json and $DOCKER_CONFIG/config.json or "
-        "~/.docker/config.json, those present)",
-    )
-    parser.add_argument("--src-ca-file", metavar="PEM", help="CA bundle to verify SRC")
-    parser.add_argument("--dst-ca-file", metavar="PEM", help="CA bundle to verify DST")
-    parser.add_argument(
-        "--src-tls-verify",
-        type=_boolean,
-        default=True,
-        metavar="BOOL",
-        help="verify SRC's certificate (default true)",
-    )
-    parser.add_argument(
-        "--dst-tls-verify",
-        type=_boolean,
-        default=True,
-        metavar="BOOL",
-        help="verify DST's certificate (default true)",
-    )
+    add_registry_options(parser)
     parser.add_argument(
         "--allow-nondistributable-artifacts",
         action="store_true",
@@ -76,36 +49,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and they stay where their urls point, as crane does",
     )
     parser.set_defaults(func=run)
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _credentials(creds: str | None, authfiles: list[Path], host: str) -> CredentialProvider | None:
-    if creds:
-        user, sep, password = creds.partition(":")
-        if not sep:
-            raise UsageError("credentials must be USER:PASS")
-        return StaticCredentials(Credentials(user, password), source="--src-creds/--dst-creds")
-    if authfiles:
-        # Read, and helpers asked, only when the registry asks for credentials: a broken
-        # credsStore never stops an anonymous copy.
-        return DockerConfigCredentials(authfiles, host)
-    return None
-
-
-def _authfiles(explicit: str | None) -> list[Path]:
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise UsageError(f"--authfile {explicit}: no such file")
-        return [path]
-    return home_auth_files()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.per_registry < 1:
         raise UsageError("--concurrency and --per-registry must be at least 1")
-    authfiles = _authfiles(args.authfile)
+    credentials = resolve(args)
     started = time.monotonic()
     async with ClientPool(max_connections=max(64, args.concurrency * 2)) as pool:
 
@@ -128,7 +71,7 @@ async def _run(args: argparse.Namespace) -> int:
                 # A CA bundle only means something over TLS: it asks for HTTPS even on
                 # loopback, which Docker's rule would otherwise reach over plain HTTP.
                 scheme="https" if ca_file else None,
-                credentials=_credentials(getattr(args, f"{side}_creds"), authfiles, host),
+                credentials=credentials[side].provider(host),
                 verify=verify,
                 max_in_flight=args.per_registry,
                 foreign_layers=args.allow_nondistributable_artifacts,

@@ -69,13 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     retry.set_defaults(func=run_retry)
 
     for parser in (status, jobs, retry):
-        parser.add_argument(
-            "--config",
-            metavar="FILE",
-            help="config file (default: $REPLICATOR_CONFIG or /etc/replicator/replicator.toml)",
-        )
-        if parser is not retry:
-            parser.add_argument("--json", action="store_true", help="print JSON for machines")
+        parser.add_argument("--json", action="store_true", help="print JSON for machines")
 
 
 def _state(text: str) -> JobState:

@@ -14,10 +14,6 @@ def register(subparsers: Any) -> None:
         description="Consume registry events from MQTT and replicate images to the destinations "
         "the rules and policies allow. SIGTERM drains, SIGHUP reloads the config.",
     )
-    parser.add_argument(
-        "--config", metavar="FILE",
-        help="config file (default: $REPLICATOR_CONFIG, else /etc/replicator/replicator.toml)",
-    )  # fmt: skip
     parser.set_defaults(func=run)
 
 

@@ -27,10 +27,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--source", metavar="NAME", help="only this source registry")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--config", metavar="FILE",
-        help="config file (default: $REPLICATOR_CONFIG, else /etc/replicator/replicator.toml)",
-    )  # fmt: skip
     parser.set_defaults(func=run)
 
 

@@ -58,11 +58,10 @@ class TestExitCodes:
         assert code == cli.EXIT_USAGE
         assert "/nonexistent/replicator.toml" in capsys.readouterr().err
 
-    def test_unknown_command_exits_2(self) -> None:
-        """argparse rejects an unknown command with exit status 2."""
-        with pytest.raises(SystemExit) as info:
-            cli.main(["bogus"])
-        assert info.value.code == 2
+    def test_unknown_command_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """An unknown command is a usage error (exit 2) that lists the commands."""
+        assert cli.main(["bogus"]) == cli.EXIT_USAGE
+        assert "invalid choice: 'bogus'" in capsys.readouterr().err
 
 
 class TestEntryPoint:

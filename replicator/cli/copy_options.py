@@ -1,0 +1,187 @@
+"""`copy`'s registry options, in skopeo's spellings, and where its credentials come from.
+
+Per side (`src`, `dest`; `dst` is accepted for `dest`), the first of these that is given:
+    --SIDE-no-creds                 anonymous, whatever else is configured (skopeo)
+    --SIDE-creds USER:PASS          on the command line (visible in `ps`: prefer the others)
+    --SIDE-creds-file FILE          a file holding USER:PASS (a mounted secret)
+    --SIDE-username U with --SIDE-password P or --SIDE-password-stdin
+    $REPLICATOR_SRC_CREDS / $REPLICATOR_DEST_CREDS holding USER:PASS
+    --SIDE-authfile / --authfile / the default auth files (Docker, podman), asked lazily
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from replicator.cli.parsing import OptionalBool
+from replicator.errors import UsageError
+from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
+from replicator.registry.dockerconfig import DockerConfigCredentials, home_auth_files
+
+SIDES = ("src", "dst")
+# How each side is spelled on the command line: skopeo says `dest`, our first flags said `dst`.
+SPELLINGS = {"src": ("src",), "dst": ("dest", "dst")}
+ENV_CREDS = {"src": "REPLICATOR_SRC_CREDS", "dst": "REPLICATOR_DEST_CREDS"}
+WHAT = {"src": "SRC", "dst": "DST"}
+
+
+def _flags(side: str, suffix: str) -> list[str]:
+    return [f"--{spelling}-{suffix}" for spelling in SPELLINGS[side]]
+
+
+def add_registry_options(parser: argparse.ArgumentParser) -> None:
+    """TLS, certificate and credential options for both sides, and the shared authfile."""
+    parser.add_argument(
+        "--authfile",
+        metavar="FILE",
+        help="Docker config.json or podman auth.json: `auths`, `credHelpers`, `credsStore` "
+        "(default: $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json, "
+        "~/.config/containers/auth.json and $DOCKER_CONFIG/config.json or "
+        "~/.docker/config.json, those present)",
+    )
+    for side in SIDES:
+        what = WHAT[side]
+        parser.add_argument(
+            *_flags(side, "creds"), dest=f"{side}_creds", metavar="USER:PASS",
+            help=f"credentials for {what} (visible to other users in `ps`; prefer a file)",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "creds-file"), dest=f"{side}_creds_file", metavar="FILE",
+            help=f"a file holding USER:PASS for {what}",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "username"), dest=f"{side}_username", metavar="USER",
+            help=f"user name for {what}, with --{SPELLINGS[side][0]}-password(-stdin)",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "password"), dest=f"{side}_password", metavar="PASS",
+            help=f"password for {what} (visible in `ps`)",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "password-stdin"), dest=f"{side}_password_stdin", action="store_true",
+            help=f"read {what}'s password from standard input (one line)",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "no-creds"), dest=f"{side}_no_creds", action="store_true",
+            help=f"access {what} anonymously",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "authfile"), dest=f"{side}_authfile", metavar="FILE",
+            help=f"auth file for {what} only (default: --authfile)",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "ca-file"), dest=f"{side}_ca_file", metavar="PEM",
+            help=f"CA bundle to verify {what}",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "tls-verify"), dest=f"{side}_tls_verify", action=OptionalBool,
+            help=f"verify {what}'s certificate: bare or =true (default), =false",
+        )  # fmt: skip
+    parser.add_argument(
+        "--all", action="store_true",
+        help="accepted for skopeo: every platform of an index is always copied",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SideCredentials:
+    """What was resolved for one side before any registry is contacted."""
+
+    explicit: Credentials | None  # from flags, a file, stdin or the environment
+    anonymous: bool
+    authfiles: tuple[Path, ...]
+    origin: str
+
+    def provider(self, host: str) -> CredentialProvider | None:
+        """The provider for `host` (auth files are read only when the registry asks)."""
+        if self.anonymous:
+            return None
+        if self.explicit is not None:
+            return StaticCredentials(self.explicit, source=self.origin)
+        if self.authfiles:
+            return DockerConfigCredentials(list(self.authfiles), host)
+        return None
+
+
+def resolve(
+    args: argparse.Namespace, environ: dict[str, str] | None = None, stdin: TextIO | None = None
+) -> dict[str, SideCredentials]:
+    """Each side's credentials from the arguments, the environment and standard input."""
+    environ = dict(os.environ) if environ is None else environ
+    stdin = stdin or sys.stdin
+    readers = [side for side in SIDES if getattr(args, f"{side}_password_stdin")]
+    if len(readers) > 1:
+        raise UsageError("only one side can read its password from standard input")
+    shared = _authfiles(args.authfile, "--authfile")
+    return {side: _side(args, side, environ, stdin, shared) for side in SIDES}
+
+
+def _side(
+    args: argparse.Namespace,
+    side: str,
+    environ: dict[str, str],
+    stdin: TextIO,
+    shared: list[Path],
+) -> SideCredentials:
+    flag = f"--{SPELLINGS[side][0]}"
+    value = {name: getattr(args, f"{side}_{name}") for name in (
+        "creds", "creds_file", "username", "password", "password_stdin", "no_creds", "authfile",
+    )}  # fmt: skip
+    own = _authfiles(value["authfile"], f"{flag}-authfile")
+    authfiles = tuple(own or shared)
+    given = [n for n in ("creds", "creds_file", "password", "password_stdin") if value[n]]
+    if value["no_creds"]:
+        if given or value["username"]:
+            raise UsageError(f"{flag}-no-creds cannot be combined with other {flag}-* credentials")
+        return SideCredentials(None, True, (), f"{flag}-no-creds")
+    if len(given) > 1:
+        names = ", ".join(f"{flag}-{n.replace('_', '-')}" for n in given)
+        raise UsageError(f"give one of {names}")
+    if value["creds"]:
+        return SideCredentials(_pair(value["creds"], f"{flag}-creds"), False, (), f"{flag}-creds")
+    if value["creds_file"]:
+        text = _read(value["creds_file"], f"{flag}-creds-file")
+        return SideCredentials(_pair(text, f"{flag}-creds-file"), False, (), f"{flag}-creds-file")
+    if value["password"] or value["password_stdin"]:
+        if not value["username"]:
+            raise UsageError(f"a password needs {flag}-username")
+        password = value["password"] or stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError(f"{flag}-password-stdin: standard input gave no password")
+        return SideCredentials(
+            Credentials(value["username"], password), False, (), f"{flag}-password"
+        )
+    if value["username"]:
+        raise UsageError(f"{flag}-username needs {flag}-password or {flag}-password-stdin")
+    env = environ.get(ENV_CREDS[side])
+    if env:
+        return SideCredentials(_pair(env, f"${ENV_CREDS[side]}"), False, (), ENV_CREDS[side])
+    return SideCredentials(None, False, authfiles, "auth files")
+
+
+def _pair(text: str, where: str) -> Credentials:
+    user, sep, password = text.strip().partition(":")
+    if not sep or not user:
+        raise UsageError(f"{where}: credentials must be USER:PASS")
+    return Credentials(user, password)
+
+
+def _read(path: str, where: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{where} {path}: {exc.strerror or exc}") from exc
+
+
+def _authfiles(explicit: str | None, where: str) -> list[Path]:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UsageError(f"{where} {explicit}: no such file")
+        return [path]
+    return [] if where != "--authfile" else home_auth_files()
