@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,13 @@ FORMATS = {
     "artifactory": ("artifactory-push.json", JSON),
     "gar": ("gar-push.json", JSON),
 }  # fmt: skip
+# The delete bodies (Quay and GitHub send none).
+DELETES = {
+    "distribution": "distribution-delete.json", "ecr": "ecr-delete.json",
+    "harbor": "harbor-delete.json", "harbor-cloudevents": "harbor-cloudevents-delete.json",
+    "acr": "acr-delete.json", "zot": "zot-delete.json", "artifactory": "artifactory-delete.json",
+    "gar": "gar-delete.json",
+}  # fmt: skip
 # The formats that name no digest: the daemon reads the tag at the source.
 BY_TAG = {"quay", "artifactory"}
 
@@ -79,15 +87,33 @@ def stack(
 
 
 @pytest.fixture(scope="module")
+def deletes_replicated(stack: Stack) -> Stack:
+    """The stack with use1's rule replicating deletes (applied with SIGHUP)."""
+    rules = stack.folder / f"replicator-{USE1}-replication.json"
+    document = json.loads(rules.read_text())
+    for rule in document["rules"]:
+        rule["deleteReplication"] = {"enabled": True}
+    rules.write_text(json.dumps(document))
+    before = len(stack.daemon.events("config_reloaded"))
+    stack.daemon.send(signal.SIGHUP)
+    wait_for(lambda: len(stack.daemon.events("config_reloaded")) > before,
+             timeout=REPLICATED_WITHIN_SECONDS, what="the daemon's config_reloaded")  # fmt: skip
+    return stack
+
+
+@pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> OCILayout:
     """The images of this module, one per format, in one OCI layout."""
     return OCILayout(tmp_path_factory.mktemp("webhooks-layout"))
 
 
-def rewritten(format_name: str, host: str, digest: str) -> bytes:
-    """The format's sample body naming prod/<format>:v1 at `host` with `digest`."""
-    text = (SAMPLES / FORMATS[format_name][0]).read_text()
-    repository = f"prod/{format_name}"
+def rewritten(
+    format_name: str, host: str, digest: str, *, repository: str = "", sample: str = ""
+) -> bytes:
+    """The format's sample body (its push, or `sample`) naming `repository:v1` (default
+    prod/<format>) at `host` with `digest`."""
+    text = (SAMPLES / (sample or FORMATS[format_name][0])).read_text()
+    repository = repository or f"prod/{format_name}"
     text = text.replace(SAMPLE_DIGEST, digest).replace(SAMPLE_DIGEST[7:], digest[7:])
     text = text.replace("ghcr.io/prod/web", f"{host}/{repository}")
     text = text.replace("registry.example.com", host).replace("prod/web", repository)
@@ -142,6 +168,51 @@ def test_webhook_replicates(stack: Stack, layout: OCILayout, format_name: str) -
         source=USE1, format=format_name, outcome="published",
     )  # fmt: skip
     assert published >= 2
+
+
+def post(stack: Stack, format_name: str, body: bytes, *, delete: bool = False) -> None:
+    """Post `body` as the format's sender would; it must be published."""
+    headers = dict(FORMATS[format_name][1])
+    if delete and format_name == "zot":
+        headers["ce-type"] = "zotregistry.image.deleted"  # zot's type is a header
+    response = httpx.post(stack.bridge.events_url(USE1), content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["published"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format_name", sorted(DELETES))
+def test_delete_webhook_replicates(
+    deletes_replicated: Stack, layout: OCILayout, format_name: str
+) -> None:
+    """The registry's delete webhook, for an image deleted at the source, deletes it at the
+    destination that allows deletes (usw2, same account)."""
+    stack = deletes_replicated
+    seed = 200 + sorted(DELETES).index(format_name)
+    name = f"del-{format_name}"
+    image = layout.image(name, [LayerSpec(seed, 4 * KIB)], label=name)
+    repository = f"prod/{name}"
+    skopeo.push_layout(layout.path, name, f"{stack.source.host}/{repository}:v1")
+    post(stack, format_name, rewritten(format_name, stack.source.host, image.digest,
+                                       repository=repository))  # fmt: skip
+    destination = stack.registries[USW2].url
+    wait_for(
+        lambda: manifest_present(destination, repository, image.digest),
+        timeout=REPLICATED_WITHIN_SECONDS,
+        what=f"{repository}@{image.digest} at {USW2}",
+    )
+    url = f"{stack.source.url}/v2/{repository}/manifests/{image.digest}"
+    assert httpx.delete(url).status_code == 202
+    deletion = rewritten(
+        format_name, stack.source.host, image.digest,
+        repository=repository, sample=DELETES[format_name],
+    )  # fmt: skip
+    post(stack, format_name, deletion, delete=True)
+    wait_for(
+        lambda: not manifest_present(destination, repository, image.digest),
+        timeout=REPLICATED_WITHIN_SECONDS,
+        what=f"{repository}@{image.digest} gone from {USW2}",
+    )
 
 
 def test_tag_gone_from_the_source_is_ignored(stack: Stack) -> None:
