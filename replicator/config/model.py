@@ -109,6 +109,19 @@ def _check_url(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
+def _check_realm_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL of a token service")
+    if parts.username or parts.password:
+        raise ValueError(f"{value!r}: credentials do not belong in a token realm URL")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has an invalid port") from exc
+    return value
+
+
 def _check_proxy(value: str) -> str:
     if value.strip().lower() == DIRECT:
         return DIRECT
@@ -151,6 +164,8 @@ Account = Annotated[str, _matching(ACCOUNT_RE, "an account: exactly 12 digits, a
 Region = Annotated[str, _matching(REGION_RE, "a region (like us-east-1)")]
 RegistryUrl = Annotated[str, AfterValidator(_check_url)]
 ProxyUrl = Annotated[str, AfterValidator(_check_proxy)]
+# Trusted by origin (scheme, host, port): a path is allowed and ignored.
+TokenRealmUrl = Annotated[str, AfterValidator(_check_realm_url)]
 RegistryName = Annotated[
     str, _matching(_NAME_RE, "a registry name ([a-z0-9_-]+, an MQTT topic level)")
 ]
@@ -317,6 +332,9 @@ class RegistryConfig(_Section):
     # ECR's API endpoint, when not the region's public one (a VPC endpoint; moto in the tests);
     # unset, botocore's own rules apply (AWS_ENDPOINT_URL_ECR included).
     ecr_endpoint: Annotated[str, AfterValidator(_check_endpoint)] | None = None
+    # Token services on another host than the registry's that may receive its credentials
+    # (a Bearer challenge's realm elsewhere is refused otherwise): their URLs.
+    token_realms: list[TokenRealmUrl] = []
     _name: str = PrivateAttr(default="")
 
     @model_validator(mode="before")

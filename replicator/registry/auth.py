@@ -18,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import httpx
 
+from replicator.domain.realms import Origin, realm_problem
 from replicator.errors import AuthError, TransportError
+from replicator.logs import get_logger
 from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
+
+log = get_logger(__name__)
 
 # Tokens without `expires_in` live 60 s per the token spec; refresh a little before expiry.
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -43,8 +47,19 @@ _NO_OAUTH_STATUSES = frozenset({404, 405})
 class Authenticator:
     """Answers auth challenges for one registry and caches the tokens it obtains."""
 
-    def __init__(self, http: httpx.AsyncClient, credentials: CredentialProvider | None) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        credentials: CredentialProvider | None,
+        *,
+        registry: Origin,
+        token_realms: Collection[str] = (),
+    ) -> None:
         self._http = http
+        # Where the registry is, and the realms the config trusts besides its own host's
+        # (domain/realms.py decides where credentials may go).
+        self._registry = registry
+        self._token_realms = tuple(token_realms)
         self._provider = credentials
         self._basic = False
         self._bearer: Challenge | None = None
@@ -111,6 +126,7 @@ class Authenticator:
         if challenge.scheme == "basic":
             return await self._answer_basic(response)
         if challenge.scheme == "bearer":
+            self._check_realm(challenge.params.get("realm"))
             self._bearer = challenge
             self._tokens.pop(scope, None)
             return f"Bearer {await self.fetch_token(scope)}"
@@ -140,6 +156,13 @@ class Authenticator:
             basic = fresh.basic_header()
         self._basic = True
         return basic
+
+    def _check_realm(self, realm: str | None) -> None:
+        """Refuse a realm our credentials must not go to, before anything is sent to it."""
+        problem = realm_problem(realm, self._registry, self._token_realms) if realm else None
+        if problem is not None:
+            log.warning("token_realm_refused", registry=self._registry[1], problem=problem)
+            raise AuthError(problem, status=401, temporary=False)
 
     def _source(self) -> str:
         return self._provider.source if self._provider else "credentials"
@@ -182,6 +205,7 @@ class Authenticator:
         realm = self._bearer.params.get("realm")
         if not realm:
             raise AuthError("Bearer challenge names no realm", status=401, temporary=False)
+        self._check_realm(realm)
         service = self._bearer.params.get("service", "")
         if credentials is not None and credentials.identity_token:
             refresh_token = self._refresh_tokens.get(

@@ -10,12 +10,13 @@ import asyncio
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 
 import httpx
 
+from replicator.domain.realms import Origin, is_downgrade, origin_of
 from replicator.domain.refs import is_loopback_host, registry_endpoint
 from replicator.errors import (
     AuthError,
@@ -76,8 +77,8 @@ def _request(
     )
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return (url.scheme, url.host, url.port)
+def _origin(url: httpx.URL) -> Origin | None:
+    return origin_of(str(url))
 
 
 @functools.cache
@@ -149,6 +150,7 @@ class RegistryClient:
         foreign_layers: bool = False,
         observer: RequestObserver | None = None,
         ecr: EcrApi | None = None,
+        token_realms: Collection[str] = (),
     ) -> None:
         self.http = http
         self._observer = observer
@@ -158,7 +160,14 @@ class RegistryClient:
         self.scheme = scheme or ("http" if is_loopback_host(host) else "https")
         # Docker Hub: `docker.io` names the registry, `registry-1.docker.io` serves it.
         self.base_url = f"{self.scheme}://{registry_endpoint(host)}"
-        self._auth = Authenticator(http, credentials)
+        origin = origin_of(self.base_url)
+        if origin is None:
+            raise InvalidReferenceError(f"{host!r} is not a registry host")
+        # Our credentials go to this origin only (domain/realms.py).
+        self.origin: Origin = origin
+        self._auth = Authenticator(
+            http, credentials, registry=self.origin, token_realms=token_realms
+        )
         self._slots = asyncio.Semaphore(max_in_flight)
         self.referrers_api: bool | None = None  # learned on first use
         # As a destination: copy non-distributable (foreign) layers too, not only the manifest.
@@ -222,7 +231,10 @@ class RegistryClient:
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> httpx.Response:
         replayable = not isinstance(content, AsyncIterator)
-        sent_auth = await self._auth.authorization(scope)
+        # An absolute URL the registry gave us (an upload Location, a Link) may be elsewhere:
+        # it gets no credentials, and never takes us from https down to http.
+        own = self._own(url, method)
+        sent_auth = await self._auth.authorization(scope) if own else None
         for attempt in (1, 2):
             all_headers = dict(headers or {})
             if sent_auth:
@@ -237,7 +249,14 @@ class RegistryClient:
                 raise _tls_error(where, exc) or TransportError(
                     f"{where}: {type(exc).__name__}: {exc}"
                 ) from exc
-            if response.status_code == 401 and attempt == 1 and replayable:
+            if (
+                response.status_code == 401
+                and attempt == 1
+                and replayable
+                # Only the registry's own challenge is answered: a 401 from where a redirect
+                # or a Location led us would send our credentials to its realm.
+                and _origin(response.request.url) == self.origin
+            ):
                 await response.aclose()
                 # One forced refresh: the token expired or this scope had none yet.
                 sent_auth = await self._auth.answer(response, scope)
@@ -251,6 +270,19 @@ class RegistryClient:
                     ) from exc
             return response
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _own(self, url: str, method: str) -> bool:
+        """Whether `url` is at the registry's own origin; refuses a move from https to http."""
+        target = origin_of(url)
+        if target == self.origin:
+            return True
+        if target is None or is_downgrade(self.origin, target):
+            raise RegistryError(
+                f"{method} {self.host}: refusing to follow the registry from {self.scheme} to "
+                f"{url.split('?', 1)[0][:120]}",
+                temporary=False,
+            )
+        return False
 
     async def _exchange(self, request: httpx.Request, headers: dict[str, str]) -> httpx.Response:
         """Send on the transport, following the redirects of GET and HEAD.
@@ -270,7 +302,19 @@ class RegistryClient:
                 return response
             await response.aclose()
             target = request.url.join(location)
-            if _origin(target) != _origin(request.url):
+            source_origin, target_origin = _origin(request.url), _origin(target)
+            if source_origin is None or target_origin is None:
+                raise httpx.UnsupportedProtocol(
+                    f"redirect to {str(target)[:120]!r}", request=request
+                )
+            if is_downgrade(source_origin, target_origin):
+                raise RegistryError(
+                    f"{describe(request.method, request.url)}: refusing a redirect from https "
+                    f"to {target.scheme}://{target.host}",
+                    status=response.status_code,
+                    temporary=False,
+                )
+            if target_origin != source_origin:
                 # Our credentials are for the registry, never for its storage backend.
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             request = _request(request.method, target, headers)

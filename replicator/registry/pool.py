@@ -42,6 +42,8 @@ class RegistrySettings:
     foreign_layers: bool = False
     # An ECR registry: its API lists and creates repositories (and its provider gives tokens).
     ecr: EcrApi | None = field(default=None, repr=False)
+    # Token realms on other hosts than the registry's that may receive its credentials.
+    token_realms: tuple[str, ...] = ()
 
 
 def _proxies(configured: str | None) -> ProxySettings:
@@ -95,6 +97,7 @@ class ClientPool:
             foreign_layers=settings.foreign_layers,
             observer=self._observer,
             ecr=settings.ecr,
+            token_realms=settings.token_realms,
         )
         self._clients[settings.host] = client
         return client

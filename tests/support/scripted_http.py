@@ -26,6 +26,8 @@ PIECE_PAUSE_SECONDS = 0.02
 # How long /slow and /wait keep the client waiting.
 SLOW_SECONDS = 2.0
 WAIT_SECONDS = 0.02
+# The Basic credentials /basic wants: alice:s3cret.
+BASIC_USER = "Basic YWxpY2U6czNjcmV0"
 # /endless writes its body in pieces of this size, for ever.
 ENDLESS_PIECE = b'"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",' * 2000
 # /reset declares this body length and sends only the first bytes of it.
@@ -34,7 +36,10 @@ RESET_DECLARED = 100_000
 
 class ScriptedServer:
     """Answers by path: /hello, /echo, /pieces, /slow, /wait, /stall, /reset, /close, /early,
-    /redirect?to=URL, /endless and /endless-error (a body that never ends, 200 or 500)."""
+    /redirect?to=URL, /endless and /endless-error (a body that never ends, 200 or 500), and for
+    auth: /challenge?realm=URL (401 Bearer with that realm until "Bearer t" is sent), /basic
+    (401 Basic until `BASIC_USER` is sent), /token (records the Authorization header it got
+    and answers token "t") and /location?to=URL (202 with that Location)."""
 
     def __init__(
         self,
@@ -42,7 +47,9 @@ class ScriptedServer:
         idle_close_seconds: float | None = None,
         answer_once: bool = False,
         tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.idle_close_seconds = idle_close_seconds
         self.answer_once = answer_once
         self.tls = tls
@@ -50,6 +57,7 @@ class ScriptedServer:
         self.accepts = 0
         self.open = 0
         self.endless_sent = 0  # body bytes /endless and /endless-error wrote
+        self.token_requests: list[str] = []  # the Authorization header of each /token request
         self.max_open = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -57,10 +65,10 @@ class ScriptedServer:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.tls)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.tls)
         return self
 
     async def __aexit__(
@@ -150,6 +158,16 @@ class ScriptedServer:
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
+        elif path.startswith(("/challenge?realm=", "/basic")):
+            await self._auth_gate(path, _authorization(request), conn, writer)
+        elif path.startswith("/token"):
+            self.token_requests.append(_authorization(request) or "none")
+            await _respond(writer, conn, [("Content-Type", "application/json")], [b'{"token":"t"}'])
+        elif path.startswith("/location?to="):
+            location = path.removeprefix("/location?to=")
+            headers = [("Location", location), ("Content-Length", "0")]
+            writer.write(conn.send(h11.Response(status_code=202, headers=headers)) or b"")
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
         elif path in ("/endless", "/endless-error"):
             await self._endless(conn, writer, 500 if path == "/endless-error" else 200)
         elif path == "/close":
@@ -184,6 +202,22 @@ class ScriptedServer:
                     await self._closing.wait()
             await _respond(writer, conn, headers, [b"hello"])
 
+    async def _auth_gate(
+        self, path: str, authorization: str, conn: h11.Connection, writer: asyncio.StreamWriter
+    ) -> None:
+        """200 "ok" to the right Authorization, else 401 with the challenge of `path`."""
+        if path.startswith("/basic"):
+            wanted, challenge = BASIC_USER, 'Basic realm="scripted"'
+        else:
+            realm = path.removeprefix("/challenge?realm=")
+            wanted, challenge = "Bearer t", f'Bearer realm="{realm}",service="scripted"'
+        if authorization == wanted:
+            await _respond(writer, conn, [], [b"ok"])
+            return
+        headers = [("WWW-Authenticate", challenge), ("Content-Length", "0")]
+        writer.write(conn.send(h11.Response(status_code=401, headers=headers)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+
     async def _endless(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int
     ) -> None:
@@ -207,6 +241,10 @@ RAW_ANSWERS = {
     "/bad-status": b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n",
     "/two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
 }
+
+
+def _authorization(request: h11.Request) -> str:
+    return b"".join(v for n, v in request.headers if n == b"authorization").decode("latin-1")
 
 
 async def _read_body(conn: h11.Connection, reader: asyncio.StreamReader) -> bytes:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from replicator.errors import AuthError
 from replicator.registry.auth import Authenticator
 from replicator.registry.challenges import Challenge, choose_challenge, parse_challenges
-from replicator.registry.credentials import Credentials, StaticCredentials
+from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
 
 HOST = "registry.example.com:5000"
 SECRET = "s3cr3t-pa55"
@@ -167,6 +167,18 @@ class _Failing:
         )
 
 
+def _authenticator(
+    http: httpx.AsyncClient, credentials: CredentialProvider | None
+) -> Authenticator:
+    """An Authenticator for the registry at HOST, trusting REALM (on another host) by config."""
+    return Authenticator(
+        http,
+        credentials,
+        registry=("https", HOST.split(":", maxsplit=1)[0], 5000),
+        token_realms=(REALM,),
+    )
+
+
 def _static(user: str = "alice", password: str = SECRET) -> StaticCredentials:
     return StaticCredentials(Credentials(user, password))
 
@@ -181,7 +193,7 @@ class TestAuthenticator:
     async def test_basic_challenge(self) -> None:
         """A Basic challenge is answered with the credentials, then sent proactively."""
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, _static())
+            auth = _authenticator(http, _static())
             header = await auth.answer(_unauthorized('Basic realm="r"'), "repository:a:pull")
             assert header == Credentials("alice", SECRET).basic_header()
             assert await auth.authorization("repository:b:push") == header
@@ -189,7 +201,7 @@ class TestAuthenticator:
     async def test_nothing_sent_before_a_challenge(self) -> None:
         """Before the registry asked, no Authorization is sent and the provider is not asked."""
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, _Failing())
+            auth = _authenticator(http, _Failing())
             assert await auth.authorization("repository:a:pull") is None
             assert auth.problem is None
 
@@ -197,18 +209,18 @@ class TestAuthenticator:
         """A Basic challenge with no credentials configured raises AuthError."""
         async with httpx.AsyncClient() as http:
             with pytest.raises(AuthError, match="none are configured"):
-                await Authenticator(http, None).answer(_unauthorized("Basic"), "s")
+                await _authenticator(http, None).answer(_unauthorized("Basic"), "s")
 
     async def test_basic_with_a_failing_provider(self) -> None:
         """A Basic challenge when the provider fails raises the provider's error."""
         async with httpx.AsyncClient() as http:
             with pytest.raises(AuthError, match="docker-credential-broken is not on PATH"):
-                await Authenticator(http, _Failing()).answer(_unauthorized("Basic"), "s")
+                await _authenticator(http, _Failing()).answer(_unauthorized("Basic"), "s")
 
     async def test_basic_refused_when_the_request_carried_the_credentials(self) -> None:
         """A 401 to a request that already carried our Basic credentials means refused."""
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, _static("a", "b"))
+            auth = _authenticator(http, _static("a", "b"))
             sent = await auth.answer(_unauthorized("Basic"), "s")
             with pytest.raises(AuthError, match="refused"):
                 await auth.answer(_unauthorized("Basic", sent=sent), "s")
@@ -217,14 +229,14 @@ class TestAuthenticator:
         """Refused Basic credentials are asked for again once; new ones are used."""
         old, new = Credentials("a", "old"), Credentials("a", "new")
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, _Rotating(old, new))
+            auth = _authenticator(http, _Rotating(old, new))
             sent = await auth.answer(_unauthorized("Basic"), "s")
             assert await auth.answer(_unauthorized("Basic", sent=sent), "s") == new.basic_header()
 
     async def test_concurrent_anonymous_401s_all_get_the_credentials(self) -> None:
         """Several first requests sent anonymously at once each get the Basic header back."""
         async with httpx.AsyncClient() as http:
-            auth = Authenticator(http, _static("a", "b"))
+            auth = _authenticator(http, _static("a", "b"))
             first = await auth.answer(_unauthorized("Basic"), "s")
             second = await auth.answer(_unauthorized("Basic"), "s")
             assert first == second == Credentials("a", "b").basic_header()
@@ -236,13 +248,13 @@ class TestAuthenticator:
         """A 401 without a Basic or Bearer challenge raises AuthError."""
         async with httpx.AsyncClient() as http:
             with pytest.raises(AuthError, match="unsupported challenge"):
-                await Authenticator(http, None).answer(_unauthorized(header), "s")
+                await _authenticator(http, None).answer(_unauthorized(header), "s")
 
     async def test_bearer_token_fetched_and_cached(self) -> None:
         """A Bearer challenge fetches a token per scope with Basic credentials and caches it."""
         service = _TokenService(httpx.Response(200, json={"token": "tok", "expires_in": 300}))
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, _static())
+            auth = _authenticator(http, _static())
             challenge = f'Bearer realm="{REALM}",service="reg", Basic realm="x"'
             scope = "repository:a:pull repository:b:pull,push"
             assert await auth.answer(_unauthorized(challenge), scope) == "Bearer tok"
@@ -261,7 +273,7 @@ class TestAuthenticator:
         """Without credentials the token is requested without an Authorization header."""
         service = _TokenService(httpx.Response(200, json={"access_token": "anon"}))
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, None)
+            auth = _authenticator(http, None)
             header = await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
         assert header == "Bearer anon"
         assert "authorization" not in service.requests[0].headers
@@ -270,7 +282,7 @@ class TestAuthenticator:
         """A broken credential source does not block a public image: the token is anonymous."""
         service = _TokenService(httpx.Response(200, json={"token": "anon"}))
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, _Failing())
+            auth = _authenticator(http, _Failing())
             header = await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
         assert header == "Bearer anon"
         assert "authorization" not in service.requests[0].headers
@@ -280,7 +292,7 @@ class TestAuthenticator:
         """When anonymous is not enough, the error names why there were no credentials."""
         service = _TokenService(httpx.Response(401))
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, _Failing())
+            auth = _authenticator(http, _Failing())
             with pytest.raises(AuthError, match=r"refused.*broken is not on PATH"):
                 await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
 
@@ -289,7 +301,7 @@ class TestAuthenticator:
         service = _TokenService(httpx.Response(401), httpx.Response(200, json={"token": "t2"}))
         provider = _Rotating(Credentials("a", "old"), Credentials("a", "new"))
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, provider)
+            auth = _authenticator(http, provider)
             assert await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s") == "Bearer t2"
         assert (
             service.requests[1].headers["authorization"] == Credentials("a", "new").basic_header()
@@ -301,7 +313,7 @@ class TestAuthenticator:
         service = _TokenService(httpx.Response(200, json={"access_token": "at", "expires_in": 60}))
         creds = Credentials("00000000-0000-0000-0000-000000000000", "", identity_token="rt-1")
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, StaticCredentials(creds))
+            auth = _authenticator(http, StaticCredentials(creds))
             challenge = f'Bearer realm="{REALM}",service="reg"'
             scope = "repository:a:pull repository:b:pull,push"
             assert await auth.answer(_unauthorized(challenge), scope) == "Bearer at"
@@ -321,7 +333,7 @@ class TestAuthenticator:
         )
         creds = Credentials("<token>", "", identity_token="rt-1")
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, StaticCredentials(creds))
+            auth = _authenticator(http, StaticCredentials(creds))
             await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s1")
             assert await auth.authorization("s2") == "Bearer a2"
         assert _form(service.requests[1])["refresh_token"] == ["rt-2"]
@@ -332,7 +344,7 @@ class TestAuthenticator:
         service = _TokenService(httpx.Response(status), httpx.Response(200, json={"token": "g"}))
         creds = Credentials("user", "", identity_token="rt-1")
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, StaticCredentials(creds))
+            auth = _authenticator(http, StaticCredentials(creds))
             assert await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s") == "Bearer g"
         post, get = service.requests
         assert (post.method, get.method) == ("POST", "GET")
@@ -345,7 +357,7 @@ class TestAuthenticator:
             httpx.Response(200, json={"token": "t2", "expires_in": 300}),
         )
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, _static("a", "old"))
+            auth = _authenticator(http, _static("a", "old"))
             await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
             auth.replace_credentials(_static("a", "new"))
             assert await auth.authorization("s") == "Bearer t2"
@@ -377,7 +389,7 @@ class TestAuthenticator:
         """A token service failure is an AuthError, temporary only for 429 and 5xx."""
         service = _TokenService(response)
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, _static())
+            auth = _authenticator(http, _static())
             with pytest.raises(AuthError, match=message) as info:
                 await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
         assert info.value.temporary is temporary
@@ -388,7 +400,7 @@ class TestAuthenticator:
         """A NaN, infinite, negative or huge expires_in never pins a token for long."""
         service = _TokenService(httpx.Response(200, json={"token": "t", "expires_in": expires_in}))
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
-            auth = Authenticator(http, None)
+            auth = _authenticator(http, None)
             await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
             _, until = auth._tokens["s"]
         assert until - time.monotonic() <= 24 * 3600
@@ -397,4 +409,4 @@ class TestAuthenticator:
         """A Bearer challenge that names no realm raises AuthError."""
         async with httpx.AsyncClient() as http:
             with pytest.raises(AuthError, match="no realm"):
-                await Authenticator(http, None).answer(_unauthorized('Bearer service="s"'), "s")
+                await _authenticator(http, None).answer(_unauthorized('Bearer service="s"'), "s")

@@ -370,3 +370,17 @@ class TestRegistryReach:
         with pytest.raises(ConfigError) as caught:
             load_config(_write(tmp_path, MINIMAL + f'proxy = "{value}"\n'))
         assert caught.value.field == "registries.use1.proxy"
+
+    def test_token_realms_reach_the_client_settings(self, tmp_path: Path) -> None:
+        """`token_realms` (realms on other hosts trusted with the credentials) reach the client."""
+        extra = 'token_realms = ["https://auth.example.com/token"]\n'
+        config = load_config(_write(tmp_path, MINIMAL + extra))
+        settings = settings_for(config.registries["use1"], 4)
+        assert settings.token_realms == ("https://auth.example.com/token",)
+
+    @pytest.mark.parametrize("value", ["auth.example.com", "ftp://a", "https://u:p@a/token"])
+    def test_unusable_token_realm_is_a_config_error(self, tmp_path: Path, value: str) -> None:
+        """A token realm that is no http(s) URL, or carries credentials, is refused at load."""
+        with pytest.raises(ConfigError) as caught:
+            load_config(_write(tmp_path, MINIMAL + f'token_realms = ["{value}"]\n'))
+        assert (caught.value.field or "").startswith("registries.use1.token_realms")

@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+from typing import Any
 
 import pytest
 
-from replicator.errors import RegistryError
-from replicator.registry.client import DEFAULT_MAX_RESPONSE_BYTES
+from replicator.errors import AuthError, RegistryError
+from replicator.registry.client import DEFAULT_MAX_RESPONSE_BYTES, RegistryClient
+from replicator.registry.credentials import Credentials, StaticCredentials
 from replicator.registry.pool import ClientPool, RegistrySettings
 from replicator.registry.responses import MAX_ERROR_BODY
 from replicator.registry.tags import MAX_PAGE_BYTES
-from tests.support.scripted_http import ScriptedServer
+from tests.support.scripted_http import BASIC_USER, ScriptedServer
+from tests.support.tls import Pki, make_pki
 
 TOKEN = "Bearer registry-secret"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throw-away CA and server certificate for 127.0.0.1."""
+    return make_pki(tmp_path_factory.mktemp("client-pki"))
+
+
+def server_context(pki: Pki) -> ssl.SSLContext:
+    """The server side of TLS with the throw-away certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    return context
 
 
 class TestRedirects:
@@ -92,3 +109,132 @@ class TestCappedReads:
                     await client.request("GET", "/endless-error", scope="repository:r:pull")
             assert caught.value.status == 500
             assert registry.endless_sent < MAX_ERROR_BODY + SOCKET_SLACK_BYTES
+
+
+def _settings(server: ScriptedServer, **extra: Any) -> RegistrySettings:
+    """The settings of a registry at `server`, with alice's credentials."""
+    creds = StaticCredentials(Credentials("alice", "s3cret"))
+    scheme = "https" if server.tls else "http"
+    return RegistrySettings(
+        host=f"{server.host}:{server.port}", scheme=scheme, credentials=creds, **extra
+    )
+
+
+async def _basic_mode(client: RegistryClient) -> None:
+    """Make the client learn that the registry wants Basic credentials."""
+    response = await client.request("GET", "/basic", scope="repository:r:pull")
+    assert response.content == b"ok"
+
+
+class TestCredentialsStayWithTheRegistry:
+    """Credentials go only to the registry's origin and the token realms it may name."""
+
+    async def test_challenge_from_a_redirect_target_fetches_no_token(self) -> None:
+        """A 401 Bearer from the storage a blob GET was redirected to is not answered: its
+        realm never sees a request, let alone our credentials."""
+        async with (
+            ScriptedServer() as registry,
+            ScriptedServer() as storage,
+            ScriptedServer() as realm,
+            ClientPool() as pool,
+        ):
+            client = pool.client(_settings(registry))
+            target = f"{storage.url}/challenge?realm={realm.url}/token"
+            with pytest.raises(AuthError):
+                await client.request("GET", f"/redirect?to={target}", scope="repository:r:pull")
+        assert realm.token_requests == []
+
+    async def test_realm_on_another_host_is_refused(self) -> None:
+        """The registry's own challenge naming a realm on another host (127.0.0.2) is refused,
+        not answered with the registry's credentials."""
+        async with (
+            ScriptedServer() as registry,
+            ScriptedServer(host="127.0.0.2") as realm,
+            ClientPool() as pool,
+        ):
+            client = pool.client(_settings(registry))
+            with pytest.raises(AuthError, match="token_realms"):
+                await client.request(
+                    "GET", f"/challenge?realm={realm.url}/token", scope="repository:r:pull"
+                )
+        assert realm.token_requests == []
+
+    async def test_realm_named_in_the_config_is_used(self) -> None:
+        """A realm on another host that the config names gets the credentials and the token
+        works."""
+        async with (
+            ScriptedServer() as registry,
+            ScriptedServer(host="127.0.0.2") as realm,
+            ClientPool() as pool,
+        ):
+            client = pool.client(_settings(registry, token_realms=(f"{realm.url}/token",)))
+            response = await client.request(
+                "GET", f"/challenge?realm={realm.url}/token", scope="repository:r:pull"
+            )
+        assert response.content == b"ok"
+        assert realm.token_requests == [BASIC_USER]
+
+    async def test_realm_on_the_registry_host_is_used(self) -> None:
+        """A realm on the registry's own host (another port, as distribution's token servers
+        often are) gets the credentials."""
+        async with ScriptedServer() as registry, ScriptedServer() as realm, ClientPool() as pool:
+            client = pool.client(_settings(registry))
+            response = await client.request(
+                "GET", f"/challenge?realm={realm.url}/token", scope="repository:r:pull"
+            )
+        assert response.content == b"ok"
+        assert realm.token_requests == [BASIC_USER]
+
+    async def test_plain_http_realm_of_an_https_registry_is_refused(self, pki: Pki) -> None:
+        """An https registry naming a plain-http realm (same host) gets no token request."""
+        async with (
+            ScriptedServer(tls=server_context(pki)) as registry,
+            ScriptedServer() as realm,
+            ClientPool() as pool,
+        ):
+            client = pool.client(_settings(registry, verify=str(pki.ca_file)))
+            with pytest.raises(AuthError, match="plain http"):
+                await client.request(
+                    "GET", f"/challenge?realm={realm.url}/token", scope="repository:r:pull"
+                )
+        assert realm.token_requests == []
+
+    async def test_cross_origin_location_gets_no_authorization(self) -> None:
+        """An absolute upload Location (or Link) on another origin is sent no credentials."""
+        async with ScriptedServer() as registry, ScriptedServer() as other, ClientPool() as pool:
+            client = pool.client(_settings(registry))
+            await _basic_mode(client)
+            answer = await client.request(
+                "POST", f"/location?to={other.url}/authorization", scope="r", expected=(202,)
+            )
+            location = answer.headers["location"]
+            response = await client.request("GET", location, scope="repository:r:pull")
+            same = await client.request(
+                "GET", f"{registry.url}/authorization", scope="repository:r:pull"
+            )
+        assert response.content == b"none"
+        assert same.content == BASIC_USER.encode()
+
+    async def test_https_to_http_location_is_refused(self, pki: Pki) -> None:
+        """An https registry's Location pointing at plain http is refused, not followed."""
+        async with (
+            ScriptedServer(tls=server_context(pki)) as registry,
+            ScriptedServer() as other,
+            ClientPool() as pool,
+        ):
+            client = pool.client(_settings(registry, verify=str(pki.ca_file)))
+            with pytest.raises(RegistryError, match="https"):
+                await client.request("PUT", f"{other.url}/authorization", scope="r", content=b"x")
+
+    async def test_https_to_http_redirect_is_refused(self, pki: Pki) -> None:
+        """A blob GET redirected from https to plain http is refused, not followed."""
+        async with (
+            ScriptedServer(tls=server_context(pki)) as registry,
+            ScriptedServer() as storage,
+            ClientPool() as pool,
+        ):
+            client = pool.client(_settings(registry, verify=str(pki.ca_file)))
+            with pytest.raises(RegistryError, match="https"):
+                await client.request(
+                    "GET", f"/redirect?to={storage.url}/authorization", scope="repository:r:pull"
+                )
