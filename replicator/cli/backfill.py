@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 
+from replicator.cli import repository_list
 from replicator.cli.backfill_output import (
     print_plan,
     print_summary,
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--repository-prefix", default="", metavar="P", help="only repositories P or P/..."
     )
+    repository_list.add_arguments(parser, instead_of="the config's list or the catalog")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the plan; write nothing anywhere"
     )
@@ -59,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Handle `replicator backfill`."""
     config = load_config(args.config)
-    options = ScanOptions(args.source, args.destination, args.repository_prefix)
+    options = ScanOptions(
+        args.source, args.destination, args.repository_prefix, repository_list.chosen(args)
+    )
     for name, flag in ((args.source, "--source"), (args.destination, "--destination")):
         if name is not None and name not in config.registries:
             raise UsageError(f"{flag} {name!r} names no registry of {config.path}")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
+from replicator.cli import repository_list
 from replicator.cli.copy_options import add_registry_options, resolve
 from replicator.domain.refs import Reference, parse_host_path, parse_reference
 from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="copy non-distributable (foreign) layers too; by default the manifest is copied "
         "and they stay where their urls point, as crane does",
     )
+    repository_list.add_arguments(parser, instead_of="the catalog (with -r)")
     parser.set_defaults(func=run)
 
 
@@ -79,6 +81,8 @@ async def _run(args: argparse.Namespace) -> int:
             return Endpoint(pool.client(settings), "")
 
         copier = Copier(concurrency=args.concurrency)
+        if not args.recursive and repository_list.chosen(args) is not None:
+            raise UsageError("--repository and --repositories-from name the repositories of -r")
         if args.recursive:
             stats, failures = await _copy_prefix(copier, args, client_for)
         else:
@@ -135,7 +139,14 @@ async def _copy_prefix(
         raise UsageError(str(exc)) from exc
     source = client_for(src_host, "src")
     target = client_for(dst_host, "dst")
-    repositories = [name async for name in tags.catalog(source.client, src_prefix)]
+    named = repository_list.chosen(args)
+    if named is not None:
+        outside = [name for name in named if not tags.under_prefix(name, src_prefix)]
+        if outside:
+            raise UsageError(f"--repository {outside[0]} is not under {args.src}")
+        repositories = list(named)
+    else:
+        repositories = [name async for name in tags.catalog(source.client, src_prefix)]
     if not repositories:
         raise UsageError(f"no repository under {args.src}")
     limit = asyncio.Semaphore(REPOSITORIES_IN_FLIGHT)

@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from replicator.cli import repository_list
 from replicator.config.loading import load_config
 from replicator.errors import UsageError
 from replicator.scan.verify import DriftItem, VerifyReport, run_verify
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "delete replication on, destination tags absent at the source are drift too. Reads only.",
     )
     parser.add_argument("--source", metavar="NAME", help="only this source registry")
+    repository_list.add_arguments(parser, instead_of="the config's list or the catalog")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.source is not None and args.source not in config.registries:
         raise UsageError(f"--source {args.source!r} names no registry of {config.path}")
-    report = asyncio.run(run_verify(config, source=args.source))
+    chosen = repository_list.chosen(args)
+    report = asyncio.run(run_verify(config, source=args.source, repositories=chosen))
     if args.json:
         _print_json(report)
     else:

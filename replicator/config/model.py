@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from replicator.domain.policy import RegistryPolicy
+from replicator.domain.refs import validate_repository
 from replicator.domain.rules import (
     ACCOUNT_RE,
     REGION_RE,
@@ -32,6 +33,7 @@ from replicator.domain.rules import (
     ReplicationConfig,
 )
 from replicator.domain.webhooks import WebhookFormat
+from replicator.errors import InvalidReferenceError
 from replicator.registry.ecr import ecr_location
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
 
@@ -130,6 +132,13 @@ def _check_proxy(value: str) -> str:
     except ProxyUrlError as exc:
         raise ValueError(f'{exc} (or "{DIRECT}" to connect directly)') from exc
     return value
+
+
+def _check_repository(value: str) -> str:
+    try:
+        return validate_repository(value)
+    except InvalidReferenceError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def _check_endpoint(value: str) -> str:
@@ -329,6 +338,9 @@ class RegistryConfig(_Section):
     # "ecr": Amazon ECR's own API gives the tokens (GetAuthorizationToken), lists the
     # repositories and creates missing ones at a destination (the `ecr` extra: botocore).
     auth: Literal["ecr"] | None = None
+    # As a source: the repositories to scan (backfill, verify, reconcile) instead of the
+    # catalog, for registries without one (Docker Hub, GHCR) or with one closed to us.
+    repositories: list[Annotated[str, AfterValidator(_check_repository)]] | None = None
     # ECR's API endpoint, when not the region's public one (a VPC endpoint; moto in the tests);
     # unset, botocore's own rules apply (AWS_ENDPOINT_URL_ECR included).
     ecr_endpoint: Annotated[str, AfterValidator(_check_endpoint)] | None = None

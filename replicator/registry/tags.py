@@ -98,16 +98,17 @@ async def catalog(
     if client.ecr is not None:
         listed = await client.ecr.repositories()
         for name in _valid(client, listed, validate_repository, "DescribeRepositories", on_invalid):
-            if _under(name, prefix):
+            if under_prefix(name, prefix):
                 yield name
         return
     async for page in _pages(client, "/v2/_catalog", "repositories", "registry:catalog:*"):
         for name in _valid(client, page, validate_repository, "catalog", on_invalid):
-            if _under(name, prefix):
+            if under_prefix(name, prefix):
                 yield name
 
 
-def _under(name: str, prefix: str) -> bool:
+def under_prefix(name: str, prefix: str) -> bool:
+    """Whether `name` is `prefix` or lies under it (`prefix/...`); every name is under ''."""
     return not prefix or name == prefix or name.startswith(prefix.rstrip("/") + "/")
 
 

@@ -33,6 +33,7 @@ from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 from replicator.registry.retry import retried
+from replicator.scan.repositories import repository_names
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -49,11 +50,13 @@ REPOSITORIES_IN_FLIGHT = 16
 
 @dataclass(frozen=True, slots=True)
 class ScanOptions:
-    """What to scan: one source or all, one destination or all, a repository prefix."""
+    """What to scan: one source or all, one destination or all, a repository prefix, and
+    the repositories named on the command line (instead of the config's list or the catalog)."""
 
     source: str | None = None
     destination: str | None = None
     repository_prefix: str = ""
+    repositories: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -179,11 +182,14 @@ class Scanner:
                 await self._repository(source, repository, sink)
 
             try:
-                await for_each_repository(
-                    tags.catalog(client, self._options.repository_prefix, on_invalid=self._error),
-                    one,
-                    stop=stop,
+                names = repository_names(
+                    client,
+                    self._config.registries[source.name],
+                    chosen=self._options.repositories,
+                    prefix=self._options.repository_prefix,
+                    on_invalid=self._error,
                 )
+                await for_each_repository(names, one, stop=stop)
             except JournalError:
                 raise
             except ReplicatorError as exc:

@@ -32,6 +32,7 @@ from replicator.scan.backfill import (
     source_tags,
     sources_of,
 )
+from replicator.scan.repositories import repository_names
 
 log = get_logger(__name__)
 
@@ -67,12 +68,19 @@ class Verifier:
     """Audits the sources of one config (one source, or every registry with rules)."""
 
     def __init__(
-        self, config: Config, sites: Mapping[str, Site], pool: ClientPool, *, source: str | None
+        self,
+        config: Config,
+        sites: Mapping[str, Site],
+        pool: ClientPool,
+        *,
+        source: str | None,
+        repositories: tuple[str, ...] | None = None,
     ) -> None:
         self._config = config
         self._sites = sites
         self._pool = pool
         self._source = source
+        self._repositories = repositories
         self.report = VerifyReport()
         # (destination, repository, digest) -> what is missing under it, so tags sharing an
         # image (and images sharing blobs) cost one check.
@@ -90,8 +98,14 @@ class Verifier:
                 except ReplicatorError as exc:
                     self._error(f"{source.name}/{repository}: {exc.code}: {exc}")
 
+            names = repository_names(
+                client,
+                self._config.registries[source.name],
+                chosen=self._repositories,
+                on_invalid=self._error,
+            )
             try:
-                await for_each_repository(tags.catalog(client, on_invalid=self._error), one)
+                await for_each_repository(names, one)
             except ReplicatorError as exc:
                 self._error(f"{source.name}: catalog: {exc.code}: {exc}")
         return self.report
@@ -227,9 +241,15 @@ async def _absent() -> None:
     return None
 
 
-async def run_verify(config: Config, *, source: str | None) -> VerifyReport:
-    """Audit the sources of `config` (one, or all with rules)."""
+async def run_verify(
+    config: Config, *, source: str | None, repositories: tuple[str, ...] | None = None
+) -> VerifyReport:
+    """Audit the sources of `config` (one, or all with rules); `repositories` instead of each
+    source's list or catalog."""
     from replicator.config.sites import sites_of
 
     async with ClientPool(max_connections=max(64, config.workers.concurrency * 4)) as pool:
-        return await Verifier(config, sites_of(config), pool, source=source).run()
+        verifier = Verifier(
+            config, sites_of(config), pool, source=source, repositories=repositories
+        )
+        return await verifier.run()

@@ -384,3 +384,12 @@ class TestRegistryReach:
         with pytest.raises(ConfigError) as caught:
             load_config(_write(tmp_path, MINIMAL + f'token_realms = ["{value}"]\n'))
         assert (caught.value.field or "").startswith("registries.use1.token_realms")
+
+    def test_repositories_list_is_validated(self, tmp_path: Path) -> None:
+        """`repositories` holds OCI names; one with a `..` segment is refused, naming it."""
+        good = load_config(_write(tmp_path, MINIMAL + 'repositories = ["team/a", "b"]\n'))
+        assert good.registries["use1"].repositories == ["team/a", "b"]
+        with pytest.raises(ConfigError) as caught:
+            load_config(_write(tmp_path, MINIMAL + 'repositories = ["team/../x"]\n'))
+        assert "team/../x" in str(caught.value)
+        assert (caught.value.field or "").startswith("registries.use1.repositories")
