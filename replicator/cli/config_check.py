@@ -16,7 +16,12 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from replicator.config.loading import Config, RegistryConfig, load_config
+from replicator.config.loading import (
+    Config,
+    RegistryConfig,
+    load_config,
+    unauthenticated_sources,
+)
 from replicator.config.sites import describe_credentials
 from replicator.domain.policy import (
     BATCH_DELETE_IMAGE,
@@ -91,7 +96,35 @@ def run(args: argparse.Namespace) -> int:
         _, warning = describe_credentials(registry)
         if warning:
             print(f"warning: registries.{name}.docker_config: {warning}", file=sys.stderr)
+    open_sources = unauthenticated_sources(config)
+    if open_sources:
+        print(
+            f"warning: webhooks of {', '.join(open_sources)} are taken without authentication "
+            f"(allowed only because the bridge listens on loopback, {config.bridge.listen})",
+            file=sys.stderr,
+        )
     return EXIT_OK
+
+
+def webhook_sources(config: Config) -> dict[str, dict[str, str]]:
+    """How the bridge takes each registry's webhooks: authentication and body format."""
+    bridge = config.bridge
+    described: dict[str, dict[str, str]] = {}
+    for name in config.registries:
+        source = bridge.sources.get(name)
+        if source is not None:
+            described[name] = {"auth": source.auth.value, "format": source.format}
+        else:
+            auth = "bearer (bridge.token_file)" if bridge.token_file else "none"
+            described[name] = {"auth": auth, "format": "auto"}
+    return described
+
+
+def _bridge_transport(config: Config) -> str:
+    bridge = config.bridge
+    if bridge.client_ca is not None:
+        return "HTTPS, client certificates required"
+    return "HTTPS" if bridge.tls_cert is not None else "HTTP"
 
 
 def summarise(config: Config) -> list[RuleSummary]:
@@ -214,6 +247,9 @@ def as_text(config: Config, rules: list[RuleSummary]) -> list[str]:
         )
         for reach in rule.destinations:
             lines.extend(_reach_lines(reach))
+    lines += ["", f"webhooks (bridge on {config.bridge.listen}, {_bridge_transport(config)})"]
+    for name, how in webhook_sources(config).items():
+        lines.append(f"  {name:<{name_width}}  auth: {how['auth']}; format: {how['format']}")
     return lines
 
 
@@ -258,4 +294,9 @@ def as_json(config: Config, rules: list[RuleSummary]) -> dict[str, Any]:
             for r in config.registries.values()
         ],
         "rules": [asdict(rule) for rule in rules],
+        "webhooks": {
+            "listen": config.bridge.listen,
+            "transport": _bridge_transport(config),
+            "sources": webhook_sources(config),
+        },
     }

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from replicator.cli import main
 from replicator.config.loading import WebhookAuth, load_config
 from replicator.daemon.http_server import Request
 from replicator.daemon.webhook_auth import SourceAuth, auth_table
@@ -248,3 +249,26 @@ def test_open_source_on_loopback_is_allowed(tmp_path: Path) -> None:
     """Without any authentication the bridge may still listen on loopback."""
     config = load(tmp_path, 'listen = "127.0.0.1:9479"')
     assert auth_table(config)["src"].method is WebhookAuth.NONE
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_config_check_shows_each_source(capsys: pytest.CaptureFixture[str]) -> None:
+    """`config check` says how the bridge listens and how each source authenticates."""
+    assert main(["config", "check", str(ROOT / "configs" / "webhooks.toml")]) == 0
+    captured = capsys.readouterr()
+    assert "webhooks (bridge on 0.0.0.0:9479, HTTPS, client certificates required)" in captured.out
+    assert "quay    auth: query; format: quay" in captured.out
+    assert "dr      auth: bearer (bridge.token_file); format: auto" in captured.out
+    assert "warning" not in captured.err
+
+
+def test_config_check_warns_of_open_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    """On loopback, sources without authentication pass the check with a warning."""
+    assert main(["config", "check", "--json", str(ROOT / "configs" / "demo.toml")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["webhooks"]["sources"]["use1"] == {
+        "auth": "none", "format": "auto"
+    }  # fmt: skip
+    assert "warning: webhooks of use1, usw2, euw1 are taken without authentication" in captured.err
