@@ -73,6 +73,15 @@ class Corpus:
             (self.layout / "blobs" / "sha256" / d.split(":", 1)[1]).stat().st_size for d in digests
         )
 
+    def distinct_blobs(self) -> list[tuple[str, str, int]]:
+        """Each distinct blob once, as (a repository holding it, digest, size), sorted."""
+        found: dict[str, tuple[str, str, int]] = {}
+        for (repository, _tag), image in sorted(self.images.items()):
+            for digest in sorted(image.blob_digests - found.keys()):
+                path = self.layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+                found[digest] = (repository, digest, path.stat().st_size)
+        return sorted(found.values())
+
     @property
     def repositories(self) -> list[str]:
         """Repository names, sorted."""
@@ -138,4 +147,17 @@ def verify_copy(corpus: Corpus, registry_url: str) -> list[str]:
                 found = client.head(f"/v2/{repository}/manifests/{child.digest}")
                 if found.status_code != 200:
                     problems.append(f"{repository}@{child.digest}: {found.status_code}")
+    return problems
+
+
+def verify_blobs(blobs: list[tuple[str, str, int]], registry_url: str) -> list[str]:
+    """Problems found at a destination of the blob-only floor: a blob missing or of another
+    size. Empty = every blob there."""
+    problems = []
+    with httpx.Client(base_url=registry_url) as client:
+        for repository, digest, size in blobs:
+            answer = client.head(f"/v2/{repository}/blobs/{digest}")
+            length = answer.headers.get("content-length")
+            if answer.status_code != 200 or length != str(size):
+                problems.append(f"{repository}@{digest}: {answer.status_code} {length}")
     return problems

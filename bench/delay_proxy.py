@@ -84,6 +84,10 @@ class DelayProxy:
                 group.create_task(self._pump(upstream_reader, writer))
         except (ConnectionError, OSError, ExceptionGroup):
             pass
+        except asyncio.CancelledError:
+            # Only stop() cancels: end quietly. (Python 3.11's start_server callback calls
+            # task.exception() on a cancelled handler and logs a CancelledError traceback.)
+            return
         finally:
             for stream in (writer, upstream_writer):
                 if stream is not None:

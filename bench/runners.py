@@ -31,6 +31,10 @@ class RunResult:
     peak_rss_bytes: int
     stdout: str
     stderr: str
+    # User + system CPU of the child (rusage), which the load of a shared machine disturbs less
+    # than wall time; and the 1-minute load average when it ended, to read the wall time by.
+    cpu_seconds: float = 0.0
+    load: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -83,6 +87,8 @@ def timed_run(tool: str, command: list[str], *, cwd: Path = PROJECT_ROOT) -> Run
             peak_rss_bytes=usage.ru_maxrss * 1024,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            load=os.getloadavg()[0],
         )
 
 
@@ -92,6 +98,12 @@ def replicator_copy(source: str, destination: str, *, recursive: bool = True) ->
     if recursive:
         command.insert(4, "-r")
     return timed_run("replicator copy", command)
+
+
+def blob_floor(source_host: str, destination_host: str, blobs_file: Path) -> RunResult:
+    """`python -m bench.blob_floor`: the corpus's distinct blobs alone, 16 in flight."""
+    command = [sys.executable, "-m", "bench.blob_floor", source_host, destination_host]
+    return timed_run("blob-only floor", [*command, str(blobs_file)])
 
 
 def skopeo_sync(

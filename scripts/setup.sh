@@ -33,7 +33,7 @@ stamp=.venv/.replicator-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing replicator and its dev tools into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,bench]'
   touch "$stamp"
 fi
 # An editable install leaves replicator/ uncompiled, and with PYTHONDONTWRITEBYTECODE set (as on
