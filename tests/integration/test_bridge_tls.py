@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "webhooks" / "github-push.json"
 SECRET = b"github-webhook-secret"
+QUAY_SAMPLE = SAMPLE.with_name("quay-push.json")
+QUAY_TOKEN = "quay-url-token-4f1c"
 # The bridge connects to the broker within a second of listening; 20 s covers a loaded machine.
 WITHIN_SECONDS = 20.0
 CURL_TIMEOUT_SECONDS = 10
@@ -32,6 +34,7 @@ def write_config(folder: Path, broker: Mosquitto, port: int, pki: Pki) -> Path:
     shutil.copy(pki.server_cert, folder / "bridge.crt")
     shutil.copy(pki.server_key, folder / "bridge.key")
     (folder / "github.secret").write_bytes(SECRET + b"\n")
+    (folder / "quay.secret").write_text(QUAY_TOKEN + "\n")
     path = folder / "replicator.toml"
     path.write_text(
         f"""version = 1
@@ -48,10 +51,17 @@ client_ca = "{pki.ca_file}"
 format = "github"
 auth = "hmac-sha256"
 secret_file = "github.secret"
+[bridge.sources.quay]
+auth = "query"
+secret_file = "quay.secret"
 [registries.src]
 account = "111122223333"
 region = "us-east-1"
 url = "http://127.0.0.1:1"
+[registries.quay]
+account = "111122223333"
+region = "us-west-2"
+url = "http://127.0.0.1:2"
 """
     )
     return path
@@ -60,14 +70,16 @@ url = "http://127.0.0.1:1"
 def curl(
     url: str, *, ca: Path, client: Pki | None, body: Path | None = None, signature: str = ""
 ) -> tuple[int, str]:
-    """curl `url` (POST of `body` when given); (curl's exit code, status code or output)."""
+    """curl `url` (POST of `body` when given, as GitHub's with `signature`); (curl's exit
+    code, its output ending in the status code)."""
     command = ["curl", "--silent", "--show-error", "--max-time", str(CURL_TIMEOUT_SECONDS),
                "--cacert", str(ca), "--write-out", "%{http_code}", "--output", "-"]  # fmt: skip
     if client is not None:
         command += ["--cert", str(client.client_cert), "--key", str(client.client_key)]
     if body is not None:
-        command += ["--data-binary", f"@{body}", "-H", "Content-Type: application/json",
-                    "-H", "X-GitHub-Event: registry_package",
+        command += ["--data-binary", f"@{body}", "-H", "Content-Type: application/json"]
+    if signature:
+        command += ["-H", "X-GitHub-Event: registry_package",
                     "-H", f"X-Hub-Signature-256: {signature}"]  # fmt: skip
     result = subprocess.run(
         [*command, url],
@@ -81,8 +93,9 @@ def curl(
 
 def test_webhook_over_mtls_with_curl(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """With a client certificate and the right signature curl's webhook is published (200);
-    without a certificate the handshake fails, with a bad signature it is 401; after the
-    certificate files are replaced, SIGHUP makes the bridge serve the new certificate."""
+    without a certificate the handshake fails, with a bad signature it is 401; Quay's token in
+    the URL is checked and never logged; after the certificate files are replaced, SIGHUP
+    makes the bridge serve the new certificate."""
     pki = make_pki(tmp_path / "pki")
     port = free_port()
     config = write_config(tmp_path, mosquitto, port, pki)
@@ -110,6 +123,13 @@ def test_webhook_over_mtls_with_curl(mosquitto: Mosquitto, tmp_path: Path) -> No
         assert metric_value(metrics, "replicator_bridge_requests_total",
                             source="src", format="github", outcome="published") >= 1  # fmt: skip
         assert metric_value(metrics, "replicator_bridge_broker_connected") == 1
+        _, output = curl(f"{url}/events/quay?token={QUAY_TOKEN}", ca=pki.ca_file, client=pki,
+                         body=QUAY_SAMPLE)  # fmt: skip
+        assert output.endswith("200")
+        _, output = curl(f"{url}/events/quay?token=guess", ca=pki.ca_file, client=pki,
+                         body=QUAY_SAMPLE)  # fmt: skip
+        assert output.endswith("401")
+        assert QUAY_TOKEN not in bridge.log_path.read_text()
 
         renewed = make_pki(tmp_path / "renewed")
         shutil.copy(renewed.server_cert, tmp_path / "bridge.crt")
