@@ -141,12 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = args.log_level or ("info" if args.command in LONG_RUNNING else "warning")
     logs.configure(level=level)
     as_json = bool(getattr(args, "json", False))
+    # `config check` is the one two-word command.
+    name = " ".join(filter(None, (args.command, getattr(args, "config_command", None))))
     try:
         code: int = args.func(args)
     except (UsageError, ConfigError) as exc:
-        return _failed(args.command, exc, EXIT_USAGE, as_json=as_json)
+        return _failed(name, exc, EXIT_USAGE, as_json=as_json)
     except ReplicatorError as exc:
-        return _failed(args.command, exc, EXIT_FAILED, as_json=as_json)
+        return _failed(name, exc, EXIT_FAILED, as_json=as_json)
     except KeyboardInterrupt:
         print(f"replicator {args.command}: interrupted", file=sys.stderr)
         return 130

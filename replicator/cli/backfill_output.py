@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from replicator.cli.documents import document, print_json
 from replicator.domain.jobs import TERMINAL_STATES, JobState
 from replicator.domain.scan import TagAction, TagPlan
 from replicator.scan.backfill import ScanCounts
@@ -64,8 +64,8 @@ def _counts_doc(counts: ScanCounts) -> dict[str, Any]:
 def print_plan(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
     plans = sorted(report.plans, key=lambda p: (p.key.destination, p.key.repository, p.key.tag))
     if as_json:
-        doc = {"dry_run": True, **_counts_doc(report.counts), "seconds": round(seconds, 3)}
-        print(json.dumps(doc | {"plan": [_plan_entry(p) for p in plans]}), file=out)
+        body = {"dry_run": True, **_counts_doc(report.counts), "seconds": round(seconds, 3)}
+        print_json(document("backfill", body | {"plan": [_plan_entry(p) for p in plans]}), out)
         return
     for plan in plans:
         key = plan.key
@@ -116,11 +116,11 @@ def _by_destination(report: BackfillReport) -> dict[str, dict[str, int]]:
 def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
     table = _by_destination(report)
     if as_json:
-        doc = {
-            "outcome": report.outcome.value, "interrupted": report.interrupted,
+        body = {
+            "dry_run": False, "outcome": report.outcome.value, "interrupted": report.interrupted,
             **_counts_doc(report.counts), "jobs": len(report.rows),
             "bytes_copied": report.bytes_copied, "seconds": round(seconds, 3),
-            "destinations": table,
+            "destinations": dict(sorted(table.items())),
             "failures": [_row_entry(r) for r in report.failed]
             + [
                 {"destination": r.key.destination, "repository": r.key.repository,
@@ -132,7 +132,7 @@ def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out:
             "unfinished": [_row_entry(r) for r in report.rows
                            if r.state not in TERMINAL_STATES],
         }  # fmt: skip
-        print(json.dumps(doc), file=out)
+        print_json(document("backfill", body), out)
         return
     header = ("DESTINATION", "COMPLETE", "FAILED", "DENIED", "REPAIRED", "BYTES")
     lines = [header] + [

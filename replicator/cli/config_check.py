@@ -10,12 +10,12 @@ expression, a glob with a character class) is reported as "depends on repository
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from replicator.cli.documents import document, print_json
 from replicator.config.loading import Config, RegistryConfig, load_config
 from replicator.config.sites import describe_credentials
 from replicator.domain.policy import (
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.file or args.config)
     rules = summarise(config)
     if args.json:
-        print(json.dumps(as_json(config, rules), indent=2))
+        print_json(document("config check", as_json(config, rules)))
     else:
         print("\n".join(as_text(config, rules)))
     for name, registry in config.registries.items():

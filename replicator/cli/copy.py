@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from dataclasses import asdict
 
 from replicator.cli import repository_list
 from replicator.cli.copy_options import add_registry_options, resolve
+from replicator.cli.documents import document, print_json
 from replicator.domain.refs import Reference, parse_host_path, parse_reference
 from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
@@ -180,11 +180,11 @@ def _report(
     stats: CopyStats, failures: list[CopyFailure], seconds: float, *, as_json: bool
 ) -> None:
     if as_json:
-        doc = asdict(stats) | {
+        body = asdict(stats) | {
             "seconds": round(seconds, 3),
             "failures": [asdict(f) for f in failures],
         }
-        print(json.dumps(doc))
+        print_json(document("copy", body))
     else:
         rate = stats.bytes_copied / seconds / 1e6 if seconds > 0 else 0.0
         print(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from replicator.cli import documents
+from replicator.cli.documents import error_document, print_json
 from replicator.domain.jobs import JobState
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
 from replicator.errors import InvalidReferenceError, UsageError
@@ -120,14 +120,15 @@ def run_status(args: argparse.Namespace) -> int:
     rows = asyncio.run(query())
     if not rows:
         image = args.image_digest or f"tag {args.image_tag}"
-        print(
-            f"replicator status: no replication jobs for {args.repository} {image}",
-            file=sys.stderr,
-        )
+        message = f"no replication jobs for {args.repository} {image}"
+        print(f"replicator status: {message}", file=sys.stderr)
+        if args.json:
+            print_json(error_document("status", "NOT_FOUND", message))
         return EXIT_FAILED
     document = status_document(args.repository, rows, registries, tag=args.image_tag)
     if args.json:
-        print(json.dumps(document, indent=2))
+        # ECR's DescribeImageReplicationStatus shape (camelCase), under our schema version.
+        print_json(documents.document("status", document))
         return EXIT_OK
     image_id = document["imageId"]
     print(f"repository  {args.repository}")
@@ -166,15 +167,25 @@ def _image(row: JobRow) -> str:
     return f"{text}@{algorithm}:{hex_digits[:SHORT_DIGEST_HEX]}"
 
 
+def _time(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
 def job_document(row: JobRow) -> dict[str, Any]:
-    """A job as JSON-ready values (times in ISO 8601)."""
-    document = asdict(row)
-    for name, value in document.items():
-        if isinstance(value, datetime):
-            document[name] = value.isoformat()
-        elif hasattr(value, "value"):
-            document[name] = value.value
-    return document
+    """One job as `jobs --json` prints it (README "JSON output"): times in ISO 8601 UTC,
+    the failure as an object or null; which process holds a job is not part of it."""
+    failure = {"code": row.failure_code, "reason": row.failure_reason} if row.failure_code else None
+    return {
+        "id": row.id, "kind": row.kind.value, "state": row.state.value,
+        "source": row.source, "repository": row.repository, "tag": row.tag,
+        "digest": row.digest, "destination": row.destination, "attempts": row.attempts,
+        "failure": failure, "bytes_copied": row.bytes_copied,
+        "blobs_copied": row.blobs_copied, "blobs_mounted": row.blobs_mounted,
+        "blobs_skipped": row.blobs_skipped, "pushed_at": _time(row.pushed_at),
+        "created_at": _time(row.created_at), "updated_at": _time(row.updated_at),
+        "started_at": _time(row.started_at), "finished_at": _time(row.finished_at),
+        "next_attempt_at": _time(row.next_attempt_at),
+    }  # fmt: skip
 
 
 def run_jobs(args: argparse.Namespace) -> int:
@@ -187,7 +198,7 @@ def run_jobs(args: argparse.Namespace) -> int:
 
     rows = asyncio.run(query())
     if args.json:
-        print(json.dumps([job_document(row) for row in rows], indent=2))
+        print_json(documents.document("jobs", {"jobs": [job_document(row) for row in rows]}))
         return EXIT_OK
     table = [
         [
@@ -218,20 +229,25 @@ def run_retry(args: argparse.Namespace) -> int:
             return count, row
 
     count, row = asyncio.run(act())
-    if args.all_failed:
-        print(f"re-queued {count} failed job{'' if count == 1 else 's'}")
-        return EXIT_OK
-    if count:
-        print(f"re-queued job {args.job}")
+    if args.all_failed or count:
+        message = (
+            f"re-queued {count} failed job{'' if count == 1 else 's'}"
+            if args.all_failed
+            else f"re-queued job {args.job}"
+        )
+        if args.json:
+            print_json(documents.document("retry", {"requeued": count, "job": args.job}))
+        else:
+            print(message)
         return EXIT_OK
     if row is None:
-        print(f"replicator retry: job {args.job} does not exist", file=sys.stderr)
+        code, message = "NOT_FOUND", f"job {args.job} does not exist"
     else:
-        print(
-            f"replicator retry: job {args.job} is {row.state.value}; "
-            "only FAILED jobs are re-queued",
-            file=sys.stderr,
-        )
+        code = "NOT_FAILED"
+        message = f"job {args.job} is {row.state.value}; only FAILED jobs are re-queued"
+    print(f"replicator retry: {message}", file=sys.stderr)
+    if args.json:
+        print_json(error_document("retry", code, message))
     return EXIT_FAILED
 
 

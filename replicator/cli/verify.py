@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from dataclasses import asdict
 
 from replicator.cli import repository_list
+from replicator.cli.documents import document, print_json
 from replicator.config.loading import load_config
 from replicator.errors import UsageError
 from replicator.scan.verify import DriftItem, VerifyReport, run_verify
@@ -47,14 +47,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_json(report: VerifyReport) -> None:
-    doc = {
+    body = {
         "clean": report.clean,
         "repositories": report.repositories,
         "tags_checked": report.tags_checked,
         "drift": [asdict(item) for item in _sorted(report)],
         "errors": report.errors,
     }
-    print(json.dumps(doc))
+    print_json(document("verify", body))
 
 
 def _sorted(report: VerifyReport) -> list[DriftItem]:

@@ -90,6 +90,7 @@ class World:
         result = replicator_cli(self.config, "backfill", *args, "--json")
         assert result.returncode in (0, 1), result.stderr
         doc: dict[str, Any] = json.loads(result.stdout)
+        assert (doc["schema"], doc["command"]) == (1, "backfill")  # README "JSON output"
         return doc | {"exit": result.returncode, "stderr": result.stderr}
 
     def jobs(self) -> list[Any]:

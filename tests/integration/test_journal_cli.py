@@ -25,6 +25,14 @@ DENIED_REASON = "no Allow statement for ecr:ReplicateImage"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
+# The fields of a job in `jobs --json` (README "JSON output"); `claimed_by` is not one of them.
+JOB_FIELDS = {
+    "id", "kind", "state", "source", "repository", "tag", "digest", "destination", "attempts",
+    "failure", "bytes_copied", "blobs_copied", "blobs_mounted", "blobs_skipped", "pushed_at",
+    "created_at", "updated_at", "started_at", "finished_at", "next_attempt_at",
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Setup:
     """A config file and the ids of its journal's jobs."""
@@ -111,6 +119,8 @@ class TestStatus:
         )
         assert code == 0
         assert json.loads(out) == {
+            "schema": 1,
+            "command": "status",
             "repositoryName": "app",
             "imageId": {"imageDigest": DIGEST, "imageTag": "v1"},
             "replicationStatuses": [
@@ -194,19 +204,23 @@ class TestJobs:
     """replicator jobs."""
 
     def test_json_filtered_by_state(self, setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
-        """--state (any case) keeps only jobs in that state; --json has every column."""
+        """--state (any case) keeps only jobs in that state; --json is the documented job
+        document, without the journal's internal columns."""
         code, out, _ = run(
             capsys, "jobs", "--config", str(setup.config), "--state", "failed", "--json"
         )
         assert code == 0
-        [job] = json.loads(out)
-        assert (job["id"], job["state"], job["failure_code"], job["destination"]) == (
+        document = json.loads(out)
+        assert (document["schema"], document["command"]) == (1, "jobs")
+        [job] = document["jobs"]
+        assert (job["id"], job["state"], job["failure"]["code"], job["destination"]) == (
             setup.failed_id,
             "FAILED",
             "POLICY_DENIED",
             "euw1",
         )
         assert job["pushed_at"] == NOW.isoformat()
+        assert set(job) == JOB_FIELDS
 
     def test_table(self, setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
         """The table lists the newest job first with a short digest."""
@@ -240,7 +254,7 @@ class TestRetry:
         code, out, _ = run(
             capsys, "jobs", "--config", str(setup.config), "--state", "PENDING", "--json"
         )
-        assert [job["id"] for job in json.loads(out)] == [setup.failed_id]
+        assert [job["id"] for job in json.loads(out)["jobs"]] == [setup.failed_id]
 
     def test_retry_not_failed(self, setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
         """--job on a COMPLETE job exits 1 and says only FAILED jobs are re-queued."""

@@ -23,7 +23,9 @@ def verify(world: World) -> tuple[int, dict[str, Any]]:
     """Exit code and JSON report of `replicator verify --json`."""
     result = replicator_cli(world.config, "verify", "--json")
     assert result.returncode in (0, 1), result.stderr
-    return result.returncode, json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    assert (report["schema"], report["command"]) == (1, "verify")  # README "JSON output"
+    return result.returncode, report
 
 
 def drifts(report: dict[str, Any]) -> set[tuple[str, str, str | None, str]]:
