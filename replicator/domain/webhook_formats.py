@@ -8,15 +8,13 @@ a field (tests/data/webhooks/README.md has the sources).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+from replicator.domain import webhook_fields as fields
 from replicator.domain.events import (
     ECR_IMAGE_ACTION,
     ECR_REPLICATION_ACTION,
@@ -24,14 +22,11 @@ from replicator.domain.events import (
     RejectReason,
 )
 from replicator.domain.media import is_manifest_type
-from replicator.domain.refs import is_digest, validate_digest, validate_repository, validate_tag
+from replicator.domain.refs import is_digest
 from replicator.domain.timestamps import format_timestamp
-from replicator.errors import EventError, InvalidReferenceError
+from replicator.errors import EventError
 
 GAR_ACTIONS = frozenset({"INSERT", "DELETE"})
-# A delivery naming more manifests than this is refused: Harbor and zot send one artifact,
-# Quay one per updated tag; a thousand is far beyond any real push, and bounds the envelope.
-MAX_EVENTS = 1000
 # Length of the body-hash event ids of formats that carry no id of their own: 128 bits, so
 # two different bodies never share one, and a retried delivery (same body) keeps it.
 _BODY_ID_HEX = 32
@@ -90,29 +85,32 @@ def form_payload(body: bytes) -> bytes:
 def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
     """Amazon EventBridge `ECR Image Action` (through an API destination); `location` is the
     source's configured (account, region), which the event must match."""
-    detail_type = _text(document, "detail-type", "event")
-    event_id = _text(document, "id", "event")
+    detail_type = fields.text(document, "detail-type", "event")
+    event_id = fields.text(document, "id", "event")
     if detail_type == ECR_REPLICATION_ACTION:
         return [], [IgnoreReason.REPLICATION_EVENT.value]
     if detail_type != ECR_IMAGE_ACTION:
-        return [], [f"ecr_{_word(detail_type)}"]
-    detail = _object(document, "detail", "event")
-    action = _text(detail, "action-type", "detail")
+        return [], [f"ecr_{fields.word(detail_type)}"]
+    detail = fields.mapping(document, "detail", "event")
+    action = fields.text(detail, "action-type", "detail")
     if action not in ("PUSH", "DELETE"):
-        return [], [f"ecr_{_word(action)}"]
+        return [], [f"ecr_{fields.word(action)}"]
     if detail.get("result") != "SUCCESS":
         return [], [IgnoreReason.NOT_SUCCESSFUL.value]
-    account, region = _text(document, "account", "event"), _text(document, "region", "event")
+    account, region = (
+        fields.text(document, "account", "event"),
+        fields.text(document, "region", "event"),
+    )
     if (account, region) != location:
         raise EventError(
             f"the event is of account {account[:20]!r} region {region[:40]!r}, not of this "
             "source's account and region",
             reason=RejectReason.UNKNOWN_ACCOUNT_REGION,
         )
-    repository = _repository(_text(detail, "repository-name", "detail"))
-    tag = _tag(_optional(detail, "image-tag", "detail"))
-    digest = _digest(_optional(detail, "image-digest", "detail"))
-    time = _optional(document, "time", "event")
+    repository = fields.repository(fields.text(detail, "repository-name", "detail"))
+    tag = fields.tag(fields.optional(detail, "image-tag", "detail"))
+    digest = fields.digest(fields.optional(detail, "image-digest", "detail"))
+    time = fields.optional(document, "time", "event")
     if action == "DELETE":
         if digest is None and tag is None:
             raise EventError(
@@ -122,7 +120,7 @@ def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
         return [WebhookEvent("delete", repository, digest, tag, None, event_id, time)], []
     if digest is None:
         raise EventError("a PUSH has no detail.image-digest", reason=RejectReason.MISSING_FIELD)
-    media_type = _optional(detail, "manifest-media-type", "detail")
+    media_type = fields.optional(detail, "manifest-media-type", "detail")
     if media_type is not None and not is_manifest_type(media_type):
         return [], [IgnoreReason.UNSUPPORTED_MEDIA_TYPE.value]
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, time)], []
@@ -130,44 +128,46 @@ def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
 
 def harbor(document: dict[str, Any], fallback_id: str) -> Parsed:
     """Harbor's default format: `type` PUSH_ARTIFACT / DELETE_ARTIFACT, `event_data`."""
-    kind = _text(document, "type", "body")
+    kind = fields.text(document, "type", "body")
     action = {"PUSH_ARTIFACT": "push", "DELETE_ARTIFACT": "delete"}.get(kind)
     if action is None:
-        return [], [f"harbor_{_word(kind)}"]
+        return [], [f"harbor_{fields.word(kind)}"]
     occurred = document.get("occur_at")
     # `occur_at` is Unix seconds (bool is an int to Python, never a time).
     plain_int = isinstance(occurred, int) and not isinstance(occurred, bool)
     when = format_timestamp(occurred) if plain_int and occurred is not None else None
-    data = _object(document, "event_data", "body")
+    data = fields.mapping(document, "event_data", "body")
     return _harbor_resources(data, "push" if action == "push" else "delete", fallback_id, when)
 
 
 def harbor_cloudevents(document: dict[str, Any]) -> Parsed:
     """Harbor's CloudEvents format (structured mode): `type` harbor.artifact.pushed/deleted."""
-    kind = _text(document, "type", "body")
-    event_id = _text(document, "id", "body")
+    kind = fields.text(document, "type", "body")
+    event_id = fields.text(document, "id", "body")
     action = {"harbor.artifact.pushed": "push", "harbor.artifact.deleted": "delete"}.get(kind)
     if action is None:
-        return [], [_word(kind)]
-    data = _object(document, "data", "body")
-    when = _optional(document, "time", "body")
+        return [], [fields.word(kind)]
+    data = fields.mapping(document, "data", "body")
+    when = fields.optional(document, "time", "body")
     return _harbor_resources(data, "push" if action == "push" else "delete", event_id, when)
 
 
 def _harbor_resources(
     data: dict[str, Any], action: Action, event_id: str, when: str | None
 ) -> Parsed:
-    repository = _repository(_text(_object(data, "repository", "data"), "repo_full_name", "data"))
-    resources = _list(data, "resources", "data")
+    repository = fields.repository(
+        fields.text(fields.mapping(data, "repository", "data"), "repo_full_name", "data")
+    )
+    resources = fields.entries(data, "resources", "data")
     events = []
     for index, resource in enumerate(resources):
         where = f"data.resources[{index}]"
         if not isinstance(resource, dict):
             raise EventError(f"{where} is not an object", reason=RejectReason.UNSUPPORTED_EVENT)
-        digest = _digest(_text(resource, "digest", where))
-        tag = _optional(resource, "tag", where)
+        digest = fields.digest(fields.text(resource, "digest", where))
+        tag = fields.optional(resource, "tag", where)
         # Harbor quirk: for an untagged artifact `tag` holds the digest.
-        tag = None if tag is None or is_digest(tag) else _tag(tag)
+        tag = None if tag is None or is_digest(tag) else fields.tag(tag)
         if action == "delete":
             # DELETE_ARTIFACT removes the artifact with all its tags, and reports only the first.
             tag = None
@@ -179,8 +179,8 @@ def _harbor_resources(
 
 def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
     """Quay's `repo_push`: tags and no digest (the daemon resolves them); no delete exists."""
-    repository = _repository(_text(document, "repository", "body"))
-    tags = _list(document, "updated_tags", "body")
+    repository = fields.repository(fields.text(document, "repository", "body"))
+    tags = fields.entries(document, "updated_tags", "body")
     events = []
     for index, tag in enumerate(tags):
         if not isinstance(tag, str):
@@ -188,27 +188,27 @@ def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
                 f"updated_tags[{index}] is not a string", reason=RejectReason.INVALID_TAG
             )
         events.append(
-            WebhookEvent("push", repository, None, _tag(tag), None, f"{fallback_id}#{index}")
+            WebhookEvent("push", repository, None, fields.tag(tag), None, f"{fallback_id}#{index}")
         )
     return events, ([] if events else ["no_tags"])
 
 
 def acr(document: dict[str, Any]) -> Parsed:
     """Azure Container Registry: one distribution-style event; a delete carries no tag."""
-    event_id = _text(document, "id", "body")
-    action = _text(document, "action", "body")
+    event_id = fields.text(document, "id", "body")
+    action = fields.text(document, "action", "body")
     if action not in ("push", "delete"):
-        return [], [f"acr_{_word(action)}"]  # chart_push, chart_delete, quarantine, ping
-    target = _object(document, "target", "body")
-    repository = _repository(_text(target, "repository", "target"))
-    digest = _digest(_text(target, "digest", "target"))
-    media_type = _optional(target, "mediaType", "target")
-    when = _optional(document, "timestamp", "body")
+        return [], [f"acr_{fields.word(action)}"]  # chart_push, chart_delete, quarantine, ping
+    target = fields.mapping(document, "target", "body")
+    repository = fields.repository(fields.text(target, "repository", "target"))
+    digest = fields.digest(fields.text(target, "digest", "target"))
+    media_type = fields.optional(target, "mediaType", "target")
+    when = fields.optional(document, "timestamp", "body")
     if action == "delete":
         return [WebhookEvent("delete", repository, digest, None, None, event_id, when)], []
     if media_type is not None and not is_manifest_type(media_type):
         return [], [IgnoreReason.UNSUPPORTED_MEDIA_TYPE.value]
-    tag = _tag(_optional(target, "tag", "target"))
+    tag = fields.tag(fields.optional(target, "tag", "target"))
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, when)], []
 
 
@@ -222,13 +222,13 @@ def zot(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) 
     elif kind.endswith(".image.deleted"):
         action = "delete"
     else:
-        return [], [f"zot_{_word(kind.rpartition('.')[2] or 'untyped')}"]
-    repository = _repository(_text(document, "name", "body"))
-    reference = _text(document, "reference", "body")
-    digest = _digest(_text(document, "digest", "body"))
+        return [], [f"zot_{fields.word(kind.rpartition('.')[2] or 'untyped')}"]
+    repository = fields.repository(fields.text(document, "name", "body"))
+    reference = fields.text(document, "reference", "body")
+    digest = fields.digest(fields.text(document, "digest", "body"))
     # `reference` is the tag, or the digest when the push (or delete) was by digest.
-    tag = None if is_digest(reference) else _tag(reference)
-    media_type = _optional(document, "mediaType", "body")
+    tag = None if is_digest(reference) else fields.tag(reference)
+    media_type = fields.optional(document, "mediaType", "body")
     when = headers.get("ce-time")
     if action == "delete":
         # Deleted by tag: zot removed that tag only (the manifest stays while tagged otherwise).
@@ -243,27 +243,30 @@ def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: st
     """GitHub Packages `registry_package` / `package` (published, updated); no delete exists."""
     kind = headers.get("x-github-event", "registry_package")
     if kind not in ("registry_package", "package"):
-        return [], [f"github_{_word(kind)}"]  # ping, and events of other kinds
-    action = _text(document, "action", "body")
+        return [], [f"github_{fields.word(kind)}"]  # ping, and events of other kinds
+    action = fields.text(document, "action", "body")
     if action not in ("published", "updated"):
-        return [], [f"github_{_word(action)}"]
-    package = _object(document, kind, "body")
+        return [], [f"github_{fields.word(action)}"]
+    package = fields.mapping(document, kind, "body")
     package_type = str(package.get("package_type", "")).lower()
     if package_type not in ("container", "docker"):
         return [], ["github_not_container"]
-    version = _object(package, "package_version", kind)
-    metadata = _object(version, "container_metadata", "package_version")
+    version = fields.mapping(package, "package_version", kind)
+    metadata = fields.mapping(version, "container_metadata", "package_version")
     tag_info = metadata.get("tag")
     tag_info = tag_info if isinstance(tag_info, dict) else {}
-    digest = _digest(
-        _optional(tag_info, "digest", "tag") or _text(version, "name", "package_version")
+    digest = fields.digest(
+        fields.optional(tag_info, "digest", "tag")
+        or fields.text(version, "name", "package_version")
     )
-    tag = _tag(_optional(tag_info, "name", "tag"))  # "" when untagged
+    tag = fields.tag(fields.optional(tag_info, "name", "tag"))  # "" when untagged
     manifest = metadata.get("manifest")
     media_type = (
-        _optional(manifest, "media_type", "manifest") if isinstance(manifest, dict) else None
+        fields.optional(manifest, "media_type", "manifest") if isinstance(manifest, dict) else None
     )
-    repository = _repository(_image_path(_text(version, "package_url", "package_version")))
+    repository = fields.repository(
+        fields.image_path(fields.text(version, "package_url", "package_version"))
+    )
     event_id = headers.get("x-github-delivery") or fallback_id
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id)], []
 
@@ -274,13 +277,13 @@ def artifactory(document: dict[str, Any], fallback_id: str) -> Parsed:
     `data.sha256` is the checksum of the tag's manifest.json file, which is not known to equal
     the manifest digest, so a push is sent by tag and the daemon resolves it at the source.
     """
-    domain = _text(document, "domain", "body")
-    kind = _text(document, "event_type", "body")
+    domain = fields.text(document, "domain", "body")
+    kind = fields.text(document, "event_type", "body")
     if domain != "docker" or kind not in ("pushed", "deleted"):
-        return [], [f"artifactory_{_word(domain)}_{_word(kind)}"]
-    data = _object(document, "data", "body")
-    repository = _repository(_text(data, "image_name", "data"))
-    tag = _tag(_text(data, "tag", "data"))
+        return [], [f"artifactory_{fields.word(domain)}_{fields.word(kind)}"]
+    data = fields.mapping(document, "data", "body")
+    repository = fields.repository(fields.text(data, "image_name", "data"))
+    tag = fields.tag(fields.text(data, "tag", "data"))
     action: Action = "push" if kind == "pushed" else "delete"
     return [WebhookEvent(action, repository, None, tag, None, fallback_id)], []
 
@@ -293,22 +296,22 @@ def gar(document: dict[str, Any], fallback_id: str) -> Parsed:
     when = None
     if isinstance(message, dict):
         event_id = str(message.get("messageId") or message.get("message_id") or fallback_id)
-        when = _optional(message, "publishTime", "message")
-        data = _decoded(_text(message, "data", "message"))
+        when = fields.optional(message, "publishTime", "message")
+        data = fields.decoded(fields.text(message, "data", "message"))
     else:
         data = document
-    action = _text(data, "action", "data")
+    action = fields.text(data, "action", "data")
     if action not in GAR_ACTIONS:
-        return [], [f"gar_{_word(action)}"]
-    digest_ref = _optional(data, "digest", "data")
-    tag_ref = _optional(data, "tag", "data")
+        return [], [f"gar_{fields.word(action)}"]
+    digest_ref = fields.optional(data, "digest", "data")
+    tag_ref = fields.optional(data, "tag", "data")
     repository, digest, tag = None, None, None
     if digest_ref is not None:
         repository, _, digest_text = digest_ref.rpartition("@")
-        digest = _digest(digest_text)
+        digest = fields.digest(digest_text)
     if tag_ref is not None:
         tag_repository, _, tag_text = tag_ref.rpartition(":")
-        tag = _tag(tag_text)
+        tag = fields.tag(tag_text)
         if repository is not None and tag_repository != repository:
             raise EventError(
                 "data.digest and data.tag name different images",
@@ -317,106 +320,6 @@ def gar(document: dict[str, Any], fallback_id: str) -> Parsed:
         repository = tag_repository
     if repository is None:
         raise EventError("data has neither digest nor tag", reason=RejectReason.MISSING_FIELD)
-    repository = _repository(_image_path(repository))
+    repository = fields.repository(fields.image_path(repository))
     kind: Action = "push" if action == "INSERT" else "delete"
     return [WebhookEvent(kind, repository, digest, tag, None, event_id, when)], []
-
-
-# -- fields ---------------------------------------------------------------------------------------
-
-
-def _decoded(data: str) -> dict[str, Any]:
-    try:
-        value = json.loads(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError, RecursionError) as exc:
-        raise EventError(
-            "message.data is not base64 of a JSON object", reason=RejectReason.INVALID_JSON
-        ) from exc
-    if not isinstance(value, dict):
-        raise EventError("message.data is not a JSON object", reason=RejectReason.INVALID_JSON)
-    return value
-
-
-def _image_path(reference: str) -> str:
-    """`host/path[:tag][@digest]` -> `path`: the repository at the registry that serves `host`."""
-    host, slash, path = reference.partition("@")[0].partition("/")
-    if not slash or not host:
-        raise EventError(
-            f"{reference[:120]!r} is not host/repository", reason=RejectReason.INVALID_REPOSITORY
-        )
-    last = path.rpartition("/")[2]
-    if ":" in last:
-        path = path[: len(path) - len(last)] + last.partition(":")[0]
-    return path
-
-
-def _word(value: str) -> str:
-    """A short snake_case word of a sender's type name, for ignore reasons and metrics."""
-    cleaned = "".join(ch if ch.isalnum() else "_" for ch in value.lower()[:40]).strip("_")
-    return cleaned or "unknown"
-
-
-def _object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if not isinstance(value, dict):
-        raise EventError(
-            f"{where}.{key} is missing or not an object", reason=RejectReason.MISSING_FIELD
-        )
-    return value
-
-
-def _list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
-    value = obj.get(key)
-    if not isinstance(value, list):
-        raise EventError(
-            f"{where}.{key} is missing or not a list", reason=RejectReason.MISSING_FIELD
-        )
-    if len(value) > MAX_EVENTS:
-        raise EventError(
-            f"{where}.{key} has {len(value)} entries, more than {MAX_EVENTS}",
-            reason=RejectReason.TOO_LARGE,
-        )
-    return value
-
-
-def _text(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise EventError(
-            f"{where}.{key} is missing or not a non-empty string", reason=RejectReason.MISSING_FIELD
-        )
-    return value
-
-
-def _optional(obj: dict[str, Any], key: str, where: str) -> str | None:
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise EventError(f"{where}.{key} is not a string", reason=RejectReason.MISSING_FIELD)
-    return value
-
-
-def _repository(value: str) -> str:
-    try:
-        return validate_repository(value)
-    except InvalidReferenceError as exc:
-        raise EventError(str(exc), reason=RejectReason.INVALID_REPOSITORY) from exc
-
-
-def _tag(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return validate_tag(value)
-    except InvalidReferenceError as exc:
-        raise EventError(str(exc), reason=RejectReason.INVALID_TAG) from exc
-
-
-def _digest(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return validate_digest(value)
-    except InvalidReferenceError as exc:
-        raise EventError(str(exc), reason=RejectReason.INVALID_DIGEST) from exc
