@@ -30,6 +30,7 @@ from replicator.domain.refs import is_digest
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats
 from replicator.engine.gather import gather_all, task_group
+from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
 from replicator.logs import get_logger
@@ -84,6 +85,7 @@ class Copier:
         self._locations = BlobLocations()
         self._reads = SourceReads()
         self._on_blob = on_blob
+        self._referrer_index = ReferrerIndex()
 
     # -- public operations -------------------------------------------------------------------
 
@@ -174,6 +176,8 @@ class Copier:
             blobs_skipped=progress.stats.blobs_skipped,
             bytes=progress.stats.bytes_copied,
         )
+        if root.subject is not None:
+            await self._referrer_index.add(dst.client, dst.repository, root)
         if with_referrers and shortcut is Shortcut.FULL:
             progress.stats.add(await self._copy_referrers(src, dst, root))
         return CopyResult(digest, progress.stats, tree)

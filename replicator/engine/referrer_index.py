@@ -1,0 +1,78 @@
+"""Referrers at a destination without the referrers API: the fallback tag index kept listing
+them (domain/referrers.py decides the merged index; this module reads and writes it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from replicator.domain.manifests import Manifest, parse_manifest
+from replicator.domain.referrers import fallback_tag, merge_referrers, referrer_entry
+from replicator.errors import NotFoundError
+from replicator.logs import get_logger
+from replicator.registry import manifests, referrers
+from replicator.registry.client import RegistryClient
+from replicator.registry.retry import retried
+
+log = get_logger(__name__)
+
+
+class ReferrerIndex:
+    """Adds copied referrers to their subject's `sha256-<hex>` index where the registry has no
+    referrers API (distribution 2.8): clients such as oras and cosign find them there.
+
+    Each merge is a read-modify-write of one tag, serialised per tag in this process; processes
+    of a fleet writing the same subject's index at the same instant can still lose an entry
+    (the registry offers no conditional PUT to prevent it)."""
+
+    def __init__(self) -> None:
+        # (destination host, repository, tag) -> its lock and how many tasks hold or wait on
+        # it, so a lock lives only while in use.
+        self._locks: dict[tuple[str, str, str], tuple[asyncio.Lock, int]] = {}
+
+    async def add(self, client: RegistryClient, repository: str, referrer: Manifest) -> None:
+        """List `referrer` in its subject's fallback index in `repository` at the registry of
+        `client`, if that registry needs one."""
+        assert referrer.subject is not None
+        subject = referrer.subject.digest
+        if await retried(referrers.list_referrers, client, repository, subject) is not None:
+            return  # the registry answers the referrers API itself
+        tag = fallback_tag(subject)
+        key = (client.host, repository, tag)
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._merge(client, repository, tag, referrer)
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _merge(
+        self, client: RegistryClient, repository: str, tag: str, referrer: Manifest
+    ) -> None:
+        current = await retried(_manifest_or_none, client, repository, tag)
+        merged = merge_referrers(
+            current.raw if current is not None else None, [referrer_entry(referrer)]
+        )
+        if merged is None:
+            return
+        index = parse_manifest(merged)
+        await retried(manifests.put, client, repository, tag, index)
+        log.info(
+            "referrers_index_updated",
+            destination=f"{client.host}/{repository}",
+            tag=tag,
+            digest=referrer.digest,
+        )
+
+
+async def _manifest_or_none(
+    client: RegistryClient, repository: str, reference: str
+) -> Manifest | None:
+    try:
+        return await manifests.get(client, repository, reference)
+    except NotFoundError:
+        return None
