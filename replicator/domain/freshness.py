@@ -1,4 +1,4 @@
-"""Whether a job still follows what its source serves now, and what identifies a job.
+"""Whether a job still follows what its source serves now, and which event a job is of.
 
 The destination must end on what the source serves now, whatever order events arrive in and
 whatever a publisher claims. The engine asks the source at the last moment (a HEAD of the tag
@@ -18,10 +18,6 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-# A job made by no event (backfill, reconcile, `copy`) has this origin: the scan's observation
-# "the destination lacks this image" is the same work however often it is made, so a repeated
-# scan finds the job it queued before instead of queueing another.
-NO_ORIGIN = ""
 # Longest event id kept as a job's origin as it is; distribution and EventBridge ids are UUIDs
 # (36 characters). A longer one (hand-made) is kept as its SHA-256, so a hostile id of any size
 # costs 71 characters of journal and still tells events apart.

@@ -15,7 +15,7 @@ supplies the attempt count, the limit and the random jitter.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -224,11 +224,21 @@ def combined_status(states: Iterable[JobState]) -> ReplicationStatus:
     return next(status for status in _STATUS_PRECEDENCE if status in present)
 
 
+# The origin of a job no event made (backfill, reconcile): a scan's observation "the destination
+# lacks this image" is the same work however often it is made, so a scan finds the job it (or an
+# event) queued before instead of queueing another.
+NO_ORIGIN = ""
+
+
 @dataclass(frozen=True, slots=True)
 class JobKey:
-    """What makes a job unique: one image (digest, tag or none) from a source to a destination.
+    """What makes a job unique: one image (digest, tag or none) from a source to a destination,
+    and the event that asked for it.
 
-    `source` and `destination` are registry names from the config.
+    `source` and `destination` are registry names from the config. `origin` names the event
+    (domain.freshness.event_origin of its id): a newer push of the same image (a rollback
+    A -> B -> A, a re-push after a delete) is new work even when an older job of it is COMPLETE,
+    while a redelivery of the same event finds its job. NO_ORIGIN for jobs of no event.
     """
 
     source: str
@@ -237,6 +247,12 @@ class JobKey:
     tag: str | None
     destination: str
     kind: JobKind = JobKind.COPY
+    origin: str = NO_ORIGIN
+
+    @property
+    def image(self) -> JobKey:
+        """The key without its origin: the image and destination, whichever event asked."""
+        return replace(self, origin=NO_ORIGIN)
 
     def __str__(self) -> str:
         image = f"{self.repository}@{self.digest}"

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from replicator.domain.events import DeleteEvent, PushEvent
+from replicator.domain.freshness import event_origin
 from replicator.domain.jobs import JobKey, JobKind
 from replicator.domain.media import ManifestKind, classify
 from replicator.domain.policy import Decision, RegistryPolicy, check_delete, check_replication
@@ -69,7 +70,10 @@ def route_push(event: PushEvent, sites: Mapping[str, Site]) -> Routing:
         target = located.get(destination)
         if target is None:
             continue  # config validation refuses this; a reload race must not crash routing
-        key = JobKey(event.source, event.repository, event.digest, event.tag, target.name)
+        key = JobKey(
+            event.source, event.repository, event.digest, event.tag, target.name,
+            origin=event_origin(event.event_id),
+        )  # fmt: skip
         if untagged_image:
             # Not denied yet: the child of an index push must wait to be superseded like an
             # allowed one, else a denied index leaves three FAILED jobs instead of one. A job
@@ -104,6 +108,7 @@ def route_delete(event: DeleteEvent, sites: Mapping[str, Site]) -> Routing:
             event.tag,
             target.name,
             JobKind.DELETE,
+            origin=event_origin(event.event_id),
         )
         decision = check_delete(
             target.policy,

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from replicator.domain.jobs import (
     CLAIMABLE_STATES,
+    NO_ORIGIN,
     FailureCode,
     JobEvent,
     JobKey,
@@ -112,6 +113,7 @@ def _new_row(
         "started_at": None,
         "finished_at": None,
         "claimed_by": None,
+        "origin": key.origin,
     }
     assert set(values) == set(queries.INSERTED_COLUMNS), "a column of jobs has no value here"
     return values
@@ -121,8 +123,11 @@ def _insert_or_find(
     session: Session, key: JobKey, values: dict[str, Any]
 ) -> tuple[int, JobState | None]:
     """Insert unless the key exists, also when another process inserts it at the same moment;
-    the job's id and, when it already existed, its state."""
+    the job's id and, when it already existed, its state. A key of no event (a scan's) also
+    finds an unfinished job of its image made by an event: that one is on its way."""
     existing = queries.find(session, key)
+    if existing is None and key.origin == NO_ORIGIN:
+        existing = queries.find_unfinished(session, key)
     if existing is not None:
         return existing.id, JobState(existing.state)
     try:
@@ -148,10 +153,13 @@ def ensure(
 ) -> tuple[list[int], int]:
     """Insert missing jobs, re-queue FAILED ones; (ids of all keys' jobs, jobs created/re-queued).
 
-    Times are aware UTC. A COMPLETE or unfinished job is left alone: that image already reached,
-    or is on its way to, the destination. A FAILED one gets a new chance (FAILED --RETRY-->
-    PENDING). Keys in `denied` end FAILED with POLICY_DENIED and the reason (PENDING --DENY-->).
-    A new or re-queued job whose key is in `not_before` is not due before that time.
+    Times are aware UTC. A key is its event's (JobKey.origin): a job of the same event is
+    left alone, whatever its state (a redelivery is no new work). A scan's key (NO_ORIGIN)
+    leaves alone a COMPLETE job of its own (the scan repairs a lost image directly) and an
+    unfinished job of its image by any event (on its way); its own FAILED one gets a new chance
+    (FAILED --RETRY--> PENDING). Keys in `denied` end FAILED with POLICY_DENIED and the reason
+    (PENDING --DENY-->). A new or re-queued job whose key is in `not_before` is not due before
+    that time.
     """
     ids: list[int] = []
     changed = 0
@@ -160,7 +168,7 @@ def ensure(
         job_id, existed = _insert_or_find(session, key, _new_row(key, pushed_at, now, later))
         ids.append(job_id)
         if existed is not None:
-            if existed is not JobState.FAILED:
+            if existed is not JobState.FAILED or key.origin != NO_ORIGIN:
                 continue
             values = {**_fresh_chance(now), "next_attempt_at": later or now}
             if pushed_at is not None:
@@ -318,16 +326,16 @@ def retry(session: Session, job_id: int | None, now: datetime) -> int:
 
 
 def supersede(session: Session, keys: Sequence[JobKey]) -> int:
-    """Delete jobs of `keys` still PENDING (not yet claimed): another job covers their image.
+    """Delete the jobs of the images of `keys` still PENDING (not yet claimed), whichever
+    events made them: another job covers those images.
 
     An index push lists its children, which the registry announced a moment earlier as untagged
-    pushes; the index's job copies them, so their own jobs are dropped rather than run.
+    pushes (events of their own); the index's job copies them, so their jobs are dropped rather
+    than run.
     """
     removed = 0
-    for key in dict.fromkeys(keys):
-        found = queries.find(session, key)
-        if found is not None and JobState(found.state) is JobState.PENDING:
-            removed += queries.execute(
-                session, queries.DELETE_PENDING, {"job_id": found.id}
-            ).rowcount
+    for key in dict.fromkeys(key.image for key in keys):
+        removed += queries.execute(
+            session, queries.DELETE_PENDING, queries.key_params(key)
+        ).rowcount
     return removed

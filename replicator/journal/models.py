@@ -14,12 +14,14 @@ from typing import Any
 from sqlalchemy import Column, Index, LargeBinary, Row, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from replicator.domain.jobs import JobKey, JobKind, JobState
+from replicator.domain.freshness import MAX_ORIGIN_CHARS
+from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 
 # The version of the tables below; bump it with a migration (schema.py) when they change.
 # 2: jobs.claimed_by, the process holding an IN_PROGRESS job.
 # 3: indexes on events.received_at and jobs.finished_at, for pruning by age (retention).
-SCHEMA_VERSION = 3
+# 4: jobs.origin, the event a job is of, part of its unique key (a rollback is new work).
+SCHEMA_VERSION = 4
 # Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
 # see claimers.py): a host name of at most 253 characters and about 120 more.
 MAX_CLAIMER_CHARS = 512
@@ -31,6 +33,8 @@ MAX_REASON_CHARS = 2000
 # The empty tag stands for "no tag" so the unique constraint holds on every database
 # (NULLs are never equal to each other in a UNIQUE constraint).
 NO_TAG = ""
+# The name of the jobs table's unique key (a migration replaces it).
+JOBS_KEY_CONSTRAINT = "uq_jobs_key"
 
 
 class EventOutcome(StrEnum):
@@ -68,7 +72,14 @@ class JobRecord(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint(
-            "kind", "source", "repository", "digest", "tag", "destination", name="uq_jobs_key"
+            "kind",
+            "source",
+            "repository",
+            "digest",
+            "tag",
+            "destination",
+            "origin",
+            name=JOBS_KEY_CONSTRAINT,
         ),
         Index("ix_jobs_due", "state", "next_attempt_at"),
         Index("ix_jobs_image", "repository", "digest"),
@@ -86,6 +97,7 @@ class JobRecord(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = None
     failure_code: str | None = Field(default=None, max_length=32)
+    # Why the job FAILED, or what SUPERSEDED it (the source moved on since its event).
     failure_reason: str | None = None
     bytes_copied: int = 0
     blobs_copied: int = 0
@@ -99,6 +111,8 @@ class JobRecord(SQLModel, table=True):
     # Who claimed the job last ("<host>/<pid>/<process start>", see claimers.py): an
     # IN_PROGRESS job whose claimer is a process gone from this host is an orphan at once.
     claimed_by: str | None = Field(default=None, max_length=MAX_CLAIMER_CHARS)
+    # The event the job is of (domain.jobs.JobKey.origin); NO_ORIGIN for a scan's.
+    origin: str = Field(default=NO_ORIGIN, max_length=MAX_ORIGIN_CHARS)
 
 
 class MetaRecord(SQLModel, table=True):
@@ -158,13 +172,15 @@ class JobRow:
     started_at: datetime | None
     finished_at: datetime | None
     claimed_by: str | None = None
+    origin: str = NO_ORIGIN
 
     @property
     def key(self) -> JobKey:
         """The job's identity."""
         return JobKey(
-            self.source, self.repository, self.digest, self.tag, self.destination, self.kind
-        )
+            self.source, self.repository, self.digest, self.tag, self.destination, self.kind,
+            self.origin,
+        )  # fmt: skip
 
     @classmethod
     def from_record(cls, record: JobRecord | Row[Any]) -> JobRow:
@@ -193,6 +209,7 @@ class JobRow:
             started_at=from_db_time(record.started_at),
             finished_at=from_db_time(record.finished_at),
             claimed_by=record.claimed_by,
+            origin=record.origin,
         )
 
 

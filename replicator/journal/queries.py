@@ -20,6 +20,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     delete,
     insert,
     select,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session
 
-from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
+from replicator.domain.jobs import CLAIMABLE_STATES, TERMINAL_STATES, JobKey, JobState
 from replicator.errors import JournalError
 from replicator.journal.models import NO_TAG, JobRecord, JobRow
 
@@ -37,7 +38,8 @@ CLAIMABLE = [state.value for state in CLAIMABLE_STATES]
 INSERTED_COLUMNS = tuple(column.name for column in JOBS.columns if column.name != "id")
 
 # The statements below bind their values as parameters, so SQLAlchemy compiles each once.
-KEY_WHERE = and_(
+# An image at a destination (a key without its origin), whichever events asked for it.
+IMAGE_WHERE = and_(
     JOBS.c.kind == bindparam("k_kind"),
     JOBS.c.source == bindparam("k_source"),
     JOBS.c.repository == bindparam("k_repository"),
@@ -45,15 +47,22 @@ KEY_WHERE = and_(
     JOBS.c.tag == bindparam("k_tag"),
     JOBS.c.destination == bindparam("k_destination"),
 )
+KEY_WHERE = and_(IMAGE_WHERE, JOBS.c.origin == bindparam("k_origin"))
 FIND = select(JOBS.c.id, JOBS.c.state).where(KEY_WHERE)
+# The oldest job of an image not yet finished, whichever event made it.
+FIND_UNFINISHED = (
+    select(JOBS.c.id, JOBS.c.state)
+    .where(IMAGE_WHERE, JOBS.c.state.not_in([state.value for state in TERMINAL_STATES]))
+    .order_by(JOBS.c.id)
+    .limit(1)
+)
 BY_ID = select(JOBS.c.id, JOBS.c.state, JOBS.c.attempts).where(JOBS.c.id == bindparam("job_id"))
 ROWS_BY_IDS = (
     select(JOBS).where(JOBS.c.id.in_(bindparam("ids", expanding=True))).order_by(JOBS.c.id)
 )
 INSERT = insert(JOBS)
-DELETE_PENDING = delete(JOBS).where(
-    JOBS.c.id == bindparam("job_id"), JOBS.c.state == JobState.PENDING.value
-)
+# The PENDING jobs of an image, whichever events made them.
+DELETE_PENDING = delete(JOBS).where(IMAGE_WHERE, JOBS.c.state == JobState.PENDING.value)
 CLAIM = (
     update(JOBS)
     .where(JOBS.c.id == bindparam("job_id"), JOBS.c.state == bindparam("old_state"))
@@ -73,7 +82,8 @@ IN_PROGRESS_CLAIMERS = (
 
 
 def key_params(key: JobKey) -> dict[str, str]:
-    """The parameters of KEY_WHERE (and FIND) for `key`."""
+    """The parameters of KEY_WHERE (and FIND) for `key`, which IMAGE_WHERE ignores the
+    origin of."""
     return {
         "k_kind": key.kind.value,
         "k_source": key.source,
@@ -81,6 +91,7 @@ def key_params(key: JobKey) -> dict[str, str]:
         "k_digest": key.digest,
         "k_tag": key.tag or NO_TAG,
         "k_destination": key.destination,
+        "k_origin": key.origin,
     }
 
 
@@ -94,6 +105,11 @@ def find(session: Session, key: JobKey) -> Row[Any] | None:
     return execute(session, FIND, key_params(key)).first()
 
 
+def find_unfinished(session: Session, key: JobKey) -> Row[Any] | None:
+    """The id and state of a job of `key`'s image not yet finished, of any origin."""
+    return execute(session, FIND_UNFINISHED, key_params(key)).first()
+
+
 def rows(
     session: Session, statement: Select[Any], params: Mapping[str, Any] | None = None
 ) -> list[JobRow]:
@@ -104,12 +120,14 @@ def rows(
 @functools.cache
 def image_statement(*, narrowed: tuple[str, ...], newest: bool = False) -> Select[Any]:
     """The jobs of the repository bound as `repository`, narrowed to the values bound under
-    the `narrowed` column names (source, tag, digest); only the newest one with `newest`."""
+    the `narrowed` column names (source, tag, digest); only the newest one with `newest`,
+    a SUPERSEDED one only when no other matches (the source had moved on past its digest)."""
     statement = select(JOBS).where(JOBS.c.repository == bindparam("repository"))
     for name in narrowed:
         statement = statement.where(JOBS.c[name] == bindparam(name))
     if newest:
-        return statement.order_by(JOBS.c.id.desc()).limit(1)
+        overtaken = case((JOBS.c.state == JobState.SUPERSEDED.value, 1), else_=0)
+        return statement.order_by(overtaken, JOBS.c.id.desc()).limit(1)
     return statement.order_by(JOBS.c.id)
 
 

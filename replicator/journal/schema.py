@@ -4,28 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, event, inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from replicator import __version__
 from replicator.errors import JournalError, SchemaError
-from replicator.journal.models import MAX_CLAIMER_CHARS, SCHEMA_VERSION, MetaRecord
+from replicator.journal.migrations import MIGRATIONS
+from replicator.journal.models import SCHEMA_VERSION, MetaRecord
 from replicator.logs import get_logger
 
 log = get_logger(__name__)
 
 SCHEMA_VERSION_KEY = "schema_version"
-# The statements taking a journal from each older schema version to the next one; a journal
-# is migrated step by step, each step in one transaction with its version bump.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (f"ALTER TABLE jobs ADD COLUMN claimed_by VARCHAR({MAX_CLAIMER_CHARS})",),
-    2: (
-        "CREATE INDEX IF NOT EXISTS ix_events_received ON events (received_at)",
-        "CREATE INDEX IF NOT EXISTS ix_jobs_finished ON jobs (finished_at)",
-    ),
-}
 # How long a SQLite connection waits for another process's write lock before failing: long
 # enough for any journal transaction (milliseconds each) of a busy neighbour, short enough to
 # surface a stuck process.
@@ -134,8 +126,7 @@ def _migrate(engine: Engine, url: str) -> None:
             version = int(found.scalar_one())
             if version >= SCHEMA_VERSION:
                 return
-            for statement in MIGRATIONS[version]:
-                connection.execute(text(statement))
+            MIGRATIONS[version](connection)
             connection.execute(update(meta).where(version_of).values(value=str(version + 1)))
         log.info("journal_migrated", url=redacted(url), schema_version=version + 1)
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from replicator.domain.jobs import JobState, ReplicationStatus, combined_status
+from replicator.domain.jobs import JobKey, JobState, ReplicationStatus, combined_status
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
@@ -31,11 +31,18 @@ def status_document(
 ) -> dict[str, Any]:
     """The DescribeImageReplicationStatus answer for the jobs of one image (rows not empty).
 
-    Jobs of several tags of one digest reaching one destination show as one status: FAILED
-    first, then IN_PROGRESS (see domain.jobs.combined_status); the failure shown is the newest.
+    Of the jobs of one image (kind, digest, tag) at one destination, made by several events
+    (pushed again after a failure, rolled back to), the newest event's speaks. Jobs of several
+    tags of one digest reaching one destination show as one status: FAILED first, then
+    IN_PROGRESS (see domain.jobs.combined_status); the failure shown is the newest.
     """
-    by_destination: dict[str, list[JobRow]] = {}
+    latest: dict[JobKey, JobRow] = {}
     for row in rows:
+        image = row.key.image
+        if image not in latest or row.id > latest[image].id:
+            latest[image] = row
+    by_destination: dict[str, list[JobRow]] = {}
+    for row in latest.values():
         by_destination.setdefault(row.destination, []).append(row)
     statuses = []
     for destination, group in sorted(by_destination.items()):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from replicator.domain.jobs import FailureCode, JobKey, JobKind, JobState
+from replicator.domain.jobs import NO_ORIGIN, FailureCode, JobKey, JobKind, JobState
 from replicator.errors import JournalError, SchemaError, TransitionError
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
 from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES, SCHEMA_VERSION
+from tests.support.old_journals import WRITTEN_AT, job_values, write_old_journal
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +23,9 @@ DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
 KEY = JobKey("use1", "app", DIGEST, "v1", "usw2")
 KEY_EU = JobKey("use1", "app", DIGEST, "v1", "euw1")
+# KEY as the jobs of two push events of the same image (say, v1 = A, then B, then A again).
+E1 = replace(KEY, origin="e1")
+E3 = replace(KEY, origin="e3")
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -57,6 +62,13 @@ async def claim_one(journal: Journal, now: datetime = T0) -> int:
     claimed = await journal.claim_due(10, now)
     assert len(claimed) == 1
     return claimed[0].id
+
+
+async def complete(journal: Journal, job_id: int) -> None:
+    """Finish a claimed job as copied."""
+    await journal.complete(
+        job_id, bytes_copied=10, blobs_copied=1, blobs_mounted=0, blobs_skipped=0
+    )
 
 
 async def fail_temporarily(journal: Journal, job_id: int, now: datetime = T0) -> JobState:
@@ -111,13 +123,25 @@ class TestRecordEvent:
         assert newest.reason == f"duplicate of event {oldest.id}"
         assert newest.jobs_created == 0
 
-    async def test_new_event_for_existing_key_keeps_the_job(self, journal: Journal) -> None:
-        """Another push of an image already queued neither duplicates nor resets its job."""
-        [job_id] = await record(journal, b"push 1", [KEY])
+    async def test_new_event_for_a_queued_image_is_its_own_job(self, journal: Journal) -> None:
+        """Another push event of an image already being copied is a job of its own (it may
+        have to move the tag back), and leaves the running one alone."""
+        [first] = await record(journal, b"push 1", [E1])
         await claim_one(journal)
-        assert await record(journal, b"push 2", [KEY]) == [job_id]
-        assert await only_job(journal, job_id) is JobState.IN_PROGRESS
-        assert (await journal.events())[0].jobs_created == 0
+        [second] = await record(journal, b"push 3", [E3])
+        assert second != first
+        assert await only_job(journal, first) is JobState.IN_PROGRESS
+        assert await only_job(journal, second) is JobState.PENDING
+        assert (await journal.events())[0].jobs_created == 1
+
+    async def test_same_event_in_another_payload_is_the_same_job(self, journal: Journal) -> None:
+        """The same event (same id) redelivered in a re-serialised payload finds its job, even
+        FAILED: a redelivery is never new work."""
+        [job_id] = await record(journal, b"push 1", [E1])
+        await fail_permanently(journal, await claim_one(journal))
+        assert await record(journal, b"push 1, re-serialised", [E1]) == [job_id]
+        assert await only_job(journal, job_id) is JobState.FAILED
+        assert len(await journal.jobs()) == 1
 
     async def test_new_job_is_pending_with_push_time(self, journal: Journal) -> None:
         """A new job is PENDING, due now, with the push timestamp and no attempt yet."""
@@ -149,19 +173,21 @@ class TestRecordEvent:
         assert await only_job(journal, allowed) is JobState.PENDING
         assert (await journal.events())[0].jobs_created == 2
 
-    async def test_new_push_requeues_failed_job(self, journal: Journal) -> None:
-        """A new push gives a FAILED job a new chance: PENDING, attempts and failure cleared."""
-        [job_id] = await record(journal, b"push 1", [KEY])
+    async def test_new_push_after_a_failure_is_a_new_job(self, journal: Journal) -> None:
+        """A new push of an image whose job FAILED makes a fresh PENDING job; the failed one
+        stays as it ended."""
+        [failed] = await record(journal, b"push 1", [E1])
         await fail_permanently(journal, await claim_one(journal))
-        assert await record(journal, b"push 2", [KEY]) == [job_id]
-        row = await journal.job(job_id)
+        [fresh] = await record(journal, b"push 3", [E3])
+        row = await journal.job(fresh)
         assert row is not None
-        assert (row.state, row.attempts, row.failure_code, row.failure_reason) == (
+        assert (row.state, row.attempts, row.failure_code, row.key) == (
             JobState.PENDING,
             0,
             None,
-            None,
+            E3,
         )
+        assert await only_job(journal, failed) is JobState.FAILED
         assert (await journal.events())[0].jobs_created == 1
 
     async def test_redelivered_event_does_not_requeue_failed_job(self, journal: Journal) -> None:
@@ -171,26 +197,32 @@ class TestRecordEvent:
         await record(journal, b"push 1", [KEY])
         assert await only_job(journal, job_id) is JobState.FAILED
 
-    async def test_new_push_leaves_complete_job(self, journal: Journal) -> None:
-        """A COMPLETE job stays COMPLETE: that digest and tag are already replicated."""
-        [job_id] = await record(journal, b"push 1", [KEY])
-        await journal.complete(
-            await claim_one(journal),
-            bytes_copied=10,
-            blobs_copied=1,
-            blobs_mounted=0,
-            blobs_skipped=0,
-        )
-        await record(journal, b"push 2", [KEY])
+    async def test_rollback_push_of_a_completed_image_is_new_work(self, journal: Journal) -> None:
+        """v1 = A, COMPLETE; pushed again with A (after B): a new PENDING job, so the tag is
+        moved back at the destination. The COMPLETE job stays COMPLETE."""
+        [job_id] = await record(journal, b"push 1", [E1])
+        await complete(journal, await claim_one(journal))
+        [again] = await record(journal, b"push 3", [E3])
+        assert again != job_id
         assert await only_job(journal, job_id) is JobState.COMPLETE
+        assert await only_job(journal, again) is JobState.PENDING
 
     async def test_new_push_still_denied_records_new_reason(self, journal: Journal) -> None:
-        """A failed job denied again by a new push stays FAILED with the new reason."""
-        [job_id] = await record(journal, b"push 1", [], denied={KEY: "old reason"})
-        await record(journal, b"push 2", [], denied={KEY: "new reason"})
-        row = await journal.job(job_id)
-        assert row is not None
+        """A scan's failed job denied again stays FAILED with the new reason."""
+        await journal.add_jobs([], denied={KEY: "old reason"})
+        await journal.add_jobs([], denied={KEY: "new reason"})
+        [row] = await journal.jobs()
         assert (row.state, row.failure_reason) == (JobState.FAILED, "new reason")
+
+    async def test_each_denied_push_is_recorded(self, journal: Journal) -> None:
+        """Two push events denied by the policy are two FAILED jobs, each with its reason."""
+        await record(journal, b"push 1", [], denied={E1: "old reason"})
+        await record(journal, b"push 3", [], denied={E3: "new reason"})
+        rows = await journal.jobs()
+        assert {(r.key, r.state, r.failure_reason) for r in rows} == {
+            (E1, JobState.FAILED, "old reason"),
+            (E3, JobState.FAILED, "new reason"),
+        }
 
     async def test_rejected_event_is_kept_truncated(self, journal: Journal) -> None:
         """A rejected payload is recorded with its reason, cut to the cap, hashed whole."""
@@ -247,9 +279,10 @@ class TestRecordEventRouting:
         assert [row.key for row in await journal.claim_due(10, later)] == [KEY]
 
     async def test_supersede_drops_pending_jobs_only(self, journal: Journal) -> None:
-        """Superseded keys lose their job while PENDING; a started one is left alone."""
-        child_a = JobKey("use1", "app", OTHER_DIGEST, None, "usw2")
-        child_b = JobKey("use1", "app", OTHER_DIGEST, None, "euw1")
+        """Superseded images lose their job while PENDING, whichever event made it (they are
+        named by image alone); a started one is left alone."""
+        child_a = JobKey("use1", "app", OTHER_DIGEST, None, "usw2", origin="c1")
+        child_b = JobKey("use1", "app", OTHER_DIGEST, None, "euw1", origin="c1")
         await record(journal, b"child", [child_a, child_b])
         await journal.claim_due(1, T0)
         await journal.record_event(
@@ -260,7 +293,7 @@ class TestRecordEventRouting:
             reason="",
             job_keys=[KEY],
             pushed_at=T0,
-            supersede=[child_a, child_b],
+            supersede=[replace(child_a, origin=NO_ORIGIN), replace(child_b, origin=NO_ORIGIN)],
         )
         states = {row.key: row.state for row in await journal.jobs()}
         assert states == {child_a: JobState.IN_PROGRESS, KEY: JobState.PENDING}
@@ -293,6 +326,24 @@ class TestAddJobs:
         await fail_permanently(journal, (await journal.claim_due(1, T0))[0].id)
         assert await journal.add_jobs([KEY, KEY_EU]) == 1
         assert await journal.events() == []
+
+    async def test_scan_leaves_an_events_unfinished_job_alone(self, journal: Journal) -> None:
+        """A scan (no event) finding an image an event's job is still copying queues nothing:
+        the reconcile of a busy daemon does not double its backlog."""
+        [job_id] = await record(journal, b"push 1", [E1])
+        assert await journal.add_jobs([KEY]) == 0
+        assert [row.id for row in await journal.jobs()] == [job_id]
+
+    async def test_scan_after_an_events_job_finished_is_new_work(self, journal: Journal) -> None:
+        """A scan finding missing an image whose event job is COMPLETE (the destination lost
+        it since) queues a job of its own."""
+        await record(journal, b"push 1", [E1])
+        await complete(journal, await claim_one(journal))
+        assert await journal.add_jobs([KEY]) == 1
+        assert {(row.key, row.state) for row in await journal.jobs()} == {
+            (E1, JobState.COMPLETE),
+            (KEY, JobState.PENDING),
+        }
 
     async def test_denied(self, journal: Journal) -> None:
         """Denied keys are recorded FAILED POLICY_DENIED."""
@@ -460,6 +511,28 @@ class TestQueries:
         await record(journal, b"push 2", [moved])
         assert [row.key for row in await journal.status("use1", "app", tag="v1")] == [moved]
 
+    async def test_status_by_tag_after_a_rollback(self, journal: Journal) -> None:
+        """v1 = A, then B, then A again: the tag resolves to A, the newest push's digest."""
+        await record(journal, b"push 1", [E1])
+        await record(
+            journal, b"push 2", [JobKey("use1", "app", OTHER_DIGEST, "v1", "usw2", origin="e2")]
+        )
+        await record(journal, b"push 3", [E3])
+        assert {row.digest for row in await journal.status("use1", "app", tag="v1")} == {DIGEST}
+
+    async def test_status_by_tag_skips_superseded_jobs(self, journal: Journal) -> None:
+        """B's event, then A's delivered late and SUPERSEDED: the tag resolves to B."""
+        b_key = JobKey("use1", "app", OTHER_DIGEST, "v1", "usw2", origin="e2")
+        await record(journal, b"push 2", [b_key])
+        await complete(journal, await claim_one(journal))
+        await record(journal, b"push 1", [E1])
+        [late] = await journal.claim_due(10, T0)
+        await journal.complete(
+            late.id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0,
+            superseded="v1 moved on",
+        )  # fmt: skip
+        assert [row.key for row in await journal.status("use1", "app", tag="v1")] == [b_key]
+
     async def test_status_by_tag_and_digest(self, journal: Journal) -> None:
         """Tag and digest together: the tag's jobs when it was last pushed with that digest,
         none when it has moved to another."""
@@ -528,23 +601,43 @@ class TestSchema:
         engine.dispose()
         assert tables == ["meta"]
 
-    async def test_version_1_journal_is_migrated(self, journal_url: str) -> None:
-        """A journal of schema version 1 (no jobs.claimed_by) is migrated on open: its jobs
-        are kept, claims record their process, and the version reads the current one."""
-        async with await open_journal(journal_url) as first:
-            await first.add_jobs([KEY])
+    @pytest.mark.parametrize("version", [1, 2, 3])
+    async def test_old_journal_is_migrated(self, journal_url: str, version: int) -> None:
+        """A journal of schema version 1 (no jobs.claimed_by), 2 (no retention indexes) or 3
+        (a job per image and destination, not per event) is migrated on open: its jobs are kept
+        as jobs of no event, claims record their process, a new push of a COMPLETE image is new
+        work, and the version reads 4."""
+        write_old_journal(
+            journal_url,
+            version,
+            [
+                job_values(DIGEST, "v1", "usw2"),
+                job_values(
+                    OTHER_DIGEST,
+                    "v2",
+                    "usw2",
+                    state="PENDING",
+                    finished_at=None,
+                    next_attempt_at=WRITTEN_AT,
+                ),
+            ],
+        )
+        async with await open_journal(journal_url) as journal:
+            rows = await journal.jobs()
+            assert {(r.key, r.state) for r in rows} == {
+                (KEY, JobState.COMPLETE),
+                (JobKey("use1", "app", OTHER_DIGEST, "v2", "usw2"), JobState.PENDING),
+            }
+            assert {r.origin for r in rows} == {NO_ORIGIN}
+            [claimed] = await journal.claim_due(1, T0 + timedelta(days=3650))
+            assert claimed.claimed_by == journal.claimer
+            [again] = await record(journal, b"push 3", [E3])
+            assert again not in {r.id for r in rows}
         engine = create_engine(journal_url)
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE jobs DROP COLUMN claimed_by"))
-            connection.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
-        async with await open_journal(journal_url) as second:
-            assert [row.key for row in await second.jobs()] == [KEY]
-            [claimed] = await second.claim_due(1, T0 + timedelta(days=3650))
-            assert claimed.claimed_by == second.claimer
         with engine.connect() as connection:
-            version = connection.execute(text("SELECT value FROM meta")).scalar_one()
+            found = connection.execute(text("SELECT value FROM meta")).scalar_one()
         engine.dispose()
-        assert version == str(SCHEMA_VERSION) == "3"
+        assert found == str(SCHEMA_VERSION) == "4"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""

@@ -14,6 +14,7 @@ from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
 from replicator.journal.models import SCHEMA_VERSION, EventRecord
 from replicator.journal.retention import Pruned
+from tests.support.old_journals import event_values, job_values, write_old_journal
 
 pytestmark = pytest.mark.integration
 
@@ -115,14 +116,13 @@ class TestPrune:
 async def test_version_2_journal_is_migrated(journal_url: str) -> None:
     """A journal of schema version 2 (no age indexes) is migrated on open: its events and jobs
     are kept, the indexes exist, and the version reads the current one."""
-    async with await open_journal(journal_url) as first:
-        await record(first, b"kept")
-        await first.add_jobs([key("kept")])
+    write_old_journal(
+        journal_url,
+        2,
+        [job_values("sha256:" + "a" * 64, "kept", "usw2")],
+        [event_values(b"kept")],
+    )
     engine = create_engine(journal_url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP INDEX ix_events_received"))
-        connection.execute(text("DROP INDEX ix_jobs_finished"))
-        connection.execute(text("UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
     async with await open_journal(journal_url) as second:
         assert [event.payload for event in await second.events()] == [b"kept"]
         assert [row.tag for row in await second.jobs()] == ["kept"]

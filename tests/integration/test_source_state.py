@@ -123,6 +123,38 @@ def wait_jobs_finished(
     return rows
 
 
+class TestPushes:
+    """A newer push of a tag is new work, whatever was replicated before."""
+
+    def test_rollback_is_replicated(self, live: Stack, layout: OCILayout) -> None:
+        """prod/roll:v1 pushed as A, then B, then A again with skopeo: both destinations end
+        on A, and the third push made jobs of its own."""
+        a, b = build(layout, "roll-a", seed=10), build(layout, "roll-b", seed=11)
+        push(live, layout, "roll-a", "prod/roll:v1")
+        wait_served(live, "prod/roll", "v1", a.digest)
+        push(live, layout, "roll-b", "prod/roll:v1")
+        wait_served(live, "prod/roll", "v1", b.digest)
+        push(live, layout, "roll-a", "prod/roll:v1")
+        wait_served(live, "prod/roll", "v1", a.digest)
+        rows = wait_jobs_finished(live, "prod/roll", 3 * len(DESTINATIONS))
+        assert [r.digest for r in rows] == [a.digest] * 2 + [b.digest] * 2 + [a.digest] * 2
+        assert {r.state for r in rows} == {JobState.COMPLETE}
+
+    def test_repush_after_a_replicated_delete_is_replicated(
+        self, live: Stack, layout: OCILayout
+    ) -> None:
+        """An image deleted at the source (the delete replicated) and pushed again, same
+        digest and tag, is served by both destinations again."""
+        image = build(layout, "repush", seed=20)
+        push(live, layout, "repush", "prod/repush:v1")
+        wait_served(live, "prod/repush", "v1", image.digest)
+        url = f"{live.source.url}/v2/prod/repush/manifests/{image.digest}"
+        assert httpx.delete(url).status_code == httpx.codes.ACCEPTED
+        wait_served(live, "prod/repush", "v1", None)
+        push(live, layout, "repush", "prod/repush:v1")
+        wait_served(live, "prod/repush", "v1", image.digest)
+
+
 class TestDeletes:
     """Deletes are replicated only once the source confirms the image gone."""
 

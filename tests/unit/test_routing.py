@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from replicator.domain.events import DeleteEvent, PushEvent
-from replicator.domain.jobs import JobKey, JobKind
+from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind
 from replicator.domain.media import MediaType
 from replicator.domain.policy import parse_policy
 from replicator.domain.routing import (
@@ -113,8 +114,8 @@ def push(
 
 
 def key(destination: str, repository: str = "prod/app", tag: str | None = "v1") -> JobKey:
-    """The copy job of DIGEST to `destination`."""
-    return JobKey("use1", repository, DIGEST, tag, destination)
+    """The copy job of DIGEST to `destination`, made by push() (event "e1")."""
+    return JobKey("use1", repository, DIGEST, tag, destination, origin="e1")
 
 
 BOTH_PROD = [{"destinations": TO_BOTH, "repositoryFilters": _prefix("prod", "dev")}]
@@ -332,8 +333,9 @@ class TestRouteDelete:
         assert {r.key.destination for r in routing.routes} == set(expected)
         for route in routing.routes:
             assert route.key == JobKey(
-                "use1", "prod/app", digest or "", tag, route.key.destination, JobKind.DELETE
-            )
+                "use1", "prod/app", digest or "", tag, route.key.destination, JobKind.DELETE,
+                origin="d1",
+            )  # fmt: skip
             assert route.delay == 0.0
             reason = expected[route.key.destination]
             if reason is None:
@@ -369,3 +371,34 @@ class TestAdmitReplication:
         assert decision.allowed is allowed
         if not allowed:
             assert "ecr:CreateRepository" in decision.reason
+
+
+class TestJobIdentity:
+    """A job is its event's: a newer push of the same image is new work, a redelivery is not."""
+
+    def test_pushes_of_one_image_by_two_events_are_two_jobs(self) -> None:
+        """The same tag pushed again with the same digest (a rollback A -> B -> A) routes to
+        keys that differ only by origin, so the third push is not taken for the first."""
+        first = route_push(push(), sites(BOTH_PROD))
+        again = route_push(replace(push(), event_id="e3"), sites(BOTH_PROD))
+        for one, two in zip(first.routes, again.routes, strict=True):
+            assert one.key != two.key
+            assert replace(one.key, origin="e3") == two.key
+
+    def test_redelivered_event_routes_to_the_same_keys(self) -> None:
+        """The same event (same id) routes to equal keys: its jobs are found, not doubled."""
+        assert route_push(push(), sites(BOTH_PROD)) == route_push(push(), sites(BOTH_PROD))
+
+    def test_huge_event_id_is_kept_bounded(self) -> None:
+        """A hostile megabyte-long event id becomes a bounded origin (its SHA-256)."""
+        routing = route_push(replace(push(), event_id="x" * 1_000_000), sites(BOTH_PROD))
+        assert {len(r.key.origin) for r in routing.routes} == {len("sha256:") + 64}
+
+    def test_children_to_supersede_name_no_event(self) -> None:
+        """The children an index push supersedes are named by image alone (NO_ORIGIN): their
+        own untagged pushes were other events."""
+        child = "sha256:" + "c" * 64
+        routing = route_push(
+            push(tag="v1", media_type=INDEX, references=(child,)), sites(BOTH_PROD)
+        )
+        assert {k.origin for k in routing.supersedes} == {NO_ORIGIN}

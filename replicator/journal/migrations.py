@@ -1,0 +1,81 @@
+"""The steps taking a journal from each older schema version to the next one (see schema.py).
+
+Each step runs in one transaction with its version bump, on SQLite and PostgreSQL alike. The
+steps are history: they name columns, lengths and constraints as that version had them, never
+today's models, so a journal of any older release migrates the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from sqlalchemy import Connection, text
+
+from replicator.errors import SchemaError
+
+Migration = Callable[[Connection], None]
+
+# The unique key of the jobs table as versions 1 to 3 declared it, and as version 4 does.
+_JOBS_KEY = "uq_jobs_key"
+_IMAGE_COLUMNS = "kind, source, repository, digest, tag, destination"
+_UNIQUE_CLAUSE = re.compile(rf"CONSTRAINT {_JOBS_KEY} UNIQUE \([^)]*\)")
+# The CREATE INDEX statements of the jobs table (not the unique key's own, which has none).
+_SQLITE_JOBS_INDEXES = text(
+    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL"
+)
+
+
+def _add_claimed_by(connection: Connection) -> None:
+    """1 -> 2: jobs.claimed_by, the process holding an IN_PROGRESS job."""
+    connection.execute(text("ALTER TABLE jobs ADD COLUMN claimed_by VARCHAR(512)"))
+
+
+def _retention_indexes(connection: Connection) -> None:
+    """2 -> 3: indexes on events.received_at and jobs.finished_at, for pruning by age."""
+    connection.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_events_received ON events (received_at)")
+    )
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_finished ON jobs (finished_at)"))
+
+
+def _jobs_by_event(connection: Connection) -> None:
+    """3 -> 4: jobs.origin, the event a job is of, joins the jobs' unique key; the jobs kept are
+    of no event (origin ''), as a scan's are."""
+    connection.execute(text("ALTER TABLE jobs ADD COLUMN origin VARCHAR(128) NOT NULL DEFAULT ''"))
+    unique = f"{_IMAGE_COLUMNS}, origin"
+    if connection.dialect.name == "sqlite":
+        _rebuild_sqlite_jobs(connection, unique)
+        return
+    connection.execute(text(f"ALTER TABLE jobs DROP CONSTRAINT {_JOBS_KEY}"))
+    connection.execute(text(f"ALTER TABLE jobs ADD CONSTRAINT {_JOBS_KEY} UNIQUE ({unique})"))
+
+
+def _rebuild_sqlite_jobs(connection: Connection, unique: str) -> None:
+    """Give SQLite's jobs table the unique key on `unique`: SQLite cannot drop a table
+    constraint, so the table is copied into one declared with the new key (its own stored
+    CREATE statement, the key's columns replaced), then its indexes are made again."""
+    ddl = connection.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'")
+    ).scalar_one()
+    indexes = connection.execute(_SQLITE_JOBS_INDEXES).scalars().all()
+    declared, found = _UNIQUE_CLAUSE.subn(f"CONSTRAINT {_JOBS_KEY} UNIQUE ({unique})", ddl)
+    if found != 1 or not declared.startswith("CREATE TABLE jobs "):
+        raise SchemaError(
+            f"the jobs table of this journal is not as replicator created it ({ddl[:200]!r}): "
+            "it cannot be migrated"
+        )
+    connection.execute(text(declared.replace("CREATE TABLE jobs ", "CREATE TABLE jobs_new ", 1)))
+    connection.execute(text("INSERT INTO jobs_new SELECT * FROM jobs"))
+    connection.execute(text("DROP TABLE jobs"))
+    connection.execute(text("ALTER TABLE jobs_new RENAME TO jobs"))
+    for index in indexes:
+        connection.execute(text(index))
+
+
+# The step from each older version to the next.
+MIGRATIONS: dict[int, Migration] = {
+    1: _add_claimed_by,
+    2: _retention_indexes,
+    3: _jobs_by_event,
+}
