@@ -27,7 +27,7 @@ SHAPES = {
     "jobs": {"jobs"},
     "status": {"repositoryName", "imageId", "replicationStatuses"},
     "retry": {"requeued", "job"},
-    "config check": {"ok", "file", "version", "registries", "rules"},
+    "config check": {"ok", "file", "version", "registries", "rules", "webhooks"},
 }  # fmt: skip
 JOB_FIELDS = {
     "id", "kind", "state", "source", "repository", "tag", "digest", "destination", "attempts",
