@@ -12,10 +12,16 @@ from dataclasses import asdict
 from replicator.cli import repository_list
 from replicator.cli.copy_options import add_registry_options, resolve
 from replicator.cli.documents import document, print_json
-from replicator.domain.refs import Reference, parse_host_path, parse_reference
+from replicator.domain.refs import (
+    Reference,
+    is_loopback_host,
+    parse_host_path,
+    parse_reference,
+)
 from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
+from replicator.registry.ping import insecure_scheme
 from replicator.registry.pool import ClientPool, RegistrySettings
 
 _Outcome = tuple[CopyStats, list[CopyFailure]]
@@ -63,6 +69,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency and --per-registry must be at least 1")
     credentials = resolve(args)
     started = time.monotonic()
+    schemes = await _insecure_schemes(args)
     async with ClientPool(max_connections=max(64, args.concurrency * 2)) as pool:
 
         def client_for(host: str, side: str) -> Endpoint:
@@ -72,7 +79,7 @@ async def _run(args: argparse.Namespace) -> int:
                 host=host,
                 # A CA bundle only means something over TLS: it asks for HTTPS even on
                 # loopback, which Docker's rule would otherwise reach over plain HTTP.
-                scheme="https" if ca_file else None,
+                scheme="https" if ca_file else schemes.get((side, host)),
                 credentials=credentials[side].provider(host),
                 verify=verify,
                 max_in_flight=args.per_registry,
@@ -89,6 +96,25 @@ async def _run(args: argparse.Namespace) -> int:
             stats, failures = await _copy_one(copier, args, client_for)
     _report(stats, failures, time.monotonic() - started, as_json=args.json)
     return 1 if failures else 0
+
+
+async def _insecure_schemes(args: argparse.Namespace) -> dict[tuple[str, str], str]:
+    """The scheme of each side given --{src,dest}-tls-verify=false (and no CA file) whose
+    host is not loopback: HTTPS if it answers TLS, else plain HTTP, as skopeo does."""
+    try:
+        if args.recursive:
+            hosts = {"src": parse_host_path(args.src)[0], "dst": parse_host_path(args.dst)[0]}
+        else:
+            src, dst = _references(args)
+            hosts = {"src": src.host, "dst": dst.host}
+    except InvalidReferenceError:
+        return {}  # the copy itself reports the bad reference
+    found: dict[tuple[str, str], str] = {}
+    for side, host in hosts.items():
+        insecure = getattr(args, f"{side}_tls_verify") is False
+        if insecure and not getattr(args, f"{side}_ca_file") and not is_loopback_host(host):
+            found[(side, host)] = await insecure_scheme(host)
+    return found
 
 
 def _references(args: argparse.Namespace) -> tuple[Reference, Reference]:

@@ -46,7 +46,7 @@ class RegistrySettings:
     token_realms: tuple[str, ...] = ()
 
 
-def _proxies(configured: str | None) -> ProxySettings:
+def proxy_settings(configured: str | None) -> ProxySettings:
     """A registry's own proxy setting, else the environment's (read at each client's creation,
     so a test or a re-exec sees the current environment)."""
     try:
@@ -80,7 +80,7 @@ class ClientPool:
         transport = new_transport(
             verify=settings.verify,
             cert=settings.cert,
-            proxies=_proxies(settings.proxy),
+            proxies=proxy_settings(settings.proxy),
             # Connections beyond the request slots would only idle: a few spare for redirects
             # to storage backends (S3) that answer blob GETs.
             max_connections=min(self._max_connections, settings.max_in_flight * 2),
