@@ -107,7 +107,7 @@ class Bridge:
     def routes(self) -> list[Route]:
         """The bridge's routes for an HttpServer."""
         return [
-            Route("POST", EVENTS_PREFIX, self.post_events),
+            Route("POST", EVENTS_PREFIX, self.post_events, admit=self.admit_events),
             Route("GET", "/healthz", self.healthz),
             Route("GET", "/metrics", self.metrics_page),
         ]
@@ -120,25 +120,46 @@ class Bridge:
         """The Prometheus exposition of the bridge's metrics."""
         return Response(200, self.metrics.render(), (("content-type", PROMETHEUS_TYPE),))
 
-    async def post_events(self, request: Request) -> Response:
-        """Authenticate, normalise, publish; 200 only once the broker has the event."""
+    def admit_events(self, head: Request) -> Response | None:
+        """The source and its credentials checked from the request's head, before its body is
+        read: who has no token cannot make the bridge read a megabyte."""
+        _, refused = self._authenticate(head, body_read=False)
+        return refused
+
+    def _authenticate(
+        self, request: Request, *, body_read: bool
+    ) -> tuple[SourceSettings | None, Response | None]:
+        """The source of a webhook, or the response refusing it (unknown source, bad auth)."""
         name = request.path[len(EVENTS_PREFIX) :]
         source = self.sources.get(name)
+
+        def refusal(auth: SourceAuth) -> str | None:
+            return auth.refusal(request) if body_read else auth.head_refusal(request)
+
         if source is None and _DEFAULT in self.sources:
             # With a bridge token, who lacks it learns nothing of which sources exist.
-            refusal = self.sources[_DEFAULT].auth.refusal(request)
-            if refusal is not None:
+            problem = refusal(self.sources[_DEFAULT].auth)
+            if problem is not None:
                 self.metrics.count(UNKNOWN, UNKNOWN, Outcome.UNAUTHORIZED)
-                return Response.text(401, refusal, _UNAUTHORIZED_CHALLENGE)
+                return None, Response.text(401, problem, _UNAUTHORIZED_CHALLENGE)
         if source is None or name == _DEFAULT:
             log.info("bridge_unknown_source", source=name[:80])
             self.metrics.count(UNKNOWN, UNKNOWN, Outcome.UNKNOWN_SOURCE)
-            return Response.text(404, f"{name[:80]!r} is not a configured source registry")
-        refusal = source.auth.refusal(request)
-        if refusal is not None:
-            log.info("bridge_unauthorized", source=name, problem=refusal)
+            return None, Response.text(404, f"{name[:80]!r} is not a configured source registry")
+        problem = refusal(source.auth)
+        if problem is not None:
+            log.info("bridge_unauthorized", source=name, problem=problem)
             self.metrics.count(name, UNKNOWN, Outcome.UNAUTHORIZED)
-            return Response.text(401, refusal, _UNAUTHORIZED_CHALLENGE)
+            return None, Response.text(401, problem, _UNAUTHORIZED_CHALLENGE)
+        return source, None
+
+    async def post_events(self, request: Request) -> Response:
+        """Authenticate, normalise, publish; 200 only once the broker has the event."""
+        name = request.path[len(EVENTS_PREFIX) :]
+        source, refused = self._authenticate(request, body_read=True)
+        if refused is not None:
+            return refused
+        assert source is not None, "_authenticate gives a source or a refusal"
         content_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
         if content_type not in ACCEPTED_CONTENT_TYPES:
             self.metrics.count(name, UNKNOWN, Outcome.REJECTED)

@@ -2,8 +2,10 @@
 
 It serves the webhook bridge and the daemon's /healthz, /readyz, /metrics and status API:
 few routes, small bodies, trusted-network clients. It does keep-alive, caps request bodies
-(413), bounds how long a client may take to send a request (slow clients cannot pin a
-connection), and closes gracefully: idle connections at once, busy ones after their response.
+(413), bounds how long a client may take to send a request and to take a response (slow
+clients cannot pin a connection), caps connections in total and per client (http_admission),
+lets a route refuse a request from its head before the body is read (`Route.admit`: the
+token check), and closes gracefully: idle connections at once, busy ones after their response.
 
     routes = [Route("POST", "/events/", handle_event), Route("GET", "/healthz", healthz)]
     async with HttpServer(routes, host="127.0.0.1", port=9479) as server:
@@ -18,13 +20,14 @@ import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import h11
 
+from replicator.daemon.http_admission import REFUSAL, Admission
 from replicator.errors import ConfigError
 from replicator.logs import get_logger
 
@@ -42,6 +45,12 @@ IDLE_TIMEOUT_SECONDS = 30.0
 # A handler gets this long before the client gets a 503: our handlers wait at most for a
 # broker PUBACK or a journal query.
 HANDLER_TIMEOUT_SECONDS = 30.0
+# A response must be taken by the client within this (our answers are at most a few hundred
+# KiB): one that never reads would otherwise hold its connection in drain() for ever.
+WRITE_TIMEOUT_SECONDS = 10.0
+# A request refused from its head: what the client still sends of its body is read and
+# dropped for this long, so that it sees our answer rather than a reset.
+LINGER_SECONDS = 2.0
 # On close, busy connections get this long to finish their response before being cut.
 CLOSE_GRACE_SECONDS = 5.0
 # Bytes read from the socket at a time.
@@ -91,6 +100,9 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Called with the request's head (its body empty) before the body is read: a Response refuses
+# the request there (a missing or wrong token), None lets the body be read.
+Admit = Callable[[Request], Response | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +112,7 @@ class Route:
     method: str
     path: str
     handler: Handler
+    admit: Admit | None = None
 
     def matches_path(self, path: str) -> bool:
         """Whether `path` is this route's path (or lies under it, for a prefix)."""
@@ -127,6 +140,8 @@ class HttpServer:
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
         name: str = "http",
         tls: ssl.SSLContext | None = None,
+        write_timeout: float = WRITE_TIMEOUT_SECONDS,
+        admission: Admission | None = None,
     ) -> None:
         self.routes = tuple(routes)
         self._tls = tls
@@ -136,6 +151,9 @@ class HttpServer:
         self._max_body = max_body
         self._request_timeout = request_timeout
         self._idle_timeout = idle_timeout
+        self._write_timeout = write_timeout
+        self.admission = admission or Admission()
+        self._lingering = 0  # refused connections being told why
         self._server: asyncio.Server | None = None
         self._connections: set[_ConnectionState] = set()
 
@@ -200,6 +218,30 @@ class HttpServer:
         return Response.text(405, f"{method} not allowed here", ("allow", allowed))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if not self.admission.admit(client):
+            log.debug("http_connection_refused", server=self.name, client=client)
+            # Told without waiting (the answer fits any socket buffer), then closed. Its request
+            # is read and dropped a moment so the client sees the 503, not a reset; beyond as
+            # many lingering refusals as connections allowed, closed at once.
+            writer.write(REFUSAL)
+            if self._lingering < self.admission.max_connections:
+                self._lingering += 1
+                try:
+                    await _discard_unread(reader, writer, READ_CHUNK_BYTES)
+                finally:
+                    self._lingering -= 1
+            writer.close()
+            return
+        try:
+            await self._serve_admitted(reader, writer)
+        finally:
+            self.admission.release(client)
+
+    async def _serve_admitted(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         state = _ConnectionState(task=asyncio.current_task())
         self._connections.add(state)
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -214,11 +256,18 @@ class HttpServer:
                 raise
         except (ConnectionError, ssl.SSLError, h11.LocalProtocolError) as exc:
             log.debug("http_connection_error", server=self.name, error=str(exc))
+        except _WriteTimeout:
+            log.info("http_write_timeout", server=self.name, seconds=self._write_timeout)
+            writer.transport.abort()
         finally:
             self._connections.discard(state)
             writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+            # A client that reads nothing would keep close() flushing for ever: cut it.
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(self._write_timeout):
+                    await writer.wait_closed()
+            if not writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+                writer.transport.abort()
 
     async def _one_exchange(
         self,
@@ -235,7 +284,8 @@ class HttpServer:
                 return False  # the client closed an idle connection
             state.busy = True
             async with asyncio.timeout(self._request_timeout):
-                outcome = await self._read_request(connection, reader, writer, head)
+                refused = self._refusal(head)
+                outcome = refused or await self._read_request(connection, reader, writer, head)
         except TimeoutError:
             if connection.our_state is h11.SEND_RESPONSE:
                 await self._send(connection, writer, Response.text(408, "request timeout"), True)
@@ -247,6 +297,8 @@ class HttpServer:
             return False
         if isinstance(outcome, Response):
             await self._send(connection, writer, outcome, True)
+            if outcome is refused:
+                await _discard_unread(reader, writer, self._max_body)
             return False
         started = time.monotonic()
         response = await self._dispatch(outcome)
@@ -278,6 +330,14 @@ class HttpServer:
                 continue
             return event
 
+    def _refusal(self, head: h11.Request) -> Response | None:
+        """The answer to a request its route refuses from the head alone (body unread)."""
+        request = _head_of(head)
+        route = self._route(request.method, request.path)
+        if isinstance(route, Response) or route.admit is None:
+            return None
+        return route.admit(request)
+
     async def _read_request(
         self,
         connection: h11.Connection,
@@ -286,10 +346,8 @@ class HttpServer:
         head: h11.Request,
     ) -> Request | Response:
         """The whole request, or the error response that ends the connection (413)."""
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers
-        }
-        length = headers.get("content-length")
+        request = _head_of(head)
+        length = request.header("content-length")
         too_large = Response.text(413, f"request body is larger than {self._max_body} bytes")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             return too_large
@@ -304,15 +362,7 @@ class HttpServer:
                 break
             else:
                 raise h11.RemoteProtocolError("the request ended early")
-        target = head.target.decode("latin-1")
-        raw_path, _, raw_query = target.partition("?")
-        return Request(
-            method=head.method.decode("ascii", "replace"),
-            path=unquote(raw_path),
-            query=dict(parse_qsl(raw_query, keep_blank_values=True)),
-            headers=headers,
-            body=bytes(body),
-        )
+        return replace(request, body=bytes(body))
 
     async def _dispatch(self, request: Request) -> Response:
         route = self._route(request.method, request.path)
@@ -351,9 +401,47 @@ class HttpServer:
             await self._write(connection, writer, h11.Data(data=response.body))
         await self._write(connection, writer, h11.EndOfMessage())
 
-    @staticmethod
-    async def _write(connection: h11.Connection, writer: asyncio.StreamWriter, event: Any) -> None:
+    async def _write(
+        self, connection: h11.Connection, writer: asyncio.StreamWriter, event: Any
+    ) -> None:
         data = connection.send(event)
         if data:
             writer.write(data)
-            await writer.drain()
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await writer.drain()
+            except TimeoutError:
+                raise _WriteTimeout from None
+
+
+async def _discard_unread(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
+) -> None:
+    """Read and drop what the client still sends of a refused request's body (at most `limit`
+    bytes, for at most LINGER_SECONDS), so it reads our answer instead of a reset connection:
+    closing a socket with unread data makes the kernel send RST. Nothing is kept."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    dropped = 0
+    with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
+        async with asyncio.timeout(LINGER_SECONDS):
+            while dropped <= limit and (data := await reader.read(READ_CHUNK_BYTES)):
+                dropped += len(data)
+
+
+class _WriteTimeout(Exception):
+    """The client did not take a response within the write timeout."""
+
+
+def _head_of(head: h11.Request) -> Request:
+    """The request as its head tells it, body empty."""
+    target = head.target.decode("latin-1")
+    raw_path, _, raw_query = target.partition("?")
+    return Request(
+        method=head.method.decode("ascii", "replace"),
+        path=unquote(raw_path),
+        query=dict(parse_qsl(raw_query, keep_blank_values=True)),
+        headers={
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers
+        },
+    )

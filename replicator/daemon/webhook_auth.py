@@ -65,6 +65,14 @@ class SourceAuth:
             case WebhookAuth.GOOGLE_OIDC:
                 return self._google(request)
 
+    def head_refusal(self, request: Request) -> str | None:
+        """Why a request is refused from its head alone, before its body is read (None: read
+        it). Only the HMAC signature needs the body; its header must be there already."""
+        if self.method is WebhookAuth.HMAC_SHA256:
+            given = request.header(HMAC_HEADER) or ""
+            return None if given.startswith(_HMAC_PREFIX) else self._signature(request)
+        return self.refusal(request)
+
     def _same(self, given: str | None, what: str) -> str | None:
         if not given:
             return f"{what} is missing"

@@ -21,6 +21,8 @@ from replicator.config.loading import (
     WorkersConfig,
     load_config,
 )
+from replicator.daemon.http_admission import MAX_CONNECTIONS
+from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 from tests.support.unit_files import INSTALLED_BIN, LOCAL_BIN, SYSTEMD, unit_settings
 
 pytestmark = pytest.mark.integration
@@ -30,6 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_EXPOSURE = 2.0
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 EXPOSURE_LINE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+) (\w+)")
+# File descriptors beyond connections: the journal, the broker, logs, Python's own.
+FD_SLACK = 64
+# A process idles at ~50 MiB; under this MemoryMax it could not copy. Above it, a leak would
+# take the host before the kernel stopped it.
+MIN_MEMORY_MIB = 256
+MAX_MEMORY_MIB = 4096
 CREDENTIAL_REF = re.compile(r"\$\{?CREDENTIALS_DIRECTORY\}?/([^\"'\s]+)")
 
 
@@ -159,6 +167,23 @@ class TestUnits:
         assert wrong == {}
         assert "IPAddressDeny" not in settings  # registries and brokers may be anywhere
         assert "PrivateNetwork" not in settings
+
+    @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
+    def test_file_descriptors_cover_the_connection_caps(self, service: Service) -> None:
+        """LimitNOFILE is set, above the HTTP server's connections (admitted and refused
+        ones being told why) plus a pool for 64 registries and slack for the rest."""
+        limit = int(one(unit_settings(SYSTEMD / service.file), "LimitNOFILE"))
+        registries = 64 * 2 * DEFAULT_MAX_IN_FLIGHT
+        assert limit >= 2 * MAX_CONNECTIONS + registries + FD_SLACK
+
+    @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
+    def test_memory_is_bounded(self, service: Service) -> None:
+        """MemoryMax is set, between what a process needs and what a host can spare."""
+        value = one(unit_settings(SYSTEMD / service.file), "MemoryMax")
+        match = re.fullmatch(r"(\d+)([MG])", value)
+        assert match, f"MemoryMax={value} is not <n>M or <n>G"
+        mib = int(match[1]) * (1024 if match[2] == "G" else 1)
+        assert MIN_MEMORY_MIB <= mib <= MAX_MEMORY_MIB
 
     @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
     def test_exec_start_runs_an_existing_subcommand(self, service: Service) -> None:
