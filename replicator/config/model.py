@@ -44,6 +44,10 @@ DEFAULT_JOURNAL_URL = "sqlite:////var/lib/replicator/journal.db"
 # Events and finished jobs are kept this long: a month of history for `status` and `jobs`, far
 # longer than any redelivery, while the journal stays flat in size.
 DEFAULT_RETENTION_DAYS = 30.0
+# A job in flight at this many process deaths in a row is set aside (PROCESS_DIED): twice the
+# attempts a job's own failures get, since most deaths have another cause; a job that kills the
+# process still stops a crash loop after a few minutes of restarts.
+DEFAULT_MAX_DEATHS = 20
 MIB = 1024 * 1024
 # Blobs up to 64 MiB go up in one streamed PUT: one round trip, and most layers are smaller.
 # Above it, chunked PATCHes keep a dropped connection from wasting the whole upload and stay
@@ -239,6 +243,7 @@ class WorkersConfig(_Section):
     concurrency: Annotated[int, Field(ge=1)] = 16
     per_registry: Annotated[int, Field(ge=1)] = 8
     max_attempts: Annotated[int, Field(ge=1)] = 10
+    max_deaths: Annotated[int, Field(ge=1)] = DEFAULT_MAX_DEATHS
     grace_period: Annotated[float, Field(ge=0)] = 30.0
     chunk_threshold: Annotated[int, Field(ge=MIN_CHUNK_THRESHOLD)] = DEFAULT_CHUNK_THRESHOLD
     orphan_after: Annotated[float, Field(ge=MIN_ORPHAN_AFTER)] = DEFAULT_ORPHAN_AFTER

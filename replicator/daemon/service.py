@@ -95,7 +95,7 @@ class Daemon:
             resumed = await resume_orphans(
                 self.journal,
                 started_before=self._orphaned_before() if fleet else None,
-                max_attempts=self.config.workers.max_attempts,
+                max_deaths=self.config.workers.max_deaths,
             )
             log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
             async with (
@@ -158,7 +158,7 @@ class Daemon:
                 await resume_orphans(
                     self.journal,
                     started_before=self._orphaned_before(),
-                    max_attempts=self.config.workers.max_attempts,
+                    max_deaths=self.config.workers.max_deaths,
                 )
             except JournalError as exc:
                 log.warning("orphan_sweep_failed", error=str(exc))

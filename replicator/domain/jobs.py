@@ -77,6 +77,7 @@ class FailureCode(StrEnum):
     TRANSPORT_ERROR = "TRANSPORT_ERROR"
     TLS_ERROR = "TLS_ERROR"
     MAX_ATTEMPTS = "MAX_ATTEMPTS"
+    PROCESS_DIED = "PROCESS_DIED"
     DELETE_REFUSED = "DELETE_REFUSED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -209,6 +210,46 @@ def decide_failure(
     if known is FailureCode.INTERNAL_ERROR and code != FailureCode.INTERNAL_ERROR:
         reason = f"{code}: {reason}"
     return FailureDecision(event, known, reason)
+
+
+# FAILED jobs whose cause may have passed (temporary errors every time, or the process dying
+# under them): the periodic reconcile gives them a new chance. The others need a person.
+TEMPORARY_FAILURES = frozenset({FailureCode.MAX_ATTEMPTS, FailureCode.PROCESS_DIED})
+
+
+@dataclass(frozen=True, slots=True)
+class DeathDecision:
+    """What a process death does to a job it had in flight: the event (RESUME, or
+    FAIL_PERMANENT when it was in flight at too many deaths in a row) and the new count."""
+
+    event: JobEvent
+    deaths_in_a_row: int
+
+
+def after_death(
+    *, deaths_in_a_row: int, last_death: int | None, death: int, max_deaths: int
+) -> DeathDecision:
+    """Judge a job found in flight at process death number `death` (deaths are numbered in
+    the order they are found, one number per recovery).
+
+    A death is not a verdict on the job: most deaths have another cause (a kill, a reboot, out of
+    memory elsewhere) and the job is resumed, its interrupted attempt not counted. Only a job in
+    flight at every one of `max_deaths` deaths in a row (its `last_death` the one just before)
+    is set aside, FAILED with PROCESS_DIED: a job that kills the process must not crash-loop it.
+    """
+    if max_deaths < 1:
+        raise ValueError(f"max_deaths {max_deaths} is less than 1")
+    in_a_row = deaths_in_a_row + 1 if last_death is not None and last_death == death - 1 else 1
+    event = E.FAIL_PERMANENT if in_a_row >= max_deaths else E.RESUME
+    return DeathDecision(event, in_a_row)
+
+
+def death_reason(deaths_in_a_row: int) -> str:
+    """The failure reason of a job set aside for the process deaths it was in flight at."""
+    return (
+        f"the process died {deaths_in_a_row} times in a row while this job was in flight "
+        "(see the log for why); retry it once the cause is fixed"
+    )
 
 
 def replication_status(state: JobState) -> ReplicationStatus:

@@ -86,7 +86,7 @@ def claimer_liveness(claimers: Iterable[str | None]) -> Liveness:
 
 
 async def resume_orphans(
-    journal: Journal, *, started_before: datetime | None, max_attempts: int | None
+    journal: Journal, *, started_before: datetime | None, max_deaths: int | None
 ) -> int:
     """Queue again the IN_PROGRESS jobs no live process holds; how many.
 
@@ -97,7 +97,7 @@ async def resume_orphans(
     known = claimer_liveness(await journal.in_progress_claimers())
     return await journal.resume_interrupted(
         started_before=started_before,
-        max_attempts=max_attempts,
+        max_deaths=max_deaths,
         dead=known.dead,
         spare=known.alive,
     )

@@ -24,8 +24,10 @@ from replicator.domain.jobs import (
     JobEvent,
     JobKey,
     JobState,
+    after_death,
     apply,
     claim_path,
+    death_reason,
     decide_failure,
     transition,
 )
@@ -33,6 +35,9 @@ from replicator.errors import TransitionError
 from replicator.journal import queries
 from replicator.journal.models import MAX_REASON_CHARS, NO_TAG, JobRow
 from replicator.journal.queries import JOBS
+
+# A limit no number of deaths reaches: callers that never set a job aside for deaths.
+_NEVER = 2**62
 
 
 def _guarded_update(session: Session, job_id: int, old: JobState, values: dict[str, Any]) -> bool:
@@ -84,6 +89,8 @@ def _fresh_chance(now: datetime) -> dict[str, Any]:
         "started_at": None,
         "finished_at": None,
         "updated_at": now,
+        "deaths": 0,
+        "last_death": None,
     }
 
 
@@ -114,6 +121,8 @@ def _new_row(
         "finished_at": None,
         "claimed_by": None,
         "origin": key.origin,
+        "deaths": 0,
+        "last_death": None,
     }
     assert set(values) == set(queries.INSERTED_COLUMNS), "a column of jobs has no value here"
     return values
@@ -275,17 +284,19 @@ def resume(
     session: Session,
     now: datetime,
     started_before: datetime | None,
-    max_attempts: int | None,
+    max_deaths: int | None,
     *,
     dead: Collection[str] = (),
     spare: Collection[str] = (),
 ) -> int:
-    """Jobs left IN_PROGRESS by a stopped process: PENDING again, or FAILED when out of attempts.
+    """Jobs left IN_PROGRESS by a stopped process: PENDING again, or FAILED PROCESS_DIED when
+    in flight at `max_deaths` process deaths in a row (see domain.jobs.after_death); how many.
 
     Taken: every IN_PROGRESS job (`started_before` None) or those claimed before it, and those
     whose claimer is in `dead`; never those of a claimer in `spare` (known to be running).
-    A job whose every attempt killed the process (say, out of memory) would otherwise crash-loop
-    the daemon forever; `max_attempts` ends it as MAX_ATTEMPTS.
+    Finding any is one process death: it gets the next number of the journal's death counter.
+    The interrupted attempt is not counted against the job (the death was not its failure);
+    without `max_deaths` no job is ever set aside.
     """
     scope: Any = JOBS.c.id.is_not(None)
     if started_before is not None:
@@ -294,34 +305,52 @@ def resume(
         scope = or_(scope, JOBS.c.claimed_by.in_(list(dead)))
     if spare:
         scope = and_(scope, or_(JOBS.c.claimed_by.is_(None), JOBS.c.claimed_by.not_in(list(spare))))
-    failed = 0
-    if max_attempts is not None:
-        failed = _bulk(
-            session,
-            JobState.IN_PROGRESS,
-            JobEvent.FAIL_PERMANENT,
-            and_(scope, JOBS.c.attempts >= max_attempts),
-            {
-                "failure_code": FailureCode.MAX_ATTEMPTS.value,
-                "failure_reason": "the process stopped while copying, on the last of "
-                f"{max_attempts} allowed attempts",
-                "finished_at": now,
-                "updated_at": now,
-            },
+    # The counter is locked first, so of two processes recovering at once the second finds the
+    # orphans already resumed, and a death is numbered once.
+    previous = int(queries.execute(session, queries.DEATHS_FOR_UPDATE).scalar_one())
+    orphans = queries.execute(session, queries.orphans_statement(scope)).all()
+    if not orphans:
+        return 0
+    death = previous + 1
+    queries.execute(session, queries.SET_DEATHS, {"value": str(death)})
+    changed = 0
+    for orphan in orphans:
+        decision = after_death(
+            deaths_in_a_row=orphan.deaths,
+            last_death=orphan.last_death,
+            death=death,
+            max_deaths=max_deaths or _NEVER,
         )
-    resumed = _bulk(
-        session,
-        JobState.IN_PROGRESS,
-        JobEvent.RESUME,
-        scope,
-        {"next_attempt_at": now, "started_at": None, "updated_at": now},
-    )
-    return resumed + failed
+        new = transition(JobState.IN_PROGRESS, decision.event)
+        values: dict[str, Any] = {
+            "state": new.value,
+            "attempts": max(orphan.attempts - 1, 0),
+            "deaths": decision.deaths_in_a_row,
+            "last_death": death,
+            "updated_at": now,
+        }
+        if decision.event is JobEvent.RESUME:
+            values |= {"next_attempt_at": now, "started_at": None}
+        else:
+            values |= {
+                "failure_code": FailureCode.PROCESS_DIED.value,
+                "failure_reason": death_reason(decision.deaths_in_a_row),
+                "next_attempt_at": None,
+                "finished_at": now,
+            }
+        # A job another process moved meanwhile (a peer's sweep) is left to it.
+        changed += _guarded_update(session, orphan.id, JobState.IN_PROGRESS, values)
+    return changed
 
 
-def retry(session: Session, job_id: int | None, now: datetime) -> int:
-    """FAILED --RETRY--> PENDING for one job or all failed ones; how many were re-queued."""
+def retry(
+    session: Session, job_id: int | None, now: datetime, codes: Collection[str] | None = None
+) -> int:
+    """FAILED --RETRY--> PENDING for one job or all failed ones (only those failed with one of
+    `codes` when given); how many were re-queued."""
     scope: Any = JOBS.c.id.is_not(None) if job_id is None else JOBS.c.id == job_id
+    if codes is not None:
+        scope = and_(scope, JOBS.c.failure_code.in_(list(codes)))
     return _bulk(session, JobState.FAILED, JobEvent.RETRY, scope, _fresh_chance(now))
 
 

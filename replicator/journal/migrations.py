@@ -73,9 +73,17 @@ def _rebuild_sqlite_jobs(connection: Connection, unique: str) -> None:
         connection.execute(text(index))
 
 
+def _count_deaths(connection: Connection) -> None:
+    """4 -> 5: jobs.deaths and jobs.last_death, the process deaths a job was in flight at in a
+    row (the meta row numbering deaths is created on open, as for a new journal)."""
+    connection.execute(text("ALTER TABLE jobs ADD COLUMN deaths INTEGER NOT NULL DEFAULT 0"))
+    connection.execute(text("ALTER TABLE jobs ADD COLUMN last_death INTEGER"))
+
+
 # The step from each older version to the next.
 MIGRATIONS: dict[int, Migration] = {
     1: _add_claimed_by,
     2: _retention_indexes,
     3: _jobs_by_event,
+    4: _count_deaths,
 }

@@ -21,7 +21,11 @@ from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 # 2: jobs.claimed_by, the process holding an IN_PROGRESS job.
 # 3: indexes on events.received_at and jobs.finished_at, for pruning by age (retention).
 # 4: jobs.origin, the event a job is of, part of its unique key (a rollback is new work).
-SCHEMA_VERSION = 4
+# 5: jobs.deaths and jobs.last_death, the process deaths a job was in flight at (in a row), and
+#    the meta row numbering deaths.
+SCHEMA_VERSION = 5
+# The meta row numbering the process deaths found with jobs in flight (see jobs.resume).
+DEATHS_KEY = "process_deaths"
 # Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
 # see claimers.py): a host name of at most 253 characters and about 120 more.
 MAX_CLAIMER_CHARS = 512
@@ -113,6 +117,10 @@ class JobRecord(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=MAX_CLAIMER_CHARS)
     # The event the job is of (domain.jobs.JobKey.origin); NO_ORIGIN for a scan's.
     origin: str = Field(default=NO_ORIGIN, max_length=MAX_ORIGIN_CHARS)
+    # Process deaths in a row the job was in flight at, and the number of the last one (see
+    # domain.jobs.after_death): counted apart from its attempts.
+    deaths: int = 0
+    last_death: int | None = None
 
 
 class MetaRecord(SQLModel, table=True):
@@ -173,6 +181,8 @@ class JobRow:
     finished_at: datetime | None
     claimed_by: str | None = None
     origin: str = NO_ORIGIN
+    deaths: int = 0
+    last_death: int | None = None
 
     @property
     def key(self) -> JobKey:
@@ -210,6 +220,8 @@ class JobRow:
             finished_at=from_db_time(record.finished_at),
             claimed_by=record.claimed_by,
             origin=record.origin,
+            deaths=record.deaths,
+            last_death=record.last_death,
         )
 
 

@@ -30,7 +30,7 @@ from sqlmodel import Session
 
 from replicator.domain.jobs import CLAIMABLE_STATES, TERMINAL_STATES, JobKey, JobState
 from replicator.errors import JournalError
-from replicator.journal.models import NO_TAG, JobRecord, JobRow
+from replicator.journal.models import DEATHS_KEY, NO_TAG, JobRecord, JobRow, MetaRecord
 
 JOBS: Table = JobRecord.metadata.tables["jobs"]
 CLAIMABLE = [state.value for state in CLAIMABLE_STATES]
@@ -56,6 +56,18 @@ FIND_UNFINISHED = (
     .order_by(JOBS.c.id)
     .limit(1)
 )
+_META = MetaRecord.metadata.tables["meta"]
+_DEATHS_ROW = _META.c.key == DEATHS_KEY
+DEATHS_FOR_UPDATE = select(_META.c.value).where(_DEATHS_ROW).with_for_update()
+SET_DEATHS = update(_META).where(_DEATHS_ROW).values(value=bindparam("value"))
+
+
+def orphans_statement(scope: Any) -> Select[Any]:
+    """The IN_PROGRESS jobs in `scope` with what a death decision needs."""
+    columns = (JOBS.c.id, JOBS.c.attempts, JOBS.c.deaths, JOBS.c.last_death)
+    return select(*columns).where(JOBS.c.state == JobState.IN_PROGRESS.value, scope)
+
+
 BY_ID = select(JOBS.c.id, JOBS.c.state, JOBS.c.attempts).where(JOBS.c.id == bindparam("job_id"))
 ROWS_BY_IDS = (
     select(JOBS).where(JOBS.c.id.in_(bindparam("ids", expanding=True))).order_by(JOBS.c.id)

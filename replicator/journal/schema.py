@@ -12,7 +12,7 @@ from sqlmodel import Session, SQLModel
 from replicator import __version__
 from replicator.errors import JournalError, SchemaError
 from replicator.journal.migrations import MIGRATIONS
-from replicator.journal.models import SCHEMA_VERSION, MetaRecord
+from replicator.journal.models import DEATHS_KEY, SCHEMA_VERSION, MetaRecord
 from replicator.logs import get_logger
 
 log = get_logger(__name__)
@@ -109,6 +109,10 @@ def _create(engine: Engine) -> None:
         SQLModel.metadata.create_all(session.connection())
         if session.get(MetaRecord, SCHEMA_VERSION_KEY) is None:
             session.add(MetaRecord(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+        if session.get(MetaRecord, DEATHS_KEY) is None:
+            # Also for a journal migrated from before the counter: created here, once, under
+            # the same lock, so recoveries only ever update it.
+            session.add(MetaRecord(key=DEATHS_KEY, value="0"))
 
 
 def _migrate(engine: Engine, url: str) -> None:

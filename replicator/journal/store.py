@@ -302,14 +302,16 @@ class Journal:
         self,
         *,
         started_before: datetime | None = None,
-        max_attempts: int | None = None,
+        max_deaths: int | None = None,
         dead: Collection[str] = (),
         spare: Collection[str] = (),
     ) -> int:
-        """On start: jobs left IN_PROGRESS go back to PENDING; how many.
+        """On start: jobs left IN_PROGRESS go back to PENDING, their interrupted attempt not
+        counted; how many.
 
-        With `max_attempts`, those that used every attempt end FAILED (MAX_ATTEMPTS) instead,
-        so a job that kills the process cannot crash-loop it. A fleet sharing one database passes
+        With `max_deaths`, a job in flight at that many process deaths in a row ends FAILED
+        (PROCESS_DIED) instead, so a job that kills the process cannot crash-loop it, while a
+        crash loop from another cause never fails good work. A fleet sharing one database passes
         `started_before` (now minus the longest a copy can take) so it leaves its peers' running
         jobs alone.
         """
@@ -317,7 +319,7 @@ class Journal:
         before = to_db_time(started_before) if started_before else None
         count = await self._run(
             lambda session: job_rows.resume(
-                session, now, before, max_attempts, dead=dead, spare=spare
+                session, now, before, max_deaths, dead=dead, spare=spare
             )
         )
         if count:
@@ -345,10 +347,13 @@ class Journal:
         moment = to_db_time(before)
         return await self._run(lambda session: retention.prune(session, moment, limit))
 
-    async def retry_failed(self, job_id: int | None = None) -> int:
-        """FAILED -> PENDING for one job (or every failed job when None); how many."""
+    async def retry_failed(
+        self, job_id: int | None = None, *, codes: Collection[str] | None = None
+    ) -> int:
+        """FAILED -> PENDING for one job (or every failed job when None), only those failed
+        with one of `codes` when given; how many."""
         now = to_db_time(utcnow())
-        return await self._run(lambda session: job_rows.retry(session, job_id, now))
+        return await self._run(lambda session: job_rows.retry(session, job_id, now, codes))
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from replicator.config.loading import Config
 from replicator.config.sites import settings_for
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import TEMPORARY_FAILURES, JobKey, JobState
 from replicator.domain.routing import Site, existence_matters
 from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
 from replicator.engine.copier import Copier, CopyStats, Endpoint
@@ -356,8 +356,12 @@ async def reconcile_once(
     copier: Copier,
     wake: Callable[[], None],
 ) -> ScanCounts:
-    """One reconcile pass: scan every source, journal what is missing (then `wake` the runner
-    that runs the jobs), repair what the destinations lost."""
+    """One reconcile pass: give FAILED jobs whose cause was temporary a new chance, scan every
+    source, journal what is missing (then `wake` the runner that runs the jobs), repair what
+    the destinations lost."""
+    retried = await journal.retry_failed(codes=TEMPORARY_FAILURES)
+    if retried:
+        wake()
     sink = Journaller(journal, wake=wake)
     counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
     repaired = await repair(
@@ -365,6 +369,7 @@ async def reconcile_once(
     )
     log.info(
         "reconcile_pass",
+        retried=retried,
         repositories=counts.repositories,
         tags=counts.tags,
         up_to_date=counts.up_to_date,

@@ -145,7 +145,7 @@ async def run_backfill(
             if journal.ledger is None or journal.runner is None:
                 return report  # everything was up to date: nothing to journal, nothing to run
             ledger, runner = journal.ledger, journal.runner
-            await _wait_for_jobs(runner, ledger, sink.keys, stop, config.workers.max_attempts)
+            await _wait_for_jobs(runner, ledger, sink.keys, stop, config.workers.max_deaths)
             if not stop.is_set():
                 report.repairs = await repair(
                     sink.repairs, journal=ledger.journal, config=config, sites=sites, pool=pool,
@@ -188,7 +188,7 @@ class JournalOnDemand:
                 workers = self._config.workers
                 ledger = await ClaimLedger.open_for_run(
                     self._config.journal.url,
-                    max_attempts=workers.max_attempts,
+                    max_deaths=workers.max_deaths,
                     orphan_after=workers.orphan_after,
                 )
                 self.ledger, self.runner = ledger, self._start(ledger)
@@ -272,7 +272,7 @@ async def _wait_for_jobs(
     ledger: ClaimLedger,
     keys: Mapping[tuple[str, str], Sequence[JobKey]],
     stop: asyncio.Event,
-    max_attempts: int,
+    max_deaths: int,
 ) -> None:
     """Run until every job of this run is COMPLETE or FAILED, waiting out retry backoffs and
     jobs another process sharing the journal is running (taking them back if it dies)."""
@@ -289,7 +289,7 @@ async def _wait_for_jobs(
         held_elsewhere = any(
             r.state is JobState.IN_PROGRESS and r.id not in ledger.held for r in open_rows
         )
-        if held_elsewhere and await ledger.resume_orphans(max_attempts):
+        if held_elsewhere and await ledger.resume_orphans(max_deaths):
             continue
         due = min((r.next_attempt_at for r in open_rows if r.next_attempt_at), default=None)
         wait = WAIT_POLL_SECONDS

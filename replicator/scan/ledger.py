@@ -25,24 +25,24 @@ class ClaimLedger:
         self._orphan_after = orphan_after
 
     @classmethod
-    async def open_for_run(cls, url: str, *, max_attempts: int, orphan_after: float) -> ClaimLedger:
+    async def open_for_run(cls, url: str, *, max_deaths: int, orphan_after: float) -> ClaimLedger:
         """Open the journal at `url` and queue again the orphans of a killed run."""
         ledger = cls(await open_journal(url), orphan_after=orphan_after)
         try:
-            await ledger.resume_orphans(max_attempts)
+            await ledger.resume_orphans(max_deaths)
         except BaseException:
             await ledger.journal.close()
             raise
         return ledger
 
-    async def resume_orphans(self, max_attempts: int) -> int:
+    async def resume_orphans(self, max_deaths: int) -> int:
         """Queue again the jobs of a killed run: at once when it ran on this host, once claimed
         longer ago than the orphan window ([workers] orphan_after) otherwise (it may be a live
         process elsewhere); how many."""
         return await resume_orphans(
             self.journal,
             started_before=datetime.now(UTC) - timedelta(seconds=self._orphan_after),
-            max_attempts=max_attempts,
+            max_deaths=max_deaths,
         )
 
     async def claim_due(

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from replicator.config.loading import Config, load_config
 from replicator.config.sites import sites_of
 from replicator.daemon.reconcile import reconcile_forever
-from replicator.domain.jobs import JobState
+from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
@@ -27,7 +28,7 @@ from replicator.engine.runner import JobRunner
 from replicator.journal.claimers import open_journal
 from replicator.journal.store import Journal
 from replicator.registry.pool import ClientPool
-from replicator.scan.backfill import ScanOptions
+from replicator.scan.backfill import ScanOptions, reconcile_once
 from replicator.scan.backfill_run import run_backfill
 from tests.support import skopeo
 from tests.support.daemon import (
@@ -427,6 +428,34 @@ class TestReconcile:
             stop.set()
             for registry in world.registries.values():
                 registry.cleanup()
+
+    async def test_failed_jobs_with_a_temporary_cause_are_retried(
+        self, tmp_path: Path, registry_factory: RegistryFactory
+    ) -> None:
+        """A reconcile pass gives FAILED jobs whose cause may have passed (PROCESS_DIED,
+        MAX_ATTEMPTS) a new chance, even one no scan would find (a tag gone from the source),
+        and leaves a POLICY_DENIED job FAILED."""
+        world = build_world(tmp_path, registry_factory)
+        config = load_config(world.config)
+        gone = JobKey(USE1, "prod/web", "sha256:" + "e" * 64, "gone", USW2)
+        denied = JobKey(USE1, "prod/web", "sha256:" + "d" * 64, "denied", EUW1)
+        try:
+            async with await open_journal(config.journal.url) as journal, ClientPool() as pool:
+                await journal.add_jobs([gone], denied={denied: "no policy"})
+                await journal.claim_due(10, datetime.now(UTC) + timedelta(seconds=1))
+                await journal.resume_interrupted(max_deaths=1)
+                woken: list[bool] = []
+                await reconcile_once(
+                    config, sites_of(config), journal, pool=pool, copier=Copier(),
+                    wake=lambda: woken.append(True),
+                )  # fmt: skip
+                rows = {row.key: row for row in await journal.jobs()}
+        finally:
+            for registry in world.registries.values():
+                registry.cleanup()
+        assert (rows[gone].state, rows[gone].failure_code) == (JobState.PENDING, None)
+        assert rows[denied].state is JobState.FAILED
+        assert woken
 
 
 def replicated(world: World, destination: str, images: list[tuple[str, str]]) -> bool:

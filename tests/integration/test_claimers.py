@@ -78,7 +78,7 @@ class TestResumeOrphans:
         await claim_as(journal, str(claimer_of(sleeper.pid)), "alive")
         await claim_as(journal, "db9/pid:[1]/4242/1", "remote")
         resumed = await resume_orphans(
-            journal, started_before=datetime.now(UTC) - LONG_AGO, max_attempts=None
+            journal, started_before=datetime.now(UTC) - LONG_AGO, max_deaths=None
         )
         assert resumed == 1
         assert await states(journal) == {
@@ -95,7 +95,7 @@ class TestResumeOrphans:
         await claim_as(journal, str(claimer_of(sleeper.pid)), "alive")
         await claim_as(journal, "db9/pid:[1]/4242/1", "remote")
         await claim_as(journal, str(dead_claimer()), "dead")
-        assert await resume_orphans(journal, started_before=None, max_attempts=None) == 2
+        assert await resume_orphans(journal, started_before=None, max_deaths=None) == 2
         assert await states(journal) == {
             "dead": JobState.PENDING,
             "alive": JobState.IN_PROGRESS,
@@ -108,7 +108,7 @@ class TestResumeOrphans:
         reused = Claimer(here.host, here.namespace, here.pid, "0")
         await claim_as(journal, str(reused), "reused")
         resumed = await resume_orphans(
-            journal, started_before=datetime.now(UTC) - LONG_AGO, max_attempts=None
+            journal, started_before=datetime.now(UTC) - LONG_AGO, max_deaths=None
         )
         assert resumed == 1
 

@@ -462,20 +462,28 @@ class TestRecovery:
     """resume_interrupted() and retry_failed()."""
 
     async def test_resume_interrupted(self, journal: Journal) -> None:
-        """Jobs left IN_PROGRESS go back to PENDING and can be claimed again."""
+        """Jobs left IN_PROGRESS go back to PENDING and can be claimed again; the interrupted
+        attempt is not counted (the process died, the job did not fail)."""
         await record(journal, b"push", [KEY, KEY_EU])
         await journal.claim_due(10, T0)
         assert await journal.resume_interrupted() == 2
         assert {row.state for row in await journal.jobs()} == {JobState.PENDING}
-        assert [row.attempts for row in await journal.claim_due(10, T0)] == [2, 2]
+        assert [row.attempts for row in await journal.claim_due(10, T0)] == [1, 1]
 
-    async def test_resume_fails_jobs_out_of_attempts(self, journal: Journal) -> None:
-        """With max_attempts, an interrupted job on its last attempt ends FAILED MAX_ATTEMPTS."""
+    async def test_resume_sets_aside_a_job_in_flight_at_every_death(self, journal: Journal) -> None:
+        """With max_deaths, a job in flight at that many process deaths in a row ends FAILED
+        PROCESS_DIED, its own attempts untouched."""
         await record(journal, b"push", [KEY])
+        for _ in range(2):
+            await journal.claim_due(10, T0)
+            assert await journal.resume_interrupted(max_deaths=3) == 1
         await journal.claim_due(10, T0)
-        assert await journal.resume_interrupted(max_attempts=1) == 1
+        assert await journal.resume_interrupted(max_deaths=3) == 1
         [row] = await journal.jobs()
-        assert (row.state, row.failure_code) == (JobState.FAILED, FailureCode.MAX_ATTEMPTS)
+        assert (row.state, row.failure_code) == (JobState.FAILED, FailureCode.PROCESS_DIED)
+        assert (row.attempts, row.deaths) == (0, 3)
+        assert row.failure_reason is not None
+        assert "died 3 times in a row" in row.failure_reason
 
     async def test_resume_started_before(self, journal: Journal) -> None:
         """started_before leaves jobs claimed after it alone (a peer's running jobs)."""
@@ -601,12 +609,12 @@ class TestSchema:
         engine.dispose()
         assert tables == ["meta"]
 
-    @pytest.mark.parametrize("version", [1, 2, 3])
+    @pytest.mark.parametrize("version", [1, 2, 3, 4])
     async def test_old_journal_is_migrated(self, journal_url: str, version: int) -> None:
-        """A journal of schema version 1 (no jobs.claimed_by), 2 (no retention indexes) or 3
-        (a job per image and destination, not per event) is migrated on open: its jobs are kept
-        as jobs of no event, claims record their process, a new push of a COMPLETE image is new
-        work, and the version reads 4."""
+        """A journal of schema version 1 (no jobs.claimed_by), 2 (no retention indexes), 3
+        (a job per image and destination, not per event) or 4 (no death counts) is migrated on
+        open: its jobs are kept as jobs of no event, claims record their process, a new push of
+        a COMPLETE image is new work, and the version reads 5."""
         write_old_journal(
             journal_url,
             version,
@@ -635,9 +643,11 @@ class TestSchema:
             assert again not in {r.id for r in rows}
         engine = create_engine(journal_url)
         with engine.connect() as connection:
-            found = connection.execute(text("SELECT value FROM meta")).scalar_one()
+            found = connection.execute(
+                text("SELECT value FROM meta WHERE key = 'schema_version'")
+            ).scalar_one()
         engine.dispose()
-        assert found == str(SCHEMA_VERSION) == "4"
+        assert found == str(SCHEMA_VERSION) == "5"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""

@@ -127,7 +127,9 @@ async def test_version_2_journal_is_migrated(journal_url: str) -> None:
         assert [event.payload for event in await second.events()] == [b"kept"]
         assert [row.tag for row in await second.jobs()] == ["kept"]
     with engine.connect() as connection:
-        version = connection.execute(text("SELECT value FROM meta")).scalar_one()
+        version = connection.execute(
+            text("SELECT value FROM meta WHERE key = 'schema_version'")
+        ).scalar_one()
         indexes = {
             index["name"]
             for table in ("events", "jobs")

@@ -10,12 +10,22 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from replicator.domain.jobs import JobState
-from tests.support.daemon import DESTINATIONS, JournalReader, Stack, start_stack, wait_for
+from tests.support.daemon import (
+    DESTINATIONS,
+    USE1,
+    JournalReader,
+    Stack,
+    start_stack,
+    wait_for,
+)
+from tests.support.fault_proxy import FaultProxy
+from tests.support.faults import Fault, requests
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
@@ -126,6 +136,94 @@ def test_twenty_kill_9_during_a_burst_lose_and_duplicate_nothing(
             "integrity_check": "ok",
             "duplicated_jobs": 0,
             "lost": 0,
+        },
+    )
+
+
+# The issue's crash loop with faults: kills 1.5 s apart during a burst of 100 pushes while 20%
+# of the requests to every registry (source and destinations) fail, so copies take retries and
+# jobs are in flight at many kills in a row.
+FAULTY_KILLS = 20
+FAULTY_KILL_AFTER_SECONDS = 1.5
+FAULTY_BURST = 100
+FAULT_SHARE = 0.20
+# Each status fault is tried in turn with this share, so FAULT_SHARE of requests get one.
+STATUS_FAULTS = ((500, None), (502, None), (503, None), (429, 1))
+PER_RULE_SHARE = 1 - (1 - FAULT_SHARE) ** (1 / len(STATUS_FAULTS))
+# Few attempts, so that a death counted as a job's failed attempt would fail good jobs within
+# the loop; the faults alone almost never fail an attempt (each request is retried 5 times).
+FAULTY_MAX_ATTEMPTS = 3
+
+
+def test_kill_9_loop_with_faults_fails_no_good_job(
+    registry_factory: RegistryFactory,
+    mosquitto_factory: MosquittoFactory,
+    fault_proxy_factory: Callable[[Registry], FaultProxy],
+    tmp_path: Path,
+) -> None:
+    """20 SIGKILLs 1.5 s apart during a burst of 100 pushes, with 20% of requests to every
+    registry failing (5xx, 429) and max_attempts 3: no job ends FAILED (a death is not counted
+    against a job's attempts, and no job is in flight at 20 deaths in a row); every image
+    replicated once."""
+    proxies: list[FaultProxy] = []
+
+    def through_proxy(registry: Registry) -> str:
+        proxy = fault_proxy_factory(registry)
+        for status, retry_after in STATUS_FAULTS:
+            proxy.add(
+                Fault.status_code(
+                    status, requests(), times=None, share=PER_RULE_SHARE,
+                    retry_after_seconds=retry_after,
+                )
+            )  # fmt: skip
+        proxies.append(proxy)
+        return proxy.url
+
+    stack = start_stack(
+        tmp_path / "stack",
+        mosquitto_factory(),
+        lambda _url: registry_factory(),
+        notifications=False,
+        front=dict.fromkeys((USE1, *DESTINATIONS), through_proxy),
+        max_attempts=FAULTY_MAX_ATTEMPTS,
+    )
+    database = stack.folder / "journal.db"
+    per_run = FAULTY_BURST // FAULTY_KILLS
+    images = tiny_images(FAULTY_BURST, repository="prod/faulty", prefix="k", seed=SEED)
+    in_flight_at_kill: list[int] = []
+    try:
+        for run in range(FAULTY_KILLS):
+            if run:
+                stack.daemon.start(ready=False)
+            started = time.monotonic()
+            push_and_publish(stack.source.url, stack.broker.port, images[run * per_run :][:per_run])
+            time.sleep(max(0.0, FAULTY_KILL_AFTER_SECONDS - (time.monotonic() - started)))
+            in_flight_at_kill.append(job_states(database).get(JobState.IN_PROGRESS.value, 0))
+            stack.daemon.kill()
+        stack.daemon.start()
+        rows = JournalReader(stack.settings.journal_url).wait_finished(
+            len(images) * len(DESTINATIONS), timeout=FINISH_SECONDS
+        )
+        failed = [(row.tag, row.destination, row.failure_code, row.failure_reason) for row in rows
+                  if row.state is JobState.FAILED]  # fmt: skip
+        assert failed == []
+        assert_nothing_lost(stack, images)
+    finally:
+        stack.stop()
+    assert sum(1 for count in in_flight_at_kill if count) > FAULTY_KILLS // 2
+    record_figures(
+        "crash_loop_with_faults",
+        {
+            "kills": FAULTY_KILLS,
+            "kill_after_seconds": FAULTY_KILL_AFTER_SECONDS,
+            "images": len(images),
+            "jobs": len(rows),
+            "kills_with_jobs_in_progress": sum(1 for count in in_flight_at_kill if count),
+            "faults_injected": sum(proxy.faults_injected for proxy in proxies),
+            "requests_seen": sum(proxy.requests_seen for proxy in proxies),
+            "most_attempts_of_a_job": max(row.attempts for row in rows),
+            "most_deaths_in_a_row_of_a_job": max(row.deaths for row in rows),
+            "jobs_failed": 0,
         },
     )
 

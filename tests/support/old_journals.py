@@ -1,8 +1,9 @@
 """Journals as older replicator releases wrote them, to test migrations on SQLite and PostgreSQL.
 
-The tables are frozen copies of what schema version 3 created (SQLAlchemy Core, the same column
+The tables are frozen copies of what schema version 4 created (SQLAlchemy Core, the same column
 types SQLModel used), not today's models: a migration must take the journal a release really
-left behind. Version 2 is version 3 without the retention indexes (`ix_events_received`,
+left behind. Version 3 is version 4 without `jobs.origin` (and its place in the unique key);
+version 2 is version 3 without the retention indexes (`ix_events_received`,
 `ix_jobs_finished`); version 1 is version 2 without `jobs.claimed_by`.
 """
 
@@ -34,6 +35,9 @@ def _tables(version: int) -> MetaData:
     claimed_by = [Column("claimed_by", AutoString(512))] if version >= 2 else []
     finished = [Index("ix_jobs_finished", "finished_at")] if version >= 3 else []
     received = [Index("ix_events_received", "received_at")] if version >= 3 else []
+    origin = [Column("origin", AutoString(128), nullable=False)] if version >= 4 else []
+    key = ("kind", "source", "repository", "digest", "tag", "destination")
+    key += ("origin",) if version >= 4 else ()
     Table(
         "jobs",
         metadata,
@@ -59,9 +63,8 @@ def _tables(version: int) -> MetaData:
         Column("started_at", UTCDateTime),
         Column("finished_at", UTCDateTime),
         *claimed_by,
-        UniqueConstraint(
-            "kind", "source", "repository", "digest", "tag", "destination", name="uq_jobs_key"
-        ),
+        *origin,
+        UniqueConstraint(*key, name="uq_jobs_key"),
         Index("ix_jobs_due", "state", "next_attempt_at"),
         Index("ix_jobs_image", "repository", "digest"),
         *finished,
@@ -141,9 +144,11 @@ def write_old_journal(
     jobs: Sequence[dict[str, Any]],
     events: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Create at `url` the tables of schema `version` (1 to 3) holding `jobs` and `events`."""
-    if version not in (1, 2, 3):
+    """Create at `url` the tables of schema `version` (1 to 4) holding `jobs` and `events`."""
+    if version not in (1, 2, 3, 4):
         raise ValueError(f"no frozen tables for schema version {version}")
+    if version >= 4:
+        jobs = [{"origin": "", **job} for job in jobs]  # of no event, as a scan's
     metadata = _tables(version)
     engine = create_engine(url)
     try:

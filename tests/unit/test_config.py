@@ -194,6 +194,7 @@ class TestLoad:
         assert config.version == SUPPORTED_VERSION
         assert config.journal.url == DEFAULT_JOURNAL_URL
         assert config.journal.retention_days == 30
+        assert (config.workers.max_attempts, config.workers.max_deaths) == (10, 20)
         assert (config.mqtt.host, config.mqtt.port, config.mqtt.client_id) == (
             "127.0.0.1",
             1883,

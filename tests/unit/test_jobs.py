@@ -8,6 +8,7 @@ import pytest
 
 from replicator import errors
 from replicator.domain.jobs import (
+    TEMPORARY_FAILURES,
     TRANSITIONS,
     FailureCode,
     JobEvent,
@@ -15,6 +16,7 @@ from replicator.domain.jobs import (
     JobKind,
     JobState,
     ReplicationStatus,
+    after_death,
     after_failure,
     apply,
     backoff_seconds,
@@ -178,6 +180,52 @@ class TestDecideFailure:
     def test_error_codes_are_failure_codes(self, error: errors.ReplicatorError) -> None:
         """Every error a copy can raise maps to the FailureCode of the same name."""
         assert failure_code(error.code).value == error.code
+
+
+class TestAfterDeath:
+    """A process death is not a verdict on a job: only deaths in a row, up to max_deaths."""
+
+    @pytest.mark.parametrize(
+        ("in_a_row", "last_death", "death", "max_deaths", "event", "now_in_a_row"),
+        [
+            pytest.param(0, None, 1, 3, E.RESUME, 1, id="first-death"),
+            pytest.param(1, 1, 2, 3, E.RESUME, 2, id="second-in-a-row"),
+            pytest.param(2, 2, 3, 3, E.FAIL_PERMANENT, 3, id="third-in-a-row-sets-aside"),
+            pytest.param(2, 1, 3, 3, E.RESUME, 1, id="a-death-without-it-breaks-the-row"),
+            pytest.param(9, 4, 9, 3, E.RESUME, 1, id="long-ago-row-forgotten"),
+            pytest.param(0, None, 7, 1, E.FAIL_PERMANENT, 1, id="limit-one"),
+            pytest.param(19, 40, 41, 20, E.FAIL_PERMANENT, 20, id="default-limit-reached"),
+            pytest.param(18, 40, 41, 20, E.RESUME, 19, id="default-limit-not-yet"),
+        ],
+    )
+    def test_table(
+        self,
+        in_a_row: int,
+        last_death: int | None,
+        death: int,
+        max_deaths: int,
+        event: JobEvent,
+        now_in_a_row: int,
+    ) -> None:
+        """The event and the new count of deaths in a row for each situation."""
+        decision = after_death(
+            deaths_in_a_row=in_a_row, last_death=last_death, death=death, max_deaths=max_deaths
+        )
+        assert (decision.event, decision.deaths_in_a_row) == (event, now_in_a_row)
+
+    def test_both_events_are_transitions_of_in_progress(self) -> None:
+        """RESUME and FAIL_PERMANENT both leave IN_PROGRESS through the table."""
+        assert transition(S.IN_PROGRESS, E.RESUME) is S.PENDING
+        assert transition(S.IN_PROGRESS, E.FAIL_PERMANENT) is S.FAILED
+
+    def test_limit_below_one_refused(self) -> None:
+        """max_deaths 0 would fail every job at its first death: refused."""
+        with pytest.raises(ValueError, match="max_deaths 0"):
+            after_death(deaths_in_a_row=0, last_death=None, death=1, max_deaths=0)
+
+    def test_temporary_failures(self) -> None:
+        """Reconcile retries MAX_ATTEMPTS and PROCESS_DIED, nothing a person must fix."""
+        assert {FailureCode.MAX_ATTEMPTS, FailureCode.PROCESS_DIED} == set(TEMPORARY_FAILURES)
 
 
 class TestBackoff:
