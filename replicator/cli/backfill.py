@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 import time
@@ -20,9 +19,9 @@ from replicator.cli import repository_list
 from replicator.cli.backfill_output import (
     print_plan,
     print_summary,
-    progress,
     progress_line,
 )
+from replicator.cli.progress import drawn
 from replicator.config.loading import Config, load_config
 from replicator.domain.scan import RunOutcome
 from replicator.errors import UsageError
@@ -85,14 +84,6 @@ async def _main(config: Config, options: ScanOptions, *, dry_run: bool) -> Backf
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     report = BackfillReport(ScanCounts())
-    drawing = (
-        asyncio.create_task(progress(report, stop, sys.stderr)) if sys.stderr.isatty() else None
-    )
-    try:
+    started = time.monotonic()
+    async with drawn(lambda: progress_line(report, time.monotonic() - started), sys.stderr):
         return await run_backfill(config, options, dry_run=dry_run, stop=stop, report=report)
-    finally:
-        if drawing is not None:
-            drawing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drawing
-            sys.stderr.write(f"\r{progress_line(report)}\n")

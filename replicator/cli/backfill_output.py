@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from replicator.cli.documents import document, print_json
+from replicator.cli.progress import progress_text
 from replicator.domain.jobs import TERMINAL_STATES, JobState
 from replicator.domain.scan import TagAction, TagPlan
 from replicator.scan.backfill import ScanCounts
@@ -17,28 +16,20 @@ from replicator.scan.backfill_run import BackfillReport
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow
 
-# The progress line is redrawn this often on a terminal: smooth enough, cheap enough.
-PROGRESS_REFRESH_SECONDS = 0.2
 
-
-async def progress(report: BackfillReport, stop: asyncio.Event, out: TextIO) -> None:
-    """Redraw one status line on the terminal until cancelled."""
-    while True:
-        out.write(f"\r{progress_line(report)}\x1b[K")
-        out.flush()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PROGRESS_REFRESH_SECONDS):
-                await stop.wait()
-
-
-def progress_line(report: BackfillReport) -> str:
+def progress_line(report: BackfillReport, elapsed: float) -> str:
+    """The scan's counts, then the jobs as images done of those journalled, bytes, rate, ETA."""
     counts, tally = report.counts, report.tally
-    done = f" ({tally.done} done, {tally.failed} failed)" if tally is not None else ""
+    failed = tally.failed if tally is not None else 0
+    done = (tally.done if tally is not None else 0) + failed
     return (
         f"backfill: {counts.repositories} repositories, {counts.tags} tags, "
-        f"{counts.up_to_date} up to date, {counts.copies} jobs{done}, "
-        f"{counts.denied} denied, {_megabytes(report.bytes_copied)}"
-    )
+        f"{counts.up_to_date} up to date, {counts.denied} denied; "
+        + progress_text(
+            images_done=done, images_total=counts.copies, failed=failed,
+            bytes_done=report.bytes_copied, elapsed=elapsed,
+        )
+    )  # fmt: skip
 
 
 def _megabytes(size: int) -> str:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from replicator.cli import repository_list
 from replicator.cli.copy_options import add_registry_options, resolve
 from replicator.cli.documents import document, print_json
+from replicator.cli.progress import Progress, drawn
 from replicator.domain.refs import (
     Reference,
     is_loopback_host,
@@ -87,13 +88,20 @@ async def _run(args: argparse.Namespace) -> int:
             )
             return Endpoint(pool.client(settings), "")
 
-        copier = Copier(concurrency=args.concurrency)
+        progress = Progress()
+        copier = Copier(concurrency=args.concurrency, on_blob=progress.add_bytes, on_image=progress)
         if not args.recursive and repository_list.chosen(args) is not None:
             raise UsageError("--repository and --repositories-from name the repositories of -r")
-        if args.recursive:
-            stats, failures = await _copy_prefix(copier, args, client_for)
-        else:
-            stats, failures = await _copy_one(copier, args, client_for)
+        single = not args.recursive and not args.all_tags
+        async with drawn(progress.text, sys.stderr):
+            if args.recursive:
+                stats, failures = await _copy_prefix(copier, args, client_for)
+            else:
+                if single:
+                    progress.plan(1)
+                stats, failures = await _copy_one(copier, args, client_for)
+                if single:
+                    progress.image_done(failed=bool(failures))
     _report(stats, failures, time.monotonic() - started, as_json=args.json)
     return 1 if failures else 0
 

@@ -28,7 +28,7 @@ from replicator.domain.plan import (
 )
 from replicator.domain.refs import is_digest
 from replicator.engine.blob_locations import BlobLocations
-from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats
+from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats, ImageObserver
 from replicator.engine.gather import gather_all, task_group
 from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
@@ -78,7 +78,9 @@ class Copier:
         concurrency: int = DEFAULT_CONCURRENCY,
         chunk_threshold: int = blobs.DEFAULT_CHUNK_THRESHOLD,
         on_blob: BlobObserver | None = None,
+        on_image: ImageObserver | None = None,
     ) -> None:
+        self._on_image = on_image
         self._transfers = asyncio.Semaphore(concurrency)
         self._chunk_threshold = chunk_threshold
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -203,13 +205,14 @@ class Copier:
         # Referrer tags (sha256-<hex>[.sig|.att|.sbom]) go last so their subjects exist first.
         is_referrer = [t.startswith(("sha256-", "sha512-")) for t in chosen]
         total, failures = CopyStats(), []
+        if self._on_image is not None:
+            self._on_image.plan(len(chosen))
         for group in (
             [t for t, r in zip(chosen, is_referrer, strict=True) if not r],
             [t for t, r in zip(chosen, is_referrer, strict=True) if r],
         ):
             results = await asyncio.gather(
-                *(self.copy_image(src, t, dst, tag=t, with_referrers=False) for t in group),
-                return_exceptions=True,
+                *(self._counted(src, t, dst) for t in group), return_exceptions=True
             )
             for tag, result in zip(group, results, strict=True):
                 if isinstance(result, ReplicatorError):
@@ -219,6 +222,18 @@ class Copier:
                 else:
                     total.add(result.stats)
         return total, failures
+
+    async def _counted(self, src: Endpoint, tag: str, dst: Endpoint) -> CopyResult:
+        """copy_image of one tag of a repository copy, told to the image observer."""
+        try:
+            result = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
+        except ReplicatorError:
+            if self._on_image is not None:
+                self._on_image.image_done(failed=True)
+            raise
+        if self._on_image is not None:
+            self._on_image.image_done()
+        return result
 
     # -- facts --------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -45,3 +46,13 @@ class CopyFailure:
     image: str
     code: str
     reason: str
+
+
+class ImageObserver(Protocol):
+    """Told how many images a repository copy will do and of each one done (progress lines)."""
+
+    def plan(self, images: int) -> None:
+        """`images` more images are coming (a repository's tags were listed)."""
+
+    def image_done(self, *, failed: bool = False) -> None:
+        """One image was copied, or failed."""
