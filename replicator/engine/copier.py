@@ -35,7 +35,7 @@ from replicator.engine.source_reads import SourceReads
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
-from replicator.registry.client import RegistryClient
+from replicator.registry.client import RegistryClient, push_scope
 from replicator.registry.retry import retried
 
 log = get_logger(__name__)
@@ -359,22 +359,31 @@ class Copier:
                 return
             # The registry opened an upload instead (it could not mount): use it.
             location = result.location
-        async with (
-            self._transfers,
-            _slots(src.client, dst.client),
-            self._reads.blob(
-                src.client, src.repository, descriptor.digest, descriptor.size
-            ) as body,
-        ):
-            await blobs.upload(
-                dst.client,
-                dst.repository,
-                descriptor.digest,
-                descriptor.size,
-                body,
-                location=location,
-                chunk_threshold=self._chunk_threshold,
-            )
+        async with self._transfers:
+            # The upload session is opened before the transfer slots are taken, as a small
+            # request: a slot then carries only the body's PUT, not also the POST's round trip.
+            location = location or await blobs.start_upload(dst.client, dst.repository)
+            try:
+                async with (
+                    _slots(src.client, dst.client),
+                    self._reads.blob(
+                        src.client, src.repository, descriptor.digest, descriptor.size
+                    ) as body,
+                ):
+                    await blobs.upload(
+                        dst.client,
+                        dst.repository,
+                        descriptor.digest,
+                        descriptor.size,
+                        body,
+                        location=location,
+                        chunk_threshold=self._chunk_threshold,
+                    )
+            except BaseException:
+                # upload() ends its session when it fails; this ends it when the source read
+                # failed before upload() began (a second DELETE is answered 404, accepted).
+                await blobs.cancel_upload(dst.client, location, push_scope(dst.repository))
+                raise
         progress.stats.blobs_copied += 1
         progress.stats.bytes_copied += descriptor.size
         self._observe("copied", descriptor.size)

@@ -37,9 +37,14 @@ from replicator.registry.responses import MAX_ERROR_BODY, describe, raise_for_st
 # Registries a task already holds a request slot on, so nested requests of one transfer (GET from
 # the source while uploading to the destination) never wait on a slot their own task holds.
 _HELD: ContextVar[frozenset[str]] = ContextVar("replicator_held_slots", default=frozenset())
-# Default requests in flight per registry: distribution and most cloud registries throttle well
-# above this, and more than ~8 parallel streams gain nothing on one TCP path.
+# Default blob transfers in flight per registry: distribution and most cloud registries throttle
+# well above this, and more than ~8 parallel streams gain nothing on one TCP path.
 DEFAULT_MAX_IN_FLIGHT = 8
+# Small requests (HEADs, manifests, upload POSTs and PUTs, tag lists) in flight per registry, per
+# transfer slot. A registry answers one in about a millisecond, so over a WAN it spends its time
+# on the wire: sharing the 8 transfer slots, a copy 25 ms away was capped at 8 / 50 ms = 160
+# requests/s and spent most of its time waiting for a slot (bench/copy_bench.py, 2026-11-29).
+SMALL_REQUESTS_PER_SLOT = 4
 # Connect fast-fail; reads may legitimately stall while a registry hashes a large upload.
 HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=None)
 _TIMEOUTS = HTTP_TIMEOUT.as_dict()
@@ -169,6 +174,7 @@ class RegistryClient:
             http, credentials, registry=self.origin, token_realms=token_realms
         )
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._small = asyncio.Semaphore(max_in_flight * SMALL_REQUESTS_PER_SLOT)
         self.referrers_api: bool | None = None  # learned on first use
         # As a destination: copy non-distributable (foreign) layers too, not only the manifest.
         self.foreign_layers = foreign_layers
@@ -180,8 +186,9 @@ class RegistryClient:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one of this registry's request slots (re-entrant within a task); a registry
-        error raised while it is held names this registry's host."""
+        """Hold one of this registry's transfer slots (re-entrant within a task: the requests
+        of a transfer run in its slot); a registry error raised while it is held names this
+        registry's host."""
         held = _HELD.get()
         with self._attributed():
             if self.host in held:
@@ -193,6 +200,18 @@ class RegistryClient:
                     yield
                 finally:
                     _HELD.reset(token)
+
+    @asynccontextmanager
+    async def _request_slot(self, *, bulk: bool) -> AsyncIterator[None]:
+        """A transfer slot for a `bulk` request (a blob's body), else a small-request slot; none
+        when the task holds a transfer slot here already (a request of that transfer)."""
+        if bulk or self.host in _HELD.get():
+            async with self.slot():
+                yield
+            return
+        with self._attributed():
+            async with self._small:
+                yield
 
     def url(self, path: str) -> str:
         """An absolute URL: `path` as given when absolute (upload Locations), else under base.
@@ -378,7 +397,7 @@ class RegistryClient:
         """Send one request, body read (at most `max_bytes` of a success, MAX_ERROR_BODY of a
         failure), and raise the typed error unless `expected`."""
         url = self.url(path)
-        async with self.slot():
+        async with self._request_slot(bulk=False):
             response = await self._send(
                 method,
                 url,
@@ -401,10 +420,12 @@ class RegistryClient:
         scope: str,
         expected: tuple[int, ...] = (200,),
         headers: Mapping[str, str] | None = None,
+        bulk: bool = True,
     ) -> AsyncIterator[httpx.Response]:
-        """A streamed response, holding a slot until the body is consumed or abandoned."""
+        """A streamed response, holding a slot until the body is consumed or abandoned: a
+        transfer slot, unless the caller says the body is small (`bulk=False`, a manifest)."""
         url = self.url(path)
-        async with self.slot():
+        async with self._request_slot(bulk=bulk):
             response = await self._send(
                 method,
                 url,

@@ -56,7 +56,11 @@ async def get(client: RegistryClient, repository: str, reference: str) -> Manife
     """GET and parse a manifest; the bytes are kept exactly as served."""
     path = f"/v2/{repository}/manifests/{reference}"
     async with client.stream(
-        "GET", path, scope=pull_scope(repository), headers={"Accept": MANIFEST_ACCEPT}
+        "GET",
+        path,
+        scope=pull_scope(repository),
+        headers={"Accept": MANIFEST_ACCEPT},
+        bulk=False,  # capped at MAX_MANIFEST_BYTES
     ) as resp:
         declared = int(resp.headers.get("content-length", "0") or 0)
         if declared > MAX_MANIFEST_BYTES:

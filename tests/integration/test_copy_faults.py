@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from replicator.engine.source_reads import SHARED_BLOB_MAX
 from tests.support import skopeo
 from tests.support.copy_cli import assert_tags_equal, copy_ok, run_copy
 from tests.support.copy_corpus import CopyCorpus
@@ -19,6 +21,7 @@ from tests.support.fault_proxy import (
     requests,
     uploads,
 )
+from tests.support.images import LayerSpec, OCILayout
 from tests.support.registry_server import Registry
 
 pytestmark = pytest.mark.integration
@@ -162,6 +165,32 @@ class TestPermanentErrors:
         assert re.split(r"[:@]", source, maxsplit=1)[0] in line
         assert "NOT_FOUND" in run.failure_codes
         assert dst_registry.repositories() == []
+
+    def test_source_blob_gone_leaves_no_upload_session_open(
+        self,
+        src_registry: Registry,
+        dst_registry: Registry,
+        fault_proxy_factory: ProxyFactory,
+        tmp_path: Path,
+    ) -> None:
+        """A large blob the source answers 404 for fails the copy, and the upload session opened
+        at the destination for it (before the source read) is ended, not left behind."""
+        layout = OCILayout(tmp_path / "layout")
+        image = layout.image("v1", [LayerSpec(seed=7, size=SHARED_BLOB_MAX + 1)])
+        skopeo.push_layout(layout.path, "v1", f"{src_registry.host}/team/big:v1")
+        victim = image.layer_digests[-1]
+        proxy = fault_proxy_factory(src_registry)
+        fault = proxy.add(Fault.status_code(404, blob_get(victim), times=None))
+        run = run_copy(f"{proxy.host}/team/big:v1", f"{dst_registry.host}/team/big:v1")
+        assert run.exit_code == 1, str(run)
+        assert fault.injected >= 1
+        assert not dst_registry.has_blob(victim)
+        uploads_dir = dst_registry.root / "docker/registry/v2/repositories/team/big/_uploads"
+        assert uploads_dir.is_dir(), "the destination never opened an upload session"
+        # distribution keeps a session's `startedat` until a PUT commits or a DELETE ends it
+        # (an ended session leaves only its `hashstates` directory behind).
+        still_open = [path.parent.name for path in uploads_dir.glob("*/startedat")]
+        assert still_open == []
 
     def test_malformed_manifest_json_is_invalid_manifest(
         self,
