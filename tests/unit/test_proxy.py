@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 
+from replicator.registry.client import new_transport
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError, parse_proxy_url
 
 PROXY = "http://proxy.corp:3128"
@@ -90,3 +94,43 @@ class TestProxyUrl:
         """TLS-to-proxy, SOCKS, no host and bad ports are refused with a reason."""
         with pytest.raises(ProxyUrlError):
             parse_proxy_url(value)
+
+
+class TestTunnelRefused:
+    """A proxy that will not open the tunnel fails the connection with a clear message."""
+
+    @pytest.mark.parametrize(
+        ("answer", "text"),
+        [
+            (b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", "407: it wants credentials"),
+            (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", "(403)"),
+            (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "something that is not HTTP"),
+        ],
+        ids=["407", "403", "not-http"],
+    )
+    async def test_refused_connect(self, answer: bytes, text: str) -> None:
+        """A 407, a 403 or a non-HTTP answer to CONNECT is a ConnectError naming the proxy."""
+        seen: list[bytes] = []
+
+        async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = ProxySettings.configured(f"http://u:secret@127.0.0.1:{port}")
+        transport = new_transport(proxies=settings, max_connections=1)
+        try:
+            async with httpx.AsyncClient(transport=transport) as http:
+                with pytest.raises(httpx.ConnectError) as caught:
+                    await http.get("https://registry.example:5000/v2/")
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert text in str(caught.value)
+        assert f"127.0.0.1:{port}" in str(caught.value)
+        assert "secret" not in str(caught.value)
+        assert seen[0].startswith(b"CONNECT registry.example:5000 HTTP/1.1\r\n")
+        assert b"Proxy-Authorization: Basic dTpzZWNyZXQ=" in seen[0]
