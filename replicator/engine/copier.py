@@ -32,6 +32,7 @@ from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats, Ima
 from replicator.engine.gather import gather_all, task_group
 from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
+from replicator.engine.tag_guard import overtaken, recheck
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
@@ -64,6 +65,8 @@ class Endpoint:
 @dataclass(slots=True)
 class _Progress:
     stats: CopyStats = field(default_factory=CopyStats)
+    # Set when the source's tag moved on since the job's event: why the tag was left alone.
+    superseded: str | None = None
 
 
 BlobObserver = Callable[[str, int], None]  # (action, bytes): for metrics
@@ -105,8 +108,10 @@ class Copier:
 
         With `eager` (a job from a fresh push, whose image the destination almost never has),
         the source manifest is fetched while the destination is asked, and when `reference` is
-        a digest the source `tag` is checked too: if it has moved on to another digest since,
-        the image is copied untagged, so replication never moves a tag backwards.
+        a digest the source `tag` is checked too, with those requests and again right before
+        the tag PUT (see tag_guard.py): if it has moved on to another digest, the image is
+        copied untagged and the result says why (`superseded`), so replication never moves a
+        tag backwards.
 
         Returns the digest copied, what was done and the index's children. Raises the typed
         errors: NotFoundError when the source image is missing, DigestMismatch, ManifestError,
@@ -139,9 +144,10 @@ class Copier:
                 else None
             )
         moved = source_tag.result() if source_tag else None
-        if moved is not None and moved.digest != digest:
-            bound.info("tag_moved_at_source", tag=tag, now=moved.digest)
-            tag, at_tag = None, None
+        if tag and moved is not None:
+            progress.superseded = overtaken(str(src), tag, digest, moved.digest)
+            if progress.superseded:
+                tag, at_tag = None, None
         if tag and at_tag is None and at_digest.result() is not None:
             dest_tag = await retried(manifests.head, dst.client, dst.repository, tag)
         else:
@@ -168,7 +174,7 @@ class Copier:
             children = await self._gather_tree(src, root)
             plan = await self._plan(root, children, dst, tag)
             tree = tuple(children)
-        await self._execute(plan, src, dst, progress)
+        await self._execute(plan, src, dst, progress, guard=guard and tag is not None)
         bound.info(
             "image_copied",
             digest=digest,
@@ -182,7 +188,7 @@ class Copier:
             await self._referrer_index.add(dst.client, dst.repository, root)
         if with_referrers and shortcut is Shortcut.FULL:
             progress.stats.add(await self._copy_referrers(src, dst, root))
-        return CopyResult(digest, progress.stats, tree)
+        return CopyResult(digest, progress.stats, tree, superseded=progress.superseded)
 
     async def _source_digest(self, src: Endpoint, reference: str) -> str:
         """The digest `reference` names at the source: itself when it is a digest (no request;
@@ -292,8 +298,10 @@ class Copier:
     # -- acting -------------------------------------------------------------------------------
 
     async def _execute(
-        self, plan: CopyPlan, src: Endpoint, dst: Endpoint, progress: _Progress
+        self, plan: CopyPlan, src: Endpoint, dst: Endpoint, progress: _Progress, *, guard: bool
     ) -> None:
+        """Blobs, child manifests, then the root: under the tag, unless `guard` finds the
+        source's tag moved on (tag_guard.py), then by digest."""
         await gather_all(self._ensure_blob(step, src, dst, progress) for step in plan.blobs)
         children = [m for m in plan.manifests if m.digest != plan.root.digest]
         # Images before the indexes that list them; all of one kind at once.
@@ -305,6 +313,11 @@ class Copier:
             progress.stats.manifests += len(batch)
         if plan.manifests and plan.manifests[-1].digest == plan.root.digest:
             reference = plan.tag or plan.root.digest
+            if plan.tag and guard:
+                progress.superseded = await recheck(
+                    src.client, src.repository, plan.tag, plan.root.digest
+                )
+                reference = plan.root.digest if progress.superseded else plan.tag
             await retried(manifests.put, dst.client, dst.repository, reference, plan.root)
             progress.stats.manifests += 1
 

@@ -5,6 +5,7 @@ whose webhooks reach the daemon through the bridge and mosquitto; destinations a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -26,9 +27,12 @@ from tests.support.daemon import (
     wait_for,
     write_config,
 )
+from tests.support.fault_proxy import FaultProxy
+from tests.support.faults import Fault, blob_get
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
+from tests.support.registry_server import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +40,10 @@ KIB = 1024
 # A push reaches both destinations in well under a second; 30 s covers a loaded CI machine.
 REPLICATED_WITHIN_SECONDS = 30.0
 EVENTS_TOPIC = f"registry/{USE1}/events"
+# How long the fault proxy holds a source blob read of the older push: the newer push is made
+# and replicated meanwhile (about a second on this machine), so the older copy reaches its tag
+# PUT after the newer one.
+STALL_SECONDS = 4.0
 
 
 def with_deletes(stack: Stack) -> Stack:
@@ -66,6 +74,44 @@ def live(
     started.stop()
 
 
+@dataclass
+class Manual:
+    """A stack whose source sends no webhooks (the test publishes the events, in the order it
+    wants) and which the daemon reads through a fault proxy."""
+
+    stack: Stack
+    proxy: FaultProxy
+
+
+@pytest.fixture(scope="module")
+def manual(
+    registry_factory: RegistryFactory,
+    mosquitto_factory: MosquittoFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Manual]:
+    """use1 (no webhooks, read through a fault proxy), usw2, euw1, broker, bridge, daemon."""
+    proxies: list[FaultProxy] = []
+
+    def behind_proxy(registry: Registry) -> str:
+        proxies.append(FaultProxy(registry.url))
+        proxies[-1].start()
+        return proxies[-1].url
+
+    started = start_stack(
+        tmp_path_factory.mktemp("manual"),
+        mosquitto_factory(),
+        lambda _url: registry_factory(),
+        notifications=False,
+        front={USE1: behind_proxy},
+    )
+    try:
+        yield Manual(started, proxies[0])
+    finally:
+        started.stop()
+        for proxy in proxies:
+            proxy.stop()
+
+
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> OCILayout:
     """The images of this module, in one OCI layout."""
@@ -80,6 +126,11 @@ def build(layout: OCILayout, name: str, seed: int) -> BuiltImage:
 def push(stack: Stack, layout: OCILayout, name: str, reference: str) -> None:
     """Push the layout's `name` to the source as `reference` (repository:tag) with skopeo."""
     skopeo.push_layout(layout.path, name, f"{stack.source.host}/{reference}")
+
+
+def announce(stack: Stack, repository: str, image: BuiltImage, tag: str) -> None:
+    """Publish the push event of `image` as repository:tag, as the source's webhook would."""
+    publish(stack.broker.port, EVENTS_TOPIC, envelope(repository, image.digest, tag=tag))
 
 
 def served(stack: Stack, destination: str, repository: str, tag: str) -> str | None:
@@ -153,6 +204,57 @@ class TestPushes:
         wait_served(live, "prod/repush", "v1", None)
         push(live, layout, "repush", "prod/repush:v1")
         wait_served(live, "prod/repush", "v1", image.digest)
+
+
+class TestOutOfOrder:
+    """Events of a quick A -> B arriving late or reversed never leave a destination on A."""
+
+    def test_events_delivered_newest_first(self, manual: Manual, layout: OCILayout) -> None:
+        """prod/ooo:v1 pushed as A then B, their events delivered B first, then A: both
+        destinations end on B, and A's jobs end SUPERSEDED, saying what the tag names now."""
+        stack = manual.stack
+        a, b = build(layout, "ooo-a", seed=30), build(layout, "ooo-b", seed=31)
+        push(stack, layout, "ooo-a", "prod/ooo:v1")
+        push(stack, layout, "ooo-b", "prod/ooo:v1")
+        announce(stack, "prod/ooo", b, "v1")
+        wait_served(stack, "prod/ooo", "v1", b.digest)
+        announce(stack, "prod/ooo", a, "v1")
+        rows = wait_jobs_finished(stack, "prod/ooo", 2 * len(DESTINATIONS))
+        assert {(r.digest, r.state) for r in rows} == {
+            (b.digest, JobState.COMPLETE),
+            (a.digest, JobState.SUPERSEDED),
+        }
+        assert all(b.digest in (r.failure_reason or "") for r in rows if r.digest == a.digest)
+        for destination in DESTINATIONS:
+            assert served(stack, destination, "prod/ooo", "v1") == b.digest
+
+    def test_tag_moved_while_the_older_push_was_copied(
+        self, manual: Manual, layout: OCILayout
+    ) -> None:
+        """A's copy is held on a blob read while B is pushed and replicated: when A's copy
+        reaches its tag PUT, the source's tag names B, so A is left untagged, its jobs end
+        SUPERSEDED, and both destinations serve B."""
+        stack = manual.stack
+        a, b = build(layout, "race-a", seed=32), build(layout, "race-b", seed=33)
+        push(stack, layout, "race-a", "prod/race:v1")
+        held = manual.proxy.add(Fault.stall(blob_get(a.layer_digests[0]), STALL_SECONDS, times=2))
+        try:
+            announce(stack, "prod/race", a, "v1")
+            wait_for(lambda: held.injected > 0, timeout=REPLICATED_WITHIN_SECONDS, what="A held")
+            push(stack, layout, "race-b", "prod/race:v1")
+            announce(stack, "prod/race", b, "v1")
+            wait_served(stack, "prod/race", "v1", b.digest)
+            rows = wait_jobs_finished(stack, "prod/race", 2 * len(DESTINATIONS))
+        finally:
+            manual.proxy.clear()
+        assert {(r.digest, r.state) for r in rows} == {
+            (b.digest, JobState.COMPLETE),
+            (a.digest, JobState.SUPERSEDED),
+        }
+        for destination in DESTINATIONS:
+            assert served(stack, destination, "prod/race", "v1") == b.digest
+            assert manifest_digest(stack.registries[destination].url, "prod/race", a.digest)
+        assert stack.daemon.events("job_superseded")
 
 
 class TestDeletes:

@@ -1,0 +1,34 @@
+"""The source's tag, asked again before a copy sets it: a newer push must never be undone.
+
+Events arrive late or out of order (a rollback A -> B -> A in quick succession, a redelivery):
+a copy about to point a tag at its digest first reads what the source's tag names now, and
+domain/freshness.py decides whether the tag may still be set.
+"""
+
+from __future__ import annotations
+
+from replicator.domain.freshness import Verdict, check_tag
+from replicator.logs import get_logger
+from replicator.registry import manifests
+from replicator.registry.client import RegistryClient
+from replicator.registry.retry import retried
+
+log = get_logger(__name__)
+
+
+def overtaken(image: str, tag: str, digest: str, source_digest: str | None) -> str | None:
+    """Why `tag` of `image` must not be pointed at `digest`, the source's tag naming
+    `source_digest` now (None: no such tag); None when it may."""
+    freshness = check_tag(image=image, tag=tag, digest=digest, source_digest=source_digest)
+    if freshness.verdict is Verdict.PROCEED:
+        return None
+    log.info("tag_moved_at_source", tag=tag, digest=digest, now=source_digest)
+    return freshness.reason
+
+
+async def recheck(client: RegistryClient, repository: str, tag: str, digest: str) -> str | None:
+    """`overtaken`, asking the source now: a HEAD of its own, never a shared read of a moment
+    ago. One round trip remains between this answer and the tag PUT that follows it."""
+    now = await retried(manifests.head, client, repository, tag)
+    image = f"{client.host}/{repository}"
+    return overtaken(image, tag, digest, now.digest if now is not None else None)
