@@ -205,7 +205,8 @@ class TestReplication:
         """An index push and its children's untagged pushes leave one job per destination:
         the index's, tagged (`replicator jobs --json`); a denied index too."""
         built = pushed.index if repository == "prod/multi" else pushed.denied_index
-        jobs = [j for j in cli_json(stack.config, "jobs") if j["repository"] == repository]
+        listed = cli_json(stack.config, "jobs")["jobs"]
+        jobs = [j for j in listed if j["repository"] == repository]
         assert {j["destination"]: j["state"] for j in jobs} == {
             USW2: "COMPLETE",
             EUW1: euw1_state,
