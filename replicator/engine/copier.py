@@ -49,6 +49,10 @@ DEFAULT_CONCURRENCY = 16
 # An index nests at most this deep (an index of indexes is legal, deeper is not seen in practice);
 # the bound also stops a cyclic reference from recursing forever.
 MAX_TREE_DEPTH = 4
+# An index tree's manifests are held together while it is copied: each is capped (8 MiB) and an
+# index lists at most 4096 children, which alone would allow 32 GiB. A 50-platform image with
+# attestations is well under 1 MiB of manifests; 64 MiB is far above any real tree.
+MAX_TREE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +248,33 @@ class Copier:
     # -- facts --------------------------------------------------------------------------------
 
     async def _gather_tree(self, src: Endpoint, root: Manifest) -> dict[str, Manifest]:
-        """Every descendant manifest of an index, fetched concurrently, depth-bounded."""
+        """Every descendant manifest of an index, fetched concurrently, depth-bounded and
+        bounded in total bytes (MAX_TREE_BYTES): by the sizes the index declares before a
+        level is fetched, and by the bytes actually read as each manifest arrives."""
         found: dict[str, Manifest] = {}
         level = [root]
+        held = [len(root.raw)]
+
+        def check(total: int) -> None:
+            if total > MAX_TREE_BYTES:
+                raise ManifestError(
+                    f"{src}@{root.digest}: the index tree holds more than the {MAX_TREE_BYTES} "
+                    "bytes of manifests allowed"
+                )
+
+        async def fetch(digest: str) -> Manifest:
+            manifest = await retried(self._reads.manifest, src.client, src.repository, digest)
+            held[0] += len(manifest.raw)
+            check(held[0])
+            return manifest
+
         for _depth in range(MAX_TREE_DEPTH):
-            wanted = {c.digest for m in level for c in m.children if c.digest not in found}
-            wanted.discard(root.digest)
-            if not wanted:
+            sizes = {c.digest: c.size for m in level for c in m.children if c.digest not in found}
+            sizes.pop(root.digest, None)
+            if not sizes:
                 return found
-            fetched = await gather_all(
-                retried(self._reads.manifest, src.client, src.repository, d) for d in sorted(wanted)
-            )
+            check(held[0] + sum(sizes.values()))
+            fetched = await gather_all(fetch(d) for d in sorted(sizes))
             for manifest in fetched:
                 found[manifest.digest] = manifest
             level = fetched

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 
 import httpx
 
@@ -219,7 +219,7 @@ class Authenticator:
                 "scope": scope,
                 "client_id": OAUTH_CLIENT_ID,
             }
-            resp = await self._call(realm, lambda: self._http.post(realm, data=form))
+            resp = await self._call(realm, self._http.build_request("POST", realm, data=form))
             if resp.status_code not in _NO_OAUTH_STATUSES:
                 token, lifetime, rotated = _read_token(resp)
                 if rotated:
@@ -231,19 +231,32 @@ class Authenticator:
         params.extend(("scope", part) for part in scope.split())
         headers = {"Authorization": credentials.basic_header()} if credentials else {}
         resp = await self._call(
-            realm, lambda: self._http.get(realm, params=params, headers=headers)
+            realm, self._http.build_request("GET", realm, params=params, headers=headers)
         )
         token, lifetime, _ = _read_token(resp)
         return token, lifetime
 
-    @staticmethod
-    async def _call(realm: str, send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    async def _call(self, realm: str, request: httpx.Request) -> httpx.Response:
+        """Send a token request; the answer is read up to MAX_TOKEN_RESPONSE bytes, no more."""
         try:
-            return await send()
+            resp = await self._http.send(request, stream=True)
+            try:
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body.extend(chunk)
+                    if len(body) > MAX_TOKEN_RESPONSE:
+                        raise AuthError(
+                            "token response is too large", status=resp.status_code, temporary=False
+                        )
+            finally:
+                await resp.aclose()
         except httpx.HTTPError as exc:
             raise TransportError(
                 f"token service {httpx.URL(realm).host}: {type(exc).__name__}"
             ) from exc
+        return httpx.Response(
+            resp.status_code, headers=resp.headers, content=bytes(body), request=request
+        )
 
 
 def _read_token(resp: httpx.Response) -> tuple[str, float, str | None]:
@@ -260,8 +273,6 @@ def _read_token(resp: httpx.Response) -> tuple[str, float, str | None]:
             status=resp.status_code,
             temporary=resp.status_code >= 500 or resp.status_code == 429,
         )
-    if len(resp.content) > MAX_TOKEN_RESPONSE:
-        raise AuthError("token response is too large", status=resp.status_code, temporary=False)
     try:
         body = resp.json()
         # The token spec names it `token`; OAuth2 answers `access_token`; some send both.

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from replicator.domain.manifests import MAX_CHILDREN, MAX_MANIFEST_BYTES
-from replicator.engine.copier import MAX_TREE_DEPTH
+from replicator.engine.copier import MAX_TREE_BYTES, MAX_TREE_DEPTH
 from tests.support.copy_cli import PROJECT_ROOT
 from tests.support.registry_server import Registry
 
@@ -304,4 +304,44 @@ class TestHostileIndexes:
         assert run.exit_code == 1, str(run)
         assert f"nests deeper than {MAX_TREE_DEPTH}" in run.stderr, str(run)
         assert len(manifest_gets(fake_registry)) == MAX_TREE_DEPTH + 1
+        assert dst_registry.repositories() == []
+
+
+# Children of the heavy index: each a valid image manifest padded (JSON allows trailing space)
+# to CHILD_BYTES, together four times MAX_TREE_BYTES.
+CHILD_BYTES = 4 * MIB
+HEAVY_CHILDREN = 4 * MAX_TREE_BYTES // CHILD_BYTES
+
+
+class TestHeavyTree:
+    """An index tree's total bytes are capped, not only each manifest's."""
+
+    @pytest.mark.parametrize("honest_sizes", [True, False], ids=["declared", "understated"])
+    def test_tree_over_the_byte_cap_is_refused(
+        self, fake_registry: FakeRegistry, dst_registry: Registry, honest_sizes: bool
+    ) -> None:
+        """An index of children of 4 MiB each, four times MAX_TREE_BYTES in all, fails
+        INVALID_MANIFEST naming the cap: at once when the index declares the sizes, after at
+        most the cap's worth when it understates them; memory stays flat, nothing lands."""
+        children = []
+        for n in range(HEAVY_CHILDREN):
+            body = IMAGE[:-1] + f',"annotations":{{"n":"{n}"}}}}'.encode()
+            body += b" " * (CHILD_BYTES - len(body))
+            fake_registry.manifests[digest(body)] = Served(body=body, media_type=OCI_MANIFEST)
+            children.append(digest(body))
+        heavy = document({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": d,
+                           "size": CHILD_BYTES if honest_sizes else 100} for d in children],
+        })  # fmt: skip
+        fake_registry.manifests.update(
+            {"v1": Served(body=heavy), digest(heavy): Served(body=heavy)}
+        )
+        run = copy_measured(f"{fake_registry.host}/app:v1", f"{dst_registry.host}/app:v1")
+        assert run.exit_code == 1, str(run)
+        assert f"more than the {MAX_TREE_BYTES} bytes" in run.stderr, str(run)
+        fetched = len(manifest_gets(fake_registry)) - 1
+        print(f"HEAVY_TREE fetched {fetched} children, peak RSS {run.peak_rss_kib} KiB")
+        assert fetched * CHILD_BYTES <= 2 * MAX_TREE_BYTES, fetched
+        assert run.peak_rss_kib < PEAK_RSS_LIMIT_KIB + MAX_TREE_BYTES // 1024, str(run)
         assert dst_registry.repositories() == []

@@ -168,8 +168,9 @@ class ScriptedServer:
             headers = [("Location", location), ("Content-Length", "0")]
             writer.write(conn.send(h11.Response(status_code=202, headers=headers)) or b"")
             writer.write(conn.send(h11.EndOfMessage()) or b"")
-        elif path in ("/endless", "/endless-error"):
-            await self._endless(conn, writer, 500 if path == "/endless-error" else 200)
+        elif path.split("?", 1)[0] in ("/endless", "/endless-error"):
+            error = path.startswith("/endless-error")
+            await self._endless(conn, writer, 500 if error else 200)
         elif path == "/close":
             await _respond(writer, conn, [("Connection", "close")], [b"bye"])
         elif path.startswith("/redirect?to="):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from replicator.errors import AuthError, RegistryError
+from replicator.registry.auth import MAX_TOKEN_RESPONSE
 from replicator.registry.client import DEFAULT_MAX_RESPONSE_BYTES, RegistryClient
 from replicator.registry.credentials import Credentials, StaticCredentials
 from replicator.registry.pool import ClientPool, RegistrySettings
@@ -99,6 +100,17 @@ class TestCappedReads:
                         "GET", "/endless", scope="repository:r:pull", max_bytes=MAX_PAGE_BYTES
                     )
             assert registry.endless_sent < MAX_PAGE_BYTES + SOCKET_SLACK_BYTES
+
+    async def test_endless_token_answer_is_refused_at_its_cap(self) -> None:
+        """A token service whose answer never ends fails at MAX_TOKEN_RESPONSE."""
+        async with ScriptedServer() as registry, ScriptedServer() as realm, ClientPool() as pool:
+            client = pool.client(_settings(registry))
+            async with asyncio.timeout(CAP_SECONDS):
+                with pytest.raises(AuthError, match="too large"):
+                    await client.request(
+                        "GET", f"/challenge?realm={realm.url}/endless", scope="repository:r:pull"
+                    )
+            assert realm.endless_sent < MAX_TOKEN_RESPONSE + SOCKET_SLACK_BYTES
 
     async def test_endless_error_body_is_cut_at_the_error_cap(self) -> None:
         """A 500 whose body never ends becomes its typed error after MAX_ERROR_BODY bytes."""
