@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from tests.support.ports import free_port, wait_listening
 
 TINYPROXY_BINARY = "/usr/bin/tinyproxy"
 UNSHARE_BINARY = "/usr/bin/unshare"
+# tinyproxy starts in milliseconds; this leaves room for a loaded 2-core machine.
+START_TIMEOUT_SECONDS = 15.0
 # Seconds to wait for tinyproxy to stop after SIGTERM; it holds no state.
 STOP_TIMEOUT_SECONDS = 5.0
 # tinyproxy logs each request line as `Request (file descriptor N): <line>`.
@@ -68,10 +71,27 @@ class Tinyproxy:
         finally:
             log.close()
         try:
-            wait_listening(self.port)
-        except TimeoutError:
+            self._wait_listening()
+        except BaseException:
             self.stop()
             raise
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                log = self.log_path.read_text(errors="replace")
+                if "unshare failed" in log:
+                    # Containers that forbid user namespaces cannot give the proxy its own
+                    # hosts file: the "reachable only through the proxy" setup is impossible.
+                    pytest.skip(f"user namespaces are not available here: {log.strip()[-200:]}")
+                raise RuntimeError(f"tinyproxy exited at start: {log[-2000:]}")
+            try:
+                wait_listening(self.port, timeout=0.2)
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"tinyproxy on port {self.port} not ready")
 
     def requests(self) -> list[str]:
         """The request lines the proxy has received so far, in order."""
