@@ -18,10 +18,10 @@ from replicator.cli.documents import error_document, print_json
 from replicator.domain.jobs import JobState
 from replicator.domain.refs import validate_digest, validate_repository, validate_tag
 from replicator.errors import InvalidReferenceError, UsageError
-from replicator.journal.status import Located, status_document
 
 if TYPE_CHECKING:
     from replicator.journal import JobRow, Journal
+    from replicator.journal.status import Located
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -125,6 +125,8 @@ def run_status(args: argparse.Namespace) -> int:
         if args.json:
             print_json(error_document("status", "NOT_FOUND", message))
         return EXIT_FAILED
+    from replicator.journal.status import status_document  # SQLAlchemy: not for --help
+
     document = status_document(args.repository, rows, registries, tag=args.image_tag)
     if args.json:
         # ECR's DescribeImageReplicationStatus shape (camelCase), under our schema version.

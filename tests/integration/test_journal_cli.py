@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from replicator.cli import main
-from replicator.cli.jobs import render_table, status_document
+from replicator.cli.jobs import render_table
 from replicator.domain.jobs import JobKey, JobKind, JobState
 from replicator.journal import JobRow
 from replicator.journal.claimers import open_journal
+from replicator.journal.status import status_document
 
 pytestmark = pytest.mark.integration
 
