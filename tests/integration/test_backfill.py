@@ -48,6 +48,7 @@ from tests.support.fault_proxy import Fault, FaultProxy, blob_get
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
+from tests.support.terminal import last_line, on_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -477,3 +478,15 @@ async def wait_until(check: Callable[[], bool], timeout: float) -> None:
     while not await asyncio.to_thread(check):
         assert asyncio.get_running_loop().time() < deadline, f"not true within {timeout}s"
         await asyncio.sleep(0.1)
+
+
+class TestProgressLine:
+    def test_terminal_shows_jobs_bytes_rate_and_eta(self, world: World) -> None:
+        """On a terminal backfill redraws its line and ends with every job done."""
+        code, drawn = on_terminal(replicator_command("backfill", "--config", str(world.config)))
+        assert code == 0, drawn
+        last = last_line(drawn)
+        assert last.startswith("backfill: ")
+        jobs = len(ALL_IMAGES) + len(PROD_IMAGES)
+        assert f"{jobs}/{jobs} images" in last, last
+        assert "MB/s, ETA 0:00" in last

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,7 @@ import pytest
 
 from tests.support.copy_corpus import CopyCorpus
 from tests.support.registry_server import Registry
+from tests.support.terminal import last_line, on_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -21,23 +20,7 @@ TIMEOUT_SECONDS = 120
 
 def copy_on_terminal(*args: str) -> tuple[int, str]:
     """`replicator copy ARGS` with stderr on a pseudo-terminal: exit code and what it drew."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "replicator", "copy", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower, cwd=ROOT,
-    )  # fmt: skip
-    os.close(follower)
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed its end
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    os.close(leader)
-    return process.wait(timeout=TIMEOUT_SECONDS), drawn.decode(errors="replace")
+    return on_terminal([sys.executable, "-m", "replicator", "copy", *args])
 
 
 class TestProgress:
@@ -50,10 +33,8 @@ class TestProgress:
             "--all-tags", copy_corpus.ref("team/app"), f"{dst_registry.host}/team/app"
         )
         assert code == 0, drawn
-        # The terminal turns "\n" into "\r\n"; the line was redrawn after each "\r".
-        lines = drawn.replace("\x1b[K", "").replace("\r\n", "\n").split("\r")
-        last = [line for line in lines if line.strip()][-1]
-        assert len(lines) > 1
+        last = last_line(drawn)
+        assert drawn.count("\r") > 1
         assert f"{tags}/{tags} images" in last
         assert " MB, " in last
         assert "MB/s" in last
