@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from replicator.domain.manifests import Manifest
+from replicator.domain.manifests import Descriptor, Manifest
 from replicator.domain.media import MediaType
 
 
@@ -40,6 +40,19 @@ def referrer_entry(referrer: Manifest) -> dict[str, Any]:
         annotations = None
     if isinstance(annotations, dict) and annotations:
         entry["annotations"] = annotations
+    return entry
+
+
+def listed_entry(descriptor: Descriptor) -> dict[str, Any]:
+    """The index entry of a referrer known only by its descriptor in a referrers API answer
+    (its annotations, which the parsed descriptor does not keep, are left out)."""
+    entry: dict[str, Any] = {
+        "mediaType": descriptor.media_type,
+        "digest": descriptor.digest,
+        "size": descriptor.size,
+    }
+    if descriptor.artifact_type:
+        entry["artifactType"] = descriptor.artifact_type
     return entry
 
 

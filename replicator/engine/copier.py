@@ -429,6 +429,7 @@ class Copier:
             for descriptor in found:
                 result = await self.copy_image(src, descriptor.digest, dst, with_referrers=False)
                 total.add(result.stats)
+            await self._referrer_index.add_listed(dst.client, dst.repository, root.digest, found)
         schema_tags = referrer_tags(
             await retried(tags.list_tags, src.client, src.repository), root.digest
         )

@@ -4,10 +4,16 @@ them (domain/referrers.py decides the merged index; this module reads and writes
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from replicator.domain.manifests import Manifest, parse_manifest
-from replicator.domain.referrers import fallback_tag, merge_referrers, referrer_entry
-from replicator.errors import NotFoundError
+from replicator.domain.manifests import Descriptor, Manifest, parse_manifest
+from replicator.domain.referrers import (
+    fallback_tag,
+    listed_entry,
+    merge_referrers,
+    referrer_entry,
+)
+from replicator.errors import ManifestError, NotFoundError
 from replicator.logs import get_logger
 from replicator.registry import manifests, referrers
 from replicator.registry.client import RegistryClient
@@ -33,7 +39,19 @@ class ReferrerIndex:
         """List `referrer` in its subject's fallback index in `repository` at the registry of
         `client`, if that registry needs one."""
         assert referrer.subject is not None
-        subject = referrer.subject.digest
+        await self._add(client, repository, referrer.subject.digest, [referrer_entry(referrer)])
+
+    async def add_listed(
+        self, client: RegistryClient, repository: str, subject: str, listed: list[Descriptor]
+    ) -> None:
+        """List the referrers a source's referrers API named for `subject` (a sweep: repairs
+        an entry missing for a referrer copied before, or lost to a concurrent writer)."""
+        if listed:
+            await self._add(client, repository, subject, [listed_entry(d) for d in listed])
+
+    async def _add(
+        self, client: RegistryClient, repository: str, subject: str, entries: list[dict[str, Any]]
+    ) -> None:
         if await retried(referrers.list_referrers, client, repository, subject) is not None:
             return  # the registry answers the referrers API itself
         tag = fallback_tag(subject)
@@ -42,7 +60,7 @@ class ReferrerIndex:
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                await self._merge(client, repository, tag, referrer)
+                await self._merge(client, repository, tag, entries)
         finally:
             lock, users = self._locks[key]
             if users == 1:
@@ -51,12 +69,10 @@ class ReferrerIndex:
                 self._locks[key] = (lock, users - 1)
 
     async def _merge(
-        self, client: RegistryClient, repository: str, tag: str, referrer: Manifest
+        self, client: RegistryClient, repository: str, tag: str, entries: list[dict[str, Any]]
     ) -> None:
         current = await retried(_manifest_or_none, client, repository, tag)
-        merged = merge_referrers(
-            current.raw if current is not None else None, [referrer_entry(referrer)]
-        )
+        merged = merge_referrers(current.raw if current is not None else None, entries)
         if merged is None:
             return
         index = parse_manifest(merged)
@@ -65,7 +81,7 @@ class ReferrerIndex:
             "referrers_index_updated",
             destination=f"{client.host}/{repository}",
             tag=tag,
-            digest=referrer.digest,
+            listed=len(index.children),
         )
 
 
@@ -75,4 +91,9 @@ async def _manifest_or_none(
     try:
         return await manifests.get(client, repository, reference)
     except NotFoundError:
+        return None
+    except ManifestError as exc:
+        # Something that is no manifest sits at the referrers tag: it cannot be a referrers
+        # index, and the merge replaces it with one.
+        log.warning("referrers_tag_replaced", registry=client.host, tag=reference, error=str(exc))
         return None

@@ -8,7 +8,12 @@ import pytest
 
 from replicator.domain.manifests import parse_manifest
 from replicator.domain.media import MediaType
-from replicator.domain.referrers import fallback_tag, merge_referrers, referrer_entry
+from replicator.domain.referrers import (
+    fallback_tag,
+    listed_entry,
+    merge_referrers,
+    referrer_entry,
+)
 
 SUBJECT = "sha256:" + "a" * 64
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
@@ -53,6 +58,24 @@ class TestEntry:
         """Without artifactType, the config's media type is the entry's artifactType."""
         entry = referrer_entry(parse_manifest(_referrer("c", artifact_type=None)))
         assert entry["artifactType"] == EMPTY["mediaType"]
+
+    def test_listed_entry_from_an_api_descriptor(self) -> None:
+        """A referrer known by its API descriptor is listed with type, digest, size and
+        artifactType; merged after an entry of the same digest, the richer entry stays."""
+        referrer = parse_manifest(_referrer("a"))
+        index = parse_manifest(
+            json.dumps({"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX.value,
+                        "manifests": [A]}).encode()
+        )  # fmt: skip
+        entry = listed_entry(index.children[0])
+        assert entry == {
+            "mediaType": MediaType.OCI_MANIFEST.value,
+            "digest": referrer.digest,
+            "size": len(referrer.raw),
+            "artifactType": "application/spdx+json",
+        }
+        current = json.dumps({"schemaVersion": 2, "manifests": [A]}).encode()
+        assert merge_referrers(current, [entry]) is None
 
     def test_fallback_tag(self) -> None:
         """`sha256:<hex>` becomes the tag `sha256-<hex>`."""
