@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from replicator.cli import repository_list
-from replicator.cli.copy_options import add_registry_options, resolve
+from replicator.cli.copy_options import SIDES, add_registry_options, resolve, tls_of
 from replicator.cli.documents import document, print_json
 from replicator.cli.progress import Progress, drawn
 from replicator.domain.refs import (
@@ -72,12 +72,14 @@ async def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.per_registry < 1:
         raise UsageError("--concurrency and --per-registry must be at least 1")
     credentials = resolve(args)
+    tls_by_side = {side: tls_of(args, side) for side in SIDES}
     started = time.monotonic()
     schemes = await _insecure_schemes(args)
     async with ClientPool(max_connections=max(64, args.concurrency * 2)) as pool:
 
         def client_for(host: str, side: str) -> Endpoint:
-            ca_file: str | None = getattr(args, f"{side}_ca_file")
+            tls = tls_by_side[side]
+            ca_file = tls.ca_file
             verify: bool | str = ca_file or getattr(args, f"{side}_tls_verify")
             settings = RegistrySettings(
                 host=host,
@@ -86,6 +88,7 @@ async def _run(args: argparse.Namespace) -> int:
                 scheme="https" if ca_file else schemes.get((side, host)),
                 credentials=credentials[side].provider(host),
                 verify=verify,
+                cert=tls.cert,
                 max_in_flight=args.per_registry,
                 foreign_layers=args.allow_nondistributable_artifacts,
             )

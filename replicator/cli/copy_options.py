@@ -7,13 +7,16 @@ Per side (`src`, `dest`; `dst` is accepted for `dest`), the first of these that 
     --SIDE-username U with --SIDE-password P or --SIDE-password-stdin
     $REPLICATOR_SRC_CREDS / $REPLICATOR_DEST_CREDS holding USER:PASS
     --SIDE-authfile / --authfile / the default auth files (Docker, podman), asked lazily
+TLS per side: --SIDE-ca-file PEM, or skopeo's --SIDE-cert-dir DIR; --SIDE-tls-verify.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -77,6 +80,10 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             *_flags(side, "ca-file"), dest=f"{side}_ca_file", metavar="PEM",
             help=f"CA bundle to verify {what}",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "cert-dir"), dest=f"{side}_cert_dir", metavar="DIR",
+            help=f"skopeo's certificate folder for {what}: *.crt CAs, a *.cert/*.key client pair",
         )  # fmt: skip
         parser.add_argument(
             *_flags(side, "tls-verify"), dest=f"{side}_tls_verify", action=OptionalBool,
@@ -185,3 +192,49 @@ def _authfiles(explicit: str | None, where: str) -> list[Path]:
             raise UsageError(f"{where} {explicit}: no such file")
         return [path]
     return [] if where != "--authfile" else home_auth_files()
+
+
+@dataclass(frozen=True, slots=True)
+class SideTls:
+    """A side's CA bundle (a file path) and client certificate pair, if any."""
+
+    ca_file: str | None
+    cert: tuple[str, str] | None
+
+
+def tls_of(args: argparse.Namespace, side: str) -> SideTls:
+    """--SIDE-ca-file, or what --SIDE-cert-dir holds (containers-certs.d(5): `*.crt` are CA
+    certificates, `NAME.cert` with `NAME.key` a client certificate and its key)."""
+    flag = f"--{SPELLINGS[side][0]}"
+    ca_file: str | None = getattr(args, f"{side}_ca_file")
+    folder: str | None = getattr(args, f"{side}_cert_dir")
+    if folder is None:
+        return SideTls(ca_file, None)
+    if ca_file is not None:
+        raise UsageError(f"give {flag}-ca-file or {flag}-cert-dir, not both")
+    path = Path(folder)
+    if not path.is_dir():
+        raise UsageError(f"{flag}-cert-dir {folder}: no such folder")
+    cas = sorted(path.glob("*.crt"))
+    pairs = []
+    for cert in sorted(path.glob("*.cert")):
+        key = cert.with_suffix(".key")
+        if not key.is_file():
+            raise UsageError(f"{flag}-cert-dir: {cert.name} has no {key.name} beside it")
+        pairs.append((str(cert), str(key)))
+    if len(pairs) > 1:
+        raise UsageError(f"{flag}-cert-dir: more than one client certificate (*.cert)")
+    return SideTls(_bundle(cas) if cas else None, pairs[0] if pairs else None)
+
+
+def _bundle(cas: list[Path]) -> str:
+    """One CA file for several `*.crt`: the first as it is, else their concatenation in a
+    temporary file removed when the process exits."""
+    if len(cas) == 1:
+        return str(cas[0])
+    handle, name = tempfile.mkstemp(prefix="replicator-ca-", suffix=".pem")
+    with os.fdopen(handle, "wb") as out:
+        for ca in cas:
+            out.write(ca.read_bytes().rstrip(b"\n") + b"\n")
+    atexit.register(Path(name).unlink, missing_ok=True)
+    return name

@@ -82,3 +82,25 @@ class TestInsecureRegistry:
             assert_tags_equal(f"{dst_registry.host}/app", {"v1": digest})
         finally:
             tls.cleanup()
+
+
+class TestCertDir:
+    def test_dest_cert_dir_trusts_its_ca(
+        self, src_registry: Registry, dst_registry: Registry, tmp_path: Path
+    ) -> None:
+        """skopeo's --dest-cert-dir: the registry's CA as `ca.crt` in a folder is trusted."""
+        _image(tmp_path / "layout", src_registry.url)
+        tls = TlsRegistry(make_pki(tmp_path / "pki"))
+        certs = tmp_path / "certs.d"
+        certs.mkdir()
+        (certs / "ca.crt").write_bytes(tls.pki.ca_file.read_bytes())
+        try:
+            refused = run_copy(f"{src_registry.host}/app:v1", f"{tls.host}/app:v1")
+            assert refused.exit_code == 1, str(refused)
+            run = run_copy(
+                f"{src_registry.host}/app:v1", f"{tls.host}/app:v1", "--dest-cert-dir", str(certs)
+            )
+            assert run.exit_code == 0, str(run)
+            assert run.summary["images"] == 1
+        finally:
+            tls.cleanup()

@@ -275,3 +275,53 @@ class TestFastPaths:
             for action in subparsers._choices_actions:
                 assert cli.COMMAND_HELP[action.dest] == action.help
         assert set(cli.COMMAND_HELP) == set(cli.COMMAND_OWNERS)
+
+
+class TestCertDir:
+    """skopeo's --src-cert-dir / --dest-cert-dir (containers-certs.d: *.crt, *.cert + *.key)."""
+
+    def test_one_ca_used_as_it_is(self, tmp_path: Path) -> None:
+        """A folder with one CA certificate gives that file as the CA bundle."""
+        (tmp_path / "ca.crt").write_text("CA\n")
+        tls = copy_options.tls_of(namespace(dst_cert_dir=str(tmp_path)), "dst")
+        assert tls == copy_options.SideTls(str(tmp_path / "ca.crt"), None)
+
+    def test_several_cas_bundled(self, tmp_path: Path) -> None:
+        """Several *.crt are concatenated into one bundle, every certificate kept."""
+        (tmp_path / "a.crt").write_text("A")
+        (tmp_path / "b.crt").write_text("B\n")
+        tls = copy_options.tls_of(namespace(src_cert_dir=str(tmp_path)), "src")
+        assert tls.ca_file is not None
+        assert Path(tls.ca_file).read_text() == "A\nB\n"
+
+    def test_client_pair(self, tmp_path: Path) -> None:
+        """NAME.cert with NAME.key beside it is the client certificate (mTLS)."""
+        (tmp_path / "client.cert").write_text("C")
+        (tmp_path / "client.key").write_text("K")
+        tls = copy_options.tls_of(namespace(src_cert_dir=str(tmp_path)), "src")
+        assert tls.cert == (str(tmp_path / "client.cert"), str(tmp_path / "client.key"))
+        assert tls.ca_file is None
+
+    @pytest.mark.parametrize(
+        ("files", "extra", "message"),
+        [
+            (["client.cert"], {}, "has no client.key"),
+            (["a.cert", "a.key", "b.cert", "b.key"], {}, "more than one client certificate"),
+            (["ca.crt"], {"src_ca_file": "x.pem"}, "not both"),
+        ],
+        ids=["cert-without-key", "two-pairs", "with-ca-file"],
+    )
+    def test_refused(
+        self, tmp_path: Path, files: list[str], extra: dict[str, str], message: str
+    ) -> None:
+        """An incomplete or ambiguous folder is a usage error before any connection."""
+        for name in files:
+            (tmp_path / name).write_text("x")
+        args = namespace(src_cert_dir=str(tmp_path), **extra)
+        with pytest.raises(UsageError, match=message):
+            copy_options.tls_of(args, "src")
+
+    def test_missing_folder(self) -> None:
+        """A folder that does not exist is named in the error."""
+        with pytest.raises(UsageError, match="no such folder"):
+            copy_options.tls_of(namespace(src_cert_dir="/nonexistent/certs"), "src")
