@@ -28,15 +28,10 @@ from replicator.daemon.tag_pushes import resolve_tag_push
 from replicator.domain import jobs as job_rules
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
-from replicator.engine.runner import (
-    JOURNAL_RETRY_INITIAL_SECONDS,
-    JOURNAL_RETRY_MAX_SECONDS,
-    JobEnd,
-    JobObserver,
-    JobRunner,
-)
+from replicator.engine.runner import JobEnd, JobObserver, JobRunner
 from replicator.errors import BusError, JournalError, ReplicatorError
 from replicator.journal.claimers import open_journal, resume_orphans
+from replicator.journal.persist import persist
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
@@ -220,25 +215,22 @@ class Daemon:
         unacknowledged meanwhile, so nothing is lost and no further message is taken); False
         when the daemon is stopping before it could be recorded. Recording is idempotent, so
         a retry after a partly recorded batch changes no job twice."""
-        delay = JOURNAL_RETRY_INITIAL_SECONDS
-        while True:
-            try:
-                await self.handle_message(topic, payload, source)
-            except JournalError as exc:
-                if self.journal_error is None:
-                    log.error("journal_unwritable", error=str(exc), topic=topic)  # noqa: TRY400 - the message is the point
-                self.journal_error = str(exc)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stopping.wait()
-                if self._stopping.is_set():
-                    return False
-                delay = min(delay * 2, JOURNAL_RETRY_MAX_SECONDS)
-                continue
-            if self.journal_error is not None:
-                log.info("journal_writable", topic=topic)
-                self.journal_error = None
+
+        def failed(exc: JournalError) -> None:
+            if self.journal_error is None:
+                log.error("journal_unwritable", error=str(exc), topic=topic)
+            self.journal_error = str(exc)
+
+        async def write() -> bool:
+            await self.handle_message(topic, payload, source)
             return True
+
+        if await persist(write, failed=failed, stop=self._stopping) is None:
+            return False
+        if self.journal_error is not None:
+            log.info("journal_writable", topic=topic)
+            self.journal_error = None
+        return True
 
     async def handle_message(self, topic: str, payload: bytes, topic_source: str | None) -> None:
         """Parse, route and journal one bus message (accepted, ignored or rejected); raises

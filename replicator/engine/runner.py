@@ -28,6 +28,7 @@ from replicator.domain.routing import Site
 from replicator.engine.copier import Copier, CopyStats, Endpoint
 from replicator.engine.job import run_job
 from replicator.errors import JournalError, ReplicatorError
+from replicator.journal.persist import persist
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
@@ -40,12 +41,6 @@ log = get_logger(__name__)
 # How often the dispatcher looks at the journal when nothing woke it: other processes sharing
 # the journal (a fleet on PostgreSQL, a backfill beside the daemon) add jobs it is not told of.
 IDLE_POLL_SECONDS = 1.0
-# Retrying a journal write that failed (disk full, database away): quick at first (a lock or a
-# blip clears in a moment), capped so a long outage is retried every few seconds without
-# flooding the log. Nothing is lost meanwhile: unrecorded messages stay unacknowledged, and a
-# finished job waits in memory for its result to be written.
-JOURNAL_RETRY_INITIAL_SECONDS = 0.5
-JOURNAL_RETRY_MAX_SECONDS = 5.0
 T = TypeVar("T")
 
 
@@ -193,14 +188,11 @@ class JobRunner:
     async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run a journal write until it succeeds (a full disk or an unreachable database is
         waited out; the drain at shutdown cancels the wait and the job resumes at start)."""
-        delay = JOURNAL_RETRY_INITIAL_SECONDS
-        while True:
-            try:
-                return await write()
-            except JournalError as exc:
-                log.error("journal_unwritable", error=str(exc), step="finish")  # noqa: TRY400 - the message is the point
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, JOURNAL_RETRY_MAX_SECONDS)
+
+        def failed(exc: JournalError) -> None:
+            log.error("journal_unwritable", error=str(exc), step="finish")
+
+        return await persist(write, failed=failed)
 
     async def _tell(self, end: JobEnd) -> None:
         for observer in self._observers:
