@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
 
 from replicator.cli import repository_list
 from replicator.cli.copy_options import SIDES, add_registry_options, resolve, tls_of
 from replicator.cli.documents import document, print_json
 from replicator.cli.progress import Progress, drawn
+from replicator.config.model import DEFAULT_CONCURRENCY
 from replicator.domain.refs import (
     Reference,
     is_loopback_host,
@@ -20,8 +21,10 @@ from replicator.domain.refs import (
     parse_reference,
 )
 from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
+from replicator.engine.gather import for_each_repository
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
+from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 from replicator.registry.ping import insecure_scheme
 from replicator.registry.pool import ClientPool, RegistrySettings
 
@@ -50,8 +53,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-r", "--recursive", action="store_true", help="SRC and DST are repository prefixes"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--concurrency", type=int, default=16, help="blob transfers in flight")
-    parser.add_argument("--per-registry", type=int, default=8, help="requests per registry")
+    parser.add_argument(
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="blob transfers in flight"
+    )
+    parser.add_argument(
+        "--per-registry", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="requests per registry"
+    )
     add_registry_options(parser)
     parser.add_argument(
         "--allow-nondistributable-artifacts",
@@ -75,7 +82,7 @@ async def _run(args: argparse.Namespace) -> int:
     tls_by_side = {side: tls_of(args, side) for side in SIDES}
     started = time.monotonic()
     schemes = await _insecure_schemes(args)
-    async with ClientPool(max_connections=max(64, args.concurrency * 2)) as pool:
+    async with ClientPool.sized_for(args.concurrency) as pool:
 
         def client_for(host: str, side: str) -> Endpoint:
             tls = tls_by_side[side]
@@ -184,32 +191,35 @@ async def _copy_prefix(
         outside = [name for name in named if not tags.under_prefix(name, src_prefix)]
         if outside:
             raise UsageError(f"--repository {outside[0]} is not under {args.src}")
-        repositories = list(named)
-    else:
-        repositories = [name async for name in tags.catalog(source.client, src_prefix)]
-    if not repositories:
-        raise UsageError(f"no repository under {args.src}")
-    limit = asyncio.Semaphore(REPOSITORIES_IN_FLIGHT)
     total, failures = CopyStats(), []
+    seen = 0
 
     async def one(name: str) -> None:
+        nonlocal seen
+        seen += 1
         suffix = name[len(src_prefix) :].lstrip("/") if src_prefix else name
         dest_name = "/".join(part for part in (dst_prefix, suffix) if part)
-        async with limit:
-            try:
-                stats, failed = await copier.copy_repository(
-                    _with_repo(source, name), _with_repo(target, dest_name)
-                )
-            except ReplicatorError as exc:
-                failures.append(CopyFailure(f"{src_host}/{name}", exc.code, str(exc)))
-                return
+        try:
+            stats, failed = await copier.copy_repository(
+                _with_repo(source, name), _with_repo(target, dest_name)
+            )
+        except ReplicatorError as exc:
+            failures.append(CopyFailure(f"{src_host}/{name}", exc.code, str(exc)))
+            return
         total.add(stats)
         failures.extend(failed)
 
-    async with asyncio.TaskGroup() as group:
-        for name in repositories:
-            group.create_task(one(name))
+    # The catalog is read as it is walked: a registry of any size costs bounded memory.
+    names = _each(named) if named is not None else tags.catalog(source.client, src_prefix)
+    await for_each_repository(names, one, in_flight=REPOSITORIES_IN_FLIGHT)
+    if not seen:
+        raise UsageError(f"no repository under {args.src}")
     return total, failures
+
+
+async def _each(names: Sequence[str]) -> AsyncIterator[str]:
+    for name in names:
+        yield name
 
 
 def _with_repo(endpoint: Endpoint, repository: str) -> Endpoint:

@@ -18,7 +18,6 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from replicator.config.model import (
-    DEFAULT_CHUNK_THRESHOLD,
     DEFAULT_JOURNAL_URL,
     DEFAULT_PATH,
     ENV_VAR,
@@ -39,6 +38,7 @@ from replicator.domain.policy import parse_policy
 from replicator.domain.refs import is_loopback_host
 from replicator.domain.rules import Destination, parse_replication_config
 from replicator.errors import ConfigError
+from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD
 from replicator.registry.dockerconfig import inspect
 from replicator.registry.ecr import ecr_location
 

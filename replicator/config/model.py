@@ -34,6 +34,8 @@ from replicator.domain.rules import (
 )
 from replicator.domain.webhooks import WebhookFormat
 from replicator.errors import InvalidReferenceError
+from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD
+from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 from replicator.registry.ecr import ecr_location
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
 
@@ -49,10 +51,9 @@ DEFAULT_RETENTION_DAYS = 30.0
 # process still stops a crash loop after a few minutes of restarts.
 DEFAULT_MAX_DEATHS = 20
 MIB = 1024 * 1024
-# Blobs up to 64 MiB go up in one streamed PUT: one round trip, and most layers are smaller.
-# Above it, chunked PATCHes keep a dropped connection from wasting the whole upload and stay
-# under the request-body caps of the proxies commonly put in front of registries.
-DEFAULT_CHUNK_THRESHOLD = 64 * MIB
+# Blob transfers in flight across all copies of the process ([workers] concurrency, and
+# `copy --concurrency`): enough to keep a few registries' request slots busy.
+DEFAULT_CONCURRENCY = 16
 # Below 5 MiB, S3-backed registries refuse non-final chunks (S3's multipart minimum).
 MIN_CHUNK_THRESHOLD = 5 * MIB
 # A job claimed longer ago than this by a process of another host is taken for an orphan of a
@@ -240,8 +241,8 @@ class WorkersConfig(_Section):
     """[workers]: concurrency limits, attempts, shutdown grace, the chunked-upload threshold and
     the age at which a job claimed by a process of another host is taken for an orphan."""
 
-    concurrency: Annotated[int, Field(ge=1)] = 16
-    per_registry: Annotated[int, Field(ge=1)] = 8
+    concurrency: Annotated[int, Field(ge=1)] = DEFAULT_CONCURRENCY
+    per_registry: Annotated[int, Field(ge=1)] = DEFAULT_MAX_IN_FLIGHT
     max_attempts: Annotated[int, Field(ge=1)] = 10
     max_deaths: Annotated[int, Field(ge=1)] = DEFAULT_MAX_DEATHS
     grace_period: Annotated[float, Field(ge=0)] = 30.0

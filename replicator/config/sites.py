@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from replicator.config.loading import Config, RegistryConfig
 from replicator.domain.routing import Site
 from replicator.errors import ConfigError
+from replicator.registry.client import RegistryClient
 from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
 from replicator.registry.credhelper import helper_executable, helper_path
 from replicator.registry.dockerconfig import DockerConfigCredentials, inspect
 from replicator.registry.ecr import EcrApi, EcrCredentials
-from replicator.registry.pool import RegistrySettings
+from replicator.registry.pool import ClientPool, RegistrySettings
 
 
 def sites_of(config: Config) -> Mapping[str, Site]:
@@ -82,6 +83,11 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         ecr=ecr_api_of(registry),
         token_realms=tuple(registry.token_realms),
     )
+
+
+def registry_client(pool: ClientPool, config: Config, name: str) -> RegistryClient:
+    """The pooled client of the registry called `name`, with `[workers] per_registry` slots."""
+    return pool.client(settings_for(config.registries[name], config.workers.per_registry))
 
 
 def describe_credentials(registry: RegistryConfig) -> tuple[str, str | None]:

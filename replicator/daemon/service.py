@@ -67,9 +67,7 @@ class Daemon:
             chunk_threshold=config.workers.chunk_threshold,
             on_blob=self.metrics.observe_blob,
         )
-        self._pool = ClientPool(
-            max_connections=max(64, config.workers.concurrency * 4), observer=self.metrics
-        )
+        self._pool = ClientPool.sized_for(config.workers.concurrency, observer=self.metrics)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from replicator.config.model import DEFAULT_CONCURRENCY
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import ManifestKind
 from replicator.domain.plan import (
@@ -44,8 +45,6 @@ __all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats", "Endpoint"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Blob transfers in flight across all copies of the process (workers.concurrency).
-DEFAULT_CONCURRENCY = 16
 # An index nests at most this deep (an index of indexes is legal, deeper is not seen in practice);
 # the bound also stops a cyclic reference from recursing forever.
 MAX_TREE_DEPTH = 4

@@ -1,13 +1,17 @@
-"""Run awaitables together, fail fast: the first error cancels the rest and is raised as is."""
+"""Run awaitables together, fail fast: the first error cancels the rest and is raised as is;
+and work through a stream of repository names a bounded number at a time."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+# Repositories worked on at once (a scan, a verify, `copy -r`); requests are bounded further by
+# each registry's own limit (workers.per_registry), so this only has to keep those slots busy.
+REPOSITORIES_IN_FLIGHT = 16
 
 
 async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
@@ -40,3 +44,32 @@ async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
             yield group
     except BaseExceptionGroup as group_error:
         raise _first(group_error) from None
+
+
+async def for_each_repository(
+    names: AsyncIterator[str],
+    work: Callable[[str], Awaitable[None]],
+    *,
+    stop: asyncio.Event | None = None,
+    in_flight: int = REPOSITORIES_IN_FLIGHT,
+) -> None:
+    """Call `work` for every name, `in_flight` at a time, reading the names lazily (a catalog of
+    any size costs bounded memory)."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=in_flight * 2)
+
+    async def worker() -> None:
+        while (name := await queue.get()) is not None:
+            if stop is None or not stop.is_set():
+                await work(name)
+
+    async with task_group() as group:
+        for _ in range(in_flight):
+            group.create_task(worker())
+        try:
+            async for name in names:
+                if stop is not None and stop.is_set():
+                    break
+                await queue.put(name)
+        finally:
+            for _ in range(in_flight):
+                await queue.put(None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from replicator.config.loading import Config
+from replicator.config.sites import registry_client
 from replicator.domain.deletes import (
     DeleteAction,
     Deletion,
@@ -17,6 +19,7 @@ from replicator.engine.copier import Copier, CopyResult, CopyStats, Endpoint
 from replicator.errors import DeleteRefused, PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
+from replicator.registry.pool import ClientPool
 from replicator.registry.retry import retried
 
 if TYPE_CHECKING:
@@ -26,6 +29,14 @@ log = get_logger(__name__)
 # Answers of a registry without tag deletion to `DELETE /manifests/<tag>`: distribution 2.8
 # says 400 DIGEST_INVALID, others 405 UNSUPPORTED.
 TAG_DELETE_UNSUPPORTED = (400, 405)
+
+
+def job_endpoints(row: JobRow, pool: ClientPool, config: Config) -> tuple[Endpoint, Endpoint]:
+    """The job's repository at its source and at its destination, through the pooled clients."""
+    return (
+        Endpoint(registry_client(pool, config, row.source), row.repository),
+        Endpoint(registry_client(pool, config, row.destination), row.repository),
+    )
 
 
 async def run_job(

@@ -20,17 +20,15 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from structlog.contextvars import bound_contextvars
 
-from replicator.config.loading import Config, RegistryConfig
-from replicator.config.sites import settings_for
+from replicator.config.loading import Config
 from replicator.domain import jobs as job_rules
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
-from replicator.engine.copier import Copier, CopyStats, Endpoint
-from replicator.engine.job import run_job
+from replicator.engine.copier import Copier, CopyStats
+from replicator.engine.job import job_endpoints, run_job
 from replicator.errors import JournalError, ReplicatorError
 from replicator.journal.persist import persist
 from replicator.logs import get_logger
-from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 
 if TYPE_CHECKING:
@@ -204,9 +202,6 @@ class JobRunner:
             return IDLE_POLL_SECONDS
         return min(IDLE_POLL_SECONDS, max(0.01, (due - datetime.now(UTC)).total_seconds()))
 
-    def _client(self, registry: RegistryConfig, config: Config) -> RegistryClient:
-        return self._pool.client(settings_for(registry, config.workers.per_registry))
-
     async def _work(self, row: JobRow) -> None:
         config, sites = self._settings()
         source = config.registries.get(row.source)
@@ -222,11 +217,12 @@ class JobRunner:
                 )
                 return
             try:
+                src, dst = job_endpoints(row, self._pool, config)
                 result = await run_job(
                     row,
                     copier=self._copier,
-                    src=Endpoint(self._client(source, config), row.repository),
-                    dst=Endpoint(self._client(target, config), row.repository),
+                    src=src,
+                    dst=dst,
                     source=sites[row.source],
                     target=sites[row.destination],
                 )

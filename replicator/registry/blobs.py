@@ -16,8 +16,10 @@ import httpx
 from replicator.errors import DigestMismatch, NotFoundError, RegistryError
 from replicator.registry.client import RegistryClient, pull_scope, push_scope
 
-# Above this size a blob is sent as PATCH chunks instead of one PUT: some registries and the
-# proxies in front of them cap a request body (nginx's client_max_body_size, 100 MB at some CDNs).
+# Blobs up to 64 MiB go up in one streamed PUT: one round trip, and most layers are smaller.
+# Above it, PATCH chunks keep a dropped connection from wasting the whole upload and stay under
+# the request-body caps of the proxies in front of registries (nginx's client_max_body_size,
+# 100 MB at some CDNs). [workers] chunk_threshold overrides it.
 DEFAULT_CHUNK_THRESHOLD = 64 * 1024 * 1024
 # Size of each PATCH chunk above the threshold; large enough that request overhead is negligible.
 DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024

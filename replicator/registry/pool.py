@@ -58,16 +58,31 @@ def proxy_settings(configured: str | None) -> ProxySettings:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+# Connections the pool may open across its registries, at the least, and per blob transfer
+# allowed at once: a transfer holds a source and a destination connection, with room left for
+# the HEADs and token requests around it.
+MIN_CONNECTIONS = 64
+CONNECTIONS_PER_TRANSFER = 4
+
+
 class ClientPool:
     """Owns the httpx clients; use as an async context manager so connections close cleanly."""
 
     def __init__(
-        self, *, max_connections: int = 64, observer: RequestObserver | None = None
+        self, *, max_connections: int = MIN_CONNECTIONS, observer: RequestObserver | None = None
     ) -> None:
         self._max_connections = max_connections
         self._observer = observer
         self._http: list[httpx.AsyncClient] = []
         self._clients: dict[str, RegistryClient] = {}
+
+    @classmethod
+    def sized_for(cls, concurrency: int, *, observer: RequestObserver | None = None) -> ClientPool:
+        """A pool with room for `concurrency` blob transfers at once."""
+        return cls(
+            max_connections=max(MIN_CONNECTIONS, concurrency * CONNECTIONS_PER_TRANSFER),
+            observer=observer,
+        )
 
     def client(self, settings: RegistrySettings) -> RegistryClient:
         """The client for `settings.host`, created on first use with these settings; later

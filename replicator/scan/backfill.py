@@ -15,18 +15,18 @@ repair, and `repair` copies it directly through the same worker code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from replicator.config.loading import Config
-from replicator.config.sites import settings_for
+from replicator.config.sites import registry_client
 from replicator.domain.jobs import TEMPORARY_FAILURES, JobKey, JobState
 from replicator.domain.routing import Site, existence_matters
 from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
-from replicator.engine.copier import Copier, CopyStats, Endpoint
-from replicator.engine.gather import gather_all, task_group
-from replicator.engine.job import run_job
+from replicator.engine.copier import Copier, CopyStats
+from replicator.engine.gather import for_each_repository, gather_all
+from replicator.engine.job import job_endpoints, run_job
 from replicator.errors import JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
     from replicator.journal.store import Journal
 
 log = get_logger(__name__)
-
-# Repositories scanned at once; requests are bounded further by each registry's own limit
-# (workers.per_registry), so this only has to keep those slots busy.
-REPOSITORIES_IN_FLIGHT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,40 +105,6 @@ def sources_of(config: Config, sites: Mapping[str, Site], only: str | None) -> l
     return [site for site in sites.values() if site.replication.rules]
 
 
-def client_for(pool: ClientPool, config: Config, name: str) -> RegistryClient:
-    """The pooled client of the registry called `name`."""
-    return pool.client(settings_for(config.registries[name], config.workers.per_registry))
-
-
-async def for_each_repository(
-    names: AsyncIterator[str],
-    work: Callable[[str], Awaitable[None]],
-    *,
-    stop: asyncio.Event | None = None,
-    in_flight: int = REPOSITORIES_IN_FLIGHT,
-) -> None:
-    """Call `work` for every name, `in_flight` at a time, reading the names lazily (a catalog of
-    any size costs bounded memory)."""
-    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=in_flight * 2)
-
-    async def worker() -> None:
-        while (name := await queue.get()) is not None:
-            if stop is None or not stop.is_set():
-                await work(name)
-
-    async with task_group() as group:
-        for _ in range(in_flight):
-            group.create_task(worker())
-        try:
-            async for name in names:
-                if stop is not None and stop.is_set():
-                    break
-                await queue.put(name)
-        finally:
-            for _ in range(in_flight):
-                await queue.put(None)
-
-
 async def source_tags(
     client: RegistryClient, repository: str, *, on_invalid: tags.InvalidName | None = None
 ) -> list[tuple[str, str]]:
@@ -176,7 +138,7 @@ class Scanner:
     async def run(self, sink: PlanSink, *, stop: asyncio.Event | None = None) -> ScanCounts:
         """Scan every chosen source; a repository that cannot be read is counted, not fatal."""
         for source in sources_of(self._config, self._sites, self._options.source):
-            client = client_for(self._pool, self._config, source.name)
+            client = registry_client(self._pool, self._config, source.name)
 
             async def one(repository: str, source: Site = source) -> None:
                 await self._repository(source, repository, sink)
@@ -222,7 +184,7 @@ class Scanner:
         await sink(source, repository, plans)
 
     async def _plans(self, source: Site, repository: str) -> list[TagPlan]:
-        src = client_for(self._pool, self._config, source.name)
+        src = registry_client(self._pool, self._config, source.name)
         found = await source_tags(src, repository, on_invalid=self._error)
         self.counts.tags += len(found)
         wanted: dict[str, list[tuple[str, str]]] = {}
@@ -244,7 +206,7 @@ class Scanner:
     async def _compare(
         self, source: Site, target: Site, repository: str, pairs: list[tuple[str, str]]
     ) -> list[TagPlan]:
-        dst = client_for(self._pool, self._config, target.name)
+        dst = registry_client(self._pool, self._config, target.name)
         heads = await gather_all(
             [retried(manifests.head, dst, repository, tag) for tag, _ in pairs]
         )
@@ -330,11 +292,12 @@ async def repair(
     async def one(row: JobRow) -> RepairResult:
         async with limit:
             try:
+                src, dst = job_endpoints(row, pool, config)
                 stats = await run_job(
                     row,
                     copier=copier,
-                    src=Endpoint(client_for(pool, config, row.source), row.repository),
-                    dst=Endpoint(client_for(pool, config, row.destination), row.repository),
+                    src=src,
+                    dst=dst,
                     source=sites[row.source],
                     target=sites[row.destination],
                 )

@@ -112,7 +112,7 @@ async def run_backfill(
     stop = stop or asyncio.Event()
     sites = sites_of(config)
     report = report or BackfillReport(ScanCounts())
-    async with ClientPool(max_connections=max(64, config.workers.concurrency * 4)) as pool:
+    async with ClientPool.sized_for(config.workers.concurrency) as pool:
         if dry_run:
             collector = PlanCollector()
             scanner = Scanner(config, sites, pool, options, counts=report.counts)

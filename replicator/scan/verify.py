@@ -14,24 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from replicator.config.loading import Config
+from replicator.config.sites import registry_client
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import is_foreign_layer
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
 from replicator.engine.copier import MAX_TREE_DEPTH
-from replicator.engine.gather import gather_all
+from replicator.engine.gather import for_each_repository, gather_all
 from replicator.errors import NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 from replicator.registry.retry import retried
-from replicator.scan.backfill import (
-    client_for,
-    for_each_repository,
-    source_tags,
-    sources_of,
-)
+from replicator.scan.backfill import source_tags, sources_of
 from replicator.scan.repositories import repository_names
 
 log = get_logger(__name__)
@@ -90,7 +86,7 @@ class Verifier:
     async def run(self) -> VerifyReport:
         """Audit everything; a repository that cannot be read is an error, not drift."""
         for source in sources_of(self._config, self._sites, self._source):
-            client = client_for(self._pool, self._config, source.name)
+            client = registry_client(self._pool, self._config, source.name)
 
             async def one(repository: str, source: Site = source) -> None:
                 try:
@@ -119,7 +115,7 @@ class Verifier:
         log.info("drift", **{k: getattr(item, k) for k in DriftItem.__slots__})
 
     async def _repository(self, source: Site, repository: str) -> None:
-        src = client_for(self._pool, self._config, source.name)
+        src = registry_client(self._pool, self._config, source.name)
         found = await source_tags(src, repository, on_invalid=self._error)
         self.report.repositories += 1
         wanted: dict[str, list[tuple[str, str]]] = {}
@@ -142,7 +138,7 @@ class Verifier:
         pairs: list[tuple[str, str]],
         source_names: list[str],
     ) -> None:
-        dst = client_for(self._pool, self._config, target.name)
+        dst = registry_client(self._pool, self._config, target.name)
         present = await retried(tags.list_tags, dst, repository)
         exists = bool(present)
         decision = admit_replication(source, target, repository, repository_exists=exists)
@@ -248,7 +244,7 @@ async def run_verify(
     source's list or catalog."""
     from replicator.config.sites import sites_of
 
-    async with ClientPool(max_connections=max(64, config.workers.concurrency * 4)) as pool:
+    async with ClientPool.sized_for(config.workers.concurrency) as pool:
         verifier = Verifier(
             config, sites_of(config), pool, source=source, repositories=repositories
         )
