@@ -197,16 +197,9 @@ def sample_repository(repo_filter: Filter | None, rule: Rule) -> str | None:
         sample = re.sub(r"\*+", EXAMPLE_NAME, repo_filter.filter).replace("?", "x")
     else:
         sample = None
-    if sample is None or not _repository_selected(rule, sample):
+    if sample is None or not rule.selects_repository(sample):
         return None
     return sample
-
-
-def _repository_selected(rule: Rule, repository: str) -> bool:
-    # The repository half of Rule.selects: the tag filters do not change which ARN is checked.
-    return (
-        not rule.repository_filters or any(f.matches(repository) for f in rule.repository_filters)
-    ) and not any(f.matches(repository) for f in rule.exclude_repository_filters)
 
 
 def as_text(config: Config, rules: list[RuleSummary]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from replicator.cli import documents
 from replicator.cli.documents import error_document, print_json
 from replicator.domain.jobs import JobState
-from replicator.domain.refs import validate_digest, validate_repository, validate_tag
+from replicator.domain.refs import validate_image_query
 from replicator.errors import InvalidReferenceError, UsageError
 
 if TYPE_CHECKING:
@@ -97,11 +97,7 @@ def _journal_url(args: argparse.Namespace) -> tuple[str, Mapping[str, Located]]:
 
 def _validated(args: argparse.Namespace) -> None:
     try:
-        validate_repository(args.repository)
-        if args.image_digest is not None:
-            validate_digest(args.image_digest)
-        if args.image_tag is not None:
-            validate_tag(args.image_tag)
+        validate_image_query(args.repository, args.image_digest, args.image_tag)
     except InvalidReferenceError as exc:
         raise UsageError(str(exc)) from exc
 

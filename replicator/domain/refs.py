@@ -189,3 +189,13 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def validate_image_query(repository: str, digest: str | None, tag: str | None) -> None:
+    """Check the repository, digest and tag a status query names (`replicator status`, the
+    API's /v1/replication-status); raise InvalidReferenceError on the first bad one."""
+    validate_repository(repository)
+    if digest is not None:
+        validate_digest(digest)
+    if tag is not None:
+        validate_tag(tag)

@@ -51,25 +51,38 @@ class Routing:
     supersedes: tuple[JobKey, ...] = ()
 
 
-def _by_location(sites: Mapping[str, Site]) -> dict[Destination, Site]:
+def by_location(sites: Mapping[str, Site]) -> dict[Destination, Site]:
+    """The sites by account and region (how rules and EventBridge events name registries)."""
     return {site.location: site for site in sites.values()}
+
+
+def destinations(
+    source: Site,
+    sites: Mapping[str, Site],
+    *,
+    repository: str,
+    tag: str | None,
+    deletes: bool = False,
+) -> tuple[Site, ...]:
+    """The configured sites the source's rules send a push (or, with `deletes`, a delete) of
+    `repository[:tag]` to, in rule order. A destination no registry is configured at is left
+    out: config validation refuses it, and a reload race must not crash routing."""
+    located = by_location(sites)
+    chosen = (match_deletes if deletes else match)(
+        source.replication, source=source.location, repository=repository, tag=tag
+    )
+    return tuple(located[d] for d in chosen if d in located)
 
 
 def route_push(event: PushEvent, sites: Mapping[str, Site]) -> Routing:
     """The jobs a push creates; ReplicateImage denials of tagged images and indexes are decided
     here, before any I/O (untagged images' at run time, see below)."""
     source = sites[event.source]
-    located = _by_location(sites)
     routes: list[Route] = []
     supersedes: list[JobKey] = []
     kind = classify(event.media_type or "")
     untagged_image = event.tag is None and kind is not ManifestKind.INDEX
-    for destination in match(
-        source.replication, source=source.location, repository=event.repository, tag=event.tag
-    ):
-        target = located.get(destination)
-        if target is None:
-            continue  # config validation refuses this; a reload race must not crash routing
+    for target in destinations(source, sites, repository=event.repository, tag=event.tag):
         key = JobKey(
             event.source, event.repository, event.digest, event.tag, target.name,
             origin=event_origin(event.event_id),
@@ -93,14 +106,9 @@ def route_push(event: PushEvent, sites: Mapping[str, Site]) -> Routing:
 def route_delete(event: DeleteEvent, sites: Mapping[str, Site]) -> Routing:
     """Delete jobs for destinations whose rule has delete replication on."""
     source = sites[event.source]
-    located = _by_location(sites)
     routes: list[Route] = []
-    for destination in match_deletes(
-        source.replication, source=source.location, repository=event.repository, tag=event.tag
-    ):
-        target = located.get(destination)
-        if target is None:
-            continue
+    reached = destinations(source, sites, repository=event.repository, tag=event.tag, deletes=True)
+    for target in reached:
         key = JobKey(
             event.source,
             event.repository,

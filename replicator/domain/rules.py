@@ -124,13 +124,17 @@ class Rule:
     tag_filters: tuple[Filter, ...] = ()
     delete_replication: bool = False
 
-    def selects(self, repository: str, tag: str | None) -> bool:
-        """Whether a push of `repository[:tag]` falls under this rule (see the module docstring)."""
+    def selects_repository(self, repository: str) -> bool:
+        """Whether the repository filters take `repository` and the exclusions leave it."""
         if self.repository_filters and not any(
             f.matches(repository) for f in self.repository_filters
         ):
             return False
-        if any(f.matches(repository) for f in self.exclude_repository_filters):
+        return not any(f.matches(repository) for f in self.exclude_repository_filters)
+
+    def selects(self, repository: str, tag: str | None) -> bool:
+        """Whether a push of `repository[:tag]` falls under this rule (see the module docstring)."""
+        if not self.selects_repository(repository):
             return False
         if self.tag_filters:
             return tag is not None and any(f.matches(tag) for f in self.tag_filters)

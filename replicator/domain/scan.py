@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from replicator.domain.jobs import JobKey, JobState
-from replicator.domain.routing import Site, admit_replication
-from replicator.domain.rules import Destination, match, match_deletes
+from replicator.domain.routing import Site, admit_replication, destinations
+from replicator.domain.rules import match_deletes
 
 # ECR's backfill rule: a run is FAILED when at least half of its jobs failed, once it has at
 # least this many jobs; a handful of failures in a small run is reported job by job instead.
@@ -51,12 +51,7 @@ def targets(
 ) -> tuple[Site, ...]:
     """The configured destinations the source's rules send `repository:tag` to (only `only`,
     when given), in rule order."""
-    located: dict[Destination, Site] = {site.location: site for site in sites.values()}
-    chosen = (
-        located[d]
-        for d in match(source.replication, source=source.location, repository=repository, tag=tag)
-        if d in located
-    )
+    chosen = destinations(source, sites, repository=repository, tag=tag)
     return tuple(site for site in chosen if only is None or site.name == only)
 
 

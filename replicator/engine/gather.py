@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K")
 # Repositories worked on at once (a scan, a verify, `copy -r`); requests are bounded further by
 # each registry's own limit (workers.per_registry), so this only has to keep those slots busy.
 REPOSITORIES_IN_FLIGHT = 16
@@ -73,3 +74,18 @@ async def for_each_repository(
         finally:
             for _ in range(in_flight):
                 await queue.put(None)
+
+
+class Once(Generic[K, T]):
+    """One task per key: whoever asks for a key again shares its first task, running or done
+    (a check that many tags or images share is made once)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[K, asyncio.Future[T]] = {}
+
+    def __call__(self, key: K, start: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """The task of `key`, started with `start()` if it is the first ask."""
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = asyncio.ensure_future(start())
+        return task

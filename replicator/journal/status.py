@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from replicator.domain.jobs import JobKey, JobState, ReplicationStatus, combined_status
-from replicator.domain.refs import validate_digest, validate_repository, validate_tag
+from replicator.domain.refs import validate_image_query
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 
@@ -80,11 +80,7 @@ async def replication_status(
     tag: str | None,
 ) -> dict[str, Any]:
     """The status document of one image (empty `replicationStatuses` when no job is known)."""
-    validate_repository(repository)
-    if digest is not None:
-        validate_digest(digest)
-    if tag is not None:
-        validate_tag(tag)
+    validate_image_query(repository, digest, tag)
     rows = await journal.status(source, repository, digest=digest, tag=tag)
     if not rows:
         image_id = {k: v for k, v in (("imageDigest", digest), ("imageTag", tag)) if v}

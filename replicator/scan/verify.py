@@ -20,7 +20,7 @@ from replicator.domain.media import is_foreign_layer
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
 from replicator.engine.copier import MAX_TREE_DEPTH
-from replicator.engine.gather import for_each_repository, gather_all
+from replicator.engine.gather import Once, for_each_repository, gather_all
 from replicator.errors import NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, tags
@@ -80,8 +80,8 @@ class Verifier:
         self.report = VerifyReport()
         # (destination, repository, digest) -> what is missing under it, so tags sharing an
         # image (and images sharing blobs) cost one check.
-        self._trees: dict[tuple[str, str, str], asyncio.Task[list[tuple[Drift, str]]]] = {}
-        self._blobs: dict[tuple[str, str, str], asyncio.Task[int | None]] = {}
+        self._trees: Once[tuple[str, str, str], list[tuple[Drift, str]]] = Once()
+        self._blobs: Once[tuple[str, str, str], int | None] = Once()
 
     async def run(self) -> VerifyReport:
         """Audit everything; a repository that cannot be read is an error, not drift."""
@@ -178,13 +178,10 @@ class Verifier:
 
     def _tree(
         self, dst: RegistryClient, name: str, repository: str, digest: str
-    ) -> asyncio.Task[list[tuple[Drift, str]]]:
-        key = (name, repository, digest)
-        if key not in self._trees:
-            self._trees[key] = asyncio.ensure_future(
-                self._check_tree(dst, name, repository, digest)
-            )
-        return self._trees[key]
+    ) -> asyncio.Future[list[tuple[Drift, str]]]:
+        return self._trees(
+            (name, repository, digest), lambda: self._check_tree(dst, name, repository, digest)
+        )
 
     async def _check_tree(
         self, dst: RegistryClient, name: str, repository: str, digest: str
@@ -195,7 +192,7 @@ class Verifier:
         for _depth in range(MAX_TREE_DEPTH):
             fetched = await gather_all([self._manifest(dst, repository, d) for d in level])
             level = []
-            blob_checks: list[tuple[str, asyncio.Task[int | None]]] = []
+            blob_checks: list[tuple[str, asyncio.Future[int | None]]] = []
             for manifest in fetched:
                 if isinstance(manifest, str):
                     problems.append((Drift.MISSING_MANIFEST, manifest))
@@ -226,11 +223,10 @@ class Verifier:
 
     def _blob(
         self, dst: RegistryClient, name: str, repository: str, digest: str
-    ) -> asyncio.Task[int | None]:
-        key = (name, repository, digest)
-        if key not in self._blobs:
-            self._blobs[key] = asyncio.ensure_future(retried(blobs.head, dst, repository, digest))
-        return self._blobs[key]
+    ) -> asyncio.Future[int | None]:
+        return self._blobs(
+            (name, repository, digest), lambda: retried(blobs.head, dst, repository, digest)
+        )
 
 
 async def _absent() -> None:
