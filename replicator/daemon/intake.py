@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 from replicator.daemon.metrics import Metrics
 from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush, parse_payload
 from replicator.domain.jobs import JobKey
-from replicator.domain.routing import Routing, Site, route_delete, route_push
+from replicator.domain.routing import Routing, Site, by_location, route_delete, route_push
+from replicator.domain.rules import Destination
 from replicator.errors import EventError, JournalError, ReplicatorError
-from replicator.journal.events import Fingerprint
+from replicator.journal.events import Fingerprint, ReceivedEvent
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
@@ -101,14 +102,16 @@ class Intake:
         log.warning("event_rejected", topic=message.topic, reason=reason, error=error)
         try:
             await self._journal.record_event(
-                source=message.source,
-                topic=message.topic,
-                payload=message.payload,
-                outcome=EventOutcome.REJECTED,
-                reason=f"{reason}: {error}",
-                job_keys=(),
-                pushed_at=None,
-                fingerprint=message.fingerprint,
+                ReceivedEvent(
+                    source=message.source,
+                    topic=message.topic,
+                    payload=message.payload,
+                    outcome=EventOutcome.REJECTED,
+                    reason=f"{reason}: {error}",
+                    job_keys=(),
+                    pushed_at=None,
+                    fingerprint=message.fingerprint,
+                )
             )
         except JournalError as exc:
             if exc.temporary:
@@ -128,14 +131,16 @@ class Intake:
             self._metrics.events.labels(outcome="rejected", reason=exc.reason).inc()
             log.warning("event_rejected", topic=message.topic, reason=exc.reason, error=str(exc))
             await self._journal.record_event(
-                source=message.source,
-                topic=message.topic,
-                payload=message.payload,
-                outcome=EventOutcome.REJECTED,
-                reason=f"{exc.reason}: {exc}",
-                job_keys=(),
-                pushed_at=None,
-                fingerprint=message.fingerprint,
+                ReceivedEvent(
+                    source=message.source,
+                    topic=message.topic,
+                    payload=message.payload,
+                    outcome=EventOutcome.REJECTED,
+                    reason=f"{exc.reason}: {exc}",
+                    job_keys=(),
+                    pushed_at=None,
+                    fingerprint=message.fingerprint,
+                )
             )
             return
         # Tag-only pushes (bridged Quay, Artifactory webhooks) are resolved before anything is
@@ -173,16 +178,18 @@ class Intake:
         if not ignored:
             self._metrics.events.labels(outcome="ignored", reason=NO_EVENTS).inc()
         await self._journal.record_event(
-            source=message.source,
-            topic=message.topic,
-            payload=message.payload,
-            outcome=EventOutcome.IGNORED,
-            reason=_ignored_reason(counts),
-            job_keys=(),
-            pushed_at=None,
-            part=ignored[0][0] if ignored else 0,
-            fingerprint=message.fingerprint,
-            keep_payload=keep_payload,
+            ReceivedEvent(
+                source=message.source,
+                topic=message.topic,
+                payload=message.payload,
+                outcome=EventOutcome.IGNORED,
+                reason=_ignored_reason(counts),
+                job_keys=(),
+                pushed_at=None,
+                part=ignored[0][0] if ignored else 0,
+                fingerprint=message.fingerprint,
+                keep_payload=keep_payload,
+            )
         )
 
     async def _record(
@@ -204,24 +211,28 @@ class Intake:
         pushed_at = datetime.fromtimestamp(when, UTC) if when else None
         now = datetime.now(UTC)
         await self._journal.record_event(
-            source=event.source,
-            topic=message.topic,
-            payload=message.payload,
-            outcome=EventOutcome.ACCEPTED,
-            reason=("digest resolved at the source; " if resolved else "")
-            + (f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches"),
-            job_keys=[r.key for r in routing.routes if r.denied is None],
-            denied={r.key: r.denied for r in routing.routes if r.denied is not None},
-            pushed_at=pushed_at,
-            not_before={
-                r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0
-            },
-            supersede=routing.supersedes,
-            part=part,
-            fingerprint=message.fingerprint,
-            keep_payload=keep_payload,
+            ReceivedEvent(
+                source=event.source,
+                topic=message.topic,
+                payload=message.payload,
+                outcome=EventOutcome.ACCEPTED,
+                reason=("digest resolved at the source; " if resolved else "")
+                + (
+                    f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches"
+                ),
+                job_keys=[r.key for r in routing.routes if r.denied is None],
+                denied={r.key: r.denied for r in routing.routes if r.denied is not None},
+                pushed_at=pushed_at,
+                not_before={
+                    r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0
+                },
+                supersede=routing.supersedes,
+                part=part,
+                fingerprint=message.fingerprint,
+                keep_payload=keep_payload,
+            )
         )
-        self._metrics.events.labels(outcome="accepted", reason="").inc()
+        self._metrics.events.labels(outcome=EventOutcome.ACCEPTED, reason="").inc()
         log.info(
             "event_accepted",
             source=event.source,
@@ -250,5 +261,10 @@ def _ignored_reason(counts: Counter[str]) -> str:
 
 def _locator(sites: Mapping[str, Site]) -> Callable[[str, str], str | None]:
     """The configured registry at an (account, region), as EventBridge events name sources."""
-    by_location = {(site.account, site.region): site.name for site in sites.values()}
-    return lambda account, region: by_location.get((account, region))
+    located = by_location(sites)
+
+    def locate(account: str, region: str) -> str | None:
+        site = located.get(Destination(region=region, registry_id=account))
+        return site.name if site is not None else None
+
+    return locate

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, insert
 from sqlmodel import Session, col, select
 
+from replicator.domain.jobs import JobKey
 from replicator.journal.models import (
     MAX_REASON_CHARS,
     MAX_STORED_PAYLOAD_BYTES,
@@ -78,6 +81,33 @@ def accepted_duplicate(session: Session, source: str | None, fingerprint: str) -
     params = {"source": source, "sha256": fingerprint}
     found = session.connection().execute(_ACCEPTED[source is None], params).scalar()
     return None if found is None else int(found)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvent:
+    """A received event as Journal.record_event records it, with the jobs it asks for.
+
+    `job_keys` are its jobs, `denied` its jobs refused by a policy (recorded FAILED), those in
+    `not_before` wait until then, and PENDING jobs of `supersede` are dropped (an index's job
+    covers its children). `part` numbers the events of one batch envelope (0 for the first) so
+    that each is recorded on its own and none is taken for a duplicate of its sibling. Several
+    events of one message share the message's `fingerprint` (hashed once) and only one keeps
+    the payload (`keep_payload`): the others store none.
+    """
+
+    source: str | None
+    topic: str
+    payload: bytes
+    outcome: EventOutcome
+    reason: str
+    job_keys: Sequence[JobKey] = ()
+    pushed_at: datetime | None = None
+    denied: Mapping[JobKey, str] = field(default_factory=dict)
+    not_before: Mapping[JobKey, datetime] = field(default_factory=dict)
+    supersede: Sequence[JobKey] = ()
+    part: int = 0
+    fingerprint: Fingerprint | None = None
+    keep_payload: bool = True
 
 
 def add_event(

@@ -139,74 +139,59 @@ class Journal:
 
     # -- writing -------------------------------------------------------------------------------
 
-    async def record_event(
-        self,
-        *,
-        source: str | None,
-        topic: str,
-        payload: bytes,
-        outcome: EventOutcome | str,
-        reason: str,
-        job_keys: Sequence[JobKey],
-        pushed_at: datetime | None,
-        denied: Mapping[JobKey, str] | None = None,
-        not_before: Mapping[JobKey, datetime] | None = None,
-        supersede: Sequence[JobKey] = (),
-        part: int = 0,
-        fingerprint: event_rows.Fingerprint | None = None,
-        keep_payload: bool = True,
-    ) -> list[int]:
+    async def record_event(self, event: event_rows.ReceivedEvent) -> list[int]:
         """Record a received event and its jobs in ONE transaction; the ids of the keys' jobs.
 
         Jobs are inserted idempotently (see add_jobs). The same payload from the same source,
         already accepted, is recorded as an ignored duplicate and changes no job, so a
         redelivered message never re-queues anything. The ids name every job of `job_keys` and
-        `denied`, whether created now, re-queued, or already there. Jobs in `not_before` wait
-        until then; PENDING jobs of `supersede` are dropped (an index's job covers its children).
-        `part` numbers the events of one batch envelope (0 for the first) so that each is
-        recorded on its own and none is taken for a duplicate of its sibling. A caller
-        recording several events of one message passes the message's `fingerprint` (hashed
-        once) and keeps the payload on one row only (`keep_payload`): the others store none.
+        `denied`, whether created now, re-queued, or already there.
         """
-        outcome = EventOutcome(outcome)
-        sha256 = (fingerprint or event_rows.Fingerprint(payload)).of(part)
+        outcome = EventOutcome(event.outcome)
+        sha256 = (event.fingerprint or event_rows.Fingerprint(event.payload)).of(event.part)
         now = utcnow()
-        keys = [*job_keys, *(denied or {})]
-        pushed = to_db_time(pushed_at) if pushed_at else None
+        keys = [*event.job_keys, *event.denied]
+        pushed = to_db_time(event.pushed_at) if event.pushed_at else None
 
         def work(session: Session) -> tuple[list[int], EventOutcome]:
-            duplicate_of = event_rows.accepted_duplicate(session, source, sha256)
+            duplicate_of = event_rows.accepted_duplicate(session, event.source, sha256)
             if duplicate_of is not None:
                 found = (queries.find(session, key) for key in dict.fromkeys(keys))
                 ids = [record.id for record in found if record is not None and record.id]
                 note, changed = (EventOutcome.IGNORED, f"duplicate of event {duplicate_of}"), 0
             else:
-                job_rows.supersede(session, supersede)
+                job_rows.supersede(session, event.supersede)
                 ids, changed = job_rows.ensure(
                     session,
-                    job_keys,
+                    event.job_keys,
                     pushed_at=pushed,
-                    denied=denied or {},
+                    denied=event.denied,
                     now=to_db_time(now),
-                    not_before={k: to_db_time(v) for k, v in (not_before or {}).items()},
+                    not_before={k: to_db_time(v) for k, v in event.not_before.items()},
                 )
-                note = (outcome, reason)
+                note = (outcome, event.reason)
             event_rows.add_event(
                 session,
-                source=source,
-                topic=topic,
-                payload=payload,
+                source=event.source,
+                topic=event.topic,
+                payload=event.payload,
                 received_at=now,
                 outcome=note[0],
                 reason=note[1],
                 jobs_created=changed,
                 fingerprint=sha256,
-                keep_payload=keep_payload,
+                keep_payload=event.keep_payload,
             )
             return ids, note[0]
 
         ids, recorded = await self._run(work)
-        log.debug("event_recorded", source=source, topic=topic, outcome=recorded, jobs=len(ids))
+        log.debug(
+            "event_recorded",
+            source=event.source,
+            topic=event.topic,
+            outcome=recorded,
+            jobs=len(ids),
+        )
         return ids
 
     async def add_jobs(

@@ -14,6 +14,7 @@ from replicator.domain.jobs import NO_ORIGIN, FailureCode, JobKey, JobKind, JobS
 from replicator.errors import JournalError, SchemaError, TransitionError
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
+from replicator.journal.events import ReceivedEvent
 from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES, SCHEMA_VERSION
 from tests.support.old_journals import WRITTEN_AT, job_values, write_old_journal
 
@@ -39,14 +40,16 @@ async def record(
 ) -> list[int]:
     """Record an event from source use1."""
     return await journal.record_event(
-        source="use1",
-        topic="registry/use1/events",
-        payload=payload,
-        outcome=outcome,
-        reason=reason,
-        job_keys=keys,
-        pushed_at=T0,
-        denied=denied,
+        ReceivedEvent(
+            source="use1",
+            topic="registry/use1/events",
+            payload=payload,
+            outcome=EventOutcome(outcome),
+            reason=reason,
+            job_keys=keys,
+            pushed_at=T0,
+            denied=denied or {},
+        )
     )
 
 
@@ -105,9 +108,17 @@ class TestRecordEvent:
         other = JobKey("use1", "app", OTHER_DIGEST, "v2", "usw2")
         for part, key in enumerate([KEY, other]):
             await journal.record_event(
-                source="use1", topic="registry/use1/events", payload=b"batch", outcome="accepted",
-                reason="", job_keys=[key], pushed_at=T0, part=part,
-            )  # fmt: skip
+                ReceivedEvent(
+                    source="use1",
+                    topic="registry/use1/events",
+                    payload=b"batch",
+                    outcome=EventOutcome.ACCEPTED,
+                    reason="",
+                    job_keys=[key],
+                    pushed_at=T0,
+                    part=part,
+                )
+            )
         assert {row.key for row in await journal.jobs()} == {KEY, other}
         assert all(e.outcome is EventOutcome.ACCEPTED for e in await journal.events())
 
@@ -265,14 +276,16 @@ class TestRecordEventRouting:
         """A job with not_before is not claimable before that time, and is due then."""
         later = T0 + timedelta(seconds=2)
         await journal.record_event(
-            source="use1",
-            topic="t",
-            payload=b"child",
-            outcome="accepted",
-            reason="",
-            job_keys=[KEY],
-            pushed_at=T0,
-            not_before={KEY: later},
+            ReceivedEvent(
+                source="use1",
+                topic="t",
+                payload=b"child",
+                outcome=EventOutcome.ACCEPTED,
+                reason="",
+                job_keys=[KEY],
+                pushed_at=T0,
+                not_before={KEY: later},
+            )
         )
         assert await journal.next_due_at() == later
         assert await journal.claim_due(10, T0) == []
@@ -286,14 +299,16 @@ class TestRecordEventRouting:
         await record(journal, b"child", [child_a, child_b])
         await journal.claim_due(1, T0)
         await journal.record_event(
-            source="use1",
-            topic="t",
-            payload=b"index",
-            outcome="accepted",
-            reason="",
-            job_keys=[KEY],
-            pushed_at=T0,
-            supersede=[replace(child_a, origin=NO_ORIGIN), replace(child_b, origin=NO_ORIGIN)],
+            ReceivedEvent(
+                source="use1",
+                topic="t",
+                payload=b"index",
+                outcome=EventOutcome.ACCEPTED,
+                reason="",
+                job_keys=[KEY],
+                pushed_at=T0,
+                supersede=[replace(child_a, origin=NO_ORIGIN), replace(child_b, origin=NO_ORIGIN)],
+            )
         )
         states = {row.key: row.state for row in await journal.jobs()}
         assert states == {child_a: JobState.IN_PROGRESS, KEY: JobState.PENDING}
@@ -304,14 +319,16 @@ class TestRecordEventRouting:
         await record(journal, b"index", [KEY])
         await record(journal, b"child", [child])
         await journal.record_event(
-            source="use1",
-            topic="t",
-            payload=b"index",
-            outcome="accepted",
-            reason="",
-            job_keys=[KEY],
-            pushed_at=T0,
-            supersede=[child],
+            ReceivedEvent(
+                source="use1",
+                topic="t",
+                payload=b"index",
+                outcome=EventOutcome.ACCEPTED,
+                reason="",
+                job_keys=[KEY],
+                pushed_at=T0,
+                supersede=[child],
+            )
         )
         assert len(await journal.jobs()) == 2
 

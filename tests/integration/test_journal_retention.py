@@ -12,6 +12,7 @@ from replicator.daemon.pruning import PRUNE_BATCH_ROWS, prune_once
 from replicator.domain.jobs import JobKey, JobState
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
+from replicator.journal.events import ReceivedEvent
 from replicator.journal.models import SCHEMA_VERSION, EventRecord
 from replicator.journal.retention import Pruned
 from tests.support.old_journals import event_values, job_values, write_old_journal
@@ -33,13 +34,13 @@ def key(tag: str) -> JobKey:
 async def record(journal: Journal, payload: bytes) -> None:
     """Record an ignored event with `payload`."""
     await journal.record_event(
-        source="use1",
-        topic="registry/use1/events",
-        payload=payload,
-        outcome=EventOutcome.IGNORED,
-        reason="pull",
-        job_keys=(),
-        pushed_at=None,
+        ReceivedEvent(
+            source="use1",
+            topic="registry/use1/events",
+            payload=payload,
+            outcome=EventOutcome.IGNORED,
+            reason="pull",
+        )
     )
 
 

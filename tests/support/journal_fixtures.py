@@ -27,6 +27,8 @@ import pytest
 from replicator.domain.jobs import JobKey
 from replicator.journal import Journal
 from replicator.journal.claimers import open_journal
+from replicator.journal.events import ReceivedEvent
+from replicator.journal.models import EventOutcome
 from tests.support.ports import free_port, wait_listening
 
 # Destinations each event of the `write` program fans out to: several jobs per transaction, so a
@@ -162,13 +164,15 @@ async def _write_forever(url: str, start: int) -> None:
     async with await open_journal(url) as journal:
         for number in itertools.count(start):
             await journal.record_event(
-                source="use1",
-                topic="registry/use1/events",
-                payload=f"event {number}".encode(),
-                outcome="accepted",
-                reason="",
-                job_keys=writer_keys(number),
-                pushed_at=datetime.now(UTC),
+                ReceivedEvent(
+                    source="use1",
+                    topic="registry/use1/events",
+                    payload=f"event {number}".encode(),
+                    outcome=EventOutcome.ACCEPTED,
+                    reason="",
+                    job_keys=writer_keys(number),
+                    pushed_at=datetime.now(UTC),
+                )
             )
             print(number, flush=True)
 
