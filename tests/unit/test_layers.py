@@ -27,10 +27,11 @@ RANKS = {
     "daemon": 6,
     "cli": 7,
 }
-# Usable from every layer: the exception tree and the logging setup.
-SHARED = {"errors", "logs"}
-# The program's entry points sit above everything.
-TOP = {"__init__", "__main__"}
+# Usable from every layer: the exception tree, the logging setup and the package itself (its
+# version).
+SHARED = {"errors", "logs", "__init__"}
+# The program's entry point sits above everything.
+TOP = {"__main__"}
 ALLOWED_TOP_LEVEL = SHARED | TOP
 
 
@@ -57,7 +58,8 @@ def _resolve(name: str) -> str | None:
     dotted = name.removeprefix("replicator.")
     while dotted and dotted not in MODULES:
         dotted = dotted.rpartition(".")[0]
-    return dotted or None
+    # `from replicator import __version__` imports the package itself.
+    return dotted or "__init__"
 
 
 def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
@@ -157,6 +159,7 @@ def test_imports_inside_functions_and_under_type_checking_count() -> None:
         "def f():\n    from ..journal import store\n"
     )
     assert _imports(source, "engine.runner") == {"daemon.bus", "journal.store"}
+    assert _imports("from replicator import __version__", "journal.schema") == {"__init__"}
 
 
 def test_an_added_violation_is_caught() -> None:
