@@ -15,6 +15,8 @@ from replicator.domain.routing import (
     UNTAGGED_GRACE_SECONDS,
     Site,
     admit_replication,
+    destinations,
+    existence_matters,
     route_delete,
     route_push,
 )
@@ -402,3 +404,45 @@ class TestJobIdentity:
             push(tag="v1", media_type=INDEX, references=(child,)), sites(BOTH_PROD)
         )
         assert {k.origin for k in routing.supersedes} == {NO_ORIGIN}
+
+
+class TestExistenceMatters:
+    """Whether the destination must be asked if the repository exists (a tag list)."""
+
+    @pytest.mark.parametrize(
+        ("destination", "actions", "matters"),
+        [
+            ("usw2", ["ecr:ReplicateImage"], False),
+            ("euw1", ["ecr:ReplicateImage"], True),
+            ("euw1", ["ecr:ReplicateImage", "ecr:CreateRepository"], False),
+            ("euw1", ["ecr:BatchDeleteImage"], False),
+        ],
+        ids=["same-account", "replicate-only", "create-granted", "nothing-granted"],
+    )
+    def test_existence_matters_only_when_it_changes_the_answer(
+        self, destination: str, actions: list[str], matters: bool
+    ) -> None:
+        """Only a policy granting ReplicateImage without CreateRepository depends on whether
+        the repository exists; a same-account destination never does."""
+        policy = {"Version": "2012-10-17", "Statement": [_statement("Allow", "*", actions)]}
+        site_map = sites(BOTH_PROD, euw1_policy=policy)
+        assert existence_matters(site_map["use1"], site_map[destination], "prod/app") is matters
+
+
+class TestDestinations:
+    """The configured sites a source's rules reach, for pushes and for deletes."""
+
+    def test_unconfigured_destination_is_left_out(self) -> None:
+        """A rule destination no registry is configured at (a reload race) is skipped."""
+        site_map = sites(BOTH_PROD, with_euw1=False)
+        reached = destinations(site_map["use1"], site_map, repository="prod/app", tag="v1")
+        assert [site.name for site in reached] == ["usw2"]
+
+    def test_deletes_only_through_rules_with_delete_replication(self) -> None:
+        """A rule without deleteReplication sends pushes, not deletes."""
+        site_map = sites(BOTH_PROD)
+        source = site_map["use1"]
+        pushes = destinations(source, site_map, repository="prod/app", tag="v1")
+        deletes = destinations(source, site_map, repository="prod/app", tag="v1", deletes=True)
+        assert [site.name for site in pushes] == ["usw2", "euw1"]
+        assert deletes == ()
