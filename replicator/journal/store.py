@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
-from replicator.domain.jobs import CLAIMABLE_STATES, JobKey, JobState
+from replicator.domain.jobs import JobKey, JobState
 from replicator.errors import JournalError
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
@@ -34,7 +34,7 @@ from replicator.journal.models import (
     from_db_time,
     to_db_time,
 )
-from replicator.journal.queries import JOBS
+from replicator.journal.queries import CLAIMABLE, JOBS
 from replicator.journal.retention import Pruned
 from replicator.journal.schema import create_journal_engine, prepare, redacted
 from replicator.logs import get_logger
@@ -50,15 +50,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_CLAIMABLE = [state.value for state in CLAIMABLE_STATES]
 # Read by the runner whenever it goes idle, and by the metrics: built once (see jobs.py).
-_NEXT_DUE = select(func.min(JOBS.c.next_attempt_at)).where(JOBS.c.state.in_(_CLAIMABLE))
-_BACKLOG = select(func.count()).select_from(JOBS).where(JOBS.c.state.in_(_CLAIMABLE))
+_NEXT_DUE = select(func.min(JOBS.c.next_attempt_at)).where(JOBS.c.state.in_(CLAIMABLE))
+_BACKLOG = select(func.count()).select_from(JOBS).where(JOBS.c.state.in_(CLAIMABLE))
 _COUNTS = select(JOBS.c.state, JOBS.c.destination, func.count()).group_by(
     JOBS.c.state, JOBS.c.destination
 )
 # Jobs still to do: waiting, backing off or being copied (not COMPLETE, not FAILED).
-_UNFINISHED = [*_CLAIMABLE, JobState.IN_PROGRESS.value]
+_UNFINISHED = [*CLAIMABLE, JobState.IN_PROGRESS.value]
 _OLDEST_PUSHES = (
     select(JOBS.c.destination, func.min(JOBS.c.pushed_at))
     .where(JOBS.c.state.in_(_UNFINISHED), JOBS.c.pushed_at.is_not(None))
