@@ -56,6 +56,17 @@ class Message:
     source: str | None  # the source registry its topic names
     fingerprint: Fingerprint
 
+    def rejected(self, reason: str) -> ReceivedEvent:
+        """The message as the journal records it rejected, for `reason`."""
+        return ReceivedEvent(
+            source=self.source,
+            topic=self.topic,
+            payload=self.payload,
+            outcome=EventOutcome.REJECTED,
+            reason=reason,
+            fingerprint=self.fingerprint,
+        )
+
 
 class Intake:
     """Parse, route and journal bus messages for a daemon; `sites` is read per message, so a
@@ -101,18 +112,7 @@ class Intake:
         self._metrics.events.labels(outcome="rejected", reason=reason).inc()
         log.warning("event_rejected", topic=message.topic, reason=reason, error=error)
         try:
-            await self._journal.record_event(
-                ReceivedEvent(
-                    source=message.source,
-                    topic=message.topic,
-                    payload=message.payload,
-                    outcome=EventOutcome.REJECTED,
-                    reason=f"{reason}: {error}",
-                    job_keys=(),
-                    pushed_at=None,
-                    fingerprint=message.fingerprint,
-                )
-            )
+            await self._journal.record_event(message.rejected(f"{reason}: {error}"))
         except JournalError as exc:
             if exc.temporary:
                 raise
@@ -130,18 +130,7 @@ class Intake:
         except EventError as exc:
             self._metrics.events.labels(outcome="rejected", reason=exc.reason).inc()
             log.warning("event_rejected", topic=message.topic, reason=exc.reason, error=str(exc))
-            await self._journal.record_event(
-                ReceivedEvent(
-                    source=message.source,
-                    topic=message.topic,
-                    payload=message.payload,
-                    outcome=EventOutcome.REJECTED,
-                    reason=f"{exc.reason}: {exc}",
-                    job_keys=(),
-                    pushed_at=None,
-                    fingerprint=message.fingerprint,
-                )
-            )
+            await self._journal.record_event(message.rejected(f"{exc.reason}: {exc}"))
             return
         # Tag-only pushes (bridged Quay, Artifactory webhooks) are resolved before anything is
         # recorded, so a source that cannot answer rejects the message whole.
