@@ -37,6 +37,12 @@ MIN_TOKEN_REUSE = 60.0
 # DescribeRepositories per repository every few minutes, not per job); one deleted meanwhile
 # fails the push with NAME_UNKNOWN, and the retry after this time re-creates it.
 KNOWN_REPOSITORY_SECONDS = 300.0
+# botocore's own bounds on one ECR API call (its calls run in a thread, outside asyncio's
+# timeouts): a dead endpoint fails in seconds, and throttling is retried a few times with
+# botocore's standard backoff before our own retries take over.
+ECR_CONNECT_TIMEOUT = 10.0
+ECR_READ_TIMEOUT = 30.0
+ECR_MAX_ATTEMPTS = 3
 # Repositories per DescribeRepositories page and images per ListImages page (ECR's maxima).
 DESCRIBE_PAGE = 1000
 LIST_IMAGES_PAGE = 1000
@@ -104,8 +110,15 @@ class EcrApi:
     def _ecr(self) -> Any:
         if self._client is None:
             session = _botocore().get_session()
+            from botocore.config import Config
+
+            bounds = Config(
+                connect_timeout=ECR_CONNECT_TIMEOUT,
+                read_timeout=ECR_READ_TIMEOUT,
+                retries={"max_attempts": ECR_MAX_ATTEMPTS, "mode": "standard"},
+            )
             self._client = session.create_client(
-                "ecr", region_name=self.region, endpoint_url=self.endpoint_url
+                "ecr", region_name=self.region, endpoint_url=self.endpoint_url, config=bounds
             )
         return self._client
 
