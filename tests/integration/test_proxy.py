@@ -8,6 +8,7 @@ The source registry is named `registry.behind-proxy.test`, a name only the proxy
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from replicator.engine.copier import Copier, Endpoint
 from replicator.errors import TransportError
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support.copy_cli import assert_tags_equal, run_copy
+from tests.support.daemon import replicator_cli
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.layout_push import push_over_http
 from tests.support.registry_fixtures import RegistryFactory
@@ -27,6 +29,7 @@ from tests.support.tls import TlsRegistry, make_pki
 pytestmark = pytest.mark.integration
 
 HIDDEN = "registry.behind-proxy.test"
+ACCOUNT = "111122223333"
 KIB = 1024
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
@@ -186,3 +189,57 @@ class TestPlainHttpThroughProxy:
             proxied = pool.client(RegistrySettings(host=hidden, scheme="http"))
             response = await proxied.request("GET", "/v2/", scope="")
         assert response.status_code == 200
+
+
+class TestConfiguredProxy:
+    """`proxy` in a registry's config, end to end through `replicator backfill`."""
+
+    def test_backfill_from_a_source_reachable_only_through_its_proxy(
+        self,
+        proxy: Tinyproxy,
+        registry_factory: RegistryFactory,
+        dst_registry: Registry,
+        layout: tuple[Path, str],
+        no_proxy_environment: pytest.MonkeyPatch,
+        tmp_path: Path,
+    ) -> None:
+        """A source configured by the name only the proxy resolves, with `proxy` set, is
+        backfilled (catalog, tags, manifests, blobs through the proxy); the loopback destination,
+        with `proxy = "none"`, is written directly."""
+        path, digest = layout
+        source = registry_factory()
+        push_over_http(path, "v1", source.url, "app")
+        replication = tmp_path / "replication.json"
+        replication.write_text(
+            json.dumps(
+                {"rules": [{"destinations": [{"region": "us-west-2", "registryId": ACCOUNT}]}]}
+            )
+        )
+        config = tmp_path / "replicator.toml"
+        config.write_text(
+            "\n".join(
+                [
+                    "version = 1",
+                    "[journal]",
+                    f'url = "sqlite:///{tmp_path / "journal.db"}"',
+                    "[registries.src]",
+                    f'account = "{ACCOUNT}"',
+                    'region = "us-east-1"',
+                    f'url = "http://{HIDDEN}:{source.port}"',
+                    'replication = "replication.json"',
+                    f'proxy = "{proxy.url}"',
+                    "[registries.dst]",
+                    f'account = "{ACCOUNT}"',
+                    'region = "us-west-2"',
+                    f'url = "{dst_registry.url}"',
+                    'proxy = "none"',
+                ]
+            )
+            + "\n"
+        )
+        result = replicator_cli(config, "backfill")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_tags_equal(f"{dst_registry.host}/app", {"v1": digest})
+        lines = proxy.requests()
+        assert f"GET http://{HIDDEN}:{source.port}/v2/_catalog?n=1000 HTTP/1.1" in lines
+        assert not [line for line in lines if f":{dst_registry.port}/" in line]
