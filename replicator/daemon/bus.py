@@ -39,6 +39,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from replicator.daemon.bus_inbox import AckHandle, BusMessage, Inbox
+from replicator.domain.events import MAX_PAYLOAD_BYTES
 from replicator.domain.topics import source_from_topic
 from replicator.errors import BusError
 from replicator.logs import get_logger
@@ -56,6 +58,10 @@ SESSION_EXPIRY_SECONDS = 7 * 24 * 3600
 # what bounds our in-memory queue: past it the broker holds events until we ack, so back-pressure
 # from the journal reaches the broker instead of growing our memory.
 RECEIVE_MAXIMUM = 256
+# The largest packet the broker may send us (MQTT v5 Maximum Packet Size): an event payload
+# (MAX_PAYLOAD_BYTES) plus room for the topic and properties. A larger message is dropped by
+# the broker for us (as the spec says) instead of arriving to be refused once in memory.
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 64 * 1024
 # Reconnect backoff: the first retry is quick (a broker restart takes well under a second), the
 # cap keeps a long outage from hammering the broker or flooding the log.
 RECONNECT_INITIAL_SECONDS = 0.1
@@ -135,35 +141,11 @@ class BusOptions:
         return self.events_topic
 
 
-@dataclass(frozen=True, slots=True)
-class AckHandle:
-    """What `Bus.ack` needs: the connection the message came on, its packet id and QoS."""
-
-    generation: int
-    mid: int
-    qos: int
-
-
-@dataclass(frozen=True, slots=True)
-class BusMessage:
-    """One received message; `source_name` is the topic level at the '+' of the events topic."""
-
-    topic: str
-    payload: bytes
-    source_name: str | None
-    handle: AckHandle
-
-
 @dataclass(slots=True)
 class _Connection:
     generation: int
     client: aiomqtt.Client
     lost: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(frozen=True, slots=True)
-class _KeeperFailed:
-    error: BaseException
 
 
 class Bus:
@@ -180,8 +162,8 @@ class Bus:
         self.connected = asyncio.Event()
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
-        # Unbounded on purpose: RECEIVE_MAXIMUM bounds it, and a bounded queue would drop.
-        self._queue: asyncio.Queue[BusMessage | _KeeperFailed] = asyncio.Queue()
+        # Bounded without dropping a message that awaits its ack: see bus_inbox.py.
+        self.inbox = Inbox()
         self._connection: _Connection | None = None
         self._generation = 0
         self._tls_context: ssl.SSLContext | None = None
@@ -221,12 +203,17 @@ class Bus:
                 f"no connection to the MQTT broker at {self._address} after {within}s"
             ) from exc
 
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet taken by `messages()`."""
+        return len(self.inbox)
+
     async def messages(self) -> AsyncIterator[BusMessage]:
         """Received messages, across reconnects; each must be `ack`ed once journalled."""
         while True:
-            item = await self._queue.get()
-            if isinstance(item, _KeeperFailed):
-                raise BusError(f"the MQTT connection keeper failed: {item.error}") from item.error
+            item = await self.inbox.get()
+            if isinstance(item, BaseException):
+                raise BusError(f"the MQTT connection keeper failed: {item}") from item
             connection = self._connection
             if connection is None or connection.generation != item.handle.generation:
                 # Came on a connection that dropped: the broker delivers it again on this one.
@@ -309,7 +296,7 @@ class Bus:
             raise
         except Exception as exc:
             log.exception("mqtt_keeper_failed", broker=self._address)
-            self._queue.put_nowait(_KeeperFailed(exc))
+            self.inbox.fail(exc)
             raise
 
     async def _connect_once(self) -> None:
@@ -337,6 +324,7 @@ class Bus:
             if options.subscription is not None:
                 await _subscribe(client, options.subscription)
             self._generation += 1
+            self.inbox.clear()  # left by a dropped connection: the broker redelivers it
             connection = _Connection(self._generation, client)
             self._connection = connection
             self.connected.set()
@@ -349,7 +337,7 @@ class Bus:
             )
             try:
                 async for message in client.messages:
-                    self._queue.put_nowait(self._wrap(message, connection.generation))
+                    self.inbox.put(self._wrap(message, connection.generation))
             finally:
                 self.connected.clear()
                 connection.lost.set()
@@ -381,6 +369,7 @@ async def _subscribe(client: aiomqtt.Client, subscription: str) -> None:
 def _connect_properties(persistent: bool) -> Properties:
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    properties.MaximumPacketSize = MAX_PACKET_BYTES
     properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS if persistent else 0
     return properties
 

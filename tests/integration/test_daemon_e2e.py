@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from replicator.domain.events import MAX_PAYLOAD_BYTES
 from replicator.domain.jobs import JobState
 from replicator.journal import EventOutcome
 from tests.support import skopeo
@@ -46,8 +47,9 @@ KIB = 1024
 # A push travels webhook -> bridge -> broker -> daemon -> copy in well under a second; the
 # untagged children of an index wait out the 2 s grace; 30 s covers a loaded CI machine.
 REPLICATED_WITHIN_SECONDS = 30.0
-# The oversized payload: ten times the daemon's 1 MiB cap.
-TEN_MB = 10 * 1024 * 1024
+# Over the payload cap but under the MQTT Maximum Packet Size, so the broker delivers it and
+# the daemon refuses it (a larger message is dropped by the broker: test_bus_bounds.py).
+OVER_THE_CAP = MAX_PAYLOAD_BYTES + 1024
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,8 @@ BAD_INPUTS = {
         USE1, envelope("prod/app", "sha256:xyz", tag="x"), EventOutcome.REJECTED,
         "invalid_digest",
     ),
-    "ten_megabytes": (
-        USE1, b'{"events": [], "padding": "' + b"x" * TEN_MB + b'"}', EventOutcome.REJECTED,
+    "over_the_payload_cap": (
+        USE1, b'{"events": [], "padding": "' + b"x" * OVER_THE_CAP + b'"}', EventOutcome.REJECTED,
         "too_large",
     ),
     # Moments outside what datetime holds once killed the daemon, and the persistent session
