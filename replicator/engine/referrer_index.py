@@ -95,5 +95,5 @@ async def _manifest_or_none(
     except ManifestError as exc:
         # Something that is no manifest sits at the referrers tag: it cannot be a referrers
         # index, and the merge replaces it with one.
-        log.warning("referrers_tag_replaced", registry=client.host, tag=reference, error=str(exc))
+        log.warning("referrers_tag_replaced", host=client.host, tag=reference, error=str(exc))
         return None

@@ -161,7 +161,7 @@ class Authenticator:
         """Refuse a realm our credentials must not go to, before anything is sent to it."""
         problem = realm_problem(realm, self._registry, self._token_realms) if realm else None
         if problem is not None:
-            log.warning("token_realm_refused", registry=self._registry[1], problem=problem)
+            log.warning("token_realm_refused", host=self._registry[1], problem=problem)
             raise AuthError(problem, status=401, temporary=False)
 
     def _source(self) -> str:

@@ -173,7 +173,7 @@ class EcrApi:
                 return False
             raise
         self._known[name] = time.monotonic()
-        log.info("ecr_repository_created", registry=self.registry_id, repository=name)
+        log.info("ecr_repository_created", registry_id=self.registry_id, repository=name)
         return True
 
     async def repositories(self) -> list[str]:
@@ -261,7 +261,7 @@ class EcrCredentials:
             self._cached = (credentials, renewal_time(now, expires))
             log.info(
                 "ecr_token_fetched",
-                registry=self.registry_id,
+                registry_id=self.registry_id,
                 region=self.region,
                 expires_in=round(expires - now),
             )

@@ -36,7 +36,7 @@ async def insecure_scheme(host: str, *, proxy: str | None = None) -> str:
         response = await transport.handle_async_request(request)
         await response.aclose()
     except httpx.HTTPError as exc:
-        log.info("insecure_registry_plain_http", registry=host, https_error=type(exc).__name__)
+        log.info("insecure_registry_plain_http", host=host, https_error=type(exc).__name__)
         return "http"
     finally:
         await transport.aclose()

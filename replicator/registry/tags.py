@@ -66,7 +66,7 @@ def _valid(
             valid.append(validate(name))
         except InvalidReferenceError as exc:
             message = f"{client.host}: {where} lists an invalid name, skipped: {exc}"
-            log.warning("registry_name_invalid", registry=client.host, where=where, error=str(exc))
+            log.warning("registry_name_invalid", host=client.host, where=where, error=str(exc))
             if on_invalid is not None:
                 on_invalid(message)
     return valid

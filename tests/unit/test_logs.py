@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -128,3 +130,57 @@ class TestRedaction:
         assert not any("hunter2" in line for line in lines)
         (done,) = [json.loads(line) for line in lines if "child_done" in line]
         assert done["registry_password"] == logs.REDACTED
+
+
+# Log keys that would not say which of a registry's name, address or an image is meant.
+AMBIGUOUS_KEYS = {"registry", "image", "ref"}
+LEVELS = {"debug", "info", "warning", "error", "exception", "critical", "bind"}
+SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def log_calls() -> list[tuple[str, int, ast.Call]]:
+    """Every structlog call in replicator/ (`log.info(...)`, `bound.bind(...)`, ...)."""
+    found = []
+    for path in sorted((ROOT / "replicator").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in LEVELS
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in {"log", "bound", "logger"}
+            ):
+                found.append((str(path.relative_to(ROOT)), node.lineno, node))
+    return found
+
+
+class TestKeyConventions:
+    def test_calls_found(self) -> None:
+        """The scan sees the code's log calls (dozens), so the checks below are live."""
+        assert len(log_calls()) > 50
+
+    def test_no_ambiguous_keys(self) -> None:
+        """`source`/`destination` name registries, `host` an address, `*_image` a reference:
+        no log line says just `registry` or `image`."""
+        bad = [
+            f"{path}:{line} {keyword.arg}"
+            for path, line, call in log_calls()
+            for keyword in call.keywords
+            if keyword.arg in AMBIGUOUS_KEYS
+        ]
+        assert not bad
+
+    def test_snake_case_events_and_keys(self) -> None:
+        """Event names and field names are snake_case."""
+        bad = []
+        for path, line, call in log_calls():
+            first = call.args[0] if call.args else None
+            literal = isinstance(first, ast.Constant) and isinstance(first.value, str)
+            if literal and not SNAKE.match(first.value):  # type: ignore[union-attr]
+                bad.append(f"{path}:{line} event {first.value!r}")
+            bad += [
+                f"{path}:{line} key {k.arg!r}"
+                for k in call.keywords
+                if k.arg is not None and not SNAKE.match(k.arg)
+            ]
+        assert not bad
