@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from replicator.domain.manifests import MAX_MANIFEST_BYTES, Descriptor, parse_manifest
 from replicator.errors import ManifestError, NotFoundError
+from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, pull_scope
+
+log = get_logger(__name__)
 
 
 async def list_referrers(
@@ -33,6 +36,10 @@ async def list_referrers(
     client.referrers_api = True
     try:
         index = parse_manifest(resp.content, resp.headers.get("content-type"))
-    except ManifestError:
+    except ManifestError as exc:
+        # An invalid descriptor (a digest that is no digest, say) makes the whole answer
+        # untrusted: none of its referrers is copied, and the operator is told.
+        log.warning("referrers_invalid", registry=client.host, repository=repository,
+                    subject=digest, error=str(exc)[:200])  # fmt: skip
         return []
     return list(index.children)
