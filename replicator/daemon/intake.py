@@ -6,15 +6,15 @@ and goes on; only a journal that refuses every write for now (a temporary Journa
 passed up, so the consumer keeps the message unacknowledged and retries it.
 
 A message costs the journal little whatever it holds: its payload is stored once (on its first
-row), and the events needing no work (pulls, blob pushes, mounts) are counted in one row per
-message, not stored one by one.
+row), the events needing no work (pulls, blob pushes, mounts) are counted in one row per
+message, not stored one by one, and its events are recorded several to a transaction.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from replicator.daemon.metrics import Metrics
@@ -145,96 +145,86 @@ class Intake:
                     await self._reject(message, UNRESOLVED_TAG, f"{event.tag}: {exc}")
                     return
                 resolved.add(part)
-        keep_payload = True
-        for part, event in enumerate(events):
-            if isinstance(event, PushEvent | DeleteEvent):
-                await self._record(
-                    message, event, sites, part, keep_payload=keep_payload,
-                    resolved=part in resolved,
-                )  # fmt: skip
-                keep_payload = False
+        now = datetime.now(UTC)
+        routed = [
+            (part, event, _route(event, sites))
+            for part, event in enumerate(events)
+            if isinstance(event, PushEvent | DeleteEvent)
+        ]
+        received = [
+            _accepted(message, event, routing, part, now, resolved=part in resolved)
+            for part, event, routing in routed
+        ]
         ignored = [(part, e) for part, e in enumerate(events) if isinstance(e, Ignored)]
-        if ignored or not events:
-            await self._record_ignored(message, ignored, keep_payload=keep_payload)
-
-    async def _record_ignored(
-        self, message: Message, ignored: list[tuple[int, Ignored]], *, keep_payload: bool
-    ) -> None:
-        """One row for every ignored event of the message, with their count per reason."""
         counts = Counter(str(event.reason) for _, event in ignored)
+        if ignored or not events:
+            # One row for every ignored event of the message, with their count per reason.
+            received.append(
+                ReceivedEvent(
+                    source=message.source,
+                    topic=message.topic,
+                    payload=message.payload,
+                    outcome=EventOutcome.IGNORED,
+                    reason=_ignored_reason(counts),
+                    part=ignored[0][0] if ignored else 0,
+                    fingerprint=message.fingerprint,
+                )
+            )
+        # The payload is kept on the message's first row only.
+        received = [replace(one, keep_payload=not index) for index, one in enumerate(received)]
+        await self._journal.record_events(received)
         for why, count in counts.items():
             self._metrics.events.labels(outcome="ignored", reason=why).inc(count)
-        if not ignored:
+        if not events:
             self._metrics.events.labels(outcome="ignored", reason=NO_EVENTS).inc()
-        await self._journal.record_event(
-            ReceivedEvent(
-                source=message.source,
-                topic=message.topic,
-                payload=message.payload,
-                outcome=EventOutcome.IGNORED,
-                reason=_ignored_reason(counts),
-                job_keys=(),
-                pushed_at=None,
-                part=ignored[0][0] if ignored else 0,
-                fingerprint=message.fingerprint,
-                keep_payload=keep_payload,
-            )
-        )
-
-    async def _record(
-        self,
-        message: Message,
-        event: PushEvent | DeleteEvent,
-        sites: Mapping[str, Site],
-        part: int,
-        *,
-        keep_payload: bool,
-        resolved: bool = False,
-    ) -> None:
-        """Journal one push or delete; `resolved`: its digest was read at the source (a HEAD
-        of its tag), which the recorded reason says."""
-        routing: Routing = (
-            route_push(event, sites) if isinstance(event, PushEvent) else route_delete(event, sites)
-        )
-        when = event.pushed_at if isinstance(event, PushEvent) else event.deleted_at
-        pushed_at = datetime.fromtimestamp(when, UTC) if when else None
-        now = datetime.now(UTC)
-        await self._journal.record_event(
-            ReceivedEvent(
+        for _, event, routing in routed:
+            self._metrics.events.labels(outcome=EventOutcome.ACCEPTED, reason="").inc()
+            log.info(
+                "event_accepted",
                 source=event.source,
-                topic=message.topic,
-                payload=message.payload,
-                outcome=EventOutcome.ACCEPTED,
-                reason=("digest resolved at the source; " if resolved else "")
-                + (
-                    f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches"
-                ),
-                job_keys=[r.key for r in routing.routes if r.denied is None],
-                denied={r.key: r.denied for r in routing.routes if r.denied is not None},
-                pushed_at=pushed_at,
-                not_before={
-                    r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0
-                },
-                supersede=routing.supersedes,
-                part=part,
-                fingerprint=message.fingerprint,
-                keep_payload=keep_payload,
+                repository=event.repository,
+                digest=event.digest,
+                tag=event.tag,
+                kind="delete" if isinstance(event, DeleteEvent) else "push",
+                jobs=len(routing.routes),
+                denied=sum(1 for r in routing.routes if r.denied),
             )
-        )
-        self._metrics.events.labels(outcome=EventOutcome.ACCEPTED, reason="").inc()
-        log.info(
-            "event_accepted",
-            source=event.source,
-            repository=event.repository,
-            digest=event.digest,
-            tag=event.tag,
-            kind="delete" if isinstance(event, DeleteEvent) else "push",
-            jobs=len(routing.routes),
-            denied=sum(1 for r in routing.routes if r.denied),
-        )
-        for route in routing.routes:
-            if route.denied is not None:
-                await self._report_denied(route.key, route.denied)
+            for route in routing.routes:
+                if route.denied is not None:
+                    await self._report_denied(route.key, route.denied)
+
+
+def _route(event: PushEvent | DeleteEvent, sites: Mapping[str, Site]) -> Routing:
+    return route_push(event, sites) if isinstance(event, PushEvent) else route_delete(event, sites)
+
+
+def _accepted(
+    message: Message,
+    event: PushEvent | DeleteEvent,
+    routing: Routing,
+    part: int,
+    now: datetime,
+    *,
+    resolved: bool,
+) -> ReceivedEvent:
+    """One push or delete to journal, with its jobs; `resolved`: its digest was read at the
+    source (a HEAD of its tag), which the recorded reason says."""
+    when = event.pushed_at if isinstance(event, PushEvent) else event.deleted_at
+    return ReceivedEvent(
+        source=event.source,
+        topic=message.topic,
+        payload=message.payload,
+        outcome=EventOutcome.ACCEPTED,
+        reason=("digest resolved at the source; " if resolved else "")
+        + (f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches"),
+        job_keys=[r.key for r in routing.routes if r.denied is None],
+        denied={r.key: r.denied for r in routing.routes if r.denied is not None},
+        pushed_at=datetime.fromtimestamp(when, UTC) if when else None,
+        not_before={r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0},
+        supersede=routing.supersedes,
+        part=part,
+        fingerprint=message.fingerprint,
+    )
 
 
 def _ignored_reason(counts: Counter[str]) -> str:

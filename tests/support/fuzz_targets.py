@@ -117,7 +117,13 @@ class IntakeHarness:
         newest = self.run(lambda: self.journal.events(limit=1))
         return newest[0].id if newest else 0
 
-    def handle(self, payload: bytes, source: str | None = INTAKE_SOURCE) -> list[EventRow]:
+    def handle(
+        self,
+        payload: bytes,
+        source: str | None = INTAKE_SOURCE,
+        *,
+        timeout: float = INTAKE_SECONDS,
+    ) -> list[EventRow]:
         """Hand one message to the daemon as the bus would (topic registry/<source>/events);
         the events it recorded, oldest first. Raises when intake raises, hangs, or records
         nothing (the message would then be lost or redelivered for ever)."""
@@ -125,7 +131,7 @@ class IntakeHarness:
         topic = f"registry/{source}/events"
 
         async def intake() -> None:
-            async with asyncio.timeout(INTAKE_SECONDS):
+            async with asyncio.timeout(timeout):
                 await self.daemon.handle_message(topic, payload, source)
 
         self.run(intake)
@@ -156,6 +162,27 @@ def pull_flood(limit: int = MAX_PAYLOAD_BYTES) -> tuple[bytes, int]:
         event = b'{"id":"p%d","action":"pull"}' % len(events)
         if size + len(event) + 1 > limit:
             return head + b",".join(events) + tail, len(events)
+        events.append(event)
+        size += len(event) + 1
+
+
+def push_flood(limit: int = MAX_PAYLOAD_BYTES) -> tuple[bytes, int]:
+    """A distribution envelope of as many pushes of distinct tagged images as fit in `limit`
+    bytes (about 4,300 in 1 MiB), and their number: each is work (a job per destination)."""
+    events: list[str] = []
+    size = len('{"events":[]}')
+    while True:
+        n = len(events)
+        target = {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "size": 1,
+            "repository": f"team/app{n}",
+            "digest": f"sha256:{n:064x}",
+            "tag": "v1",
+        }
+        event = json.dumps({"id": f"e{n}", "action": "push", "target": target})
+        if size + len(event) + 1 > limit:
+            return ('{"events":[' + ",".join(events) + "]}").encode(), n
         events.append(event)
         size += len(event) + 1
 

@@ -31,6 +31,7 @@ from tests.support.fuzz_targets import (
     corpus,
     journal_bytes,
     pull_flood,
+    push_flood,
 )
 from tests.support.scenarios import record_figures
 
@@ -271,6 +272,10 @@ def rfc3339(draw: st.DrawFn) -> str:
 
 # The issue's flood may cost at most this much intake time.
 FLOOD_INTAKE_SECONDS = 1.0
+# A 1 MiB envelope of ~4,300 pushes (4,300 jobs to journal) may cost at most this much CPU; and
+# on a machine as loaded as the test suite's, it may take this long.
+PUSH_FLOOD_CPU_SECONDS = 3.0
+PUSH_FLOOD_WALL_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +351,35 @@ class TestHostileIntake:
                 "pull_events": count,
                 "journal_rows": 1,
                 "journal_bytes_grown": grown,
+                "intake_seconds": round(seconds, 3),
+                "intake_cpu_seconds": round(cpu_seconds, 3),
+            },
+        )
+
+    def test_envelope_of_four_thousand_pushes_is_recorded_in_a_few_transactions(
+        self, tmp_path: Path
+    ) -> None:
+        """A 1 MiB envelope of ~4,300 pushes of distinct images (each a job) is recorded whole
+        in under PUSH_FLOOD_CPU_SECONDS of CPU, its events several to a transaction (it once
+        took one fsync'd transaction per event and was still being recorded after 10 s)."""
+        harness = IntakeHarness(tmp_path / "pushes")
+        try:
+            payload, count = push_flood()
+            started, cpu_started = time.monotonic(), time.process_time()
+            harness.handle(payload, timeout=PUSH_FLOOD_WALL_SECONDS)
+            seconds = time.monotonic() - started
+            cpu_seconds = time.process_time() - cpu_started
+            jobs = harness.run(lambda: harness.journal.jobs(limit=count + 1))
+        finally:
+            harness.close()
+        assert len(jobs) == count > 4_000
+        assert cpu_seconds < PUSH_FLOOD_CPU_SECONDS, (cpu_seconds, seconds)
+        record_figures(
+            "flood_of_pushes",
+            {
+                "payload_bytes": len(payload),
+                "push_events": count,
+                "jobs": len(jobs),
                 "intake_seconds": round(seconds, 3),
                 "intake_cpu_seconds": round(cpu_seconds, 3),
             },
