@@ -100,7 +100,7 @@ settled() {  # repository: true when no destination is still in progress
   local out
   out=$("$replicator" status --config "$config" --repository "$1" --image-tag v1 --json 2>/dev/null) || return 1
   local want=$2
-  [ "$(grep -c '"status"' <<<"$out")" -ge "$want" ] && ! grep -q IN_PROGRESS <<<"$out"
+  [ "$(grep -c '"status": ' <<<"$out")" -ge "$want" ] && ! grep -q IN_PROGRESS <<<"$out"
 }
 for _ in $(seq 150); do
   settled prod/web 2 && settled dev/tool 2 && break
