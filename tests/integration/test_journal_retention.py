@@ -3,12 +3,13 @@ queue and recent history kept, and the schema migration that indexes them by age
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, insert, inspect, text, update
 
-from replicator.daemon.pruning import PRUNE_BATCH_ROWS, prune_once
+from replicator.daemon.pruning import PRUNE_BATCH_ROWS, prune_forever, prune_once
 from replicator.domain.jobs import JobKey, JobState
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
@@ -112,6 +113,20 @@ class TestPrune:
         age_events(journal_url, OLD - timedelta(days=3650))
         assert await prune_once(journal, 0, NOW) == Pruned(0, 0)
         assert len(await journal.events()) == 1
+
+
+async def test_prune_forever_prunes_at_once_and_stops(journal: Journal, journal_url: str) -> None:
+    """The daemon's loop prunes as soon as it starts, reading the retention it is given, and
+    returns once told to stop (it would otherwise wait PRUNE_INTERVAL_SECONDS)."""
+    await record(journal, b"old")
+    age_events(journal_url, OLD)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(prune_forever(journal, lambda: RETENTION_DAYS, stop))
+    async with asyncio.timeout(10):
+        while await journal.events():
+            await asyncio.sleep(0.05)
+        stop.set()
+        await loop
 
 
 async def test_version_2_journal_is_migrated(journal_url: str) -> None:
