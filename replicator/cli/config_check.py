@@ -26,6 +26,7 @@ from replicator.domain.policy import (
     repository_arn,
 )
 from replicator.domain.rules import Filter, FilterType, Rule
+from replicator.registry.http.proxy import DIRECT, parse_proxy_url
 
 EXIT_OK = 0
 # The name put after a prefix, or in place of `*`, to make a representative repository name.
@@ -214,6 +215,12 @@ def as_text(config: Config, rules: list[RuleSummary]) -> list[str]:
         if registry.policy is not None:
             extra.append("policy")
         extra.append(f"credentials: {describe_credentials(registry)[0]}")
+        if registry.repositories is not None:
+            extra.append(f"repositories: {len(registry.repositories)} named, catalog not read")
+        if registry.proxy is not None:
+            # host:port only: a proxy URL may carry credentials.
+            shown = "none" if registry.proxy == DIRECT else str(parse_proxy_url(registry.proxy))
+            extra.append(f"proxy: {shown}")
         lines.append(
             f"  {registry.name:<{name_width}}  {registry.account}  {registry.region:<14}  "
             f"{registry.url:<{url_width}}  {', '.join(extra)}".rstrip()

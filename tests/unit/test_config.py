@@ -394,3 +394,16 @@ class TestRegistryReach:
             load_config(_write(tmp_path, MINIMAL + 'repositories = ["team/../x"]\n'))
         assert "team/../x" in str(caught.value)
         assert (caught.value.field or "").startswith("registries.use1.repositories")
+
+    def test_config_check_shows_proxy_and_named_repositories(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`config check` says which registries go through which proxy (host:port, never the
+        proxy's password) and which are scanned from a named list instead of the catalog."""
+        extra = 'proxy = "http://u:s3cret@proxy.corp:3128"\nrepositories = ["team/a"]\n'
+        path = _write(tmp_path, MINIMAL + extra)
+        assert main(["config", "check", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "proxy: proxy.corp:3128" in out
+        assert "repositories: 1 named, catalog not read" in out
+        assert "s3cret" not in out
