@@ -21,6 +21,9 @@ import structlog
 # caller passed by mistake (`registry_password`, `client_secret`, `bearer_token`, ...).
 SECRET_KEY_PARTS = ("password", "secret", "token", "authorization", "credential")
 REDACTED = "[redacted]"
+# Libraries that log every request at INFO (httpx: "HTTP Request: GET <url>", for each token
+# fetch) or every socket event at DEBUG (httpcore): shown from WARNING on only.
+CHATTY_LIBRARIES = ("httpx", "httpcore")
 # The handler this module installs on the root logger, recognised so a second configure()
 # replaces it rather than adding another (tests and the CLI may configure more than once).
 _HANDLER_NAME = "replicator"
@@ -104,6 +107,8 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(number)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(number, logging.WARNING))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -39,7 +39,7 @@ async def list_referrers(
     except ManifestError as exc:
         # An invalid descriptor (a digest that is no digest, say) makes the whole answer
         # untrusted: none of its referrers is copied, and the operator is told.
-        log.warning("referrers_invalid", registry=client.host, repository=repository,
+        log.warning("referrers_invalid", host=client.host, repository=repository,
                     subject=digest, error=str(exc)[:200])  # fmt: skip
         return []
     return list(index.children)

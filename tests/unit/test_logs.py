@@ -97,6 +97,14 @@ class TestOnePipeline:
         lines = capsys.readouterr().err.splitlines()
         assert [json.loads(line)["event"] for line in lines] == ["loud arg"]
 
+    def test_chatty_libraries_stay_quiet(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """httpx's per-request INFO line (token fetches) is not logged, even at debug."""
+        logs.configure(level="debug", json=True)
+        logging.getLogger("httpx").info("HTTP Request: GET https://auth.example/token")
+        logging.getLogger("httpx").warning("kept")
+        lines = capsys.readouterr().err.splitlines()
+        assert [json.loads(line)["event"] for line in lines] == ["kept"]
+
     def test_configure_twice_keeps_one_handler(self, capsys: pytest.CaptureFixture[str]) -> None:
         """Configuring again replaces the root handler: a record is written once, not twice."""
         logs.configure(level="info", json=True)
