@@ -246,9 +246,10 @@ def after_death(
 
 def death_reason(deaths_in_a_row: int) -> str:
     """The failure reason of a job set aside for the process deaths it was in flight at."""
+    times = "once" if deaths_in_a_row == 1 else f"{deaths_in_a_row} times in a row"
     return (
-        f"the process died {deaths_in_a_row} times in a row while this job was in flight "
-        "(see the log for why); retry it once the cause is fixed"
+        f"the process died {times} while this job was in flight (see the log for why); "
+        "retry it once the cause is fixed"
     )
 
 

@@ -288,9 +288,10 @@ def resume(
     *,
     dead: Collection[str] = (),
     spare: Collection[str] = (),
-) -> int:
+) -> tuple[int, list[int]]:
     """Jobs left IN_PROGRESS by a stopped process: PENDING again, or FAILED PROCESS_DIED when
-    in flight at `max_deaths` process deaths in a row (see domain.jobs.after_death); how many.
+    in flight at `max_deaths` process deaths in a row (see domain.jobs.after_death); how many,
+    and the ids of those set aside.
 
     Taken: every IN_PROGRESS job (`started_before` None) or those claimed before it, and those
     whose claimer is in `dead`; never those of a claimer in `spare` (known to be running).
@@ -310,10 +311,11 @@ def resume(
     previous = int(queries.execute(session, queries.DEATHS_FOR_UPDATE).scalar_one())
     orphans = queries.execute(session, queries.orphans_statement(scope)).all()
     if not orphans:
-        return 0
+        return 0, []
     death = previous + 1
     queries.execute(session, queries.SET_DEATHS, {"value": str(death)})
-    changed = 0
+    changed: list[int] = []
+    set_aside: list[int] = []
     for orphan in orphans:
         decision = after_death(
             deaths_in_a_row=orphan.deaths,
@@ -339,8 +341,11 @@ def resume(
                 "finished_at": now,
             }
         # A job another process moved meanwhile (a peer's sweep) is left to it.
-        changed += _guarded_update(session, orphan.id, JobState.IN_PROGRESS, values)
-    return changed
+        if _guarded_update(session, orphan.id, JobState.IN_PROGRESS, values):
+            changed.append(orphan.id)
+            if decision.event is JobEvent.FAIL_PERMANENT:
+                set_aside.append(orphan.id)
+    return len(changed), set_aside
 
 
 def retry(

@@ -284,13 +284,24 @@ class Journal:
         """
         now = to_db_time(utcnow())
         before = to_db_time(started_before) if started_before else None
-        count = await self._run(
-            lambda session: job_rows.resume(
+
+        def work(session: Session) -> tuple[int, list[JobRow]]:
+            count, set_aside = job_rows.resume(
                 session, now, before, max_deaths, dead=dead, spare=spare
             )
-        )
+            if not set_aside:
+                return count, []
+            return count, queries.rows(session, queries.ROWS_BY_IDS.params(ids=set_aside))
+
+        count, set_aside = await self._run(work)
         if count:
-            log.info("jobs_resumed", count=count)
+            log.info("jobs_resumed", count=count, set_aside=len(set_aside))
+        for row in set_aside:
+            log.warning(
+                "job_set_aside", job=row.id, source=row.source, destination=row.destination,
+                repository=row.repository, digest=row.digest, tag=row.tag,
+                code=row.failure_code, reason=row.failure_reason,
+            )  # fmt: skip
         return count
 
     async def in_progress_claimers(self) -> list[str | None]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
+from structlog.testing import capture_logs
 
 from replicator.domain.jobs import TEMPORARY_FAILURES, FailureCode, JobKey, JobState
 from replicator.journal import Journal
@@ -78,6 +79,23 @@ class TestDeaths:
         assert await journal.resume_interrupted(max_deaths=2) == 1
         [row] = await journal.jobs()
         assert (row.state, row.failure_code) == (JobState.FAILED, FailureCode.PROCESS_DIED)
+
+
+async def test_a_job_set_aside_is_logged_with_its_reason(journal: Journal) -> None:
+    """A job set aside for the deaths it was in flight at is logged (job_set_aside, a
+    warning) with its image, destination, code and reason, for an operator to act on."""
+    await journal.add_jobs([key("a")])
+    await claim(journal, "a")
+    with capture_logs() as logs:
+        assert await journal.resume_interrupted(max_deaths=1) == 1
+    [logged] = [line for line in logs if line["event"] == "job_set_aside"]
+    assert logged["log_level"] == "warning"
+    assert (logged["tag"], logged["destination"], logged["code"]) == (
+        "a",
+        "usw2",
+        FailureCode.PROCESS_DIED,
+    )
+    assert "the process died once while this job was in flight" in logged["reason"]
 
 
 async def test_retry_by_code_takes_only_temporary_failures(journal: Journal) -> None:
