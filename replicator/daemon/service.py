@@ -28,10 +28,10 @@ from replicator.daemon.tag_pushes import resolve_tag_push
 from replicator.domain import jobs as job_rules
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
+from replicator.engine.journal_retry import persist
 from replicator.engine.runner import JobEnd, JobObserver, JobRunner
 from replicator.errors import BusError, JournalError, ReplicatorError
 from replicator.journal.claimers import open_journal, resume_orphans
-from replicator.journal.persist import persist
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool

@@ -26,8 +26,8 @@ from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.job import job_endpoints, run_job
+from replicator.engine.journal_retry import persist
 from replicator.errors import JournalError, ReplicatorError
-from replicator.journal.persist import persist
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
 

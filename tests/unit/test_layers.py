@@ -7,6 +7,8 @@ a dependency a reader has to hold in mind even where Python resolves it late.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +197,21 @@ def test_every_folder_has_a_rank() -> None:
         if _layer(module) not in RANKS and _layer(module) not in ALLOWED_TOP_LEVEL
     }
     assert unranked == set()
+
+
+def test_a_backfill_scan_loads_no_database_library() -> None:
+    """The engine and a backfill's run import the journal only to type it or once they open it:
+    a no-op pass never loads SQLAlchemy (a third of its time)."""
+    probe = (
+        "import sys, replicator.cli.backfill, replicator.scan.backfill_run, "
+        "replicator.engine.runner; print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('sqlalchemy', 'sqlmodel')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PACKAGE.parent,
+    )
+    assert done.stdout.strip() == "[]"
