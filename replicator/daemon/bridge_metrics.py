@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
+
+from replicator.daemon.prometheus import new_registry
 
 # Publishing waits for the broker's PUBACK: about a millisecond on loopback, tens on a LAN;
 # anything near the HTTP handler timeout (30 s) is a broker in trouble.
@@ -30,7 +32,8 @@ class BridgeMetrics:
     """replicator_bridge_*: requests, publish latency, broker connection."""
 
     def __init__(self, broker_connected: Callable[[], bool]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        # process_* and python_* as on the daemon's; no *_created series.
+        self.registry = new_registry()
         self.requests = Counter(
             "replicator_bridge_requests_total",
             "Webhook requests by source, body format and outcome",

@@ -12,18 +12,9 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
+from replicator.daemon.prometheus import new_registry
 from replicator.domain.jobs import JobState
 from replicator.engine.runner import JobEnd
 from replicator.registry.retry import set_retry_hook
@@ -57,16 +48,8 @@ class Metrics:
     """Counters, gauges and histograms, rendered by `/metrics`."""
 
     def __init__(self) -> None:
-        # No `*_created` series: in the text format each is a gauge family of its own beside
-        # every counter and histogram, doubling the series for nothing Prometheus uses.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = new_registry()
         r = self.registry
-        # process_* (CPU, memory, open files) and python_* (version, GC): the default
-        # registry's collectors, registered here since this registry is our own.
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
         self.events = Counter(
             "replicator_events_total",
             "Bus messages by outcome and reject reason",

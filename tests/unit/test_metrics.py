@@ -237,3 +237,23 @@ class TestJournalGauges:
         ]
         (age,) = by_name["replicator_oldest_unreplicated_push_age_seconds"].samples
         assert age.value >= 300
+
+
+class TestBridgeExposition:
+    def test_bridge_has_the_standard_collectors(self) -> None:
+        """The bridge's /metrics has process_* and python_* too, no *_created series, and its
+        own families named by the guide."""
+        from replicator.daemon.bridge_metrics import BridgeMetrics, Outcome
+
+        metrics = BridgeMetrics(lambda: True)
+        metrics.count("use1", "distribution", Outcome.PUBLISHED)
+        text = metrics.render().decode()
+        names = {f.name for f in text_string_to_metric_families(text)}
+        assert {"process_cpu_seconds", "python_info"} <= names
+        assert not [n for n in names if n.endswith("_created")]
+        own = {n for n in names if n.startswith("replicator_")}
+        assert own == {
+            "replicator_bridge_requests",
+            "replicator_bridge_publish_duration_seconds",
+            "replicator_bridge_broker_connected",
+        }
