@@ -40,6 +40,11 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Targets of issue 5, printed beside the measured figures.
 TARGETS = {"cold loopback": 1.3, "cold latency": 4.0, "no-op latency": 10.0}
 TARGET_SCAN_SECONDS = 30.0
+# Issue 16: the no-op scan within this factor of the registries' own floor, same run.
+TARGET_SCAN_FLOOR_RATIO = 1.15
+SCAN_FLOOR_TOOL = "registry floor"
+# Rounds of the scan-only pass and its floor, interleaved (each a few seconds at 2,000 x 5).
+SCAN_ROUNDS = 3
 # Tags per repository of the large catalog (the issue's 2,000 x 5).
 SCAN_TAGS = 5
 # Requests in flight while seeding the large catalog: keeps the registry busy on 2 cores.
@@ -196,28 +201,61 @@ async def seed_catalog(registries: list[Registry], repositories: int) -> dict[st
     return expected
 
 
-def scan_only(repositories: int, workdir: Path) -> Row:
-    """The no-op pass over a large catalog already replicated, on loopback."""
+def scan_only(repositories: int, workdir: Path, rounds: int) -> list[Row]:
+    """The no-op pass over a large catalog already replicated, on loopback, and the registries'
+    own floor for it (bench/scan_floor.py: a plain client sending the same requests), `rounds`
+    times interleaved."""
     source, destination = Registry(), Registry()
+    scenario = f"scan-only {repositories}x{SCAN_TAGS}"
     try:
         started = time.monotonic()
         print(f"[scan-only] seeding {repositories} x {SCAN_TAGS} tiny images ...", flush=True)
         expected = asyncio.run(seed_catalog([source, destination], repositories))
         print(f"[scan-only] seeded ({time.monotonic() - started:.1f}s)", flush=True)
         config = write_config(workdir, "scan", source.url, destination.url, "scan")
-        print("[scan-only] replicator backfill (no-op pass) ...", flush=True)
-        result = backfill(config)
-        summary = result.summary()
-        problems = []
-        if summary.get("up_to_date") != len(expected) or summary.get("jobs") != 0:
-            problems.append(
-                f"expected {len(expected)} up to date and 0 jobs, got "
-                f"{summary.get('up_to_date')} and {summary.get('jobs')}"
-            )
-        return row(f"scan-only {repositories}x{SCAN_TAGS}", result, problems)
+        rows = []
+
+        def ours() -> Row:
+            print("[scan-only] replicator backfill (no-op pass) ...", flush=True)
+            result = backfill(config)
+            summary = result.summary()
+            problems = []
+            if summary.get("up_to_date") != len(expected) or summary.get("jobs") != 0:
+                problems.append(
+                    f"expected {len(expected)} up to date and 0 jobs, got "
+                    f"{summary.get('up_to_date')} and {summary.get('jobs')}"
+                )
+            return row(scenario, result, problems)
+
+        def floor() -> Row:
+            print("[scan-only] registry floor (plain client, same requests) ...", flush=True)
+            command = [sys.executable, "-m", "bench.scan_floor", source.url, destination.url]
+            result = timed_run(SCAN_FLOOR_TOOL, [*command, "scan/"])
+            equal = result.summary().get("equal")
+            problems = [] if equal == len(expected) else [f"{equal} of {len(expected)} equal"]
+            return row(scenario, result, problems)
+
+        for number in range(rounds):
+            rows += [run() for run in ((ours, floor) if number % 2 == 0 else (floor, ours))]
+        return rows
     finally:
         source.cleanup()
         destination.cleanup()
+
+
+def scan_ratio(rows: list[Row]) -> dict[str, float | None]:
+    """The no-op scan's median seconds, the floor's, and their ratio (None when a run failed)."""
+    scan = [r for r in rows if r.scenario.startswith("scan-only")]
+    ours = [r.seconds for r in scan if r.tool == "replicator backfill"]
+    floor = [r.seconds for r in scan if r.tool == SCAN_FLOOR_TOOL]
+    if not ours or not floor or not all(r.verified for r in scan):
+        return {"scan_seconds": None, "floor_seconds": None, "scan_over_floor": None}
+    median_ours, median_floor = statistics.median(ours), statistics.median(floor)
+    return {
+        "scan_seconds": median_ours,
+        "floor_seconds": median_floor,
+        "scan_over_floor": round(median_ours / median_floor, 2),
+    }
 
 
 def ratios(rows: list[Row]) -> dict[str, float | None]:
@@ -250,9 +288,13 @@ def print_table(rows: list[Row], found: dict[str, float | None]) -> None:
         print(
             f"skopeo/replicator time, {scenario}: {shown} (target >= {TARGETS[scenario]}x{median})"
         )
-    for r in rows:
-        if r.scenario.startswith("scan-only"):
-            print(f"{r.scenario}: {r.seconds:.1f} s (target < {TARGET_SCAN_SECONDS:.0f} s)")
+    scan = scan_ratio(rows)
+    if scan["scan_over_floor"] is not None:
+        print(
+            f"scan-only no-op: {scan['scan_seconds']:.1f} s (median; target < "
+            f"{TARGET_SCAN_SECONDS:.0f} s), registry floor {scan['floor_seconds']:.1f} s: "
+            f"{scan['scan_over_floor']:.2f}x the floor (target <= {TARGET_SCAN_FLOOR_RATIO}x)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repositories", type=int, default=None, help="scan-only catalog size (default 2000)"
     )
+    parser.add_argument("--scan-rounds", type=int, default=SCAN_ROUNDS)
+    parser.add_argument(
+        "--scenarios", default="cold,scan", help="comma-separated: cold (a-c), scan (d)"
+    )
     args = parser.parse_args(argv)
     compile_project()
     shape = QUICK if args.quick else FULL
@@ -273,15 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="replicator-backfill-bench-"))
     source = None
     try:
-        corpus = build_corpus(shape, workdir)
-        source = Registry()
-        push_corpus(corpus, source.host)
-        print(
-            f"corpus: {len(corpus.images)} images, {corpus.unique_bytes / 1e6:.0f} MB", flush=True
-        )
-        rows = compare(corpus, source, 0.0, workdir, rounds=args.rounds)
-        rows += compare(corpus, source, args.delay_ms / 1000, workdir)
-        rows.append(scan_only(repositories, workdir))
+        scenarios = set(args.scenarios.split(","))
+        rows: list[Row] = []
+        if "cold" in scenarios:
+            corpus = build_corpus(shape, workdir)
+            source = Registry()
+            push_corpus(corpus, source.host)
+            print(
+                f"corpus: {len(corpus.images)} images, {corpus.unique_bytes / 1e6:.0f} MB",
+                flush=True,
+            )
+            rows += compare(corpus, source, 0.0, workdir, rounds=args.rounds)
+            rows += compare(corpus, source, args.delay_ms / 1000, workdir)
+        if "scan" in scenarios:
+            rows += scan_only(repositories, workdir, args.scan_rounds)
         found = ratios(rows)
         print_table(rows, found)
         RESULTS_DIR.mkdir(exist_ok=True)
@@ -290,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "delay_ms": args.delay_ms, "corpus": asdict(shape),
             "scan_repositories": repositories, "scan_tags": SCAN_TAGS,
             "rows": [asdict(r) for r in rows], "ratios_skopeo_over_replicator": found,
+            "scan": scan_ratio(rows),
         }, indent=2))  # fmt: skip
         print(f"results: {output}")
         return 0 if all(r.verified for r in rows) else 1
