@@ -48,6 +48,7 @@ from sqlalchemy import text
 
 from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 from replicator.journal import Journal
+from replicator.journal.events import ReceivedEvent
 from replicator.journal.models import EventOutcome
 from replicator.journal.schema import create_journal_engine
 
@@ -148,13 +149,15 @@ async def _record(url: str, pushes: int) -> float:
         started = time.monotonic()
         for number in range(pushes):
             await journal.record_event(
-                source=SOURCE,
-                topic="registry/use1/events",
-                payload=f"push {number}".encode(),
-                outcome=EventOutcome.ACCEPTED,
-                reason="",
-                job_keys=_keys(number),
-                pushed_at=_now(),
+                ReceivedEvent(
+                    source=SOURCE,
+                    topic="registry/use1/events",
+                    payload=f"push {number}".encode(),
+                    outcome=EventOutcome.ACCEPTED,
+                    reason="",
+                    job_keys=_keys(number),
+                    pushed_at=_now(),
+                )
             )
         return time.monotonic() - started
 
