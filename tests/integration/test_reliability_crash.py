@@ -210,7 +210,9 @@ def test_kill_9_loop_with_faults_fails_no_good_job(
         assert_nothing_lost(stack, images)
     finally:
         stack.stop()
-    assert sum(1 for count in in_flight_at_kill if count) > FAULTY_KILLS // 2
+    # Enough kills landed mid-copy for deaths counted as attempts to fail jobs (a loaded
+    # machine starts the daemon slowly, so fewer kills find jobs in flight).
+    assert sum(1 for count in in_flight_at_kill if count) >= FAULTY_MAX_ATTEMPTS
     record_figures(
         "crash_loop_with_faults",
         {
