@@ -13,7 +13,6 @@ from replicator.cli import repository_list
 from replicator.cli.copy_options import SIDES, add_registry_options, resolve, tls_of
 from replicator.cli.documents import document, print_json
 from replicator.cli.progress import Progress, drawn
-from replicator.config.model import DEFAULT_CONCURRENCY
 from replicator.domain.refs import (
     Reference,
     is_loopback_host,
@@ -24,6 +23,7 @@ from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
 from replicator.engine.gather import for_each_repository
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
+from replicator.registry.blobs import DEFAULT_CONCURRENCY
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 from replicator.registry.ping import insecure_scheme
 from replicator.registry.pool import ClientPool, RegistrySettings

@@ -34,7 +34,7 @@ from replicator.domain.rules import (
 )
 from replicator.domain.webhooks import WebhookFormat
 from replicator.errors import InvalidReferenceError
-from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD
+from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD, DEFAULT_CONCURRENCY
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 from replicator.registry.ecr import ecr_location
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
@@ -51,9 +51,6 @@ DEFAULT_RETENTION_DAYS = 30.0
 # process still stops a crash loop after a few minutes of restarts.
 DEFAULT_MAX_DEATHS = 20
 MIB = 1024 * 1024
-# Blob transfers in flight across all copies of the process ([workers] concurrency, and
-# `copy --concurrency`): enough to keep a few registries' request slots busy.
-DEFAULT_CONCURRENCY = 16
 # Below 5 MiB, S3-backed registries refuse non-final chunks (S3's multipart minimum).
 MIN_CHUNK_THRESHOLD = 5 * MIB
 # A job claimed longer ago than this by a process of another host is taken for an orphan of a

@@ -13,7 +13,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from replicator.config.model import DEFAULT_CONCURRENCY
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import ManifestKind
 from replicator.domain.plan import (
@@ -37,6 +36,7 @@ from replicator.engine.tag_guard import overtaken, recheck
 from replicator.errors import ManifestError, NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
+from replicator.registry.blobs import DEFAULT_CONCURRENCY
 from replicator.registry.client import RegistryClient, push_scope
 from replicator.registry.retry import retried
 

@@ -21,6 +21,9 @@ from replicator.registry.client import RegistryClient, pull_scope, push_scope
 # the request-body caps of the proxies in front of registries (nginx's client_max_body_size,
 # 100 MB at some CDNs). [workers] chunk_threshold overrides it.
 DEFAULT_CHUNK_THRESHOLD = 64 * 1024 * 1024
+# Blob transfers in flight across all copies of the process ([workers] concurrency, and
+# `copy --concurrency`): enough to keep a few registries' request slots busy.
+DEFAULT_CONCURRENCY = 16
 # Size of each PATCH chunk above the threshold; large enough that request overhead is negligible.
 DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024
 
