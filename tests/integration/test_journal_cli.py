@@ -322,6 +322,27 @@ class TestStatusDocument:
             }
         ]
 
+    @pytest.mark.parametrize(
+        ("older", "newer", "shown"),
+        [
+            (JobState.FAILED, JobState.COMPLETE, "COMPLETE"),
+            (JobState.COMPLETE, JobState.FAILED, "FAILED"),
+            (JobState.COMPLETE, JobState.PENDING, "IN_PROGRESS"),
+        ],
+        ids=["pushed-again-after-a-failure", "rollback-failed", "rollback-in-progress"],
+    )
+    def test_newest_event_speaks_for_an_image(
+        self, older: JobState, newer: JobState, shown: str
+    ) -> None:
+        """Two events' jobs of one image at one destination show the newer job's status: an
+        old failure does not hide a later success, nor an old success a later failure."""
+        rows = [
+            _row("usw2", "v1", older, id=1, origin="e1", failure_code="NOT_FOUND"),
+            _row("usw2", "v1", newer, id=2, origin="e3", failure_code="NOT_FOUND"),
+        ]
+        [entry] = status_document("app", rows, {})["replicationStatuses"]
+        assert entry["status"] == shown
+
     def test_unfinished_states_are_in_progress(self) -> None:
         """PENDING and RETRY_WAIT show as IN_PROGRESS; one tag shows as imageTag."""
         rows = [_row("a", "v1", JobState.PENDING), _row("b", "v1", JobState.RETRY_WAIT)]
