@@ -4,6 +4,8 @@ whose webhooks reach the daemon through the bridge and mosquitto; destinations a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -255,6 +257,33 @@ class TestOutOfOrder:
             assert served(stack, destination, "prod/race", "v1") == b.digest
             assert manifest_digest(stack.registries[destination].url, "prod/race", a.digest)
         assert stack.daemon.events("job_superseded")
+
+
+class TestRedelivery:
+    """The same event delivered again is no new work, in the same bytes or in other ones."""
+
+    def test_redelivered_event_is_one_job_per_destination(
+        self, manual: Manual, layout: OCILayout
+    ) -> None:
+        """One push event published three times, once re-serialised (other bytes, the same
+        event id), makes one job per destination."""
+        stack = manual.stack
+        image = build(layout, "redelivered", seed=34)
+        push(stack, layout, "redelivered", "prod/redelivered:v1")
+        payload = envelope("prod/redelivered", image.digest, tag="v1")
+        reserialised = json.dumps(json.loads(payload), indent=2).encode()
+        for message in (payload, reserialised, payload):
+            publish(stack.broker.port, EVENTS_TOPIC, message)
+        fingerprints = {hashlib.sha256(m).hexdigest() for m in (payload, reserialised)}
+        reader = JournalReader(stack.settings.journal_url)
+        wait_for(
+            lambda: len([e for e in reader.events() if e.payload_sha256 in fingerprints]) == 3,
+            timeout=REPLICATED_WITHIN_SECONDS,
+            what="three messages recorded",
+        )
+        rows = wait_jobs_finished(stack, "prod/redelivered", len(DESTINATIONS))
+        assert len(rows) == len(DESTINATIONS)
+        assert {r.state for r in rows} == {JobState.COMPLETE}
 
 
 class TestDeletes:
