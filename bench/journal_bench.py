@@ -278,7 +278,7 @@ async def _latencies(url: str, finished: int) -> dict[str, Any]:
             assert len(found) == 2, found
 
         async def claim(number: int) -> None:
-            await journal.add_jobs(_keys(10_000_000 + number)[:1])
+            await journal.add_jobs(_keys(10_000_000 + finished + number)[:1])
             jobs = await journal.claim_due(CLAIM_BATCH, _now())
             assert len(jobs) == 1, jobs
             assert jobs[0].id is not None
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument(
-        "--claimers", type=lambda v: [int(n) for n in v.split(",")], default=[1, 4, 16]
+        "--claimers", type=lambda v: [int(n) for n in v.split(",") if n], default=[1, 4, 16]
     )
     parser.add_argument(
         "--finished", type=lambda v: [int(n) for n in v.split(",")], default=[10_000, 1_000_000]

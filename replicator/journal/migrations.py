@@ -80,10 +80,21 @@ def _count_deaths(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE jobs ADD COLUMN last_death INTEGER"))
 
 
+def _fleet_indexes(connection: Connection) -> None:
+    """5 -> 6: jobs by repository and tag (`status` of a tag read every job of the repository)
+    and by state and destination (the metrics' counts, every second under load, read the
+    whole table instead of an index)."""
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_tag ON jobs (repository, tag)"))
+    connection.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_jobs_state_destination ON jobs (state, destination)")
+    )
+
+
 # The step from each older version to the next.
 MIGRATIONS: dict[int, Migration] = {
     1: _add_claimed_by,
     2: _retention_indexes,
     3: _jobs_by_event,
     4: _count_deaths,
+    5: _fleet_indexes,
 }

@@ -23,7 +23,9 @@ from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 # 4: jobs.origin, the event a job is of, part of its unique key (a rollback is new work).
 # 5: jobs.deaths and jobs.last_death, the process deaths a job was in flight at (in a row), and
 #    the meta row numbering deaths.
-SCHEMA_VERSION = 5
+# 6: indexes for a fleet's table of finished jobs (bench/journal_bench.py): jobs by repository
+#    and tag (`status` of a tag), and by state and destination (the metrics' counts).
+SCHEMA_VERSION = 6
 # The meta row numbering the process deaths found with jobs in flight (see jobs.resume).
 DEATHS_KEY = "process_deaths"
 # Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
@@ -88,6 +90,8 @@ class JobRecord(SQLModel, table=True):
         Index("ix_jobs_due", "state", "next_attempt_at"),
         Index("ix_jobs_image", "repository", "digest"),
         Index("ix_jobs_finished", "finished_at"),
+        Index("ix_jobs_tag", "repository", "tag"),
+        Index("ix_jobs_state_destination", "state", "destination"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -631,7 +631,7 @@ class TestSchema:
         """A journal of schema version 1 (no jobs.claimed_by), 2 (no retention indexes), 3
         (a job per image and destination, not per event) or 4 (no death counts) is migrated on
         open: its jobs are kept as jobs of no event, claims record their process, a new push of
-        a COMPLETE image is new work, and the version reads 5."""
+        a COMPLETE image is new work, and the version reads 6."""
         write_old_journal(
             journal_url,
             version,
@@ -664,7 +664,7 @@ class TestSchema:
                 text("SELECT value FROM meta WHERE key = 'schema_version'")
             ).scalar_one()
         engine.dispose()
-        assert found == str(SCHEMA_VERSION) == "5"
+        assert found == str(SCHEMA_VERSION) == "6"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""
