@@ -303,7 +303,7 @@ def measure_burst(stack: Stack, layout: OCILayout, count: int) -> BurstFigures:
     complete = 0.0
     while time.monotonic() < deadline:
         text = stack.daemon.metrics()
-        complete = metric_value(text, "replicator_jobs", state="COMPLETE")
+        complete = metric_value(text, "replicator_jobs", state="complete")
         if complete >= jobs:
             break
         time.sleep(0.1)
