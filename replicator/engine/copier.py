@@ -33,7 +33,8 @@ from replicator.engine.gather import gather_all, task_group
 from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
 from replicator.engine.tag_guard import overtaken, recheck
-from replicator.errors import ManifestError, NotFoundError, ReplicatorError
+from replicator.engine.tree import gather_tree
+from replicator.errors import NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
@@ -44,14 +45,6 @@ log = get_logger(__name__)
 __all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats", "Endpoint"]
 P = ParamSpec("P")
 T = TypeVar("T")
-
-# An index nests at most this deep (an index of indexes is legal, deeper is not seen in practice);
-# the bound also stops a cyclic reference from recursing forever.
-MAX_TREE_DEPTH = 4
-# An index tree's manifests are held together while it is copied: each is capped (8 MiB) and an
-# index lists at most 4096 children, which alone would allow 32 GiB. A 50-platform image with
-# attestations is well under 1 MiB of manifests; 64 MiB is far above any real tree.
-MAX_TREE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,37 +240,8 @@ class Copier:
     # -- facts --------------------------------------------------------------------------------
 
     async def _gather_tree(self, src: Endpoint, root: Manifest) -> dict[str, Manifest]:
-        """Every descendant manifest of an index, fetched concurrently, depth-bounded and
-        bounded in total bytes (MAX_TREE_BYTES): by the sizes the index declares before a
-        level is fetched, and by the bytes actually read as each manifest arrives."""
-        found: dict[str, Manifest] = {}
-        level = [root]
-        held = [len(root.raw)]
-
-        def check(total: int) -> None:
-            if total > MAX_TREE_BYTES:
-                raise ManifestError(
-                    f"{src}@{root.digest}: the index tree holds more than the {MAX_TREE_BYTES} "
-                    "bytes of manifests allowed"
-                )
-
-        async def fetch(digest: str) -> Manifest:
-            manifest = await retried(self._reads.manifest, src.client, src.repository, digest)
-            held[0] += len(manifest.raw)
-            check(held[0])
-            return manifest
-
-        for _depth in range(MAX_TREE_DEPTH):
-            sizes = {c.digest: c.size for m in level for c in m.children if c.digest not in found}
-            sizes.pop(root.digest, None)
-            if not sizes:
-                return found
-            check(held[0] + sum(sizes.values()))
-            fetched = await gather_all(fetch(d) for d in sorted(sizes))
-            for manifest in fetched:
-                found[manifest.digest] = manifest
-            level = fetched
-        raise ManifestError(f"{src}@{root.digest}: index nests deeper than {MAX_TREE_DEPTH}")
+        """Every descendant manifest of an index (engine/tree.py bounds the walk)."""
+        return await gather_tree(self._reads, src.client, src.repository, root, where=str(src))
 
     async def _plan(
         self, root: Manifest, children: dict[str, Manifest], dst: Endpoint, tag: str | None

@@ -19,8 +19,8 @@ from replicator.domain.manifests import Manifest
 from replicator.domain.media import is_foreign_layer
 from replicator.domain.routing import Site, admit_replication
 from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
-from replicator.engine.copier import MAX_TREE_DEPTH
 from replicator.engine.gather import Once, for_each_repository, gather_all
+from replicator.engine.tree import MAX_TREE_DEPTH
 from replicator.errors import NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, tags

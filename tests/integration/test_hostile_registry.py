@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from replicator.domain.manifests import MAX_CHILDREN, MAX_MANIFEST_BYTES
-from replicator.engine.copier import MAX_TREE_BYTES, MAX_TREE_DEPTH
+from replicator.engine.tree import MAX_TREE_BYTES, MAX_TREE_DEPTH
+from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, SMALL_REQUESTS_PER_SLOT
 from tests.support.copy_cli import PROJECT_ROOT
 from tests.support.registry_server import Registry
 
@@ -56,11 +57,11 @@ def document(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def index_of(*children: str, media_type: str = OCI_INDEX) -> bytes:
-    """An OCI index listing `children` (digests) as manifests of `media_type`."""
+def index_of(*children: str, media_type: str = OCI_INDEX, size: int = 100) -> bytes:
+    """An OCI index listing `children` (digests) as manifests of `media_type` and `size`."""
     return document({
         "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": media_type, "digest": d, "size": 100} for d in children],
+        "manifests": [{"mediaType": media_type, "digest": d, "size": size} for d in children],
     })  # fmt: skip
 
 
@@ -296,7 +297,7 @@ class TestHostileIndexes:
         fake_registry.manifests[digest(body)] = Served(body=body, media_type=OCI_MANIFEST)
         child_type = OCI_MANIFEST
         for _ in range(MAX_TREE_DEPTH + 2):
-            body = index_of(digest(body), media_type=child_type)
+            body = index_of(digest(body), media_type=child_type, size=len(body))
             fake_registry.manifests[digest(body)] = Served(body=body)
             child_type = OCI_INDEX
         fake_registry.manifests["v1"] = Served(body=body)
@@ -321,8 +322,9 @@ class TestHeavyTree:
         self, fake_registry: FakeRegistry, dst_registry: Registry, honest_sizes: bool
     ) -> None:
         """An index of children of 4 MiB each, four times MAX_TREE_BYTES in all, fails
-        INVALID_MANIFEST naming the cap: at once when the index declares the sizes, after at
-        most the cap's worth when it understates them; memory stays flat, nothing lands."""
+        INVALID_MANIFEST: naming the cap at once when the index declares the sizes; naming the
+        size its descriptor says at the first child read when it understates them; memory
+        stays flat, nothing lands."""
         children = []
         for n in range(HEAVY_CHILDREN):
             body = IMAGE[:-1] + f',"annotations":{{"n":"{n}"}}}}'.encode()
@@ -339,9 +341,32 @@ class TestHeavyTree:
         )
         run = copy_measured(f"{fake_registry.host}/app:v1", f"{dst_registry.host}/app:v1")
         assert run.exit_code == 1, str(run)
-        assert f"more than the {MAX_TREE_BYTES} bytes" in run.stderr, str(run)
+        expected = f"more than the {MAX_TREE_BYTES} bytes" if honest_sizes else "descriptor says"
+        assert expected in run.stderr, str(run)
         fetched = len(manifest_gets(fake_registry)) - 1
         print(f"HEAVY_TREE fetched {fetched} children, peak RSS {run.peak_rss_kib} KiB")
-        assert fetched * CHILD_BYTES <= 2 * MAX_TREE_BYTES, fetched
-        assert run.peak_rss_kib < PEAK_RSS_LIMIT_KIB + MAX_TREE_BYTES // 1024, str(run)
+        # Declared: none fetched. Understated: the first child read shows the lie (its size
+        # is not its descriptor's); at most what was in flight then was read.
+        in_flight = DEFAULT_MAX_IN_FLIGHT * SMALL_REQUESTS_PER_SLOT
+        assert fetched <= (0 if honest_sizes else in_flight), fetched
+        assert run.peak_rss_kib < PEAK_RSS_LIMIT_KIB, str(run)
+        assert dst_registry.repositories() == []
+
+
+class TestSha512Children:
+    def test_child_named_by_sha512_is_refused(
+        self, fake_registry: FakeRegistry, dst_registry: Registry
+    ) -> None:
+        """An index naming a child by a `sha512:` digest fails INVALID_MANIFEST naming it, at
+        once: registries store manifests by sha256, so the index could not be copied as it is
+        (and the child is never fetched, let alone trusted)."""
+        sha512 = "sha512:" + hashlib.sha512(IMAGE).hexdigest()
+        fake_registry.manifests[sha512] = Served(body=IMAGE, media_type=OCI_MANIFEST)
+        index = Served(body=index_of(sha512, media_type=OCI_MANIFEST, size=len(IMAGE)))
+        fake_registry.manifests.update({"v1": index, digest(index.body): index})
+        run = copy_measured(f"{fake_registry.host}/app:v1", f"{dst_registry.host}/app:v1")
+        assert run.exit_code == 1, str(run)
+        assert "INVALID_MANIFEST" in run.stderr, str(run)
+        assert sha512 in run.stderr, str(run)
+        assert sha512 not in manifest_gets(fake_registry)
         assert dst_registry.repositories() == []
