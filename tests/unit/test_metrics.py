@@ -257,3 +257,20 @@ class TestBridgeExposition:
             "replicator_bridge_publish_duration_seconds",
             "replicator_bridge_broker_connected",
         }
+
+
+@pytest.mark.parametrize(
+    ("took", "pause"),
+    [
+        (0.0, api.JOURNAL_GAUGES_MIN_SECONDS),
+        (0.002, api.JOURNAL_GAUGES_MIN_SECONDS),
+        (0.05, api.JOURNAL_GAUGES_MIN_SECONDS),
+        (0.181, 0.181 / api.JOURNAL_GAUGES_MAX_SHARE - 0.181),
+        (1.8, 1.8 / api.JOURNAL_GAUGES_MAX_SHARE - 1.8),
+    ],
+)
+def test_gauge_readings_take_a_bounded_share_of_the_journal(took: float, pause: float) -> None:
+    """Fast readings of the journal's gauges repeat at most once a second; slow ones (a table of
+    millions of jobs) are spaced so that they take at most JOURNAL_GAUGES_MAX_SHARE of its time."""
+    assert api.gauge_pause(took) == pytest.approx(pause)
+    assert took / (took + api.gauge_pause(took)) <= api.JOURNAL_GAUGES_MAX_SHARE + 1e-9
