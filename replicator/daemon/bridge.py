@@ -32,7 +32,8 @@ from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.http_server import HttpServer, Request, Response, Route
 from replicator.daemon.sd_notify import Notifier
 from replicator.daemon.webhook_auth import SourceAuth, auth_table
-from replicator.domain.events import DISTRIBUTION_EVENTS_MEDIA_TYPES, MAX_PAYLOAD_BYTES
+from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPES
+from replicator.domain.payloads import MAX_PAYLOAD_BYTES
 from replicator.domain.refs import is_loopback_host
 from replicator.domain.topics import topic_for_source
 from replicator.domain.webhooks import WebhookFormat, normalise, recognise

@@ -40,7 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from replicator.daemon.bus_inbox import AckHandle, BusMessage, Inbox
-from replicator.domain.events import MAX_PAYLOAD_BYTES
+from replicator.domain.payloads import MAX_PAYLOAD_BYTES
 from replicator.domain.topics import source_from_topic
 from replicator.errors import BusError
 from replicator.logs import get_logger

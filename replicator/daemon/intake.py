@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from replicator.daemon.metrics import Metrics
-from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush, parse_payload
+from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush
 from replicator.domain.jobs import JobKey
+from replicator.domain.payloads import parse_payload
 from replicator.domain.routing import Routing, Site, by_location, route_delete, route_push
 from replicator.domain.rules import Destination
 from replicator.errors import EventError, JournalError, ReplicatorError

@@ -15,12 +15,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from replicator.domain import webhook_fields as fields
-from replicator.domain.events import (
-    ECR_IMAGE_ACTION,
-    ECR_REPLICATION_ACTION,
-    IgnoreReason,
-    RejectReason,
-)
+from replicator.domain.ecr_events import ECR_IMAGE_ACTION, ECR_REPLICATION_ACTION
+from replicator.domain.events import IgnoreReason, RejectReason
 from replicator.domain.media import is_manifest_type
 from replicator.domain.refs import is_digest
 from replicator.domain.timestamps import format_timestamp

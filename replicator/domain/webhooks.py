@@ -21,15 +21,9 @@ from enum import StrEnum
 from typing import Any
 
 from replicator.domain import webhook_formats as formats
-from replicator.domain.events import (
-    DISTRIBUTION_EVENTS_MEDIA_TYPES,
-    MAX_PAYLOAD_BYTES,
-    Ignored,
-    PushEvent,
-    RejectReason,
-    TagPush,
-    parse_payload,
-)
+from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPES
+from replicator.domain.events import Ignored, PushEvent, RejectReason, TagPush
+from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.domain.webhook_formats import WebhookEvent
 from replicator.errors import EventError
 

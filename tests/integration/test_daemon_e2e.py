@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from replicator.domain.events import MAX_PAYLOAD_BYTES
 from replicator.domain.jobs import JobState
+from replicator.domain.payloads import MAX_PAYLOAD_BYTES
 from replicator.journal import EventOutcome
 from tests.support import skopeo
 from tests.support.daemon import (

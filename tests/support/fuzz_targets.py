@@ -29,8 +29,8 @@ from typing import TypeVar
 
 from replicator.config.loading import load_config
 from replicator.daemon.service import Daemon
-from replicator.domain.events import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.domain.manifests import parse_manifest
+from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.domain.refs import parse_reference
 from replicator.errors import EventError, InvalidReferenceError, ManifestError
 from replicator.journal import EventRow

@@ -10,17 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.domain.events import (
-    MAX_PAYLOAD_BYTES,
-    DeleteEvent,
-    Ignored,
-    IgnoreReason,
-    PushEvent,
-    RejectReason,
-    ReplicationResult,
-    parse_payload,
-    replication_result_event,
-)
+from replicator.domain.ecr_events import ReplicationResult, replication_result_event
+from replicator.domain.events import DeleteEvent, Ignored, IgnoreReason, PushEvent, RejectReason
+from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.errors import EventError
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "events"

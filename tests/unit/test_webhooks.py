@@ -11,13 +11,8 @@ from typing import Any
 
 import pytest
 
-from replicator.domain.events import (
-    MAX_PAYLOAD_BYTES,
-    PushEvent,
-    RejectReason,
-    TagPush,
-    parse_payload,
-)
+from replicator.domain.events import PushEvent, RejectReason, TagPush
+from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.domain.webhooks import WebhookFormat, normalise, recognise
 from replicator.errors import EventError
 
