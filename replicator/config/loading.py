@@ -1,10 +1,11 @@
 """The daemon configuration (ARCHITECTURE.md §4): a versioned TOML file, validated when loaded.
 
 Loading happens in two steps. Pydantic checks the shape of the file (types, formats, unknown
-keys; the models are in `config_model`); then the files it names are read — password files,
-replication configurations and registry policies — and checks spanning the whole file are made
-(every rule destination names a configured registry, no two registries share a location). Every
-problem found is reported at once, each naming the file and the dotted field path.
+keys; the models are in `model`, `registries` and `bridge`); then the files it names are read —
+password files, replication configurations and registry policies — and checks spanning the
+whole file are made (every rule destination names a configured registry, no two registries
+share a location). Every problem found is reported at once, each naming the file and the dotted
+field path.
 """
 
 from __future__ import annotations
@@ -17,23 +18,21 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from replicator.config.bridge import BridgeConfig, BridgeSourceConfig, WebhookAuth
 from replicator.config.model import (
     DEFAULT_JOURNAL_URL,
     DEFAULT_PATH,
     ENV_VAR,
     MIN_CHUNK_THRESHOLD,
     SUPPORTED_VERSION,
-    BridgeConfig,
-    BridgeSourceConfig,
     Config,
     HttpConfig,
     JournalConfig,
     MqttConfig,
     ReconcileConfig,
-    RegistryConfig,
-    WebhookAuth,
     WorkersConfig,
 )
+from replicator.config.registries import RegistryConfig
 from replicator.domain.policy import parse_policy
 from replicator.domain.refs import is_loopback_host
 from replicator.domain.rules import Destination, parse_replication_config
