@@ -17,24 +17,23 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from replicator.domain.jobs import JobKey, JobState
 from replicator.errors import JournalError
 from replicator.journal import events as event_rows
+from replicator.journal import gauges, queries, recording, retention
 from replicator.journal import jobs as job_rows
-from replicator.journal import queries, recording, retention
 from replicator.journal.models import (
     NO_TAG,
     EventOutcome,
     EventRow,
     JobRow,
-    from_db_time,
     to_db_time,
 )
-from replicator.journal.queries import CLAIMABLE, JOBS
+from replicator.journal.queries import JOBS
 from replicator.journal.retention import Pruned
 from replicator.journal.schema import create_journal_engine, prepare, redacted
 from replicator.logs import get_logger
@@ -52,21 +51,6 @@ DEFAULT_LIST_LIMIT = 100
 def utcnow() -> datetime:
     """Now, as an aware UTC datetime."""
     return datetime.now(UTC)
-
-
-# Read by the runner whenever it goes idle, and by the metrics: built once (see jobs.py).
-_NEXT_DUE = select(func.min(JOBS.c.next_attempt_at)).where(JOBS.c.state.in_(CLAIMABLE))
-_BACKLOG = select(func.count()).select_from(JOBS).where(JOBS.c.state.in_(CLAIMABLE))
-_COUNTS = select(JOBS.c.state, JOBS.c.destination, func.count()).group_by(
-    JOBS.c.state, JOBS.c.destination
-)
-# Jobs still to do: waiting, backing off or being copied (not COMPLETE, not FAILED).
-_UNFINISHED = [*CLAIMABLE, JobState.IN_PROGRESS.value]
-_OLDEST_PUSHES = (
-    select(JOBS.c.destination, func.min(JOBS.c.pushed_at))
-    .where(JOBS.c.state.in_(_UNFINISHED), JOBS.c.pushed_at.is_not(None))
-    .group_by(JOBS.c.destination)
-)
 
 
 class Journal:
@@ -383,35 +367,19 @@ class Journal:
 
     async def counts(self) -> dict[tuple[JobState, str], int]:
         """Jobs per (state, destination), for metrics."""
-
-        def work(session: Session) -> dict[tuple[JobState, str], int]:
-            rows = session.connection().execute(_COUNTS).all()
-            return {(JobState(state), destination): count for state, destination, count in rows}
-
-        return await self._run(work)
+        return await self._run(gauges.counts)
 
     async def oldest_unreplicated(self) -> dict[str, datetime]:
         """Per destination, the push time of the oldest job not yet finished (the RPO)."""
-
-        def work(session: Session) -> dict[str, datetime]:
-            rows = session.connection().execute(_OLDEST_PUSHES).all()
-            return {
-                destination: moment
-                for destination, pushed in rows
-                if (moment := from_db_time(pushed)) is not None
-            }
-
-        return await self._run(work)
+        return await self._run(gauges.oldest_unreplicated)
 
     async def backlog(self) -> int:
         """Jobs waiting for a worker: PENDING plus RETRY_WAIT (due or not)."""
-        return await self._run(lambda session: session.connection().execute(_BACKLOG).scalar_one())
+        return await self._run(gauges.backlog)
 
     async def next_due_at(self) -> datetime | None:
         """When the next job becomes claimable (in the past if one already is); None if none."""
-        return await self._run(
-            lambda session: from_db_time(session.connection().execute(_NEXT_DUE).scalar_one())
-        )
+        return await self._run(gauges.next_due_at)
 
     async def events(
         self, outcome: EventOutcome | None = None, limit: int = DEFAULT_LIST_LIMIT

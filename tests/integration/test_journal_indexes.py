@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from replicator.journal.claimers import open_journal
+from replicator.journal.gauges import COUNTS
 from replicator.journal.models import SCHEMA_VERSION
 from replicator.journal.queries import image_statement
-from replicator.journal.store import _COUNTS
 from tests.support.old_journals import job_values, write_old_journal
 
 pytestmark = pytest.mark.integration
@@ -76,6 +76,6 @@ async def test_sqlite_answers_status_and_counts_from_the_indexes(journal_url: st
         positional = tuple(bound[name] for name in compiled.positiontup or ())
         plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional).all()
         assert any("ix_jobs_tag" in str(row) for row in plan), plan
-        counts = connection.execute(text(f"EXPLAIN QUERY PLAN {_COUNTS.compile(engine)}")).all()
+        counts = connection.execute(text(f"EXPLAIN QUERY PLAN {COUNTS.compile(engine)}")).all()
         assert any("COVERING INDEX ix_jobs_state_destination" in str(row) for row in counts), counts
     engine.dispose()
