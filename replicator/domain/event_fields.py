@@ -56,6 +56,14 @@ def valid_digest(value: str) -> str:
         raise EventError(str(exc), reason=RejectReason.INVALID_DIGEST) from exc
 
 
+def valid_tag(value: str) -> str:
+    """`value` if it is a valid tag."""
+    try:
+        return validate_tag(value)
+    except InvalidReferenceError as exc:
+        raise EventError(str(exc), reason=RejectReason.INVALID_TAG) from exc
+
+
 def valid_repository(value: str) -> str:
     """`value` if it is a valid repository name (no `..`, no upper case...)."""
     try:

@@ -1,5 +1,7 @@
-"""Reading the fields of a webhook body: typed, checked with the OCI grammars, each failure an
-EventError naming the field and carrying its RejectReason (replicator.domain.webhook_formats)."""
+"""Reading the fields of a webhook body that a bus event does not have (nested objects, lists,
+GAR's base64, image references); each failure an EventError naming the field and carrying its
+RejectReason. Strings, names and digests are read as the bus parser reads them
+(replicator.domain.event_fields)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ import binascii
 import json
 from typing import Any
 
+from replicator.domain.event_fields import valid_digest, valid_tag
 from replicator.domain.events import RejectReason
-from replicator.domain.refs import validate_digest, validate_repository, validate_tag
-from replicator.errors import EventError, InvalidReferenceError
+from replicator.errors import EventError
 
 # A delivery naming more manifests than this is refused: Harbor and zot send one artifact,
 # Quay one per updated tag; a thousand is far beyond any real push, and bounds the envelope.
@@ -74,49 +76,11 @@ def entries(obj: dict[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
-def text(obj: dict[str, Any], key: str, where: str) -> str:
-    """`obj[key]`, which must be a non-empty string."""
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise EventError(
-            f"{where}.{key} is missing or not a non-empty string", reason=RejectReason.MISSING_FIELD
-        )
-    return value
-
-
-def optional(obj: dict[str, Any], key: str, where: str) -> str | None:
-    """`obj[key]` when a non-empty string, None when absent, null or empty."""
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise EventError(f"{where}.{key} is not a string", reason=RejectReason.MISSING_FIELD)
-    return value
-
-
-def repository(value: str) -> str:
-    """`value` if it is a valid repository name (no `..`, no upper case...)."""
-    try:
-        return validate_repository(value)
-    except InvalidReferenceError as exc:
-        raise EventError(str(exc), reason=RejectReason.INVALID_REPOSITORY) from exc
-
-
 def tag(value: str | None) -> str | None:
     """`value` if it is None or a valid tag."""
-    if value is None:
-        return None
-    try:
-        return validate_tag(value)
-    except InvalidReferenceError as exc:
-        raise EventError(str(exc), reason=RejectReason.INVALID_TAG) from exc
+    return None if value is None else valid_tag(value)
 
 
 def digest(value: str | None) -> str | None:
     """`value` if it is None or a well-formed digest."""
-    if value is None:
-        return None
-    try:
-        return validate_digest(value)
-    except InvalidReferenceError as exc:
-        raise EventError(str(exc), reason=RejectReason.INVALID_DIGEST) from exc
+    return None if value is None else valid_digest(value)

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from replicator.domain import webhook_fields as fields
 from replicator.domain.ecr_events import ECR_IMAGE_ACTION, ECR_REPLICATION_ACTION
+from replicator.domain.event_fields import optional_str, required_str, valid_repository
 from replicator.domain.events import IgnoreReason, RejectReason
 from replicator.domain.media import is_manifest_type
 from replicator.domain.refs import is_digest
@@ -81,21 +82,21 @@ def form_payload(body: bytes) -> bytes:
 def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
     """Amazon EventBridge `ECR Image Action` (through an API destination); `location` is the
     source's configured (account, region), which the event must match."""
-    detail_type = fields.text(document, "detail-type", "event")
-    event_id = fields.text(document, "id", "event")
+    detail_type = required_str(document, "detail-type", "event")
+    event_id = required_str(document, "id", "event")
     if detail_type == ECR_REPLICATION_ACTION:
         return [], [IgnoreReason.REPLICATION_EVENT.value]
     if detail_type != ECR_IMAGE_ACTION:
         return [], [f"ecr_{fields.word(detail_type)}"]
     detail = fields.mapping(document, "detail", "event")
-    action = fields.text(detail, "action-type", "detail")
+    action = required_str(detail, "action-type", "detail")
     if action not in ("PUSH", "DELETE"):
         return [], [f"ecr_{fields.word(action)}"]
     if detail.get("result") != "SUCCESS":
         return [], [IgnoreReason.NOT_SUCCESSFUL.value]
     account, region = (
-        fields.text(document, "account", "event"),
-        fields.text(document, "region", "event"),
+        required_str(document, "account", "event"),
+        required_str(document, "region", "event"),
     )
     if (account, region) != location:
         raise EventError(
@@ -103,10 +104,10 @@ def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
             "source's account and region",
             reason=RejectReason.UNKNOWN_ACCOUNT_REGION,
         )
-    repository = fields.repository(fields.text(detail, "repository-name", "detail"))
-    tag = fields.tag(fields.optional(detail, "image-tag", "detail"))
-    digest = fields.digest(fields.optional(detail, "image-digest", "detail"))
-    time = fields.optional(document, "time", "event")
+    repository = valid_repository(required_str(detail, "repository-name", "detail"))
+    tag = fields.tag(optional_str(detail, "image-tag", "detail"))
+    digest = fields.digest(optional_str(detail, "image-digest", "detail"))
+    time = optional_str(document, "time", "event")
     if action == "DELETE":
         if digest is None and tag is None:
             raise EventError(
@@ -116,7 +117,7 @@ def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
         return [WebhookEvent("delete", repository, digest, tag, None, event_id, time)], []
     if digest is None:
         raise EventError("a PUSH has no detail.image-digest", reason=RejectReason.MISSING_FIELD)
-    media_type = fields.optional(detail, "manifest-media-type", "detail")
+    media_type = optional_str(detail, "manifest-media-type", "detail")
     if media_type is not None and not is_manifest_type(media_type):
         return [], [IgnoreReason.UNSUPPORTED_MEDIA_TYPE.value]
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, time)], []
@@ -124,7 +125,7 @@ def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
 
 def harbor(document: dict[str, Any], fallback_id: str) -> Parsed:
     """Harbor's default format: `type` PUSH_ARTIFACT / DELETE_ARTIFACT, `event_data`."""
-    kind = fields.text(document, "type", "body")
+    kind = required_str(document, "type", "body")
     action = {"PUSH_ARTIFACT": "push", "DELETE_ARTIFACT": "delete"}.get(kind)
     if action is None:
         return [], [f"harbor_{fields.word(kind)}"]
@@ -138,21 +139,21 @@ def harbor(document: dict[str, Any], fallback_id: str) -> Parsed:
 
 def harbor_cloudevents(document: dict[str, Any]) -> Parsed:
     """Harbor's CloudEvents format (structured mode): `type` harbor.artifact.pushed/deleted."""
-    kind = fields.text(document, "type", "body")
-    event_id = fields.text(document, "id", "body")
+    kind = required_str(document, "type", "body")
+    event_id = required_str(document, "id", "body")
     action = {"harbor.artifact.pushed": "push", "harbor.artifact.deleted": "delete"}.get(kind)
     if action is None:
         return [], [fields.word(kind)]
     data = fields.mapping(document, "data", "body")
-    when = fields.optional(document, "time", "body")
+    when = optional_str(document, "time", "body")
     return _harbor_resources(data, "push" if action == "push" else "delete", event_id, when)
 
 
 def _harbor_resources(
     data: dict[str, Any], action: Action, event_id: str, when: str | None
 ) -> Parsed:
-    repository = fields.repository(
-        fields.text(fields.mapping(data, "repository", "data"), "repo_full_name", "data")
+    repository = valid_repository(
+        required_str(fields.mapping(data, "repository", "data"), "repo_full_name", "data")
     )
     resources = fields.entries(data, "resources", "data")
     events = []
@@ -160,8 +161,8 @@ def _harbor_resources(
         where = f"data.resources[{index}]"
         if not isinstance(resource, dict):
             raise EventError(f"{where} is not an object", reason=RejectReason.UNSUPPORTED_EVENT)
-        digest = fields.digest(fields.text(resource, "digest", where))
-        tag = fields.optional(resource, "tag", where)
+        digest = fields.digest(required_str(resource, "digest", where))
+        tag = optional_str(resource, "tag", where)
         # Harbor quirk: for an untagged artifact `tag` holds the digest.
         tag = None if tag is None or is_digest(tag) else fields.tag(tag)
         if action == "delete":
@@ -175,7 +176,7 @@ def _harbor_resources(
 
 def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
     """Quay's `repo_push`: tags and no digest (the daemon resolves them); no delete exists."""
-    repository = fields.repository(fields.text(document, "repository", "body"))
+    repository = valid_repository(required_str(document, "repository", "body"))
     tags = fields.entries(document, "updated_tags", "body")
     events = []
     for index, tag in enumerate(tags):
@@ -191,20 +192,20 @@ def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
 
 def acr(document: dict[str, Any]) -> Parsed:
     """Azure Container Registry: one distribution-style event; a delete carries no tag."""
-    event_id = fields.text(document, "id", "body")
-    action = fields.text(document, "action", "body")
+    event_id = required_str(document, "id", "body")
+    action = required_str(document, "action", "body")
     if action not in ("push", "delete"):
         return [], [f"acr_{fields.word(action)}"]  # chart_push, chart_delete, quarantine, ping
     target = fields.mapping(document, "target", "body")
-    repository = fields.repository(fields.text(target, "repository", "target"))
-    digest = fields.digest(fields.text(target, "digest", "target"))
-    media_type = fields.optional(target, "mediaType", "target")
-    when = fields.optional(document, "timestamp", "body")
+    repository = valid_repository(required_str(target, "repository", "target"))
+    digest = fields.digest(required_str(target, "digest", "target"))
+    media_type = optional_str(target, "mediaType", "target")
+    when = optional_str(document, "timestamp", "body")
     if action == "delete":
         return [WebhookEvent("delete", repository, digest, None, None, event_id, when)], []
     if media_type is not None and not is_manifest_type(media_type):
         return [], [IgnoreReason.UNSUPPORTED_MEDIA_TYPE.value]
-    tag = fields.tag(fields.optional(target, "tag", "target"))
+    tag = fields.tag(optional_str(target, "tag", "target"))
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, when)], []
 
 
@@ -219,12 +220,12 @@ def zot(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) 
         action = "delete"
     else:
         return [], [f"zot_{fields.word(kind.rpartition('.')[2] or 'untyped')}"]
-    repository = fields.repository(fields.text(document, "name", "body"))
-    reference = fields.text(document, "reference", "body")
-    digest = fields.digest(fields.text(document, "digest", "body"))
+    repository = valid_repository(required_str(document, "name", "body"))
+    reference = required_str(document, "reference", "body")
+    digest = fields.digest(required_str(document, "digest", "body"))
     # `reference` is the tag, or the digest when the push (or delete) was by digest.
     tag = None if is_digest(reference) else fields.tag(reference)
-    media_type = fields.optional(document, "mediaType", "body")
+    media_type = optional_str(document, "mediaType", "body")
     when = headers.get("ce-time")
     if action == "delete":
         # Deleted by tag: zot removed that tag only (the manifest stays while tagged otherwise).
@@ -240,7 +241,7 @@ def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: st
     kind = headers.get("x-github-event", "registry_package")
     if kind not in ("registry_package", "package"):
         return [], [f"github_{fields.word(kind)}"]  # ping, and events of other kinds
-    action = fields.text(document, "action", "body")
+    action = required_str(document, "action", "body")
     if action not in ("published", "updated"):
         return [], [f"github_{fields.word(action)}"]
     package = fields.mapping(document, kind, "body")
@@ -252,16 +253,15 @@ def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: st
     tag_info = metadata.get("tag")
     tag_info = tag_info if isinstance(tag_info, dict) else {}
     digest = fields.digest(
-        fields.optional(tag_info, "digest", "tag")
-        or fields.text(version, "name", "package_version")
+        optional_str(tag_info, "digest", "tag") or required_str(version, "name", "package_version")
     )
-    tag = fields.tag(fields.optional(tag_info, "name", "tag"))  # "" when untagged
+    tag = fields.tag(optional_str(tag_info, "name", "tag"))  # "" when untagged
     manifest = metadata.get("manifest")
     media_type = (
-        fields.optional(manifest, "media_type", "manifest") if isinstance(manifest, dict) else None
+        optional_str(manifest, "media_type", "manifest") if isinstance(manifest, dict) else None
     )
-    repository = fields.repository(
-        fields.image_path(fields.text(version, "package_url", "package_version"))
+    repository = valid_repository(
+        fields.image_path(required_str(version, "package_url", "package_version"))
     )
     event_id = headers.get("x-github-delivery") or fallback_id
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id)], []
@@ -273,13 +273,13 @@ def artifactory(document: dict[str, Any], fallback_id: str) -> Parsed:
     `data.sha256` is the checksum of the tag's manifest.json file, which is not known to equal
     the manifest digest, so a push is sent by tag and the daemon resolves it at the source.
     """
-    domain = fields.text(document, "domain", "body")
-    kind = fields.text(document, "event_type", "body")
+    domain = required_str(document, "domain", "body")
+    kind = required_str(document, "event_type", "body")
     if domain != "docker" or kind not in ("pushed", "deleted"):
         return [], [f"artifactory_{fields.word(domain)}_{fields.word(kind)}"]
     data = fields.mapping(document, "data", "body")
-    repository = fields.repository(fields.text(data, "image_name", "data"))
-    tag = fields.tag(fields.text(data, "tag", "data"))
+    repository = valid_repository(required_str(data, "image_name", "data"))
+    tag = fields.tag(required_str(data, "tag", "data"))
     action: Action = "push" if kind == "pushed" else "delete"
     return [WebhookEvent(action, repository, None, tag, None, fallback_id)], []
 
@@ -292,15 +292,15 @@ def gar(document: dict[str, Any], fallback_id: str) -> Parsed:
     when = None
     if isinstance(message, dict):
         event_id = str(message.get("messageId") or message.get("message_id") or fallback_id)
-        when = fields.optional(message, "publishTime", "message")
-        data = fields.decoded(fields.text(message, "data", "message"))
+        when = optional_str(message, "publishTime", "message")
+        data = fields.decoded(required_str(message, "data", "message"))
     else:
         data = document
-    action = fields.text(data, "action", "data")
+    action = required_str(data, "action", "data")
     if action not in GAR_ACTIONS:
         return [], [f"gar_{fields.word(action)}"]
-    digest_ref = fields.optional(data, "digest", "data")
-    tag_ref = fields.optional(data, "tag", "data")
+    digest_ref = optional_str(data, "digest", "data")
+    tag_ref = optional_str(data, "tag", "data")
     repository, digest, tag = None, None, None
     if digest_ref is not None:
         repository, _, digest_text = digest_ref.rpartition("@")
@@ -316,6 +316,6 @@ def gar(document: dict[str, Any], fallback_id: str) -> Parsed:
         repository = tag_repository
     if repository is None:
         raise EventError("data has neither digest nor tag", reason=RejectReason.MISSING_FIELD)
-    repository = fields.repository(fields.image_path(repository))
+    repository = valid_repository(fields.image_path(repository))
     kind: Action = "push" if action == "INSERT" else "delete"
     return [WebhookEvent(kind, repository, digest, tag, None, event_id, when)], []
