@@ -67,6 +67,8 @@ def registry_factory() -> Iterator[RegistryFactory]:
 
     yield start
     for registry in started:
+        registry.terminate()
+    for registry in started:
         registry.cleanup()
 
 
