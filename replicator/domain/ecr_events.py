@@ -26,6 +26,7 @@ from replicator.domain.events import (
     RejectReason,
 )
 from replicator.domain.media import is_manifest_type
+from replicator.domain.policy import repository_arn
 from replicator.domain.timestamps import parse_timestamp
 from replicator.errors import EventError
 
@@ -144,8 +145,6 @@ def replication_result_event(
         "account": destination_account,
         "time": time,
         "region": destination_region,
-        "resources": [
-            f"arn:aws:ecr:{destination_region}:{destination_account}:repository/{repository}"
-        ],
+        "resources": [repository_arn(destination_region, destination_account, repository)],
         "detail": detail,
     }
