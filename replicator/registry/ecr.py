@@ -178,45 +178,38 @@ class EcrApi:
 
     async def repositories(self) -> list[str]:
         """Every repository name, from DescribeRepositories pages."""
-        names: list[str] = []
-        token: str | None = None
-        while True:
-            params: dict[str, Any] = {"registryId": self.registry_id, "maxResults": DESCRIBE_PAGE}
-            if token:
-                params["nextToken"] = token
-            answer = await self._call("describe_repositories", **params)
-            names.extend(
-                str(repo["repositoryName"])
-                for repo in answer.get("repositories", [])
-                if isinstance(repo, dict) and isinstance(repo.get("repositoryName"), str)
-            )
-            token = answer.get("nextToken")
-            if not token:
-                return names
+        params = {"registryId": self.registry_id, "maxResults": DESCRIBE_PAGE}
+        return await self._paged("describe_repositories", params, "repositories", "repositoryName")
 
     async def tags(self, name: str) -> list[str]:
         """Every tag of a repository, from ListImages pages (empty when it does not exist)."""
+        params = {
+            "registryId": self.registry_id,
+            "repositoryName": name,
+            "filter": {"tagStatus": "TAGGED"},
+            "maxResults": LIST_IMAGES_PAGE,
+        }
+        try:
+            return await self._paged("list_images", params, "imageIds", "imageTag")
+        except RegistryError as exc:
+            if "RepositoryNotFoundException" in str(exc):
+                return []
+            raise
+
+    async def _paged(
+        self, operation: str, params: dict[str, Any], entries: str, field: str
+    ) -> list[str]:
+        """The string `field` of each of the `entries` of every page `operation` answers,
+        following `nextToken` to the last page."""
         found: list[str] = []
         token: str | None = None
         while True:
-            params: dict[str, Any] = {
-                "registryId": self.registry_id,
-                "repositoryName": name,
-                "filter": {"tagStatus": "TAGGED"},
-                "maxResults": LIST_IMAGES_PAGE,
-            }
-            if token:
-                params["nextToken"] = token
-            try:
-                answer = await self._call("list_images", **params)
-            except RegistryError as exc:
-                if "RepositoryNotFoundException" in str(exc):
-                    return []
-                raise
+            page = {**params, "nextToken": token} if token else params
+            answer = await self._call(operation, **page)
             found.extend(
-                str(image["imageTag"])
-                for image in answer.get("imageIds", [])
-                if isinstance(image, dict) and isinstance(image.get("imageTag"), str)
+                str(entry[field])
+                for entry in answer.get(entries, [])
+                if isinstance(entry, dict) and isinstance(entry.get(field), str)
             )
             token = answer.get("nextToken")
             if not token:

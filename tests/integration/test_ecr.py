@@ -203,6 +203,28 @@ class TestEcrSource:
         assert "/v2/_catalog" not in log
         assert "/tags/list" not in log
 
+    async def test_listings_name_every_repository_and_tag(
+        self, aws: MotoServer, layout: tuple[Path, str]
+    ) -> None:
+        """DescribeRepositories names every repository and ListImages every tag; the tags of a
+        missing repository are none (moto answers in one page: nextToken is not exercised)."""
+        path, digest = layout
+        manifest = (path / "blobs" / "sha256" / digest.split(":", 1)[1]).read_text()
+        api = aws.ecr(SOURCE_REGION)
+        names = [f"team/app{number}" for number in range(5)]
+        for name in names:
+            api.create_repository(registryId=SOURCE_ACCOUNT, repositoryName=name)
+        tags = [f"v{number}" for number in range(5)]
+        for tag in tags:
+            api.put_image(
+                registryId=SOURCE_ACCOUNT, repositoryName=names[0], imageManifest=manifest,
+                imageTag=tag,
+            )  # fmt: skip
+        ecr = EcrApi(SOURCE_ACCOUNT, SOURCE_REGION, aws.url)
+        assert sorted(await ecr.repositories()) == names
+        assert sorted(await ecr.tags(names[0])) == tags
+        assert await ecr.tags("team/missing") == []
+
 
 class TestEcrTokens:
     """GetAuthorizationToken tokens are reused until due, then renewed."""
