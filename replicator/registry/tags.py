@@ -91,6 +91,24 @@ async def list_tags(
     return tags
 
 
+async def repository_absent(client: RegistryClient, repository: str) -> bool:
+    """Whether the registry says the repository does not exist (its tag list answers 404):
+    then it holds no manifest, and a copy into it need not ask for each manifest and blob.
+    (distribution answers 404 NAME_UNKNOWN also for a repository holding only blobs, left by
+    an interrupted copy: those are then uploaded again, which is safe, only not free.) False
+    when unsure: an ECR registry (repositories are created apart from their images)."""
+    if client.ecr is not None:
+        return False
+    try:
+        # Only the status matters: the body (a page of tags) is left unread.
+        async with client.stream(
+            "GET", f"/v2/{repository}/tags/list?n=1", scope=pull_scope(repository), bulk=False
+        ):
+            return False
+    except NotFoundError:
+        return True
+
+
 async def catalog(
     client: RegistryClient, prefix: str = "", *, on_invalid: InvalidName | None = None
 ) -> AsyncIterator[str]:

@@ -133,6 +133,36 @@ class TestAllTagsAndReferrers:
         assert_tags_equal(f"{dst_registry.host}/team/app", expected)
         assert summary["images"] >= len(expected)
 
+    def test_copy_into_a_new_repository_asks_the_destination_nothing_first(
+        self, copy_corpus: CopyCorpus, dst_registry: Registry
+    ) -> None:
+        """--all-tags into a repository the destination does not have sends no manifest or
+        blob HEAD for the subjects' copies (one tag list says the repository is absent), and
+        every tag arrives with its digest."""
+        copy_ok(copy_corpus.ref("team/app"), f"{dst_registry.host}/team/app", "--all-tags")
+        assert_tags_equal(f"{dst_registry.host}/team/app", copy_corpus.tags("team/app"))
+        subjects = [t for t in copy_corpus.tags("team/app") if not t.startswith("sha256-")]
+        log = dst_registry.log_path.read_text()
+        asked = re.findall(r'"HEAD /v2/team/app/(manifests|blobs)/(\S+) HTTP', log)
+        assert not [ref for kind, ref in asked if kind == "manifests" and ref in subjects]
+        assert "GET /v2/team/app/tags/list?n=1 " in log
+
+    def test_repository_holding_only_blobs_is_copied_whole(
+        self, copy_corpus: CopyCorpus, dst_registry: Registry
+    ) -> None:
+        """A destination repository left with a blob and no tag (an interrupted copy) answers
+        its tag list 404 like an absent one; the copy uploads what it needs and every tag
+        arrives with its digest."""
+        image = copy_corpus.images["team/app"]["v1"]
+        layer = image.layer_digests[0]
+        body = httpx.get(f"{copy_corpus.registry.url}/v2/team/app/blobs/{layer}").content
+        opened = httpx.post(f"{dst_registry.url}/v2/team/app/blobs/uploads/")
+        location = httpx.URL(opened.headers["location"]).copy_merge_params({"digest": layer})
+        assert httpx.put(location, content=body).status_code == 201
+        assert httpx.get(f"{dst_registry.url}/v2/team/app/tags/list").status_code == 404
+        copy_ok(copy_corpus.ref("team/app"), f"{dst_registry.host}/team/app", "--all-tags")
+        assert_tags_equal(f"{dst_registry.host}/team/app", copy_corpus.tags("team/app"))
+
     def test_signature_and_referrer_follow_their_subject(
         self, copy_corpus: CopyCorpus, dst_registry: Registry
     ) -> None:
