@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, model_validator
 
@@ -16,31 +16,36 @@ from replicator.registry.ecr import ecr_location
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
 
 
-def _check_url(value: str) -> str:
+def _http_url(value: str, what: str) -> SplitResult:
+    """The parts of `value`, an http(s) URL with a host; `what` completes "... is not"."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not http(s)://host[:port]")
+        raise ValueError(f"{value!r} is not {what}")
+    return parts
+
+
+def _check_port(parts: SplitResult, value: str) -> None:
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has an invalid port") from exc
+
+
+def _check_url(value: str) -> str:
+    parts = _http_url(value, "http(s)://host[:port]")
     if parts.username or parts.password:
         raise ValueError("credentials do not belong in the url; use username and password_file")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{value!r} has a path; give only http(s)://host[:port]")
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{value!r} has an invalid port") from exc
+    _check_port(parts, value)
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 def _check_realm_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL of a token service")
+    parts = _http_url(value, "an http(s) URL of a token service")
     if parts.username or parts.password:
         raise ValueError(f"{value!r}: credentials do not belong in a token realm URL")
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{value!r} has an invalid port") from exc
+    _check_port(parts, value)
     return value
 
 
@@ -62,9 +67,7 @@ def _check_repository(value: str) -> str:
 
 
 def _check_endpoint(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s):// URL")
+    _http_url(value, "an http(s):// URL")
     return value
 
 
