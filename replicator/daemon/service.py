@@ -32,6 +32,7 @@ from replicator.engine.journal_retry import persist
 from replicator.engine.runner import JobEnd, JobObserver, JobRunner
 from replicator.errors import BusError, JournalError, ReplicatorError
 from replicator.journal.claimers import open_journal, resume_orphans
+from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
@@ -60,6 +61,9 @@ class Daemon:
         self._observers: list[JobObserver] = [self.metrics]
         # Why the journal last refused a write, until a write succeeds again (for /readyz).
         self.journal_error: str | None = None
+        # Jobs set aside (FAILED PROCESS_DIED) at start, before the bus was up: their result
+        # events are published once it is (see _announce).
+        self._set_aside_at_start: list[JobEnd] = []
         self._stopping = asyncio.Event()
         self._notifier = Notifier.from_environment()
         self._copier = Copier(
@@ -89,6 +93,7 @@ class Daemon:
                 self.journal,
                 started_before=self._orphaned_before() if fleet else None,
                 max_deaths=self.config.workers.max_deaths,
+                on_set_aside=self._set_aside_before_the_bus,
             )
             log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
             async with (
@@ -97,7 +102,8 @@ class Daemon:
                 asyncio.TaskGroup() as group,
             ):
                 self.bus = bus
-                self._observers.append(ResultPublisher(bus, lambda: self.config))
+                publisher = ResultPublisher(bus, lambda: self.config)
+                self._observers.append(publisher)
                 self.runner = runner = JobRunner(
                     journal=self.journal,
                     copier=self._copier,
@@ -109,7 +115,7 @@ class Daemon:
                     group.create_task(self._consume(bus, runner), name="consume"),
                     group.create_task(runner.run(self._stopping), name="dispatch"),
                     group.create_task(serve_api(self, self._stopping), name="api"),
-                    group.create_task(self._announce(bus), name="announce"),
+                    group.create_task(self._announce(bus, publisher), name="announce"),
                     group.create_task(self._notifier.watchdog_loop(), name="watchdog"),
                     group.create_task(
                         reconcile_forever(self, self._pool, self._copier, self._stopping),
@@ -152,9 +158,21 @@ class Daemon:
                     self.journal,
                     started_before=self._orphaned_before(),
                     max_deaths=self.config.workers.max_deaths,
+                    on_set_aside=self._set_aside,
                 )
             except JournalError as exc:
                 log.warning("orphan_sweep_failed", error=str(exc))
+
+    async def _set_aside_before_the_bus(self, row: JobRow) -> None:
+        """A job set aside at start: counted now, its result published once the bus is up."""
+        end = _set_aside_end(row)
+        await self.metrics.job_ended(end)
+        self._set_aside_at_start.append(end)
+
+    async def _set_aside(self, row: JobRow) -> None:
+        """A job set aside by a sweep: reported as every FAILED job is (metrics, result)."""
+        for observer in self._observers:
+            await observer.job_ended(_set_aside_end(row))
 
     def _orphaned_before(self) -> datetime:
         """A job claimed before this moment by a process not of this host is an orphan."""
@@ -173,7 +191,7 @@ class Daemon:
         self.sites = sites_of(fresh)
         log.info("config_reloaded", path=str(fresh.path), registries=sorted(self.sites))
 
-    async def _announce(self, bus: Bus) -> None:
+    async def _announce(self, bus: Bus, publisher: ResultPublisher) -> None:
         try:
             await bus.wait_connected(CONNECT_WAIT_SECONDS)
         except BusError as exc:
@@ -181,6 +199,8 @@ class Daemon:
             await bus.connected.wait()
         self._notifier.ready("connected and subscribed")
         log.info("daemon_ready")
+        while self._set_aside_at_start:
+            await publisher.job_ended(self._set_aside_at_start.pop(0))
 
     async def unready(self) -> str | None:
         """Why the daemon is not ready (for /readyz): broker not connected, journal not open,
@@ -249,6 +269,11 @@ class Daemon:
         )
         for observer in self._observers:
             await observer.job_ended(end)
+
+
+def _set_aside_end(row: JobRow) -> JobEnd:
+    """How a job set aside at recovery (FAILED PROCESS_DIED) ended, as observers are told."""
+    return JobEnd(row.key, row.state, row.pushed_at, row.failure_code, row.failure_reason)
 
 
 def daemon_main(config_path: str | None) -> int:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
 from replicator.domain.claims import Claimer, Liveness, liveness, local_pids
+from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 
 PROC = Path("/proc")
@@ -86,7 +87,11 @@ def claimer_liveness(claimers: Iterable[str | None]) -> Liveness:
 
 
 async def resume_orphans(
-    journal: Journal, *, started_before: datetime | None, max_deaths: int | None
+    journal: Journal,
+    *,
+    started_before: datetime | None,
+    max_deaths: int | None,
+    on_set_aside: Callable[[JobRow], Awaitable[None]] | None = None,
 ) -> int:
     """Queue again the IN_PROGRESS jobs no live process holds; how many.
 
@@ -100,6 +105,7 @@ async def resume_orphans(
         max_deaths=max_deaths,
         dead=known.dead,
         spare=known.alive,
+        on_set_aside=on_set_aside,
     )
 
 

@@ -11,7 +11,7 @@ domain.jobs.transition (see jobs.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
@@ -256,9 +256,11 @@ class Journal:
         max_deaths: int | None = None,
         dead: Collection[str] = (),
         spare: Collection[str] = (),
+        on_set_aside: Callable[[JobRow], Awaitable[None]] | None = None,
     ) -> int:
         """On start: jobs left IN_PROGRESS go back to PENDING, their interrupted attempt not
-        counted; how many.
+        counted; how many. `on_set_aside` is told of each job set aside (below), once it is
+        journalled, to report it as any other FAILED job.
 
         With `max_deaths`, a job in flight at that many process deaths in a row ends FAILED
         (PROCESS_DIED) instead, so a job that kills the process cannot crash-loop it, while a
@@ -286,6 +288,8 @@ class Journal:
                 repository=row.repository, digest=row.digest, tag=row.tag,
                 code=row.failure_code, reason=row.failure_reason,
             )  # fmt: skip
+            if on_set_aside is not None:
+                await on_set_aside(row)
         return count
 
     async def in_progress_claimers(self) -> list[str | None]:
