@@ -57,7 +57,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="blob transfers in flight"
     )
     parser.add_argument(
-        "--per-registry", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="requests per registry"
+        "--per-registry",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        help="blob transfers in flight per registry (small requests: 4x as many)",
     )
     add_registry_options(parser)
     parser.add_argument(
