@@ -25,7 +25,7 @@ from replicator.domain.events import (
     RejectReason,
     TagPush,
 )
-from replicator.domain.media import is_manifest_type
+from replicator.domain.media import base_type, is_manifest_type
 from replicator.domain.timestamps import parse_timestamp
 from replicator.errors import EventError
 
@@ -80,8 +80,8 @@ def distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
         pushed = TagPush(source, "", "", timestamp, event_id, bridged[:40])
         return _bridged_push(target, pushed, f"{where}.target")
     media_type = required_str(target, "mediaType", f"{where}.target")
-    base_type = media_type.split(";", 1)[0].strip()
-    if base_type in _SCHEMA1_TYPES:
+    base = base_type(media_type)
+    if base in _SCHEMA1_TYPES:
         return Ignored(IgnoreReason.UNSUPPORTED_MEDIA_TYPE, event_id)
     if not is_manifest_type(media_type):
         # Distribution reports every layer and config upload as a push of the blob's type.
@@ -90,7 +90,7 @@ def distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
     digest = valid_digest(required_str(target, "digest", f"{where}.target"))
     tag = optional_tag(target, "tag", f"{where}.target")
     references = _child_manifests(target.get("references"), f"{where}.target.references")
-    return PushEvent(source, repository, digest, tag, base_type, timestamp, event_id, references)
+    return PushEvent(source, repository, digest, tag, base, timestamp, event_id, references)
 
 
 def _bridged_push(target: dict[str, Any], seed: TagPush, where: str) -> ParsedEvent:
@@ -108,8 +108,8 @@ def _bridged_push(target: dict[str, Any], seed: TagPush, where: str) -> ParsedEv
                 f"{where} names neither a digest nor a tag", reason=RejectReason.MISSING_FIELD
             )
         return TagPush(source, repository, tag, timestamp, event_id, seed.format)
-    base_type = None if media_type is None else media_type.split(";", 1)[0].strip()
-    return PushEvent(source, repository, digest, tag, base_type, timestamp, event_id)
+    base = None if media_type is None else base_type(media_type)
+    return PushEvent(source, repository, digest, tag, base, timestamp, event_id)
 
 
 def _child_manifests(value: Any, where: str) -> tuple[str, ...]:

@@ -42,14 +42,19 @@ MANIFEST_ACCEPT = ", ".join(
 )
 
 
+def base_type(media_type: str) -> str:
+    """`media_type` without its parameters (`; charset=...`) and the spaces around it."""
+    return media_type.split(";", 1)[0].strip()
+
+
 def is_manifest_type(media_type: str) -> bool:
     """Whether `media_type` (parameters ignored) is a manifest type we copy."""
-    return media_type.split(";", 1)[0].strip() in MANIFEST_TYPES
+    return base_type(media_type) in MANIFEST_TYPES
 
 
 def classify(media_type: str) -> ManifestKind | None:
     """The kind of a manifest media type, or None when it is not a manifest type."""
-    base = media_type.split(";", 1)[0].strip()
+    base = base_type(media_type)
     if base in INDEX_TYPES:
         return ManifestKind.INDEX
     if base in IMAGE_TYPES:
@@ -74,4 +79,4 @@ FOREIGN_LAYER_TYPES = frozenset(
 
 def is_foreign_layer(media_type: str) -> bool:
     """Whether a layer of `media_type` is non-distributable (left where its `urls` point)."""
-    return media_type.split(";", 1)[0].strip() in FOREIGN_LAYER_TYPES
+    return base_type(media_type) in FOREIGN_LAYER_TYPES
