@@ -107,6 +107,10 @@ async def repository_absent(client: RegistryClient, repository: str) -> bool:
             return False
     except NotFoundError:
         return True
+    except RegistryError:
+        # A registry refusing or failing the tag list (a token without list rights, a proxy
+        # blocking the path) still takes the copy: it asks for each manifest and blob instead.
+        return False
 
 
 async def catalog(

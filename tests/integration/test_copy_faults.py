@@ -192,6 +192,21 @@ class TestPermanentErrors:
         still_open = [path.parent.name for path in uploads_dir.glob("*/startedat")]
         assert still_open == []
 
+    def test_destination_refusing_its_tag_list_still_takes_the_copy(
+        self,
+        copy_corpus: CopyCorpus,
+        dst_registry: Registry,
+        fault_proxy_factory: ProxyFactory,
+    ) -> None:
+        """A destination answering its tag list 403 (asked to know whether the repository
+        exists) still receives every tag of --all-tags: the copy asks for each manifest and blob
+        instead."""
+        proxy = fault_proxy_factory(dst_registry)
+        fault = proxy.add(Fault.status_code(403, requests("GET", r"/tags/list$"), times=None))
+        copy_ok(copy_corpus.ref("team/app"), f"{proxy.host}/team/app", "--all-tags")
+        assert fault.injected >= 1
+        assert_tags_equal(f"{dst_registry.host}/team/app", copy_corpus.tags("team/app"))
+
     def test_malformed_manifest_json_is_invalid_manifest(
         self,
         copy_corpus: CopyCorpus,
