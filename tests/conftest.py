@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.registry_fixtures",
     "tests.support.mqtt_fixtures",
     "tests.support.journal_fixtures",
+    "tests.support.log_isolation",
 ]
