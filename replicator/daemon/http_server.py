@@ -34,7 +34,7 @@ from replicator.logs import get_logger
 log = get_logger(__name__)
 
 # Request bodies above this are refused with 413: the largest thing we accept is a webhook
-# envelope, a few KiB (the bridge passes events.MAX_PAYLOAD_BYTES).
+# envelope, a few KiB (the bridge passes payloads.MAX_PAYLOAD_BYTES).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # A whole request (head and body) must arrive within this: loopback and LAN clients send a
 # few KiB in milliseconds, and a slower one is holding a connection hostage.
