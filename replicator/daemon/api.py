@@ -7,7 +7,8 @@ import time
 from typing import Protocol
 
 from replicator.config.loading import Config
-from replicator.daemon.http_server import HttpServer, Request, Response, Route
+from replicator.daemon.http_messages import Request, Response, Route
+from replicator.daemon.http_server import HttpServer
 from replicator.daemon.metrics import Metrics
 from replicator.errors import InvalidReferenceError, ReplicatorError
 from replicator.journal.status import replication_status

@@ -29,7 +29,8 @@ from replicator.config.loading import Config, WebhookAuth, unauthenticated_sourc
 from replicator.config.reload import changed_keys, reread
 from replicator.daemon.bridge_metrics import UNKNOWN, BridgeMetrics, Outcome
 from replicator.daemon.bus import Bus, BusOptions
-from replicator.daemon.http_server import HttpServer, Request, Response, Route
+from replicator.daemon.http_messages import Request, Response, Route
+from replicator.daemon.http_server import HttpServer
 from replicator.daemon.sd_notify import Notifier
 from replicator.daemon.webhook_auth import SourceAuth, auth_table
 from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPES

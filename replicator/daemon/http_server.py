@@ -6,6 +6,7 @@ few routes, small bodies, trusted-network clients. It does keep-alive, caps requ
 clients cannot pin a connection), caps connections in total and per client (http_admission),
 lets a route refuse a request from its head before the body is read (`Route.admit`: the
 token check), and closes gracefully: idle connections at once, busy ones after their response.
+What handlers see and answer (Request, Response, Route) is in http_messages.
 
     routes = [Route("POST", "/events/", handle_event), Route("GET", "/healthz", healthz)]
     async with HttpServer(routes, host="127.0.0.1", port=9479) as server:
@@ -16,18 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 import h11
 
 from replicator.daemon.http_admission import REFUSAL, Admission
+from replicator.daemon.http_messages import Request, Response, Route, head_of
 from replicator.errors import ConfigError
 from replicator.logs import get_logger
 
@@ -58,65 +58,6 @@ READ_CHUNK_BYTES = 64 * 1024
 # Request heads larger than this are refused (h11's default is 16 KiB; ours are tiny).
 MAX_HEAD_BYTES = 16 * 1024
 SERVER_NAME = "replicator"
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """An HTTP request, read whole; header names are lower-case."""
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        """The value of header `name` (case-insensitive), or None."""
-        return self.headers.get(name.lower())
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """An HTTP response; Content-Length is added by the server."""
-
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def text(cls, status: int, text: str, *headers: tuple[str, str]) -> Response:
-        """A plain-text response (a trailing newline is added)."""
-        return cls(
-            status,
-            (text + "\n").encode(),
-            (("content-type", "text/plain; charset=utf-8"), *headers),
-        )
-
-    @classmethod
-    def json(cls, status: int, value: Any, *headers: tuple[str, str]) -> Response:
-        """A JSON response."""
-        body = json.dumps(value, separators=(",", ":")).encode()
-        return cls(status, body, (("content-type", "application/json"), *headers))
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-# Called with the request's head (its body empty) before the body is read: a Response refuses
-# the request there (a missing or wrong token), None lets the body be read.
-Admit = Callable[[Request], Response | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """`path` is an exact path, or a prefix when it ends with '/'."""
-
-    method: str
-    path: str
-    handler: Handler
-    admit: Admit | None = None
-
-    def matches_path(self, path: str) -> bool:
-        """Whether `path` is this route's path (or lies under it, for a prefix)."""
-        return path == self.path or (self.path.endswith("/") and path.startswith(self.path))
 
 
 @dataclass(slots=True, eq=False)
@@ -332,7 +273,7 @@ class HttpServer:
 
     def _refusal(self, head: h11.Request) -> Response | None:
         """The answer to a request its route refuses from the head alone (body unread)."""
-        request = _head_of(head)
+        request = head_of(head)
         route = self._route(request.method, request.path)
         if isinstance(route, Response) or route.admit is None:
             return None
@@ -346,7 +287,7 @@ class HttpServer:
         head: h11.Request,
     ) -> Request | Response:
         """The whole request, or the error response that ends the connection (413)."""
-        request = _head_of(head)
+        request = head_of(head)
         length = request.header("content-length")
         too_large = Response.text(413, f"request body is larger than {self._max_body} bytes")
         if length is not None and length.isdigit() and int(length) > self._max_body:
@@ -431,17 +372,3 @@ async def _discard_unread(
 
 class _WriteTimeout(Exception):
     """The client did not take a response within the write timeout."""
-
-
-def _head_of(head: h11.Request) -> Request:
-    """The request as its head tells it, body empty."""
-    target = head.target.decode("latin-1")
-    raw_path, _, raw_query = target.partition("?")
-    return Request(
-        method=head.method.decode("ascii", "replace"),
-        path=unquote(raw_path),
-        query=dict(parse_qsl(raw_query, keep_blank_values=True)),
-        headers={
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers
-        },
-    )

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from replicator.config.loading import BridgeSourceConfig, Config, WebhookAuth
-from replicator.daemon.http_server import Request
+from replicator.daemon.http_messages import Request
 from replicator.errors import ConfigError
 
 # Pub/Sub push tokens live an hour; a minute of leeway covers clock skew between Google and us.

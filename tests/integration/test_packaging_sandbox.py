@@ -105,7 +105,8 @@ import replicator.daemon.api, replicator.daemon.bridge, replicator.daemon.servic
 import replicator.scan.backfill
 from replicator import logs
 from replicator.config.loading import load_config
-from replicator.daemon.http_server import HttpServer, Response, Route
+from replicator.daemon.http_messages import Response, Route
+from replicator.daemon.http_server import HttpServer
 from replicator.journal.claimers import open_journal
 
 async def ok(_):

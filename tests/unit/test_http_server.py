@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from replicator.daemon.http_server import HttpServer, Request, Response, Route
+from replicator.daemon.http_messages import Request, Response, Route
+from replicator.daemon.http_server import HttpServer
 from replicator.errors import ConfigError
 
 MAX_BODY = 1024

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from replicator.daemon.http_admission import Admission
-from replicator.daemon.http_server import HttpServer, Request, Response, Route
+from replicator.daemon.http_messages import Request, Response, Route
+from replicator.daemon.http_server import HttpServer
 
 # A test waits at most this long for anything the server should do promptly.
 PATIENCE = 5.0

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.daemon import api
-from replicator.daemon.http_server import Request
+from replicator.daemon.http_messages import Request
 from replicator.daemon.metrics import Metrics, error_kind
 from replicator.domain.jobs import JobKey, JobState
 from replicator.engine.runner import JobEnd

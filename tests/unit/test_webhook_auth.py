@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from replicator.cli import main
 from replicator.config.loading import WebhookAuth, load_config
-from replicator.daemon.http_server import Request
+from replicator.daemon.http_messages import Request
 from replicator.daemon.webhook_auth import SourceAuth, auth_table
 from replicator.errors import ConfigError
 
