@@ -108,10 +108,11 @@ async def refresh_journal_gauges(daemon: Served) -> None:
         counts = {(s.value, d): n for (s, d), n in (await journal.counts()).items()}
         backlog = await journal.backlog()
         oldest = await journal.oldest_unreplicated()
+        deferred, _ = await journal.deferred_waiting()
     except ReplicatorError as exc:
         log.warning("metrics_journal_unreadable", error=str(exc))
         return
-    daemon.metrics.refresh_journal(counts, backlog, oldest)
+    daemon.metrics.refresh_journal(counts, backlog, oldest, deferred)
 
 
 async def serve_api(daemon: Served, stop: asyncio.Event) -> None:

@@ -12,6 +12,8 @@ message, not stored one by one, and its events are recorded several to a transac
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -23,7 +25,9 @@ from replicator.domain.jobs import JobKey
 from replicator.domain.payloads import parse_payload
 from replicator.domain.routing import Routing, Site, by_location, route_delete, route_push
 from replicator.domain.rules import Destination
+from replicator.domain.tag_resolution import UNRESOLVED_TAG, after_unresolved
 from replicator.errors import EventError, JournalError, ReplicatorError
+from replicator.journal.deferred import Kept
 from replicator.journal.events import Fingerprint, ReceivedEvent
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
@@ -42,10 +46,13 @@ INTERNAL_ERROR = "internal_error"
 NO_EVENTS = "no_events"
 
 ReportDenied = Callable[[JobKey, str], Awaitable[None]]
-# Reads a tag-only push's tag at the source (daemon.tag_pushes); raises a ReplicatorError.
+# Reads a tag-only push's tag at the source (engine.tag_pushes); raises a ReplicatorError.
 ResolveTag = Callable[[TagPush], Awaitable[PushEvent | Ignored]]
-# The reason word of a message whose tag-only push could not be read at the source.
-UNRESOLVED_TAG = "unresolved_tag"
+# The longest intake waits for a source to answer for a tag: a HEAD takes milliseconds, and the
+# client's own retries of a 5xx or a refused connection at most about 4 s. A source slower than
+# this is taken for down and the message kept aside, so a hung source slows intake by this per
+# tag-only push at most, never stops it.
+RESOLVE_WITHIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +63,20 @@ class Message:
     payload: bytes
     source: str | None  # the source registry its topic names
     fingerprint: Fingerprint
+    # Failed reads of its tags so far: 0 for a message from the bus, more for one kept aside.
+    attempts: int = 0
 
     def rejected(self, reason: str) -> ReceivedEvent:
         """The message as the journal records it rejected, for `reason`."""
+        return self.recorded(EventOutcome.REJECTED, reason)
+
+    def recorded(self, outcome: EventOutcome, reason: str) -> ReceivedEvent:
+        """The message as the journal records it with `outcome`, for `reason`."""
         return ReceivedEvent(
             source=self.source,
             topic=self.topic,
             payload=self.payload,
-            outcome=EventOutcome.REJECTED,
+            outcome=outcome,
             reason=reason,
             fingerprint=self.fingerprint,
         )
@@ -71,7 +84,8 @@ class Message:
 
 class Intake:
     """Parse, route and journal bus messages for a daemon; `sites` is read per message, so a
-    reload applies to the next one."""
+    reload applies to the next one. A message naming a tag its source cannot answer for now
+    is kept aside (deferred) and handled again later, up to `max_attempts` reads."""
 
     def __init__(
         self,
@@ -80,19 +94,26 @@ class Intake:
         sites: Callable[[], Mapping[str, Site]],
         report_denied: ReportDenied,
         resolve: ResolveTag | None = None,
+        *,
+        max_attempts: int,
     ) -> None:
         self._journal = journal
         self._metrics = metrics
         self._sites = sites
         self._report_denied = report_denied
         self._resolve = resolve
+        self._max_attempts = max_attempts
 
-    async def handle(self, topic: str, payload: bytes, topic_source: str | None) -> None:
-        """Record one message; raises only a temporary JournalError (retry it later)."""
-        message = Message(topic, payload, topic_source, Fingerprint(payload))
+    async def handle(
+        self, topic: str, payload: bytes, topic_source: str | None, *, attempts: int = 0
+    ) -> None:
+        """Record one message (`attempts`: its failed reads of a tag so far, when it was kept
+        aside); raises only a temporary JournalError (retry it later). A message kept aside
+        is forgotten once recorded, or rejected."""
+        message = Message(topic, payload, topic_source, Fingerprint(payload), attempts)
         for attempt in range(1, INTAKE_TRIES + 1):
             try:
-                await self._handle(message)
+                kept_aside = await self._handle(message)
             except JournalError as exc:
                 if exc.temporary:
                     raise
@@ -104,9 +125,13 @@ class Intake:
                 log.exception("intake_failed", topic=topic)
                 reason, error = INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
             else:
+                if attempts and not kept_aside:
+                    await self._journal.drop_deferred(topic, message.fingerprint.of())
                 return
             break
         await self._reject(message, reason, error)
+        if attempts:
+            await self._journal.drop_deferred(topic, message.fingerprint.of())
 
     async def _reject(self, message: Message, reason: str, error: str) -> None:
         """Record the message rejected; if even that is refused for good, log it and go on."""
@@ -119,7 +144,8 @@ class Intake:
                 raise
             log.error("event_unrecordable", topic=message.topic, reason=reason, error=str(exc))  # noqa: TRY400 - the message is the point
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message) -> bool:
+        """Record the message; True when it was kept aside instead (a tag unreadable for now)."""
         sites = self._sites()
         try:
             events = parse_payload(
@@ -132,19 +158,19 @@ class Intake:
             self._metrics.events.labels(outcome="rejected", reason=exc.reason).inc()
             log.warning("event_rejected", topic=message.topic, reason=exc.reason, error=str(exc))
             await self._journal.record_event(message.rejected(f"{exc.reason}: {exc}"))
-            return
+            return False
         # Tag-only pushes (bridged Quay, Artifactory webhooks) are resolved before anything is
-        # recorded, so a source that cannot answer rejects the message whole.
+        # recorded, so a source that cannot answer for now keeps the message aside whole.
         resolved: set[int] = set()
         for part, event in enumerate(events):
             if isinstance(event, TagPush):
                 if self._resolve is None:
                     raise EventError("no resolver for a tag-only push", reason=UNRESOLVED_TAG)
                 try:
-                    events[part] = await self._resolve(event)
-                except ReplicatorError as exc:
-                    await self._reject(message, UNRESOLVED_TAG, f"{event.tag}: {exc}")
-                    return
+                    async with asyncio.timeout(RESOLVE_WITHIN_SECONDS):
+                        events[part] = await self._resolve(event)
+                except (ReplicatorError, TimeoutError) as exc:
+                    return await self._unresolved(message, event, exc)
                 resolved.add(part)
         now = datetime.now(UTC)
         routed = [
@@ -174,6 +200,9 @@ class Intake:
         # The payload is kept on the message's first row only.
         received = [replace(one, keep_payload=not index) for index, one in enumerate(received)]
         await self._journal.record_events(received)
+        if resolved and not message.attempts:
+            # A redelivery of a message kept aside meanwhile: handled now, not to be again.
+            await self._journal.drop_deferred(message.topic, message.fingerprint.of())
         for why, count in counts.items():
             self._metrics.events.labels(outcome="ignored", reason=why).inc(count)
         if not events:
@@ -193,6 +222,52 @@ class Intake:
             for route in routing.routes:
                 if route.denied is not None:
                     await self._report_denied(route.key, route.denied)
+        return False
+
+    async def _unresolved(
+        self, message: Message, event: TagPush, exc: ReplicatorError | TimeoutError
+    ) -> bool:
+        """A tag of the message could not be read at its source: keep the message aside to be
+        handled again (True), or reject it (False), as domain.tag_resolution decides."""
+        if isinstance(exc, TimeoutError):
+            temporary, error = True, f"no answer within {RESOLVE_WITHIN_SECONDS:.0f}s"
+        else:
+            temporary, error = exc.temporary, str(exc)
+        attempts = message.attempts + 1
+        decision = after_unresolved(
+            error=f"{event.tag}: {error}",
+            temporary=temporary,
+            attempts=attempts,
+            max_attempts=self._max_attempts,
+            jitter_fraction=random.random(),  # spreads retries; not a secret
+        )
+        if decision.retry_in is None:
+            await self._reject(message, UNRESOLVED_TAG, decision.reason)
+            await self._journal.drop_deferred(message.topic, message.fingerprint.of())
+            return False
+        kept = Kept(
+            topic=message.topic,
+            source=message.source,
+            payload=message.payload,
+            sha256=message.fingerprint.of(),
+            attempts=attempts,
+            due=datetime.now(UTC) + timedelta(seconds=decision.retry_in),
+            error=decision.reason,
+        )
+        # The event row says it once, when the message first arrives; retries update the kept
+        # row only.
+        first = message.attempts == 0
+        reason = f"{UNRESOLVED_TAG}: {decision.reason}"
+        await self._journal.defer_message(
+            kept, message.recorded(EventOutcome.DEFERRED, reason) if first else None
+        )
+        self._metrics.events.labels(outcome=EventOutcome.DEFERRED, reason=UNRESOLVED_TAG).inc()
+        log.warning(
+            "event_deferred", topic=message.topic, source=event.source,
+            repository=event.repository, tag=event.tag, attempts=attempts,
+            retry_in=round(decision.retry_in, 1), error=error,
+        )  # fmt: skip
+        return True
 
 
 def _route(event: PushEvent | DeleteEvent, sites: Mapping[str, Site]) -> Routing:

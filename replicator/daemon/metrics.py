@@ -120,6 +120,12 @@ class Metrics:
             "Jobs waiting for a worker: pending and retry_wait (refreshed on a timer)",
             registry=r,
         )
+        self.deferred = Gauge(
+            "replicator_events_deferred",
+            "Bus messages kept aside until their source answers for a tag they name (refreshed "
+            "on a timer)",
+            registry=r,
+        )
         self.unreplicated_age = Gauge(
             "replicator_oldest_unreplicated_push_age_seconds",
             "Age of the oldest push not yet replicated to the destination (0 when none): the "
@@ -171,8 +177,10 @@ class Metrics:
         counts: Mapping[tuple[str, str], int],
         backlog: int,
         oldest: Mapping[str, datetime],
+        deferred: int = 0,
     ) -> None:
         """Replace the journal's gauges with a fresh reading (state names in lower case)."""
+        self.deferred.set(deferred)
         self.jobs.clear()
         for (state, destination), count in counts.items():
             self.jobs.labels(state=str(state).lower(), destination=destination).set(count)

@@ -18,20 +18,22 @@ from replicator.config.reload import reread
 from replicator.config.sites import sites_of
 from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
+from replicator.daemon.deferred_intake import retry_deferred_forever
 from replicator.daemon.intake import Intake
 from replicator.daemon.metrics import Metrics
 from replicator.daemon.pruning import prune_forever
 from replicator.daemon.reconcile import reconcile_forever
 from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
-from replicator.daemon.tag_pushes import resolve_tag_push
 from replicator.domain import jobs as job_rules
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
 from replicator.engine.journal_retry import persist
 from replicator.engine.runner import JobEnd, JobObserver, JobRunner
+from replicator.engine.tag_pushes import resolve_tag_push
 from replicator.errors import BusError, JournalError, ReplicatorError
 from replicator.journal.claimers import open_journal, resume_orphans
+from replicator.journal.deferred import DeferredMessage
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
@@ -122,6 +124,10 @@ class Daemon:
                         name="reconcile",
                     ),
                     group.create_task(self._sweep_orphans(), name="orphans"),
+                    group.create_task(
+                        retry_deferred_forever(self.journal, self.handle_kept, self._stopping),
+                        name="deferred",
+                    ),
                     group.create_task(
                         prune_forever(
                             self.journal,
@@ -253,15 +259,24 @@ class Daemon:
     async def handle_message(self, topic: str, payload: bytes, topic_source: str | None) -> None:
         """Parse, route and journal one bus message (accepted, ignored or rejected); raises
         only a temporary JournalError (see Intake)."""
+        await self._intake().handle(topic, payload, topic_source)
+
+    async def handle_kept(self, kept: DeferredMessage) -> None:
+        """Handle again a message intake kept aside (its source could not answer for a tag)."""
+        await self._intake().handle(kept.topic, kept.payload, kept.source, attempts=kept.attempts)
+        if self.runner is not None:
+            self.runner.wake()
+
+    def _intake(self) -> Intake:
         assert self.journal is not None
-        intake = Intake(
+        return Intake(
             self.journal,
             self.metrics,
             lambda: self.sites,
             self._report_denied,
             resolve=lambda event: resolve_tag_push(event, self.config, self._pool),
+            max_attempts=self.config.workers.max_attempts,
         )
-        await intake.handle(topic, payload, topic_source)
 
     async def _report_denied(self, key: job_rules.JobKey, reason: str) -> None:
         end = JobEnd(

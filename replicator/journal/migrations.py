@@ -10,7 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from sqlalchemy import Connection, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    UniqueConstraint,
+    text,
+)
+from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
 from replicator.errors import SchemaError
 
@@ -90,6 +101,28 @@ def _fleet_indexes(connection: Connection) -> None:
     )
 
 
+def _deferred_messages(connection: Connection) -> None:
+    """6 -> 7: deferred_messages, the bus messages whose tag-only push waits for its source to
+    answer (the table as version 7 declares it)."""
+    metadata = MetaData()
+    Table(
+        "deferred_messages",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("received_at", UTCDateTime, nullable=False),
+        Column("source", AutoString),
+        Column("topic", AutoString, nullable=False),
+        Column("payload_sha256", AutoString(64), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", UTCDateTime, nullable=False),
+        Column("last_error", AutoString, nullable=False),
+        UniqueConstraint("topic", "payload_sha256", name="uq_deferred_message"),
+        Index("ix_deferred_due", "next_attempt_at"),
+    )
+    metadata.create_all(connection, checkfirst=True)
+
+
 # The step from each older version to the next.
 MIGRATIONS: dict[int, Migration] = {
     1: _add_claimed_by,
@@ -97,4 +130,5 @@ MIGRATIONS: dict[int, Migration] = {
     3: _jobs_by_event,
     4: _count_deaths,
     5: _fleet_indexes,
+    6: _deferred_messages,
 }

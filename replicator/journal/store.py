@@ -23,8 +23,8 @@ from sqlmodel import Session
 
 from replicator.domain.jobs import JobKey, JobState
 from replicator.errors import JournalError
+from replicator.journal import deferred, gauges, queries, recording, retention
 from replicator.journal import events as event_rows
-from replicator.journal import gauges, queries, recording, retention
 from replicator.journal import jobs as job_rows
 from replicator.journal.models import (
     NO_TAG,
@@ -159,6 +159,34 @@ class Journal:
                 )  # fmt: skip
                 found.append(ids)
         return found
+
+    async def defer_message(
+        self, kept: deferred.Kept, record: event_rows.ReceivedEvent | None = None
+    ) -> None:
+        """Keep a message aside until it is due (see deferred.keep), with its `record` (an
+        event row saying so) in the same transaction."""
+        now = utcnow()
+
+        def work(session: Session) -> None:
+            deferred.keep(session, kept, now)
+            if record is not None:
+                recording.record(session, record, now)
+
+        await self._run(work)
+
+    async def claim_deferred(
+        self, limit: int, now: datetime, lease_until: datetime
+    ) -> list[deferred.DeferredMessage]:
+        """Up to `limit` kept messages now due, held until `lease_until` (see deferred.claim)."""
+        return await self._run(lambda session: deferred.claim(session, now, limit, lease_until))
+
+    async def drop_deferred(self, topic: str, sha256: str) -> int:
+        """Forget a kept message, handled or given up; how many rows went (0 or 1)."""
+        return await self._run(lambda session: deferred.drop(session, topic, sha256))
+
+    async def deferred_waiting(self) -> tuple[int, datetime | None]:
+        """Messages kept aside, and when the next one is due (None when none is)."""
+        return await self._run(deferred.waiting)
 
     async def add_jobs(
         self,

@@ -14,6 +14,7 @@ from replicator.domain.jobs import NO_ORIGIN, FailureCode, JobKey, JobKind, JobS
 from replicator.errors import JournalError, SchemaError, TransitionError
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
+from replicator.journal.deferred import Kept
 from replicator.journal.events import ReceivedEvent
 from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES, SCHEMA_VERSION
 from tests.support.old_journals import WRITTEN_AT, job_values, write_old_journal
@@ -626,12 +627,14 @@ class TestSchema:
         engine.dispose()
         assert tables == ["meta"]
 
-    @pytest.mark.parametrize("version", [1, 2, 3, 4])
+    @pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
     async def test_old_journal_is_migrated(self, journal_url: str, version: int) -> None:
         """A journal of schema version 1 (no jobs.claimed_by), 2 (no retention indexes), 3
-        (a job per image and destination, not per event) or 4 (no death counts) is migrated on
+        (a job per image and destination, not per event), 4 (no death counts), 5 (no fleet
+        indexes) or 6 (no messages kept aside) is migrated on
         open: its jobs are kept as jobs of no event, claims record their process, a new push of
-        a COMPLETE image is new work, and the version reads 6."""
+        a COMPLETE image is new work, messages can be kept aside (deferred_messages), and the
+        version reads 7."""
         write_old_journal(
             journal_url,
             version,
@@ -658,13 +661,18 @@ class TestSchema:
             assert claimed.claimed_by == journal.claimer
             [again] = await record(journal, b"push 3", [E3])
             assert again not in {r.id for r in rows}
+            await journal.defer_message(
+                Kept("registry/use1/events", "use1", b"quay", "f" * 64, 1, T0, "v1: 503")
+            )
+            [kept] = await journal.claim_deferred(5, T0, T0 + timedelta(minutes=5))
+            assert (kept.payload, kept.attempts) == (b"quay", 1)
         engine = create_engine(journal_url)
         with engine.connect() as connection:
             found = connection.execute(
                 text("SELECT value FROM meta WHERE key = 'schema_version'")
             ).scalar_one()
         engine.dispose()
-        assert found == str(SCHEMA_VERSION) == "6"
+        assert found == str(SCHEMA_VERSION) == "7"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""

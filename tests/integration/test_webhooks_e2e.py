@@ -8,6 +8,7 @@ import base64
 import json
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 
 from replicator.domain.jobs import JobState
 from replicator.journal import EventOutcome
+from replicator.journal.deferred import Kept
 from tests.support import skopeo
 from tests.support.daemon import (
     REGIONS,
@@ -28,10 +30,12 @@ from tests.support.daemon import (
     start_stack,
     wait_for,
 )
-from tests.support.fuzz_targets import IntakeHarness
+from tests.support.fault_proxy import Fault, FaultProxy, manifest_requests
+from tests.support.fuzz_targets import INTAKE_SOURCE, IntakeHarness
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
+from tests.support.registry_server import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +71,8 @@ DELETES = {
 }  # fmt: skip
 # The formats that name no digest: the daemon reads the tag at the source.
 BY_TAG = {"quay", "artifactory"}
+# A moment every kept message is due by.
+T_DUE = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -232,15 +238,98 @@ def test_tag_gone_from_the_source_is_ignored(stack: Stack) -> None:
     assert not [row for row in reader.jobs() if row.repository == "prod/ghost"]
 
 
-def test_tag_the_source_cannot_answer_for_is_rejected(tmp_path: Path) -> None:
-    """A tag-only push whose source cannot be reached (nothing listens at its URL) is
-    recorded rejected `unresolved_tag` with the error, and intake goes on."""
+def test_tag_the_source_cannot_answer_for_is_kept_then_given_up(tmp_path: Path) -> None:
+    """A tag-only push whose source cannot be reached (nothing listens at its URL) is kept
+    aside (recorded `deferred`, with the error) and intake goes on; handled again with its
+    attempts used up, it is rejected `unresolved_tag`, saying so, and no longer kept."""
     harness = IntakeHarness(tmp_path)
     try:
         event = {"id": "q-1", "action": "push", "format": "quay",
                  "target": {"repository": "team/app", "tag": "v1"}}  # fmt: skip
-        [rejected] = harness.handle(json.dumps({"events": [event]}).encode())
+        payload = json.dumps({"events": [event]}).encode()
+        [deferred] = harness.handle(payload)
+        assert deferred.outcome is EventOutcome.DEFERRED
+        assert deferred.reason.startswith("unresolved_tag: attempt 1 of 10, again in ")
+        journal, topic = harness.journal, f"registry/{INTAKE_SOURCE}/events"
+        last = Kept(topic, INTAKE_SOURCE, payload, deferred.payload_sha256, 9, T_DUE, "v1: down")
+        harness.run(lambda: journal.defer_message(last))  # as after nine failed reads
+        [kept] = harness.run(lambda: journal.claim_deferred(5, T_DUE, T_DUE))
+        harness.run(lambda: harness.daemon.handle_kept(kept))
+        [rejected] = harness.run(lambda: journal.events(limit=1))
         assert rejected.outcome is EventOutcome.REJECTED
-        assert rejected.reason.startswith("unresolved_tag: v1:")
+        assert rejected.reason.startswith("unresolved_tag: gave up after 10 attempts: v1:")
+        assert harness.run(journal.deferred_waiting) == (0, None)
     finally:
         harness.close()
+
+
+@pytest.fixture
+def fronted(
+    registry_factory: RegistryFactory,
+    mosquitto_factory: MosquittoFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Stack, FaultProxy]]:
+    """A stack whose daemon reaches use1 through a fault proxy (to answer 503 for it)."""
+    proxies: list[FaultProxy] = []
+
+    def front(registry: Registry) -> str:
+        proxy = FaultProxy(registry.url)
+        proxy.start()
+        proxies.append(proxy)
+        return proxy.url
+
+    started = start_stack(
+        tmp_path_factory.mktemp("webhooks-fronted"),
+        mosquitto_factory(),
+        lambda url: registry_factory(notifications_url=url),
+        notifications=False,
+        front={USE1: front},
+    )
+    try:
+        yield started, proxies[0]
+    finally:
+        started.stop()
+        for proxy in proxies:
+            proxy.stop()
+
+
+@pytest.mark.slow
+def test_tag_push_survives_a_source_that_cannot_answer(
+    fronted: tuple[Stack, FaultProxy], layout: OCILayout
+) -> None:
+    """A Quay push whose source answers 503 when it arrives is kept and read again later, while
+    intake goes on: another push meanwhile is replicated, and once the source answers the
+    image is replicated; the same push delivered again then changes nothing."""
+    stack, proxy = fronted
+    late = layout.image("late", [LayerSpec(301, 4 * KIB)], label="late")
+    other = layout.image("other", [LayerSpec(302, 4 * KIB)], label="other")
+    skopeo.push_layout(layout.path, "late", f"{stack.source.host}/prod/quay:v1")
+    skopeo.push_layout(layout.path, "other", f"{stack.source.host}/prod/other:v1")
+    down = proxy.add(Fault.status_code(503, manifest_requests("prod/quay"), times=None))
+    quay = rewritten("quay", proxy.host, late.digest)
+    post(stack, "quay", quay)
+    post(stack, "distribution", rewritten("distribution", proxy.host, other.digest,
+                                          repository="prod/other"))  # fmt: skip
+    usw2 = stack.registries[USW2].url
+    wait_for(lambda: manifest_present(usw2, "prod/other", other.digest),
+             timeout=REPLICATED_WITHIN_SECONDS,
+             what="prod/other at usw2 while use1 answers 503")  # fmt: skip
+    assert down.injected > 0
+    assert not manifest_present(usw2, "prod/quay", late.digest)
+    wait_for(lambda: metric_value(stack.daemon.metrics(), "replicator_events_deferred") == 1,
+             timeout=REPLICATED_WITHIN_SECONDS,
+             what="the message kept aside, in the gauge")  # fmt: skip
+    proxy.clear()
+    wait_for(lambda: manifest_present(usw2, "prod/quay", late.digest),
+             timeout=REPLICATED_WITHIN_SECONDS,
+             what="prod/quay at usw2 once use1 answers")  # fmt: skip
+    assert stack.daemon.events("event_deferred")
+    wait_for(lambda: metric_value(stack.daemon.metrics(), "replicator_events_deferred") == 0,
+             timeout=REPLICATED_WITHIN_SECONDS, what="no message kept aside any more")  # fmt: skip
+    reader = JournalReader(stack.settings.journal_url)
+    jobs = sorted(row.id for row in reader.jobs() if row.repository == "prod/quay")
+    assert len(jobs) == len(stack.registries) - 1  # one per destination
+    post(stack, "quay", quay)
+    wait_for(lambda: len([e for e in reader.events() if b"prod/quay" in e.payload]) >= 2,
+             timeout=REPLICATED_WITHIN_SECONDS, what="the redelivered push recorded")  # fmt: skip
+    assert sorted(row.id for row in reader.jobs() if row.repository == "prod/quay") == jobs

@@ -1,8 +1,10 @@
 """Journals as older replicator releases wrote them, to test migrations on SQLite and PostgreSQL.
 
-The tables are frozen copies of what schema version 4 created (SQLAlchemy Core, the same column
+The tables are frozen copies of what schema version 6 created (SQLAlchemy Core, the same column
 types SQLModel used), not today's models: a migration must take the journal a release really
-left behind. Version 3 is version 4 without `jobs.origin` (and its place in the unique key);
+left behind. Version 5 is version 6 without the fleet indexes (`ix_jobs_tag`,
+`ix_jobs_state_destination`); version 4 is version 5 without `jobs.deaths` and
+`jobs.last_death`; version 3 is version 4 without `jobs.origin` (and its place in the unique key);
 version 2 is version 3 without the retention indexes (`ix_events_received`,
 `ix_jobs_finished`); version 1 is version 2 without `jobs.claimed_by`.
 """
@@ -38,6 +40,17 @@ def _tables(version: int) -> MetaData:
     origin = [Column("origin", AutoString(128), nullable=False)] if version >= 4 else []
     key = ("kind", "source", "repository", "digest", "tag", "destination")
     key += ("origin",) if version >= 4 else ()
+    deaths = (
+        [Column("deaths", Integer, nullable=False), Column("last_death", Integer)]
+        if version >= 5
+        else []
+    )
+    fleet = (
+        [Index("ix_jobs_tag", "repository", "tag"),
+         Index("ix_jobs_state_destination", "state", "destination")]
+        if version >= 6
+        else []
+    )  # fmt: skip
     Table(
         "jobs",
         metadata,
@@ -64,10 +77,12 @@ def _tables(version: int) -> MetaData:
         Column("finished_at", UTCDateTime),
         *claimed_by,
         *origin,
+        *deaths,
         UniqueConstraint(*key, name="uq_jobs_key"),
         Index("ix_jobs_due", "state", "next_attempt_at"),
         Index("ix_jobs_image", "repository", "digest"),
         *finished,
+        *fleet,
     )
     Table(
         "events",
@@ -144,11 +159,13 @@ def write_old_journal(
     jobs: Sequence[dict[str, Any]],
     events: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Create at `url` the tables of schema `version` (1 to 4) holding `jobs` and `events`."""
-    if version not in (1, 2, 3, 4):
+    """Create at `url` the tables of schema `version` (1 to 6) holding `jobs` and `events`."""
+    if version not in range(1, 7):
         raise ValueError(f"no frozen tables for schema version {version}")
     if version >= 4:
         jobs = [{"origin": "", **job} for job in jobs]  # of no event, as a scan's
+    if version >= 5:
+        jobs = [{"deaths": 0, "last_death": None, **job} for job in jobs]
     metadata = _tables(version)
     engine = create_engine(url)
     try:

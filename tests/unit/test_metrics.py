@@ -42,6 +42,7 @@ OWN_FAMILIES = {
     "replicator_registry_request_duration_seconds",
     "replicator_jobs",
     "replicator_journal_backlog",
+    "replicator_events_deferred",
     "replicator_oldest_unreplicated_push_age_seconds",
 }
 # Labels whose values are names the operator chose (registry names, hosts): any case.

@@ -1,13 +1,14 @@
 """Tag-only pushes (Quay, Artifactory: no digest, or one we cannot vouch for) -> PushEvent, by
 reading the tag at the source with a HEAD, as every webhook receiver must (the tag may even
-have moved since the event: the digest it has now is the one to replicate)."""
+have moved since the event: the digest it has now is the one to replicate). What the answer
+makes of the push is domain.tag_resolution's to say."""
 
 from __future__ import annotations
 
 from replicator.config.loading import Config
 from replicator.config.sites import settings_for
 from replicator.domain.events import Ignored, IgnoreReason, PushEvent, TagPush
-from replicator.domain.media import is_manifest_type
+from replicator.domain.tag_resolution import TagHead, resolved_push
 from replicator.errors import ConfigError
 from replicator.logs import get_logger
 from replicator.registry import manifests
@@ -24,26 +25,19 @@ async def resolve_tag_push(event: TagPush, config: Config, pool: ClientPool) -> 
         raise ConfigError(f"source {event.source!r} is no longer configured")
     client = pool.client(settings_for(registry, config.workers.per_registry))
     head = await manifests.head(client, event.repository, event.tag)
-    if head is None:
-        log.info("event_tag_gone", source=event.source, repository=event.repository, tag=event.tag)
-        return Ignored(IgnoreReason.TAG_NOT_FOUND, event.event_id)
-    media_type = head.media_type or None
-    if media_type is not None and not is_manifest_type(media_type):
-        return Ignored(IgnoreReason.UNSUPPORTED_MEDIA_TYPE, event.event_id)
+    found = resolved_push(event, None if head is None else TagHead(head.digest, head.media_type))
+    if isinstance(found, Ignored):
+        if found.reason is IgnoreReason.TAG_NOT_FOUND:
+            log.info(
+                "event_tag_gone", source=event.source, repository=event.repository, tag=event.tag
+            )
+        return found
     log.info(
         "event_tag_resolved",
         source=event.source,
         repository=event.repository,
         tag=event.tag,
-        digest=head.digest,
+        digest=found.digest,
         format=event.format,
     )
-    return PushEvent(
-        event.source,
-        event.repository,
-        head.digest,
-        event.tag,
-        media_type,
-        event.pushed_at,
-        event.event_id,
-    )
+    return found
