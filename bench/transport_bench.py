@@ -42,7 +42,7 @@ if __package__ in (None, ""):
 import httpx
 
 from replicator.registry import blobs
-from replicator.registry.client import new_transport
+from replicator.registry.connections import new_transport
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support.registry_server import Registry
 

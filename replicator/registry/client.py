@@ -1,5 +1,8 @@
 """The request core of the registry client: base URL, auth, per-registry limit, typed errors.
 
+How a registry is reached (pool, TLS) is in `connections`; one exchange and its redirects in
+`exchange`; reading an answer within its cap in `responses`.
+
 Resource operations live beside it, one module per registry resource: `manifests`, `blobs`,
 `uploads`, `tags` (tags and catalog), `referrers`.
 """
@@ -7,7 +10,6 @@ Resource operations live beside it, one module per registry resource: `manifests
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 import time
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
@@ -18,21 +20,20 @@ import httpx
 
 from replicator.domain.realms import Origin, is_downgrade, origin_of
 from replicator.domain.refs import is_loopback_host, registry_endpoint
-from replicator.errors import (
-    AuthError,
-    InvalidReferenceError,
-    RegistryError,
-    TlsError,
-    TransportError,
-)
+from replicator.errors import AuthError, InvalidReferenceError, RegistryError, TransportError
 from replicator.registry.auth import Authenticator
+from replicator.registry.connections import tls_error
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.ecr import EcrApi
-from replicator.registry.http.proxy import ProxySettings
-from replicator.registry.http.transport import RegistryTransport
+from replicator.registry.exchange import Content, build_request, follow_redirects, url_origin
 from replicator.registry.links import next_link
 from replicator.registry.observer import RequestObserver
-from replicator.registry.responses import MAX_ERROR_BODY, describe, raise_for_status
+from replicator.registry.responses import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    describe,
+    raise_for_status,
+    read_capped,
+)
 
 # Registries a task already holds a request slot on, so nested requests of one transfer (GET from
 # the source while uploading to the destination) never wait on a slot their own task holds.
@@ -45,99 +46,9 @@ DEFAULT_MAX_IN_FLIGHT = 8
 # on the wire: sharing the 8 transfer slots, a copy 25 ms away was capped at 8 / 50 ms = 160
 # requests/s and spent most of its time waiting for a slot (bench/copy_bench.py, 2026-11-29).
 SMALL_REQUESTS_PER_SLOT = 4
-# Connect fast-fail; reads may legitimately stall while a registry hashes a large upload.
-HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=None)
-_TIMEOUTS = HTTP_TIMEOUT.as_dict()
-# Blob GETs answer 307 to storage backends (S3, GCS); GET and HEAD follow redirects, at most
-# this many (httpx's limit). Other methods see the 3xx as it is.
-MAX_REDIRECTS = 20
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-USER_AGENT = "replicator"
-# What a request() reads of a successful answer unless its caller says more: answers that are
-# not documents (HEAD, PUT, POST of an upload) carry a few hundred bytes; tag lists, catalog
-# pages and referrers name their own caps. Nothing a registry sends is read past a cap.
-DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 # URL path segments that URL normalisation resolves (RFC 3986 5.2.4), written or %-encoded:
 # a path holding one would reach another repository than the one named.
 _DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
-
-Content = bytes | AsyncIterator[bytes] | None
-
-
-def _request(
-    method: str,
-    url: str | httpx.URL,
-    headers: Mapping[str, str],
-    *,
-    content: Content = None,
-    params: Mapping[str, str] | None = None,
-) -> httpx.Request:
-    return httpx.Request(
-        method,
-        url,
-        headers={"User-Agent": USER_AGENT, **headers},
-        content=content,
-        params=params,
-        extensions={"timeout": _TIMEOUTS},
-    )
-
-
-def _origin(url: httpx.URL) -> Origin | None:
-    return origin_of(str(url))
-
-
-@functools.cache
-def _tls_context(verify: bool | str, cert: tuple[str, str] | None) -> ssl.SSLContext:
-    """One SSL context per (verify, client certificate): loading the system CAs costs ~40 ms
-    and a context is safe to share between connections. `verify=False` checks nothing."""
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    if verify is False:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if cert:
-        context.load_cert_chain(*cert)
-    return context
-
-
-def new_transport(
-    *,
-    verify: bool | str = True,
-    cert: tuple[str, str] | None = None,
-    max_connections: int = 64,
-    proxies: ProxySettings | None = None,
-) -> RegistryTransport:
-    """The connection pool of one registry (HTTP/1.1 on asyncio streams): httpcore cost ~1 ms
-    of our CPU per request, mostly scanning its pool, which made a catalog scan CPU-bound.
-
-    The system CAs are loaded at the first HTTPS connection, so a process that only reaches
-    plain-HTTP registries (loopback, a private network) never pays their ~40 ms at start. A CA
-    bundle or client certificate the operator named is loaded at once: a wrong file fails here
-    rather than as a connection error retried for ever (the config check names it first).
-    """
-    if isinstance(verify, str) or cert is not None:
-        context = _tls_context(verify, cert)
-        return RegistryTransport(
-            tls=lambda: context, max_connections=max_connections, proxies=proxies
-        )
-    return RegistryTransport(
-        tls=functools.partial(_tls_context, verify, None),
-        max_connections=max_connections,
-        proxies=proxies,
-    )
-
-
-def new_http_client(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
-    """An httpx client over `transport`, for the token endpoints of the auth flow (registry
-    requests themselves go straight to the transport: see RegistryClient._send)."""
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=HTTP_TIMEOUT,
-        # A token endpoint behind a redirect is followed; httpx strips the Authorization
-        # header on a cross-origin hop.
-        follow_redirects=True,
-        trust_env=False,
-        headers={"User-Agent": USER_AGENT},
-    )
 
 
 class RegistryClient:
@@ -259,14 +170,14 @@ class RegistryClient:
             all_headers = dict(headers or {})
             if sent_auth:
                 all_headers["Authorization"] = sent_auth
-            request = _request(method, url, all_headers, content=content, params=params)
+            request = build_request(method, url, all_headers, content=content, params=params)
             try:
-                response = await self._exchange(request, all_headers)
+                response = await follow_redirects(self._observed, request, all_headers)
             # A TLS alert read after the handshake (a refused client certificate, under TLS 1.3)
             # comes as ReadError caused by ssl.SSLError; a raw ssl.SSLError is caught too.
             except (httpx.HTTPError, ssl.SSLError) as exc:
                 where = describe(method, request.url)
-                raise _tls_error(where, exc) or TransportError(
+                raise tls_error(where, exc) or TransportError(
                     f"{where}: {type(exc).__name__}: {exc}"
                 ) from exc
             if (
@@ -275,7 +186,7 @@ class RegistryClient:
                 and replayable
                 # Only the registry's own challenge is answered: a 401 from where a redirect
                 # or a Location led us would send our credentials to its realm.
-                and _origin(response.request.url) == self.origin
+                and url_origin(response.request.url) == self.origin
             ):
                 await response.aclose()
                 # One forced refresh: the token expired or this scope had none yet.
@@ -283,7 +194,7 @@ class RegistryClient:
                 continue
             if not stream:
                 try:
-                    return await _read_capped(response, max_bytes)
+                    return await read_capped(response, max_bytes)
                 except (httpx.HTTPError, ssl.SSLError) as exc:
                     raise TransportError(
                         f"{describe(method, request.url)}: {type(exc).__name__}"
@@ -305,42 +216,6 @@ class RegistryClient:
                 temporary=False,
             )
         return False
-
-    async def _exchange(self, request: httpx.Request, headers: dict[str, str]) -> httpx.Response:
-        """Send on the transport, following the redirects of GET and HEAD.
-
-        httpx.AsyncClient is bypassed here: its per-request work (URL merging, a cookie jar
-        copied and parsed on every request and response) cost as much CPU as the exchange.
-        Registries set no cookies we need; containers/image (skopeo) keeps none either."""
-        for _ in range(MAX_REDIRECTS + 1):
-            response = await self._observed(request)
-            response.request = request
-            location = response.headers.get("location")
-            if (
-                response.status_code not in REDIRECT_STATUSES
-                or request.method not in ("GET", "HEAD")
-                or not location
-            ):
-                return response
-            await response.aclose()
-            target = request.url.join(location)
-            source_origin, target_origin = _origin(request.url), _origin(target)
-            if source_origin is None or target_origin is None:
-                raise httpx.UnsupportedProtocol(
-                    f"redirect to {str(target)[:120]!r}", request=request
-                )
-            if is_downgrade(source_origin, target_origin):
-                raise RegistryError(
-                    f"{describe(request.method, request.url)}: refusing a redirect from https "
-                    f"to {target.scheme}://{target.host}",
-                    status=response.status_code,
-                    temporary=False,
-                )
-            if target_origin != source_origin:
-                # Our credentials are for the registry, never for its storage backend.
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            request = _request(request.method, target, headers)
-        raise httpx.TooManyRedirects(f"over {MAX_REDIRECTS} redirects", request=request)
 
     async def _check(self, response: httpx.Response, expected: tuple[int, ...]) -> None:
         """raise_for_status, naming why we had no credentials when that is why we were refused
@@ -447,65 +322,6 @@ class RegistryClient:
                 raise TransportError(f"{where}: {type(exc).__name__}: {exc}") from exc
             finally:
                 await response.aclose()
-
-
-async def _read_capped(response: httpx.Response, max_bytes: int) -> httpx.Response:
-    """The response with its body read: at most `max_bytes` of a success (more is refused, not
-    temporary: a registry answering this much is misbehaving, not slow), the first
-    MAX_ERROR_BODY bytes of a failure (enough to build its error, the rest is dropped).
-
-    The raw bytes are read (we ask for no content coding, and decoding one a server sends
-    anyway could inflate past the cap) and kept as the response's content, as aread() keeps
-    them: building a new httpx.Response cost ~20 us per request."""
-    failed = response.status_code >= 400
-    limit = MAX_ERROR_BODY if failed else max_bytes
-    declared = response.headers.get("content-length", "")
-    chunks: list[bytes] = []
-    seen = 0
-    # A HEAD answer's Content-Length is the size of what a GET would send: there is no body.
-    head = response.request.method == "HEAD"
-    over = not head and declared.isdigit() and int(declared) > limit
-    if not over:
-        async for chunk in response.aiter_raw():
-            chunks.append(chunk)
-            seen += len(chunk)
-            if seen > limit:
-                over = True
-                break
-    await response.aclose()
-    if over and not failed:
-        raise RegistryError(
-            f"{describe(response.request.method, response.request.url)}: the answer is larger "
-            f"than {limit} bytes",
-            status=response.status_code,
-            temporary=False,
-        )
-    content = b"".join(chunks)  # one chunk (the usual case) is not copied
-    response._content = content[:limit] if seen > limit else content
-    return response
-
-
-def _tls_error(where: str, exc: BaseException) -> TlsError | None:
-    """A TlsError when `exc` was caused by an untrusted server certificate or by the server
-    refusing our client certificate; retrying either cannot help, so neither is temporary."""
-    cause: BaseException | None = exc
-    seen: set[int] = set()
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return TlsError(
-                f"{where}: the registry's TLS certificate is not trusted ({cause.verify_message});"
-                " give its CA bundle (ca_file, or --src-ca-file / --dst-ca-file)"
-            )
-        # Alerts such as CERTIFICATE_REQUIRED / BAD_CERTIFICATE: the server wants a client
-        # certificate from a CA it trusts and did not get one.
-        if isinstance(cause, ssl.SSLError) and "CERTIFICATE" in str(cause.reason or ""):
-            return TlsError(
-                f"{where}: the registry refused the TLS handshake ({cause.reason}); it requires "
-                "a client certificate it trusts (client_cert and client_key)"
-            )
-        cause = cause.__cause__ or cause.__context__
-    return None
 
 
 def pull_scope(repository: str) -> str:

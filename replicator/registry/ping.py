@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 
 from replicator.logs import get_logger
-from replicator.registry.client import USER_AGENT, new_transport
+from replicator.registry.connections import USER_AGENT, new_transport
 from replicator.registry.pool import proxy_settings
 
 log = get_logger(__name__)

@@ -13,12 +13,8 @@ from types import TracebackType
 import httpx
 
 from replicator.errors import ConfigError
-from replicator.registry.client import (
-    DEFAULT_MAX_IN_FLIGHT,
-    RegistryClient,
-    new_http_client,
-    new_transport,
-)
+from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, RegistryClient
+from replicator.registry.connections import new_http_client, new_transport
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.ecr import EcrApi
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError

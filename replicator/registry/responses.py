@@ -1,4 +1,4 @@
-"""Registry answers become typed errors here, and only here."""
+"""Registry answers are read here (never past a cap) and become typed errors here, only here."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from replicator.registry.retry import parse_retry_after
 # Error bodies are a few hundred bytes of JSON; read at most this much of them so a registry (or
 # a proxy's HTML page) cannot make us buffer megabytes just to build an error message.
 MAX_ERROR_BODY = 16 * 1024
+# What a request() reads of a successful answer unless its caller says more: answers that are
+# not documents (HEAD, PUT, POST of an upload) carry a few hundred bytes; tag lists, catalog
+# pages and referrers name their own caps. Nothing a registry sends is read past a cap.
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 # OCI error codes that mean "does not exist" whatever the status code says.
 _NOT_FOUND_CODES = frozenset({"BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN"})
 
@@ -75,3 +79,39 @@ async def raise_for_status(response: httpx.Response, expected: tuple[int, ...]) 
                 break
         await response.aclose()
     raise error_for(response, bytes(body))
+
+
+async def read_capped(response: httpx.Response, max_bytes: int) -> httpx.Response:
+    """The response with its body read: at most `max_bytes` of a success (more is refused, not
+    temporary: a registry answering this much is misbehaving, not slow), the first
+    MAX_ERROR_BODY bytes of a failure (enough to build its error, the rest is dropped).
+
+    The raw bytes are read (we ask for no content coding, and decoding one a server sends
+    anyway could inflate past the cap) and kept as the response's content, as aread() keeps
+    them: building a new httpx.Response cost ~20 us per request."""
+    failed = response.status_code >= 400
+    limit = MAX_ERROR_BODY if failed else max_bytes
+    declared = response.headers.get("content-length", "")
+    chunks: list[bytes] = []
+    seen = 0
+    # A HEAD answer's Content-Length is the size of what a GET would send: there is no body.
+    head = response.request.method == "HEAD"
+    over = not head and declared.isdigit() and int(declared) > limit
+    if not over:
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            seen += len(chunk)
+            if seen > limit:
+                over = True
+                break
+    await response.aclose()
+    if over and not failed:
+        raise RegistryError(
+            f"{describe(response.request.method, response.request.url)}: the answer is larger "
+            f"than {limit} bytes",
+            status=response.status_code,
+            temporary=False,
+        )
+    content = b"".join(chunks)  # one chunk (the usual case) is not copied
+    response._content = content[:limit] if seen > limit else content
+    return response

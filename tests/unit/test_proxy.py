@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from replicator.registry.client import new_transport
+from replicator.registry.connections import new_transport
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError, parse_proxy_url
 
 PROXY = "http://proxy.corp:3128"

@@ -10,10 +10,10 @@ import pytest
 
 from replicator.errors import AuthError, RegistryError
 from replicator.registry.auth import MAX_TOKEN_RESPONSE
-from replicator.registry.client import DEFAULT_MAX_RESPONSE_BYTES, RegistryClient
+from replicator.registry.client import RegistryClient
 from replicator.registry.credentials import Credentials, StaticCredentials
 from replicator.registry.pool import ClientPool, RegistrySettings
-from replicator.registry.responses import MAX_ERROR_BODY
+from replicator.registry.responses import DEFAULT_MAX_RESPONSE_BYTES, MAX_ERROR_BODY
 from replicator.registry.tags import MAX_PAGE_BYTES
 from tests.support.scripted_http import BASIC_USER, ScriptedServer
 from tests.support.tls import Pki, make_pki

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicator.registry.client import new_transport
+from replicator.registry.connections import new_transport
 from replicator.registry.http.transport import RegistryTransport
 from tests.support.ports import free_port
 from tests.support.scripted_http import PIECE, PIECES, ScriptedServer, silent_server

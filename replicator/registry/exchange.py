@@ -1,0 +1,88 @@
+"""One exchange with a registry's transport: the request as we build it, and the redirects of
+GET and HEAD followed without carrying our credentials to another origin or down to http.
+
+    request = build_request("GET", url, headers)
+    response = await follow_redirects(send, request, headers)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import httpx
+
+from replicator.domain.realms import Origin, is_downgrade, origin_of
+from replicator.errors import RegistryError
+from replicator.registry.connections import HTTP_TIMEOUT, USER_AGENT
+from replicator.registry.responses import describe
+
+_TIMEOUTS = HTTP_TIMEOUT.as_dict()
+# Blob GETs answer 307 to storage backends (S3, GCS); GET and HEAD follow redirects, at most
+# this many (httpx's limit). Other methods see the 3xx as it is.
+MAX_REDIRECTS = 20
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+Content = bytes | AsyncIterator[bytes] | None
+
+
+def build_request(
+    method: str,
+    url: str | httpx.URL,
+    headers: Mapping[str, str],
+    *,
+    content: Content = None,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Request:
+    """A registry request: our User-Agent, the registry timeouts, `headers` as given."""
+    return httpx.Request(
+        method,
+        url,
+        headers={"User-Agent": USER_AGENT, **headers},
+        content=content,
+        params=params,
+        extensions={"timeout": _TIMEOUTS},
+    )
+
+
+def url_origin(url: httpx.URL) -> Origin | None:
+    """The origin (scheme, host, port) of `url`, or None when it has none we reach."""
+    return origin_of(str(url))
+
+
+async def follow_redirects(
+    send: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    request: httpx.Request,
+    headers: dict[str, str],
+) -> httpx.Response:
+    """Send `request` with `send` (the transport), following the redirects of GET and HEAD.
+
+    httpx.AsyncClient is bypassed here: its per-request work (URL merging, a cookie jar
+    copied and parsed on every request and response) cost as much CPU as the exchange.
+    Registries set no cookies we need; containers/image (skopeo) keeps none either."""
+    for _ in range(MAX_REDIRECTS + 1):
+        response = await send(request)
+        response.request = request
+        location = response.headers.get("location")
+        if (
+            response.status_code not in REDIRECT_STATUSES
+            or request.method not in ("GET", "HEAD")
+            or not location
+        ):
+            return response
+        await response.aclose()
+        target = request.url.join(location)
+        source_origin, target_origin = url_origin(request.url), url_origin(target)
+        if source_origin is None or target_origin is None:
+            raise httpx.UnsupportedProtocol(f"redirect to {str(target)[:120]!r}", request=request)
+        if is_downgrade(source_origin, target_origin):
+            raise RegistryError(
+                f"{describe(request.method, request.url)}: refusing a redirect from https "
+                f"to {target.scheme}://{target.host}",
+                status=response.status_code,
+                temporary=False,
+            )
+        if target_origin != source_origin:
+            # Our credentials are for the registry, never for its storage backend.
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        request = build_request(request.method, target, headers)
+    raise httpx.TooManyRedirects(f"over {MAX_REDIRECTS} redirects", request=request)
