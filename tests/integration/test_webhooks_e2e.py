@@ -71,6 +71,10 @@ DELETES = {
 }  # fmt: skip
 # The formats that name no digest: the daemon reads the tag at the source.
 BY_TAG = {"quay", "artifactory"}
+# A hung source holds a HEAD this long (the client's read timeout is 120 s); intake gives up on
+# it after 5 s, so the push behind it arrives within 5 s plus a copy (20 s on a loaded machine).
+HUNG_SECONDS = 60.0
+HELD_AT_MOST_SECONDS = 20.0
 # A moment every kept message is due by.
 T_DUE = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -297,9 +301,9 @@ def fronted(
 def test_tag_push_survives_a_source_that_cannot_answer(
     fronted: tuple[Stack, FaultProxy], layout: OCILayout
 ) -> None:
-    """A Quay push whose source answers 503 when it arrives is kept and read again later, while
-    intake goes on: another push meanwhile is replicated, and once the source answers the
-    image is replicated; the same push delivered again then changes nothing."""
+    """A Quay push whose source answers 503 when it arrives is kept and read again later (in
+    vain, then once the source answers), while intake goes on: another push meanwhile is
+    replicated, and then the image is; the same push delivered again changes nothing."""
     stack, proxy = fronted
     late = layout.image("late", [LayerSpec(301, 4 * KIB)], label="late")
     other = layout.image("other", [LayerSpec(302, 4 * KIB)], label="other")
@@ -319,11 +323,14 @@ def test_tag_push_survives_a_source_that_cannot_answer(
     wait_for(lambda: metric_value(stack.daemon.metrics(), "replicator_events_deferred") == 1,
              timeout=REPLICATED_WITHIN_SECONDS,
              what="the message kept aside, in the gauge")  # fmt: skip
+    wait_for(lambda: len(stack.daemon.events("event_deferred")) >= 2,
+             timeout=REPLICATED_WITHIN_SECONDS,
+             what="the kept message read again, in vain")  # fmt: skip
     proxy.clear()
     wait_for(lambda: manifest_present(usw2, "prod/quay", late.digest),
              timeout=REPLICATED_WITHIN_SECONDS,
              what="prod/quay at usw2 once use1 answers")  # fmt: skip
-    assert stack.daemon.events("event_deferred")
+    assert [e["attempts"] for e in stack.daemon.events("event_deferred")][:2] == [1, 2]
     wait_for(lambda: metric_value(stack.daemon.metrics(), "replicator_events_deferred") == 0,
              timeout=REPLICATED_WITHIN_SECONDS, what="no message kept aside any more")  # fmt: skip
     reader = JournalReader(stack.settings.journal_url)
@@ -333,3 +340,30 @@ def test_tag_push_survives_a_source_that_cannot_answer(
     wait_for(lambda: len([e for e in reader.events() if b"prod/quay" in e.payload]) >= 2,
              timeout=REPLICATED_WITHIN_SECONDS, what="the redelivered push recorded")  # fmt: skip
     assert sorted(row.id for row in reader.jobs() if row.repository == "prod/quay") == jobs
+
+
+@pytest.mark.slow
+def test_tag_push_to_a_hung_source_holds_intake_for_seconds_only(
+    fronted: tuple[Stack, FaultProxy], layout: OCILayout
+) -> None:
+    """A Quay push whose source holds the HEAD of its tag (a hung registry) is kept aside
+    after 5 s instead of holding intake for the client's read timeout (120 s): a push posted
+    right after it is replicated within seconds, and the kept one once read again."""
+    stack, proxy = fronted
+    hung = layout.image("hung", [LayerSpec(303, 4 * KIB)], label="hung")
+    after = layout.image("after", [LayerSpec(304, 4 * KIB)], label="after")
+    skopeo.push_layout(layout.path, "hung", f"{stack.source.host}/prod/quay:v1")
+    skopeo.push_layout(layout.path, "after", f"{stack.source.host}/prod/after:v1")
+    proxy.add(Fault.stall(manifest_requests("prod/quay"), HUNG_SECONDS))
+    post(stack, "quay", rewritten("quay", proxy.host, hung.digest))
+    post(stack, "distribution", rewritten("distribution", proxy.host, after.digest,
+                                          repository="prod/after"))  # fmt: skip
+    usw2 = stack.registries[USW2].url
+    wait_for(lambda: manifest_present(usw2, "prod/after", after.digest),
+             timeout=HELD_AT_MOST_SECONDS,
+             what="prod/after at usw2 behind the hung HEAD")  # fmt: skip
+    wait_for(lambda: manifest_present(usw2, "prod/quay", hung.digest),
+             timeout=REPLICATED_WITHIN_SECONDS,
+             what="prod/quay at usw2 once read again")  # fmt: skip
+    [deferred] = stack.daemon.events("event_deferred")[:1]
+    assert deferred["error"] == "no answer within 5s"
