@@ -19,7 +19,8 @@ from replicator.domain.refs import (
     parse_host_path,
     parse_reference,
 )
-from replicator.engine.copier import Copier, CopyFailure, CopyStats, Endpoint
+from replicator.engine.copier import Copier, CopyFailure, CopyStats
+from replicator.engine.endpoint import Endpoint
 from replicator.engine.gather import for_each_repository
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags

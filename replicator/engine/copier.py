@@ -1,23 +1,21 @@
 """The copy engine: gathers facts, asks `domain.plan` what to do, and does it.
 
 One `Copier` serves every copy of a process (the CLI's, the daemon's workers, backfill): it owns
-the global transfer limit, the in-flight de-duplication of blobs per destination, and the memory
-of which destination repository holds which blob (for cross-repository mounts).
+the global transfer limit and the in-flight de-duplication of blobs per destination (its one
+`BlobTransfers`, blob_transfers.py), and the memory of which destination repository holds which
+blob (for cross-repository mounts).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import ManifestKind
 from replicator.domain.plan import (
-    BlobAction,
-    BlobStep,
     CopyPlan,
     DestinationFacts,
     Shortcut,
@@ -28,7 +26,9 @@ from replicator.domain.plan import (
 )
 from replicator.domain.refs import is_digest
 from replicator.engine.blob_locations import BlobLocations
+from replicator.engine.blob_transfers import BlobObserver, BlobTransfers
 from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats, ImageObserver
+from replicator.engine.endpoint import Endpoint
 from replicator.engine.gather import gather_all, task_group
 from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
@@ -38,24 +38,12 @@ from replicator.errors import NotFoundError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
-from replicator.registry.client import RegistryClient, push_scope
 from replicator.registry.retry import retried
 
 log = get_logger(__name__)
-__all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats", "Endpoint"]
+__all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats"]
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A repository at a registry."""
-
-    client: RegistryClient
-    repository: str
-
-    def __str__(self) -> str:
-        return f"{self.client.host}/{self.repository}"
 
 
 @dataclass(slots=True)
@@ -63,9 +51,6 @@ class _Progress:
     stats: CopyStats = field(default_factory=CopyStats)
     # Set when the source's tag moved on since the job's event: why the tag was left alone.
     superseded: str | None = None
-
-
-BlobObserver = Callable[[str, int], None]  # (action, bytes): for metrics
 
 
 class Copier:
@@ -80,12 +65,15 @@ class Copier:
         on_image: ImageObserver | None = None,
     ) -> None:
         self._on_image = on_image
-        self._transfers = asyncio.Semaphore(concurrency)
-        self._chunk_threshold = chunk_threshold
-        self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._locations = BlobLocations()
         self._reads = SourceReads()
-        self._on_blob = on_blob
+        self._blobs = BlobTransfers(
+            reads=self._reads,
+            locations=self._locations,
+            concurrency=concurrency,
+            chunk_threshold=chunk_threshold,
+            on_blob=on_blob,
+        )
         self._referrer_index = ReferrerIndex()
 
     # -- public operations -------------------------------------------------------------------
@@ -271,7 +259,7 @@ class Copier:
         dest_absent: bool = False,
     ) -> CopyPlan:
         # A repository the destination said does not exist holds no manifest and no blob: none
-        # is asked for (blobs this process placed meanwhile are known to _ensure_blob).
+        # is asked for (blobs this process placed meanwhile are known to BlobTransfers.ensure).
         manifest_digests = [] if dest_absent else sorted(children)
         heads = await gather_all(
             retried(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
@@ -314,7 +302,7 @@ class Copier:
     ) -> None:
         """Blobs, child manifests, then the root: under the tag, unless `guard` finds the
         source's tag moved on (tag_guard.py), then by digest."""
-        await gather_all(self._ensure_blob(step, src, dst, progress) for step in plan.blobs)
+        await gather_all(self._blobs.ensure(step, src, dst, progress.stats) for step in plan.blobs)
         children = [m for m in plan.manifests if m.digest != plan.root.digest]
         # Images before the indexes that list them; all of one kind at once.
         for kind_first in (True, False):
@@ -333,86 +321,6 @@ class Copier:
             await retried(manifests.put, dst.client, dst.repository, reference, plan.root)
             progress.stats.manifests += 1
 
-    async def _ensure_blob(
-        self, step: BlobStep, src: Endpoint, dst: Endpoint, progress: _Progress
-    ) -> None:
-        digest = step.descriptor.digest
-        if step.action is BlobAction.SKIP:
-            progress.stats.blobs_skipped += 1
-            self._observe("skipped", 0)
-            return
-        key = (dst.client.host, digest)
-        # In-flight de-duplication: a second job wanting the same blob at the same destination
-        # waits for the first transfer, then mounts (other repository) or skips (same one).
-        while (pending := self._inflight.get(key)) is not None:
-            await asyncio.wait([pending])
-        holder = self._locations.holder(*key)
-        if self._locations.holds(*key, dst.repository):
-            # Placed here by another job meanwhile. Never mount or upload it again: the
-            # filesystem driver of distribution rewrites the repository's link file in place
-            # (truncate, then write), and a manifest PUT verifying it at that moment is refused
-            # MANIFEST_BLOB_UNKNOWN.
-            progress.stats.blobs_skipped += 1
-            self._observe("skipped", 0)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            # A repository known to hold it now beats the plan's guess.
-            mount_from = holder or step.mount_from
-            await retried(self._transfer, step, src, dst, mount_from, progress)
-            self._locations.remember(dst.client.host, digest, dst.repository)
-        finally:
-            del self._inflight[key]
-            future.set_result(None)
-
-    async def _transfer(
-        self,
-        step: BlobStep,
-        src: Endpoint,
-        dst: Endpoint,
-        mount_from: str | None,
-        progress: _Progress,
-    ) -> None:
-        descriptor = step.descriptor
-        location: str | None = None
-        if mount_from is not None:
-            result = await blobs.mount(dst.client, dst.repository, descriptor.digest, mount_from)
-            if result.mounted:
-                progress.stats.blobs_mounted += 1
-                self._observe("mounted", 0)
-                return
-            # The registry opened an upload instead (it could not mount): use it.
-            location = result.location
-        async with self._transfers:
-            # The upload session is opened before the transfer slots are taken, as a small
-            # request: a slot then carries only the body's PUT, not also the POST's round trip.
-            location = location or await blobs.start_upload(dst.client, dst.repository)
-            try:
-                async with (
-                    _slots(src.client, dst.client),
-                    self._reads.blob(
-                        src.client, src.repository, descriptor.digest, descriptor.size
-                    ) as body,
-                ):
-                    await blobs.upload(
-                        dst.client,
-                        dst.repository,
-                        descriptor.digest,
-                        descriptor.size,
-                        body,
-                        location=location,
-                        chunk_threshold=self._chunk_threshold,
-                    )
-            except BaseException:
-                # upload() ends its session when it fails; this ends it when the source read
-                # failed before upload() began (a second DELETE is answered 404, accepted).
-                await blobs.cancel_upload(dst.client, location, push_scope(dst.repository))
-                raise
-        progress.stats.blobs_copied += 1
-        progress.stats.bytes_copied += descriptor.size
-        self._observe("copied", descriptor.size)
-
     async def _copy_referrers(self, src: Endpoint, dst: Endpoint, root: Manifest) -> CopyStats:
         """Copy what refers to `root` (signatures, SBOMs): OCI referrers, else the tag schema."""
         total = CopyStats()
@@ -429,19 +337,3 @@ class Copier:
             result = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
             total.add(result.stats)
         return total
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    def _observe(self, action: str, size: int) -> None:
-        if self._on_blob is not None:
-            self._on_blob(action, size)
-
-
-@asynccontextmanager
-async def _slots(*clients: RegistryClient) -> AsyncIterator[None]:
-    """Hold a request slot on each registry, taken in host order so two opposite transfers
-    (A->B and B->A) can never each hold one slot and wait for the other's."""
-    async with AsyncExitStack() as stack:
-        for client in sorted({c.host: c for c in clients}.values(), key=lambda c: c.host):
-            await stack.enter_async_context(client.slot())
-        yield

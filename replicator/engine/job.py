@@ -15,7 +15,8 @@ from replicator.domain.deletes import (
 from replicator.domain.freshness import Verdict, check_delete
 from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication, existence_matters
-from replicator.engine.copier import Copier, CopyResult, CopyStats, Endpoint
+from replicator.engine.copier import Copier, CopyResult, CopyStats
+from replicator.engine.endpoint import Endpoint
 from replicator.errors import DeleteRefused, PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.engine.copier import Copier, Endpoint
+from replicator.engine.copier import Copier
+from replicator.engine.endpoint import Endpoint
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support import skopeo
 from tests.support.images import BuiltImage, LayerSpec, OCILayout

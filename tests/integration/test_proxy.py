@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.engine.copier import Copier, Endpoint
+from replicator.engine.copier import Copier
+from replicator.engine.endpoint import Endpoint
 from replicator.errors import TransportError
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support.copy_cli import assert_tags_equal, run_copy

@@ -20,7 +20,8 @@ import pytest
 
 from replicator.config.loading import BridgeConfig, HttpConfig, load_config
 from replicator.daemon.bus import Bus, BusOptions
-from replicator.engine.copier import Copier, Endpoint
+from replicator.engine.copier import Copier
+from replicator.engine.endpoint import Endpoint
 from replicator.errors import BusError
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support import skopeo

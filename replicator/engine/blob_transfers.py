@@ -1,0 +1,140 @@
+"""Placing blobs at a destination: each skipped, mounted from a repository known to hold it, or
+streamed from the source, within the process's global transfer limit, and never twice at once
+for one destination (a second job wanting the same blob waits for the first, then mounts or skips).
+
+    transfers = BlobTransfers(reads=reads, locations=locations)
+    await transfers.ensure(step, src, dst, stats)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from replicator.domain.plan import BlobAction, BlobStep
+from replicator.engine.blob_locations import BlobLocations
+from replicator.engine.copy_stats import CopyStats
+from replicator.engine.endpoint import Endpoint
+from replicator.engine.source_reads import SourceReads
+from replicator.registry import blobs
+from replicator.registry.blobs import DEFAULT_CONCURRENCY
+from replicator.registry.client import RegistryClient, push_scope
+from replicator.registry.retry import retried
+
+BlobObserver = Callable[[str, int], None]  # (action, bytes): for metrics
+
+
+class BlobTransfers:
+    """Places blobs for every copy of a process; safe to share between concurrent tasks."""
+
+    def __init__(
+        self,
+        *,
+        reads: SourceReads,
+        locations: BlobLocations,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        chunk_threshold: int = blobs.DEFAULT_CHUNK_THRESHOLD,
+        on_blob: BlobObserver | None = None,
+    ) -> None:
+        self._transfers = asyncio.Semaphore(concurrency)
+        self._chunk_threshold = chunk_threshold
+        self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._locations = locations
+        self._reads = reads
+        self._on_blob = on_blob
+
+    async def ensure(self, step: BlobStep, src: Endpoint, dst: Endpoint, stats: CopyStats) -> None:
+        """Place `step`'s blob at `dst`: skip it, mount it, or stream it from `src`."""
+        digest = step.descriptor.digest
+        if step.action is BlobAction.SKIP:
+            stats.blobs_skipped += 1
+            self._observe("skipped", 0)
+            return
+        key = (dst.client.host, digest)
+        # In-flight de-duplication: a second job wanting the same blob at the same destination
+        # waits for the first transfer, then mounts (other repository) or skips (same one).
+        while (pending := self._inflight.get(key)) is not None:
+            await asyncio.wait([pending])
+        holder = self._locations.holder(*key)
+        if self._locations.holds(*key, dst.repository):
+            # Placed here by another job meanwhile. Never mount or upload it again: the
+            # filesystem driver of distribution rewrites the repository's link file in place
+            # (truncate, then write), and a manifest PUT verifying it at that moment is refused
+            # MANIFEST_BLOB_UNKNOWN.
+            stats.blobs_skipped += 1
+            self._observe("skipped", 0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            # A repository known to hold it now beats the plan's guess.
+            mount_from = holder or step.mount_from
+            await retried(self._transfer, step, src, dst, mount_from, stats)
+            self._locations.remember(dst.client.host, digest, dst.repository)
+        finally:
+            del self._inflight[key]
+            future.set_result(None)
+
+    async def _transfer(
+        self,
+        step: BlobStep,
+        src: Endpoint,
+        dst: Endpoint,
+        mount_from: str | None,
+        stats: CopyStats,
+    ) -> None:
+        descriptor = step.descriptor
+        location: str | None = None
+        if mount_from is not None:
+            result = await blobs.mount(dst.client, dst.repository, descriptor.digest, mount_from)
+            if result.mounted:
+                stats.blobs_mounted += 1
+                self._observe("mounted", 0)
+                return
+            # The registry opened an upload instead (it could not mount): use it.
+            location = result.location
+        async with self._transfers:
+            # The upload session is opened before the transfer slots are taken, as a small
+            # request: a slot then carries only the body's PUT, not also the POST's round trip.
+            location = location or await blobs.start_upload(dst.client, dst.repository)
+            try:
+                async with (
+                    _slots(src.client, dst.client),
+                    self._reads.blob(
+                        src.client, src.repository, descriptor.digest, descriptor.size
+                    ) as body,
+                ):
+                    await blobs.upload(
+                        dst.client,
+                        dst.repository,
+                        descriptor.digest,
+                        descriptor.size,
+                        body,
+                        location=location,
+                        chunk_threshold=self._chunk_threshold,
+                    )
+            except BaseException:
+                # upload() ends its session when it fails; this ends it when the source read
+                # failed before upload() began (a second DELETE is answered 404, accepted).
+                await blobs.cancel_upload(dst.client, location, push_scope(dst.repository))
+                raise
+        stats.blobs_copied += 1
+        stats.bytes_copied += descriptor.size
+        self._observe("copied", descriptor.size)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _observe(self, action: str, size: int) -> None:
+        if self._on_blob is not None:
+            self._on_blob(action, size)
+
+
+@asynccontextmanager
+async def _slots(*clients: RegistryClient) -> AsyncIterator[None]:
+    """Hold a request slot on each registry, taken in host order so two opposite transfers
+    (A->B and B->A) can never each hold one slot and wait for the other's."""
+    async with AsyncExitStack() as stack:
+        for client in sorted({c.host: c for c in clients}.values(), key=lambda c: c.host):
+            await stack.enter_async_context(client.slot())
+        yield
