@@ -144,11 +144,16 @@ class SourceReads:
             max_entries=max_manifests, budget=0, keep=False
         )
 
-    async def manifest(self, client: RegistryClient, repository: str, digest: str) -> Manifest:
-        """The manifest `digest` of the repository, read once for every copy wanting it."""
+    async def manifest(
+        self, client: RegistryClient, repository: str, digest: str, *, size: int | None = None
+    ) -> Manifest:
+        """The manifest `digest` of the repository, read once for every copy wanting it (`size`,
+        its descriptor's, caps the read: a digest has one size, so every honest reader agrees)."""
         key = (client.host, repository, digest)
         manifest = await self._manifests.read(
-            key, SHARED_MANIFEST_MAX, lambda: manifests.get(client, repository, digest)
+            key,
+            SHARED_MANIFEST_MAX,
+            lambda: manifests.get(client, repository, digest, size=size),
         )
         if len(manifest.raw) > SHARED_MANIFEST_MAX:
             self._manifests.forget(key)

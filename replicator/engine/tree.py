@@ -41,7 +41,7 @@ async def gather_tree(
             )
 
     async def fetch(digest: str, declared: int) -> Manifest:
-        manifest = await retried(reads.manifest, client, repository, digest)
+        manifest = await retried(reads.manifest, client, repository, digest, size=declared)
         if len(manifest.raw) != declared:
             # As containerd and go-containerregistry do: a descriptor's size is part of what it
             # promises, and one understated would slip past the declared-size bound.

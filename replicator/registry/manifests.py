@@ -52,8 +52,13 @@ def _head_of(manifest: Manifest) -> ManifestHead:
     return ManifestHead(manifest.digest, manifest.media_type, len(manifest.raw))
 
 
-async def get(client: RegistryClient, repository: str, reference: str) -> Manifest:
-    """GET and parse a manifest; the bytes are kept exactly as served."""
+async def get(
+    client: RegistryClient, repository: str, reference: str, *, size: int | None = None
+) -> Manifest:
+    """GET and parse a manifest; the bytes are kept exactly as served. `size`, the size a
+    descriptor promises for it, caps what is read: a source understating a child's size is
+    stopped after that many bytes, not after MAX_MANIFEST_BYTES."""
+    cap = MAX_MANIFEST_BYTES if size is None else min(size, MAX_MANIFEST_BYTES)
     path = f"/v2/{repository}/manifests/{reference}"
     async with client.stream(
         "GET",
@@ -63,6 +68,8 @@ async def get(client: RegistryClient, repository: str, reference: str) -> Manife
         bulk=False,  # capped at MAX_MANIFEST_BYTES
     ) as resp:
         declared = int(resp.headers.get("content-length", "0") or 0)
+        if size is not None and declared > cap:
+            raise ManifestError(_over_descriptor(repository, reference, size))
         if declared > MAX_MANIFEST_BYTES:
             raise ManifestError(
                 f"{repository}@{reference}: manifest is {declared} bytes, over the "
@@ -71,6 +78,8 @@ async def get(client: RegistryClient, repository: str, reference: str) -> Manife
         body = bytearray()
         async for chunk in resp.aiter_bytes():
             body.extend(chunk)
+            if size is not None and len(body) > cap:
+                raise ManifestError(_over_descriptor(repository, reference, size))
             if len(body) > MAX_MANIFEST_BYTES:
                 raise ManifestError(
                     f"{repository}@{reference}: manifest exceeds the {MAX_MANIFEST_BYTES} byte cap"
@@ -84,6 +93,10 @@ async def get(client: RegistryClient, repository: str, reference: str) -> Manife
         return parse_manifest(raw, content_type, digest=expected)
     except ManifestError as exc:
         raise ManifestError(f"{client.host}/{repository}@{reference}: {exc}") from exc
+
+
+def _over_descriptor(repository: str, reference: str, size: int) -> str:
+    return f"{repository}@{reference}: manifest is more than the {size} bytes its descriptor says"
 
 
 async def put(client: RegistryClient, repository: str, reference: str, manifest: Manifest) -> str:
