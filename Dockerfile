@@ -17,13 +17,18 @@ FROM python:3.11-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md requirements-image.lock ./
 COPY replicator ./replicator
 # The same path as the systemd units' ExecStart; the runtime stage has the same Python there.
-# constraints.txt pins every runtime package to the version the tests ran against
-# (scripts/constraints.py writes it), so two builds of one commit install the same code.
+# requirements-image.lock is the lock's subset for the runtime and the ecr and postgres extras
+# (a config may name auth = "ecr" or a PostgreSQL journal), every file checked by its sha256:
+# two builds of one commit install the same code, whatever the index serves that day. The
+# project itself is built by the locked setuptools, its dependencies all from the lock.
 RUN python -m venv /opt/replicator/venv \
-    && /opt/replicator/venv/bin/pip install --no-cache-dir -c constraints.txt '.[postgres]'
+    && /opt/replicator/venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
+       -r requirements-image.lock \
+    && /opt/replicator/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && /opt/replicator/venv/bin/pip check
 
 FROM python:3.11-slim-bookworm
 # A fixed, unprivileged id (numeric in USER, for runAsNonRoot): chown a bind-mounted journal

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything replicator's demo and tests need, on a fresh Debian machine, idempotently:
 # Debian's docker-registry (CNCF distribution), mosquitto and skopeo (apt-get, when missing), and a
-# virtual environment in .venv with replicator and its dev tools. Safe to run again.
+# virtual environment in .venv with replicator and its dev tools at the versions of
+# requirements.lock. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,10 +31,23 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.replicator-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing replicator and its dev tools into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev,bench]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
+  echo "setup: installing the locked packages and replicator into .venv"
+  # Exactly the versions of requirements.lock, each file checked against its sha256: what the
+  # index serves today changes nothing (scripts/lock.sh is the one way to move a version).
+  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+    -r requirements.lock
+  # The project itself, built by the locked setuptools (no build isolation: nothing unlocked
+  # is fetched to build it) and without dependencies: they all came from the lock.
+  # setuptools warns on every editable build that a folder named like the package takes
+  # precedence (that is the point of it): its output is shown only if the build fails.
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+      --no-build-isolation -e . >.venv/editable-install.log 2>&1; then
+    cat .venv/editable-install.log >&2
+    exit 1
+  fi
+  # The lock is complete and consistent: every requirement of every installed package is met.
+  .venv/bin/python -m pip check >/dev/null
   touch "$stamp"
 fi
 # An editable install leaves replicator/ uncompiled, and with PYTHONDONTWRITEBYTECODE set (as on

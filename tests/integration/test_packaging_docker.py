@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -148,22 +147,13 @@ class TestBuild:
         assert any(f"--from=builder {venv} {venv}" in args for args in arguments_of("COPY"))
         assert env()["PATH"].startswith(f"{INSTALLED_BIN}:")
 
-    def test_extras_exist(self) -> None:
-        """The extras the image installs are declared in pyproject.toml."""
-        extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-            "optional-dependencies"
-        ]
-        named = re.findall(r"'\.\[([a-z,]+)\]'", " ".join(arguments_of("RUN")))
-        assert named
-        for extra in ",".join(named).split(","):
-            assert extra in extras
-
-    def test_installs_the_pinned_versions(self) -> None:
-        """The image's pip install is constrained by constraints.txt, which the build copies."""
-        installs = [a for a in arguments_of("RUN") if "pip install" in a]
-        assert installs
-        assert all("-c constraints.txt" in a for a in installs)
-        assert any("constraints.txt" in a.split() for a in arguments_of("COPY"))
+    def test_installs_the_locked_versions(self) -> None:
+        """The image installs requirements-image.lock with hashes required, and the project
+        without dependencies (they all come from the lock)."""
+        installs = " ".join(" ".join(a.split()) for a in arguments_of("RUN") if "pip install" in a)
+        assert "--require-hashes --no-deps -r requirements-image.lock" in installs
+        assert "--no-deps --no-build-isolation ." in installs
+        assert any("requirements-image.lock" in a.split() for a in arguments_of("COPY"))
 
 
 class TestRuntime:

@@ -1,9 +1,8 @@
-"""pyproject.toml declares what the code imports, no more, and constraints.txt pins it."""
+"""pyproject.toml declares what the code imports, no more, and requirements.lock pins it."""
 
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
 import tomllib
 from importlib import metadata
@@ -97,22 +96,94 @@ class TestDeclared:
         assert floor >= max(Version(v) for v in used)
 
 
-class TestConstraints:
-    def test_constraints_file_is_current(self) -> None:
-        """constraints.txt is what scripts/constraints.py writes from this venv."""
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "scripts/constraints.py"), "--check"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
+def _lock(name: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """name -> (version, hashes) of one hashed requirements file that scripts/lock.sh writes."""
+    pins: dict[str, tuple[str, frozenset[str]]] = {}
+    current = ""
+    for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith("--hash=sha256:"):
+            version, hashes = pins[current]
+            pins[current] = (version, hashes | {text.removeprefix("--hash=").rstrip(" \\")})
+            continue
+        requirement = text.rstrip(" \\").split(";")[0].strip()
+        package, _, version = requirement.partition("==")
+        assert version, f"{name}: {text!r} is not an exact pin"
+        current = canonicalize_name(package)
+        assert current not in pins, f"{name}: {package} pinned twice"
+        pins[current] = (version, frozenset())
+    return pins
 
-    def test_pins_satisfy_the_declared_ranges(self) -> None:
-        """Every pinned runtime package is within pyproject.toml's range for it."""
-        pins = {}
-        for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
-            if line and not line.startswith("#"):
-                name, _, version = line.partition("==")
-                pins[canonicalize_name(name)] = version
-        for name, requirement in RUNTIME.items():
-            assert name in pins, f"{name} is not pinned"
-            assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]}"
+
+LOCK = _lock("requirements.lock")
+IMAGE_LOCK = _lock("requirements-image.lock")
+BUILD = [Requirement(t) for t in tomllib.loads(
+    (ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]]  # fmt: skip
+EVERY_DECLARED = [
+    Requirement(t)
+    for texts in [PROJECT["dependencies"], *PROJECT["optional-dependencies"].values()]
+    for t in texts
+] + [*BUILD, Requirement("pip")]
+
+
+def _closure(roots: list[Requirement], extras: set[str]) -> set[str]:
+    """Every distribution the roots need, followed through the installed packages' own
+    requirements with markers evaluated for this interpreter and platform."""
+    seen: set[str] = set()
+    pending = [(r, frozenset(extras)) for r in roots]
+    while pending:
+        requirement, wanted = pending.pop()
+        environments = [{"extra": e} for e in wanted] or [{"extra": ""}]
+        if requirement.marker and not any(requirement.marker.evaluate(e) for e in environments):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        distribution = metadata.distribution(name)
+        for text in distribution.requires or []:
+            pending.append((Requirement(text), frozenset(requirement.extras)))
+    return seen
+
+
+class TestLock:
+    def test_every_declared_requirement_is_locked_within_its_range(self) -> None:
+        """Each requirement of pyproject.toml (runtime, every extra, the build backend, pip)
+        is in requirements.lock at a version its range allows."""
+        for requirement in EVERY_DECLARED:
+            name = canonicalize_name(requirement.name)
+            assert name in LOCK, f"{name} is declared but not locked: run scripts/lock.sh"
+            version, _ = LOCK[name]
+            assert requirement.specifier.contains(version, prereleases=True), f"{name}=={version}"
+
+    def test_every_pin_has_hashes(self) -> None:
+        """Every locked version carries at least one sha256, so pip can --require-hashes."""
+        for lock in (LOCK, IMAGE_LOCK):
+            assert all(hashes for _, hashes in lock.values())
+
+    def test_no_stray_packages(self) -> None:
+        """The lock holds exactly the closure of what pyproject.toml declares, nothing more."""
+        extras = set(PROJECT["optional-dependencies"])
+        needed = _closure([*EVERY_DECLARED, Requirement("replicator")], extras) - {"replicator"}
+        assert set(LOCK) == needed
+
+    def test_the_image_lock_is_the_locks_subset(self) -> None:
+        """requirements-image.lock pins each of its packages at the lock's version and hashes."""
+        for name, (version, hashes) in IMAGE_LOCK.items():
+            assert name in LOCK, name
+            assert LOCK[name][0] == version, f"{name}: {version} vs {LOCK[name][0]}"
+            assert hashes <= LOCK[name][1], name
+
+    def test_the_image_lock_covers_runtime_ecr_and_postgres(self) -> None:
+        """Every runtime requirement and those of the ecr and postgres extras (a config can need
+        either) are in the image's lock."""
+        optional = PROJECT["optional-dependencies"]
+        for text in [*PROJECT["dependencies"], *optional["ecr"], *optional["postgres"]]:
+            assert canonicalize_name(Requirement(text).name) in IMAGE_LOCK, text
+
+    def test_this_venv_is_at_the_locked_versions(self) -> None:
+        """scripts/setup.sh installed every locked package at exactly its locked version."""
+        for name, (version, _) in LOCK.items():
+            assert metadata.version(name) == version, name
