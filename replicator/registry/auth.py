@@ -7,6 +7,13 @@ with an identity token, by the OAuth2 refresh-token grant POSTed to the realm (f
 GET where the token service has no OAuth2 endpoint, as docker does). Tokens are cached per scope
 until shortly before they expire; a 401 with a cached token fetches a new one.
 
+Challenges are kept per scope, as hints: the one a scope's own 401 named, else the last one whose
+realm gave a token (so a new repository gets its token before its first request). A realm that
+fails a scope (unreachable, refusing, answering something that is not a token) is not asked again
+for that scope until a backoff is over (domain/auth_failures.py); a hint that fails is dropped and
+the registry asked anonymously, so its next 401 says what it wants now. One repository's dead or
+lying realm never decides another repository's requests.
+
 Credentials come from a `CredentialProvider` (registry/credentials.py), asked only once the
 registry has demanded authentication. A provider that fails (a credential helper missing) does
 not stop a Bearer flow: the token is asked for anonymously, and the provider's failure is named
@@ -22,6 +29,7 @@ from collections.abc import Collection
 
 import httpx
 
+from replicator.domain.auth_failures import AuthFailures, Failure
 from replicator.domain.realms import Origin, realm_problem
 from replicator.errors import AuthError, TransportError
 from replicator.logs import get_logger
@@ -39,6 +47,9 @@ MAX_TOKEN_LIFETIME = 24 * 3600.0
 MAX_TOKEN_RESPONSE = 1024 * 1024
 # The OAuth2 client_id sent with the POST grant; token services log it, some require one.
 OAUTH_CLIENT_ID = "replicator"
+# Scopes whose own challenge is remembered (one per repository and action set); the oldest is
+# forgotten first, and a forgotten one is learnt again from the registry's next 401.
+MAX_SCOPE_CHALLENGES = 10_000
 # A token service without the OAuth2 POST endpoint answers these to a POST; docker falls back
 # to the GET flow on 404, and routers that know the path but not the method answer 405.
 _NO_OAUTH_STATUSES = frozenset({404, 405})
@@ -62,7 +73,11 @@ class Authenticator:
         self._token_realms = tuple(token_realms)
         self._provider = credentials
         self._basic = False
+        # The last Bearer challenge whose realm gave a token: the hint for a scope not yet seen.
         self._bearer: Challenge | None = None
+        # The Bearer challenge each scope's own 401 named.
+        self._challenges: dict[str, Challenge] = {}
+        self._failures = AuthFailures()
         self._tokens: dict[str, tuple[str, float]] = {}
         # A refresh token the token service rotated (OAuth2 answers may carry a new one).
         self._refresh_tokens: dict[str, str] = {}
@@ -80,11 +95,13 @@ class Authenticator:
         self._provider = provider
         self._tokens.clear()
         self._refresh_tokens.clear()
+        self._failures.clear()
         self.problem = None
 
     @property
     def uses_bearer(self) -> bool:
-        """Whether this registry asked for Bearer tokens (so a new scope needs a token first)."""
+        """Whether a Bearer realm of this registry has given a token (so a new scope gets its
+        token before its first request)."""
         return self._bearer is not None
 
     async def _credentials(self, *, refresh: bool = False) -> Credentials | None:
@@ -109,16 +126,33 @@ class Authenticator:
 
     async def authorization(self, scope: str) -> str | None:
         """The `Authorization` value to send proactively for `scope`, if the registry has
-        asked for one: Basic credentials, a cached token, or a token fetched now."""
+        asked for one: Basic credentials, a cached token, or a token fetched now.
+
+        The token is fetched from the realm the scope's own 401 named, else from the last
+        realm that gave one (a hint). A realm that failed the scope is not asked during its
+        backoff; the scope's challenge or the hint is then dropped and the request goes
+        anonymous, so the registry's 401 names the realm it wants now. A scope's own realm
+        failing now raises (a request that cannot be replayed needs its token first)."""
         if self._basic:
             credentials = await self._credentials()
             return credentials.basic_header() if credentials else None
         cached = self._tokens.get(scope)
         if cached and cached[1] > time.monotonic():
             return f"Bearer {cached[0]}"
-        if self._bearer is not None:
-            return f"Bearer {await self.fetch_token(scope)}"
-        return None
+        own = self._challenges.get(scope)
+        challenge = own or self._bearer
+        if challenge is None:
+            return None
+        if self._failures.blocked(_realm(challenge), scope, time.monotonic()) is not None:
+            self._challenges.pop(scope, None)
+            return None
+        try:
+            return f"Bearer {await self.fetch_token(scope, challenge)}"
+        except (AuthError, TransportError):
+            self._challenges.pop(scope, None)
+            if own is not None:
+                raise
+            return None  # the hint's realm is not this scope's: the registry will say which is
 
     async def answer(self, response: httpx.Response, scope: str) -> str:
         """Given a 401 response, obtain credentials for `scope` or raise AuthError."""
@@ -127,14 +161,23 @@ class Authenticator:
             return await self._answer_basic(response)
         if challenge.scheme == "bearer":
             self._check_realm(challenge.params.get("realm"))
-            self._bearer = challenge
+            self._remember(scope, challenge)
             self._tokens.pop(scope, None)
-            return f"Bearer {await self.fetch_token(scope)}"
+            failure = self._failures.blocked(_realm(challenge), scope, time.monotonic())
+            if failure is not None:
+                raise _remembered(challenge, scope, failure)
+            return f"Bearer {await self.fetch_token(scope, challenge)}"
         raise AuthError(
             f"registry answered 401 with an unsupported challenge {challenge.scheme!r}",
             status=401,
             temporary=False,
         )
+
+    def _remember(self, scope: str, challenge: Challenge) -> None:
+        self._challenges.pop(scope, None)
+        self._challenges[scope] = challenge
+        while len(self._challenges) > MAX_SCOPE_CHALLENGES:
+            del self._challenges[next(iter(self._challenges))]
 
     async def _answer_basic(self, response: httpx.Response) -> str:
         credentials = await self._credentials()
@@ -167,8 +210,32 @@ class Authenticator:
     def _source(self) -> str:
         return self._provider.source if self._provider else "credentials"
 
-    async def fetch_token(self, scope: str) -> str:
-        """Fetch (and cache) a Bearer token for `scope` from the challenge's realm.
+    async def fetch_token(self, scope: str, challenge: Challenge) -> str:
+        """Fetch (and cache) a Bearer token for `scope` from `challenge`'s realm; a failure is
+        remembered for (realm, scope), a success makes the challenge the registry's hint."""
+        realm = _realm(challenge)
+        try:
+            token = await self._token(scope, challenge)
+        except (AuthError, TransportError) as exc:
+            failure = self._failures.failed(
+                realm, scope, reason=str(exc), temporary=exc.temporary, now=time.monotonic()
+            )
+            log.info(
+                "token_fetch_failed",
+                host=self._registry[1],
+                realm=realm.split("?", 1)[0],
+                scope=scope,
+                in_a_row=failure.in_a_row,
+                retry_in=round(failure.until - time.monotonic(), 1),
+                error=str(exc),
+            )
+            raise
+        self._failures.succeeded(realm, scope)
+        self._bearer = challenge
+        return token
+
+    async def _token(self, scope: str, challenge: Challenge) -> str:
+        """A new token for `scope` from `challenge`'s realm, cached.
 
         A token service that refuses the credentials gets fresh ones from the provider, once
         (a rotated password, a helper's new secret). Without credentials — none configured, or
@@ -178,7 +245,7 @@ class Authenticator:
         except AuthError:
             credentials = None  # self.problem says why; anonymous may still be enough
         try:
-            token, lifetime = await self._request_token(scope, credentials)
+            token, lifetime = await self._request_token(challenge, scope, credentials)
         except AuthError as exc:
             if exc.status not in (401, 403):
                 raise
@@ -193,20 +260,19 @@ class Authenticator:
             fresh = await self._fresh_credentials(credentials)
             if fresh is None or fresh == credentials:
                 raise
-            token, lifetime = await self._request_token(scope, fresh)
+            token, lifetime = await self._request_token(challenge, scope, fresh)
         self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
         return token
 
     async def _request_token(
-        self, scope: str, credentials: Credentials | None
+        self, challenge: Challenge, scope: str, credentials: Credentials | None
     ) -> tuple[str, float]:
         """One token request: the OAuth2 POST grant with an identity token, else the GET."""
-        assert self._bearer is not None
-        realm = self._bearer.params.get("realm")
+        realm = challenge.params.get("realm")
         if not realm:
             raise AuthError("Bearer challenge names no realm", status=401, temporary=False)
         self._check_realm(realm)
-        service = self._bearer.params.get("service", "")
+        service = challenge.params.get("service", "")
         if credentials is not None and credentials.identity_token:
             refresh_token = self._refresh_tokens.get(
                 credentials.identity_token, credentials.identity_token
@@ -226,13 +292,14 @@ class Authenticator:
                     self._refresh_tokens[credentials.identity_token] = rotated
                 return token, lifetime
         # Several scopes (a mount needs push on one repository and pull on another) are sent as
-        # repeated `scope` parameters, as the Docker client does.
+        # repeated `scope` parameters, as the Docker client does. The realm's own query
+        # (`/token?mode=x`) is kept: httpx replaces a URL's query with `params` otherwise.
         params: list[tuple[str, str | int | float | bool | None]] = [("service", service)]
         params.extend(("scope", part) for part in scope.split())
+        url = httpx.URL(realm)
+        url = url.copy_with(params=url.params.merge(params))
         headers = {"Authorization": credentials.basic_header()} if credentials else {}
-        resp = await self._call(
-            realm, self._http.build_request("GET", realm, params=params, headers=headers)
-        )
+        resp = await self._call(realm, self._http.build_request("GET", url, headers=headers))
         token, lifetime, _ = _read_token(resp)
         return token, lifetime
 
@@ -246,7 +313,7 @@ class Authenticator:
                     body.extend(chunk)
                     if len(body) > MAX_TOKEN_RESPONSE:
                         raise AuthError(
-                            "token response is too large", status=resp.status_code, temporary=False
+                            "token response is too large", status=resp.status_code, temporary=True
                         )
             finally:
                 await resp.aclose()
@@ -259,8 +326,26 @@ class Authenticator:
         )
 
 
+def _realm(challenge: Challenge) -> str:
+    return challenge.params.get("realm", "")
+
+
+def _remembered(challenge: Challenge, scope: str, failure: Failure) -> AuthError:
+    """The error a remembered failure of the challenge's realm raises, without asking it."""
+    where = httpx.URL(_realm(challenge)).host or "the token service"
+    return AuthError(
+        f"token service {where} failed {failure.in_a_row} time(s) in a row for {scope}, "
+        f"asked again after a backoff: {failure.reason}",
+        status=401,
+        temporary=failure.temporary,
+    )
+
+
 def _read_token(resp: httpx.Response) -> tuple[str, float, str | None]:
-    """The token, its lifetime in seconds, and a rotated refresh token, from a token answer."""
+    """The token, its lifetime in seconds, and a rotated refresh token, from a token answer.
+
+    A 200 that is not a token (an HTML page from a captive portal or a broken proxy, a body
+    cut short) is temporary: the token service is misbehaving for now, not refusing us."""
     if resp.status_code in (401, 403):
         raise AuthError(
             f"token service refused the credentials ({resp.status_code})",
@@ -283,10 +368,10 @@ def _read_token(resp: httpx.Response) -> tuple[str, float, str | None]:
         raise AuthError(
             "token service answered something that is not a token",
             status=resp.status_code,
-            temporary=False,
+            temporary=True,
         ) from exc
     if not isinstance(token, str) or not token:
-        raise AuthError("token service answered no token", status=resp.status_code, temporary=False)
+        raise AuthError("token service answered no token", status=resp.status_code, temporary=True)
     if not math.isfinite(lifetime) or lifetime <= 0:
         lifetime = DEFAULT_TOKEN_LIFETIME
     return (

@@ -259,12 +259,14 @@ class FaultProxy:
         fault: Fault,
     ) -> None:
         await self._drain_request_body(client, reader)
-        code = "TOOMANYREQUESTS" if fault.status == 429 else "UNAVAILABLE"
+        codes = {429: "TOOMANYREQUESTS", 401: "UNAUTHORIZED"}
+        code = codes.get(fault.status, "UNAVAILABLE")
         body = b'{"errors":[{"code":"' + code.encode() + b'","message":"injected by fault proxy"}]}'
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
+        headers.extend((name.encode(), value.encode()) for name, value in fault.headers)
         retry_after = fault.retry_after()
         if retry_after is not None:
             headers.append((b"retry-after", retry_after.encode()))

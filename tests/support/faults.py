@@ -116,6 +116,7 @@ class Fault:
     keep_bytes: int | None = None
     body: bytes = b""
     content_type: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
     injected: int = 0
 
     @classmethod
@@ -139,6 +140,20 @@ class Fault:
             status=status,
             retry_after_seconds=retry_after_seconds,
             retry_after_http_date=retry_after_http_date,
+        )
+
+    @classmethod
+    def challenge(
+        cls, match: Predicate, www_authenticate: str, *, times: int | None = None
+    ) -> Fault:
+        """Answer 401 with this `WWW-Authenticate` (a challenge naming another realm than the
+        registry's own), every match by default."""
+        return cls(
+            FaultKind.STATUS,
+            match,
+            times=times,
+            status=401,
+            headers=(("www-authenticate", www_authenticate),),
         )
 
     @classmethod

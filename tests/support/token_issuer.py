@@ -8,8 +8,10 @@ it signs (issuer, audience, expiry, signature against `rootcertbundle`):
 - `POST /token` (OAuth2, RFC 6749 §4.3 and §6): `grant_type=password` (with
   `access_type=offline` for a refresh token) and `grant_type=refresh_token`.
 Authenticated users get the actions they ask for; anonymous callers get `pull` on the
-repositories made public. Tokens are RS256 JWTs whose `kid` is the libtrust key ID of the
-signing key, which is how distribution 2.8 finds the key in `rootcertbundle`.
+repositories made public. `GET /garbage` answers 200 with an HTML page instead of a token, as a
+token service behind a captive portal or a broken proxy does. Tokens are RS256 JWTs whose `kid`
+is the libtrust key ID of the signing key, which is how distribution 2.8 finds the key in
+`rootcertbundle`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class TokenRequest:
     account: str  # "" when anonymous
     scopes: tuple[str, ...]
     status: int
+    query: str = ""  # the query string as sent (a realm's own parameters stay in it)
 
 
 class TokenIssuer:
@@ -227,8 +230,18 @@ def _handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            query = parse_qs(urlsplit(self.path).query)
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
             scopes = [s for value in query.get("scope", []) for s in value.split()]
+            if parts.path == "/garbage":
+                issuer._record(TokenRequest("GET", "garbage", "", tuple(scopes), 200, parts.query))
+                page = b"<html><body>Sign in to continue</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+                return
             account = ""
             header = self.headers.get("Authorization", "")
             if header.lower().startswith("basic "):
@@ -238,11 +251,13 @@ def _handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
                     user, password = "", ""
                 found = issuer.account_of(user, password)
                 if found is None:
-                    issuer._record(TokenRequest("GET", "get", user, tuple(scopes), 401))
+                    issuer._record(
+                        TokenRequest("GET", "get", user, tuple(scopes), 401, parts.query)
+                    )
                     self._send(401, {"details": "incorrect username or password"})
                     return
                 account = found
-            issuer._record(TokenRequest("GET", "get", account, tuple(scopes), 200))
+            issuer._record(TokenRequest("GET", "get", account, tuple(scopes), 200, parts.query))
             offline = query.get("offline_token", [""])[0] == "true"
             self._send(200, issuer.answer(account, scopes, refresh=offline))
 

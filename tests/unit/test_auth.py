@@ -365,6 +365,63 @@ class TestAuthenticator:
             service.requests[1].headers["authorization"] == Credentials("a", "new").basic_header()
         )
 
+    async def test_failed_realm_remembered_per_scope(self) -> None:
+        """A realm that failed a scope is not asked again for it during the backoff (the
+        error is raised from memory), but is asked at once for another scope."""
+        service = _TokenService(
+            httpx.Response(503), httpx.Response(200, json={"token": "t", "expires_in": 300})
+        )
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = _authenticator(http, _static())
+            challenge = _unauthorized(f'Bearer realm="{REALM}"')
+            with pytest.raises(AuthError, match="answered 503"):
+                await auth.answer(challenge, "repository:a:pull")
+            with pytest.raises(AuthError, match=r"1 time.*answered 503") as remembered:
+                await auth.answer(challenge, "repository:a:pull")
+            assert remembered.value.temporary
+            assert len(service.requests) == 1
+            assert await auth.answer(challenge, "repository:b:pull") == "Bearer t"
+        assert len(service.requests) == 2
+
+    async def test_failing_hint_goes_anonymous(self) -> None:
+        """The realm that gave another scope its token is only a hint: when it fails for a new
+        scope, the request goes without a token, so the registry says what that scope needs."""
+        service = _TokenService(
+            httpx.Response(200, json={"token": "t", "expires_in": 300}), httpx.Response(503)
+        )
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = _authenticator(http, _static())
+            await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "repository:a:pull")
+            assert await auth.authorization("repository:b:pull") is None
+            assert await auth.authorization("repository:b:pull") is None
+            assert await auth.authorization("repository:a:pull") == "Bearer t"
+        assert len(service.requests) == 2, "the failed hint is not asked again at once"
+
+    async def test_own_realm_failing_raises(self) -> None:
+        """A scope whose own 401 named a realm that fails now raises the realm's error (a
+        request that cannot be replayed needs its token before it is sent)."""
+        service = _TokenService(
+            httpx.Response(200, json={"token": "t", "expires_in": 300}), httpx.Response(503)
+        )
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = _authenticator(http, _static())
+            await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s")
+            auth.replace_credentials(_static("alice", "rotated"))  # the token is dropped
+            with pytest.raises(AuthError, match="answered 503"):
+                await auth.authorization("s")
+
+    async def test_realm_query_kept(self) -> None:
+        """A realm's own query string is sent with service and scope."""
+        service = _TokenService(httpx.Response(200, json={"token": "t"}))
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = _authenticator(http, None)
+            challenge = f'Bearer realm="{REALM}?mode=x&scope=ignored",service="reg"'
+            await auth.answer(_unauthorized(challenge), "repository:a:pull")
+        params = service.requests[0].url.params
+        assert params["mode"] == "x"
+        assert params.get_list("scope") == ["repository:a:pull"]
+        assert params["service"] == "reg"
+
     @pytest.mark.parametrize(
         ("response", "message", "temporary"),
         [
@@ -373,12 +430,12 @@ class TestAuthenticator:
             (httpx.Response(400), "answered 400", False),
             (httpx.Response(503), "answered 503", True),
             (httpx.Response(429), "answered 429", True),
-            (httpx.Response(200, content=b"<html>"), "not a token", False),
-            (httpx.Response(200, json=["token"]), "not a token", False),
-            (httpx.Response(200, json={"token": ""}), "no token", False),
-            (httpx.Response(200, json={"token": 5}), "no token", False),
-            (httpx.Response(200, json={"token": "t", "expires_in": "soon"}), "not a token", False),
-            (httpx.Response(200, content=b" " * (1024 * 1024 + 1)), "too large", False),
+            (httpx.Response(200, content=b"<html>"), "not a token", True),
+            (httpx.Response(200, json=["token"]), "not a token", True),
+            (httpx.Response(200, json={"token": ""}), "no token", True),
+            (httpx.Response(200, json={"token": 5}), "no token", True),
+            (httpx.Response(200, json={"token": "t", "expires_in": "soon"}), "not a token", True),
+            (httpx.Response(200, content=b" " * (1024 * 1024 + 1)), "too large", True),
         ],
         ids=["401", "403", "400", "503", "429", "html", "array", "empty-token",
              "number-token", "bad-expiry", "too-large"],
@@ -386,7 +443,8 @@ class TestAuthenticator:
     async def test_token_service_failures(
         self, response: httpx.Response, message: str, temporary: bool
     ) -> None:
-        """A token service failure is an AuthError, temporary only for 429 and 5xx."""
+        """A token service failure is an AuthError, temporary for 429, 5xx and an answer that
+        is not a token (a broken token service, for now); a refusal or a 400 is permanent."""
         service = _TokenService(response)
         async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
             auth = _authenticator(http, _static())
