@@ -1,4 +1,10 @@
-"""Where blobs are known to live at destination registries, for cross-repository mounts."""
+"""Where blobs are known to live at destination registries, for cross-repository mounts.
+
+A hint, never the truth: a destination restored from an empty backup or garbage-collected
+holds none of it any more. An answer that contradicts it (a HEAD saying absent, a mount
+refused, a manifest PUT refused MANIFEST_BLOB_UNKNOWN) makes the copier forget (`contradicted`,
+`forget_destination`) and ask the destination again.
+"""
 
 from __future__ import annotations
 
@@ -23,19 +29,28 @@ class BlobLocations:
 
     def __init__(self, cap: int = KNOWN_BLOBS_CAP) -> None:
         self._cap = cap
-        # (host, digest) -> repositories known to hold it, most recent last (a few at most)
-        self._known: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        # (host, digest) -> repositories known to hold it, each with the `mark` of when it was
+        # last seen there, most recent last (a few at most)
+        self._known: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
         # (destination host, namespace) -> a repository there to try mounting from, or None
         self._siblings: dict[tuple[str, str], str | None] = {}
+        # Counts what was remembered: a question asked of a destination at mark M contradicts
+        # only what was remembered before M (a copy that placed the blob meanwhile is right).
+        self._marks = 0
+
+    def mark(self) -> int:
+        """The moment before asking a destination, for `contradicted`."""
+        return self._marks
 
     def remember(self, host: str, digest: str, repository: str) -> None:
         """`repository` at `host` holds `digest` (it was seen there, copied or mounted)."""
         key = (host, digest)
-        holders = self._known.setdefault(key, [])
-        if repository in holders:
-            holders.remove(repository)
-        holders.append(repository)
-        del holders[:-HOLDERS_PER_BLOB]
+        holders = self._known.setdefault(key, {})
+        holders.pop(repository, None)
+        self._marks += 1
+        holders[repository] = self._marks
+        while len(holders) > HOLDERS_PER_BLOB:
+            del holders[next(iter(holders))]
         self._known.move_to_end(key)
         while len(self._known) > self._cap:
             self._known.popitem(last=False)
@@ -43,11 +58,33 @@ class BlobLocations:
     def holder(self, host: str, digest: str) -> str | None:
         """A repository at `host` known to hold `digest` (the most recently seen), if any."""
         holders = self._known.get((host, digest))
-        return holders[-1] if holders else None
+        return next(reversed(holders)) if holders else None
 
     def holds(self, host: str, digest: str, repository: str) -> bool:
         """Whether `repository` at `host` is known to hold `digest` already."""
         return repository in self._known.get((host, digest), ())
+
+    def contradicted(self, host: str, digest: str, repository: str, *, asked_at: int) -> bool:
+        """`repository` at `host` answered that it lacks `digest` to a question asked at mark
+        `asked_at`: forget that it holds it, unless it was seen there since; whether it was
+        believed (and is now forgotten)."""
+        holders = self._known.get((host, digest))
+        if holders is None or holders.get(repository, asked_at + 1) > asked_at:
+            return False
+        del holders[repository]
+        if not holders:
+            del self._known[(host, digest)]
+        return True
+
+    def forget_destination(self, host: str) -> int:
+        """Forget everything believed of `host` (a manifest PUT there was refused for a blob
+        believed present: it may have been wiped); how many blobs were believed there."""
+        stale = [key for key in self._known if key[0] == host]
+        for key in stale:
+            del self._known[key]
+        for key in [key for key in self._siblings if key[0] == host]:
+            del self._siblings[key]
+        return len(stale)
 
     async def sibling(self, client: RegistryClient, repository: str) -> str | None:
         """Another repository in `repository`'s namespace at the destination, looked up once.

@@ -87,11 +87,17 @@ class BlobTransfers:
         descriptor = step.descriptor
         location: str | None = None
         if mount_from is not None:
+            asked = self._locations.mark()
             result = await blobs.mount(dst.client, dst.repository, descriptor.digest, mount_from)
             if result.mounted:
                 stats.blobs_mounted += 1
                 self._observe("mounted", 0)
                 return
+            # Refused: `mount_from` may not hold it after all (a wiped registry), or the token
+            # may not reach it; either way it is no longer the place to mount this blob from.
+            self._locations.contradicted(
+                dst.client.host, descriptor.digest, mount_from, asked_at=asked
+            )
             # The registry opened an upload instead (it could not mount): use it.
             location = result.location
         async with self._transfers:

@@ -34,7 +34,7 @@ from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
 from replicator.engine.tag_guard import overtaken, recheck
 from replicator.engine.tree import gather_tree
-from replicator.errors import NotFoundError, ReplicatorError
+from replicator.errors import NotFoundError, RegistryError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
@@ -43,6 +43,8 @@ from replicator.registry.retry import retried
 log = get_logger(__name__)
 __all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats"]
 P = ParamSpec("P")
+# The OCI error code of a manifest PUT naming a blob (or child manifest) the destination lacks.
+MANIFEST_BLOB_UNKNOWN = "MANIFEST_BLOB_UNKNOWN"
 T = TypeVar("T")
 
 
@@ -51,6 +53,31 @@ class _Progress:
     stats: CopyStats = field(default_factory=CopyStats)
     # Set when the source's tag moved on since the job's event: why the tag was left alone.
     superseded: str | None = None
+
+
+class _MemoryContradicted(Exception):
+    """A manifest PUT refused MANIFEST_BLOB_UNKNOWN: a blob the plan skipped or mounted is not
+    at the destination. Not a ReplicatorError, so the retry policy does not repeat the PUT:
+    `copy_image` plans again from the destination's answers instead."""
+
+    def __init__(self, error: RegistryError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _put_manifest(dst: Endpoint, reference: str, manifest: Manifest) -> None:
+    """PUT a manifest under the retry policy, except a refusal for a missing blob (see
+    _MemoryContradicted)."""
+
+    async def put() -> None:
+        try:
+            await manifests.put(dst.client, dst.repository, reference, manifest)
+        except RegistryError as exc:
+            if MANIFEST_BLOB_UNKNOWN in exc.error_codes:
+                raise _MemoryContradicted(exc) from exc
+            raise
+
+    await retried(put)
 
 
 class Copier:
@@ -156,6 +183,7 @@ class Copier:
             if fetched is not None
             else await retried(self._reads.manifest, src.client, src.repository, digest)
         )
+        children: dict[str, Manifest] | None = None
         if shortcut is Shortcut.TAG_ONLY:
             plan = plan_copy(root, {}, DestinationFacts(frozenset({digest})), tag=tag)
             tree = tuple(child.digest for child in root.children)
@@ -163,7 +191,20 @@ class Copier:
             children = await self._gather_tree(src, root)
             plan = await self._plan(root, children, dst, tag, dest_absent=dest_absent)
             tree = tuple(children)
-        await self._execute(plan, src, dst, progress, guard=guard and tag is not None)
+        try:
+            await self._execute(plan, src, dst, progress, guard=guard and tag is not None)
+        except _MemoryContradicted as contradiction:
+            # A blob the plan skipped or mounted is not there: plan again from the destination's
+            # own answers, at once (its HEADs drop what this process wrongly believed, see
+            # _plan). A second refusal is the registry's error, temporary: the job retries.
+            bound.warning("manifest_blob_unknown_replan", error=str(contradiction.error))
+            if children is None:
+                children = await self._gather_tree(src, root)
+            plan = await self._plan(root, children, dst, tag)
+            try:
+                await self._execute(plan, src, dst, progress, guard=guard and tag is not None)
+            except _MemoryContradicted as again:
+                raise again.error from None
         bound.info(
             "image_copied",
             digest=digest,
@@ -267,6 +308,7 @@ class Copier:
         present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
         foreign = dst.client.foreign_layers
         candidates = blobs_to_check(root, children, present, foreign_layers=foreign)
+        asked = self._locations.mark()
         sizes = await gather_all(
             retried(blobs.head, dst.client, dst.repository, d)
             for d in ([] if dest_absent else candidates)
@@ -278,6 +320,26 @@ class Copier:
         )
         for digest in blobs_present:
             self._locations.remember(dst.client.host, digest, dst.repository)
+        if not dest_absent:
+            # The destination's answer beats memory: a blob remembered here and now said
+            # absent (a wiped or garbage-collected registry) is placed again, not skipped.
+            forgotten = [
+                d
+                for d in candidates
+                if d not in blobs_present
+                and self._locations.contradicted(dst.client.host, d, dst.repository, asked_at=asked)
+            ]
+            if forgotten:
+                # One blob gone that was there means the registry may have lost any of them
+                # (a restore, a garbage collection): nothing believed of it is kept.
+                dropped = self._locations.forget_destination(dst.client.host)
+                log.warning(
+                    "destination_memory_dropped",
+                    host=dst.client.host,
+                    destination_image=str(dst),
+                    contradicted=len(forgotten),
+                    blobs_forgotten=len(forgotten) + dropped,
+                )
         missing = [d for d in candidates if d not in blobs_present]
         mountable = {
             d: repo
@@ -307,9 +369,7 @@ class Copier:
         # Images before the indexes that list them; all of one kind at once.
         for kind_first in (True, False):
             batch = [m for m in children if (m.kind is not ManifestKind.INDEX) is kind_first]
-            await gather_all(
-                retried(manifests.put, dst.client, dst.repository, m.digest, m) for m in batch
-            )
+            await gather_all(_put_manifest(dst, m.digest, m) for m in batch)
             progress.stats.manifests += len(batch)
         if plan.manifests and plan.manifests[-1].digest == plan.root.digest:
             reference = plan.tag or plan.root.digest
@@ -318,7 +378,7 @@ class Copier:
                     src.client, src.repository, plan.tag, plan.root.digest
                 )
                 reference = plan.root.digest if progress.superseded else plan.tag
-            await retried(manifests.put, dst.client, dst.repository, reference, plan.root)
+            await _put_manifest(dst, reference, plan.root)
             progress.stats.manifests += 1
 
     async def _copy_referrers(self, src: Endpoint, dst: Endpoint, root: Manifest) -> CopyStats:

@@ -162,6 +162,14 @@ class Registry:
         self.stop()
         self.start()
 
+    def wipe(self) -> None:
+        """Stop, delete every blob, manifest and repository, and start again on the same port:
+        what a restore from an empty backup or a garbage collection of everything looks like."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start()
+
     def cleanup(self) -> None:
         """Stop and delete the work directory when this object created it."""
         self.stop()

@@ -79,3 +79,46 @@ class TestBlobLocationsHolds:
         assert all(places.holds("h", "sha256:x", r) for r in ("team/a", "team/b", "team/c"))
         assert not places.holds("h", "sha256:x", "team/d")
         assert places.holder("h", "sha256:x") == "team/c"
+
+
+class TestBlobLocationsContradicted:
+    """Memory is a hint: an answer of the destination that contradicts it wins."""
+
+    @pytest.mark.parametrize(
+        ("remembered_before_asking", "forgotten"),
+        [(True, True), (False, False)],
+        ids=["believed-then-said-absent", "placed-after-the-question"],
+    )
+    def test_contradiction_forgets_only_what_was_believed_before_asking(
+        self, remembered_before_asking: bool, forgotten: bool
+    ) -> None:
+        """A HEAD saying absent forgets a holder remembered before the HEAD was sent, never
+        one remembered after (another job placed the blob meanwhile)."""
+        places = BlobLocations()
+        if remembered_before_asking:
+            places.remember("h", "sha256:x", "team/a")
+        asked = places.mark()
+        if not remembered_before_asking:
+            places.remember("h", "sha256:x", "team/a")
+        assert places.contradicted("h", "sha256:x", "team/a", asked_at=asked) is forgotten
+        assert places.holds("h", "sha256:x", "team/a") is not forgotten
+
+    def test_contradiction_keeps_other_holders(self) -> None:
+        """Forgetting one repository's copy keeps the other repositories known to hold it."""
+        places = BlobLocations()
+        places.remember("h", "sha256:x", "team/a")
+        places.remember("h", "sha256:x", "team/b")
+        assert places.contradicted("h", "sha256:x", "team/b", asked_at=places.mark())
+        assert places.holder("h", "sha256:x") == "team/a"
+        assert not places.contradicted("h", "sha256:y", "team/b", asked_at=places.mark())
+
+    def test_forget_destination_drops_that_host_only(self) -> None:
+        """Forgetting a destination drops every blob believed there, and no other host's."""
+        places = BlobLocations()
+        places.remember("wiped", "sha256:x", "team/a")
+        places.remember("wiped", "sha256:y", "team/b")
+        places.remember("other", "sha256:x", "team/a")
+        assert places.forget_destination("wiped") == 2
+        assert places.holder("wiped", "sha256:x") is None
+        assert places.holder("wiped", "sha256:y") is None
+        assert places.holder("other", "sha256:x") == "team/a"

@@ -1,0 +1,157 @@
+"""Destinations over time, end to end: one wiped (restored empty, garbage-collected), one down
+for a while and back; what the daemon does, reports and measures meanwhile."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from replicator.domain.jobs import TERMINAL_STATES, JobState
+from replicator.journal import JobRow
+from tests.support.daemon import (
+    USW2,
+    JournalReader,
+    Stack,
+    manifest_digest,
+    push_images,
+    replicator_cli,
+    start_stack,
+    wait_for,
+)
+from tests.support.images import BuiltImage, LayerSpec, OCILayout
+from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.registry_fixtures import RegistryFactory
+from tests.support.scenarios import record_figures
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KIB = 1024
+REPOSITORY = "prod/dr"
+# Two attempts: a job that cannot succeed ends FAILED within seconds (one backoff of 1-2 s),
+# so a test sees what an operator would see, and what `retry --all-failed` then does.
+MAX_ATTEMPTS = 2
+# A push reaches both destinations in well under a second; a failing job's two attempts take
+# a few seconds; 60 s covers a loaded 2-core machine.
+FINISHED_WITHIN_SECONDS = 60.0
+
+
+@pytest.fixture
+def stack(
+    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
+) -> Iterator[Stack]:
+    """A fresh stack (own broker, own journal) per test, jobs given MAX_ATTEMPTS attempts."""
+    started = start_stack(
+        tmp_path / "stack",
+        mosquitto_factory(),
+        lambda url: registry_factory(notifications_url=url),
+        max_attempts=MAX_ATTEMPTS,
+    )
+    yield started
+    started.stop()
+
+
+def images(folder: Path, count: int) -> list[BuiltImage]:
+    """`count` images tagged v0..: one base layer they all share, and one of their own each."""
+    layout = OCILayout(folder)
+    return [
+        layout.image(f"v{n}", [LayerSpec(1, 4 * KIB), LayerSpec(100 + n, 2 * KIB)])
+        for n in range(count)
+    ]
+
+
+def job_at(stack: Stack, tag: str, destination: str) -> JobRow | None:
+    """The newest job of REPOSITORY:tag to `destination`, if any."""
+    rows = JournalReader(stack.settings.journal_url).jobs()
+    found = [r for r in rows if r.repository == REPOSITORY and r.tag == tag]
+    return next((r for r in found if r.destination == destination), None)
+
+
+def wait_job_finished(stack: Stack, tag: str, destination: str) -> JobRow:
+    """The job of REPOSITORY:tag to `destination` once it is COMPLETE, FAILED or SUPERSEDED."""
+    row: JobRow | None = None
+
+    def finished() -> bool:
+        nonlocal row
+        row = job_at(stack, tag, destination)
+        return row is not None and row.state in TERMINAL_STATES
+
+    wait_for(finished, timeout=FINISHED_WITHIN_SECONDS, what=f"{tag} -> {destination} to finish")
+    assert row is not None
+    return row
+
+
+def outcome(row: JobRow) -> str:
+    """A job's state, with its failure code and reason when it failed."""
+    if row.state is JobState.FAILED:
+        return f"FAILED {row.failure_code}: {row.failure_reason}"
+    return row.state.value
+
+
+class TestWipedDestination:
+    """A destination restarted on empty storage: what the daemon remembered of it is a hint."""
+
+    def test_next_push_lands_and_retry_all_failed_works_without_a_restart(
+        self, stack: Stack, tmp_path: Path
+    ) -> None:
+        """usw2 wiped (restarted empty) after v0 replicated there: v1, sharing v0's base layer,
+        lands at usw2 on its first run, with the same daemon process, because the daemon drops
+        what it believed usw2 held once usw2 contradicts it; and `retry --all-failed` of a job
+        that failed meanwhile lands it too."""
+        layout = tmp_path / "layout"
+        _, v1 = images(layout, 2)
+        source = stack.source.url
+        push_images(layout, source, [(REPOSITORY, "v0")])
+        assert wait_job_finished(stack, "v0", USW2).state is JobState.COMPLETE
+        pid = stack.daemon.pid
+        stack.registries[USW2].wipe()
+        pushed = time.monotonic()
+        push_images(layout, source, [(REPOSITORY, "v1")])
+        first = wait_job_finished(stack, "v1", USW2)
+        first_seconds = time.monotonic() - pushed
+        outcomes = [outcome(first)]
+        if first.state is JobState.FAILED:
+            retried = replicator_cli(stack.config, "retry", "--all-failed")
+            assert retried.returncode == 0, retried.stderr
+            outcomes.append(outcome(wait_job_finished(stack, "v1", USW2)))
+        landed = manifest_digest(stack.registries[USW2].url, REPOSITORY, "v1")
+        record_figures(
+            "wiped_destination",
+            {"outcomes": outcomes, "first_run_seconds": round(first_seconds, 2)},
+        )
+        assert stack.daemon.pid == pid
+        assert stack.daemon.running
+        assert landed == v1.digest, f"v1 not at usw2 after {outcomes}"
+        assert outcomes == [JobState.COMPLETE.value], f"v1 -> usw2 took {outcomes}"
+
+    def test_retry_all_failed_lands_a_job_failed_before_a_restore(
+        self, stack: Stack, tmp_path: Path
+    ) -> None:
+        """v1 failed at usw2 while usw2 was down (or waits for it), then usw2 came back empty
+        (restored from an empty backup): `retry --all-failed` lands v1 there, with the same
+        daemon process, though the daemon had seen v0's layers there before."""
+        layout = tmp_path / "layout"
+        _, v1 = images(layout, 2)
+        source = stack.source.url
+        usw2 = stack.registries[USW2]
+        push_images(layout, source, [(REPOSITORY, "v0")])
+        assert wait_job_finished(stack, "v0", USW2).state is JobState.COMPLETE
+        usw2.stop()
+        push_images(layout, source, [(REPOSITORY, "v1")])
+        wait_for(
+            lambda: (row := job_at(stack, "v1", USW2)) is not None and row.attempts > 0,
+            timeout=FINISHED_WITHIN_SECONDS,
+            what="v1 -> usw2 to be tried while usw2 is down",
+        )
+        usw2.wipe()
+        retried = replicator_cli(stack.config, "retry", "--all-failed")
+        assert retried.returncode == 0, retried.stderr
+        row = wait_job_finished(stack, "v1", USW2)
+        if row.state is JobState.FAILED:
+            # As an operator would: once more, now that usw2 surely answers.
+            replicator_cli(stack.config, "retry", "--all-failed")
+            row = wait_job_finished(stack, "v1", USW2)
+        assert row.state is JobState.COMPLETE, outcome(row)
+        assert manifest_digest(usw2.url, REPOSITORY, "v1") == v1.digest
