@@ -41,7 +41,7 @@ if __package__ in (None, ""):
 
 import httpx
 
-from replicator.registry import blobs
+from replicator.registry import blob_reads, blobs
 from replicator.registry.connections import new_transport
 from replicator.registry.pool import ClientPool, RegistrySettings
 from tests.support.registry_server import Registry
@@ -121,7 +121,7 @@ def _client_batch(pool: ClientPool, host: str, digest: str) -> Batch:
 
         async def get() -> None:
             received = 0
-            async with blobs.open_blob(client, REPOSITORY, digest) as chunks:
+            async with blob_reads.open_blob(client, REPOSITORY, digest, BLOB_SIZE) as chunks:
                 async for chunk in chunks:
                     received += len(chunk)
             if received != BLOB_SIZE:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from replicator.domain.manifests import Manifest
-from replicator.registry import blobs, manifests
+from replicator.registry import blob_reads, blobs, manifests
 from replicator.registry.client import RegistryClient
 from replicator.registry.manifests import ManifestHead
 
@@ -190,7 +190,7 @@ class SourceReads:
 
             shared = self._blobs.join(key) or self._blobs.start(key, size, start)
         if shared is None:
-            async with blobs.open_blob(client, repository, digest) as body:
+            async with blob_reads.open_blob(client, repository, digest, size) as body:
                 yield blobs.verified(body, digest, size)
             return
         broadcast = await asyncio.shield(shared)
@@ -208,7 +208,7 @@ class SourceReads:
     ) -> None:
         """Read the blob into `broadcast`; on failure it is shared no longer."""
         try:
-            async with blobs.open_blob(client, repository, digest) as body:
+            async with blob_reads.open_blob(client, repository, digest, size) as body:
                 async for chunk in blobs.verified(body, digest, size):
                     broadcast.add(chunk)
         except BaseException as exc:

@@ -1,4 +1,5 @@
-"""Blobs: HEAD, streamed GET with digest verification, cross-repository mount, streamed upload.
+"""Blobs: HEAD, digest verification of a streamed GET (`blob_reads`), cross-repository mount,
+streamed upload.
 
 The upload path reads as named steps, as go-containerregistry's does: check existing (HEAD),
 initiate (POST, trying a mount), stream (one PUT, or PATCH chunks above a threshold), commit.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -45,17 +45,6 @@ async def head(client: RegistryClient, repository: str, digest: str) -> int | No
     except NotFoundError:
         return None
     return int(resp.headers.get("content-length", "0") or 0)
-
-
-@asynccontextmanager
-async def open_blob(
-    client: RegistryClient, repository: str, digest: str
-) -> AsyncIterator[AsyncIterator[bytes]]:
-    """Stream a blob's bytes (following storage redirects), unverified; see `verified`."""
-    async with client.stream(
-        "GET", f"/v2/{repository}/blobs/{digest}", scope=pull_scope(repository)
-    ) as resp:
-        yield resp.aiter_bytes()
 
 
 async def verified(chunks: AsyncIterator[bytes], digest: str, size: int) -> AsyncIterator[bytes]:

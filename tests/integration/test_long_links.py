@@ -1,0 +1,76 @@
+"""`replicator copy` over a link that drops: a proxy resets each connection after N bytes.
+
+A layer several times N crosses it digest-exact, and what it costs on the wire stays within
+`WIRE_FACTOR` of its size: a broken transfer continues where it stopped instead of starting over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import skopeo
+from tests.support.copy_cli import run_copy
+from tests.support.cutting_proxy import CuttingProxy
+from tests.support.images import BuiltImage, big_blob_layout
+from tests.support.registry_server import Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MIB = 1024 * 1024
+# The link drops each connection after this many bytes in either direction.
+CUT_AFTER = 8 * MIB
+# Three cuts' worth: a layer that cannot cross in one connection, small enough to stay fast.
+LAYER_SIZE = 3 * CUT_AFTER
+# What a resumed transfer may cost on the wire, against the layer's size: headers, the small
+# requests, and what was in flight at each cut.
+WIRE_FACTOR = 1.25
+
+
+@pytest.fixture
+def big_image(tmp_path: Path) -> BuiltImage:
+    """A one-layer image whose layer is LAYER_SIZE bytes, in an OCI layout."""
+    return big_blob_layout(tmp_path / "layout", "v1", LAYER_SIZE)
+
+
+@pytest.fixture
+def cutting_proxy_factory() -> Iterator[type[CuttingProxy]]:
+    """Starts cutting proxies; each is stopped after the test."""
+    proxies: list[CuttingProxy] = []
+
+    class Started(CuttingProxy):
+        def __init__(self, upstream_url: str, *, cut_after: int | None) -> None:
+            super().__init__(upstream_url, cut_after=cut_after)
+            self.start()
+            proxies.append(self)
+
+    yield Started
+    for proxy in proxies:
+        proxy.stop()
+
+
+class TestDroppingLink:
+    """A link that resets every connection after CUT_AFTER bytes."""
+
+    def test_download_resumes_where_the_link_dropped(
+        self,
+        big_image: BuiltImage,
+        tmp_path: Path,
+        src_registry: Registry,
+        dst_registry: Registry,
+        cutting_proxy_factory: type[CuttingProxy],
+    ) -> None:
+        """A source behind the link: the layer arrives digest-exact, with at most 1.25x its
+        bytes read over the link."""
+        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
+        proxy = cutting_proxy_factory(src_registry.url, cut_after=CUT_AFTER)
+        run = run_copy(f"{proxy.host}/team/big:v1", f"{dst_registry.host}/team/big:v1")
+        assert run.exit_code == 0, str(run)
+        assert dst_registry.has_blob(big_image.layer_digests[0])
+        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert proxy.cuts >= 2, "the link never dropped the transfer"
+        assert proxy.bytes_to_client <= WIRE_FACTOR * LAYER_SIZE, (
+            f"{proxy.bytes_to_client} bytes read for a {LAYER_SIZE}-byte layer"
+        )

@@ -1,0 +1,211 @@
+"""A TCP proxy that resets each connection after N bytes in either direction (loopback only).
+
+A long link that drops every few minutes, in miniature: every connection through it is reset
+(RST) as soon as `cut_after` bytes have passed in one direction, whatever the HTTP exchange is
+doing at that moment. It counts the bytes it forwarded each way, so a test can say what a
+transfer cost on the wire. It knows nothing of HTTP: a registry behind it sees the proxy's
+address in the Host header and writes its Locations to point at the proxy.
+
+    proxy = CuttingProxy(registry.url, cut_after=8 * MIB); proxy.start()
+    ...; proxy.bytes_to_upstream, proxy.bytes_to_client, proxy.cuts; proxy.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+
+# 64 KiB reads: large enough for throughput, small enough to cut within a few KiB of N.
+CHUNK_SIZE = 64 * 1024
+# Kernel buffers of the proxy's sockets. What sits in buffers when a link drops is lost, as on
+# a real link (its bandwidth-delay product); loopback's autotuned megabytes would lose far more
+# per cut than a WAN path does, so the proxy keeps its side small.
+SOCKET_BUFFER = 128 * 1024
+# Seconds to wait for the proxy thread to start or stop; both take milliseconds.
+THREAD_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class _Connection:
+    """One proxied connection: both sockets and the bytes each direction has carried."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter
+    to_upstream: int = 0
+    to_client: int = 0
+    cut: bool = False
+
+
+class CuttingProxy:
+    """The proxy; `start()` runs it in a thread, `stop()` ends it. Listens on 127.0.0.1."""
+
+    def __init__(self, upstream_url: str, *, cut_after: int | None) -> None:
+        found = re.fullmatch(r"http://(127\.0\.0\.1|localhost):(\d+)/?", upstream_url)
+        if found is None:
+            raise ValueError(f"upstream must be a loopback http URL, got {upstream_url!r}")
+        self.upstream_host, self.upstream_port = found[1], int(found[2])
+        self.cut_after = cut_after  # None: pass everything (a plain counting proxy)
+        self.bytes_to_upstream = 0
+        self.bytes_to_client = 0
+        self.cuts = 0
+        self.connections = 0
+        self.port = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT` of the proxy."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT` of the proxy."""
+        return f"http://{self.host}"
+
+    def reset_counts(self) -> None:
+        """Start counting bytes and cuts afresh (after a test's set-up went through it)."""
+        with self._lock:
+            self.bytes_to_upstream = self.bytes_to_client = self.cuts = self.connections = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start listening on a free loopback port in a background thread."""
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                server.close()
+                for task in list(self._tasks):
+                    task.cancel()
+                loop.run_until_complete(
+                    asyncio.gather(*self._tasks, server.wait_closed(), return_exceptions=True)
+                )
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"cutting-proxy-{id(self)}", daemon=True)
+        self._thread.start()
+        if not ready.wait(THREAD_TIMEOUT_SECONDS):
+            raise TimeoutError("cutting proxy did not start")
+
+    def stop(self) -> None:
+        """Stop the proxy and close every connection."""
+        if self._loop is None or self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(THREAD_TIMEOUT_SECONDS)
+        self._loop = None
+        self._thread = None
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                self.upstream_host, self.upstream_port
+            )
+        except OSError:
+            _reset(writer)
+            self._tasks.discard(task)
+            return
+        for side in (writer, up_writer):
+            _small_buffers(side)
+        with self._lock:
+            self.connections += 1
+        conn = _Connection(client=writer, upstream=up_writer)
+        try:
+            await asyncio.gather(
+                self._pump(conn, reader, up_writer, upstream=True),
+                self._pump(conn, up_reader, writer, upstream=False),
+            )
+        finally:
+            for side in (writer, up_writer):
+                with contextlib.suppress(Exception):
+                    side.close()
+            self._tasks.discard(task)
+
+    async def _pump(
+        self,
+        conn: _Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        upstream: bool,
+    ) -> None:
+        """Copy one direction until EOF, an error, or the cut."""
+        try:
+            while not conn.cut:
+                data = await reader.read(CHUNK_SIZE)
+                if not data or conn.cut:
+                    break
+                carried = conn.to_upstream if upstream else conn.to_client
+                room = None if self.cut_after is None else self.cut_after - carried
+                if room is not None and len(data) >= room:
+                    data = data[:room]
+                writer.write(data)
+                await writer.drain()
+                self._count(conn, len(data), upstream=upstream)
+                if room is not None and len(data) >= room:
+                    with self._lock:
+                        self.cuts += 1
+                    self._cut(conn)
+                    return
+            if not conn.cut:
+                # Half-close: the other direction may still be answering.
+                with contextlib.suppress(OSError, RuntimeError):
+                    writer.write_eof()
+        except (ConnectionError, OSError):
+            self._cut(conn)
+
+    def _count(self, conn: _Connection, size: int, *, upstream: bool) -> None:
+        with self._lock:
+            if upstream:
+                conn.to_upstream += size
+                self.bytes_to_upstream += size
+            else:
+                conn.to_client += size
+                self.bytes_to_client += size
+
+    def _cut(self, conn: _Connection) -> None:
+        if conn.cut:
+            return
+        conn.cut = True
+        _reset(conn.client)
+        _reset(conn.upstream)
+
+
+def _small_buffers(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST instead of FIN, as a dropped link looks to both ends."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            # SO_LINGER on with a zero timeout makes close() send RST.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
