@@ -2,7 +2,12 @@
 
 Our events go through structlog; the standard library's records (aiomqtt, asyncio, SQLAlchemy)
 go through the same processors by way of structlog's `ProcessorFormatter` on the root logger,
-so a journald or Loki reader never meets a plain-text line among the JSON ones.
+and so do `warnings.warn` (logger `py.warnings`) and an uncaught exception (`uncaught_exception`,
+level critical), so a journald or Loki reader never meets a plain-text line among the JSON ones.
+
+When stderr is the journal's stream (systemd sets $JOURNAL_STREAM to its `device:inode`), each
+line starts with its syslog priority, `<3>{"event": ...}` for an error (sd-daemon(3)): journald
+takes the level from it, so `journalctl -p err` finds errors, and stores the JSON after it.
 
 Key names: `source` and `destination` are registry names from the config; `source_image` and
 `destination_image` are `host/repository` references; `host` is a registry's `host[:port]`.
@@ -11,8 +16,10 @@ Key names: `source` and `destination` are registry names from the config; `sourc
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import MutableMapping
+import types
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -27,6 +34,23 @@ CHATTY_LIBRARIES = ("httpx", "httpcore")
 # The handler this module installs on the root logger, recognised so a second configure()
 # replaces it rather than adding another (tests and the CLI may configure more than once).
 _HANDLER_NAME = "replicator"
+# The variable systemd sets for a service whose stdout/stderr go to the journal: "device:inode"
+# of that stream (systemd.exec(5)).
+JOURNAL_STREAM_VAR = "JOURNAL_STREAM"
+# sd-daemon(3) priorities (syslog's) by our level names; a level not listed is logged as info.
+SYSLOG_PRIORITIES = {
+    "critical": 2,
+    "error": 3,
+    "exception": 3,
+    "warning": 4,
+    "warn": 4,
+    "notice": 5,
+    "info": 6,
+    "debug": 7,
+}
+_INFO_PRIORITY = 6
+# Whether the last configure() chose JSON lines (read by the CLI for its last words).
+_structured = False
 
 
 def is_secret_key(key: str) -> bool:
@@ -63,6 +87,41 @@ class _Stderr:
         sys.stderr.flush()
 
 
+def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether stderr is the stream $JOURNAL_STREAM names (its device and inode): a variable
+    inherited by a child whose stderr was redirected elsewhere does not count."""
+    env = os.environ if environ is None else environ
+    device, colon, inode = env.get(JOURNAL_STREAM_VAR, "").partition(":")
+    if not colon or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        status = os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no real file behind sys.stderr
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
+class PriorityPrefix:
+    """Wraps a renderer: its line prefixed with the event's syslog priority, `<N>`."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        priority = SYSLOG_PRIORITIES.get(str(event.get("level", method)), _INFO_PRIORITY)
+        return f"<{priority}>{self._renderer(logger, method, event)}"
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, traceback: types.TracebackType | None
+) -> None:
+    """sys.excepthook: an exception nothing caught, as one critical JSON line."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    get_logger(__name__).critical("uncaught_exception", exc_info=(kind, value, traceback))
+
+
 def _shared() -> list[Any]:
     """The processors every line goes through, ours and the standard library's alike."""
     return [
@@ -74,12 +133,19 @@ def _shared() -> list[Any]:
 
 
 def configure(*, level: str = "info", json: bool | None = None) -> None:
-    """Configure structlog and the root logger; `json` defaults to "stderr is not a terminal"."""
+    """Configure structlog and the root logger; `json` defaults to "stderr is not a terminal".
+
+    With JSON lines, `warnings.warn` and uncaught exceptions are logged too, and on the
+    journal's stream every line carries its priority."""
     if json is None:
         json = not sys.stderr.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=True)
     )
+    if json and stderr_is_journal():
+        renderer = PriorityPrefix(renderer)
+    global _structured  # noqa: PLW0603 - one process, one logging configuration
+    _structured = json
     number = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *_shared(), renderer],
@@ -109,6 +175,13 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
     root.setLevel(number)
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(number, logging.WARNING))
+    logging.captureWarnings(json)
+    sys.excepthook = _log_uncaught if json else sys.__excepthook__
+
+
+def structured() -> bool:
+    """Whether log lines are JSON (the last configure() said so)."""
+    return _structured
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -114,8 +114,17 @@ def _usage_error(exc: parsing.ArgumentsError, command: str | None, as_json: bool
 
 
 def _failed(command: str, exc: ReplicatorError, code: int, *, as_json: bool) -> int:
-    """Report a failed command on stderr, and with --json as the error document on stdout."""
-    if code == EXIT_USAGE:
+    """Report a failed command on stderr, and with --json as the error document on stdout.
+
+    A service (or any command whose stderr is the journal) writing JSON log lines reports it
+    as one more log line, `command_failed` at error, so its log stays JSON to the end."""
+    from replicator import logs
+
+    if logs.structured() and (command in LONG_RUNNING or logs.stderr_is_journal()):
+        logs.get_logger(__name__).error(
+            "command_failed", command=command, code=exc.code, error=str(exc), exit_code=code
+        )
+    elif code == EXIT_USAGE:
         print(f"replicator {command}: {exc}", file=sys.stderr)
     else:
         print(f"replicator {command}: {exc.code}: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -192,3 +193,96 @@ class TestKeyConventions:
                 if k.arg is not None and not SNAKE.match(k.arg)
             ]
         assert not bad
+
+
+# A child under journald: our events at three levels, a standard-library record, a
+# `warnings.warn` and an uncaught exception, all on the stderr that JOURNAL_STREAM names.
+JOURNALD_CHILD = textwrap.dedent(
+    """
+    import logging, warnings
+    from replicator import logs
+    from replicator.logs import get_logger
+
+    logs.configure(level="debug")
+    log = get_logger("child")
+    log.debug("child_debug")
+    log.info("child_info")
+    log.warning("child_warning")
+    log.error("child_error")
+    logging.getLogger("asyncio").critical("library critical")
+    warnings.warn("an old option", DeprecationWarning, stacklevel=1)
+    raise RuntimeError("fatal at start")
+    """
+)
+# sd-daemon(3): the priority a line carries before its text, by our level names.
+SD_PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+PRIORITY_PREFIX = re.compile(r"^<(\d)>(.*)$")
+
+
+def stderr_lines(command: list[str], *, name_stderr: bool, tmp_path: Path) -> list[str]:
+    """Run `command` with stderr a real file; with `name_stderr`, JOURNAL_STREAM names that
+    file's device and inode (as systemd does for a service whose stderr is the journal)."""
+    path = tmp_path / "stderr"
+    with path.open("wb") as stderr:
+        status = os.fstat(stderr.fileno())
+        other = os.stat(tmp_path)  # some other file: stderr is not the journal's stream
+        named = status if name_stderr else other
+        env = {**os.environ, "JOURNAL_STREAM": f"{named.st_dev}:{named.st_ino}"}
+        env.pop("NOTIFY_SOCKET", None)
+        subprocess.run(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+            timeout=60, check=False, cwd=ROOT,
+        )  # fmt: skip
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def split_priority(line: str) -> tuple[int | None, dict[str, Any]]:
+    """A line's sd-daemon priority (None without a prefix) and its JSON document."""
+    match = PRIORITY_PREFIX.match(line)
+    if match is None:
+        return None, json.loads(line)
+    return int(match[1]), json.loads(match[2])
+
+
+class TestJournald:
+    def test_priority_prefix_when_stderr_is_the_journal(self, tmp_path: Path) -> None:
+        """With JOURNAL_STREAM naming stderr, every line is `<N>` and a JSON object, N the
+        syslog priority of its level: our events, a library's record, a warnings.warn and
+        an uncaught exception alike."""
+        lines = stderr_lines(
+            [sys.executable, "-c", JOURNALD_CHILD], name_stderr=True, tmp_path=tmp_path
+        )
+        parsed = [split_priority(line) for line in lines]
+        assert all(priority is not None for priority, _ in parsed), lines
+        by_event = {document["event"]: (priority, document) for priority, document in parsed}
+        for level in ("debug", "info", "warning", "error"):
+            assert by_event[f"child_{level}"][0] == SD_PRIORITIES[level]
+        assert by_event["library critical"][0] == SD_PRIORITIES["critical"]
+        (warned,) = [(p, d) for p, d in parsed if "an old option" in d["event"]]
+        assert warned[0] == SD_PRIORITIES["warning"]
+        assert warned[1]["logger_name"] == "py.warnings"
+        (fatal,) = [(p, d) for p, d in parsed if "RuntimeError: fatal at start" in str(d)]
+        assert fatal[0] == SD_PRIORITIES["critical"]
+
+    def test_no_prefix_when_stderr_is_another_stream(self, tmp_path: Path) -> None:
+        """JOURNAL_STREAM naming some other file (inherited from a parent) adds no prefix:
+        the lines stay plain JSON."""
+        lines = stderr_lines(
+            [sys.executable, "-c", JOURNALD_CHILD], name_stderr=False, tmp_path=tmp_path
+        )
+        assert lines
+        assert all(split_priority(line)[0] is None for line in lines), lines
+
+    def test_fatal_start_up_error_of_the_daemon(self, tmp_path: Path) -> None:
+        """`replicator run` on a config it cannot load writes its reason as one JSON line at
+        priority err (3), not as plain text."""
+        missing = tmp_path / "absent.toml"
+        lines = stderr_lines(
+            [sys.executable, "-m", "replicator", "run", "--config", str(missing)],
+            name_stderr=True,
+            tmp_path=tmp_path,
+        )
+        parsed = [split_priority(line) for line in lines]
+        (failure,) = [(p, d) for p, d in parsed if str(missing) in str(d)]
+        assert failure[0] == SD_PRIORITIES["error"]
+        assert failure[1]["code"] == "CONFIG_INVALID"
