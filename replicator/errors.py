@@ -17,7 +17,8 @@
     ├── BusError                    the MQTT broker is unreachable or refused us (temporary)
     ├── JournalError                the journal cannot be read or written
     │   └── SchemaError             the journal's schema is newer than this program
-    └── TransitionError             an illegal job state transition: a bug, never retried
+    ├── TransitionError             an illegal job state transition: a bug, never retried
+    └── ClaimLost                   a job's claim passed to another claimer: our write refused
 
 Only `retryable()` decides whether to retry: it is the one retry predicate of the project.
 """
@@ -179,6 +180,13 @@ class TransitionError(ReplicatorError):
     """A job state transition that the table does not allow: a bug in the caller."""
 
     code = "ILLEGAL_TRANSITION"
+
+
+class ClaimLost(ReplicatorError):
+    """A worker's write to a job it no longer holds: the job was re-queued (taken for an orphan)
+    and maybe claimed again since, so the write is refused and the job left to its holder."""
+
+    code = "CLAIM_LOST"
 
 
 def retryable(exc: BaseException) -> bool:

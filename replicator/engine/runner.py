@@ -27,7 +27,7 @@ from replicator.domain.routing import Site
 from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.journal_retry import persist
-from replicator.errors import JournalError, ReplicatorError
+from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
 
@@ -78,6 +78,7 @@ class JobQueue(Protocol):
         blobs_skipped: int,
         now: datetime | None = None,
         superseded: str | None = None,
+        claimed_at: datetime | None = None,
     ) -> None: ...
 
     async def fail(
@@ -90,6 +91,7 @@ class JobQueue(Protocol):
         max_attempts: int,
         now: datetime,
         backoff: float,
+        claimed_at: datetime | None = None,
     ) -> JobState: ...
 
     async def supersede(self, keys: Sequence[JobKey]) -> int: ...
@@ -234,10 +236,10 @@ class JobRunner:
                 log.exception("job_crashed")
                 await self._finish_failed(row, "INTERNAL_ERROR", repr(exc), temporary=True)
                 return
-            await self._finish_ok(
+            finished = await self._finish_ok(
                 row, result.stats, time.monotonic() - started, superseded=result.superseded
             )
-            if result.children:
+            if finished and result.children:
                 # The index's job copied its children: their own (untagged, delayed) jobs at
                 # this destination are dropped before they run, so one push is one job.
                 children = [
@@ -248,38 +250,50 @@ class JobRunner:
 
     async def _finish_ok(
         self, row: JobRow, stats: CopyStats, seconds: float, *, superseded: str | None
-    ) -> None:
-        await self._persist(
-            lambda: self.journal.complete(
-                row.id,
-                bytes_copied=stats.bytes_copied,
-                blobs_copied=stats.blobs_copied,
-                blobs_mounted=stats.blobs_mounted,
-                blobs_skipped=stats.blobs_skipped,
-                superseded=superseded,
+    ) -> bool:
+        """Journal the job's success; whether it was ours to journal (not a lost claim)."""
+        try:
+            await self._persist(
+                lambda: self.journal.complete(
+                    row.id,
+                    bytes_copied=stats.bytes_copied,
+                    blobs_copied=stats.blobs_copied,
+                    blobs_mounted=stats.blobs_mounted,
+                    blobs_skipped=stats.blobs_skipped,
+                    superseded=superseded,
+                    claimed_at=row.started_at,
+                )
             )
-        )
+        except ClaimLost as exc:
+            _claim_lost(exc, "complete")
+            return False
         if superseded is not None:
             log.info("job_superseded", reason=superseded, bytes=stats.bytes_copied)
             await self._tell(JobEnd(row.key, JobState.SUPERSEDED, row.pushed_at, None, superseded))
-            return
+            return True
         log.info("job_complete", seconds=round(seconds, 3), bytes=stats.bytes_copied)
         await self._tell(JobEnd(row.key, JobState.COMPLETE, row.pushed_at))
+        return True
 
     async def _finish_failed(self, row: JobRow, code: str, reason: str, *, temporary: bool) -> None:
         config, _ = self._settings()
         backoff = job_rules.backoff_seconds(row.attempts, jitter_fraction=random.random())
-        state = await self._persist(
-            lambda: self.journal.fail(
-                row.id,
-                code=code,
-                reason=reason,
-                temporary=temporary,
-                max_attempts=config.workers.max_attempts,
-                now=datetime.now(UTC),
-                backoff=backoff,
+        try:
+            state = await self._persist(
+                lambda: self.journal.fail(
+                    row.id,
+                    code=code,
+                    reason=reason,
+                    temporary=temporary,
+                    max_attempts=config.workers.max_attempts,
+                    now=datetime.now(UTC),
+                    backoff=backoff,
+                    claimed_at=row.started_at,
+                )
             )
-        )
+        except ClaimLost as exc:
+            _claim_lost(exc, "fail", code=code)
+            return
         if state is job_rules.JobState.FAILED:
             if temporary:
                 # The journal records a temporary error that used the last attempt as such.
@@ -291,3 +305,9 @@ class JobRunner:
                 backoff=round(backoff, 2),
             )  # fmt: skip
         await self._tell(JobEnd(row.key, state, row.pushed_at, code, reason))
+
+
+def _claim_lost(exc: ClaimLost, step: str, **fields: str) -> None:
+    """Log a worker's write the journal refused: the job was re-queued while this worker ran it
+    (taken for an orphan) and is its new holder's to finish; nothing is reported for it here."""
+    log.warning("job_claim_lost", step=step, reason=str(exc), **fields)

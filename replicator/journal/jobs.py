@@ -2,7 +2,10 @@
 
 Every state written here is computed by domain.jobs.transition from the state the row is in,
 and every UPDATE is guarded by that state (`WHERE id = ? AND state = ?`), so two processes
-acting on the same job never both succeed: the loser's UPDATE matches no row.
+acting on the same job never both succeed: the loser's UPDATE matches no row. A worker's writes
+(finishing or failing a job it runs) are guarded by its claim too (`AND claimed_by = ? AND
+started_at = ?`): a job re-queued while its first claimer still copies, and claimed again,
+ends once, by its holder; the stale claimer's write is refused (ClaimLost).
 
 The statements themselves are in queries.py.
 """
@@ -10,6 +13,7 @@ The statements themselves are in queries.py.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +35,7 @@ from replicator.domain.jobs import (
     decide_failure,
     transition,
 )
-from replicator.errors import TransitionError
+from replicator.errors import ClaimLost, JournalError, TransitionError
 from replicator.journal import queries
 from replicator.journal.models import MAX_REASON_CHARS, NO_TAG, JobRow
 from replicator.journal.queries import JOBS
@@ -46,6 +50,42 @@ def _guarded_update(session: Session, job_id: int, old: JobState, values: dict[s
     params = {"job_id": job_id, "old_state": old.value}
     params.update({f"v_{name}": values[name] for name in columns})
     return queries.execute(session, queries.update_statement(columns), params).rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who holds an IN_PROGRESS job: the claimer recorded on it and, when known, the moment of
+    the claim (its started_at). A worker's writes are fenced by it."""
+
+    claimer: str
+    at: datetime | None = None
+
+
+def _fenced_change(
+    session: Session, job_id: int, event: JobEvent, values: dict[str, Any], claim: Claim
+) -> JobState:
+    """Apply `event` to an IN_PROGRESS job only while `claim` still holds it; ClaimLost when
+    the job was re-queued (and maybe claimed again) since, the write refused."""
+    new = transition(JobState.IN_PROGRESS, event)
+    values = {"state": new.value, **values}
+    columns = tuple(sorted(values))
+    params = {
+        "job_id": job_id,
+        "old_state": JobState.IN_PROGRESS.value,
+        "claimer": claim.claimer,
+        "claimed_at": claim.at,
+    }
+    params.update({f"v_{name}": values[name] for name in columns})
+    statement = queries.fenced_statement(columns, timed=claim.at is not None)
+    if queries.execute(session, statement, params).rowcount == 1:
+        return new
+    holder = queries.execute(session, queries.HOLDER, {"job_id": job_id}).first()
+    if holder is None:
+        raise JournalError(f"job {job_id} does not exist", temporary=False)
+    raise ClaimLost(
+        f"job {job_id} is no longer held by this claimer: it is {holder.state}, "
+        f"claimed by {holder.claimed_by or 'nobody'}"
+    )
 
 
 def _change(
@@ -232,26 +272,30 @@ def claim(
 def succeed(
     session: Session,
     job_id: int,
+    claim: Claim,
     now: datetime,
     counters: dict[str, int],
+    *,
     superseded: str | None = None,
 ) -> None:
     """IN_PROGRESS --SUCCEED--> COMPLETE, with the copy's counters; --SUPERSEDE--> SUPERSEDED
-    instead when the source had moved on (`superseded` says how, kept as the job's reason)."""
+    instead when the source had moved on (`superseded` says how, kept as the job's reason).
+    Only while `claim` holds the job (else ClaimLost)."""
     reason = None if superseded is None else superseded[:MAX_REASON_CHARS]
     values = {"failure_code": None, "failure_reason": reason, **counters}
-    _change(
+    _fenced_change(
         session,
         job_id,
         JobEvent.SUCCEED if superseded is None else JobEvent.SUPERSEDE,
         {**values, "finished_at": now, "updated_at": now},
-        old=JobState.IN_PROGRESS,
+        claim,
     )
 
 
 def fail(
     session: Session,
     job_id: int,
+    claim: Claim,
     *,
     code: str,
     reason: str,
@@ -260,7 +304,8 @@ def fail(
     now: datetime,
     backoff: float,
 ) -> JobState:
-    """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff) or FAILED; the new state."""
+    """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff) or FAILED; the new state.
+    Only while `claim` holds the job (else ClaimLost)."""
     found = queries.state_of(session, job_id)
     decision = decide_failure(
         code=code,
@@ -277,7 +322,7 @@ def fail(
         "finished_at": None if waits else now,
         "updated_at": now,
     }
-    return _change(session, job_id, decision.event, values, old=JobState(found.state))
+    return _fenced_change(session, job_id, decision.event, values, claim)
 
 
 def resume(

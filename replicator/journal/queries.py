@@ -153,6 +153,22 @@ def update_statement(columns: tuple[str, ...]) -> Update:
     )
 
 
+@functools.cache
+def fenced_statement(columns: tuple[str, ...], *, timed: bool) -> Update:
+    """UPDATE of `columns` on one IN_PROGRESS job, guarded by its claim: the claimer bound as
+    `claimer` and, when `timed`, the moment of the claim bound as `claimed_at`, so a claimer
+    whose job was re-queued and claimed again (by another process or by itself) cannot write
+    it."""
+    fence = JOBS.c.claimed_by == bindparam("claimer")
+    if timed:
+        fence = and_(fence, JOBS.c.started_at == bindparam("claimed_at"))
+    return update_statement(columns).where(fence)
+
+
+# What a refused fenced write is explained with.
+HOLDER = select(JOBS.c.state, JOBS.c.claimed_by).where(JOBS.c.id == bindparam("job_id"))
+
+
 def state_of(session: Session, job_id: int) -> Row[Any]:
     """The id, state and attempts of one job; JournalError if there is no such job."""
     found = execute(session, BY_ID, {"job_id": job_id}).first()

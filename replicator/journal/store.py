@@ -233,10 +233,14 @@ class Journal:
         blobs_skipped: int,
         now: datetime | None = None,
         superseded: str | None = None,
+        claimed_at: datetime | None = None,
     ) -> None:
         """IN_PROGRESS -> COMPLETE, with what the copy did; SUPERSEDED instead, with the
-        reason, when the source had moved on since the job's event."""
+        reason, when the source had moved on since the job's event. Only while this journal's
+        claimer holds the job by the claim made at `claimed_at` (the row's started_at; any of
+        its claims when None): else ClaimLost, nothing written."""
         moment = to_db_time(now or utcnow())
+        claim = self._claim(claimed_at)
         counters = {
             "bytes_copied": bytes_copied,
             "blobs_copied": blobs_copied,
@@ -244,7 +248,9 @@ class Journal:
             "blobs_skipped": blobs_skipped,
         }
         await self._run(
-            lambda session: job_rows.succeed(session, job_id, moment, counters, superseded)
+            lambda session: job_rows.succeed(
+                session, job_id, claim, moment, counters, superseded=superseded
+            )
         )
 
     async def fail(
@@ -257,17 +263,21 @@ class Journal:
         max_attempts: int,
         now: datetime,
         backoff: float,
+        claimed_at: datetime | None = None,
     ) -> JobState:
         """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff seconds) or FAILED.
 
         A temporary failure with attempts left waits; one without becomes MAX_ATTEMPTS; a
-        permanent one fails with its code. Returns the new state.
+        permanent one fails with its code. Returns the new state. Fenced by the claim as
+        `complete` is.
         """
         moment = to_db_time(now)
+        claim = self._claim(claimed_at)
         return await self._run(
             lambda session: job_rows.fail(
                 session,
                 job_id,
+                claim,
                 code=code,
                 reason=reason,
                 temporary=temporary,
@@ -276,6 +286,9 @@ class Journal:
                 backoff=backoff,
             )
         )
+
+    def _claim(self, claimed_at: datetime | None) -> job_rows.Claim:
+        return job_rows.Claim(self.claimer, to_db_time(claimed_at) if claimed_at else None)
 
     async def resume_interrupted(
         self,

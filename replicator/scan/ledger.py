@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from replicator.domain.jobs import JobKey, JobState
+from replicator.errors import ClaimLost
 from replicator.journal.claimers import open_journal, resume_orphans
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
@@ -54,15 +56,20 @@ class ClaimLedger:
         return rows
 
     async def complete(self, job_id: int, **counters: Any) -> None:
-        """Complete as the journal does; the job is no longer held."""
-        await self.journal.complete(job_id, **counters)
-        self.held.discard(job_id)
+        """Complete as the journal does; the job is no longer held (also when the journal
+        refused, the claim lost)."""
+        try:
+            await self.journal.complete(job_id, **counters)
+        finally:
+            self.held.discard(job_id)
 
     async def fail(self, job_id: int, **details: Any) -> JobState:
-        """Fail as the journal does; the job is no longer held."""
-        state = await self.journal.fail(job_id, **details)
-        self.held.discard(job_id)
-        return state
+        """Fail as the journal does; the job is no longer held (also when the journal refused,
+        the claim lost)."""
+        try:
+            return await self.journal.fail(job_id, **details)
+        finally:
+            self.held.discard(job_id)
 
     async def supersede(self, keys: Sequence[JobKey]) -> int:
         """Drop still PENDING jobs of `keys`, as the journal does."""
@@ -76,10 +83,12 @@ class ClaimLedger:
         """Hand back every job still held (RETRY_WAIT, due now); how many."""
         held = sorted(self.held)
         for job_id in held:
-            await self.fail(
-                job_id, code="INTERRUPTED", reason=INTERRUPTED_REASON, temporary=True,
-                max_attempts=max_attempts, now=datetime.now(UTC), backoff=0.0,
-            )  # fmt: skip
+            # A job re-queued by a peer meanwhile is its holder's now: nothing to hand back.
+            with contextlib.suppress(ClaimLost):
+                await self.fail(
+                    job_id, code="INTERRUPTED", reason=INTERRUPTED_REASON, temporary=True,
+                    max_attempts=max_attempts, now=datetime.now(UTC), backoff=0.0,
+                )  # fmt: skip
         return len(held)
 
     async def close(self) -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from replicator.domain.claims import Claimer
 from replicator.domain.jobs import JobKey, JobState
+from replicator.errors import ClaimLost
 from replicator.journal import Journal
-from replicator.journal.claimers import process_start, resume_orphans, this_process
+from replicator.journal.claimers import open_journal, process_start, resume_orphans, this_process
 from replicator.journal.models import MAX_CLAIMER_CHARS
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,55 @@ class TestResumeOrphans:
             journal, started_before=datetime.now(UTC) - LONG_AGO, max_deaths=None
         )
         assert resumed == 1
+
+
+COUNTERS = {"bytes_copied": 1, "blobs_copied": 1, "blobs_mounted": 0, "blobs_skipped": 0}
+
+
+class TestClaimFence:
+    """A worker finishes or fails only a job its claim still holds."""
+
+    async def test_stale_claimer_cannot_finish_a_job_claimed_again(self, journal_url: str) -> None:
+        """A job re-queued while its first claimer still copies, then claimed by a peer: the
+        first claimer's COMPLETE and FAIL are refused (ClaimLost) and change nothing; the
+        peer's COMPLETE lands, so the job completes once."""
+        async with (
+            await open_journal(journal_url) as first,
+            await open_journal(journal_url) as peer,
+        ):
+            first.claimer, peer.claimer = "host-a/m:pid:[1]/10/1", "host-b/m:pid:[1]/20/1"
+            stale = await claim_as(first, first.claimer, "fenced")
+            [stale_row] = await first.jobs()
+            assert await peer.resume_interrupted(dead=[first.claimer]) == 1
+            [held] = await peer.claim_due(1, datetime.now(UTC))
+            assert held.id == stale
+            with pytest.raises(ClaimLost, match="claimed by host-b"):
+                await first.complete(stale, **COUNTERS, claimed_at=stale_row.started_at)
+            with pytest.raises(ClaimLost):
+                await first.fail(
+                    stale, code="X", reason="stale", temporary=True, max_attempts=5,
+                    now=datetime.now(UTC), backoff=1.0,
+                )  # fmt: skip
+            assert (await peer.jobs())[0].state is JobState.IN_PROGRESS
+            await peer.complete(stale, **COUNTERS, claimed_at=held.started_at)
+            [done] = await peer.jobs()
+        assert done.state is JobState.COMPLETE
+        assert done.claimed_by == "host-b/m:pid:[1]/20/1"
+
+    async def test_same_claimer_claiming_again_fences_its_older_claim(
+        self, journal: Journal
+    ) -> None:
+        """A job re-queued and claimed again by the same process (another host's sweep took
+        it for an orphan): the write of the older claim, told by its claim time, is refused."""
+        job = await claim_as(journal, journal.claimer, "again")
+        [older] = await journal.jobs()
+        assert await journal.resume_interrupted(dead=[journal.claimer]) == 1
+        [newer] = await journal.claim_due(1, datetime.now(UTC))
+        assert newer.started_at != older.started_at
+        with pytest.raises(ClaimLost):
+            await journal.complete(job, **COUNTERS, claimed_at=older.started_at)
+        await journal.complete(job, **COUNTERS, claimed_at=newer.started_at)
+        assert (await journal.jobs())[0].state is JobState.COMPLETE
 
 
 def test_longest_claimer_id_fits_its_column() -> None:

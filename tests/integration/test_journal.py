@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from replicator.domain.jobs import NO_ORIGIN, FailureCode, JobKey, JobKind, JobState
-from replicator.errors import JournalError, SchemaError, TransitionError
+from replicator.errors import ClaimLost, JournalError, SchemaError
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
 from replicator.journal.deferred import Kept
@@ -410,21 +410,21 @@ class TestClaimAndFinish:
         assert (row.blobs_skipped, row.finished_at) == (2, T0)
 
     async def test_complete_twice_is_illegal(self, journal: Journal) -> None:
-        """Completing a COMPLETE job is an illegal transition."""
+        """Completing a COMPLETE job is refused: its claim ended with the first completion."""
         await record(journal, b"push", [KEY])
         job_id = await claim_one(journal)
         await journal.complete(
             job_id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0
         )
-        with pytest.raises(TransitionError, match="COMPLETE cannot take event SUCCEED"):
+        with pytest.raises(ClaimLost, match="it is COMPLETE"):
             await journal.complete(
                 job_id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0
             )
 
     async def test_fail_unclaimed_is_illegal(self, journal: Journal) -> None:
-        """A PENDING job cannot fail: only a claimed one can."""
+        """A PENDING job cannot fail: only a claimed one can, by its claimer."""
         [job_id] = await record(journal, b"push", [KEY])
-        with pytest.raises(TransitionError, match="PENDING cannot take event FAIL_TEMPORARY"):
+        with pytest.raises(ClaimLost, match="it is PENDING, claimed by nobody"):
             await fail_temporarily(journal, job_id)
 
     async def test_unknown_job(self, journal: Journal) -> None:
