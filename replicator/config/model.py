@@ -39,6 +39,10 @@ MIN_CHUNK_THRESHOLD = 5 * MIB
 DEFAULT_ORPHAN_AFTER = 600.0
 # Below a second even a live peer's smallest copy would be taken from it and run twice.
 MIN_ORPHAN_AFTER = 1.0
+# Reconcile, the backstop of the bus, scans every this many seconds unless told otherwise: it
+# bounds what a broker that lost its store (or a sender that gave up) can lose to 15 minutes,
+# while a scan costs about the registries' floor for listing what they hold (README, speed).
+DEFAULT_RECONCILE_INTERVAL = 900.0
 _SQLITE_PREFIX = "sqlite:///"
 
 
@@ -112,7 +116,7 @@ class HttpConfig(Listener):
 class ReconcileConfig(Section):
     """[reconcile]: seconds between drift reconciliations; 0 turns it off."""
 
-    interval: Annotated[float, Field(ge=0)] = 0
+    interval: Annotated[float, Field(ge=0)] = DEFAULT_RECONCILE_INTERVAL
 
 
 class Config(Section):

@@ -46,16 +46,15 @@ async def reconcile_forever(
     daemon: Reconciled, pool: ClientPool, copier: Copier, stop: asyncio.Event
 ) -> None:
     """Every `[reconcile] interval` seconds (read again each time, so a reload applies; 0 = off)
-    run one reconcile pass. Returns when `stop` is set."""
-    first = True
+    run one reconcile pass, the first one an interval after the start (a fleet restarting its
+    members one by one does not scan the registries once per member). Returns when `stop` is
+    set."""
     while not stop.is_set():
         interval = daemon.config.reconcile.interval
         wait = RECONCILE_IDLE_CHECK_SECONDS if interval <= 0 else interval
-        if not first or interval <= 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await stop.wait()
-        first = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await stop.wait()
         journal, runner = daemon.journal, daemon.runner
         if stop.is_set() or daemon.config.reconcile.interval <= 0:
             continue

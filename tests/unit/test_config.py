@@ -205,7 +205,7 @@ class TestLoad:
         assert config.workers.chunk_threshold == DEFAULT_CHUNK_THRESHOLD
         assert (config.http.host, config.http.port) == ("127.0.0.1", 9478)
         assert config.bridge.listen == "127.0.0.1:9479"
-        assert config.reconcile.interval == 0
+        assert config.reconcile.interval == 900
         use1 = config.registries["use1"]
         assert use1.replication.rules == ()
         assert use1.policy is None
