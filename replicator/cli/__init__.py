@@ -12,10 +12,10 @@ from typing import NoReturn
 
 from replicator import __version__
 from replicator.cli import parsing
-from replicator.errors import ConfigError, ReplicatorError, UsageError
+from replicator.errors import ConfigError, JournalError, ReplicatorError, UsageError
 
 # Each module registers its subcommand(s) with `register(subparsers)`; `set_defaults(func=...)`
-# names the handler, which returns the exit code (0 done, 1 failed or drifted, 2 usage/config).
+# names the handler, which returns the exit code (EXIT_* below).
 COMMAND_MODULES = (
     "replicator.cli.copy",
     "replicator.cli.run",
@@ -43,9 +43,19 @@ COMMAND_OWNERS = {
 # Services log their lifecycle at info; one-shot commands stay quiet unless asked.
 LONG_RUNNING = frozenset({"run", "bridge"})
 
+# Exit codes by cause. systemd names the BSD ones in `systemctl status` (status=74/IOERR), and
+# the units' RestartPreventExitStatus= lists those a restart cannot cure.
 EXIT_OK = 0
+# The command ran and failed (copies failed, drift found, a job not found).
 EXIT_FAILED = 1
+# The command line or the config file is wrong: not restarted.
 EXIT_USAGE = 2
+# The journal cannot be opened and will not be by trying again (a folder that does not exist,
+# no permission, not a database, a newer schema): sysexits' EX_IOERR, not restarted.
+EXIT_JOURNAL_UNUSABLE = 74
+# A service stopped on a cause that may pass (a PostgreSQL journal not answering yet):
+# sysexits' EX_TEMPFAIL, restarted.
+EXIT_TEMPORARY = 75
 
 
 # Each command's one-line help, for `replicator --help` without importing any command module
@@ -62,10 +72,38 @@ COMMAND_HELP = {
     "verify": "find drift between sources and destinations (exit 1 on drift)",
 }
 DESCRIPTION = "Replicate container images between OCI registries, cross-region and cross-account."
+# What each exit code means, as `replicator --help` lists them.
+EXIT_MEANINGS = (
+    (EXIT_OK, "done"),
+    (EXIT_FAILED, "failed: a copy or a job failed, drift was found, or an image is unknown"),
+    (EXIT_USAGE, "the command line or the config file is wrong (systemd does not restart)"),
+    (EXIT_JOURNAL_UNUSABLE, "the journal cannot be opened (systemd does not restart)"),
+    (EXIT_TEMPORARY, "run/bridge stopped on a cause that may pass (systemd restarts)"),
+)
+EXAMPLES = """\
+examples:
+  replicator copy src.example/app:v1 dst.example/app:v1
+  replicator copy -r src.example/team dst.example/mirror/team
+  replicator config check /etc/replicator/replicator.toml
+  replicator run                        # the daemon; config from $REPLICATOR_CONFIG
+  replicator jobs --state FAILED        # then: replicator retry --all-failed
+  replicator status --repository prod/app --image-tag v1
+  replicator COMMAND --help             # a command's options"""
+
+
+def epilog() -> str:
+    """Examples and exit codes, below the commands in `replicator --help`."""
+    codes = "\n".join(f"  {code:<4}{meaning}" for code, meaning in EXIT_MEANINGS)
+    return f"{EXAMPLES}\n\nexit codes:\n{codes}"
 
 
 def _top_parser() -> tuple[parsing.Parser, argparse._SubParsersAction[parsing.Parser]]:
-    parser = parsing.Parser(prog="replicator", description=DESCRIPTION)
+    parser = parsing.Parser(
+        prog="replicator",
+        description=DESCRIPTION,
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     parsing.add_global_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -113,6 +151,17 @@ def _usage_error(exc: parsing.ArgumentsError, command: str | None, as_json: bool
     return EXIT_USAGE
 
 
+def exit_code(exc: ReplicatorError, *, service: bool) -> int:
+    """The exit code of a command ended by `exc` (usage and config errors aside): a journal
+    that cannot be used, a temporary cause of a service (a one-shot command says 1, as it
+    always has), or a failure."""
+    if isinstance(exc, JournalError) and not exc.temporary:
+        return EXIT_JOURNAL_UNUSABLE
+    if service and exc.temporary:
+        return EXIT_TEMPORARY
+    return EXIT_FAILED
+
+
 def _failed(command: str, exc: ReplicatorError, code: int, *, as_json: bool) -> int:
     """Report a failed command on stderr, and with --json as the error document on stdout.
 
@@ -120,6 +169,11 @@ def _failed(command: str, exc: ReplicatorError, code: int, *, as_json: bool) -> 
     as one more log line, `command_failed` at error, so its log stays JSON to the end."""
     from replicator import logs
 
+    if command in LONG_RUNNING:
+        from replicator.daemon.sd_notify import Notifier
+
+        # `systemctl status` shows the last STATUS= beside the exit code: the why of the stop.
+        Notifier.from_environment().status(f"stopped (exit {code}): {exc.code}: {exc}")
     if logs.structured() and (command in LONG_RUNNING or logs.stderr_is_journal()):
         logs.get_logger(__name__).error(
             "command_failed", command=command, code=exc.code, error=str(exc), exit_code=code
@@ -157,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         return _failed(name, exc, EXIT_USAGE, as_json=as_json)
     except ReplicatorError as exc:
-        return _failed(name, exc, EXIT_FAILED, as_json=as_json)
+        return _failed(
+            name, exc, exit_code(exc, service=args.command in LONG_RUNNING), as_json=as_json
+        )
     except KeyboardInterrupt:
         print(f"replicator {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -22,6 +22,10 @@ SCHEMA_VERSION_KEY = "schema_version"
 # enough for any journal transaction (milliseconds each) of a busy neighbour, short enough to
 # surface a stuck process.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Words of SQLite's messages for a file another process holds: waiting (or a restart) cures it.
+# Any other refusal to open a SQLite file (a folder that does not exist, no permission, a file
+# that is not a database) stays until someone changes the file or the config.
+_SQLITE_PASSING = ("locked", "busy")
 
 
 def redacted(url: str) -> str:
@@ -66,7 +70,9 @@ def create_journal_engine(url: str) -> Engine:
     try:
         engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     except (ArgumentError, SQLAlchemyError, ImportError) as exc:
-        raise JournalError(f"journal URL {redacted(url)} cannot be used: {exc}") from exc
+        raise JournalError(
+            f"journal URL {redacted(url)} cannot be used: {exc}", temporary=False
+        ) from exc
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -157,4 +163,16 @@ def prepare(engine: Engine, url: str) -> None:
         assert version is not None
         _check_version(version, url)
     except SQLAlchemyError as exc:
-        raise JournalError(f"journal {redacted(url)} cannot be opened: {exc}") from exc
+        raise JournalError(
+            f"journal {redacted(url)} cannot be opened: {exc}",
+            temporary=_passing(engine, exc),
+        ) from exc
+
+
+def _passing(engine: Engine, exc: SQLAlchemyError) -> bool:
+    """Whether a failure to open the journal may pass by itself: a SQLite file locked by another
+    process, or a database server (PostgreSQL) that is not answering yet."""
+    if engine.dialect.name != "sqlite":
+        return True
+    message = str(exc).lower()
+    return any(word in message for word in _SQLITE_PASSING)

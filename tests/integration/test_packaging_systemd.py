@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from replicator import cli
 from replicator.cli import build_parser, main
 from replicator.config.loading import (
     DEFAULT_JOURNAL_URL,
@@ -23,6 +24,9 @@ from replicator.config.loading import (
 )
 from replicator.daemon.http_admission import MAX_CONNECTIONS
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
+from tests.support.daemon import DaemonSettings, RegistrySpec, replicator_command, write_config
+from tests.support.notify_socket import NotifyListener
+from tests.support.ports import free_port
 from tests.support.unit_files import INSTALLED_BIN, LOCAL_BIN, SYSTEMD, unit_settings
 
 pytestmark = pytest.mark.integration
@@ -204,7 +208,7 @@ class TestUnits:
         assert one(settings, "NotifyAccess") == "main"
         assert seconds(one(settings, "WatchdogSec")) >= 10
         assert one(settings, "Restart") == "on-failure"
-        assert one(settings, "RestartPreventExitStatus") == "2"  # config errors do not heal
+        assert str(cli.EXIT_USAGE) in one(settings, "RestartPreventExitStatus").split()
         code = (ROOT / service.source).read_text()
         assert "Notifier.from_environment()" in code
         assert ".ready(" in code
@@ -281,24 +285,25 @@ class TestUnits:
         assert folder.stat().st_uid == 0
 
 
-class TestConfigExample:
-    @pytest.fixture
-    def installed(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-        """systemd/replicator.toml installed as README.md says, with its credentials loaded."""
-        etc = tmp_path / "etc"
-        etc.mkdir()
-        shutil.copy(SYSTEMD / "replicator.toml", etc / "replicator.toml")
-        shutil.copytree(SYSTEMD / "replication", etc / "replication")
-        credentials = tmp_path / "credentials"
-        credentials.mkdir()
-        for name in CREDENTIAL_REF.findall((etc / "replicator.toml").read_text()):
-            (credentials / name).write_text(f"value of {name}\n")
-        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
-        return etc / "replicator.toml"
+@pytest.fixture
+def installed_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """systemd/replicator.toml installed as README.md says, with its credentials loaded."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(SYSTEMD / "replicator.toml", etc / "replicator.toml")
+    shutil.copytree(SYSTEMD / "replication", etc / "replication")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in CREDENTIAL_REF.findall((etc / "replicator.toml").read_text()):
+        (credentials / name).write_text(f"value of {name}\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    return etc / "replicator.toml"
 
-    def test_loads(self, installed: Path) -> None:
+
+class TestConfigExample:
+    def test_loads(self, installed_config: Path) -> None:
         """The example loads, its secrets read from $CREDENTIALS_DIRECTORY, the default journal."""
-        config = load_config(installed)
+        config = load_config(installed_config)
         assert config.journal.url == DEFAULT_JOURNAL_URL
         assert config.mqtt.password is not None
         assert config.mqtt.password.get_secret_value() == "value of secret_mqtt.password"
@@ -306,9 +311,9 @@ class TestConfigExample:
         assert all(r.password is not None for r in config.registries.values())
         assert config.registries["primary"].replication.rules
 
-    def test_config_check_passes(self, installed: Path) -> None:
+    def test_config_check_passes(self, installed_config: Path) -> None:
         """`replicator config check` accepts the example."""
-        assert main(["config", "check", str(installed)]) == 0
+        assert main(["config", "check", str(installed_config)]) == 0
 
     def test_credential_names_carry_the_unit_id(self) -> None:
         """Every credential the example names is one LoadCredential=<id>:<folder> provides."""
@@ -323,3 +328,48 @@ class TestConfigExample:
         doc = tomllib.loads((SYSTEMD / "replicator.toml").read_text())
         stop = seconds(one(unit_settings(SYSTEMD / "replicator.service"), "TimeoutStopSec"))
         assert doc["workers"]["grace_period"] < stop
+
+
+def _missing_folder(journal: Path) -> None:
+    """The journal's folder does not exist (a wrong StateDirectory, a typo in the URL)."""
+    del journal
+
+
+def _not_a_database(journal: Path) -> None:
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_bytes(b"this is not an SQLite database file, and never was\n" * 100)
+
+
+UNUSABLE_JOURNALS = {"missing_folder": _missing_folder, "not_a_database": _not_a_database}
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize("service", LONG_RUNNING, ids=lambda s: s.file)
+    def test_causes_a_restart_cannot_fix_are_not_restarted(self, service: Service) -> None:
+        """RestartPreventExitStatus lists the usage/config and journal-unusable exit codes,
+        and not the temporary one (which Restart=on-failure restarts)."""
+        prevented = one(unit_settings(SYSTEMD / service.file), "RestartPreventExitStatus").split()
+        assert str(cli.EXIT_USAGE) in prevented
+        assert str(cli.EXIT_JOURNAL_UNUSABLE) in prevented
+        assert str(cli.EXIT_TEMPORARY) not in prevented
+
+    @pytest.mark.parametrize("breakage", list(UNUSABLE_JOURNALS), ids=list(UNUSABLE_JOURNALS))
+    def test_daemon_on_an_unusable_journal(self, tmp_path: Path, breakage: str) -> None:
+        """`replicator run` on a journal it cannot open exits with EXIT_JOURNAL_UNUSABLE (so
+        systemd does not restart it) and first tells systemd why in a STATUS= line."""
+        journal = tmp_path / "state" / "journal.db"
+        UNUSABLE_JOURNALS[breakage](journal)
+        settings = DaemonSettings(
+            broker_port=free_port(), journal_url=f"sqlite:///{journal}", client_id="exits"
+        )
+        source = RegistrySpec("use1", "111122223333", "us-east-1", "http://127.0.0.1:9")
+        config = write_config(tmp_path, [source], settings)
+        with NotifyListener() as notify:
+            env = {**os.environ, "NOTIFY_SOCKET": notify.path}
+            result = subprocess.run(
+                replicator_command("run", "--config", str(config)),
+                capture_output=True, text=True, timeout=60, check=False, env=env,
+            )  # fmt: skip
+            statuses = notify.statuses()
+        assert result.returncode == cli.EXIT_JOURNAL_UNUSABLE, result.stderr
+        assert any("journal" in status and str(journal) in status for status in statuses), statuses

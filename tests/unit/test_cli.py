@@ -11,6 +11,14 @@ import sys
 import pytest
 
 from replicator import cli
+from replicator.errors import (
+    BusError,
+    JournalError,
+    RegistryError,
+    ReplicatorError,
+    SchemaError,
+    TransitionError,
+)
 
 
 class TestCommandOwners:
@@ -62,6 +70,40 @@ class TestExitCodes:
         """An unknown command is a usage error (exit 2) that lists the commands."""
         assert cli.main(["bogus"]) == cli.EXIT_USAGE
         assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        ("error", "service", "expected"),
+        [
+            (JournalError("no such folder", temporary=False), True, cli.EXIT_JOURNAL_UNUSABLE),
+            (JournalError("no such folder", temporary=False), False, cli.EXIT_JOURNAL_UNUSABLE),
+            (SchemaError("written by a newer replicator"), True, cli.EXIT_JOURNAL_UNUSABLE),
+            (JournalError("connection refused"), True, cli.EXIT_TEMPORARY),
+            (JournalError("connection refused"), False, cli.EXIT_FAILED),
+            (BusError("broker away"), True, cli.EXIT_TEMPORARY),
+            (RegistryError("503", temporary=True), False, cli.EXIT_FAILED),
+            (TransitionError("a bug"), True, cli.EXIT_FAILED),
+        ],
+        ids=[
+            "journal-unusable-service", "journal-unusable-command", "newer-schema",
+            "journal-away-service", "journal-away-command", "broker-away-service",
+            "registry-away-command", "bug",
+        ],
+    )  # fmt: skip
+    def test_exit_code_by_cause(self, error: ReplicatorError, service: bool, expected: int) -> None:
+        """A journal that cannot be used exits 74 (not restarted); a service's temporary cause
+        exits 75 (restarted); a one-shot command's failure stays 1."""
+        assert cli.exit_code(error, service=service) == expected
+
+    def test_help_lists_every_exit_code(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`replicator --help` ends with examples and every EXIT_* code with its meaning."""
+        with pytest.raises(SystemExit):
+            cli.main(["--help"])
+        text = capsys.readouterr().out
+        assert "examples:" in text
+        codes = {v for n, v in vars(cli).items() if n.startswith("EXIT_") and isinstance(v, int)}
+        assert {code for code, _ in cli.EXIT_MEANINGS} == codes
+        for code, meaning in cli.EXIT_MEANINGS:
+            assert f"  {code:<4}{meaning}" in text
 
 
 class TestEntryPoint:
