@@ -37,6 +37,8 @@ class BlobLocations:
         # Counts what was remembered: a question asked of a destination at mark M contradicts
         # only what was remembered before M (a copy that placed the blob meanwhile is right).
         self._marks = 0
+        # Destination hosts that refused a guessed mount (domain/mounts.py): no more guesses there.
+        self._no_guesses: set[str] = set()
 
     def mark(self) -> int:
         """The moment before asking a destination, for `contradicted`."""
@@ -54,6 +56,14 @@ class BlobLocations:
         self._known.move_to_end(key)
         while len(self._known) > self._cap:
             self._known.popitem(last=False)
+
+    def stop_guessing(self, host: str) -> None:
+        """`host` refused a guessed mount: `sibling` offers no more guesses there."""
+        self._no_guesses.add(host)
+
+    def guessing(self, host: str) -> bool:
+        """Whether mounts from a guessed sibling repository are still tried at `host`."""
+        return host not in self._no_guesses
 
     def holder(self, host: str, digest: str) -> str | None:
         """A repository at `host` known to hold `digest` (the most recently seen), if any."""
@@ -90,8 +100,11 @@ class BlobLocations:
         """Another repository in `repository`'s namespace at the destination, looked up once.
 
         It is a guess for mounts of blobs this process has not seen at the destination (an
-        earlier run pushed them): a wrong guess costs nothing, the registry then opens an upload.
+        earlier run pushed them): a wrong guess costs nothing, the registry then opens an upload
+        (or refuses the mount, and is offered no more guesses: None once it has).
         """
+        if not self.guessing(client.host):
+            return None
         namespace = repository.rsplit("/", 1)[0] if "/" in repository else ""
         key = (client.host, namespace)
         if key not in self._siblings:

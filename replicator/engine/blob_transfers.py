@@ -1,6 +1,7 @@
 """Placing blobs at a destination: each skipped, mounted from a repository known to hold it, or
-streamed from the source, within the process's global transfer limit, and never twice at once
-for one destination (a second job wanting the same blob waits for the first, then mounts or skips).
+streamed from the source (also when the registry refuses the mount: domain/mounts.py), within
+the process's global transfer limit, and never twice at once for one destination (a second job
+wanting the same blob waits for the first, then mounts or skips).
 
     transfers = BlobTransfers(reads=reads, locations=locations)
     await transfers.ensure(step, src, dst, stats)
@@ -12,15 +13,20 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from replicator.domain.mounts import MountRefused, after_refused_mount
 from replicator.domain.plan import BlobAction, BlobStep
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.copy_stats import CopyStats
 from replicator.engine.endpoint import Endpoint
 from replicator.engine.source_reads import SourceReads
+from replicator.errors import AuthError, RegistryError
+from replicator.logs import get_logger
 from replicator.registry import blobs
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
 from replicator.registry.client import RegistryClient, push_scope
 from replicator.registry.retry import retried
+
+log = get_logger(__name__)
 
 BlobObserver = Callable[[str, int], None]  # (action, bytes): for metrics
 
@@ -69,8 +75,9 @@ class BlobTransfers:
         self._inflight[key] = future
         try:
             # A repository known to hold it now beats the plan's guess.
+            guessed = holder is None
             mount_from = holder or step.mount_from
-            await retried(self._transfer, step, src, dst, mount_from, stats)
+            await retried(self._transfer, step, src, dst, mount_from, stats, guessed=guessed)
             self._locations.remember(dst.client.host, digest, dst.repository)
         finally:
             del self._inflight[key]
@@ -83,23 +90,22 @@ class BlobTransfers:
         dst: Endpoint,
         mount_from: str | None,
         stats: CopyStats,
+        *,
+        guessed: bool,
     ) -> None:
         descriptor = step.descriptor
         location: str | None = None
+        if guessed and not self._locations.guessing(dst.client.host):
+            mount_from = None  # the registry refused a guess since the plan was made
         if mount_from is not None:
-            asked = self._locations.mark()
-            result = await blobs.mount(dst.client, dst.repository, descriptor.digest, mount_from)
-            if result.mounted:
+            result = await self._mount(dst, descriptor.digest, mount_from, guessed=guessed)
+            if result is not None and result.mounted:
                 stats.blobs_mounted += 1
                 self._observe("mounted", 0)
                 return
-            # Refused: `mount_from` may not hold it after all (a wiped registry), or the token
-            # may not reach it; either way it is no longer the place to mount this blob from.
-            self._locations.contradicted(
-                dst.client.host, descriptor.digest, mount_from, asked_at=asked
-            )
-            # The registry opened an upload instead (it could not mount): use it.
-            location = result.location
+            # The registry opened an upload instead (it could not mount): use it. After a
+            # refusal (None) a plain upload follows.
+            location = result.location if result is not None else None
         async with self._transfers:
             # The upload session is opened before the transfer slots are taken, as a small
             # request: a slot then carries only the body's PUT, not also the POST's round trip.
@@ -128,6 +134,41 @@ class BlobTransfers:
         stats.blobs_copied += 1
         stats.bytes_copied += descriptor.size
         self._observe("copied", descriptor.size)
+
+    async def _mount(
+        self, dst: Endpoint, digest: str, mount_from: str, *, guessed: bool
+    ) -> blobs.MountResult | None:
+        """Try the mount; None when the registry refused it in a way that only means "upload it"
+        (domain/mounts.py), after remembering what the refusal taught about the registry."""
+        asked = self._locations.mark()
+        try:
+            result = await blobs.mount(dst.client, dst.repository, digest, mount_from)
+        except RegistryError as exc:
+            verdict = after_refused_mount(
+                auth=isinstance(exc, AuthError), temporary=exc.temporary, guessed=guessed
+            )
+            if verdict is MountRefused.RAISE:
+                raise
+            log.info(
+                "mount_refused",
+                host=dst.client.host,
+                repository=dst.repository,
+                from_repository=mount_from,
+                digest=digest,
+                status=exc.status,
+                guessed=guessed,
+                error=str(exc),
+            )
+            if verdict is MountRefused.UPLOAD_STOP_GUESSING:
+                self._locations.stop_guessing(dst.client.host)
+            else:
+                self._locations.contradicted(dst.client.host, digest, mount_from, asked_at=asked)
+            return None
+        if not result.mounted:
+            # Refused: `mount_from` may not hold it after all (a wiped registry), or the token
+            # may not reach it; either way it is no longer the place to mount this blob from.
+            self._locations.contradicted(dst.client.host, digest, mount_from, asked_at=asked)
+        return result
 
     # -- helpers ------------------------------------------------------------------------------
 

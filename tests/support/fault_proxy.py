@@ -38,6 +38,7 @@ from tests.support.faults import (
     manifest_get,
     manifest_requests,
     requests,
+    unheld_mounts,
     uploads,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "manifest_get",
     "manifest_requests",
     "requests",
+    "unheld_mounts",
     "uploads",
 ]
 
@@ -260,7 +262,7 @@ class FaultProxy:
     ) -> None:
         await self._drain_request_body(client, reader)
         codes = {429: "TOOMANYREQUESTS", 401: "UNAUTHORIZED"}
-        code = codes.get(fault.status, "UNAVAILABLE")
+        code = fault.error_code or codes.get(fault.status, "UNAVAILABLE")
         body = b'{"errors":[{"code":"' + code.encode() + b'","message":"injected by fault proxy"}]}'
         headers = [
             (b"content-type", b"application/json"),

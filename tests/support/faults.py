@@ -12,6 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from enum import StrEnum
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
 
 BLOB_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
 OCI_MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -92,6 +96,25 @@ def uploads() -> Predicate:
     return lambda request: "/blobs/uploads/" in request.path
 
 
+def unheld_mounts(upstream_url: str) -> Predicate:
+    """A cross-repository mount of a blob its `from` repository does not hold at the registry
+    behind the proxy (asked with a HEAD there): the mounts Pulp refuses `404 BLOB_UNKNOWN`
+    where the distribution spec says SHOULD 202 (an upload session instead)."""
+
+    def match(request: ProxiedRequest) -> bool:
+        if request.method != "POST" or not request.path.endswith("/blobs/uploads/"):
+            return False
+        query = parse_qs(urlsplit(request.target).query)
+        digest, source = query.get("mount", [""])[0], query.get("from", [""])[0]
+        if not digest or not source:
+            return False
+        # Loopback HEAD from the proxy's thread: milliseconds, and only for mounts.
+        answer = httpx.head(f"{upstream_url}/v2/{source}/blobs/{digest}", timeout=10.0)
+        return answer.status_code != HTTPStatus.OK
+
+    return match
+
+
 def requests(method: str | None = None, path_pattern: str | None = None) -> Predicate:
     """Requests with this method (any if None) whose path matches the regex (any if None)."""
     pattern = re.compile(path_pattern) if path_pattern else None
@@ -117,6 +140,7 @@ class Fault:
     body: bytes = b""
     content_type: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+    error_code: str | None = None
     injected: int = 0
 
     @classmethod
@@ -129,9 +153,11 @@ class Fault:
         share: float | None = None,
         retry_after_seconds: int | None = None,
         retry_after_http_date: bool = False,
+        error_code: str | None = None,
     ) -> Fault:
         """Answer `status` (with Retry-After in seconds or as an HTTP-date, computed when the
-        fault fires) instead of forwarding; `times` None = every match, `share` = probability."""
+        fault fires) instead of forwarding; `times` None = every match, `share` = probability;
+        the body's OCI error code is `error_code`, else TOOMANYREQUESTS for 429, UNAVAILABLE."""
         return cls(
             FaultKind.STATUS,
             match,
@@ -140,6 +166,7 @@ class Fault:
             status=status,
             retry_after_seconds=retry_after_seconds,
             retry_after_http_date=retry_after_http_date,
+            error_code=error_code,
         )
 
     @classmethod
