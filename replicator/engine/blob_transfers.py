@@ -13,15 +13,16 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from replicator.domain.manifests import Descriptor
 from replicator.domain.mounts import MountRefused, after_refused_mount
 from replicator.domain.plan import BlobAction, BlobStep
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.copy_stats import CopyStats
 from replicator.engine.endpoint import Endpoint
-from replicator.engine.source_reads import SourceReads
+from replicator.engine.source_reads import SHARED_BLOB_MAX, SourceReads
 from replicator.errors import AuthError, RegistryError
 from replicator.logs import get_logger
-from replicator.registry import blobs
+from replicator.registry import blob_reads, blob_uploads, blobs
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
 from replicator.registry.client import RegistryClient, push_scope
 from replicator.registry.retry import retried
@@ -49,6 +50,7 @@ class BlobTransfers:
         self._locations = locations
         self._reads = reads
         self._on_blob = on_blob
+        self._upload_modes = blob_uploads.UploadModes()
 
     async def ensure(self, step: BlobStep, src: Endpoint, dst: Endpoint, stats: CopyStats) -> None:
         """Place `step`'s blob at `dst`: skip it, mount it, or stream it from `src`."""
@@ -111,21 +113,8 @@ class BlobTransfers:
             # request: a slot then carries only the body's PUT, not also the POST's round trip.
             location = location or await blobs.start_upload(dst.client, dst.repository)
             try:
-                async with (
-                    _slots(src.client, dst.client),
-                    self._reads.blob(
-                        src.client, src.repository, descriptor.digest, descriptor.size
-                    ) as body,
-                ):
-                    await blobs.upload(
-                        dst.client,
-                        dst.repository,
-                        descriptor.digest,
-                        descriptor.size,
-                        body,
-                        location=location,
-                        chunk_threshold=self._chunk_threshold,
-                    )
+                async with _slots(src.client, dst.client):
+                    await self._upload(src, dst, descriptor, location)
             except BaseException:
                 # upload() ends its session when it fails; this ends it when the source read
                 # failed before upload() began (a second DELETE is answered 404, accepted).
@@ -169,6 +158,37 @@ class BlobTransfers:
             # may not reach it; either way it is no longer the place to mount this blob from.
             self._locations.contradicted(dst.client.host, digest, mount_from, asked_at=asked)
         return result
+
+    async def _upload(
+        self, src: Endpoint, dst: Endpoint, descriptor: Descriptor, location: str
+    ) -> None:
+        """Stream the blob into the upload session at `location`: resumable PATCHes when the
+        source can be read from any offset (a blob above the shared-read size) and the
+        destination has not shown it cannot resume, else today's whole-blob upload."""
+        digest, size = descriptor.digest, descriptor.size
+        if size > SHARED_BLOB_MAX and self._upload_modes.resumable(dst.client.host):
+            await blob_uploads.upload(
+                dst.client,
+                dst.repository,
+                digest,
+                size,
+                lambda offset: blob_reads.open_blob(
+                    src.client, src.repository, digest, size, start=offset
+                ),
+                location=location,
+                modes=self._upload_modes,
+            )
+            return
+        async with self._reads.blob(src.client, src.repository, digest, size) as body:
+            await blobs.upload(
+                dst.client,
+                dst.repository,
+                digest,
+                size,
+                body,
+                location=location,
+                chunk_threshold=self._chunk_threshold,
+            )
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ A layer several times N crosses it digest-exact, and what it costs on the wire s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from tests.support.copy_cli import run_copy
 from tests.support.cutting_proxy import CuttingProxy
 from tests.support.images import BuiltImage, big_blob_layout
 from tests.support.registry_server import Registry
+from tests.support.resuming_uploads import ResumingUploads
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,13 +37,32 @@ def big_image(tmp_path: Path) -> BuiltImage:
 
 
 @pytest.fixture
+def resuming_front() -> Iterator[Callable[[Registry], ResumingUploads]]:
+    """Starts upload fronts that resume (tests/support/resuming_uploads.py) before registries;
+    each is stopped after the test."""
+    fronts: list[ResumingUploads] = []
+
+    def start(upstream: Registry) -> ResumingUploads:
+        front = ResumingUploads(upstream.url)
+        front.start()
+        fronts.append(front)
+        return front
+
+    yield start
+    for front in fronts:
+        front.stop()
+
+
+@pytest.fixture
 def cutting_proxy_factory() -> Iterator[type[CuttingProxy]]:
     """Starts cutting proxies; each is stopped after the test."""
     proxies: list[CuttingProxy] = []
 
     class Started(CuttingProxy):
-        def __init__(self, upstream_url: str, *, cut_after: int | None) -> None:
-            super().__init__(upstream_url, cut_after=cut_after)
+        def __init__(
+            self, upstream_url: str, *, cut_after: int | None, max_cuts: int | None = None
+        ) -> None:
+            super().__init__(upstream_url, cut_after=cut_after, max_cuts=max_cuts)
             self.start()
             proxies.append(self)
 
@@ -74,3 +94,48 @@ class TestDroppingLink:
         assert proxy.bytes_to_client <= WIRE_FACTOR * LAYER_SIZE, (
             f"{proxy.bytes_to_client} bytes read for a {LAYER_SIZE}-byte layer"
         )
+
+    def test_upload_resumes_where_the_link_dropped(
+        self,
+        big_image: BuiltImage,
+        tmp_path: Path,
+        src_registry: Registry,
+        dst_registry: Registry,
+        cutting_proxy_factory: type[CuttingProxy],
+        resuming_front: Callable[[Registry], ResumingUploads],
+    ) -> None:
+        """A destination that says what a broken upload holds, behind the link: the upload
+        goes on from there, the layer arrives digest-exact with at most 1.25x its bytes sent."""
+        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
+        front = resuming_front(dst_registry)
+        proxy = cutting_proxy_factory(front.url, cut_after=CUT_AFTER)
+        run = run_copy(f"{src_registry.host}/team/big:v1", f"{proxy.host}/team/big:v1")
+        assert run.exit_code == 0, str(run)
+        assert dst_registry.has_blob(big_image.layer_digests[0])
+        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert front.patches_broken >= 2, "the link never dropped the upload"
+        assert front.status_asked >= front.patches_broken
+        assert proxy.bytes_to_upstream <= WIRE_FACTOR * LAYER_SIZE, (
+            f"{proxy.bytes_to_upstream} bytes sent for a {LAYER_SIZE}-byte layer"
+        )
+
+    def test_destination_that_cannot_resume_gets_the_whole_blob(
+        self,
+        big_image: BuiltImage,
+        tmp_path: Path,
+        src_registry: Registry,
+        dst_registry: Registry,
+        cutting_proxy_factory: type[CuttingProxy],
+    ) -> None:
+        """docker-registry ends a session its upload broke in (its status GET cannot say what
+        it holds): that is learned, and the blob is uploaded again whole, as before resuming
+        existed."""
+        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
+        proxy = cutting_proxy_factory(dst_registry.url, cut_after=CUT_AFTER, max_cuts=1)
+        run = run_copy(f"{src_registry.host}/team/big:v1", f"{proxy.host}/team/big:v1")
+        assert run.exit_code == 0, str(run)
+        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert proxy.cuts == 1
+        assert run.stderr.count("upload_resume_unsupported") == 1, run.stderr
+        # The bytes before the cut were lost with the session: the blob went up again whole.
+        assert proxy.bytes_to_upstream >= LAYER_SIZE + CUT_AFTER

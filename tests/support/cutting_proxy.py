@@ -44,12 +44,15 @@ class _Connection:
 class CuttingProxy:
     """The proxy; `start()` runs it in a thread, `stop()` ends it. Listens on 127.0.0.1."""
 
-    def __init__(self, upstream_url: str, *, cut_after: int | None) -> None:
+    def __init__(
+        self, upstream_url: str, *, cut_after: int | None, max_cuts: int | None = None
+    ) -> None:
         found = re.fullmatch(r"http://(127\.0\.0\.1|localhost):(\d+)/?", upstream_url)
         if found is None:
             raise ValueError(f"upstream must be a loopback http URL, got {upstream_url!r}")
         self.upstream_host, self.upstream_port = found[1], int(found[2])
         self.cut_after = cut_after  # None: pass everything (a plain counting proxy)
+        self.max_cuts = max_cuts  # None: cut every connection; else only the first max_cuts
         self.bytes_to_upstream = 0
         self.bytes_to_client = 0
         self.cuts = 0
@@ -158,7 +161,8 @@ class CuttingProxy:
                 if not data or conn.cut:
                     break
                 carried = conn.to_upstream if upstream else conn.to_client
-                room = None if self.cut_after is None else self.cut_after - carried
+                limit = None if self._spent() else self.cut_after
+                room = None if limit is None else limit - carried
                 if room is not None and len(data) >= room:
                     data = data[:room]
                 writer.write(data)
@@ -175,6 +179,10 @@ class CuttingProxy:
                     writer.write_eof()
         except (ConnectionError, OSError):
             self._cut(conn)
+
+    def _spent(self) -> bool:
+        """Whether the link has stopped dropping connections (or never did)."""
+        return self.cut_after is None or (self.max_cuts is not None and self.cuts >= self.max_cuts)
 
     def _count(self, conn: _Connection, size: int, *, upstream: bool) -> None:
         with self._lock:
