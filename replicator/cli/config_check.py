@@ -15,8 +15,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from replicator import logs
 from replicator.cli.documents import document, print_json
 from replicator.config.loading import Config, RegistryConfig, load_config
+from replicator.config.reload import DAEMON_RESTART_KEYS
 from replicator.config.sites import describe_credentials
 from replicator.domain.policy import (
     BATCH_DELETE_IMAGE,
@@ -77,6 +79,11 @@ def register(subparsers: Any) -> None:
     )
     check.add_argument("file", nargs="?", metavar="FILE", help="config file (wins over --config)")
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print no summary, only problems (the units' ExecReload checks the file so)",
+    )
     check.set_defaults(func=run)
 
 
@@ -86,13 +93,21 @@ def run(args: argparse.Namespace) -> int:
     rules = summarise(config)
     if args.json:
         print_json(document("config check", as_json(config, rules)))
-    else:
+    elif not args.quiet:
         print("\n".join(as_text(config, rules)))
     for name, registry in config.registries.items():
         _, warning = describe_credentials(registry)
         if warning:
-            print(f"warning: registries.{name}.docker_config: {warning}", file=sys.stderr)
+            _warn(f"registries.{name}.docker_config", warning)
     return EXIT_OK
+
+
+def _warn(field: str, warning: str) -> None:
+    """A warning about the file: a log line on the journal's stream (ExecReload), else text."""
+    if logs.stderr_is_journal():
+        logs.get_logger(__name__).warning("config_warning", field=field, warning=warning)
+    else:
+        print(f"warning: {field}: {warning}", file=sys.stderr)
 
 
 def webhook_sources(config: Config) -> dict[str, dict[str, str]]:
@@ -239,6 +254,11 @@ def as_text(config: Config, rules: list[RuleSummary]) -> list[str]:
     lines += ["", f"webhooks (bridge on {config.bridge.listen}, {_bridge_transport(config)})"]
     for name, how in webhook_sources(config).items():
         lines.append(f"  {name:<{name_width}}  auth: {how['auth']}; format: {how['format']}")
+    lines += [
+        "",
+        "reload (SIGHUP, systemctl reload) applies the rest; "
+        f"restart to change: {', '.join(DAEMON_RESTART_KEYS)}",
+    ]
     return lines
 
 
@@ -288,4 +308,5 @@ def as_json(config: Config, rules: list[RuleSummary]) -> dict[str, Any]:
             "transport": _bridge_transport(config),
             "sources": webhook_sources(config),
         },
+        "restart_required_for": list(DAEMON_RESTART_KEYS),
     }

@@ -18,6 +18,17 @@ from replicator.logs import get_logger
 
 log = get_logger(__name__)
 
+# What `replicator run` binds when it starts, so a reload leaves it as it was and says so: the
+# journal it opened, the broker session (every [mqtt] key), the API's listening socket, and the
+# copier and connection pool sized by [workers] concurrency and chunk_threshold. A section
+# ("mqtt") stands for each of its keys.
+DAEMON_RESTART_KEYS = (
+    "journal.url",
+    "mqtt",
+    "http.listen",
+    "workers.concurrency",
+    "workers.chunk_threshold",
+)
 # A section's private attributes hold what was read from its `<name>_file` field (a password,
 # a token): a change of the file's content is reported under that field.
 _FILE_SUFFIX = "_file"
@@ -46,6 +57,21 @@ def changed_keys(old: Config, new: Config, keys: Iterable[str]) -> list[str]:
         elif before != after:
             changed.append(key)
     return changed
+
+
+def keep_bound(started: Config, fresh: Config, keys: Iterable[str]) -> Config:
+    """`fresh` with the dotted `keys` (a section or one key of a section) as in `started`: the
+    config a process runs with after a reload that cannot apply them."""
+    for key in keys:
+        section, _, name = key.partition(".")
+        if name:
+            kept = getattr(fresh, section).model_copy(
+                update={name: getattr(getattr(started, section), name)}
+            )
+        else:
+            kept = getattr(started, section)
+        fresh = fresh.model_copy(update={section: kept})
+    return fresh
 
 
 def _lookup(config: Config, key: str) -> object:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from replicator.config.loading import Config, load_config
-from replicator.config.reload import reread
+from replicator.config.reload import DAEMON_RESTART_KEYS, changed_keys, keep_bound, reread
 from replicator.config.sites import sites_of
 from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
@@ -54,6 +54,8 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # The config as the process started: what DAEMON_RESTART_KEYS name stays as in it.
+        self._started = config
         self.sites: Mapping[str, Site] = sites_of(config)
         self.metrics = Metrics()
         self.journal: Journal | None = None
@@ -189,13 +191,22 @@ class Daemon:
         self._stopping.set()
 
     def reload(self) -> None:
-        """SIGHUP: load the config again; keep the old one if the new one is invalid."""
+        """SIGHUP: load the config again; keep the old one if the new one is invalid. What is
+        bound at start (DAEMON_RESTART_KEYS) keeps its value and is named in a warning."""
         fresh = reread(self.config)
         if fresh is None:
             return
-        self.config = fresh
-        self.sites = sites_of(fresh)
-        log.info("config_reloaded", path=str(fresh.path), registries=sorted(self.sites))
+        restart = changed_keys(self._started, fresh, DAEMON_RESTART_KEYS)
+        if restart:
+            log.warning("config_restart_required", keys=restart)
+        self.config = keep_bound(self._started, fresh, DAEMON_RESTART_KEYS)
+        self.sites = sites_of(self.config)
+        log.info(
+            "config_reloaded",
+            path=str(fresh.path),
+            registries=sorted(self.sites),
+            restart_required=restart,
+        )
 
     async def _announce(self, bus: Bus, publisher: ResultPublisher) -> None:
         try:

@@ -26,6 +26,7 @@ from tests.support.daemon import (
 from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.ports import free_port
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
 
@@ -237,3 +238,36 @@ class TestSigterm:
         finally:
             stack.stop()
         assert manifest_present(stack.registries[USW2].url, "prod/slow", "v1")
+
+
+class TestSighupRestartBound:
+    def test_a_setting_bound_at_start_is_named_not_applied(self, stack: Stack) -> None:
+        """A SIGHUP with a new [http] listen and [mqtt] keepalive warns config_restart_required
+        naming both; the API still answers on the old port and config_reloaded says they
+        wait for a restart."""
+        saved = stack.config.read_text()
+        before = len(stack.daemon.events("config_reloaded"))
+        try:
+            moved = saved.replace(
+                f"127.0.0.1:{stack.settings.http_port}", f"127.0.0.1:{free_port()}"
+            ).replace("[mqtt]\n", "[mqtt]\nkeepalive = 45\n")
+            stack.config.write_text(moved)
+            stack.daemon.send(signal.SIGHUP)
+            wait_for(
+                lambda: len(stack.daemon.events("config_reloaded")) > before,
+                timeout=REPLICATED_WITHIN_SECONDS,
+                what="config_reloaded",
+            )
+        finally:
+            stack.config.write_text(saved)
+        (warning,) = stack.daemon.events("config_restart_required")
+        assert set(warning["keys"]) == {"http.listen", "mqtt.keepalive"}
+        assert stack.daemon.events("config_reloaded")[-1]["restart_required"] == warning["keys"]
+        assert stack.daemon.readyz() == 200
+        stack.daemon.send(signal.SIGHUP)  # back to the file it started with: nothing to name
+        wait_for(
+            lambda: len(stack.daemon.events("config_reloaded")) > before + 1,
+            timeout=REPLICATED_WITHIN_SECONDS,
+            what="the second config_reloaded",
+        )
+        assert len(stack.daemon.events("config_restart_required")) == 1

@@ -7,7 +7,10 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
+import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,10 +219,13 @@ class TestUnits:
 
     @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.file)
     def test_reload_only_where_sighup_is_handled(self, service: Service) -> None:
-        """An ExecReload sends SIGHUP, and only to a program that handles it (else it dies)."""
+        """An ExecReload checks the config, then sends SIGHUP, and only to a program that
+        handles it (else it dies)."""
         reload = unit_settings(SYSTEMD / service.file).get("ExecReload")
         if reload is not None:
-            assert reload == ["/bin/kill -HUP $MAINPID"]
+            *checks, signal_line = reload
+            assert signal_line == "/bin/kill -HUP $MAINPID"
+            assert checks == [f"{INSTALLED_BIN}/replicator config check --quiet"]
             assert "signal.SIGHUP" in (ROOT / service.source).read_text()
 
     def test_daemon_reloads(self) -> None:
@@ -373,3 +379,62 @@ class TestExitCodes:
             statuses = notify.statuses()
         assert result.returncode == cli.EXIT_JOURNAL_UNUSABLE, result.stderr
         assert any("journal" in status and str(journal) in status for status in statuses), statuses
+
+
+# A stand-in for the daemon as $MAINPID: it writes a line to its file on each SIGHUP.
+HUP_COUNTER = (
+    "import pathlib, signal, sys, time\n"
+    "out = pathlib.Path(sys.argv[1])\n"
+    "signal.signal(signal.SIGHUP, lambda *_: out.open('a').write('hup\\n'))\n"
+    "out.write_text('')\n"
+    "time.sleep(120)\n"
+)
+
+
+def run_exec_reload(lines: list[str], env: dict[str, str], main_pid: int) -> int:
+    """Run a unit's ExecReload= lines as systemd does: in order, $MAINPID substituted, the
+    first that fails ends the reload with its status (a '-' prefix would ignore it)."""
+    for line in lines:
+        ignore = line.startswith("-")
+        argv = line.removeprefix("-").replace(INSTALLED_BIN, str(LOCAL_BIN)).split()
+        argv = [str(main_pid) if word == "$MAINPID" else word for word in argv]
+        result = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+        if result.returncode != 0 and not ignore:
+            return result.returncode
+    return 0
+
+
+class TestReload:
+    @pytest.fixture
+    def main_pid(self, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+        """A process counting the SIGHUPs it receives, as the unit's main process."""
+        out = tmp_path / "hups"
+        process = subprocess.Popen([sys.executable, "-c", HUP_COUNTER, str(out)])
+        try:
+            deadline = time.monotonic() + 30
+            while not out.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            yield process.pid, out
+        finally:
+            process.kill()
+            process.wait()
+
+    @pytest.mark.parametrize("broken", [False, True], ids=["valid", "broken"])
+    def test_exec_reload_checks_the_config_first(
+        self, installed_config: Path, main_pid: tuple[int, Path], broken: bool
+    ) -> None:
+        """The daemon's ExecReload= fails, and sends no SIGHUP, when the config is broken,
+        so `systemctl reload` reports the failure; a valid config is signalled."""
+        if broken:
+            installed_config.write_text(installed_config.read_text() + "\n[workers\n")
+        pid, hups = main_pid
+        lines = unit_settings(SYSTEMD / "replicator.service")["ExecReload"]
+        env = {**os.environ, ENV_VAR: str(installed_config)}
+        status = run_exec_reload(lines, env, pid)
+        time.sleep(0.5)  # a signal sent is handled within this even on a loaded machine
+        if broken:
+            assert status != 0
+            assert hups.read_text() == ""
+        else:
+            assert status == 0
+            assert hups.read_text() == "hup\n"

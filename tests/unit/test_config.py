@@ -70,6 +70,27 @@ class TestExamples:
         for name in load_config(path).registries:
             assert f"  {name} " in out
 
+    def test_config_check_names_what_needs_a_restart(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`config check` says which settings a reload leaves as they were (text and JSON),
+        the same list the daemon warns about on SIGHUP."""
+        from replicator.config.reload import DAEMON_RESTART_KEYS as RESTART_KEYS
+
+        path = str(ROOT / "configs" / "demo.toml")
+        assert main(["config", "check", path]) == 0
+        out = capsys.readouterr().out
+        assert f"restart to change: {', '.join(RESTART_KEYS)}" in out
+        assert {"journal.url", "mqtt", "http.listen"} <= set(RESTART_KEYS)
+        assert main(["config", "check", path, "--json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["restart_required_for"] == list(RESTART_KEYS)
+
+    def test_config_check_quiet(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`config check --quiet` (the units' ExecReload) prints nothing for a valid file."""
+        assert main(["config", "check", "--quiet", str(ROOT / "configs" / "demo.toml")]) == 0
+        assert capsys.readouterr().out == ""
+
     def test_demo_policy_answers(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The demo summary shows prod allowed and dev denied at the cross-account registry."""
         assert main(["config", "check", str(ROOT / "configs" / "demo.toml")]) == 0
