@@ -15,15 +15,29 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from replicator.daemon.metrics import Metrics
+from replicator.domain.echoes import (
+    ECHO_WINDOW_SECONDS,
+    Echo,
+    Reported,
+    WriteAction,
+    recognise_all,
+)
 from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush
 from replicator.domain.jobs import JobKey
 from replicator.domain.payloads import parse_payload
-from replicator.domain.routing import Routing, Site, by_location, route_delete, route_push
+from replicator.domain.routing import (
+    Routing,
+    Site,
+    by_location,
+    replicated_to,
+    route_delete,
+    route_push,
+)
 from replicator.domain.rules import Destination
 from replicator.domain.tag_resolution import UNRESOLVED_TAG, after_unresolved
 from replicator.errors import EventError, JournalError, ReplicatorError
@@ -173,15 +187,25 @@ class Intake:
                     return await self._unresolved(message, event, exc)
                 resolved.add(part)
         now = datetime.now(UTC)
-        routed = [
-            (part, event, _route(event, sites))
+        acted = [
+            (part, event)
             for part, event in enumerate(events)
             if isinstance(event, PushEvent | DeleteEvent)
+        ]
+        echoes = await self._echoes([event for _, event in acted], now)
+        echoed = [
+            (part, event, echo) for (part, event), echo in zip(acted, echoes, strict=True) if echo
+        ]
+        routed = [
+            (part, event, _route(event, sites))
+            for (part, event), echo in zip(acted, echoes, strict=True)
+            if echo is None
         ]
         received = [
             _accepted(message, event, routing, part, now, resolved=part in resolved)
             for part, event, routing in routed
         ]
+        received += [_echo(message, event, echo, part) for part, event, echo in echoed]
         ignored = [(part, e) for part, e in enumerate(events) if isinstance(e, Ignored)]
         counts = Counter(str(event.reason) for _, event in ignored)
         if ignored or not events:
@@ -203,10 +227,28 @@ class Intake:
         if resolved and not message.attempts:
             # A redelivery of a message kept aside meanwhile: handled now, not to be again.
             await self._journal.drop_deferred(message.topic, message.fingerprint.of())
+        await self._tell(counts, empty=not events, echoed=echoed, routed=routed)
+        return False
+
+    async def _tell(
+        self,
+        counts: Counter[str],
+        *,
+        empty: bool,
+        echoed: Sequence[tuple[int, PushEvent | DeleteEvent, Echo]],
+        routed: Sequence[tuple[int, PushEvent | DeleteEvent, Routing]],
+    ) -> None:
+        """Count and log a recorded message's events; report its denied jobs."""
         for why, count in counts.items():
             self._metrics.events.labels(outcome="ignored", reason=why).inc(count)
-        if not events:
+        if empty:
             self._metrics.events.labels(outcome="ignored", reason=NO_EVENTS).inc()
+        for _, event, echo in echoed:
+            self._metrics.events.labels(outcome=EventOutcome.ECHO, reason=echo.reason).inc()
+            log.info(
+                "event_echo", source=event.source, repository=event.repository,
+                digest=event.digest, tag=event.tag, kind=_kind(event), reason=echo.reason,
+            )  # fmt: skip
         for _, event, routing in routed:
             self._metrics.events.labels(outcome=EventOutcome.ACCEPTED, reason="").inc()
             log.info(
@@ -215,14 +257,38 @@ class Intake:
                 repository=event.repository,
                 digest=event.digest,
                 tag=event.tag,
-                kind="delete" if isinstance(event, DeleteEvent) else "push",
+                kind=_kind(event),
                 jobs=len(routing.routes),
                 denied=sum(1 for r in routing.routes if r.denied),
             )
             for route in routing.routes:
                 if route.denied is not None:
                     await self._report_denied(route.key, route.denied)
-        return False
+
+    async def _echoes(
+        self, events: Sequence[PushEvent | DeleteEvent], now: datetime
+    ) -> list[Echo | None]:
+        """Which of `events` are echoes of the daemon's own writes (domain.echoes decides from
+        the writes the journal recorded in each event's registry and repository)."""
+        found: list[Echo | None] = [None] * len(events)
+        places: dict[tuple[str, str], list[int]] = {}
+        for position, event in enumerate(events):
+            places.setdefault((event.source, event.repository), []).append(position)
+        since = now - timedelta(seconds=ECHO_WINDOW_SECONDS)
+        written_to = replicated_to(self._sites())
+        for (registry, repository), positions in places.items():
+            # Only a registry some rule replicates to holds writes of the daemon's to look up.
+            writes = (
+                await self._journal.own_writes(registry, repository, since)
+                if registry in written_to
+                else []
+            )
+            reported = [_reported(events[p]) for p in positions]
+            for position, echo in zip(
+                positions, recognise_all(reported, writes, now=now.timestamp()), strict=True
+            ):
+                found[position] = echo
+        return found
 
     async def _unresolved(
         self, message: Message, event: TagPush, exc: ReplicatorError | TimeoutError
@@ -300,6 +366,31 @@ def _accepted(
         supersede=routing.supersedes,
         part=part,
         fingerprint=message.fingerprint,
+    )
+
+
+def _kind(event: PushEvent | DeleteEvent) -> str:
+    return "delete" if isinstance(event, DeleteEvent) else "push"
+
+
+def _reported(event: PushEvent | DeleteEvent) -> Reported:
+    """What an event reports done at its registry, as domain.echoes compares it."""
+    if isinstance(event, DeleteEvent):
+        return Reported(WriteAction.DELETE, event.digest, event.tag, event.agent)
+    return Reported(WriteAction.PUSH, event.digest, event.tag, event.agent)
+
+
+def _echo(message: Message, event: PushEvent | DeleteEvent, echo: Echo, part: int) -> ReceivedEvent:
+    """An echo to journal: no job, the write it echoes marked so."""
+    return ReceivedEvent(
+        source=event.source,
+        topic=message.topic,
+        payload=message.payload,
+        outcome=EventOutcome.ECHO,
+        reason=echo.detail,
+        part=part,
+        fingerprint=message.fingerprint,
+        echoes=() if echo.write is None else (echo.write,),
     )
 
 

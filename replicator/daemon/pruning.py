@@ -35,14 +35,15 @@ async def prune_once(journal: Journal, retention_days: float, now: datetime) -> 
     while True:
         batch = await journal.prune(before, PRUNE_BATCH_ROWS)
         total += batch
-        if max(batch.events, batch.jobs) < PRUNE_BATCH_ROWS:
+        if max(batch.events, batch.jobs, batch.writes) < PRUNE_BATCH_ROWS:
             break
         await asyncio.sleep(PRUNE_PAUSE_SECONDS)
-    if total.events or total.jobs:
+    if total.events or total.jobs or total.writes:
         log.info(
             "journal_pruned",
             events=total.events,
             jobs=total.jobs,
+            writes=total.writes,
             before=before.isoformat(),
         )
     return total

@@ -26,6 +26,7 @@ from replicator.daemon.reconcile import reconcile_forever
 from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
+from replicator.domain.echoes import REPLICA_USER_AGENT
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
 from replicator.engine.journal_retry import persist
@@ -75,7 +76,9 @@ class Daemon:
             chunk_threshold=config.workers.chunk_threshold,
             on_blob=self.metrics.observe_blob,
         )
-        self._pool = ClientPool.sized_for(config.workers.concurrency, observer=self.metrics)
+        self._pool = ClientPool.sized_for(
+            config.workers.concurrency, observer=self.metrics, user_agent=REPLICA_USER_AGENT
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ DISTRIBUTION_EVENTS_MEDIA_TYPES = frozenset(
     {DISTRIBUTION_EVENTS_MEDIA_TYPE, "application/vnd.docker.distribution.events.v2+json"}
 )
 
+# Longest sender User-Agent kept from an event: real ones are under 200 characters (docker's
+# lists its components); only the prefix is compared (domain/echoes.py).
+MAX_AGENT_CHARS = 256
+
 # Docker schema 1 manifests: distribution still reports their pushes, but they cannot be copied
 # digest-preserving (signed JSON) and modern registries refuse them.
 _SCHEMA1_TYPES = frozenset(
@@ -65,6 +69,7 @@ def distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
     if not isinstance(target, dict):
         raise EventError(f"{where}.target is missing", reason=RejectReason.MISSING_FIELD)
     timestamp = parse_timestamp(event.get("timestamp"))
+    agent = _user_agent(event.get("request"))
     if action == "delete":
         repository = valid_repository(required_str(target, "repository", f"{where}.target"))
         digest = optional_digest(target, "digest", f"{where}.target")
@@ -72,13 +77,13 @@ def distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
         if digest is None and tag is None:
             # A whole repository was deleted: ECR does not replicate that, and neither do we.
             return Ignored(IgnoreReason.REPOSITORY_DELETE, event_id)
-        return DeleteEvent(source, repository, digest, tag, event_id, timestamp)
+        return DeleteEvent(source, repository, digest, tag, event_id, timestamp, agent)
     # `format` marks an event the bridge normalised from another registry's webhook: those may
     # lack the media type (Harbor, GAR...) and, pushed by tag, the digest (Quay, Artifactory).
     bridged = optional_str(event, "format", where)
     if bridged is not None:
         pushed = TagPush(source, "", "", timestamp, event_id, bridged[:40])
-        return _bridged_push(target, pushed, f"{where}.target")
+        return _bridged_push(target, pushed, f"{where}.target", agent)
     media_type = required_str(target, "mediaType", f"{where}.target")
     base = base_type(media_type)
     if base in _SCHEMA1_TYPES:
@@ -90,11 +95,22 @@ def distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
     digest = valid_digest(required_str(target, "digest", f"{where}.target"))
     tag = optional_tag(target, "tag", f"{where}.target")
     references = _child_manifests(target.get("references"), f"{where}.target.references")
-    return PushEvent(source, repository, digest, tag, base, timestamp, event_id, references)
+    return PushEvent(source, repository, digest, tag, base, timestamp, event_id, references, agent)
 
 
-def _bridged_push(target: dict[str, Any], seed: TagPush, where: str) -> ParsedEvent:
-    """A push the bridge normalised; `seed` holds what the event (not its target) says."""
+def _user_agent(request: Any) -> str | None:
+    """`request.useragent` of an event, cut to MAX_AGENT_CHARS; None when absent or not text."""
+    if not isinstance(request, dict):
+        return None
+    agent = request.get("useragent")
+    return agent[:MAX_AGENT_CHARS] if isinstance(agent, str) and agent else None
+
+
+def _bridged_push(
+    target: dict[str, Any], seed: TagPush, where: str, agent: str | None
+) -> ParsedEvent:
+    """A push the bridge normalised; `seed` and `agent` hold what the event (not its target)
+    says."""
     source, event_id, timestamp = seed.source, seed.event_id, seed.pushed_at
     repository = valid_repository(required_str(target, "repository", where))
     tag = optional_tag(target, "tag", where)
@@ -109,7 +125,7 @@ def _bridged_push(target: dict[str, Any], seed: TagPush, where: str) -> ParsedEv
             )
         return TagPush(source, repository, tag, timestamp, event_id, seed.format)
     base = None if media_type is None else base_type(media_type)
-    return PushEvent(source, repository, digest, tag, base, timestamp, event_id)
+    return PushEvent(source, repository, digest, tag, base, timestamp, event_id, (), agent)
 
 
 def _child_manifests(value: Any, where: str) -> tuple[str, ...]:

@@ -56,6 +56,8 @@ class PushEvent:
     pushed_at: float | None
     event_id: str
     references: tuple[str, ...] = ()
+    # The sender's User-Agent as the registry reports it (distribution's request.useragent).
+    agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class DeleteEvent:
     tag: str | None
     event_id: str
     deleted_at: float | None = None
+    # The sender's User-Agent as the registry reports it (distribution's request.useragent).
+    agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

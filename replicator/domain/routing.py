@@ -56,6 +56,17 @@ def by_location(sites: Mapping[str, Site]) -> dict[Destination, Site]:
     return {site.location: site for site in sites.values()}
 
 
+def replicated_to(sites: Mapping[str, Site]) -> frozenset[str]:
+    """The names of the sites some rule of some site replicates to (where the daemon writes)."""
+    located = by_location(sites)
+    return frozenset(
+        located[target].name
+        for site in sites.values()
+        for target in site.replication.destinations
+        if target in located
+    )
+
+
 def destinations(
     source: Site,
     sites: Mapping[str, Site],

@@ -44,6 +44,9 @@ class WebhookEvent:
     media_type: str | None
     event_id: str
     timestamp: str | None = None
+    # The sender's User-Agent as the registry reported it (distribution's request.useragent),
+    # kept so the daemon can tell its own replicas' echoes (domain/echoes.py).
+    agent: str | None = None
 
     def as_distribution(self, format_name: str) -> dict[str, Any]:
         """This event as a distribution notification event, marked with `format_name`."""
@@ -60,6 +63,8 @@ class WebhookEvent:
         }  # fmt: skip
         if self.timestamp is not None:
             event["timestamp"] = self.timestamp
+        if self.agent is not None:
+            event["request"] = {"useragent": self.agent}
         return event
 
 

@@ -194,7 +194,7 @@ def _distribution(body: bytes, source: str) -> Webhook:
             events.append(
                 WebhookEvent(
                     "push", event.repository, event.digest, event.tag, event.media_type,
-                    event.event_id,
+                    event.event_id, agent=event.agent,
                 )
             )  # fmt: skip
         elif isinstance(event, TagPush):
@@ -204,7 +204,13 @@ def _distribution(body: bytes, source: str) -> Webhook:
         else:
             events.append(
                 WebhookEvent(
-                    "delete", event.repository, event.digest, event.tag, None, event.event_id
+                    "delete",
+                    event.repository,
+                    event.digest,
+                    event.tag,
+                    None,
+                    event.event_id,
+                    agent=event.agent,
                 )
             )
     return Webhook(WebhookFormat.DISTRIBUTION, tuple(events), tuple(ignored))

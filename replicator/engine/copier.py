@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from replicator.domain.echoes import WriteAction
 from replicator.domain.manifests import Manifest
 from replicator.domain.media import ManifestKind
 from replicator.domain.plan import (
@@ -366,6 +367,12 @@ class Copier:
         source's tag moved on (tag_guard.py), then by digest."""
         await gather_all(self._blobs.ensure(step, src, dst, progress.stats) for step in plan.blobs)
         children = [m for m in plan.manifests if m.digest != plan.root.digest]
+        # Every manifest PUT below, announced before the first (the root under its tag).
+        await dst.writing(
+            WriteAction.PUSH,
+            [(m.digest, plan.tag if m.digest == plan.root.digest else None)
+             for m in plan.manifests],
+        )  # fmt: skip
         # Images before the indexes that list them; all of one kind at once.
         for kind_first in (True, False):
             batch = [m for m in children if (m.kind is not ManifestKind.INDEX) is kind_first]

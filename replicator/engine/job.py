@@ -12,11 +12,12 @@ from replicator.domain.deletes import (
     plan_delete,
     plan_untag_unsupported,
 )
+from replicator.domain.echoes import WriteAction
 from replicator.domain.freshness import Verdict, check_delete
 from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication, existence_matters
 from replicator.engine.copier import Copier, CopyResult, CopyStats
-from replicator.engine.endpoint import Endpoint
+from replicator.engine.endpoint import AnnounceWrites, Endpoint
 from replicator.errors import DeleteRefused, PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
@@ -32,11 +33,14 @@ log = get_logger(__name__)
 TAG_DELETE_UNSUPPORTED = (400, 405)
 
 
-def job_endpoints(row: JobRow, pool: ClientPool, config: Config) -> tuple[Endpoint, Endpoint]:
-    """The job's repository at its source and at its destination, through the pooled clients."""
+def job_endpoints(
+    row: JobRow, pool: ClientPool, config: Config, announce: AnnounceWrites | None = None
+) -> tuple[Endpoint, Endpoint]:
+    """The job's repository at its source and at its destination, through the pooled clients;
+    `announce` is told of the writes the job makes at the destination."""
     return (
         Endpoint(registry_client(pool, config, row.source), row.repository),
-        Endpoint(registry_client(pool, config, row.destination), row.repository),
+        Endpoint(registry_client(pool, config, row.destination), row.repository, announce),
     )
 
 
@@ -109,7 +113,7 @@ async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
     deletion = plan_delete(digest=row.digest, tag=row.tag, tagged=tagged)
     if deletion.action is DeleteAction.TAG and row.tag and tagged:
         try:
-            return await _act(deletion, dst)
+            return await _act(deletion, dst, tagged=tagged)
         except RegistryError as exc:
             if exc.temporary or exc.status not in TAG_DELETE_UNSUPPORTED:
                 raise
@@ -124,11 +128,16 @@ async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
     return await _act(deletion, dst)
 
 
-async def _act(deletion: Deletion, dst: Endpoint) -> CopyStats:
+async def _act(deletion: Deletion, dst: Endpoint, *, tagged: str | None = None) -> CopyStats:
+    """Do the delete decided (`tagged`: the digest a tag being deleted names there)."""
     if deletion.action is DeleteAction.SKIP:
         log.info("delete_tag_skipped", reason=deletion.reason)
         return CopyStats()
     if deletion.action is DeleteAction.REFUSE:
         raise RegistryError(f"{dst}: {deletion.reason}", temporary=False)
+    if deletion.action is DeleteAction.TAG:
+        await dst.writing(WriteAction.DELETE, [(tagged or "", deletion.reference)])
+    else:
+        await dst.writing(WriteAction.DELETE, [(deletion.reference, None)])
     await retried(manifests.delete, dst.client, dst.repository, deletion.reference)
     return CopyStats(images=1)

@@ -22,11 +22,13 @@ from structlog.contextvars import bound_contextvars
 
 from replicator.config.loading import Config
 from replicator.domain import jobs as job_rules
+from replicator.domain.echoes import Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.journal_retry import persist
+from replicator.engine.write_log import announcer
 from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
@@ -97,6 +99,8 @@ class JobQueue(Protocol):
     async def supersede(self, keys: Sequence[JobKey]) -> int: ...
 
     async def next_due_at(self) -> datetime | None: ...
+
+    async def record_writes(self, writes: Sequence[Write]) -> None: ...
 
 
 class JobRunner:
@@ -219,7 +223,8 @@ class JobRunner:
                 )
                 return
             try:
-                src, dst = job_endpoints(row, self._pool, config)
+                announce = announcer(self.journal, row.destination)
+                src, dst = job_endpoints(row, self._pool, config, announce)
                 result = await run_job(
                     row,
                     copier=self._copier,

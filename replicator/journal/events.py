@@ -62,7 +62,7 @@ def _accepted_statement(source_is_null: bool) -> Select[Any]:
         .where(
             source.is_(None) if source_is_null else source == bindparam("source"),
             _EVENTS.c.payload_sha256 == bindparam("sha256"),
-            _EVENTS.c.outcome == EventOutcome.ACCEPTED.value,
+            _EVENTS.c.outcome.in_((EventOutcome.ACCEPTED.value, EventOutcome.ECHO.value)),
         )
         .order_by(_EVENTS.c.id)
         .limit(1)
@@ -73,9 +73,10 @@ _ACCEPTED = {True: _accepted_statement(True), False: _accepted_statement(False)}
 
 
 def accepted_duplicate(session: Session, source: str | None, fingerprint: str) -> int | None:
-    """The id of an earlier ACCEPTED event with the same source and fingerprint, if any.
+    """The id of an earlier ACCEPTED (or ECHO) event with the same source and fingerprint, if
+    any: a redelivered echo is no new push even once its write was matched.
 
-    Only accepted events count: a payload rejected before (say, for a registry the config did
+    Only those count: a payload rejected before (say, for a registry the config did
     not yet name) is judged afresh.
     """
     params = {"source": source, "sha256": fingerprint}
@@ -108,6 +109,8 @@ class ReceivedEvent:
     part: int = 0
     fingerprint: Fingerprint | None = None
     keep_payload: bool = True
+    # The daemon's own writes (own_writes ids) this event is the echo of: marked echoed with it.
+    echoes: Sequence[int] = ()
 
 
 def add_event(

@@ -123,6 +123,27 @@ def _deferred_messages(connection: Connection) -> None:
     metadata.create_all(connection, checkfirst=True)
 
 
+def _own_writes(connection: Connection) -> None:
+    """7 -> 8: own_writes, the daemon's own manifest PUTs and deletes at destinations (the
+    table as version 8 declares it)."""
+    metadata = MetaData()
+    Table(
+        "own_writes",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("destination", AutoString(255), nullable=False),
+        Column("repository", AutoString(255), nullable=False),
+        Column("action", AutoString(16), nullable=False),
+        Column("digest", AutoString(200), nullable=False),
+        Column("tag", AutoString(128), nullable=False),
+        Column("written_at", UTCDateTime, nullable=False),
+        Column("echoed_at", UTCDateTime),
+        Index("ix_own_writes_place", "destination", "repository"),
+        Index("ix_own_writes_at", "written_at"),
+    )
+    metadata.create_all(connection, checkfirst=True)
+
+
 # The step from each older version to the next.
 MIGRATIONS: dict[int, Migration] = {
     1: _add_claimed_by,
@@ -131,4 +152,5 @@ MIGRATIONS: dict[int, Migration] = {
     4: _count_deaths,
     5: _fleet_indexes,
     6: _deferred_messages,
+    7: _own_writes,
 }

@@ -26,7 +26,9 @@ from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 # 6: indexes for a fleet's table of finished jobs (bench/journal_bench.py): jobs by repository
 #    and tag (`status` of a tag), and by state and destination (the metrics' counts).
 # 7: deferred_messages, bus messages whose tag-only push waits for its source to answer.
-SCHEMA_VERSION = 7
+# 8: own_writes, the manifest PUTs and deletes the daemon makes at destinations, so their
+#    events are known for echoes (domain/echoes.py).
+SCHEMA_VERSION = 8
 # The meta row numbering the process deaths found with jobs in flight (see jobs.resume).
 DEATHS_KEY = "process_deaths"
 # Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
@@ -52,6 +54,8 @@ class EventOutcome(StrEnum):
     REJECTED = "rejected"
     # Kept aside: a tag it names could not be read at the source for now (deferred_messages).
     DEFERRED = "deferred"
+    # The echo of the daemon's own write at that registry (a replica): no job (domain/echoes.py).
+    ECHO = "echo"
 
 
 class EventRecord(SQLModel, table=True):
@@ -151,6 +155,29 @@ class DeferredRecord(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime
     last_error: str = ""
+
+
+class OwnWriteRecord(SQLModel, table=True):
+    """A manifest PUT or delete the daemon makes at a registry, recorded just before it, so
+    the event the registry sends about it is known for an echo (domain/echoes.py)."""
+
+    __tablename__ = "own_writes"
+    __table_args__ = (
+        Index("ix_own_writes_place", "destination", "repository"),
+        Index("ix_own_writes_at", "written_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The registry written to (its name in the config).
+    destination: str = Field(max_length=255)
+    repository: str = Field(max_length=255)
+    action: str = Field(max_length=16)
+    # "" for a delete by tag whose digest was not known.
+    digest: str = Field(default="", max_length=200)
+    tag: str = Field(default=NO_TAG, max_length=128)
+    written_at: datetime
+    # When an event was matched to it (None: not yet): each write echoes one event at most.
+    echoed_at: datetime | None = None
 
 
 class MetaRecord(SQLModel, table=True):

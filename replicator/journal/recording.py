@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
-from replicator.journal import queries
+from replicator.journal import own_writes, queries
 from replicator.journal.models import EventOutcome, to_db_time
 
 
@@ -40,6 +40,7 @@ def record(
             not_before={k: to_db_time(v) for k, v in entry.not_before.items()},
         )
         outcome, reason = entry.outcome, entry.reason
+        own_writes.mark_echoed(session, entry.echoes, to_db_time(now))
     event_rows.add_event(
         session,
         source=entry.source,

@@ -16,6 +16,7 @@ from sqlalchemy import Table, bindparam, delete, select
 from sqlmodel import Session
 
 from replicator.domain.jobs import TERMINAL_STATES
+from replicator.journal import own_writes
 from replicator.journal.models import EventRecord
 from replicator.journal.queries import JOBS
 
@@ -48,16 +49,20 @@ class Pruned:
 
     events: int
     jobs: int
+    writes: int = 0  # the daemon's own writes (own_writes), long past their echoes
 
     def __add__(self, other: Pruned) -> Pruned:
-        return Pruned(self.events + other.events, self.jobs + other.jobs)
+        return Pruned(
+            self.events + other.events, self.jobs + other.jobs, self.writes + other.writes
+        )
 
 
 def prune(session: Session, before: datetime, limit: int) -> Pruned:
-    """Delete up to `limit` events received before `before`, and up to `limit` COMPLETE or
-    FAILED jobs finished before it (aware UTC); how many of each."""
+    """Delete up to `limit` events received before `before`, up to `limit` COMPLETE or
+    FAILED jobs finished before it (aware UTC) and up to `limit` own writes made before it;
+    how many of each."""
     params = {"before": before, "limit": limit}
     connection = session.connection()
     events = connection.execute(_PRUNE_EVENTS, params).rowcount
     jobs = connection.execute(_PRUNE_JOBS, params).rowcount
-    return Pruned(events, jobs)
+    return Pruned(events, jobs, own_writes.prune(session, before, limit))

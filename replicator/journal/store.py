@@ -21,9 +21,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
+from replicator.domain.echoes import OwnWrite, Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.errors import JournalError
-from replicator.journal import deferred, gauges, queries, recording, retention
+from replicator.journal import deferred, gauges, own_writes, queries, recording, retention
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
 from replicator.journal.models import (
@@ -340,6 +341,17 @@ class Journal:
             lambda session: list(
                 session.connection().execute(queries.IN_PROGRESS_CLAIMERS).scalars()
             )
+        )
+
+    async def record_writes(self, writes: Sequence[Write]) -> None:
+        """Record writes the daemon is about to make at destinations (their echoes are known)."""
+        await self._run(lambda session: own_writes.record(session, writes, utcnow()))
+
+    async def own_writes(self, registry: str, repository: str, since: datetime) -> list[OwnWrite]:
+        """The daemon's writes at `registry`/`repository` since `since`."""
+        moment = to_db_time(since)
+        return await self._run(
+            lambda session: own_writes.recent(session, registry, repository, moment)
         )
 
     async def supersede(self, keys: Sequence[JobKey]) -> int:

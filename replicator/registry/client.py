@@ -22,7 +22,7 @@ from replicator.domain.realms import Origin, is_downgrade, origin_of
 from replicator.domain.refs import is_loopback_host, registry_endpoint
 from replicator.errors import AuthError, InvalidReferenceError, RegistryError, TransportError
 from replicator.registry.auth import Authenticator
-from replicator.registry.connections import tls_error
+from replicator.registry.connections import USER_AGENT, tls_error
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.ecr import EcrApi
 from replicator.registry.exchange import Content, build_request, follow_redirects, url_origin
@@ -67,8 +67,10 @@ class RegistryClient:
         observer: RequestObserver | None = None,
         ecr: EcrApi | None = None,
         token_realms: Collection[str] = (),
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.http = http
+        self.user_agent = user_agent
         self._observer = observer
         self._transport = transport
         self.host = host
@@ -167,7 +169,7 @@ class RegistryClient:
         own = self._own(url, method)
         sent_auth = await self._auth.authorization(scope) if own else None
         for attempt in (1, 2):
-            all_headers = dict(headers or {})
+            all_headers = {"User-Agent": self.user_agent, **(headers or {})}
             if sent_auth:
                 all_headers["Authorization"] = sent_auth
             request = build_request(method, url, all_headers, content=content, params=params)

@@ -14,7 +14,7 @@ import httpx
 
 from replicator.errors import ConfigError
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, RegistryClient
-from replicator.registry.connections import new_http_client, new_transport
+from replicator.registry.connections import USER_AGENT, new_http_client, new_transport
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.ecr import EcrApi
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError
@@ -65,19 +65,33 @@ class ClientPool:
     """Owns the httpx clients; use as an async context manager so connections close cleanly."""
 
     def __init__(
-        self, *, max_connections: int = MIN_CONNECTIONS, observer: RequestObserver | None = None
+        self,
+        *,
+        max_connections: int = MIN_CONNECTIONS,
+        observer: RequestObserver | None = None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self._max_connections = max_connections
         self._observer = observer
+        # What every request says it is: replication's own (domain/echoes.py) lets a registry's
+        # events tell its replicas from pushes.
+        self._user_agent = user_agent
         self._http: list[httpx.AsyncClient] = []
         self._clients: dict[str, RegistryClient] = {}
 
     @classmethod
-    def sized_for(cls, concurrency: int, *, observer: RequestObserver | None = None) -> ClientPool:
+    def sized_for(
+        cls,
+        concurrency: int,
+        *,
+        observer: RequestObserver | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> ClientPool:
         """A pool with room for `concurrency` blob transfers at once."""
         return cls(
             max_connections=max(MIN_CONNECTIONS, concurrency * CONNECTIONS_PER_TRANSFER),
             observer=observer,
+            user_agent=user_agent,
         )
 
     def client(self, settings: RegistrySettings) -> RegistryClient:
@@ -109,6 +123,7 @@ class ClientPool:
             observer=self._observer,
             ecr=settings.ecr,
             token_realms=settings.token_realms,
+            user_agent=self._user_agent,
         )
         self._clients[settings.host] = client
         return client

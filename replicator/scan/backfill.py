@@ -27,6 +27,7 @@ from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, 
 from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.gather import for_each_repository, gather_all
 from replicator.engine.job import job_endpoints, run_job
+from replicator.engine.write_log import announcer
 from replicator.errors import JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
@@ -292,7 +293,7 @@ async def repair(
     async def one(row: JobRow) -> RepairResult:
         async with limit:
             try:
-                src, dst = job_endpoints(row, pool, config)
+                src, dst = job_endpoints(row, pool, config, announcer(journal, row.destination))
                 stats = await run_job(
                     row,
                     copier=copier,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from replicator.config.loading import Config
 from replicator.config.sites import sites_of
+from replicator.domain.echoes import REPLICA_USER_AGENT
 from replicator.domain.jobs import TERMINAL_STATES, FailureCode, JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.domain.scan import RunOutcome, TagAction, TagPlan, run_outcome
@@ -112,7 +113,9 @@ async def run_backfill(
     stop = stop or asyncio.Event()
     sites = sites_of(config)
     report = report or BackfillReport(ScanCounts())
-    async with ClientPool.sized_for(config.workers.concurrency) as pool:
+    async with ClientPool.sized_for(
+        config.workers.concurrency, user_agent=REPLICA_USER_AGENT
+    ) as pool:
         if dry_run:
             collector = PlanCollector()
             scanner = Scanner(config, sites, pool, options, counts=report.counts)

@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from replicator.domain.echoes import Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.errors import ClaimLost
 from replicator.journal.claimers import open_journal, resume_orphans
@@ -78,6 +79,10 @@ class ClaimLedger:
     async def next_due_at(self) -> datetime | None:
         """When the journal's next job is due."""
         return await self.journal.next_due_at()
+
+    async def record_writes(self, writes: Sequence[Write]) -> None:
+        """Record the writes a job is about to make, as the journal does."""
+        await self.journal.record_writes(writes)
 
     async def release(self, max_attempts: int) -> int:
         """Hand back every job still held (RETRY_WAIT, due now); how many."""

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, text
 
+from replicator.domain.echoes import Write, WriteAction
 from replicator.domain.jobs import NO_ORIGIN, FailureCode, JobKey, JobKind, JobState
 from replicator.errors import ClaimLost, JournalError, SchemaError
 from replicator.journal import EventOutcome, Journal
@@ -633,8 +634,8 @@ class TestSchema:
         (a job per image and destination, not per event), 4 (no death counts), 5 (no fleet
         indexes) or 6 (no messages kept aside) is migrated on
         open: its jobs are kept as jobs of no event, claims record their process, a new push of
-        a COMPLETE image is new work, messages can be kept aside (deferred_messages), and the
-        version reads 7."""
+        a COMPLETE image is new work, messages can be kept aside (deferred_messages), the
+        daemon's own writes are recorded (own_writes), and the version reads 8."""
         write_old_journal(
             journal_url,
             version,
@@ -666,13 +667,16 @@ class TestSchema:
             )
             [kept] = await journal.claim_deferred(5, T0, T0 + timedelta(minutes=5))
             assert (kept.payload, kept.attempts) == (b"quay", 1)
+            await journal.record_writes([Write("usw2", "app", WriteAction.PUSH, DIGEST, "v1")])
+            [own] = await journal.own_writes("usw2", "app", datetime.now(UTC) - timedelta(1))
+            assert (own.digest, own.tag) == (DIGEST, "v1")
         engine = create_engine(journal_url)
         with engine.connect() as connection:
             found = connection.execute(
                 text("SELECT value FROM meta WHERE key = 'schema_version'")
             ).scalar_one()
         engine.dispose()
-        assert found == str(SCHEMA_VERSION) == "7"
+        assert found == str(SCHEMA_VERSION) == "8"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""
@@ -696,3 +700,51 @@ async def test_unopenable_url(tmp_path: object) -> None:
     """A SQLite path in a missing folder raises JournalError naming the URL."""
     with pytest.raises(JournalError, match="no-such-dir"):
         await open_journal(f"sqlite:///{tmp_path}/no-such-dir/journal.db")
+
+
+class TestOwnWrites:
+    """The daemon's own writes at destinations, kept for their echoes."""
+
+    async def test_written_read_back_per_place_and_window(self, journal: Journal) -> None:
+        """Writes are read back for their registry and repository, within the window asked."""
+        await journal.record_writes(
+            [
+                Write("usw2", "app", WriteAction.PUSH, DIGEST, "v1"),
+                Write("usw2", "app", WriteAction.PUSH, OTHER_DIGEST),
+                Write("usw2", "other", WriteAction.DELETE, DIGEST),
+                Write("euw1", "app", WriteAction.PUSH, DIGEST, "v1"),
+            ]
+        )
+        now = datetime.now(UTC)
+        found = await journal.own_writes("usw2", "app", now - timedelta(minutes=1))
+        assert sorted((w.action, w.digest, w.tag, w.echoed) for w in found) == [
+            (WriteAction.PUSH, DIGEST, "v1", False),
+            (WriteAction.PUSH, OTHER_DIGEST, None, False),
+        ]
+        assert await journal.own_writes("usw2", "app", now + timedelta(minutes=1)) == []
+
+    async def test_echo_marks_its_write_and_a_redelivery_is_a_duplicate(
+        self, journal: Journal
+    ) -> None:
+        """An event recorded as the echo of a write marks the write echoed, makes no job, and
+        the same message again is a duplicate (it never becomes a push)."""
+        await journal.record_writes([Write("use1", "app", WriteAction.PUSH, DIGEST, "v1")])
+        [write] = await journal.own_writes("use1", "app", datetime.now(UTC) - timedelta(1))
+        echo = ReceivedEvent(
+            source="use1", topic="registry/use1/events", payload=b"echo",
+            outcome=EventOutcome.ECHO, reason="echo of the daemon's own push", echoes=[write.id],
+        )  # fmt: skip
+        assert await journal.record_event(echo) == []
+        [marked] = await journal.own_writes("use1", "app", datetime.now(UTC) - timedelta(1))
+        assert marked.echoed
+        assert await record(journal, b"echo", [KEY]) == []
+        assert await journal.jobs() == []
+        outcomes = [e.outcome for e in await journal.events()]
+        assert outcomes == [EventOutcome.IGNORED, EventOutcome.ECHO]
+
+    async def test_pruned_with_the_retention(self, journal: Journal) -> None:
+        """Writes older than the retention go with the events and jobs."""
+        await journal.record_writes([Write("usw2", "app", WriteAction.PUSH, DIGEST, "v1")])
+        pruned = await journal.prune(datetime.now(UTC) + timedelta(seconds=1), 100)
+        assert pruned.writes == 1
+        assert await journal.own_writes("usw2", "app", T0 - timedelta(days=3650)) == []

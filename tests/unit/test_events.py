@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replicator.domain.distribution_events import MAX_AGENT_CHARS
 from replicator.domain.ecr_events import ReplicationResult, replication_result_event
 from replicator.domain.events import DeleteEvent, Ignored, IgnoreReason, PushEvent, RejectReason
 from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
@@ -215,6 +216,28 @@ class TestParsePayload:
         (event,) = parse("distribution-manifest.json")
         assert event.event_id == "fccb3770-1813-4a5c-8403-b423196a76b6"
         assert event.pushed_at == pytest.approx(1795877840.868438438)
+
+    def test_user_agent_is_kept(self) -> None:
+        """The sender's request.useragent reaches the PushEvent (an echo is told by it)."""
+        (event,) = parse("distribution-manifest.json")
+        assert event.agent == "skopeo/1.9.3"
+
+    @pytest.mark.parametrize("request_field", [None, "text", {"useragent": 7}, {"useragent": ""}])
+    def test_odd_request_means_no_user_agent(self, request_field: object) -> None:
+        """A missing, odd or empty request.useragent is no user agent, never a rejection."""
+        document = json.loads((CORPUS / "distribution-manifest.json").read_bytes())
+        document["events"][0]["request"] = request_field
+        payload = json.dumps(document).encode()
+        (event,) = parse_payload(payload, topic_source="use1", locate=locate, sources=SOURCES)
+        assert event.agent is None
+
+    def test_long_user_agent_is_cut(self) -> None:
+        """A hostile user agent of any size is kept to MAX_AGENT_CHARS."""
+        document = json.loads((CORPUS / "distribution-manifest.json").read_bytes())
+        document["events"][0]["request"]["useragent"] = "x" * 100_000
+        payload = json.dumps(document).encode()
+        (event,) = parse_payload(payload, topic_source="use1", locate=locate, sources=SOURCES)
+        assert event.agent == "x" * MAX_AGENT_CHARS
 
     def test_bad_timestamp_is_not_fatal(self) -> None:
         """An unparseable timestamp leaves pushed_at empty rather than rejecting the event."""

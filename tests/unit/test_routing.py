@@ -17,6 +17,7 @@ from replicator.domain.routing import (
     admit_replication,
     destinations,
     existence_matters,
+    replicated_to,
     route_delete,
     route_push,
 )
@@ -446,3 +447,14 @@ class TestDestinations:
         deletes = destinations(source, site_map, repository="prod/app", tag="v1", deletes=True)
         assert [site.name for site in pushes] == ["usw2", "euw1"]
         assert deletes == ()
+
+
+class TestReplicatedTo:
+    def test_destinations_of_every_rule(self) -> None:
+        """The registries some rule replicates to: where the daemon's own writes land."""
+        rules = [{"destinations": [{"region": "us-west-2", "registryId": SOURCE_ACCOUNT}]}]
+        assert replicated_to(sites(rules)) == {"usw2"}
+
+    def test_no_rules_no_destination(self) -> None:
+        """Without rules the daemon writes nowhere, so no event is looked up for an echo."""
+        assert replicated_to(sites([])) == frozenset()

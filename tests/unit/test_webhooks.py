@@ -383,3 +383,14 @@ def test_daemon_refuses_hostile_bridged_events(
     with pytest.raises(EventError) as caught:
         parse_payload(payload, topic_source="src", locate=lambda *_: None, sources=["src"])
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("name", ["distribution-push.json", "distribution-delete.json"])
+def test_bridge_keeps_the_senders_user_agent(name: str) -> None:
+    """The bridged envelope carries the sender's request.useragent to the daemon's parser, which
+    tells a replica's echo by it (domain/echoes.py)."""
+    sent = json.loads((SAMPLES / name).read_bytes())["events"][0]["request"]["useragent"]
+    parsed = parse_payload(
+        run(name).envelope(), topic_source="src", locate=lambda *_: None, sources=["src"]
+    )
+    assert [event.agent for event in parsed] == [sent]

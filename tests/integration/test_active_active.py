@@ -1,0 +1,122 @@
+"""Active-active A <-> B end to end (real docker-registry x2, mosquitto, the bridge, one daemon):
+a replica is not a new push (its echo makes no job back, a delete issued as the replica lands
+stays deleted)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from replicator.domain.jobs import JobState
+from tests.support.active_active import A, B, Pair, start_pair
+from tests.support.daemon import metric_value, wait_for
+from tests.support.images import LayerSpec
+from tests.support.layout_push import LayoutPusher
+from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.registry_fixtures import RegistryFactory
+from tests.support.scenarios import record_figures
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# A push reaches the other side in well under a second; 30 s covers a loaded CI machine.
+REPLICATED_WITHIN_SECONDS = 30.0
+# How often the delete trial looks for the replica at B: fast next to a replica's echo, which
+# needs the registry's notification, the bridge, the broker and the daemon's intake.
+LANDING_POLL_SECONDS = 0.005
+# Delays between the replica landing at B and the delete at A, one trial each: the echo's job
+# back (before it was recognised) ran somewhere in the first few hundred milliseconds, and the
+# image came back when the delete fell between its look at A and its copy.
+DELETE_DELAYS_SECONDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
+
+
+@pytest.fixture
+def pair(
+    tmp_path: Path, registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory
+) -> Iterator[Pair]:
+    """A <-> B, delete replication on both ways, reconcile off."""
+    started = start_pair(
+        tmp_path / "pair", mosquitto_factory(), lambda url: registry_factory(notifications_url=url)
+    )
+    yield started
+    started.stop()
+
+
+class TestEchoes:
+    def test_a_replica_makes_no_job_back(self, pair: Pair) -> None:
+        """Pushes at A and at B (images and a two-platform index) each make one job, to the
+        other side; the replicas' own events are recorded as echoes and make none back."""
+        pushed = {(A, f"from-a/app{i}", "v1") for i in range(4)}
+        pushed |= {(B, f"from-b/app{i}", "v1") for i in range(2)}
+        digests = {(r, t): pair.push(name, r, t) for name, r, t in sorted(pushed)}
+        index = pair.layout.multi_platform("multi", [LayerSpec(7, 2048), LayerSpec(8, 2048)])
+        pusher = LayoutPusher(pair.layout.path, pair.url(A), "from-a/multi")
+        try:
+            pusher.push_tag("multi", as_tag="v1")
+        finally:
+            pusher.close()
+        digests[("from-a/multi", "v1")] = index.digest
+        for (repository, tag), digest in digests.items():
+            other = B if repository.startswith("from-a") else A
+            wait_for(
+                lambda r=repository, t=tag, d=digest, o=other: pair.digest(o, r, t) == d,
+                timeout=REPLICATED_WITHIN_SECONDS,
+                what=f"{repository}:{tag} at {other}",
+            )
+        jobs = pair.wait_quiet()
+        back = [j for j in jobs if (j.source == B) == j.repository.startswith("from-a")]
+        tagged_forward = [j for j in jobs if j.tag and j not in back]
+        echoes = [e for e in pair.events() if e.outcome == "echo"]
+        record_figures(
+            "active_active_echoes",
+            {
+                "pushes": len(digests),
+                "jobs": len(jobs),
+                "jobs_back": len(back),
+                "wasted_jobs_per_push": round(len(back) / len(digests), 2),
+                "echo_events": len(echoes),
+            },
+        )
+        assert back == [], sorted(f"{j.source}->{j.destination} {j.repository}" for j in back)
+        assert sorted((j.repository, j.state) for j in tagged_forward) == sorted(
+            (repository, JobState.COMPLETE) for repository, _ in digests
+        )
+        # One echo at least per replicated push (an index's children echo too).
+        assert len(echoes) >= len(digests)
+        metrics = pair.daemon.metrics()
+        assert metric_value(metrics, "replicator_events_total", outcome="echo") >= len(digests)
+
+    def test_a_delete_as_the_replica_lands_stays_deleted(self, pair: Pair) -> None:
+        """A delete at A issued as the replica lands at B (0 to 600 ms after) is replicated to
+        B and the image is never copied back: gone from both sides in every trial."""
+        trials: list[tuple[str, str]] = []
+        for trial, delay in enumerate(DELETE_DELAYS_SECONDS):
+            repository = f"del/app{trial}"
+            digest = pair.push(A, repository, "v1")
+            deadline = time.monotonic() + REPLICATED_WITHIN_SECONDS
+            while pair.digest(B, repository, digest) is None:
+                assert time.monotonic() < deadline, f"{repository} never reached B"
+                time.sleep(LANDING_POLL_SECONDS)
+            time.sleep(delay)
+            pair.delete(A, repository, digest)
+            trials.append((repository, digest))
+        jobs = pair.wait_quiet()
+        resurrected = [
+            (repository, side)
+            for repository, digest in trials
+            for side in (A, B)
+            if pair.digest(side, repository, digest) is not None
+        ]
+        record_figures(
+            "active_active_delete",
+            {
+                "trials": len(trials),
+                "trials_resurrected": len({r for r, _ in resurrected}),
+                "jobs": len(jobs),
+                "jobs_back": sum(1 for j in jobs if j.source == B),
+            },
+        )
+        assert resurrected == []
+        assert [j for j in jobs if j.source == B] == []

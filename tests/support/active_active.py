@@ -1,0 +1,166 @@
+"""An active-active pair for end-to-end tests: registries A and B, each replicating every
+repository to the other (rules A -> B and B -> A, delete replication on both ways), both
+notifying the bridge, one broker and one daemon.
+
+`start_pair()` starts it; the `Pair` pushes and deletes at either side, reads both sides and the
+daemon's journal, and waits until the daemon is quiet (every job finished, no new one for a
+while: the echo of a replica arrives a little after the replica itself).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from replicator.domain.jobs import TERMINAL_STATES
+from replicator.journal import EventRow, JobRow
+from tests.support.daemon import (
+    BridgeProcess,
+    DaemonProcess,
+    DaemonSettings,
+    JournalReader,
+    RegistrySpec,
+    manifest_digest,
+    wait_for,
+    write_config,
+)
+from tests.support.images import LayerSpec, OCILayout
+from tests.support.layout_push import LayoutPusher
+from tests.support.mqtt_fixtures import Mosquitto
+from tests.support.registry_server import Registry
+
+A, B = "rega", "regb"
+ACCOUNT = "111122223333"
+REGIONS = {A: "us-east-1", B: "eu-west-1"}
+# The daemon is quiet once no job or event was added for this long: a replica's own event
+# reaches the daemon through registry -> bridge -> broker in well under a second even on a
+# loaded 2-core machine (the registry's notification queue is immediate).
+QUIET_SECONDS = 3.0
+# Everything of a scenario settles within this on a loaded CI machine.
+SETTLE_TIMEOUT_SECONDS = 90.0
+HTTP_ACCEPTED = 202
+
+
+def pair_rules(other: str, *, deletes: bool) -> dict[str, object]:
+    """Every repository to `other` (same account, its region), delete replication as given."""
+    return {
+        "rules": [
+            {
+                "destinations": [{"region": REGIONS[other], "registryId": ACCOUNT}],
+                "deleteReplication": {"enabled": deletes},
+            }
+        ]
+    }
+
+
+@dataclass
+class Pair:
+    """A <-> B with their bridge and daemon."""
+
+    folder: Path
+    registries: dict[str, Registry]
+    config: Path
+    bridge: BridgeProcess
+    daemon: DaemonProcess
+    journal: JournalReader
+    layout: OCILayout
+    _seeds: list[int] = field(default_factory=lambda: [1000])
+
+    def url(self, name: str) -> str:
+        """The registry's base URL."""
+        return self.registries[name].url
+
+    def push(self, name: str, repository: str, tag: str) -> str:
+        """Push a new, distinct image to `name`'s `repository:tag` (as a user would: blobs, then
+        the manifest by tag); its digest."""
+        self._seeds[0] += 1
+        seed = self._seeds[0]
+        built = self.layout.image(f"img-{seed}", [LayerSpec(seed, 2048)], label=f"l{seed}")
+        pusher = LayoutPusher(self.layout.path, self.url(name), repository)
+        try:
+            pusher.push_tag(f"img-{seed}", as_tag=tag)
+        finally:
+            pusher.close()
+        return built.digest
+
+    def delete(self, name: str, repository: str, digest: str) -> None:
+        """Delete a manifest at `name` by digest, as a user would."""
+        url = f"{self.url(name)}/v2/{repository}/manifests/{digest}"
+        response = httpx.delete(url, timeout=10.0)
+        assert response.status_code == HTTP_ACCEPTED, (
+            f"DELETE {url}: {response.status_code} {response.text}"
+        )
+
+    def digest(self, name: str, repository: str, reference: str) -> str | None:
+        """What `name` serves for `repository:reference` (None: nothing)."""
+        return manifest_digest(self.url(name), repository, reference)
+
+    def wait_quiet(self, *, timeout: float = SETTLE_TIMEOUT_SECONDS) -> list[JobRow]:
+        """Wait until every job is finished and no job or event was added for QUIET_SECONDS;
+        the jobs."""
+        seen: tuple[int, int] = (-1, -1)
+        since = time.monotonic()
+        jobs: list[JobRow] = []
+
+        def quiet() -> bool:
+            nonlocal seen, since, jobs
+            jobs = self.journal.jobs()
+            now = (len(jobs), len(self.journal.events()))
+            if now != seen or any(j.state not in TERMINAL_STATES for j in jobs):
+                seen, since = now, time.monotonic()
+                return False
+            return time.monotonic() - since >= QUIET_SECONDS
+
+        wait_for(quiet, timeout=timeout, what="a quiet daemon")
+        return jobs
+
+    def events(self) -> list[EventRow]:
+        """Every event the daemon recorded."""
+        return self.journal.events()
+
+    def stop(self) -> None:
+        """Stop the daemon and the bridge."""
+        self.daemon.stop()
+        self.bridge.stop()
+
+
+def start_pair(
+    folder: Path,
+    broker: Mosquitto,
+    start_registry: Callable[[str | None], Registry],
+    *,
+    deletes: bool = True,
+    reconcile_interval: float = 0.0,
+) -> Pair:
+    """Start A and B (each notifying the bridge under its own name), the bridge and the daemon;
+    `reconcile_interval` > 0 turns reconcile on (a pass at start, then every so many seconds)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = DaemonSettings(
+        broker_port=broker.port,
+        journal_url=f"sqlite:///{folder / 'journal.db'}",
+        client_id=f"replicator-{folder.name}",
+    )
+    bridge_base = f"http://127.0.0.1:{settings.bridge_port}/events"
+    registries = {name: start_registry(f"{bridge_base}/{name}") for name in (A, B)}
+    other = {A: B, B: A}
+    specs = [
+        RegistrySpec(
+            name, ACCOUNT, REGIONS[name], registries[name].url,
+            replication=pair_rules(other[name], deletes=deletes),
+        )
+        for name in (A, B)
+    ]  # fmt: skip
+    config = write_config(folder, specs, settings)
+    if reconcile_interval > 0:
+        with config.open("a") as file:
+            file.write(f"[reconcile]\ninterval = {reconcile_interval}\n")
+    bridge = BridgeProcess(config, settings.bridge_port).start()
+    daemon = DaemonProcess(config, settings.http_port).start()
+    layout = OCILayout(folder / "layout")
+    return Pair(
+        folder, registries, config, bridge, daemon, JournalReader(settings.journal_url), layout
+    )
