@@ -11,6 +11,8 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The alert rules in configs/ are tested with Prometheus's promtool.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The proxy tests put a real forward proxy in front of the registries.
 command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
 if [ "${REPLICATOR_WITH_POSTGRES:-0}" = 1 ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then

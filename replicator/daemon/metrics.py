@@ -9,7 +9,7 @@ timer, never by a query per scrape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
@@ -25,6 +25,10 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 # Registry request durations (to the response's headers): a HEAD on a LAN takes a millisecond,
 # a blob PUT's commit or a throttled cloud registry several seconds.
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# How a job can end, as `replicator_jobs_finished_total{result}` names it.
+FINISHED_RESULTS = tuple(
+    state.value.lower() for state in (JobState.COMPLETE, JobState.FAILED, JobState.SUPERSEDED)
+)
 # A label value for an error that did not come from a known registry host.
 UNKNOWN = "unknown"
 
@@ -134,9 +138,22 @@ class Metrics:
             registry=r,
         )
         self._oldest: dict[str, datetime | None] = {}
+        # The configured destinations: their series exist (at 0) before anything happens.
+        self._destinations: tuple[str, ...] = ()
         # Set when a job ends: the journal's gauges are then read again (see api.py).
         self.journal_changed = asyncio.Event()
         set_retry_hook(self._on_retry)
+
+    def declare_destinations(self, destinations: Iterable[str]) -> None:
+        """Create every per-destination series at 0 (at start and on reload): an alert on
+        `increase(...)` sees a first failure only if the series existed before it."""
+        self._destinations = tuple(destinations)
+        for destination in self._destinations:
+            for result in FINISHED_RESULTS:
+                self.jobs_finished.labels(destination=destination, result=result)
+            self.retries.labels(destination=destination)
+            self.latency.labels(destination=destination)
+            self._oldest.setdefault(destination, None)
 
     def _on_retry(self, exc: BaseException | None) -> None:
         code = str(getattr(exc, "code", UNKNOWN)).lower()
@@ -185,7 +202,7 @@ class Metrics:
         for (state, destination), count in counts.items():
             self.jobs.labels(state=str(state).lower(), destination=destination).set(count)
         self.backlog.set(backlog)
-        destinations = {destination for _, destination in counts} | set(oldest)
+        destinations = {d for _, d in counts} | set(oldest) | set(self._destinations)
         self._oldest = {d: oldest.get(d) for d in destinations}
         self.unreplicated_age.clear()
 

@@ -27,7 +27,7 @@ from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
 from replicator.domain.echoes import REPLICA_USER_AGENT
-from replicator.domain.routing import Site
+from replicator.domain.routing import Site, replicated_to
 from replicator.engine.copier import Copier
 from replicator.engine.journal_retry import persist
 from replicator.engine.runner import JobEnd, JobObserver, JobRunner
@@ -59,6 +59,7 @@ class Daemon:
         self._started = config
         self.sites: Mapping[str, Site] = sites_of(config)
         self.metrics = Metrics()
+        self.metrics.declare_destinations(sorted(replicated_to(self.sites)))
         self.journal: Journal | None = None
         self.bus: Bus | None = None
         self.runner: JobRunner | None = None
@@ -204,6 +205,7 @@ class Daemon:
             log.warning("config_restart_required", keys=restart)
         self.config = keep_bound(self._started, fresh, DAEMON_RESTART_KEYS)
         self.sites = sites_of(self.config)
+        self.metrics.declare_destinations(sorted(replicated_to(self.sites)))
         log.info(
             "config_reloaded",
             path=str(fresh.path),

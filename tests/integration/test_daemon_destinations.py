@@ -12,10 +12,13 @@ import pytest
 from replicator.domain.jobs import TERMINAL_STATES, JobState
 from replicator.journal import JobRow
 from tests.support.daemon import (
+    DESTINATIONS,
+    EUW1,
     USW2,
     JournalReader,
     Stack,
     manifest_digest,
+    metric_value,
     push_images,
     replicator_cli,
     start_stack,
@@ -90,6 +93,28 @@ def outcome(row: JobRow) -> str:
     return row.state.value
 
 
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample of `name` with exactly `labels`, None when absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == f"{name}{{{wanted}}}":
+            return float(value)
+    return None
+
+
+def rows_at(stack: Stack, destination: str) -> list[JobRow]:
+    """Every job of REPOSITORY to `destination`."""
+    rows = JournalReader(stack.settings.journal_url).jobs()
+    return [r for r in rows if r.repository == REPOSITORY and r.destination == destination]
+
+
+RPO = "replicator_oldest_unreplicated_push_age_seconds"
+# The recovery-point gauge is computed at each scrape from the push times the journal holds,
+# re-read when a job ends: it may trail the real lag by a refresh and a scrape, a second or two.
+RPO_SLACK_SECONDS = 3.0
+
+
 class TestWipedDestination:
     """A destination restarted on empty storage: what the daemon remembered of it is a hint."""
 
@@ -155,3 +180,66 @@ class TestWipedDestination:
             row = wait_job_finished(stack, "v1", USW2)
         assert row.state is JobState.COMPLETE, outcome(row)
         assert manifest_digest(usw2.url, REPOSITORY, "v1") == v1.digest
+
+
+class TestRecoveryPoint:
+    """The recovery point and the counters alerts are built on tell the truth from the start."""
+
+    def test_gauge_counts_failed_pushes_and_counters_start_at_zero(
+        self, stack: Stack, tmp_path: Path
+    ) -> None:
+        """Before any push, every destination has its jobs-finished series at 0 for each result;
+        with usw2 down, usw2's recovery-point gauge follows the real age of its oldest missing
+        push whether its jobs failed (attempts used up) or wait, and reads 0 once they land."""
+        layout = tmp_path / "layout"
+        images(layout, 2)
+        usw2 = stack.registries[USW2]
+        problems: list[str] = []
+        before = stack.daemon.metrics()
+        finished = "replicator_jobs_finished_total"
+        missing = [
+            f"{d}/{r}"
+            for d in DESTINATIONS
+            for r in ("complete", "failed", "superseded")
+            if sample(before, finished, destination=d, result=r) != 0.0
+        ]
+        if missing:
+            problems.append(f"{finished} series absent before the first job: {missing}")
+        usw2.stop()
+        pushed = time.time()
+        push_images(layout, stack.source.url, [(REPOSITORY, "v0"), (REPOSITORY, "v1")])
+
+        def usw2_given_up_or_waiting() -> bool:
+            done_eu = [r for r in rows_at(stack, EUW1) if r.state is JobState.COMPLETE]
+            at_usw2 = rows_at(stack, USW2)
+            failed = len(at_usw2) == 2 and all(r.state is JobState.FAILED for r in at_usw2)
+            waiting = "unreachable" in stack.daemon.get("/readyz").text
+            return len(done_eu) == 2 and (failed or waiting)
+
+        wait_for(usw2_given_up_or_waiting, timeout=FINISHED_WITHIN_SECONDS, what="usw2 to fail")
+        states = sorted(r.state.value for r in rows_at(stack, USW2))
+        deadline = time.monotonic() + RPO_SLACK_SECONDS
+        gauge = metric_value(stack.daemon.metrics(), RPO, destination=USW2)
+        while gauge == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            gauge = metric_value(stack.daemon.metrics(), RPO, destination=USW2)
+        lag = time.time() - pushed
+        record_figures(
+            "recovery_point_during_outage",
+            {"usw2_states": states, "gauge_seconds": round(gauge, 1), "real_lag": round(lag, 1)},
+        )
+        if abs(gauge - lag) > RPO_SLACK_SECONDS:
+            problems.append(f"usw2 gauge {gauge:.1f} s while its pushes are {lag:.1f} s old")
+        usw2.start()
+        replicator_cli(stack.config, "retry", "--all-failed")
+        wait_for(
+            lambda: all(r.state is JobState.COMPLETE for r in rows_at(stack, USW2)),
+            timeout=FINISHED_WITHIN_SECONDS,
+            what="usw2's jobs to complete after it is back",
+        )
+        wait_for(
+            lambda: metric_value(stack.daemon.metrics(), RPO, destination=USW2) == 0,
+            timeout=FINISHED_WITHIN_SECONDS,
+            what="usw2's recovery point back to 0",
+        )
+        assert not problems, "; ".join(problems)

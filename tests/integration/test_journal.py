@@ -39,8 +39,9 @@ async def record(
     denied: dict[JobKey, str] | None = None,
     outcome: str = "accepted",
     reason: str = "",
+    pushed_at: datetime = T0,
 ) -> list[int]:
-    """Record an event from source use1."""
+    """Record an event from source use1 (pushed at T0 unless told)."""
     return await journal.record_event(
         ReceivedEvent(
             source="use1",
@@ -49,7 +50,7 @@ async def record(
             outcome=EventOutcome(outcome),
             reason=reason,
             job_keys=keys,
-            pushed_at=T0,
+            pushed_at=pushed_at,
             denied=denied or {},
         )
     )
@@ -69,10 +70,10 @@ async def claim_one(journal: Journal, now: datetime = T0) -> int:
     return claimed[0].id
 
 
-async def complete(journal: Journal, job_id: int) -> None:
-    """Finish a claimed job as copied."""
+async def complete(journal: Journal, job_id: int, now: datetime | None = None) -> None:
+    """Finish a claimed job as copied (at `now`, the clock's time unless told)."""
     await journal.complete(
-        job_id, bytes_copied=10, blobs_copied=1, blobs_mounted=0, blobs_skipped=0
+        job_id, bytes_copied=10, blobs_copied=1, blobs_mounted=0, blobs_skipped=0, now=now
     )
 
 
@@ -602,6 +603,50 @@ class TestQueries:
     async def test_empty(self, journal: Journal) -> None:
         """An empty journal has no backlog and nothing due."""
         assert (await journal.backlog(), await journal.next_due_at()) == (0, None)
+
+
+class TestRecoveryPoint:
+    """oldest_unreplicated: the push time of the oldest push not yet served per destination."""
+
+    async def test_a_failed_job_counts_until_a_later_success_serves_its_tag(
+        self, journal: Journal
+    ) -> None:
+        """A job FAILED (attempts used up) still counts at its push time; a newer push's job of
+        the same tag, once COMPLETE, serves the tag and the failed one stops counting."""
+        await record(journal, b"push", [KEY])
+        assert await fail_permanently(journal, await claim_one(journal)) is JobState.FAILED
+        assert await journal.oldest_unreplicated() == {"usw2": T0}
+        later = T0 + timedelta(minutes=5)
+        await record(journal, b"push again", [replace(KEY, origin="e2")], pushed_at=later)
+        assert await journal.oldest_unreplicated() == {"usw2": T0}
+        await complete(journal, await claim_one(journal, later), later)
+        assert await journal.oldest_unreplicated() == {}
+
+    async def test_retried_failed_job_stops_counting_once_complete(self, journal: Journal) -> None:
+        """`retry` of a FAILED job keeps counting it (PENDING), until it is COMPLETE."""
+        await record(journal, b"push", [KEY])
+        await fail_permanently(journal, await claim_one(journal))
+        assert await journal.retry_failed(None) == 1
+        assert await journal.oldest_unreplicated() == {"usw2": T0}
+        await complete(journal, await claim_one(journal), T0 + timedelta(minutes=1))
+        assert await journal.oldest_unreplicated() == {}
+
+    async def test_a_success_of_another_tag_or_destination_serves_nothing(
+        self, journal: Journal
+    ) -> None:
+        """A COMPLETE job of another tag, or of the same tag at another destination, leaves a
+        failed job counting."""
+        await record(journal, b"push", [KEY])
+        await fail_permanently(journal, await claim_one(journal))
+        await record(journal, b"others", [replace(KEY, tag="v2"), KEY_EU])
+        for row in await journal.claim_due(10, T0):
+            await complete(journal, row.id, T0 + timedelta(minutes=1))
+        assert await journal.oldest_unreplicated() == {"usw2": T0}
+
+    async def test_a_policy_refusal_is_not_lag(self, journal: Journal) -> None:
+        """A push the destination's policy refuses (FAILED POLICY_DENIED) never counts."""
+        await record(journal, b"denied", [], denied={KEY: "not allowed"})
+        assert await journal.oldest_unreplicated() == {}
 
 
 class TestSchema:

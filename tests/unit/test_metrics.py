@@ -210,6 +210,33 @@ class TestJournalGauges:
         }
         assert ages == {"use1": 90.0, "euw1": 0.0}
 
+    def test_declared_destinations_have_every_series_at_zero(self) -> None:
+        """Every declared destination shows each jobs-finished result, its retries and a
+        recovery point of 0 before anything happened, and keeps them through a refresh (an
+        `increase()` alert then sees the first failure)."""
+        metrics = Metrics()
+        metrics.declare_destinations(["usw2", "euw1"])
+        metrics.refresh_journal({}, 0, {})
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+        finished = {
+            (s.labels["destination"], s.labels["result"], s.value)
+            for s in families["replicator_jobs_finished"].samples
+            if s.name.endswith("_total")
+        }
+        assert finished == {
+            (d, r, 0.0) for d in ("usw2", "euw1") for r in ("complete", "failed", "superseded")
+        }
+        ages = {
+            s.labels["destination"]: s.value
+            for s in families["replicator_oldest_unreplicated_push_age_seconds"].samples
+        }
+        assert ages == {"usw2": 0.0, "euw1": 0.0}
+        retries = families["replicator_job_retries"].samples
+        assert {s.labels["destination"] for s in retries if s.name.endswith("_total")} == {
+            "usw2",
+            "euw1",
+        }
+
     async def test_scrape_reads_memory_not_the_journal(self, tmp_path: Path) -> None:
         """After one refresh, /metrics answers from memory even with the journal closed."""
         journal = await Journal.open(f"sqlite:///{tmp_path}/journal.db", claimer="test")
