@@ -36,6 +36,8 @@ SourceOpener = Callable[[int], AbstractAsyncContextManager[AsyncIterator[bytes]]
 # at or below the registry's offset, under 1 MiB it had already read. 1 MiB keeps a 10 GiB
 # blob's checkpoints within one PATCH chunk to 32 states (about 4 KiB).
 CHECKPOINT_BYTES = 1024 * 1024
+# A PATCH whose Content-Range does not start where the registry stands is answered this.
+RANGE_NOT_SATISFIABLE = 416
 
 
 class UploadModes:
@@ -210,30 +212,20 @@ async def _send_all(
         length = min(chunk_size, size - acknowledged)
         try:
             location = await _patch(client, location, source, acknowledged, length, scope=scope)
-        except TransportError as exc:
-            broke: TransportError = exc
         except RegistryError as exc:
-            if exc.temporary or acknowledged:
-                raise
-            modes.whole_blobs(client.host, f"PATCH answered {exc.status}")
-            raise ResumeUnsupported(f"{client.host} refused a chunked upload: {exc}") from exc
+            # A break, or 416: the registry holds other than we thought (what a request the
+            # link broke delivered may land after we asked); both ask where it got to.
+            if not isinstance(exc, TransportError) and exc.status != RANGE_NOT_SATISFIABLE:
+                if exc.temporary or acknowledged:
+                    raise
+                modes.whole_blobs(client.host, f"PATCH answered {exc.status}")
+                raise ResumeUnsupported(f"{client.host} refused a chunked upload: {exc}") from exc
+            broke: RegistryError = exc
         else:
             acknowledged += length
             source.hash.forget_below(acknowledged)
             continue
-        # The link broke: ask where the registry got to (asking again while the link is down).
-        status: tuple[int, str] | TransportError | None = broke
-        while isinstance(status, TransportError):
-            decision = after_break(offset=resumed_at, resumed_at=resumed_at, stalled=stalled)
-            if status is not broke:
-                if decision is None:
-                    raise status
-                stalled = decision.stalled
-                await asyncio.sleep(decision.wait_seconds)
-            try:
-                status = await _status(client, location, scope=scope)
-            except TransportError as exc:
-                status = exc
+        status, stalled = await _where(client, location, scope=scope, stalled=stalled)
         if status is None or not acknowledged <= status[0] <= source.position:
             said = "no offset" if status is None else f"offset {status[0]}"
             modes.whole_blobs(client.host, f"upload status after a break: {said}")
@@ -255,6 +247,22 @@ async def _send_all(
     return location
 
 
+async def _where(
+    client: RegistryClient, location: str, *, scope: str, stalled: int
+) -> tuple[tuple[int, str] | None, int]:
+    """The session's status (see `_status`), asked again while the link is down (each failed
+    ask a resume that brought nothing); with the stalled count after it."""
+    while True:
+        try:
+            return await _status(client, location, scope=scope), stalled
+        except TransportError:
+            decision = after_break(offset=0, resumed_at=0, stalled=stalled)
+            if decision is None:
+                raise
+            stalled = decision.stalled
+            await asyncio.sleep(decision.wait_seconds)
+
+
 async def _patch(
     client: RegistryClient,
     location: str,
@@ -265,6 +273,7 @@ async def _patch(
     scope: str,
 ) -> str:
     """One PATCH of `length` bytes at `offset`; returns the Location to use next."""
+    body = source.take(length)
     resp = await client.request(
         "PATCH",
         location,
@@ -275,7 +284,7 @@ async def _patch(
             "Content-Length": str(length),
             "Content-Range": f"{offset}-{offset + length - 1}",
         },
-        content=source.take(length),
+        content=body,
     )
     return _next_location(resp, location)
 
