@@ -21,6 +21,7 @@ from replicator.cli.backfill_output import (
     print_summary,
     progress_line,
 )
+from replicator.cli.parsing import byte_rate
 from replicator.cli.progress import drawn
 from replicator.config.loading import Config, load_config
 from replicator.domain.scan import RunOutcome
@@ -51,6 +52,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dry-run", action="store_true", help="print the plan; write nothing anywhere"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--max-bandwidth",
+        type=byte_rate,
+        default=None,
+        metavar="RATE",
+        help="blob bytes per second to and from each registry of the run (--destination's "
+        "only, if given), all jobs together; overrides the config's max_bandwidth (suffix k, "
+        "M or G: binary multiples)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -66,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     for name, flag in ((args.source, "--source"), (args.destination, "--destination")):
         if name is not None and name not in config.registries:
             raise UsageError(f"{flag} {name!r} names no registry of {config.path}")
+    if args.max_bandwidth is not None:
+        config = _with_bandwidth(config, args.max_bandwidth, only=args.destination)
     started = time.monotonic()
     report = asyncio.run(_main(config, options, dry_run=args.dry_run))
     seconds = time.monotonic() - started
@@ -76,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
     print_summary(report, seconds, as_json=args.json, out=out)
     clean = report.outcome is RunOutcome.COMPLETE and not report.counts.errors
     return 0 if clean and not report.interrupted else 1
+
+
+def _with_bandwidth(config: Config, rate: int, *, only: str | None) -> Config:
+    """`config` with `max_bandwidth = rate` for registry `only`, or for every registry."""
+    registries = {
+        name: registry.model_copy(update={"max_bandwidth": rate})
+        if only is None or name == only
+        else registry
+        for name, registry in config.registries.items()
+    }
+    return config.model_copy(update={"registries": registries})
 
 
 async def _main(config: Config, options: ScanOptions, *, dry_run: bool) -> BackfillReport:

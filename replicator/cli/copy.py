@@ -12,6 +12,7 @@ from dataclasses import asdict
 from replicator.cli import repository_list
 from replicator.cli.copy_options import SIDES, add_registry_options, resolve, tls_of
 from replicator.cli.documents import document, print_json
+from replicator.cli.parsing import MAX_BANDWIDTH_HELP, byte_rate
 from replicator.cli.progress import Progress, drawn
 from replicator.domain.refs import (
     Reference,
@@ -63,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_MAX_IN_FLIGHT,
         help="blob transfers in flight per registry (small requests: 4x as many)",
     )
+    parser.add_argument(
+        "--max-bandwidth", type=byte_rate, default=None, metavar="RATE", help=MAX_BANDWIDTH_HELP
+    )
     add_registry_options(parser)
     parser.add_argument(
         "--allow-nondistributable-artifacts",
@@ -102,6 +106,7 @@ async def _run(args: argparse.Namespace) -> int:
                 cert=tls.cert,
                 max_in_flight=args.per_registry,
                 foreign_layers=args.allow_nondistributable_artifacts,
+                max_bandwidth=args.max_bandwidth if side == "dst" else None,
             )
             return Endpoint(pool.client(settings), "")
 

@@ -51,6 +51,22 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+# Suffixes of a rate (`--max-bandwidth 8M`): binary multiples, as the sizes in this project are.
+RATE_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+MAX_BANDWIDTH_HELP = (
+    "blob bytes per second to the destination, all transfers together (suffix k, M or G: "
+    "binary multiples; default: no limit)"
+)
+
+
+def byte_rate(text: str) -> int:
+    """Bytes per second: a positive integer, optionally with k, M or G (binary multiples)."""
+    number, suffix = text.rstrip("kKmMgG"), text[len(text.rstrip("kKmMgG")) :].lower()
+    if not number.isascii() or not number.isdigit() or len(suffix) > 1 or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"expected bytes per second (8388608, 8M), got {text!r}")
+    return int(number) * RATE_SUFFIXES[suffix]
+
+
 class OptionalBool(argparse.Action):
     """A boolean flag that is true when given bare, or takes `=BOOL` (skopeo's spelling)."""
 

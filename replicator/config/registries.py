@@ -111,6 +111,9 @@ class RegistryConfig(Section):
     # Token services on another host than the registry's that may receive its credentials
     # (a Bearer challenge's realm elsewhere is refused otherwise): their URLs.
     token_realms: list[TokenRealmUrl] = Field(default_factory=list)
+    # Blob bytes per second to and from this registry, all jobs together (a token bucket);
+    # unset: no limit.
+    max_bandwidth: Annotated[int, Field(ge=1)] | None = None
     _name: str = PrivateAttr(default="")
 
     @model_validator(mode="before")

@@ -82,6 +82,7 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         foreign_layers=registry.allow_nondistributable_artifacts,
         ecr=ecr_api_of(registry),
         token_realms=tuple(registry.token_realms),
+        max_bandwidth=registry.max_bandwidth,
     )
 
 

@@ -92,7 +92,10 @@ async def _read_once(
                 status=resp.status_code,
                 temporary=False,
             )
-        async for received in resp.aiter_bytes():
+        chunks = resp.aiter_bytes()
+        if client.bandwidth is not None:
+            chunks = client.bandwidth.metered(chunks)
+        async for received in chunks:
             dropped = min(skip, len(received))
             skip -= dropped
             if len(received) > dropped:

@@ -284,7 +284,7 @@ async def _patch(
             "Content-Length": str(length),
             "Content-Range": f"{offset}-{offset + length - 1}",
         },
-        content=body,
+        content=body if client.bandwidth is None else client.bandwidth.metered(body),
     )
     return _next_location(resp, location)
 

@@ -134,6 +134,8 @@ async def upload(
     """Stream `chunks` (already wrapped by `verified`) into the repository as blob `digest`."""
     location = location or await start_upload(client, repository)
     scope = push_scope(repository)
+    if client.bandwidth is not None:
+        chunks = client.bandwidth.metered(chunks)
     try:
         if size <= chunk_threshold:
             # Monolithic: one PUT carrying the body, the digest in the query (OCI "single PUT").

@@ -22,6 +22,7 @@ from replicator.domain.realms import Origin, is_downgrade, origin_of
 from replicator.domain.refs import is_loopback_host, registry_endpoint
 from replicator.errors import AuthError, InvalidReferenceError, RegistryError, TransportError
 from replicator.registry.auth import Authenticator
+from replicator.registry.bandwidth import Bandwidth
 from replicator.registry.connections import USER_AGENT, tls_error
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.ecr import EcrApi
@@ -94,6 +95,8 @@ class RegistryClient:
         self.foreign_layers = foreign_layers
         # An ECR registry: repositories are listed and created through ECR's own API.
         self.ecr = ecr
+        # The limit on blob bytes to and from it (`max_bandwidth`), set by the pool.
+        self.bandwidth: Bandwidth | None = None
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url})"

@@ -13,6 +13,7 @@ from types import TracebackType
 import httpx
 
 from replicator.errors import ConfigError
+from replicator.registry.bandwidth import Bandwidth
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, RegistryClient
 from replicator.registry.connections import USER_AGENT, new_http_client, new_transport
 from replicator.registry.credentials import CredentialProvider
@@ -40,6 +41,8 @@ class RegistrySettings:
     ecr: EcrApi | None = field(default=None, repr=False)
     # Token realms on other hosts than the registry's that may receive its credentials.
     token_realms: tuple[str, ...] = ()
+    # Blob bytes per second to and from the registry, all jobs together; None: no limit.
+    max_bandwidth: int | None = None
 
 
 def proxy_settings(configured: str | None) -> ProxySettings:
@@ -125,6 +128,8 @@ class ClientPool:
             token_realms=settings.token_realms,
             user_agent=self._user_agent,
         )
+        if settings.max_bandwidth is not None:
+            client.bandwidth = Bandwidth(settings.max_bandwidth)
         self._clients[settings.host] = client
         return client
 

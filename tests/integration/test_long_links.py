@@ -28,6 +28,12 @@ LAYER_SIZE = 3 * CUT_AFTER
 # What a resumed transfer may cost on the wire, against the layer's size: headers, the small
 # requests, and what was in flight at each cut.
 WIRE_FACTOR = 1.25
+# `--max-bandwidth 8M`, and how far the measured rate may be from it (the issue's bound).
+BANDWIDTH_LIMIT = 8 * MIB
+BANDWIDTH_TOLERANCE = 0.05
+# The rate is measured while the bytes on the wire go from 10% to 90% of the total: the layer's
+# body, without the round trips before it starts and the manifest after it.
+STEADY_FROM, STEADY_TO = 0.1, 0.9
 
 
 @pytest.fixture
@@ -139,3 +145,32 @@ class TestDroppingLink:
         assert run.stderr.count("upload_resume_unsupported") == 1, run.stderr
         # The bytes before the cut were lost with the session: the blob went up again whole.
         assert proxy.bytes_to_upstream >= LAYER_SIZE + CUT_AFTER
+
+
+class TestBandwidthLimit:
+    """`copy --max-bandwidth`: blob bytes to the destination at the limit, not above or below."""
+
+    def test_upload_runs_at_the_limit(
+        self,
+        big_image: BuiltImage,
+        tmp_path: Path,
+        src_registry: Registry,
+        dst_registry: Registry,
+        cutting_proxy_factory: type[CuttingProxy],
+    ) -> None:
+        """A 24 MiB layer copied at 8 MiB/s crosses to the destination at 8 MiB/s within 5%
+        (over its middle 80%, about 2.4 s)."""
+        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
+        proxy = cutting_proxy_factory(dst_registry.url, cut_after=None)
+        run = run_copy(
+            f"{src_registry.host}/team/big:v1",
+            f"{proxy.host}/team/big:v1",
+            "--max-bandwidth",
+            "8M",
+        )
+        assert run.exit_code == 0, str(run)
+        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        rate = proxy.upstream_rate(STEADY_FROM, STEADY_TO)
+        assert abs(rate - BANDWIDTH_LIMIT) <= BANDWIDTH_TOLERANCE * BANDWIDTH_LIMIT, (
+            f"{rate / MIB:.2f} MiB/s at a limit of {BANDWIDTH_LIMIT / MIB:.0f} MiB/s"
+        )

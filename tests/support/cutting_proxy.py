@@ -8,6 +8,8 @@ address in the Host header and writes its Locations to point at the proxy.
 
     proxy = CuttingProxy(registry.url, cut_after=8 * MIB); proxy.start()
     ...; proxy.bytes_to_upstream, proxy.bytes_to_client, proxy.cuts; proxy.stop()
+
+With `cut_after=None` it only counts: the bytes each way, and the rate upstream.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 # 64 KiB reads: large enough for throughput, small enough to cut within a few KiB of N.
@@ -57,6 +60,8 @@ class CuttingProxy:
         self.bytes_to_client = 0
         self.cuts = 0
         self.connections = 0
+        # (monotonic time, bytes so far) each time bytes went upstream, for a rate.
+        self.upstream_progress: list[tuple[float, int]] = []
         self.port = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -77,6 +82,17 @@ class CuttingProxy:
         """Start counting bytes and cuts afresh (after a test's set-up went through it)."""
         with self._lock:
             self.bytes_to_upstream = self.bytes_to_client = self.cuts = self.connections = 0
+            self.upstream_progress = []
+
+    def upstream_rate(self, low: float, high: float) -> float:
+        """Bytes per second upstream while the total went from `low` to `high` (fractions of
+        what went in all): the steady rate, without the requests before and after a blob."""
+        with self._lock:
+            samples = list(self.upstream_progress)
+        total = samples[-1][1]
+        start = next(sample for sample in samples if sample[1] >= low * total)
+        end = next(sample for sample in samples if sample[1] >= high * total)
+        return (end[1] - start[1]) / (end[0] - start[0])
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -189,6 +205,7 @@ class CuttingProxy:
             if upstream:
                 conn.to_upstream += size
                 self.bytes_to_upstream += size
+                self.upstream_progress.append((time.monotonic(), self.bytes_to_upstream))
             else:
                 conn.to_client += size
                 self.bytes_to_client += size
