@@ -69,6 +69,7 @@ class SourceSettings:
     auth: SourceAuth
     format: WebhookFormat | None
     location: tuple[str, str]
+    host: str | None = None  # the registry's host[:port], which a body naming a host must match
 
 
 def source_settings(config: Config) -> dict[str, SourceSettings]:
@@ -78,7 +79,9 @@ def source_settings(config: Config) -> dict[str, SourceSettings]:
     for name, registry in config.registries.items():
         source = config.bridge.sources.get(name)
         pinned = None if source is None or source.format == "auto" else WebhookFormat(source.format)
-        settings[name] = SourceSettings(auths[name], pinned, (registry.account, registry.region))
+        settings[name] = SourceSettings(
+            auths[name], pinned, (registry.account, registry.region), registry.host
+        )
     token = config.bridge.token
     if token is not None:
         bearer = SourceAuth(WebhookAuth.BEARER, token.get_secret_value().encode())
@@ -176,6 +179,7 @@ class Bridge:
                 source=name,
                 location=source.location,
                 pinned=source.format,
+                host=source.host,
             )
         except EventError as exc:
             format_name = source.format or _guess(request)

@@ -61,10 +61,7 @@ def distribution_event(event: Any, source: str, index: int) -> ParsedEvent:
     if action == "mount":
         return Ignored(IgnoreReason.BLOB_MOUNT, event_id)
     if action not in ("push", "delete"):
-        raise EventError(
-            f"{where}.action {action[:40]!r} is not push, delete, pull or mount",
-            reason=RejectReason.UNSUPPORTED_EVENT,
-        )
+        return Ignored(IgnoreReason.UNKNOWN_ACTION, event_id)
     target = event.get("target")
     if not isinstance(target, dict):
         raise EventError(f"{where}.target is missing", reason=RejectReason.MISSING_FIELD)

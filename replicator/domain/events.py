@@ -37,6 +37,9 @@ class IgnoreReason(StrEnum):
     NOT_SUCCESSFUL = "not_successful"
     REPLICATION_EVENT = "replication_event"
     TAG_NOT_FOUND = "tag_not_found"  # a tag-only push whose tag is gone from the source
+    # An action this parser does not know (GitLab's registry sends `rename`): acknowledged, so
+    # a sender that retries refused deliveries does not hold its later pushes behind it.
+    UNKNOWN_ACTION = "unknown_action"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPE
 from replicator.domain.events import PushEvent
 from replicator.domain.payloads import parse_payload
 from tests.support import skopeo
+from tests.support.daemon import metric_value
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
 from tests.support.ports import free_port, wait_listening
@@ -58,6 +59,7 @@ ENVELOPE = manifest_envelope("team/app")
 EVENTS = DISTRIBUTION_EVENTS_MEDIA_TYPE
 EVENTS_TYPE = {"content-type": EVENTS}
 PATH = f"/events/{SOURCE}"
+WEBHOOK_SAMPLES = Path(__file__).resolve().parents[1] / "data" / "webhooks"
 
 
 def write_config(folder: Path, broker: Mosquitto, *, listen: str = "127.0.0.1:0") -> Config:
@@ -203,6 +205,21 @@ class TestBridgeHttp:
         async with httpx.AsyncClient() as http:
             response = await http.post(f"{bridge.url}{path}", content=body, headers=headers)
         assert response.status_code == status
+        await bridge.assert_nothing_published()
+
+    async def test_gitlab_rename_is_acknowledged_and_counted(self, bridge: BridgeUnderTest) -> None:
+        """GitLab's registry `rename` delivery is answered 200 (its sender would retry a 4xx and
+        hold later pushes behind it), counted as ignored, and nothing is published."""
+        body = (WEBHOOK_SAMPLES / "distribution-gitlab-rename.json").read_bytes()
+        headers = {**EVENTS_TYPE, "authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient() as http:
+            response = await http.post(f"{bridge.url}{PATH}", content=body, headers=headers)
+            metrics = (await http.get(f"{bridge.url}/metrics")).text
+        assert response.status_code == 200, response.text
+        assert response.json() == {"published": False, "ignored": ["unknown_action"]}
+        ignored = metric_value(metrics, "replicator_bridge_requests_total",
+                               source=SOURCE, format="distribution", outcome="ignored")  # fmt: skip
+        assert ignored == 1
         await bridge.assert_nothing_published()
 
     async def test_503_while_broker_down_then_200(self, bridge: BridgeUnderTest) -> None:

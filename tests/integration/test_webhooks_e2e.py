@@ -130,6 +130,10 @@ def rewritten(
     document = json.loads(text)
     if format_name == "ecr":
         document["account"], document["region"] = SOURCE_ACCOUNT, REGIONS[USE1]
+    if format_name == "artifactory":
+        # The published repository is <repository key>/<image name>: key "prod" here.
+        key, _, image = repository.partition("/")
+        document["data"]["repo_key"], document["data"]["image_name"] = key, image
     if format_name == "gar":
         data = base64.b64decode(document["message"]["data"]).decode()
         data = data.replace(SAMPLE_DIGEST, digest).replace(GAR_IMAGE, f"{host}/{repository}")

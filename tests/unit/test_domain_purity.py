@@ -39,7 +39,9 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted(DOMAIN.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(DOMAIN.rglob("*.py")), ids=lambda p: str(p.relative_to(DOMAIN))
+)
 def test_domain_module_imports_no_io(path: Path) -> None:
     """Each domain module imports neither I/O libraries, clocks, nor the I/O half of the project."""
     for name in _imports(path):

@@ -83,6 +83,11 @@ ACCEPTED = [
     pytest.param("distribution-mount.json", [("ignored", IgnoreReason.BLOB_MOUNT)], id="mount"),
     pytest.param("distribution-pull.json", [("ignored", IgnoreReason.PULL)], id="pull"),
     pytest.param(
+        "distribution-unknown-action.json",
+        [("ignored", IgnoreReason.UNKNOWN_ACTION)],
+        id="unknown-action-acknowledged",
+    ),
+    pytest.param(
         "distribution-schema1.json",
         [("ignored", IgnoreReason.UNSUPPORTED_MEDIA_TYPE)],
         id="schema1-push",
@@ -149,9 +154,6 @@ REJECTED = [
     pytest.param("unknown-shape.json", RejectReason.UNSUPPORTED_EVENT, id="unknown-shape"),
     pytest.param(
         "distribution-events-not-list.json", RejectReason.UNSUPPORTED_EVENT, id="events-not-list"
-    ),
-    pytest.param(
-        "distribution-unknown-action.json", RejectReason.UNSUPPORTED_EVENT, id="unknown-action"
     ),
     pytest.param(
         "distribution-invalid-repository.json",

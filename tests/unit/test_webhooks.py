@@ -28,7 +28,15 @@ HEADERS: dict[str, dict[str, str]] = {
     "zot-delete": {**JSON, "ce-type": "zotregistry.image.deleted", "ce-id": "zot-2"},
     "github": {**JSON, "x-github-event": "registry_package", "x-github-delivery": "gh-1"},
     "harbor-cloudevents": {"content-type": "application/cloudevents+json"},
-}
+    "distribution-gitlab": {"content-type": "application/vnd.docker.distribution.events.v1+json"},
+    # Gitea and Forgejo send GitHub's header too, and their own.
+    "gitea": {**JSON, "x-gitea-event": "package", "x-github-event": "package",
+              "x-gitea-delivery": "gitea-1"},
+    "forgejo": {**JSON, "x-forgejo-event": "package", "x-gitea-event": "package",
+                "x-github-event": "package", "x-forgejo-delivery": "forgejo-1"},
+}  # fmt: skip
+# The configured registry host of the source a sample is sent for, where the body names one.
+HOSTS = {"gar": "us-docker.pkg.dev"}
 
 
 def headers_of(name: str) -> dict[str, str]:
@@ -43,7 +51,8 @@ def headers_of(name: str) -> dict[str, str]:
 def run(name: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
     """Normalise sample `name` (or `body` sent as it)."""
     raw = body if body is not None else (SAMPLES / name).read_bytes()
-    return normalise(raw, headers or headers_of(name), source="src", location=LOCATION)
+    host = HOSTS.get(name.partition("-")[0])
+    return normalise(raw, headers or headers_of(name), source="src", location=LOCATION, host=host)
 
 
 # (sample, format, [(action, repository, digest, tag, media type)])
@@ -64,16 +73,50 @@ EXPECTED = [
     ("zot-push.json", "zot", [("push", "prod/web", DIGEST, "v1", OCI)]),
     ("zot-delete.json", "zot", [("delete", "prod/web", None, "v1", None)]),
     ("github-push.json", "github", [("push", "prod/web", DIGEST, "v1", OCI)]),
-    ("artifactory-push.json", "artifactory", [("push", "prod/web", None, "v1", None)]),
-    ("artifactory-delete.json", "artifactory", [("delete", "prod/web", None, "v1", None)]),
+    ("artifactory-push.json", "artifactory",
+     [("push", "docker-local/prod/web", None, "v1", None)]),
+    ("artifactory-delete.json", "artifactory",
+     [("delete", "docker-local/prod/web", None, "v1", None)]),
     ("gar-push.json", "gar", [("push", "example-project/prod/web", DIGEST, "v1", None)]),
     ("gar-delete.json", "gar", [("delete", "example-project/prod/web", None, "v1", None)]),
+    ("quay-push-legacy.json", "quay", [("push", "prod/web", None, "v1", None)]),
+    ("github-push-owner-capitals.json", "github", [("push", "prod/web", DIGEST, "v1", OCI)]),
+    ("gitea-push.json", "gitea", [("push", "prod/web", None, "v1", None)]),
+    ("gitea-delete.json", "gitea", [("delete", "prod/web", None, "v1", None)]),
+    ("gitea-push-untagged.json", "gitea", [("push", "prod/web", DIGEST, None, None)]),
+    ("forgejo-push.json", "gitea", [("push", "prod/web", None, "v1", None)]),
+]  # fmt: skip
+
+# Real deliveries that need no work: (sample, format, the reasons it is ignored for).
+ACKNOWLEDGED = [
+    ("distribution-gitlab-rename.json", "distribution", ["unknown_action"]),
+    ("quay-build-success.json", "quay", ["quay_build"]),
+    ("quay-test-notification.json", "quay", ["quay_test_notification"]),
+    ("quay-vulnerability-found.json", "quay", ["quay_other_event"]),
+    ("acr-ping.json", "acr", ["acr_ping"]),
+    ("gar-push-other-location.json", "gar", ["gar_other_registry"]),
 ]  # fmt: skip
 
 
 def test_every_sample_has_a_case() -> None:
     """Each stored sample body is covered by the table below."""
-    assert {case[0] for case in EXPECTED} == {p.name for p in SAMPLES.glob("*.json")}
+    covered = {case[0] for case in EXPECTED} | {case[0] for case in ACKNOWLEDGED}
+    assert covered == {p.name for p in SAMPLES.glob("*.json")}
+
+
+@pytest.mark.parametrize(
+    ("name", "format_name", "reasons"), ACKNOWLEDGED, ids=lambda v: str(v)[:30]
+)
+def test_sample_is_acknowledged_and_ignored(
+    name: str, format_name: str, reasons: list[str]
+) -> None:
+    """A real delivery of a known sender that names no push or delete (a rename, a build, a
+    ping, a test notification, another registry's message) is recognised and ignored, with a
+    reason, never refused: a sender retrying refused deliveries would hold its later pushes."""
+    webhook = run(name)
+    assert webhook.format == WebhookFormat(format_name)
+    assert webhook.events == ()
+    assert list(webhook.ignored) == reasons
 
 
 @pytest.mark.parametrize(("name", "format_name", "events"), EXPECTED, ids=lambda v: str(v)[:30])

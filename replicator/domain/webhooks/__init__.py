@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from replicator.domain import webhook_formats as formats
 from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPES
 from replicator.domain.events import Ignored, PushEvent, RejectReason, TagPush
 from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
-from replicator.domain.webhook_formats import WebhookEvent
+from replicator.domain.webhooks import forges, formats
+from replicator.domain.webhooks.formats import WebhookEvent
 from replicator.errors import EventError
 
 __all__ = ["Webhook", "WebhookEvent", "WebhookFormat", "normalise", "recognise"]
@@ -43,6 +43,7 @@ class WebhookFormat(StrEnum):
     GITHUB = "github"
     ARTIFACTORY = "artifactory"
     GAR = "gar"
+    GITEA = "gitea"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,9 @@ def recognise(headers: Mapping[str, str], document: Any) -> WebhookFormat | None
     """The format of a body (parsed JSON) sent with `headers` (lower-case names), or None."""
     if _content_type(headers) in DISTRIBUTION_EVENTS_MEDIA_TYPES:
         return WebhookFormat.DISTRIBUTION
+    if any(header in headers for header in forges.GITEA_EVENT_HEADERS):
+        # Before GitHub's: Gitea and Forgejo send X-GitHub-Event as well.
+        return WebhookFormat.GITEA
     if "x-github-event" in headers:
         return WebhookFormat.GITHUB
     if "ce-type" in headers:
@@ -83,6 +87,11 @@ def _is_harbor_cloudevent(document: dict[str, Any]) -> bool:
     return "specversion" in document and isinstance(kind, str) and kind.startswith("harbor.")
 
 
+def _is_quay(document: dict[str, Any]) -> bool:
+    # Every Quay event has repository, docker_url and homepage; pushes also updated_tags.
+    return "repository" in document and ("updated_tags" in document or "docker_url" in document)
+
+
 def _is_pubsub_push(document: dict[str, Any]) -> bool:
     message = document.get("message")
     return isinstance(message, dict) and "data" in message
@@ -94,7 +103,11 @@ _SHAPES: tuple[tuple[Callable[[dict[str, Any]], bool], WebhookFormat], ...] = (
     (lambda d: "detail-type" in d, WebhookFormat.ECR),
     (_is_harbor_cloudevent, WebhookFormat.HARBOR_CLOUDEVENTS),
     (lambda d: "event_data" in d and isinstance(d.get("type"), str), WebhookFormat.HARBOR),
-    (lambda d: "updated_tags" in d and "repository" in d, WebhookFormat.QUAY),
+    # Every Quay event has repository, docker_url and homepage; pushes also updated_tags.
+    (
+        lambda d: "repository" in d and ("updated_tags" in d or "docker_url" in d),
+        WebhookFormat.QUAY,
+    ),
     (lambda d: "registry_package" in d or "package" in d, WebhookFormat.GITHUB),
     (lambda d: "domain" in d and "event_type" in d, WebhookFormat.ARTIFACTORY),
     (_is_pubsub_push, WebhookFormat.GAR),
@@ -102,6 +115,8 @@ _SHAPES: tuple[tuple[Callable[[dict[str, Any]], bool], WebhookFormat], ...] = (
     (lambda d: d.get("action") in formats.GAR_ACTIONS, WebhookFormat.GAR),
     # ACR posts one distribution-style event, not an envelope.
     (lambda d: isinstance(d.get("target"), dict) and "action" in d, WebhookFormat.ACR),
+    # ACR's ping ("az acr webhook ping") has no target.
+    (lambda d: d.get("action") == "ping" and "id" in d and "timestamp" in d, WebhookFormat.ACR),
 )
 
 
@@ -112,9 +127,11 @@ def normalise(
     source: str,
     location: tuple[str, str],
     pinned: WebhookFormat | None = None,
+    host: str | None = None,
 ) -> Webhook:
     """Recognise (unless `pinned`) and normalise one delivery for `source`, whose configured
-    (account, region) is `location`; raise EventError with a RejectReason when it is unusable.
+    (account, region) is `location` and registry `host` (None: unknown); raise EventError with
+    a RejectReason when it is unusable.
 
     `headers` are lower-case names.
     """
@@ -128,7 +145,8 @@ def normalise(
     if found is None:
         raise EventError(
             "the body is no registry webhook this bridge knows (distribution, ECR, Harbor, "
-            "Quay, ACR, zot, GitHub, Artifactory, GAR); set the source's format to pin one",
+            "Quay, ACR, zot, GitHub, Gitea/Forgejo, Artifactory, GAR); set the source's format "
+            "to pin one",
             reason=RejectReason.UNKNOWN_FORMAT,
         )
     if found is WebhookFormat.DISTRIBUTION:
@@ -149,7 +167,11 @@ def normalise(
         case WebhookFormat.ZOT:
             parsed = formats.zot(document, headers, fallback_id)
         case WebhookFormat.GITHUB:
-            parsed = formats.github(document, headers, fallback_id)
+            parsed = forges.github(document, headers, fallback_id)
+        case WebhookFormat.GITEA:
+            parsed = forges.gitea(document, headers, fallback_id)
+        case WebhookFormat.GAR:
+            parsed = formats.gar(document, fallback_id, host)
         case _:
             parsed = _BODY_ONLY[found](document, fallback_id)
     events, ignored = parsed
@@ -161,7 +183,6 @@ _BODY_ONLY: Mapping[WebhookFormat, Callable[[dict[str, Any], str], formats.Parse
     WebhookFormat.QUAY: formats.quay,
     WebhookFormat.ACR: lambda document, _id: formats.acr(document),
     WebhookFormat.ARTIFACTORY: formats.artifactory,
-    WebhookFormat.GAR: formats.gar,
 }
 
 

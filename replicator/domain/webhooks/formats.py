@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
-from replicator.domain import webhook_fields as fields
 from replicator.domain.ecr_events import ECR_IMAGE_ACTION, ECR_REPLICATION_ACTION
 from replicator.domain.event_fields import optional_str, required_str, valid_repository
 from replicator.domain.events import IgnoreReason, RejectReason
 from replicator.domain.media import is_manifest_type
 from replicator.domain.refs import is_digest
 from replicator.domain.timestamps import format_timestamp
+from replicator.domain.webhooks import fields
 from replicator.errors import EventError
 
 GAR_ACTIONS = frozenset({"INSERT", "DELETE"})
@@ -180,9 +180,24 @@ def _harbor_resources(
 
 
 def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
-    """Quay's `repo_push`: tags and no digest (the daemon resolves them); no delete exists."""
+    """Quay: `repo_push` names tags and no digest (the daemon resolves them); no delete exists.
+
+    Every Quay event carries `repository` and `docker_url`; only `repo_push` has
+    `updated_tags`: a list today, an object of tag -> V1 image id (not a manifest digest) in
+    older Quay. The "Test Notification" button sends the push's sample data, which alone has
+    `pruned_image_count`, for sample tags that need not exist: it is acknowledged, not published.
+    """
     repository = valid_repository(required_str(document, "repository", "body"))
-    tags = fields.entries(document, "updated_tags", "body")
+    if "updated_tags" not in document:
+        # build_queued/start/success/failure/cancelled (build_id), vulnerability_found,
+        # repo_mirror_sync_*, repo_image_expiry, quota_*: nothing was pushed.
+        return [], ["quay_build" if "build_id" in document else "quay_other_event"]
+    updated = document["updated_tags"]
+    if isinstance(updated, dict):
+        updated = list(updated)  # the older shape: the tags are the keys
+    elif isinstance(updated, list) and "pruned_image_count" in document:
+        return [], ["quay_test_notification"]
+    tags = fields.entries({"updated_tags": updated}, "updated_tags", "body")
     events = []
     for index, tag in enumerate(tags):
         if not isinstance(tag, str):
@@ -200,7 +215,8 @@ def acr(document: dict[str, Any]) -> Parsed:
     event_id = required_str(document, "id", "body")
     action = required_str(document, "action", "body")
     if action not in ("push", "delete"):
-        return [], [f"acr_{fields.word(action)}"]  # chart_push, chart_delete, quarantine, ping
+        # chart_push, chart_delete, quarantine, and ping (whose body has no target)
+        return [], [f"acr_{fields.word(action)}"]
     target = fields.mapping(document, "target", "body")
     repository = valid_repository(required_str(target, "repository", "target"))
     digest = fields.digest(required_str(target, "digest", "target"))
@@ -241,57 +257,34 @@ def zot(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) 
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, when)], []
 
 
-def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
-    """GitHub Packages `registry_package` / `package` (published, updated); no delete exists."""
-    kind = headers.get("x-github-event", "registry_package")
-    if kind not in ("registry_package", "package"):
-        return [], [f"github_{fields.word(kind)}"]  # ping, and events of other kinds
-    action = required_str(document, "action", "body")
-    if action not in ("published", "updated"):
-        return [], [f"github_{fields.word(action)}"]
-    package = fields.mapping(document, kind, "body")
-    package_type = str(package.get("package_type", "")).lower()
-    if package_type not in ("container", "docker"):
-        return [], ["github_not_container"]
-    version = fields.mapping(package, "package_version", kind)
-    metadata = fields.mapping(version, "container_metadata", "package_version")
-    tag_info = metadata.get("tag")
-    tag_info = tag_info if isinstance(tag_info, dict) else {}
-    digest = fields.digest(
-        optional_str(tag_info, "digest", "tag") or required_str(version, "name", "package_version")
-    )
-    tag = fields.tag(optional_str(tag_info, "name", "tag"))  # "" when untagged
-    manifest = metadata.get("manifest")
-    media_type = (
-        optional_str(manifest, "media_type", "manifest") if isinstance(manifest, dict) else None
-    )
-    repository = valid_repository(
-        fields.image_path(required_str(version, "package_url", "package_version"))
-    )
-    event_id = headers.get("x-github-delivery") or fallback_id
-    return [WebhookEvent("push", repository, digest, tag, media_type, event_id)], []
-
-
 def artifactory(document: dict[str, Any], fallback_id: str) -> Parsed:
     """JFrog Artifactory, Docker domain: pushed / deleted (a tag).
 
     `data.sha256` is the checksum of the tag's manifest.json file, which is not known to equal
-    the manifest digest, so a push is sent by tag and the daemon resolves it at the source.
+    the manifest digest, so a push is sent by tag and the daemon resolves it at the source. The
+    repository a client pulls is `<repo_key>/<image_name>` (the repository path method, the one
+    every Artifactory serves; `image_name` alone is right only with a host per repository).
     """
     domain = required_str(document, "domain", "body")
     kind = required_str(document, "event_type", "body")
     if domain != "docker" or kind not in ("pushed", "deleted"):
         return [], [f"artifactory_{fields.word(domain)}_{fields.word(kind)}"]
     data = fields.mapping(document, "data", "body")
-    repository = valid_repository(required_str(data, "image_name", "data"))
+    image = required_str(data, "image_name", "data")
+    key = optional_str(data, "repo_key", "data")
+    repository = valid_repository(f"{key}/{image}" if key else image)
     tag = fields.tag(required_str(data, "tag", "data"))
     action: Action = "push" if kind == "pushed" else "delete"
     return [WebhookEvent(action, repository, None, tag, None, fallback_id)], []
 
 
-def gar(document: dict[str, Any], fallback_id: str) -> Parsed:
+def gar(document: dict[str, Any], fallback_id: str, host: str | None) -> Parsed:
     """Google Artifact Registry / GCR through a Pub/Sub push subscription (wrapped, or raw
-    with payload unwrapping): base64 `message.data` of {action, digest, tag}."""
+    with payload unwrapping): base64 `message.data` of {action, digest, tag}.
+
+    The project's `gcr` topic carries every location's messages (and gcr.io's): one naming
+    another host than the source's registry (`host`, when known) is acknowledged and ignored.
+    """
     message = document.get("message")
     event_id = fallback_id
     when = None
@@ -321,6 +314,9 @@ def gar(document: dict[str, Any], fallback_id: str) -> Parsed:
         repository = tag_repository
     if repository is None:
         raise EventError("data has neither digest nor tag", reason=RejectReason.MISSING_FIELD)
-    repository = valid_repository(fields.image_path(repository))
+    path = fields.image_path(repository)  # refuses a reference without a host
+    if host is not None and repository.partition("/")[0].lower() != host.lower():
+        return [], ["gar_other_registry"]
+    repository = valid_repository(path)
     kind: Action = "push" if action == "INSERT" else "delete"
     return [WebhookEvent(kind, repository, digest, tag, None, event_id, when)], []
