@@ -14,6 +14,7 @@ import pytest
 from tests.support import skopeo
 from tests.support.copy_cli import run_copy
 from tests.support.cutting_proxy import CuttingProxy
+from tests.support.fault_proxy import Fault, FaultProxy, blob_get
 from tests.support.images import BuiltImage, big_blob_layout
 from tests.support.registry_server import Registry
 from tests.support.resuming_uploads import ResumingUploads
@@ -99,6 +100,31 @@ class TestDroppingLink:
         assert proxy.cuts >= 2, "the link never dropped the transfer"
         assert proxy.bytes_to_client <= WIRE_FACTOR * LAYER_SIZE, (
             f"{proxy.bytes_to_client} bytes read for a {LAYER_SIZE}-byte layer"
+        )
+
+    def test_download_behind_a_storage_redirect_resumes(
+        self,
+        big_image: BuiltImage,
+        tmp_path: Path,
+        src_registry: Registry,
+        dst_registry: Registry,
+        cutting_proxy_factory: type[CuttingProxy],
+        fault_proxy_factory: Callable[[Registry], FaultProxy],
+    ) -> None:
+        """A source whose blob GETs redirect to storage behind the link: each resume asks the
+        registry again and follows its redirect with the Range; the layer arrives digest-exact
+        with at most 1.25x its bytes read over the link."""
+        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
+        storage = cutting_proxy_factory(src_registry.url, cut_after=CUT_AFTER)
+        registry = fault_proxy_factory(src_registry)
+        redirect = registry.add(Fault.redirect(blob_get(big_image.layer_digests[0]), storage.url))
+        run = run_copy(f"{registry.host}/team/big:v1", f"{dst_registry.host}/team/big:v1")
+        assert run.exit_code == 0, str(run)
+        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert storage.cuts >= 2, "the link never dropped the transfer"
+        assert redirect.injected >= storage.cuts + 1, "a resume went to storage unasked"
+        assert storage.bytes_to_client <= WIRE_FACTOR * LAYER_SIZE, (
+            f"{storage.bytes_to_client} bytes read for a {LAYER_SIZE}-byte layer"
         )
 
     def test_upload_resumes_where_the_link_dropped(

@@ -222,6 +222,8 @@ class FaultProxy:
                     await self._answer_status(client, reader, writer, fault)
                 elif fault is not None and fault.kind is FaultKind.SERVE_BODY:
                     await self._serve_body(client, reader, writer, fault)
+                elif fault is not None and fault.kind is FaultKind.REDIRECT:
+                    await self._redirect(client, reader, writer, fault, event.target)
                 else:
                     if fault is not None and fault.kind is FaultKind.STALL:
                         await asyncio.sleep(fault.stall_seconds)
@@ -292,6 +294,20 @@ class FaultProxy:
         ]
         await _send(client, writer, h11.Response(status_code=200, headers=headers))
         await _send(client, writer, h11.Data(data=fault.body))  # h11 drops it for a HEAD
+        await _send(client, writer, h11.EndOfMessage())
+
+    async def _redirect(
+        self,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fault: Fault,
+        target: bytes,
+    ) -> None:
+        await self._drain_request_body(client, reader)
+        location = fault.redirect_to.encode() + target
+        headers = [(b"location", location), (b"content-length", b"0")]
+        await _send(client, writer, h11.Response(status_code=307, headers=headers))
         await _send(client, writer, h11.EndOfMessage())
 
     def _rewrite_location(self, value: bytes) -> bytes:

@@ -31,6 +31,7 @@ class FaultKind(StrEnum):
     RESET = "reset"  # send part of the body, then reset the connection (RST)
     STALL = "stall"  # wait before forwarding the request
     SERVE_BODY = "serve_body"  # answer 200 with given bytes, upstream never sees the request
+    REDIRECT = "redirect"  # answer 307 to the same target elsewhere (blob storage), as S3 does
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class Fault:
     content_type: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     error_code: str | None = None
+    redirect_to: str = ""
     injected: int = 0
 
     @classmethod
@@ -215,6 +217,12 @@ class Fault:
         """Answer 200 with `body` (and its own Docker-Content-Digest), as a registry holding
         those bytes would, to GET and HEAD alike; every match by default."""
         return cls(FaultKind.SERVE_BODY, match, times=times, body=body, content_type=content_type)
+
+    @classmethod
+    def redirect(cls, match: Predicate, to_base: str, *, times: int | None = None) -> Fault:
+        """Answer 307 with `Location: <to_base><the request's target>` (a registry sending
+        a blob GET to its storage); every match by default."""
+        return cls(FaultKind.REDIRECT, match, times=times, redirect_to=to_base.rstrip("/"))
 
     def retry_after(self) -> str | None:
         """The Retry-After value as of now, or None."""
