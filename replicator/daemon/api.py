@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from replicator.config.loading import Config
@@ -115,14 +116,21 @@ async def refresh_journal_gauges(daemon: Served) -> None:
     daemon.metrics.refresh_journal(counts, backlog, oldest, deferred)
 
 
-async def serve_api(daemon: Served, stop: asyncio.Event) -> None:
-    """Serve the API on `[http] listen` until `stop`, refreshing the journal's gauges."""
+async def serve_api(
+    daemon: Served, stop: asyncio.Event, *, fleet_wide: Callable[[], bool] = lambda: True
+) -> None:
+    """Serve the API on `[http] listen` until `stop`, refreshing the journal's gauges while
+    `fleet_wide` says this member counts for the fleet (the others export none, so the gauges
+    summed over a fleet's members count each job once, and the journal counts once)."""
     http = daemon.config.http
     async with HttpServer(routes(daemon), host=http.host, port=http.port, name="api"):
         changed = daemon.metrics.journal_changed
         while not stop.is_set():
             started = time.monotonic()
-            await refresh_journal_gauges(daemon)
+            if fleet_wide():
+                await refresh_journal_gauges(daemon)
+            else:
+                daemon.metrics.forget_journal()
             pause = gauge_pause(time.monotonic() - started)
             await _first(stop, changed, seconds=max(JOURNAL_GAUGES_SECONDS, pause))
             changed.clear()

@@ -137,6 +137,12 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.fleet_duties = Gauge(
+            "replicator_fleet_intake",
+            "1 while this member takes the events and runs the fleet-wide chores (alone, or "
+            "holding the fleet's lease); the journal's gauges are exported by this member only",
+            registry=r,
+        )
         self._oldest: dict[str, datetime | None] = {}
         # The configured destinations: their series exist (at 0) before anything happens.
         self._destinations: tuple[str, ...] = ()
@@ -205,6 +211,11 @@ class Metrics:
         destinations = {d for _, d in counts} | set(oldest) | set(self._destinations)
         self._oldest = {d: oldest.get(d) for d in destinations}
         self.unreplicated_age.clear()
+
+    def forget_journal(self) -> None:
+        """Export no journal gauges (the unlabelled ones as 0): another member of the fleet
+        reads them, so their sum over the fleet counts each job once."""
+        self.refresh_journal({}, 0, {})
 
     def render(self, now: datetime | None = None) -> bytes:
         """The exposition text; the recovery-point ages are computed from `now`."""

@@ -50,13 +50,19 @@ async def prune_once(journal: Journal, retention_days: float, now: datetime) -> 
 
 
 async def prune_forever(
-    journal: Journal, retention_days: Callable[[], float], stop: asyncio.Event
+    journal: Journal,
+    retention_days: Callable[[], float],
+    stop: asyncio.Event,
+    *,
+    leading: Callable[[], bool] = lambda: True,
 ) -> None:
     """Prune at once, then every PRUNE_INTERVAL_SECONDS until `stop`; the retention is read
-    each time, so a reload applies. A journal error is logged and tried at the next pass."""
+    each time, so a reload applies. A journal error is logged and tried at the next pass. A
+    pass is skipped while `leading` says another member of the fleet does the pruning."""
     while not stop.is_set():
         try:
-            await prune_once(journal, retention_days(), datetime.now(UTC))
+            if leading():
+                await prune_once(journal, retention_days(), datetime.now(UTC))
         except JournalError as exc:
             log.warning("journal_prune_failed", error=str(exc))
         with contextlib.suppress(TimeoutError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from replicator.config.loading import Config
@@ -43,12 +43,17 @@ class Reconciled(Protocol):
 
 
 async def reconcile_forever(
-    daemon: Reconciled, pool: ClientPool, copier: Copier, stop: asyncio.Event
+    daemon: Reconciled,
+    pool: ClientPool,
+    copier: Copier,
+    stop: asyncio.Event,
+    *,
+    leading: Callable[[], bool] = lambda: True,
 ) -> None:
     """Every `[reconcile] interval` seconds (read again each time, so a reload applies; 0 = off)
     run one reconcile pass, the first one an interval after the start (a fleet restarting its
-    members one by one does not scan the registries once per member). Returns when `stop` is
-    set."""
+    members one by one does not scan the registries once per member), skipped while `leading`
+    says another member of the fleet reconciles. Returns when `stop` is set."""
     while not stop.is_set():
         interval = daemon.config.reconcile.interval
         wait = RECONCILE_IDLE_CHECK_SECONDS if interval <= 0 else interval
@@ -56,7 +61,7 @@ async def reconcile_forever(
             async with asyncio.timeout(wait):
                 await stop.wait()
         journal, runner = daemon.journal, daemon.runner
-        if stop.is_set() or daemon.config.reconcile.interval <= 0:
+        if stop.is_set() or daemon.config.reconcile.interval <= 0 or not leading():
             continue
         if journal is None or runner is None:
             continue

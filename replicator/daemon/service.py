@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from replicator.config.sites import sites_of
 from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.deferred_intake import retry_deferred_forever
+from replicator.daemon.fleet import FleetRole, intake_client_id, take_intake_while_leading
 from replicator.daemon.intake import Intake
 from replicator.daemon.metrics import Metrics
 from replicator.daemon.pruning import prune_forever
@@ -63,6 +65,7 @@ class Daemon:
         self.journal: Journal | None = None
         self.bus: Bus | None = None
         self.runner: JobRunner | None = None
+        self.role: FleetRole | None = None
         # Told of every finished job: counted in the metrics, published once the bus is up.
         self._observers: list[JobObserver] = [self.metrics]
         # Why the journal last refused a write, until a write succeeds again (for /readyz).
@@ -104,8 +107,10 @@ class Daemon:
                 on_set_aside=self._set_aside_before_the_bus,
             )
             log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
+            self.role = role = FleetRole(self.journal, alone=not fleet)
+            self.metrics.fleet_duties.set_function(lambda: float(role.holds()))
             async with (
-                Bus(BusOptions.from_config(self.config.mqtt)) as bus,
+                Bus(self._member_bus_options()) as bus,
                 self._pool,
                 asyncio.TaskGroup() as group,
             ):
@@ -120,16 +125,21 @@ class Daemon:
                     observers=self._observers,
                 )
                 long_lived = [
-                    group.create_task(self._consume(bus, runner), name="consume"),
+                    group.create_task(self._intake_task(bus, runner, role), name="intake"),
+                    group.create_task(role.keep(self._stopping), name="lease"),
                     group.create_task(runner.run(self._stopping), name="dispatch"),
-                    group.create_task(serve_api(self, self._stopping), name="api"),
+                    group.create_task(
+                        serve_api(self, self._stopping, fleet_wide=role.holds), name="api"
+                    ),
                     group.create_task(self._announce(bus, publisher), name="announce"),
                     group.create_task(self._notifier.watchdog_loop(), name="watchdog"),
                     group.create_task(
-                        reconcile_forever(self, self._pool, self._copier, self._stopping),
+                        reconcile_forever(
+                            self, self._pool, self._copier, self._stopping, leading=role.holds
+                        ),
                         name="reconcile",
                     ),
-                    group.create_task(self._sweep_orphans(), name="orphans"),
+                    group.create_task(self._sweep_orphans(role), name="orphans"),
                     group.create_task(
                         retry_deferred_forever(self.journal, self.handle_kept, self._stopping),
                         name="deferred",
@@ -139,6 +149,7 @@ class Daemon:
                             self.journal,
                             lambda: self.config.journal.retention_days,
                             self._stopping,
+                            leading=role.holds,
                         ),
                         name="prune",
                     ),
@@ -154,9 +165,36 @@ class Daemon:
         log.info("daemon_stopped")
         return 0
 
-    async def _sweep_orphans(self) -> None:
+    def _member_bus_options(self) -> BusOptions:
+        """This member's own connection: alone, it takes the events too; in a fleet it only
+        publishes results (the events come through the fleet's intake session, see fleet.py),
+        so it keeps no session at the broker."""
+        mqtt = self.config.mqtt
+        if not mqtt.shared_group:
+            return BusOptions.from_config(mqtt)
+        return BusOptions.from_config(mqtt, subscribe=False, persistent=False)
+
+    async def _intake_task(self, bus: Bus, runner: JobRunner, role: FleetRole) -> None:
+        """Take the events: alone, on this member's own session; in a fleet, on the fleet's
+        intake session while this member holds the lease."""
+        mqtt = self.config.mqtt
+        if role.alone:
+            await self._consume(bus, runner)
+            return
+        options = dataclasses.replace(
+            BusOptions.from_config(mqtt, client_id=intake_client_id(mqtt.shared_group)),
+            shared_group="",
+        )
+
+        async def consume(intake: Bus) -> None:
+            await self._consume(intake, runner)
+
+        await take_intake_while_leading(role, options, consume, self._stopping)
+
+    async def _sweep_orphans(self, role: FleetRole) -> None:
         """Re-queue jobs a dead process left IN_PROGRESS: a peer of the fleet, or a backfill
-        killed on this host while sharing the journal."""
+        killed on this host while sharing the journal. In a fleet, the lease's holder sweeps
+        for all."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(
@@ -165,6 +203,8 @@ class Daemon:
                     await self._stopping.wait()
             if self._stopping.is_set() or self.journal is None:
                 return
+            if not role.holds():
+                continue
             try:
                 await resume_orphans(
                     self.journal,

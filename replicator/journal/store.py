@@ -11,6 +11,7 @@ domain.jobs.transition (see jobs.py).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -23,8 +24,9 @@ from sqlmodel import Session
 
 from replicator.domain.echoes import OwnWrite, Write
 from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.leases import Lease
 from replicator.errors import JournalError
-from replicator.journal import deferred, gauges, own_writes, queries, recording, retention
+from replicator.journal import deferred, gauges, leases, own_writes, queries, recording, retention
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
 from replicator.journal.models import (
@@ -365,6 +367,17 @@ class Journal:
         up to `limit` finished (COMPLETE, FAILED) jobs finished before it; how many of each."""
         moment = to_db_time(before)
         return await self._run(lambda session: retention.prune(session, moment, limit))
+
+    async def take_lease(self, name: str, term: float) -> Lease:
+        """Ask for the fleet's lease `name` for `term` seconds in this journal's claimer's name
+        (see leases.take); the lease in force afterwards, ours or another member's."""
+        now, holder = time.time(), self.claimer
+        return await self._run(lambda session: leases.take(session, name, holder, now, term))
+
+    async def release_lease(self, name: str) -> bool:
+        """Drop the lease `name` if we hold it; whether we did."""
+        holder = self.claimer
+        return await self._run(lambda session: leases.release(session, name, holder))
 
     async def retry_failed(
         self, job_id: int | None = None, *, codes: Collection[str] | None = None

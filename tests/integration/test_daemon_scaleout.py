@@ -1,5 +1,6 @@
-"""Scale-out: two daemons in one MQTT shared-subscription group over one journal; a dead
-peer's claimed jobs are swept back to the queue by the survivor."""
+"""Scale-out: two daemons of one fleet (one `shared_group`) over one journal: one takes the
+events through the fleet's intake session, both copy; a dead peer's claimed jobs are swept back
+to the queue by the survivor."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def test_two_daemons_in_a_shared_group_replicate_a_burst_once(
     shared_journal_url: str,
 ) -> None:
     """Two daemons with one shared_group on one broker and one journal: every image of a
-    burst reaches both destinations, every job completes exactly once, both daemons work."""
+    burst reaches both destinations, every job completes exactly once (whichever member claims
+    it), and the events come in through one of them (the fleet's one intake session)."""
     stack = start_stack(
         tmp_path / "one",
         mosquitto_factory(),
@@ -101,9 +103,8 @@ def test_two_daemons_in_a_shared_group_replicate_a_burst_once(
         line["job"] for daemon in (stack.daemon, second) for line in daemon.events("job_complete")
     ]
     assert Counter(completions) == Counter({row.id: 1 for row in rows})
-    for daemon in (stack.daemon, second):
-        assert daemon.events("event_accepted"), "a daemon received no event"
-        assert daemon.events("job_complete"), "a daemon ran no job"
+    takers = [d for d in (stack.daemon, second) if d.events("event_accepted")]
+    assert len(takers) == 1, "the events did not come through one intake session"
     accepted = [
         line["tag"] for daemon in (stack.daemon, second) for line in daemon.events("event_accepted")
     ]

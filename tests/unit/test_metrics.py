@@ -44,6 +44,7 @@ OWN_FAMILIES = {
     "replicator_journal_backlog",
     "replicator_events_deferred",
     "replicator_oldest_unreplicated_push_age_seconds",
+    "replicator_fleet_intake",
 }
 # Labels whose values are names the operator chose (registry names, hosts): any case.
 NAME_LABELS = {"destination", "host"}

@@ -1,0 +1,142 @@
+"""A member's role in a fleet: whether it holds the fleet's lease, and so takes the fleet's
+events (its one durable MQTT session) and runs the fleet-wide chores (the journal's gauges,
+pruning, the orphan sweep, reconcile) for all members.
+
+The lease lives in the journal's database (journal/leases.py). The holder renews it every
+RENEW_SECONDS; a member that cannot renew it gives up its duties before it could expire, so two
+members never hold them at once; when the holder dies, the lease expires after LEASE_SECONDS
+and the next member to ask takes it, with the intake session's client id, so the events the
+broker queued for that session follow it. A daemon alone (no `[mqtt] shared_group`) holds
+every duty without asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from replicator.daemon.bus import Bus, BusOptions
+from replicator.errors import JournalError
+from replicator.journal.store import Journal
+from replicator.logs import get_logger
+
+log = get_logger(__name__)
+
+# The lease of the fleet's duties in the journal.
+LEASE_NAME = "fleet"
+# A dead holder's duties pass on after at most this long: with the renewals' period and the
+# intake session's reconnect, a member's death delays an event well under 15 s (the issue's
+# bound), while a holder renewing every RENEW_SECONDS misses three renewals before losing it.
+LEASE_SECONDS = 6.0
+# How often the holder renews the lease and the others ask for it.
+RENEW_SECONDS = 1.5
+# The holder gives its duties up this long before its lease could expire when it could not
+# renew (the database away or slow): the next holder never overlaps it, whatever the clocks'
+# drift within this margin.
+GIVE_UP_MARGIN_SECONDS = 1.5
+
+
+def intake_client_id(group: str) -> str:
+    """The MQTT client id of a fleet's one intake session: the same for every member."""
+    return f"{group}-intake"
+
+
+class FleetRole:
+    """Whether this member holds the fleet's lease; `keep()` asks for it and renews it."""
+
+    def __init__(self, journal: Journal, *, alone: bool) -> None:
+        self._journal = journal
+        self.alone = alone
+        # Set while the member holds the lease, and its opposite; both waited on.
+        self.leading = asyncio.Event()
+        self.following = asyncio.Event()
+        if alone:
+            self.leading.set()
+        else:
+            self.following.set()
+        self._held_until = 0.0  # monotonic: when our duties end unless renewed
+
+    def holds(self) -> bool:
+        """Whether this member does the fleet-wide work now."""
+        return self.leading.is_set()
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Ask for the lease every RENEW_SECONDS until `stop`; release it then if held."""
+        if self.alone:
+            return
+        try:
+            while not stop.is_set():
+                await self._ask()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RENEW_SECONDS):
+                        await stop.wait()
+        finally:
+            if self.holds():
+                self._follow("stopping")
+                with contextlib.suppress(JournalError):
+                    await self._journal.release_lease(LEASE_NAME)
+
+    async def _ask(self) -> None:
+        asked = time.monotonic()
+        # A holder waits for its renewal no longer than its duties last.
+        within = max(self._held_until - asked, 0.0) if self.holds() else None
+        try:
+            async with asyncio.timeout(within):
+                lease = await self._journal.take_lease(LEASE_NAME, LEASE_SECONDS)
+        except (JournalError, TimeoutError) as exc:
+            if self.holds() and time.monotonic() >= self._held_until:
+                self._follow("lease_not_renewed", error=str(exc) or "no answer in time")
+            return
+        if lease.holder == self._journal.claimer:
+            # Counted from before the question: the lease may have been written a moment later.
+            self._held_until = asked + LEASE_SECONDS - GIVE_UP_MARGIN_SECONDS
+            if not self.holds():
+                self.following.clear()
+                self.leading.set()
+                log.info("fleet_lease_taken", expires=round(lease.expires, 3))
+        elif self.holds():
+            self._follow("lease_taken_by_another", holder=lease.holder)
+
+    def _follow(self, reason: str, **fields: str) -> None:
+        self.leading.clear()
+        self.following.set()
+        log.warning("fleet_lease_lost", reason=reason, **fields)
+
+
+async def _first(*events: asyncio.Event, task: asyncio.Task[None] | None = None) -> None:
+    """Return once one of `events` is set (or `task` has ended)."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait([*waiters, *([task] if task else [])], return_when="FIRST_COMPLETED")
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def take_intake_while_leading(
+    role: FleetRole,
+    options: BusOptions,
+    consume: Callable[[Bus], Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
+) -> None:
+    """While this member holds the fleet's lease, connect the fleet's intake session
+    (`options`: its fixed client id, a persistent session, the events topic not shared) and
+    `consume` it; disconnect as soon as the lease is lost, so the next holder's connection with
+    the same client id takes the session and what the broker queued for it. Until `stop`."""
+    while not stop.is_set():
+        await _first(role.leading, stop)
+        if stop.is_set():
+            return
+        log.info("fleet_intake_taken", client_id=options.client_id)
+        async with Bus(options) as bus:
+            consuming = asyncio.create_task(consume(bus), name="consume")
+            await _first(role.following, stop, task=consuming)
+            if consuming.done():
+                await consuming  # it failed (the bus keeper did): the daemon fails as alone
+            consuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consuming
+        log.info("fleet_intake_released", client_id=options.client_id)

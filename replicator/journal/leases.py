@@ -1,0 +1,81 @@
+"""Leases in the journal's database: a fleet's duties held by one member at a time.
+
+A lease is a row of the `meta` table (key `lease:<name>`, value the holder and its expiry in
+seconds since the epoch, as JSON), so SQLite and PostgreSQL journals hold them alike and no
+schema change was needed. The row is read FOR UPDATE (PostgreSQL) or under the write lock
+every SQLite transaction takes (BEGIN IMMEDIATE): two members asking at once are decided one
+after the other. The decision is domain.leases.ask. Expiry times come from the asking member's
+clock: the hosts of a fleet keep their clocks in sync, as the jobs' due times already require.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from replicator.domain.leases import Lease, ask, give_up
+from replicator.journal.models import MetaRecord
+from replicator.journal.queries import execute
+
+_META: Table = MetaRecord.metadata.tables["meta"]
+_PREFIX = "lease:"
+
+
+def _key(name: str) -> str:
+    return f"{_PREFIX}{name}"
+
+
+def _parse(value: str) -> Lease | None:
+    """A stored lease; None for a value this program cannot read (taken for a free lease)."""
+    try:
+        document = json.loads(value)
+        return Lease(str(document["holder"]), float(document["expires"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _value(lease: Lease) -> str:
+    return json.dumps({"holder": lease.holder, "expires": lease.expires})
+
+
+def _current(session: Session, name: str) -> tuple[bool, Lease | None]:
+    """Whether the lease's row exists, and the lease it holds; the row locked."""
+    statement = select(_META.c.value).where(_META.c.key == _key(name)).with_for_update()
+    row = execute(session, statement).first()
+    return row is not None, None if row is None else _parse(row.value)
+
+
+def take(session: Session, name: str, holder: str, now: float, term: float) -> Lease:
+    """Ask for lease `name` in the name of `holder` at `now` for `term` seconds (see
+    domain.leases.ask); the lease in force afterwards, `holder`'s or another's."""
+    exists, current = _current(session, name)
+    lease = ask(current, holder, now, term)
+    if lease == current:
+        return lease
+    if exists:
+        execute(
+            session,
+            update(_META).where(_META.c.key == _key(name)).values(value=_value(lease)),
+        )
+        return lease
+    try:
+        with session.begin_nested():
+            execute(session, insert(_META).values(key=_key(name), value=_value(lease)))
+    except IntegrityError:
+        # Another member created the row at the same moment (PostgreSQL): it holds the lease.
+        _, current = _current(session, name)
+        return current or lease
+    return lease
+
+
+def release(session: Session, name: str, holder: str) -> bool:
+    """Drop lease `name` if `holder` holds it (a member stopping hands it on at once); whether
+    it did."""
+    _, current = _current(session, name)
+    if not give_up(current, holder):
+        return False
+    execute(session, delete(_META).where(_META.c.key == _key(name)))
+    return True

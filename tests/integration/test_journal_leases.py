@@ -1,0 +1,51 @@
+"""The fleet's lease in the journal's database, on SQLite and PostgreSQL: one holder at a time,
+renewed by it, taken over once expired, handed on at once when released."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from replicator.journal.claimers import open_journal
+
+pytestmark = pytest.mark.integration
+
+# Long next to a test's steps: the lease cannot expire by accident between two of them.
+TERM = 30.0
+# Short enough to wait out in a test.
+SHORT = 0.3
+# Members asking at once in the race test.
+RACERS = 6
+
+
+async def test_one_holder_renewed_then_taken_over_and_released(journal_url: str) -> None:
+    """a takes the lease and renews it; b is refused while it runs; once it expires b takes
+    it; b's release lets a take it again at once."""
+    async with await open_journal(journal_url) as a, await open_journal(journal_url) as b:
+        a.claimer, b.claimer = "member-a", "member-b"
+        assert (await a.take_lease("fleet", SHORT)).holder == "member-a"
+        assert (await b.take_lease("fleet", TERM)).holder == "member-a"
+        renewed = await a.take_lease("fleet", SHORT)
+        assert renewed.holder == "member-a"
+        await asyncio.sleep(SHORT * 2)
+        taken = await b.take_lease("fleet", TERM)
+        assert taken.holder == "member-b"
+        assert taken.expires > renewed.expires
+        assert (await a.take_lease("fleet", TERM)).holder == "member-b"
+        assert not await a.release_lease("fleet")
+        assert await b.release_lease("fleet")
+        assert (await a.take_lease("fleet", TERM)).holder == "member-a"
+
+
+async def test_members_asking_at_once_get_one_holder(journal_url: str) -> None:
+    """Six members asking for a free lease at the same moment: all see the same one holder."""
+    journals = [await open_journal(journal_url) for _ in range(RACERS)]
+    try:
+        for number, journal in enumerate(journals):
+            journal.claimer = f"member-{number}"
+        leases = await asyncio.gather(*(j.take_lease("fleet", TERM) for j in journals))
+    finally:
+        for journal in journals:
+            await journal.close()
+    assert len({lease.holder for lease in leases}) == 1
