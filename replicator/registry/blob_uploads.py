@@ -118,13 +118,15 @@ class _Source:
         self._stack: AsyncExitStack | None = None
         self._chunks: AsyncIterator[bytes] | None = None
         self._pending = b""
+        self.furthest = 0  # the most bytes ever taken: none beyond it can have been sent
 
     @property
     def position(self) -> int:
         return self.hash.offset
 
     async def seek(self, offset: int) -> None:
-        """Continue from `offset` (at most the position): back to a checkpoint, then read on."""
+        """Continue from `offset` (at most `furthest`): back to the last checkpoint at or
+        below it, then read on to it."""
         if offset == self.position and self._chunks is not None:
             return
         start = self.hash.rewind(offset)
@@ -151,6 +153,7 @@ class _Source:
             piece, self._pending = self._pending[:remaining], self._pending[remaining:]
             remaining -= len(piece)
             self.hash.update(piece)
+            self.furthest = max(self.furthest, self.position)
             yield piece
 
     async def close(self) -> None:
@@ -226,7 +229,9 @@ async def _send_all(
             source.hash.forget_below(acknowledged)
             continue
         status, stalled = await _where(client, location, scope=scope, stalled=stalled)
-        if status is None or not acknowledged <= status[0] <= source.position:
+        # A registry holds at least what it acknowledged, and at most what was ever sent: the
+        # bytes of an earlier broken request may land after it answered a status GET.
+        if status is None or not acknowledged <= status[0] <= source.furthest:
             said = "no offset" if status is None else f"offset {status[0]}"
             modes.whole_blobs(client.host, f"upload status after a break: {said}")
             raise ResumeUnsupported(f"{client.host} cannot resume the upload: {broke}") from broke
