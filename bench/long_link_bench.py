@@ -1,7 +1,7 @@
 """One large layer over a link that drops every N MiB: replicator vs skopeo; and the bandwidth
 limit's accuracy.
 
-    .venv/bin/python bench/long_link_bench.py [--size-mib 1024] [--cut-mib 64] [--limit-mib 32]
+    .venv/bin/python bench/long_link_bench.py [--size-mib 1024] [--cut-mib 64] [--limit-mib 8]
 
 A one-layer image of `--size-mib` is pushed to a source docker-registry. The link is a TCP proxy
 resetting each connection after `--cut-mib` (tests/support/cutting_proxy.py), counting the bytes
@@ -9,7 +9,8 @@ it forwards. (a) download: the proxy in front of the source; (b) upload: in fron
 destination that reports what a broken upload holds (tests/support/resuming_uploads.py in front
 of docker-registry, which cannot resume an upload itself). Each tool copies into a fresh
 destination: `replicator copy`, and `skopeo copy --retry-times 5`. (c) `replicator copy
---max-bandwidth` through the proxy not cutting: the rate over the middle 80% of the bytes.
+--max-bandwidth` of an image sized to take `--limit-seconds` at the limit, through the proxy not
+cutting: the rate over the middle 80% of the bytes. Peak RSS of each run is reported.
 Every copy that finishes is checked (the destination serves the source's manifest digest).
 Prints a table; writes bench/results/long-link-<time>.json.
 """
@@ -43,6 +44,7 @@ SKOPEO_RETRIES = 5
 # The rate of (c) is taken while the bytes upstream go from 10% to 90% of the total.
 STEADY_FROM, STEADY_TO = 0.1, 0.9
 IMAGE = "big/blob:v1"
+LIMITED = "limited/blob:v1"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Row:
     wire_bytes: int
     wire_factor: float
     cuts: int
+    peak_rss_mib: float
     note: str
 
 
@@ -86,10 +89,12 @@ def _started(proxy: CuttingProxy) -> Iterator[CuttingProxy]:
         proxy.stop()
 
 
-def _check(result: RunResult, destination: Registry, digest: str) -> tuple[bool, str]:
+def _check(
+    result: RunResult, destination: Registry, digest: str, image: str = IMAGE
+) -> tuple[bool, str]:
     if not result.ok:
         return False, (result.stderr.strip().splitlines() or [""])[-1][:160]
-    served = skopeo.digest_of(f"{destination.host}/{IMAGE}")
+    served = skopeo.digest_of(f"{destination.host}/{image}")
     return (served == digest, "" if served == digest else f"served {served}")
 
 
@@ -104,7 +109,7 @@ def _download(source: Registry, digest: str, size: int, cut: int) -> list[Row]:
                 finished, note = _check(result, destination, digest)
                 wire = proxy.bytes_to_client
                 rows.append(Row("download", tool, finished, result.seconds, wire, wire / size,
-                                proxy.cuts, note))  # fmt: skip
+                                proxy.cuts, result.peak_rss_bytes / MIB, note))  # fmt: skip
         finally:
             destination.terminate()
             destination.cleanup()
@@ -124,7 +129,7 @@ def _upload(source: Registry, digest: str, size: int, cut: int) -> list[Row]:
                 finished, note = _check(result, destination, digest)
                 wire = proxy.bytes_to_upstream
                 rows.append(Row("upload", tool, finished, result.seconds, wire, wire / size,
-                                proxy.cuts, note))  # fmt: skip
+                                proxy.cuts, result.peak_rss_bytes / MIB, note))  # fmt: skip
         finally:
             front.stop()
             destination.terminate()
@@ -138,14 +143,14 @@ def _bandwidth(source: Registry, digest: str, size: int, limit: int) -> Row:
         with _started(CuttingProxy(destination.url, cut_after=None)) as proxy:
             print(f"[bandwidth] replicator at {limit / MIB:.0f} MiB/s ...", flush=True)
             result = _replicator_copy(
-                f"{source.host}/{IMAGE}", f"{proxy.host}/{IMAGE}", "--max-bandwidth", str(limit)
+                f"{source.host}/{LIMITED}", f"{proxy.host}/{LIMITED}", "--max-bandwidth", str(limit)
             )
-            finished, note = _check(result, destination, digest)
+            finished, note = _check(result, destination, digest, LIMITED)
             rate = proxy.upstream_rate(STEADY_FROM, STEADY_TO)
             note = note or f"{rate / MIB:.2f} MiB/s, {rate / limit:.3f}x the limit"
             wire = proxy.bytes_to_upstream
             return Row("bandwidth", "replicator", finished, result.seconds, wire, wire / size,
-                       0, note)  # fmt: skip
+                       0, result.peak_rss_bytes / MIB, note)  # fmt: skip
     finally:
         destination.terminate()
         destination.cleanup()
@@ -156,7 +161,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="the layer's size")
     parser.add_argument("--cut-mib", type=int, default=64, help="bytes per connection")
-    parser.add_argument("--limit-mib", type=int, default=32, help="the bandwidth limit, MiB/s")
+    parser.add_argument("--limit-mib", type=int, default=8, help="the bandwidth limit, MiB/s")
+    parser.add_argument(
+        "--limit-seconds", type=int, default=8, help="how long the limited copy should take"
+    )
     args = parser.parse_args()
     size, cut, limit = args.size_mib * MIB, args.cut_mib * MIB, args.limit_mib * MIB
     compile_project()
@@ -168,18 +176,23 @@ def main() -> int:
         rows = [
             *_download(source, image.digest, size, cut),
             *_upload(source, image.digest, size, cut),
-            _bandwidth(source, image.digest, size, limit),
         ]
+        limited_size = limit * args.limit_seconds
+        limited = big_blob_layout(workdir / "limited", "v1", limited_size, seed=11)
+        skopeo.push_layout(workdir / "limited", "v1", f"{source.host}/{LIMITED}", timeout=900)
+        rows.append(_bandwidth(source, limited.digest, limited_size, limit))
     finally:
         source.terminate()
         source.cleanup()
     print(f"\n{args.size_mib} MiB layer, link reset every {args.cut_mib} MiB per connection\n")
-    print("| scenario | tool | finished | seconds | on the wire | x layer | cuts | note |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| scenario | tool | finished | seconds | on the wire | x layer | cuts | peak RSS | note |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row.scenario} | {row.tool} | {'yes' if row.finished else 'no'} | "
               f"{row.seconds:.1f} | {row.wire_bytes / MIB:.0f} MiB | {row.wire_factor:.3f} | "
-              f"{row.cuts} | {row.note} |")  # fmt: skip
+              f"{row.cuts} | {row.peak_rss_mib:.0f} MiB | {row.note} |")  # fmt: skip
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"long-link-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps({"args": vars(args), "rows": [asdict(r) for r in rows]}, indent=2))
