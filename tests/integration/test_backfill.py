@@ -20,6 +20,7 @@ import pytest
 from replicator.config.loading import Config, load_config
 from replicator.config.sites import sites_of
 from replicator.daemon.reconcile import reconcile_forever
+from replicator.domain.echoes import REPLICA_USER_AGENT
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.domain.routing import Site
@@ -27,6 +28,7 @@ from replicator.engine.copier import Copier
 from replicator.engine.runner import JobRunner
 from replicator.journal.claimers import open_journal
 from replicator.journal.store import Journal
+from replicator.registry.connections import USER_AGENT
 from replicator.registry.pool import ClientPool
 from replicator.scan.backfill import ScanOptions, reconcile_once
 from replicator.scan.backfill_run import run_backfill
@@ -165,7 +167,9 @@ def requests_by(registry: Registry, *, since: int = 0) -> list[tuple[str, str]]:
     found = []
     for line in registry.log_text().splitlines()[since:]:
         match = ACCESS_LINE.search(line)
-        if match and match["agent"] == "replicator":
+        # Replication's requests (backfill, the daemon) say so (domain/echoes.py); a pool made
+        # here sends the plain one.
+        if match and match["agent"] in (USER_AGENT, REPLICA_USER_AGENT):
             found.append((match["method"], match["path"]))
     return found
 
