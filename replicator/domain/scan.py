@@ -10,10 +10,10 @@ them lives here and is tested table-driven without a registry.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import TERMINAL_STATES, JobKey, JobState
 from replicator.domain.routing import Site, admit_replication, destinations
 from replicator.domain.rules import match_deletes
 
@@ -30,15 +30,31 @@ class TagAction(StrEnum):
     COPY = "copy"  # missing or different: journal a copy job
     DENIED = "denied"  # the destination's policy refuses it: journal it FAILED (POLICY_DENIED)
     REPAIR = "repair"  # the journal holds the job COMPLETE, yet the destination lost the image
+    HELD = "held"  # the destination's tag is newer than the source's: moving it would undo it
 
 
 @dataclass(frozen=True, slots=True)
 class TagPlan:
-    """The decision for one (repository, tag, destination): the job key, the action and why."""
+    """The decision for one (repository, tag, destination): the job key, the action and why;
+    `dest_digest` is what the destination's tag names now (None: no such tag)."""
 
     key: JobKey
     action: TagAction
     reason: str
+    dest_digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    """A copy job of the journal as `hold_newer` reads it: who copied what under which tag,
+    its state, and when it finished (seconds since the epoch; None while unfinished)."""
+
+    source: str
+    destination: str
+    digest: str
+    tag: str | None
+    state: JobState
+    finished_at: float | None = None
 
 
 def targets(
@@ -76,20 +92,64 @@ def plan_tag(
     for ecr:CreateRepository too when the repository does not exist at the destination."""
     key = JobKey(source.name, repository, source_digest, tag, target.name)
     if dest_digest == source_digest:
-        return TagPlan(key, TagAction.UP_TO_DATE, "same digest at the destination")
+        return TagPlan(key, TagAction.UP_TO_DATE, "same digest at the destination", dest_digest)
     decision = admit_replication(source, target, repository, repository_exists=repository_exists)
     if not decision.allowed:
-        return TagPlan(key, TagAction.DENIED, decision.reason)
+        return TagPlan(key, TagAction.DENIED, decision.reason, dest_digest)
     if dest_digest is None:
         return TagPlan(key, TagAction.COPY, "tag missing at the destination")
-    return TagPlan(key, TagAction.COPY, f"destination has {dest_digest}")
+    return TagPlan(key, TagAction.COPY, f"destination has {dest_digest}", dest_digest)
 
 
 def after_journal(plan: TagPlan, recorded: JobState | None) -> TagPlan:
     """A copy whose job the journal already holds COMPLETE cannot be re-queued (COMPLETE is
     final): the destination lost the image since, so the copy is repaired directly."""
     if plan.action is TagAction.COPY and recorded is JobState.COMPLETE:
-        return TagPlan(plan.key, TagAction.REPAIR, f"{plan.reason}, though its job is COMPLETE")
+        return replace(
+            plan, action=TagAction.REPAIR, reason=f"{plan.reason}, though its job is COMPLETE"
+        )
+    return plan
+
+
+def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
+    """A copy that would move the destination's tag off a newer write of it is held (the one
+    rule for who wins: a tag ends on the newest write, and a reconcile never undoes one).
+
+    `records` are the journal's copy jobs of the repository. The destination's tag is newer
+    than the source's when the journal records
+    - a push of that tag at the destination not yet replicated to this source (its job is
+      unfinished): its own job carries it here, and this copy would undo it; or
+    - the source's tag as the daemon's own replica of an earlier write at the destination (the
+      last job that set the source's tag copied this digest from the destination): the
+      destination was written since, and that write travels the other way.
+    A tag missing at the destination is never held: there is nothing to undo."""
+    if plan.action not in (TagAction.COPY, TagAction.REPAIR) or plan.dest_digest is None:
+        return plan
+    source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
+    found = [r for r in records if r.tag == tag]
+    pending = [
+        r for r in found
+        if r.source == target and r.destination == source and r.state not in TERMINAL_STATES
+    ]  # fmt: skip
+    if pending:
+        return replace(
+            plan,
+            action=TagAction.HELD,
+            reason=f"{target}'s push of {pending[0].digest} under {tag} is not replicated yet; "
+            f"{plan.key.digest} would undo it",
+        )
+    setting = [
+        r for r in found
+        if r.destination == source and r.state is JobState.COMPLETE and r.finished_at is not None
+    ]  # fmt: skip
+    last = max(setting, key=lambda r: r.finished_at or 0.0, default=None)
+    if last is not None and last.source == target and last.digest == plan.key.digest:
+        return replace(
+            plan,
+            action=TagAction.HELD,
+            reason=f"{source}'s {tag} is the daemon's copy of an earlier {target} write; "
+            f"{target}'s {plan.dest_digest} is newer",
+        )
     return plan
 
 

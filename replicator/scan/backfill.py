@@ -21,9 +21,17 @@ from typing import TYPE_CHECKING, Protocol
 
 from replicator.config.loading import Config
 from replicator.config.sites import registry_client
-from replicator.domain.jobs import TEMPORARY_FAILURES, JobKey, JobState
+from replicator.domain.jobs import TEMPORARY_FAILURES, JobKey, JobKind, JobState
 from replicator.domain.routing import Site, existence_matters
-from replicator.domain.scan import TagAction, TagPlan, after_journal, plan_tag, targets
+from replicator.domain.scan import (
+    TagAction,
+    TagPlan,
+    TagRecord,
+    after_journal,
+    hold_newer,
+    plan_tag,
+    targets,
+)
 from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.gather import for_each_repository, gather_all
 from replicator.engine.job import job_endpoints, run_job
@@ -66,6 +74,7 @@ class ScanCounts:
     copies: int = 0
     denied: int = 0
     repairs: int = 0
+    held: int = 0  # copies left out: the destination's tag is newer (domain.scan.hold_newer)
     errors: list[str] = field(default_factory=list)
 
 
@@ -179,6 +188,12 @@ class Scanner:
                 self.counts.copies += 1
             elif plan.action is TagAction.DENIED:
                 self.counts.denied += 1
+            elif plan.action is TagAction.HELD:
+                self.counts.held += 1
+                log.info(
+                    "tag_held", source=source.name, destination=plan.key.destination,
+                    repository=repository, tag=plan.key.tag, reason=plan.reason,
+                )  # fmt: skip
             else:
                 self.counts.repairs += 1
         log.debug("repository_scanned", source=source.name, repository=repository, tags=len(plans))
@@ -198,10 +213,12 @@ class Scanner:
         for name, pairs in wanted.items():
             plans.extend(await self._compare(source, self._sites[name], repository, pairs))
         if self._journal is not None and any(p.action is not TagAction.UP_TO_DATE for p in plans):
-            recorded = {
-                row.key: row.state for row in await self._journal.status(source.name, repository)
-            }
-            plans = [after_journal(p, recorded.get(p.key)) for p in plans]
+            # Every source's jobs of the repository: in a cycle (A -> B and B -> A) the
+            # destination's own pushes are jobs of it as a source.
+            rows = await self._journal.status(None, repository)
+            recorded = {row.key: row.state for row in rows if row.source == source.name}
+            records = [tag_record(row) for row in rows if row.kind is JobKind.COPY]
+            plans = [after_journal(hold_newer(p, records), recorded.get(p.key)) for p in plans]
         return plans
 
     async def _compare(
@@ -227,6 +244,12 @@ class Scanner:
             )
             for (tag, digest), head in zip(pairs, heads, strict=True)
         ]
+
+
+def tag_record(row: JobRow) -> TagRecord:
+    """A journal row as the scan's hold rule reads it (domain.scan.hold_newer)."""
+    finished = row.finished_at.timestamp() if row.finished_at is not None else None
+    return TagRecord(row.source, row.destination, row.digest, row.tag, row.state, finished)
 
 
 class Journaller:
@@ -339,6 +362,7 @@ async def reconcile_once(
         up_to_date=counts.up_to_date,
         jobs=sink.journalled,
         denied=counts.denied,
+        held=counts.held,
         repaired=sum(1 for r in repaired if r.error is None),
         errors=len(counts.errors),
     )

@@ -1,6 +1,6 @@
 """Active-active A <-> B end to end (real docker-registry x2, mosquitto, the bridge, one daemon):
 a replica is not a new push (its echo makes no job back, a delete issued as the replica lands
-stays deleted)."""
+stays deleted), and a reconcile pass never undoes a fresh push."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ LANDING_POLL_SECONDS = 0.005
 # back (before it was recognised) ran somewhere in the first few hundred milliseconds, and the
 # image came back when the delete fell between its look at A and its copy.
 DELETE_DELAYS_SECONDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
+# Tags pushed again at A while reconcile passes run back to back (the issue lost 15-17 of 60).
+FRESH_PUSHES = 20
+# Reconcile back to back, as in the issue's worst run.
+RECONCILE_INTERVAL_SECONDS = 0.5
 
 
 @pytest.fixture
@@ -39,6 +43,21 @@ def pair(
     """A <-> B, delete replication on both ways, reconcile off."""
     started = start_pair(
         tmp_path / "pair", mosquitto_factory(), lambda url: registry_factory(notifications_url=url)
+    )
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def reconciled_pair(
+    tmp_path: Path, registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory
+) -> Iterator[Pair]:
+    """A <-> B with reconcile passes back to back."""
+    started = start_pair(
+        tmp_path / "pair",
+        mosquitto_factory(),
+        lambda url: registry_factory(notifications_url=url),
+        reconcile_interval=RECONCILE_INTERVAL_SECONDS,
     )
     yield started
     started.stop()
@@ -120,3 +139,32 @@ class TestEchoes:
         )
         assert resurrected == []
         assert [j for j in jobs if j.source == B] == []
+
+
+class TestReconcileAgainstFreshPushes:
+    def test_reconcile_never_undoes_a_fresh_push(self, reconciled_pair: Pair) -> None:
+        """Tags pushed again at A while B -> A and A -> B reconcile passes run back to back all
+        end on the fresh push's digest at both sides."""
+        pair = reconciled_pair
+        repository = "rc/app"
+        for i in range(FRESH_PUSHES):
+            pair.push(A, repository, f"t{i}")
+        pair.wait_quiet()
+        fresh = {f"t{i}": pair.push(A, repository, f"t{i}") for i in range(FRESH_PUSHES)}
+        jobs = pair.wait_quiet()
+        lost = sorted(
+            tag
+            for tag, digest in fresh.items()
+            if pair.digest(A, repository, tag) != digest
+            or pair.digest(B, repository, tag) != digest
+        )
+        superseded = [j for j in jobs if j.state is JobState.SUPERSEDED and j.source == A]
+        record_figures(
+            "active_active_reconcile",
+            {
+                "fresh_pushes": len(fresh),
+                "lost_pushes": len(lost),
+                "superseded_jobs": len(superseded),
+            },
+        )
+        assert lost == []

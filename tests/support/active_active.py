@@ -25,7 +25,6 @@ from tests.support.daemon import (
     JournalReader,
     RegistrySpec,
     manifest_digest,
-    wait_for,
     write_config,
 )
 from tests.support.images import LayerSpec, OCILayout
@@ -40,6 +39,7 @@ REGIONS = {A: "us-east-1", B: "eu-west-1"}
 # reaches the daemon through registry -> bridge -> broker in well under a second even on a
 # loaded 2-core machine (the registry's notification queue is immediate).
 QUIET_SECONDS = 3.0
+QUIET_POLL_SECONDS = 0.25
 # Everything of a scenario settles within this on a loaded CI machine.
 SETTLE_TIMEOUT_SECONDS = 90.0
 HTTP_ACCEPTED = 202
@@ -103,20 +103,18 @@ class Pair:
         """Wait until every job is finished and no job or event was added for QUIET_SECONDS;
         the jobs."""
         seen: tuple[int, int] = (-1, -1)
-        since = time.monotonic()
-        jobs: list[JobRow] = []
-
-        def quiet() -> bool:
-            nonlocal seen, since, jobs
+        since = deadline = time.monotonic()
+        deadline += timeout
+        while time.monotonic() < deadline:
             jobs = self.journal.jobs()
             now = (len(jobs), len(self.journal.events()))
             if now != seen or any(j.state not in TERMINAL_STATES for j in jobs):
                 seen, since = now, time.monotonic()
-                return False
-            return time.monotonic() - since >= QUIET_SECONDS
-
-        wait_for(quiet, timeout=timeout, what="a quiet daemon")
-        return jobs
+            elif time.monotonic() - since >= QUIET_SECONDS:
+                return jobs
+            # Each look opens the journal: a few a second is plenty next to QUIET_SECONDS.
+            time.sleep(QUIET_POLL_SECONDS)
+        raise AssertionError(f"the daemon was not quiet after {timeout}s: {seen} jobs, events")
 
     def events(self) -> list[EventRow]:
         """Every event the daemon recorded."""

@@ -14,9 +14,11 @@ from replicator.domain.scan import (
     RunOutcome,
     TagAction,
     TagPlan,
+    TagRecord,
     after_journal,
     deletes_reach,
     extra_tags,
+    hold_newer,
     plan_tag,
     run_outcome,
     tag_drift,
@@ -163,6 +165,76 @@ class TestPlanTag:
         """Only a copy whose job is already COMPLETE turns into a direct repair."""
         plan = TagPlan(JobKey("use1", "prod/app", OLD, "v1", "usw2"), action, "why")
         assert after_journal(plan, recorded).action is expected
+
+
+# An active-active pair: "a" and "b" replicate to each other; the plan copies b's OLD to a,
+# where the tag names NEW.
+PAIR_COPY = TagPlan(JobKey("b", "app", OLD, "v1", "a"), TagAction.COPY, "why", NEW)
+DONE, PENDING, RETRY, FAILED = (
+    JobState.COMPLETE, JobState.PENDING, JobState.RETRY_WAIT, JobState.FAILED,
+)  # fmt: skip
+
+
+def job(src: str, dst: str, digest: str, state: JobState, finished: float | None = 1.0,
+        tag: str | None = "v1") -> TagRecord:  # fmt: skip
+    """A copy job of the pair's repository."""
+    return TagRecord(src, dst, digest, tag, state, finished if state is DONE else None)
+
+
+HOLDS = [
+    ("a-push-not-replicated-yet", [job("a", "b", NEW, PENDING)]),
+    ("a-push-waiting-to-retry", [job("a", "b", NEW, RETRY)]),
+    ("b-tag-is-a-replica-of-a", [job("a", "b", OLD, DONE)]),
+    (
+        "b-tag-replica-of-a-after-a-copy-from-a-third",
+        [job("c", "b", NEW, DONE, 1.0), job("a", "b", OLD, DONE, 2.0)],
+    ),
+]
+COPIES = [
+    ("nothing-recorded", []),
+    ("b-tag-pushed-at-b-since", [job("a", "b", NEW, DONE, 1.0), job("a", "b", OLD, DONE, 0.5)]),
+    ("b-tag-from-a-third-registry", [job("c", "b", OLD, DONE)]),
+    (
+        "b-pushed-again-after-a-replica",
+        [job("a", "b", NEW, DONE, 1.0), job("b", "a", NEW, DONE, 2.0)],
+    ),
+    ("a-push-of-another-tag", [job("a", "b", NEW, PENDING, tag="v2")]),
+    ("a-push-failed", [job("a", "b", NEW, FAILED)]),
+    ("b-replica-of-another-digest", [job("a", "b", NEW, DONE)]),
+]
+
+
+class TestHoldNewer:
+    @pytest.mark.parametrize("records", [c[1] for c in HOLDS], ids=[c[0] for c in HOLDS])
+    def test_newer_destination_tag_is_held(self, records: list[TagRecord]) -> None:
+        """A copy is held when the destination's tag holds a recorded unreplicated push, or the
+        source's tag is the daemon's copy of an earlier write at the destination."""
+        held = hold_newer(PAIR_COPY, records)
+        assert held.action is TagAction.HELD
+        assert held.key == PAIR_COPY.key
+
+    @pytest.mark.parametrize("records", [c[1] for c in COPIES], ids=[c[0] for c in COPIES])
+    def test_copy_goes_ahead(self, records: list[TagRecord]) -> None:
+        """Without a recorded newer write at the destination the copy stays a copy."""
+        assert hold_newer(PAIR_COPY, records) == PAIR_COPY
+
+    @pytest.mark.parametrize(
+        "plan",
+        [
+            TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination"),
+            TagPlan(PAIR_COPY.key, TagAction.UP_TO_DATE, "same", OLD),
+            TagPlan(PAIR_COPY.key, TagAction.DENIED, "policy", NEW),
+        ],
+        ids=["missing-at-destination", "up-to-date", "denied"],
+    )
+    def test_only_a_copy_over_a_tag_is_held(self, plan: TagPlan) -> None:
+        """A tag missing at the destination has nothing to undo; other actions move nothing."""
+        assert hold_newer(plan, [job("a", "b", NEW, PENDING)]) == plan
+
+    def test_repair_over_a_newer_tag_is_held(self) -> None:
+        """A repair (the copy's job is COMPLETE) over a newer destination tag is held too."""
+        plan = TagPlan(PAIR_COPY.key, TagAction.REPAIR, "why", NEW)
+        assert hold_newer(plan, [job("a", "b", OLD, DONE)]).action is TagAction.HELD
 
 
 class TestRunOutcome:
