@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram, generate_latest
 from replicator.daemon.prometheus import new_registry
 from replicator.domain.jobs import JobState
 from replicator.engine.runner import JobEnd
+from replicator.registry.resumed import Direction, set_resume_hook
 from replicator.registry.retry import set_retry_hook
 
 # Push-to-COMPLETE latency buckets: the target is well under a second on a LAN, WAN copies of
@@ -106,6 +107,12 @@ class Metrics:
             ["host", "code"],
             registry=r,
         )
+        self.resumes = Counter(
+            "replicator_blob_resumes_total",
+            "Blob transfers that went on after the link broke, by registry and direction",
+            ["host", "direction"],
+            registry=r,
+        )
         self.request_duration = Histogram(
             "replicator_registry_request_duration_seconds",
             "From sending a registry request to its response's headers",
@@ -149,6 +156,7 @@ class Metrics:
         # Set when a job ends: the journal's gauges are then read again (see api.py).
         self.journal_changed = asyncio.Event()
         set_retry_hook(self._on_retry)
+        set_resume_hook(self._on_resume)
 
     def declare_destinations(self, destinations: Iterable[str]) -> None:
         """Create every per-destination series at 0 (at start and on reload): an alert on
@@ -164,6 +172,9 @@ class Metrics:
     def _on_retry(self, exc: BaseException | None) -> None:
         code = str(getattr(exc, "code", UNKNOWN)).lower()
         self.request_retries.labels(host=getattr(exc, "host", None) or UNKNOWN, code=code).inc()
+
+    def _on_resume(self, host: str, direction: Direction) -> None:
+        self.resumes.labels(host=host, direction=direction).inc()
 
     def request_done(self, host: str, method: str, status: int | None, seconds: float) -> None:
         """Count one registry exchange (the registry client's RequestObserver)."""

@@ -20,6 +20,7 @@ from replicator.domain.resumes import after_break, download_skip, parse_content_
 from replicator.errors import RegistryError, TransportError
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, pull_scope
+from replicator.registry.resumed import resumed
 
 log = get_logger(__name__)
 
@@ -64,6 +65,7 @@ async def _read(
                 size=size,
                 error=str(exc),
             )
+            resumed(client.host, "download")
             await asyncio.sleep(decision.wait_seconds)
 
 

@@ -27,6 +27,7 @@ from replicator.errors import DigestMismatch, RegistryError, TransportError
 from replicator.logs import get_logger
 from replicator.registry.blobs import DEFAULT_CHUNK_SIZE, cancel_upload
 from replicator.registry.client import RegistryClient, push_scope
+from replicator.registry.resumed import resumed
 
 log = get_logger(__name__)
 
@@ -247,6 +248,7 @@ async def _send_all(
             size=size,
             error=str(broke),
         )
+        resumed(client.host, "upload")
         await asyncio.sleep(decision.wait_seconds)
         await source.seek(continue_at)
     return location

@@ -18,6 +18,7 @@ from replicator.engine.runner import JobEnd
 from replicator.errors import RegistryError, TransportError
 from replicator.journal.store import Journal
 from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.resumed import resumed
 from replicator.registry.retry import retried
 from tests.support.ports import free_port
 from tests.support.scripted_http import ScriptedServer
@@ -39,6 +40,7 @@ OWN_FAMILIES = {
     "replicator_registry_requests",
     "replicator_registry_request_errors",
     "replicator_registry_request_retries",
+    "replicator_blob_resumes",
     "replicator_registry_request_duration_seconds",
     "replicator_jobs",
     "replicator_journal_backlog",
@@ -83,6 +85,7 @@ async def exercised() -> Metrics:
     await metrics.job_ended(end_of("use1", "COMPLETE"))
     await metrics.job_ended(end_of("use1", "RETRY_WAIT"))
     metrics.observe_blob("copied", 1234)
+    resumed("127.0.0.1:5000", "upload")
     metrics.refresh_journal({("PENDING", "use1"): 2}, 2, {"use1": datetime.now(UTC)})
     return metrics
 
@@ -183,6 +186,13 @@ class TestRegistryRequests:
         (sample,) = [s for s in retries if s.name.endswith("_total")]
         assert sample.labels["code"] == "transport_error"
         assert sample.labels["host"].startswith("127.0.0.1:")
+
+    async def test_resumes_counted_per_host_and_direction(self) -> None:
+        """A resumed transfer is counted under its registry and its direction."""
+        samples = families(await exercised())["replicator_blob_resumes"].samples
+        (sample,) = [s for s in samples if s.name.endswith("_total")]
+        assert sample.labels == {"host": "127.0.0.1:5000", "direction": "upload"}
+        assert sample.value == 1
 
     @pytest.mark.parametrize(
         ("status", "kind"),
