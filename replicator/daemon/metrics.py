@@ -9,11 +9,13 @@ timer, never by a query per scrape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
+from replicator import __version__
 from replicator.daemon.prometheus import new_registry
 from replicator.domain.jobs import JobState
 from replicator.engine.runner import JobEnd
@@ -150,6 +152,22 @@ class Metrics:
             "holding the fleet's lease); the journal's gauges are exported by this member only",
             registry=r,
         )
+        self.broker_connected = Gauge(
+            "replicator_broker_connected",
+            "1 while connected and subscribed to the MQTT broker, else 0 (jobs already in the "
+            "journal run either way)",
+            registry=r,
+        )
+        # Python's version is python_info's (the default collectors), not repeated here.
+        self.build_info = Gauge(
+            "replicator_build_info",
+            "Always 1; its label says which replicator runs",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(version=__version__).set(1)
+        # When (time.monotonic()) a registry exchange last ended: progress, for the watchdog.
+        self.exchanged_at: float | None = None
         self._oldest: dict[str, datetime | None] = {}
         # The configured destinations: their series exist (at 0) before anything happens.
         self._destinations: tuple[str, ...] = ()
@@ -169,6 +187,10 @@ class Metrics:
             self.latency.labels(destination=destination)
             self._oldest.setdefault(destination, None)
 
+    def watch_broker(self, connected: Callable[[], bool]) -> None:
+        """Read replicator_broker_connected from `connected` at each scrape."""
+        self.broker_connected.set_function(lambda: float(connected()))
+
     def _on_retry(self, exc: BaseException | None) -> None:
         code = str(getattr(exc, "code", UNKNOWN)).lower()
         self.request_retries.labels(host=getattr(exc, "host", None) or UNKNOWN, code=code).inc()
@@ -178,6 +200,7 @@ class Metrics:
 
     def request_done(self, host: str, method: str, status: int | None, seconds: float) -> None:
         """Count one registry exchange (the registry client's RequestObserver)."""
+        self.exchanged_at = time.monotonic()
         method = method.lower()  # label values in one case, as Go's promhttp does
         self.requests.labels(host=host, method=method, code=str(status or "none")).inc()
         self.request_duration.labels(host=host, method=method).observe(seconds)

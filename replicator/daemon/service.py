@@ -21,6 +21,7 @@ from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.deferred_intake import retry_deferred_forever
 from replicator.daemon.fleet import FleetRole, intake_client_id, take_intake_while_leading
+from replicator.daemon.health import HealthWatch
 from replicator.daemon.intake import Intake
 from replicator.daemon.metrics import Metrics
 from replicator.daemon.pruning import prune_forever
@@ -44,7 +45,8 @@ from replicator.registry.pool import ClientPool
 
 log = get_logger(__name__)
 
-# How long `run` waits for the broker before reporting not-ready (it keeps trying afterwards).
+# How long `run` waits for the broker before warning that it is not connected yet (it keeps
+# trying afterwards, and jobs already journalled run meanwhile).
 CONNECT_WAIT_SECONDS = 10.0
 # The daemon looks for orphans ([workers] orphan_after) ten times per that age: a dead peer's
 # jobs wait at most a tenth longer than the age, a dead local process's at most a tenth of it,
@@ -66,6 +68,7 @@ class Daemon:
         self.bus: Bus | None = None
         self.runner: JobRunner | None = None
         self.role: FleetRole | None = None
+        self.health: HealthWatch | None = None
         # Told of every finished job: counted in the metrics, published once the bus is up.
         self._observers: list[JobObserver] = [self.metrics]
         # Why the journal last refused a write, until a write succeeds again (for /readyz).
@@ -124,6 +127,10 @@ class Daemon:
                     settings=lambda: (self.config, self.sites),
                     observers=self._observers,
                 )
+                self.health = health = HealthWatch(
+                    self._notifier, self.journal, runner, self.metrics, bus.connected.is_set
+                )
+                self.metrics.watch_broker(bus.connected.is_set)
                 long_lived = [
                     group.create_task(self._intake_task(bus, runner, role), name="intake"),
                     group.create_task(role.keep(self._stopping), name="lease"),
@@ -132,7 +139,9 @@ class Daemon:
                         serve_api(self, self._stopping, fleet_wide=role.holds), name="api"
                     ),
                     group.create_task(self._announce(bus, publisher), name="announce"),
-                    group.create_task(self._notifier.watchdog_loop(), name="watchdog"),
+                    group.create_task(self._ready(runner, health), name="ready"),
+                    group.create_task(health.probe_journal(), name="journal-probe"),
+                    group.create_task(health.watch(), name="watchdog"),
                     group.create_task(
                         reconcile_forever(
                             self, self._pool, self._copier, self._stopping, leading=role.holds
@@ -243,6 +252,8 @@ class Daemon:
         restart = changed_keys(self._started, fresh, DAEMON_RESTART_KEYS)
         if restart:
             log.warning("config_restart_required", keys=restart)
+        if self.health is not None:
+            self.health.restart_required = restart
         self.config = keep_bound(self._started, fresh, DAEMON_RESTART_KEYS)
         self.sites = sites_of(self.config)
         self.metrics.declare_destinations(sorted(replicated_to(self.sites)))
@@ -253,14 +264,22 @@ class Daemon:
             restart_required=restart,
         )
 
+    async def _ready(self, runner: JobRunner, health: HealthWatch) -> None:
+        """READY=1 once the journal is open and the dispatcher has gone round: jobs already in
+        the journal run from now on, whether the broker answers or not."""
+        await runner.went_round.wait()
+        self._notifier.ready(health.status_line(None))
+        log.info(
+            "daemon_ready", broker_connected=self.bus is not None and self.bus.connected.is_set()
+        )
+
     async def _announce(self, bus: Bus, publisher: ResultPublisher) -> None:
+        """Once the broker is reached, publish the results of the jobs set aside at start."""
         try:
             await bus.wait_connected(CONNECT_WAIT_SECONDS)
         except BusError as exc:
             log.warning("mqtt_not_yet_connected", error=str(exc))
             await bus.connected.wait()
-        self._notifier.ready("connected and subscribed")
-        log.info("daemon_ready")
         while self._set_aside_at_start:
             await publisher.job_ended(self._set_aside_at_start.pop(0))
 

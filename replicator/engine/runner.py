@@ -123,6 +123,12 @@ class JobRunner:
         self._wake = asyncio.Event()
         # Running jobs and their destinations.
         self.running: dict[asyncio.Task[None], str] = {}
+        # When (time.monotonic()) the dispatcher last went round, and a job was last claimed or
+        # ended: the daemon's watchdog tells a stuck runner from an idle one by them.
+        self.passed_at: float | None = None
+        self.progressed_at: float | None = None
+        # Set once the dispatcher has gone round: it takes due jobs from now on.
+        self.went_round = asyncio.Event()
 
     def wake(self) -> None:
         """Look at the journal now (new jobs were recorded)."""
@@ -136,6 +142,8 @@ class JobRunner:
         destination cannot take every worker while another destination's jobs wait.
         """
         while not stop.is_set():
+            self.passed_at = time.monotonic()
+            self.went_round.set()
             config, _ = self._settings()
             room = config.workers.concurrency - len(self.running)
             saturated = {
@@ -157,6 +165,8 @@ class JobRunner:
                     # Nothing was claimed (the transaction rolled back): try again later.
                     log.error("journal_unwritable", error=str(exc), step="claim")  # noqa: TRY400 - the message is the point
                     hold_off = True
+                if claimed:
+                    self.progressed_at = time.monotonic()
                 for row in claimed:
                     task = asyncio.create_task(self._work(row), name=f"job-{row.id}")
                     self.running[task] = row.destination
@@ -186,6 +196,7 @@ class JobRunner:
             log.warning("drain_cancelled_jobs", count=len(pending), grace_seconds=grace)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
+        self.progressed_at = time.monotonic()
         self.running.pop(task, None)
         self._wake.set()
 

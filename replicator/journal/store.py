@@ -443,6 +443,11 @@ class Journal:
         """Per destination, the push time of the oldest job not yet finished (the RPO)."""
         return await self._run(gauges.oldest_unreplicated)
 
+    async def probe(self) -> None:
+        """Open a write transaction and end it: the journal answers and could write (on SQLite
+        this takes the write lock, BEGIN IMMEDIATE); for the daemon's watchdog."""
+        await self._run(lambda session: session.execute(select(1)))
+
     async def backlog(self) -> int:
         """Jobs waiting for a worker: PENDING plus RETRY_WAIT (due or not)."""
         return await self._run(gauges.backlog)

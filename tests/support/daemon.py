@@ -215,9 +215,13 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
 class _Process:
     """A `replicator` subprocess whose stderr (JSON logs) is appended to `log_path`."""
 
-    def __init__(self, command: list[str], log_path: Path) -> None:
+    def __init__(
+        self, command: list[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.command = command
         self.log_path = log_path
+        # Variables set for the process beyond ours ($NOTIFY_SOCKET, $WATCHDOG_USEC...).
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -234,6 +238,7 @@ class _Process:
     def _spawn(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)
+        env.update(self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command,
@@ -303,10 +308,17 @@ class _Process:
 class DaemonProcess(_Process):
     """`replicator --log-level info run --config FILE`, with its API on `http_port`."""
 
-    def __init__(self, config: Path, http_port: int, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        http_port: int,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(
             replicator_command("--log-level", "info", "run", "--config", str(config)),
             log_path or config.with_suffix(".daemon.log"),
+            env,
         )
         self.config = config
         self.api = f"http://127.0.0.1:{http_port}"

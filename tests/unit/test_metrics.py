@@ -47,9 +47,11 @@ OWN_FAMILIES = {
     "replicator_events_deferred",
     "replicator_oldest_unreplicated_push_age_seconds",
     "replicator_fleet_intake",
+    "replicator_broker_connected",
+    "replicator_build_info",
 }
 # Labels whose values are names the operator chose (registry names, hosts): any case.
-NAME_LABELS = {"destination", "host"}
+NAME_LABELS = {"destination", "host", "version"}
 SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -313,3 +315,21 @@ def test_gauge_readings_take_a_bounded_share_of_the_journal(took: float, pause: 
     millions of jobs) are spaced so that they take at most JOURNAL_GAUGES_MAX_SHARE of its time."""
     assert api.gauge_pause(took) == pytest.approx(pause)
     assert took / (took + api.gauge_pause(took)) <= api.JOURNAL_GAUGES_MAX_SHARE + 1e-9
+
+
+class TestDaemonGauges:
+    def test_broker_connected_read_at_scrape(self) -> None:
+        """replicator_broker_connected follows the broker's state at each scrape."""
+        metrics = Metrics()
+        state = {"connected": False}
+        metrics.watch_broker(lambda: state["connected"])
+        assert "replicator_broker_connected 0.0" in metrics.render().decode()
+        state["connected"] = True
+        assert "replicator_broker_connected 1.0" in metrics.render().decode()
+
+    def test_build_info_names_the_version(self) -> None:
+        """replicator_build_info is 1 with this package's version as its label."""
+        from replicator import __version__
+
+        text = Metrics().render().decode()
+        assert f'replicator_build_info{{version="{__version__}"}} 1.0' in text
