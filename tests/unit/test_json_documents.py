@@ -27,7 +27,8 @@ SHAPES = {
     "jobs": {"jobs"},
     "status": {"repositoryName", "imageId", "replicationStatuses"},
     "retry": {"requeued", "job"},
-    "config check": {"ok", "file", "version", "registries", "rules", "webhooks"},
+    "config check": {"ok", "file", "version", "registries", "rules", "webhooks",
+                     "restart_required_for"},
 }  # fmt: skip
 JOB_FIELDS = {
     "id", "kind", "state", "source", "repository", "tag", "digest", "destination", "attempts",
