@@ -47,7 +47,8 @@ class TagPlan:
 @dataclass(frozen=True, slots=True)
 class TagRecord:
     """A copy job of the journal as `hold_newer` reads it: who copied what under which tag,
-    its state, and when it finished (seconds since the epoch; None while unfinished)."""
+    its state, when it finished and when its push was made at the source (seconds since the
+    epoch; None while unfinished, or for a scan's job, which has no push time)."""
 
     source: str
     destination: str
@@ -55,6 +56,7 @@ class TagRecord:
     tag: str | None
     state: JobState
     finished_at: float | None = None
+    pushed_at: float | None = None
 
 
 def targets(
@@ -121,7 +123,9 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
       unfinished): its own job carries it here, and this copy would undo it; or
     - the source's tag as the daemon's own replica of an earlier write at the destination (the
       last job that set the source's tag copied this digest from the destination): the
-      destination was written since, and that write travels the other way.
+      destination was written since, and that write travels the other way. When the
+      destination's tag is in turn the daemon's replica of a push at the source (two pushes
+      of the tag, one at each side, crossed on their way), the later push wins.
     A tag missing at the destination is never held: there is nothing to undo."""
     if plan.action not in (TagAction.COPY, TagAction.REPAIR) or plan.dest_digest is None:
         return plan
@@ -138,19 +142,34 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
             reason=f"{target}'s push of {pending[0].digest} under {tag} is not replicated yet; "
             f"{plan.key.digest} would undo it",
         )
+    ours = _last_set(found, source)
+    if ours is None or ours.source != target or ours.digest != plan.key.digest:
+        return plan  # the source's tag is its own push: it is the newer one
+    theirs = _last_set(found, target)
+    crossed = theirs is not None and theirs.source == source and theirs.digest == plan.dest_digest
+    if crossed and theirs is not None and _push_time(ours) > _push_time(theirs):
+        # Crossed pushes: each side holds the other's. The later push wins.
+        return plan
+    return replace(
+        plan,
+        action=TagAction.HELD,
+        reason=f"{source}'s {tag} is the daemon's copy of an earlier {target} write; "
+        f"{target}'s {plan.dest_digest} is newer",
+    )
+
+
+def _last_set(records: Iterable[TagRecord], registry: str) -> TagRecord | None:
+    """The last finished job that set the tag at `registry`."""
     setting = [
-        r for r in found
-        if r.destination == source and r.state is JobState.COMPLETE and r.finished_at is not None
+        r for r in records
+        if r.destination == registry and r.state is JobState.COMPLETE and r.finished_at is not None
     ]  # fmt: skip
-    last = max(setting, key=lambda r: r.finished_at or 0.0, default=None)
-    if last is not None and last.source == target and last.digest == plan.key.digest:
-        return replace(
-            plan,
-            action=TagAction.HELD,
-            reason=f"{source}'s {tag} is the daemon's copy of an earlier {target} write; "
-            f"{target}'s {plan.dest_digest} is newer",
-        )
-    return plan
+    return max(setting, key=lambda r: r.finished_at or 0.0, default=None)
+
+
+def _push_time(record: TagRecord) -> float:
+    """When the copied push was made at its source (a scan's job: when it finished)."""
+    return record.pushed_at if record.pushed_at is not None else record.finished_at or 0.0
 
 
 class RunOutcome(StrEnum):

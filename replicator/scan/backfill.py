@@ -249,7 +249,8 @@ class Scanner:
 def tag_record(row: JobRow) -> TagRecord:
     """A journal row as the scan's hold rule reads it (domain.scan.hold_newer)."""
     finished = row.finished_at.timestamp() if row.finished_at is not None else None
-    return TagRecord(row.source, row.destination, row.digest, row.tag, row.state, finished)
+    pushed = row.pushed_at.timestamp() if row.pushed_at is not None else None
+    return TagRecord(row.source, row.destination, row.digest, row.tag, row.state, finished, pushed)
 
 
 class Journaller:

@@ -176,9 +176,9 @@ DONE, PENDING, RETRY, FAILED = (
 
 
 def job(src: str, dst: str, digest: str, state: JobState, finished: float | None = 1.0,
-        tag: str | None = "v1") -> TagRecord:  # fmt: skip
+        tag: str | None = "v1", pushed: float | None = None) -> TagRecord:  # fmt: skip
     """A copy job of the pair's repository."""
-    return TagRecord(src, dst, digest, tag, state, finished if state is DONE else None)
+    return TagRecord(src, dst, digest, tag, state, finished if state is DONE else None, pushed)
 
 
 HOLDS = [
@@ -188,6 +188,10 @@ HOLDS = [
     (
         "b-tag-replica-of-a-after-a-copy-from-a-third",
         [job("c", "b", NEW, DONE, 1.0), job("a", "b", OLD, DONE, 2.0)],
+    ),
+    (
+        "crossed-pushes-b-pushed-later",
+        [job("a", "b", OLD, DONE, 2.0, pushed=1.0), job("b", "a", NEW, DONE, 2.0, pushed=1.5)],
     ),
 ]
 COPIES = [
@@ -201,6 +205,10 @@ COPIES = [
     ("a-push-of-another-tag", [job("a", "b", NEW, PENDING, tag="v2")]),
     ("a-push-failed", [job("a", "b", NEW, FAILED)]),
     ("b-replica-of-another-digest", [job("a", "b", NEW, DONE)]),
+    (
+        "crossed-pushes-a-pushed-later",
+        [job("a", "b", OLD, DONE, 2.0, pushed=1.5), job("b", "a", NEW, DONE, 2.0, pushed=1.0)],
+    ),
 ]
 
 
