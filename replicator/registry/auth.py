@@ -7,6 +7,9 @@ with an identity token, by the OAuth2 refresh-token grant POSTed to the realm (f
 GET where the token service has no OAuth2 endpoint, as docker does). Tokens are cached per scope
 until shortly before they expire; a 401 with a cached token fetches a new one.
 
+One token request per (realm, scope) is in flight at a time; every request that needs that token
+meanwhile waits for its answer (single-flight).
+
 Challenges are kept per scope, as hints: the one a scope's own 401 named, else the last one whose
 realm gave a token (so a new repository gets its token before its first request). A realm that
 fails a scope (unreachable, refusing, answering something that is not a token) is not asked again
@@ -35,6 +38,7 @@ from replicator.errors import AuthError, TransportError
 from replicator.logs import get_logger
 from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
+from replicator.registry.single_flight import SingleFlight
 
 log = get_logger(__name__)
 
@@ -83,6 +87,9 @@ class Authenticator:
         self._refresh_tokens: dict[str, str] = {}
         self.problem: AuthError | None = None  # why the provider could not give credentials
         self._refreshing = asyncio.Lock()
+        # Token requests in flight, by (realm, scope): every other request of that scope waits
+        # for the one answer (single-flight) instead of asking the token service too.
+        self._fetching: SingleFlight[tuple[str, str], str] = SingleFlight()
 
     @property
     def provider(self) -> CredentialProvider | None:
@@ -162,6 +169,12 @@ class Authenticator:
         if challenge.scheme == "bearer":
             self._check_realm(challenge.params.get("realm"))
             self._remember(scope, challenge)
+            cached = self._tokens.get(scope)
+            sent = response.request.headers.get("authorization")
+            if cached and cached[1] > time.monotonic() and sent != f"Bearer {cached[0]}":
+                # Obtained since this request left (it went anonymous, or with an older
+                # token): not the token refused, so no second fetch for the same scope.
+                return f"Bearer {cached[0]}"
             self._tokens.pop(scope, None)
             failure = self._failures.blocked(_realm(challenge), scope, time.monotonic())
             if failure is not None:
@@ -212,7 +225,16 @@ class Authenticator:
 
     async def fetch_token(self, scope: str, challenge: Challenge) -> str:
         """Fetch (and cache) a Bearer token for `scope` from `challenge`'s realm; a failure is
-        remembered for (realm, scope), a success makes the challenge the registry's hint."""
+        remembered for (realm, scope), a success makes the challenge the registry's hint.
+
+        One request per (realm, scope) is in flight: concurrent callers (a copy's first
+        requests all meet the 401 at once) wait for its answer, token or error."""
+        return await self._fetching.run(
+            (_realm(challenge), scope), lambda: self._fetch_token(scope, challenge)
+        )
+
+    async def _fetch_token(self, scope: str, challenge: Challenge) -> str:
+        """The one token request of `fetch_token`, its failure remembered."""
         realm = _realm(challenge)
         try:
             token = await self._token(scope, challenge)

@@ -280,7 +280,30 @@ class TestTokenRenewal:
         assert len(issuer.grants("get")) == before + 1
 
 
+class TestSingleFlight:
+    """One token request per (realm, scope) in flight, whatever the number of waiters."""
+
+    async def test_concurrent_first_requests_share_one_token_request(
+        self, copy_corpus: CopyCorpus, issuer: TokenIssuer, token_registry: Registry
+    ) -> None:
+        """Eight requests of one scope that all meet the registry's 401 at once (a copy's
+        first HEADs) fetch one token between them, not eight: Docker Hub and GHCR rate-limit
+        their token endpoints."""
+        _push_with_creds(copy_corpus, token_registry)
+        before = len(issuer.grants("get"))
+        async with ClientPool() as pool:
+            client = pool.client(_settings(token_registry))
+            answers = await asyncio.gather(*(
+                client.request("GET", TAGS, scope=pull_scope("team/app"))
+                for _ in range(CONCURRENT_REQUESTS)
+            ))  # fmt: skip
+        assert [a.json()["tags"] for a in answers] == [["v1"]] * CONCURRENT_REQUESTS
+        assert len(issuer.grants("get")) == before + 1, issuer.grants("get")[before:]
+
+
 TAGS = "/v2/team/app/tags/list"
+# Requests at once in the single-flight test: what a copy's first HEADs of an image make.
+CONCURRENT_REQUESTS = 8
 
 
 def _settings(registry: Registry) -> RegistrySettings:
