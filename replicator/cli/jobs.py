@@ -54,7 +54,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="STATE",
         help=f"only jobs in this state: {', '.join(s.value for s in JobState)}",
     )
-    jobs.add_argument("--limit", type=int, default=100, help="at most this many (default: 100)")
+    jobs.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="at most this many, the newest (default: 100); a cut list says so on stderr",
+    )
     jobs.set_defaults(func=run_jobs)
 
     retry = subparsers.add_parser(
@@ -192,12 +197,21 @@ def run_jobs(args: argparse.Namespace) -> int:
 
     async def query() -> list[JobRow]:
         async with await _open(url) as journal:
-            return await journal.jobs(args.state, limit=args.limit)
+            # One more than asked: whether the list was cut at the limit.
+            return await journal.jobs(args.state, limit=args.limit + 1)
 
-    rows = asyncio.run(query())
+    found = asyncio.run(query())
+    rows, truncated = found[: args.limit], len(found) > args.limit
     if args.json:
-        print_json(documents.document("jobs", {"jobs": [job_document(row) for row in rows]}))
+        jobs = [job_document(row) for row in rows]
+        print_json(documents.document("jobs", {"jobs": jobs, "truncated": truncated}))
         return EXIT_OK
+    if truncated:
+        # On stderr: the table on stdout stays whole for `| sort`, `| awk`.
+        print(
+            f"showing the {args.limit} most recent jobs; more match (--limit to see more)",
+            file=sys.stderr,
+        )
     table = [
         [
             str(row.id),

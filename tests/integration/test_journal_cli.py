@@ -242,6 +242,23 @@ class TestJobs:
         ]
         assert second.split()[2] == "COMPLETE"
 
+    def test_cut_at_the_limit_is_said(
+        self, setup: Setup, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With more jobs than --limit the table says on stderr that it shows only the newest
+        ones and how to see more, and --json says truncated; at the limit it says nothing."""
+        code, out, err = run(capsys, "jobs", "--config", str(setup.config), "--limit", "1")
+        assert code == 0
+        assert len(out.splitlines()) == 2  # the header and one job
+        assert "showing the 1 most recent jobs; more match (--limit to see more)" in err
+        code, out, _ = run(capsys, "jobs", "--config", str(setup.config), "--limit", "1", "--json")
+        document = json.loads(out)
+        assert (len(document["jobs"]), document["truncated"]) == (1, True)
+        code, out, err = run(capsys, "jobs", "--config", str(setup.config), "--limit", "2")
+        assert "more match" not in err
+        code, out, _ = run(capsys, "jobs", "--config", str(setup.config), "--limit", "2", "--json")
+        assert json.loads(out)["truncated"] is False
+
     def test_unknown_state(self, setup: Setup) -> None:
         """An unknown --state is refused by the parser (exit 2)."""
         assert main(["jobs", "--config", str(setup.config), "--state", "DONE"]) == 2

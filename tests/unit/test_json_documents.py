@@ -24,7 +24,7 @@ SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 SHAPES = {
     "copy": {"images", "manifests", "blobs_copied", "blobs_mounted", "blobs_skipped",
              "bytes_copied", "seconds", "failures"},
-    "jobs": {"jobs"},
+    "jobs": {"jobs", "truncated"},
     "status": {"repositoryName", "imageId", "replicationStatuses"},
     "retry": {"requeued", "job"},
     "config check": {"ok", "file", "version", "registries", "rules", "webhooks",
