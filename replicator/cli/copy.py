@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
 
 from replicator.cli import repository_list
-from replicator.cli.copy_options import SIDES, add_registry_options, resolve, tls_of
+from replicator.cli.copy_options import (
+    CREDENTIALS_EPILOG,
+    SIDES,
+    add_registry_options,
+    resolve,
+    tls_of,
+)
 from replicator.cli.documents import document, print_json
 from replicator.cli.parsing import MAX_BANDWIDTH_HELP, byte_rate
 from replicator.cli.progress import Progress, drawn
@@ -47,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="copy an image, a repository or (-r) every repository under a prefix",
         description="Copy images between registries, digest-preserving. SRC and DST are "
         "host[:port]/repo[:tag|@digest]; with -r they are prefixes (host[:port][/path]).",
+        epilog=CREDENTIALS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("src", metavar="SRC")
     parser.add_argument("dst", metavar="DST")

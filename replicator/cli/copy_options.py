@@ -31,6 +31,16 @@ SIDES = ("src", "dst")
 SPELLINGS = {"src": ("src",), "dst": ("dest", "dst")}
 ENV_CREDS = {"src": "REPLICATOR_SRC_CREDS", "dst": "REPLICATOR_DEST_CREDS"}
 WHAT = {"src": "SRC", "dst": "DST"}
+# The end of `copy --help`: where credentials come from, in the order they are looked for.
+CREDENTIALS_EPILOG = f"""\
+credentials, per side, the first given:
+  --src-no-creds / --dest-no-creds      anonymous
+  --src-creds / --dest-creds USER:PASS  (visible in `ps`: prefer the ones below)
+  --src-creds-file / --dest-creds-file FILE holding USER:PASS
+  --src-username U with --src-password P or --src-password-stdin (--dest-* alike)
+  ${ENV_CREDS["src"]} / ${ENV_CREDS["dst"]} holding USER:PASS
+  --src-authfile / --dest-authfile / --authfile, else $REGISTRY_AUTH_FILE, podman's and
+  Docker's auth files (credential helpers included)"""
 
 
 def _flags(side: str, suffix: str) -> list[str]:

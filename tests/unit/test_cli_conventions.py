@@ -160,6 +160,16 @@ def namespace(**given: object) -> argparse.Namespace:
 
 
 class TestCredentialSources:
+    def test_copy_help_names_the_environment(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`copy --help` names $REPLICATOR_SRC_CREDS and $REPLICATOR_DEST_CREDS and where they
+        stand among the credential sources."""
+        with pytest.raises(SystemExit):
+            cli.main(["copy", "--help"])
+        text = capsys.readouterr().out
+        for variable in copy_options.ENV_CREDS.values():
+            assert f"${variable}" in text
+        assert "credentials, per side, the first given:" in text
+
     def test_creds_file(self, tmp_path: Path) -> None:
         """--src-creds-file reads USER:PASS from a file (a trailing newline is not the password)."""
         secret = tmp_path / "creds"
