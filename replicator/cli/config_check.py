@@ -19,7 +19,7 @@ from replicator import logs
 from replicator.cli.documents import document, print_json
 from replicator.config.loading import Config, RegistryConfig, load_config
 from replicator.config.reload import DAEMON_RESTART_KEYS
-from replicator.config.sites import describe_credentials
+from replicator.config.sites import describe_credentials, sites_of
 from replicator.domain.policy import (
     BATCH_DELETE_IMAGE,
     CREATE_REPOSITORY,
@@ -27,12 +27,19 @@ from replicator.domain.policy import (
     evaluate,
     repository_arn,
 )
+from replicator.domain.routing import cycles
 from replicator.domain.rules import Filter, FilterType, Rule
 from replicator.registry.http.proxy import DIRECT, parse_proxy_url
 
 EXIT_OK = 0
 # The name put after a prefix, or in place of `*`, to make a representative repository name.
 EXAMPLE_NAME = "example"
+# What the daemon does with a loop of replication between registries (README, "Active-active").
+CYCLE_HANDLING = (
+    "each push goes around once: the daemon knows the event of its own replica (or delete) "
+    "at the next registry as an echo and makes no job back; reconcile never moves a tag off "
+    "a newer write; two pushes of one tag crossing on their way settle on the later push"
+)
 # Filters checked per rule; beyond this the summary would no longer fit on a screen.
 MAX_SAMPLES_PER_RULE = 4
 
@@ -251,6 +258,11 @@ def as_text(config: Config, rules: list[RuleSummary]) -> list[str]:
         )
         for reach in rule.destinations:
             lines.extend(_reach_lines(reach))
+    found = cycles(sites_of(config))
+    if found:
+        lines += ["", "cycles"]
+        for loop in found:
+            lines.append(f"  {' -> '.join((*loop, loop[0]))}: {CYCLE_HANDLING}")
     lines += ["", f"webhooks (bridge on {config.bridge.listen}, {_bridge_transport(config)})"]
     for name, how in webhook_sources(config).items():
         lines.append(f"  {name:<{name_width}}  auth: {how['auth']}; format: {how['format']}")
@@ -303,6 +315,10 @@ def as_json(config: Config, rules: list[RuleSummary]) -> dict[str, Any]:
             for r in config.registries.values()
         ],
         "rules": [asdict(rule) for rule in rules],
+        "cycles": [
+            {"registries": list(loop), "handling": CYCLE_HANDLING}
+            for loop in cycles(sites_of(config))
+        ],
         "webhooks": {
             "listen": config.bridge.listen,
             "transport": _bridge_transport(config),

@@ -67,6 +67,30 @@ def replicated_to(sites: Mapping[str, Site]) -> frozenset[str]:
     )
 
 
+def cycles(sites: Mapping[str, Site]) -> list[tuple[str, ...]]:
+    """Every loop of replication between registries (A -> B -> A, A -> B -> C -> A), each once,
+    starting at its first registry in config order; by the rules' destinations alone (a loop
+    may hold for some repositories only)."""
+    order = {name: index for index, name in enumerate(sites)}
+    located = by_location(sites)
+    edges = {
+        name: [located[t].name for t in site.replication.destinations if t in located]
+        for name, site in sites.items()
+    }
+    found: list[tuple[str, ...]] = []
+
+    def walk(start: str, path: tuple[str, ...]) -> None:
+        for nxt in edges[path[-1]]:
+            if nxt == start and len(path) > 1:
+                found.append(path)
+            elif nxt not in path and order[nxt] > order[start]:
+                walk(start, (*path, nxt))
+
+    for name in sites:
+        walk(name, (name,))
+    return found
+
+
 def destinations(
     source: Site,
     sites: Mapping[str, Site],

@@ -428,3 +428,48 @@ class TestRegistryReach:
         assert "proxy: proxy.corp:3128" in out
         assert "repositories: 1 named, catalog not read" in out
         assert "s3cret" not in out
+
+
+ACTIVE_ACTIVE = """
+version = 1
+[registries.east]
+account = "111122223333"
+region = "us-east-1"
+url = "http://127.0.0.1:5001"
+replication = "east.json"
+[registries.west]
+account = "111122223333"
+region = "us-west-2"
+url = "http://127.0.0.1:5002"
+replication = "west.json"
+"""
+
+
+def _to(region: str) -> str:
+    return json.dumps({"rules": [{"destinations": [
+        {"region": region, "registryId": "111122223333"}]}]})  # fmt: skip
+
+
+class TestConfigCheckCycles:
+    def test_active_active_pair_is_described(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A -> B and B -> A rules: `config check` names the cycle and what the daemon does
+        with it (echoes make no job back), in text and in JSON."""
+        (tmp_path / "east.json").write_text(_to("us-west-2"))
+        (tmp_path / "west.json").write_text(_to("us-east-1"))
+        path = _write(tmp_path, ACTIVE_ACTIVE)
+        assert main(["config", "check", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "\ncycles\n  east -> west -> east: each push goes around once" in out
+        assert "echo" in out
+        assert main(["config", "check", "--json", str(path)]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert [c["registries"] for c in summary["cycles"]] == [["east", "west"]]
+
+    def test_one_way_has_no_cycle(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A one-way rule makes no cycle section."""
+        (tmp_path / "east.json").write_text(_to("us-west-2"))
+        (tmp_path / "west.json").write_text(json.dumps({"rules": []}))
+        assert main(["config", "check", str(_write(tmp_path, ACTIVE_ACTIVE))]) == 0
+        assert "cycles" not in capsys.readouterr().out

@@ -27,7 +27,7 @@ SHAPES = {
     "jobs": {"jobs", "truncated"},
     "status": {"repositoryName", "imageId", "replicationStatuses"},
     "retry": {"requeued", "job"},
-    "config check": {"ok", "file", "version", "registries", "rules", "webhooks",
+    "config check": {"ok", "file", "version", "registries", "rules", "cycles", "webhooks",
                      "restart_required_for"},
 }  # fmt: skip
 JOB_FIELDS = {

@@ -15,6 +15,7 @@ from replicator.domain.routing import (
     UNTAGGED_GRACE_SECONDS,
     Site,
     admit_replication,
+    cycles,
     destinations,
     existence_matters,
     replicated_to,
@@ -458,3 +459,40 @@ class TestReplicatedTo:
     def test_no_rules_no_destination(self) -> None:
         """Without rules the daemon writes nowhere, so no event is looked up for an echo."""
         assert replicated_to(sites([])) == frozenset()
+
+
+REGION_OF = {"a": "us-east-1", "b": "us-west-2", "c": "eu-west-1"}
+
+
+def _pair_sites(links: dict[str, list[str]]) -> dict[str, Site]:
+    """Same-account sites a, b, c (one region each), each replicating to the sites `links`
+    names."""
+    names = sorted({*links, *(n for targets in links.values() for n in targets)})
+    return {
+        name: Site(
+            name, SOURCE_ACCOUNT, REGION_OF[name],
+            parse_replication_config({"rules": [{"destinations": [
+                {"region": REGION_OF[t], "registryId": SOURCE_ACCOUNT}
+                for t in links.get(name, [])
+            ]}]} if links.get(name) else {"rules": []}),
+            None,
+        )
+        for name in names
+    }  # fmt: skip
+
+
+class TestCycles:
+    @pytest.mark.parametrize(
+        ("links", "expected"),
+        [
+            ({"a": ["b"]}, []),
+            ({"a": ["b"], "b": ["a"]}, [("a", "b")]),
+            ({"a": ["b"], "b": ["c"], "c": ["a"]}, [("a", "b", "c")]),
+            ({"a": ["b", "c"], "b": ["a"], "c": ["a"]}, [("a", "b"), ("a", "c")]),
+            ({"a": ["b"], "b": ["c"], "c": ["b"]}, [("b", "c")]),
+        ],
+        ids=["one-way", "active-active", "ring-of-three", "hub-and-two-spokes", "loop-downstream"],
+    )
+    def test_cycles(self, links: dict[str, list[str]], expected: list[tuple[str, ...]]) -> None:
+        """Every loop between registries is found once, from its first registry."""
+        assert cycles(_pair_sites(links)) == expected
