@@ -28,7 +28,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from replicator.daemon.bus_inbox import AckHandle, BusMessage, Inbox
+from replicator.daemon.bus_session import SESSION_EXPIRY_SECONDS, SessionWatch, note_connack
 from replicator.domain.payloads import MAX_PAYLOAD_BYTES
 from replicator.domain.topics import source_from_topic
 from replicator.errors import BusError
@@ -50,10 +51,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# How long the broker keeps our session (subscriptions and queued QoS 1 events) while we are
-# away: a week covers a long weekend of outage plus a slow recovery. Events older than that are
-# better handled by `replicator backfill` than by replaying a week-old queue.
-SESSION_EXPIRY_SECONDS = 7 * 24 * 3600
 # Unacknowledged messages the broker may have in flight to us (MQTT v5 Receive Maximum). This is
 # what bounds our in-memory queue: past it the broker holds events until we ack, so back-pressure
 # from the journal reaches the broker instead of growing our memory.
@@ -157,8 +154,13 @@ class Bus:
         *,
         reconnect_initial: float = RECONNECT_INITIAL_SECONDS,
         reconnect_max: float = RECONNECT_MAX_SECONDS,
+        expect_session: bool = False,
+        on_session_lost: Callable[[], None] | None = None,
     ) -> None:
         self.options = options
+        # Whether the broker should hold our persistent session: after our first connection,
+        # or from the start when the caller knows one was made (a fleet's intake taken over).
+        self.session = SessionWatch(expect=expect_session, on_lost=on_session_lost)
         self.connected = asyncio.Event()
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
@@ -317,6 +319,7 @@ class Bus:
             logger=logging.getLogger("replicator.mqtt"),
         )
         client.pending_calls_threshold = PENDING_CALLS_WARNING
+        connack = note_connack(client)
         # Before connecting: a resumed session redelivers right after the CONNACK, and those
         # messages must not be acknowledged before they are journalled.
         client._client.manual_ack_set(True)
@@ -324,6 +327,8 @@ class Bus:
             if options.subscription is not None:
                 await _subscribe(client, options.subscription)
             self._generation += 1
+            if options.persistent and options.subscription is not None:
+                self.session.check(connack, broker=self._address, client_id=options.client_id)
             self.inbox.clear()  # left by a dropped connection: the broker redelivers it
             connection = _Connection(self._generation, client)
             self._connection = connection

@@ -58,6 +58,9 @@ class FleetRole:
         else:
             self.following.set()
         self._held_until = 0.0  # monotonic: when our duties end unless renewed
+        # Whether the fleet had a holder before ours: then the intake session should exist at
+        # the broker when we connect it (see Bus's expect_session).
+        self.succeeded = False
 
     def holds(self) -> bool:
         """Whether this member does the fleet-wide work now."""
@@ -85,7 +88,7 @@ class FleetRole:
         within = max(self._held_until - asked, 0.0) if self.holds() else None
         try:
             async with asyncio.timeout(within):
-                lease = await self._journal.take_lease(LEASE_NAME, LEASE_SECONDS)
+                lease, held_before = await self._journal.take_lease(LEASE_NAME, LEASE_SECONDS)
         except (JournalError, TimeoutError) as exc:
             if self.holds() and time.monotonic() >= self._held_until:
                 self._follow("lease_not_renewed", error=str(exc) or "no answer in time")
@@ -94,6 +97,7 @@ class FleetRole:
             # Counted from before the question: the lease may have been written a moment later.
             self._held_until = asked + LEASE_SECONDS - GIVE_UP_MARGIN_SECONDS
             if not self.holds():
+                self.succeeded = held_before
                 self.following.clear()
                 self.leading.set()
                 log.info("fleet_lease_taken", expires=round(lease.expires, 3))
@@ -121,17 +125,22 @@ async def take_intake_while_leading(
     options: BusOptions,
     consume: Callable[[Bus], Coroutine[Any, Any, None]],
     stop: asyncio.Event,
+    on_session_lost: Callable[[], None] | None = None,
 ) -> None:
     """While this member holds the fleet's lease, connect the fleet's intake session
     (`options`: its fixed client id, a persistent session, the events topic not shared) and
     `consume` it; disconnect as soon as the lease is lost, so the next holder's connection with
-    the same client id takes the session and what the broker queued for it. Until `stop`."""
+    the same client id takes the session and what the broker queued for it. Until `stop`.
+    Taking over from an earlier holder, the session is expected at the broker: a broker
+    without it tells `on_session_lost` (see Bus)."""
     while not stop.is_set():
         await _first(role.leading, stop)
         if stop.is_set():
             return
         log.info("fleet_intake_taken", client_id=options.client_id)
-        async with Bus(options) as bus:
+        async with Bus(
+            options, expect_session=role.succeeded, on_session_lost=on_session_lost
+        ) as bus:
             consuming = asyncio.create_task(consume(bus), name="consume")
             await _first(role.following, stop, task=consuming)
             if consuming.done():

@@ -6,7 +6,6 @@ requests go through the daemon's client pool and copier, within the same per-reg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -49,17 +48,17 @@ async def reconcile_forever(
     stop: asyncio.Event,
     *,
     leading: Callable[[], bool] = lambda: True,
+    soon: asyncio.Event | None = None,
 ) -> None:
     """Every `[reconcile] interval` seconds (read again each time, so a reload applies; 0 = off)
     run one reconcile pass, the first one an interval after the start (a fleet restarting its
     members one by one does not scan the registries once per member), skipped while `leading`
-    says another member of the fleet reconciles. Returns when `stop` is set."""
+    says another member of the fleet reconciles. `soon` set (the broker lost the events'
+    session) brings the next pass forward to now. Returns when `stop` is set."""
     while not stop.is_set():
         interval = daemon.config.reconcile.interval
         wait = RECONCILE_IDLE_CHECK_SECONDS if interval <= 0 else interval
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await stop.wait()
+        await _pause(wait, stop, soon)
         journal, runner = daemon.journal, daemon.runner
         if stop.is_set() or daemon.config.reconcile.interval <= 0 or not leading():
             continue
@@ -71,3 +70,17 @@ async def reconcile_forever(
             )
         except ReplicatorError as exc:
             log.warning("reconcile_failed", code=exc.code, error=str(exc))
+
+
+async def _pause(seconds: float, stop: asyncio.Event, soon: asyncio.Event | None) -> None:
+    """Wait `seconds`, or less when `stop` or `soon` is set (`soon` is then cleared)."""
+    events = [stop] if soon is None else [stop, soon]
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    if soon is not None and soon.is_set():
+        soon.clear()
+        log.info("reconcile_brought_forward", reason="the broker lost the events' session")

@@ -77,6 +77,8 @@ class Daemon:
         # events are published once it is (see _announce).
         self._set_aside_at_start: list[JobEnd] = []
         self._stopping = asyncio.Event()
+        # Set when the broker lost the session the events come through: reconcile runs now.
+        self._reconcile_soon = asyncio.Event()
         self._notifier = Notifier.from_environment()
         self._copier = Copier(
             concurrency=config.workers.concurrency,
@@ -113,7 +115,7 @@ class Daemon:
             self.role = role = FleetRole(self.journal, alone=not fleet)
             self.metrics.fleet_duties.set_function(lambda: float(role.holds()))
             async with (
-                Bus(self._member_bus_options()) as bus,
+                Bus(self._member_bus_options(), on_session_lost=self._reconcile_soon.set) as bus,
                 self._pool,
                 asyncio.TaskGroup() as group,
             ):
@@ -144,7 +146,12 @@ class Daemon:
                     group.create_task(health.watch(), name="watchdog"),
                     group.create_task(
                         reconcile_forever(
-                            self, self._pool, self._copier, self._stopping, leading=role.holds
+                            self,
+                            self._pool,
+                            self._copier,
+                            self._stopping,
+                            leading=role.holds,
+                            soon=self._reconcile_soon,
                         ),
                         name="reconcile",
                     ),
@@ -198,7 +205,9 @@ class Daemon:
         async def consume(intake: Bus) -> None:
             await self._consume(intake, runner)
 
-        await take_intake_while_leading(role, options, consume, self._stopping)
+        await take_intake_while_leading(
+            role, options, consume, self._stopping, on_session_lost=self._reconcile_soon.set
+        )
 
     async def _sweep_orphans(self, role: FleetRole) -> None:
         """Re-queue jobs a dead process left IN_PROGRESS: a peer of the fleet, or a backfill

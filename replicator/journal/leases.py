@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -48,34 +48,36 @@ def _current(session: Session, name: str) -> tuple[bool, Lease | None]:
     return row is not None, None if row is None else _parse(row.value)
 
 
-def take(session: Session, name: str, holder: str, now: float, term: float) -> Lease:
+def take(session: Session, name: str, holder: str, now: float, term: float) -> tuple[Lease, bool]:
     """Ask for lease `name` in the name of `holder` at `now` for `term` seconds (see
-    domain.leases.ask); the lease in force afterwards, `holder`'s or another's."""
+    domain.leases.ask); the lease in force afterwards, `holder`'s or another's, and whether
+    the lease had been held before (its row outlives its holders: a released lease expires)."""
     exists, current = _current(session, name)
     lease = ask(current, holder, now, term)
     if lease == current:
-        return lease
+        return lease, exists
     if exists:
-        execute(
-            session,
-            update(_META).where(_META.c.key == _key(name)).values(value=_value(lease)),
-        )
-        return lease
+        _write(session, name, lease)
+        return lease, True
     try:
         with session.begin_nested():
             execute(session, insert(_META).values(key=_key(name), value=_value(lease)))
     except IntegrityError:
         # Another member created the row at the same moment (PostgreSQL): it holds the lease.
         _, current = _current(session, name)
-        return current or lease
-    return lease
+        return current or lease, True
+    return lease, False
+
+
+def _write(session: Session, name: str, lease: Lease) -> None:
+    execute(session, update(_META).where(_META.c.key == _key(name)).values(value=_value(lease)))
 
 
 def release(session: Session, name: str, holder: str) -> bool:
-    """Drop lease `name` if `holder` holds it (a member stopping hands it on at once); whether
-    it did."""
+    """End lease `name` now if `holder` holds it (a member stopping hands it on at once);
+    whether it did."""
     _, current = _current(session, name)
-    if not give_up(current, holder):
+    if current is None or not give_up(current, holder):
         return False
-    execute(session, delete(_META).where(_META.c.key == _key(name)))
+    _write(session, name, Lease(holder, 0.0))
     return True

@@ -368,9 +368,10 @@ class Journal:
         moment = to_db_time(before)
         return await self._run(lambda session: retention.prune(session, moment, limit))
 
-    async def take_lease(self, name: str, term: float) -> Lease:
+    async def take_lease(self, name: str, term: float) -> tuple[Lease, bool]:
         """Ask for the fleet's lease `name` for `term` seconds in this journal's claimer's name
-        (see leases.take); the lease in force afterwards, ours or another member's."""
+        (see leases.take); the lease in force afterwards, ours or another member's, and whether
+        it had been held before."""
         now, holder = time.time(), self.claimer
         return await self._run(lambda session: leases.take(session, name, holder, now, term))
 

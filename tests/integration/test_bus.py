@@ -212,6 +212,42 @@ class TestBus:
                         break
         assert set(seen) <= {b"before", b"after"}
 
+    async def test_a_session_the_broker_lost_is_reported(
+        self, mosquitto_factory: MosquittoFactory
+    ) -> None:
+        """A broker restarted with its store keeps the session and nothing is reported; one
+        restarted without it has no session for us: mqtt_session_lost, the caller told once."""
+        broker = mosquitto_factory()
+        told: list[str] = []
+        consumer = options(broker, unique("consumer"), events_topic="registry/+/events")
+        async with Bus(consumer, on_session_lost=lambda: told.append("lost")) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+            for keep_store in (True, False):
+                broker.stop()
+                if not keep_store:
+                    for stored in (broker.folder / "data").iterdir():
+                        stored.unlink()
+                broker.start()
+                async with asyncio.timeout(RECEIVE_SECONDS):
+                    while bus.connected.is_set():
+                        await asyncio.sleep(0.01)
+                await bus.wait_connected(within=RECEIVE_SECONDS)
+                assert told == ([] if keep_store else ["lost"])
+        assert bus.session.lost == 1
+
+    async def test_taking_over_a_session_the_broker_never_had_is_reported(
+        self, mosquitto: Mosquitto
+    ) -> None:
+        """A fleet member taking over the intake session (expect_session) from a broker that
+        has none for that client id reports it at once."""
+        told: list[str] = []
+        consumer = options(mosquitto, unique("intake"), events_topic="registry/+/events")
+        async with Bus(
+            consumer, expect_session=True, on_session_lost=lambda: told.append("lost")
+        ) as bus:
+            await bus.wait_connected(within=RECEIVE_SECONDS)
+        assert told == ["lost"]
+
     async def test_tls_round_trip(self, mosquitto_factory: MosquittoFactory) -> None:
         """Over TLS with the broker's CA the bus connects and a message goes round."""
         broker = mosquitto_factory(tls=True)

@@ -195,6 +195,8 @@ def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(
     # One member does the fleet's work, and only its gauges count the journal's jobs.
     holding = [metric_value(text, "replicator_fleet_intake") for text in expositions]
     assert sorted(holding) == [0, 0, 1]
+    # The broker kept its store, so the member taking the intake over found the session.
+    assert not [line for member in members for line in member.events("mqtt_session_lost")]
     others = [text for text, held in zip(expositions, holding, strict=True) if not held]
     assert [metric_value(text, "replicator_jobs") for text in others] == [0, 0]
     print(f"replicated after a broker restart: {len(rows) // len(DESTINATIONS)} of {len(tags)}")

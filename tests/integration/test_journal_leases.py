@@ -20,22 +20,24 @@ RACERS = 6
 
 
 async def test_one_holder_renewed_then_taken_over_and_released(journal_url: str) -> None:
-    """a takes the lease and renews it; b is refused while it runs; once it expires b takes
-    it; b's release lets a take it again at once."""
+    """a takes the lease (never held before) and renews it; b is refused while it runs; once
+    it expires b takes it (held before); b's release lets a take it again at once."""
     async with await open_journal(journal_url) as a, await open_journal(journal_url) as b:
         a.claimer, b.claimer = "member-a", "member-b"
-        assert (await a.take_lease("fleet", SHORT)).holder == "member-a"
-        assert (await b.take_lease("fleet", TERM)).holder == "member-a"
-        renewed = await a.take_lease("fleet", SHORT)
-        assert renewed.holder == "member-a"
+        first, held_before = await a.take_lease("fleet", SHORT)
+        assert (first.holder, held_before) == ("member-a", False)
+        assert (await b.take_lease("fleet", TERM))[0].holder == "member-a"
+        renewed, held_before = await a.take_lease("fleet", SHORT)
+        assert (renewed.holder, held_before) == ("member-a", True)
         await asyncio.sleep(SHORT * 2)
-        taken = await b.take_lease("fleet", TERM)
-        assert taken.holder == "member-b"
+        taken, held_before = await b.take_lease("fleet", TERM)
+        assert (taken.holder, held_before) == ("member-b", True)
         assert taken.expires > renewed.expires
-        assert (await a.take_lease("fleet", TERM)).holder == "member-b"
+        assert (await a.take_lease("fleet", TERM))[0].holder == "member-b"
         assert not await a.release_lease("fleet")
         assert await b.release_lease("fleet")
-        assert (await a.take_lease("fleet", TERM)).holder == "member-a"
+        again, held_before = await a.take_lease("fleet", TERM)
+        assert (again.holder, held_before) == ("member-a", True)
 
 
 async def test_members_asking_at_once_get_one_holder(journal_url: str) -> None:
@@ -48,4 +50,4 @@ async def test_members_asking_at_once_get_one_holder(journal_url: str) -> None:
     finally:
         for journal in journals:
             await journal.close()
-    assert len({lease.holder for lease in leases}) == 1
+    assert len({lease.holder for lease, _ in leases}) == 1
