@@ -234,7 +234,7 @@ class JobRunner:
                 )
                 return
             try:
-                announce = announcer(self.journal, row.destination)
+                announce = announcer(self.journal, sites[row.destination])
                 src, dst = job_endpoints(row, self._pool, config, announce)
                 result = await run_job(
                     row,

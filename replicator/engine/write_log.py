@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from replicator.domain.echoes import Write, WriteAction
+from replicator.domain.routing import Site
 from replicator.engine.endpoint import AnnounceWrites
 
 
@@ -16,9 +17,14 @@ class WriteLog(Protocol):
     async def record_writes(self, writes: Sequence[Write]) -> None: ...
 
 
-def announcer(log: WriteLog, registry: str) -> AnnounceWrites:
-    """What an Endpoint at `registry` tells of its writes: each recorded in `log` before it
-    is made (a journal error fails the attempt, which is retried, before anything is written)."""
+def announcer(log: WriteLog, target: Site) -> AnnounceWrites | None:
+    """What an Endpoint at `target` tells of its writes: each recorded in `log` before it is
+    made (a journal error fails the attempt, which is retried, before anything is written).
+    None when `target` replicates nowhere: its events make no job, so no echo needs knowing,
+    and a one-way pair pays no journal write for it."""
+    if not target.replication.rules:
+        return None
+    registry = target.name
 
     async def announce(
         action: WriteAction, repository: str, refs: Sequence[tuple[str, str | None]]

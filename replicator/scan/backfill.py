@@ -317,7 +317,9 @@ async def repair(
     async def one(row: JobRow) -> RepairResult:
         async with limit:
             try:
-                src, dst = job_endpoints(row, pool, config, announcer(journal, row.destination))
+                src, dst = job_endpoints(
+                    row, pool, config, announcer(journal, sites[row.destination])
+                )
                 stats = await run_job(
                     row,
                     copier=copier,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -222,6 +223,16 @@ class TestReplication:
         keys = {row.key for row in rows}
         assert len(keys) == len(rows) == 10
         assert {row.state for row in rows} == {JobState.COMPLETE, JobState.FAILED}
+
+    def test_one_way_destinations_cost_no_own_write_records(
+        self, stack: Stack, pushed: Pushed
+    ) -> None:
+        """usw2 and euw1 replicate nowhere, so their events can make no job back: the daemon
+        journals none of its writes there (domain/echoes.py needs them only in a loop)."""
+        assert pushed.image.digest
+        path = stack.settings.journal_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("SELECT COUNT(*) FROM own_writes").fetchone() == (0,)
 
 
 class TestMetrics:
