@@ -1,6 +1,6 @@
 """A member's role in a fleet: whether it holds the fleet's lease, and so takes the fleet's
 events (its one durable MQTT session) and runs the fleet-wide chores (the journal's gauges,
-pruning, the orphan sweep, reconcile) for all members.
+pruning, the sweep of orphans by age, reconcile) for all members.
 
 The lease lives in the journal's database (journal/leases.py). The holder renews it every
 RENEW_SECONDS; a member that cannot renew it gives up its duties before it could expire, so two

@@ -52,6 +52,8 @@ CONNECT_WAIT_SECONDS = 10.0
 # jobs wait at most a tenth longer than the age, a dead local process's at most a tenth of it,
 # for two cheap queries a sweep.
 ORPHAN_SWEEPS_PER_AGE = 10
+# A claim time no job has: a sweep with it re-queues only the jobs of dead local processes.
+_NO_AGE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Daemon:
@@ -211,8 +213,9 @@ class Daemon:
 
     async def _sweep_orphans(self, role: FleetRole) -> None:
         """Re-queue jobs a dead process left IN_PROGRESS: a peer of the fleet, or a backfill
-        killed on this host while sharing the journal. In a fleet, the lease's holder sweeps
-        for all."""
+        killed on this host while sharing the journal. Every member re-queues those of dead
+        processes of its own host (known dead at once); the jobs of other hosts' processes,
+        taken for orphans by their age, are swept by the lease's holder alone."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(
@@ -221,12 +224,10 @@ class Daemon:
                     await self._stopping.wait()
             if self._stopping.is_set() or self.journal is None:
                 return
-            if not role.holds():
-                continue
             try:
                 await resume_orphans(
                     self.journal,
-                    started_before=self._orphaned_before(),
+                    started_before=self._orphaned_before() if role.holds() else _NO_AGE,
                     max_deaths=self.config.workers.max_deaths,
                     on_set_aside=self._set_aside,
                 )
