@@ -1,8 +1,12 @@
 """The journal alone, on SQLite and PostgreSQL: throughput with concurrent claimers, and latency
 with many finished jobs in the table.
 
-    .venv/bin/python bench/journal_bench.py [--pushes 2000] [--claimers 1,4,16]
+    .venv/bin/python bench/journal_bench.py [--pushes 2000] [--claimers 1,4,16,64]
         [--finished 10000,1000000] [--backends sqlite,postgresql]
+
+(`--finished ""` skips the latency part.) 64 claimer processes stand for a fleet's members
+claiming at once (100 daemons at 1,000 pushes/s, README "How big a fleet"); on a small machine
+read the trend across claimer counts, not the absolute figure.
 
 Per backend (SQLite: a file; PostgreSQL: a throw-away cluster started here, fsync off as in the
 tests, so the figures are the journal's and the server's CPU, not a disk's):
@@ -16,8 +20,8 @@ tests, so the figures are the journal's and the server's CPU, not a disk's):
    (SQLite recursive CTE, PostgreSQL generate_series) across REPOSITORIES x tags and two
    destinations; then the median and p95 of: `status` of a tag (`replicator jobs status`, the
    API's DescribeImageReplicationStatus), a claim of the one due job among them (add one job,
-   claim it, complete it), and the metrics' `counts` (jobs per state and destination, read at
-   every scrape).
+   claim it, complete it), the metrics' `counts` (jobs per state and destination, read by the
+   fleet's lease holder) and a renewal of the fleet's lease (every member asks every 1.5 s).
 
 Prints a table; writes bench/results/journal-<time>.json. Exit 1 when a job was lost or claimed
 twice.
@@ -292,12 +296,16 @@ async def _latencies(url: str, finished: int) -> dict[str, Any]:
         async def counts(number: int) -> None:
             await journal.counts()
 
+        async def lease(number: int) -> None:
+            await journal.take_lease("bench", 6.0)  # a fleet member's renewal (daemon/fleet.py)
+
         return {
             "finished": finished,
             "status_of_tag": await _timed(SAMPLES, status),
             "add_claim_complete": await _timed(SAMPLES, claim),
             "claim_nothing_due": await _timed(SAMPLES, claim_only),
             "metrics_counts": await _timed(min(SAMPLES, 10), counts),
+            "fleet_lease_renewal": await _timed(SAMPLES, lease),
         }
 
 
@@ -355,10 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument(
-        "--claimers", type=lambda v: [int(n) for n in v.split(",") if n], default=[1, 4, 16]
+        "--claimers", type=lambda v: [int(n) for n in v.split(",") if n], default=[1, 4, 16, 64]
     )
     parser.add_argument(
-        "--finished", type=lambda v: [int(n) for n in v.split(",")], default=[10_000, 1_000_000]
+        "--finished",
+        type=lambda v: [int(n) for n in v.split(",") if n],
+        default=[10_000, 1_000_000],
     )
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args(argv)
