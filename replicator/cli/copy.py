@@ -110,6 +110,7 @@ async def _run(args: argparse.Namespace) -> int:
                 # loopback, which Docker's rule would otherwise reach over plain HTTP.
                 scheme="https" if ca_file else schemes.get((side, host)),
                 credentials=credentials[side].provider(host),
+                token_realms=tuple(getattr(args, f"{side}_token_realms")),
                 verify=verify,
                 cert=tls.cert,
                 max_in_flight=args.per_registry,

@@ -8,6 +8,7 @@ Per side (`src`, `dest`; `dst` is accepted for `dest`), the first of these that 
     $REPLICATOR_SRC_CREDS / $REPLICATOR_DEST_CREDS holding USER:PASS
     --SIDE-authfile / --authfile / the default auth files (Docker, podman), asked lazily
 TLS per side: --SIDE-ca-file PEM, or skopeo's --SIDE-cert-dir DIR; --SIDE-tls-verify.
+A token realm on another host gets the credentials only when named: --SIDE-token-realm URL.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             *_flags(side, "cert-dir"), dest=f"{side}_cert_dir", metavar="DIR",
             help=f"skopeo's certificate folder for {what}: *.crt CAs, a *.cert/*.key client pair",
+        )  # fmt: skip
+        parser.add_argument(
+            *_flags(side, "token-realm"), dest=f"{side}_token_realms", metavar="URL",
+            action="append", default=[],
+            help=f"a token service on another host than {what} that may have its credentials "
+            "(repeatable); without it such a realm is asked for tokens anonymously",
         )  # fmt: skip
         parser.add_argument(
             *_flags(side, "tls-verify"), dest=f"{side}_tls_verify", action=OptionalBool,

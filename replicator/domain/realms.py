@@ -7,6 +7,12 @@ the realm must be trusted: https on the registry's own host, or named in the con
 (`registries.<name>.token_realms`), or a registry's well-known token service (Docker Hub's).
 Plain http is accepted only for a loopback registry that is itself plain http (a test or a
 registry on the same machine), as Docker does for the registry.
+
+A realm that may not have the credentials may still be asked for a token without any
+(`anonymous_realm_problem`): a token asked anonymously discloses nothing, and public images
+behind another host's token service need it (registry.gitlab.com sends clients to gitlab.com,
+nvcr.io to authn.nvidia.com). Only over https, or plain http on loopback for a loopback registry
+that is itself plain http.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ def is_downgrade(source: Origin, target: Origin) -> bool:
     return source[0] == "https" and target[0] == "http"
 
 
-def _authority(origin: Origin) -> str:
+def authority(origin: Origin) -> str:
+    """`host[:port]` of an origin, the port left out when it is the scheme's default."""
     scheme, host, port = origin
     shown = f"[{host}]" if ":" in host else host
     return shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
@@ -58,21 +65,35 @@ def realm_problem(realm: str, registry: Origin, named: Collection[str] = ()) -> 
     if target is None:
         return f"token realm {realm[:120]!r} is not an http(s) URL"
     trusted = {origin_of(url) for url in named} | {
-        origin_of(url) for url in WELL_KNOWN_REALMS.get(_authority(registry), ())
+        origin_of(url) for url in WELL_KNOWN_REALMS.get(authority(registry), ())
     }
     if target in trusted:
         return None
     if target[1] != registry[1]:
         return (
-            f"token realm {_authority(target)} is not on the registry's host {registry[1]}; "
+            f"token realm {authority(target)} is not on the registry's host {registry[1]}; "
             "name it in token_realms to send credentials there"
         )
     if target[0] == "https":
         return None
-    loopback_http = registry[0] == "http" and is_loopback_host(_authority(registry))
+    loopback_http = registry[0] == "http" and is_loopback_host(authority(registry))
     if loopback_http:
         return None
     return (
-        f"token realm {_authority(target)} is plain http: credentials go to a realm over https "
+        f"token realm {authority(target)} is plain http: credentials go to a realm over https "
         "only (plain http is accepted for a loopback registry that is itself plain http)"
     )
+
+
+def anonymous_realm_problem(realm: str, registry: Origin) -> str | None:
+    """Why token `realm` must not even be asked for an anonymous token, or None (https, or plain
+    http on loopback for a loopback plain-http registry)."""
+    target = origin_of(realm)
+    if target is None:
+        return f"token realm {realm[:120]!r} is not an http(s) URL"
+    if target[0] == "https":
+        return None
+    loopback = registry[0] == "http" and is_loopback_host(authority(registry))
+    if loopback and is_loopback_host(authority(target)):
+        return None
+    return f"token realm {authority(target)} is plain http and not the registry's own host"

@@ -26,29 +26,30 @@ only if the registry then refuses.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Collection
 
 import httpx
 
 from replicator.domain.auth_failures import AuthFailures, Failure
-from replicator.domain.realms import Origin, realm_problem
+from replicator.domain.realms import (
+    Origin,
+    anonymous_realm_problem,
+    authority,
+    origin_of,
+    realm_problem,
+)
 from replicator.errors import AuthError, TransportError
 from replicator.logs import get_logger
 from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
 from replicator.registry.single_flight import SingleFlight
+from replicator.registry.token_answers import MAX_TOKEN_RESPONSE, read_token
 
 log = get_logger(__name__)
 
-# Tokens without `expires_in` live 60 s per the token spec; refresh a little before expiry.
-DEFAULT_TOKEN_LIFETIME = 60.0
+# Refresh a token a little before it expires.
 TOKEN_EXPIRY_MARGIN = 10.0
-# An `expires_in` beyond a day is not believed (a token service's bug must not pin a token).
-MAX_TOKEN_LIFETIME = 24 * 3600.0
-# Token responses are small JSON; refuse to read more (a misconfigured realm could stream anything).
-MAX_TOKEN_RESPONSE = 1024 * 1024
 # The OAuth2 client_id sent with the POST grant; token services log it, some require one.
 OAUTH_CLIENT_ID = "replicator"
 # Scopes whose own challenge is remembered (one per repository and action set); the oldest is
@@ -86,6 +87,9 @@ class Authenticator:
         # A refresh token the token service rotated (OAuth2 answers may carry a new one).
         self._refresh_tokens: dict[str, str] = {}
         self.problem: AuthError | None = None  # why the provider could not give credentials
+        # A token realm on another host that was asked without the credentials (they exist):
+        # a refusal then says how to send them (`withheld_refusal`).
+        self.withheld_from: str | None = None
         self._refreshing = asyncio.Lock()
         # Token requests in flight, by (realm, scope): every other request of that scope waits
         # for the one answer (single-flight) instead of asking the token service too.
@@ -167,7 +171,8 @@ class Authenticator:
         if challenge.scheme == "basic":
             return await self._answer_basic(response)
         if challenge.scheme == "bearer":
-            self._check_realm(challenge.params.get("realm"))
+            if challenge.params.get("realm"):
+                self._trusted(_realm(challenge))  # raises for a realm not to be asked at all
             self._remember(scope, challenge)
             cached = self._tokens.get(scope)
             sent = response.request.headers.get("authorization")
@@ -213,12 +218,16 @@ class Authenticator:
         self._basic = True
         return basic
 
-    def _check_realm(self, realm: str | None) -> None:
-        """Refuse a realm our credentials must not go to, before anything is sent to it."""
-        problem = realm_problem(realm, self._registry, self._token_realms) if realm else None
-        if problem is not None:
+    def _trusted(self, realm: str) -> bool:
+        """Whether `realm` may have the credentials (domain/realms.py); False when it may only
+        be asked anonymously; AuthError, before anything is sent, when not even that."""
+        problem = realm_problem(realm, self._registry, self._token_realms)
+        if problem is None:
+            return True
+        if anonymous_realm_problem(realm, self._registry) is not None:
             log.warning("token_realm_refused", host=self._registry[1], problem=problem)
             raise AuthError(problem, status=401, temporary=False)
+        return False
 
     def _source(self) -> str:
         return self._provider.source if self._provider else "credentials"
@@ -262,8 +271,11 @@ class Authenticator:
         A token service that refuses the credentials gets fresh ones from the provider, once
         (a rotated password, a helper's new secret). Without credentials — none configured, or
         the provider failed — the token is asked for anonymously, as public images need."""
+        realm = _realm(challenge)
+        trusted = self._trusted(realm) if realm else True
         try:
-            credentials = await self._credentials()
+            # Another host's realm (not named in token_realms) is asked anonymously.
+            credentials = await self._credentials() if trusted else None
         except AuthError:
             credentials = None  # self.problem says why; anonymous may still be enough
         try:
@@ -271,6 +283,8 @@ class Authenticator:
         except AuthError as exc:
             if exc.status not in (401, 403):
                 raise
+            if not trusted and self._provider is not None:
+                raise self.withheld_refusal(exc, realm) from exc
             if credentials is None:
                 if self.problem is not None:
                     raise AuthError(
@@ -283,8 +297,22 @@ class Authenticator:
             if fresh is None or fresh == credentials:
                 raise
             token, lifetime = await self._request_token(challenge, scope, fresh)
+        self.withheld_from = None if trusted or self._provider is None else realm
         self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
         return token
+
+    def withheld_refusal(self, refused: AuthError, realm: str) -> AuthError:
+        """The error of a token refused to an anonymous request of another host's realm, when
+        credentials exist: they were kept from it, and this says how to send them."""
+        where = authority(origin_of(realm) or self._registry)
+        return AuthError(
+            f"registry {authority(self._registry)}: {refused}; its token realm {where} is not "
+            f"on the registry's host, so it was asked without the {self._source()}; to send "
+            f"them there, name the realm: copy --src-token-realm/--dest-token-realm {where}, "
+            f"or registries.<name>.token_realms in the config",
+            status=refused.status,
+            temporary=False,
+        )
 
     async def _request_token(
         self, challenge: Challenge, scope: str, credentials: Credentials | None
@@ -293,7 +321,8 @@ class Authenticator:
         realm = challenge.params.get("realm")
         if not realm:
             raise AuthError("Bearer challenge names no realm", status=401, temporary=False)
-        self._check_realm(realm)
+        if not self._trusted(realm):
+            credentials = None
         service = challenge.params.get("service", "")
         if credentials is not None and credentials.identity_token:
             refresh_token = self._refresh_tokens.get(
@@ -309,7 +338,7 @@ class Authenticator:
             }
             resp = await self._call(realm, self._http.build_request("POST", realm, data=form))
             if resp.status_code not in _NO_OAUTH_STATUSES:
-                token, lifetime, rotated = _read_token(resp)
+                token, lifetime, rotated = read_token(resp)
                 if rotated:
                     self._refresh_tokens[credentials.identity_token] = rotated
                 return token, lifetime
@@ -322,7 +351,7 @@ class Authenticator:
         url = url.copy_with(params=url.params.merge(params))
         headers = {"Authorization": credentials.basic_header()} if credentials else {}
         resp = await self._call(realm, self._http.build_request("GET", url, headers=headers))
-        token, lifetime, _ = _read_token(resp)
+        token, lifetime, _ = read_token(resp)
         return token, lifetime
 
     async def _call(self, realm: str, request: httpx.Request) -> httpx.Response:
@@ -360,44 +389,4 @@ def _remembered(challenge: Challenge, scope: str, failure: Failure) -> AuthError
         f"asked again after a backoff: {failure.reason}",
         status=401,
         temporary=failure.temporary,
-    )
-
-
-def _read_token(resp: httpx.Response) -> tuple[str, float, str | None]:
-    """The token, its lifetime in seconds, and a rotated refresh token, from a token answer.
-
-    A 200 that is not a token (an HTML page from a captive portal or a broken proxy, a body
-    cut short) is temporary: the token service is misbehaving for now, not refusing us."""
-    if resp.status_code in (401, 403):
-        raise AuthError(
-            f"token service refused the credentials ({resp.status_code})",
-            status=resp.status_code,
-            temporary=False,
-        )
-    if resp.status_code >= 400:
-        raise AuthError(
-            f"token service answered {resp.status_code}",
-            status=resp.status_code,
-            temporary=resp.status_code >= 500 or resp.status_code == 429,
-        )
-    try:
-        body = resp.json()
-        # The token spec names it `token`; OAuth2 answers `access_token`; some send both.
-        token = body.get("token") or body.get("access_token")
-        lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        rotated = body.get("refresh_token")
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise AuthError(
-            "token service answered something that is not a token",
-            status=resp.status_code,
-            temporary=True,
-        ) from exc
-    if not isinstance(token, str) or not token:
-        raise AuthError("token service answered no token", status=resp.status_code, temporary=True)
-    if not math.isfinite(lifetime) or lifetime <= 0:
-        lifetime = DEFAULT_TOKEN_LIFETIME
-    return (
-        token,
-        min(lifetime, MAX_TOKEN_LIFETIME),
-        rotated if isinstance(rotated, str) and rotated else None,
     )

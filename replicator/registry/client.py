@@ -224,10 +224,13 @@ class RegistryClient:
 
     async def _check(self, response: httpx.Response, expected: tuple[int, ...]) -> None:
         """raise_for_status, naming why we had no credentials when that is why we were refused
-        (a credential helper that failed, where anonymous access was not enough)."""
+        (a credential helper that failed, or a token realm on another host they were kept
+        from, where anonymous access was not enough)."""
         try:
             await raise_for_status(response, expected)
         except AuthError as exc:
+            if self._auth.withheld_from is not None:
+                raise self._auth.withheld_refusal(exc, self._auth.withheld_from) from exc
             problem = self._auth.problem
             if problem is None:
                 raise

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from tests.support import skopeo
 from tests.support.copy_cli import assert_tags_equal, copy_ok, run_copy
 from tests.support.copy_corpus import CopyCorpus
 from tests.support.credential_helpers import CredentialHelper
+from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
 from tests.support.token_issuer import TokenIssuer
 
@@ -232,13 +234,15 @@ class TestPodmanAuthFiles:
         copy_ok(copy_corpus.ref("team/app", "v1"), f"{token_registry.host}/team/app:v1", env=env)
 
 
-def _push_with_creds(copy_corpus: CopyCorpus, registry: Registry) -> None:
+def _push_with_creds(
+    copy_corpus: CopyCorpus, registry: Registry, repository: str = "team/app"
+) -> None:
     skopeo.run_skopeo(
         [
             "copy", "--quiet", "--preserve-digests", "--src-tls-verify=false",
             "--dest-tls-verify=false", "--dest-creds", f"{USER}:{PASSWORD}",
             f"docker://{copy_corpus.ref('team/app', 'v1')}",
-            f"docker://{registry.host}/team/app:v1",
+            f"docker://{registry.host}/{repository}:v1",
         ]
     )  # fmt: skip
 
@@ -278,6 +282,80 @@ class TestTokenRenewal:
             response = await client.request("GET", TAGS, scope=pull_scope("team/app"))
         assert response.json()["tags"] == ["v1"]
         assert len(issuer.grants("get")) == before + 1
+
+
+@pytest.fixture
+def foreign_realm_registry(
+    registry_factory: RegistryFactory, copy_corpus: CopyCorpus, issuer: TokenIssuer
+) -> Iterator[Registry]:
+    """A token registry whose realm is on another host than the registry (`localhost` for the
+    registry's 127.0.0.1, as registry.gitlab.com sends clients to gitlab.com), holding the
+    public team/app:v1 and the private team/private:v1."""
+    auth = issuer.registry_auth()
+    auth["token"]["realm"] = issuer.realm.replace("127.0.0.1", "localhost")
+    registry = registry_factory(token_auth=auth)
+    issuer.public.add("team/app")
+    for repository in ("team/app", "team/private"):
+        _push_with_creds(copy_corpus, registry, repository)
+    yield registry
+    registry.cleanup()
+
+
+class TestForeignRealm:
+    """A token service on another host gets no credentials unless named, and still gives
+    anonymous tokens for public images (registry.gitlab.com, nvcr.io, registry.redhat.io)."""
+
+    def test_public_image_through_another_hosts_realm(
+        self,
+        foreign_realm_registry: Registry,
+        dst_registry: Registry,
+        issuer: TokenIssuer,
+        user: User,
+    ) -> None:
+        """A public image is copied with a token asked anonymously of a realm on another
+        host, even with credentials configured: they are not sent there."""
+        before = len(issuer.requests)
+        copy_ok(
+            f"{foreign_realm_registry.host}/team/app:v1", f"{dst_registry.host}/team/app:v1",
+            "--src-creds", f"{USER}:{PASSWORD}", env=user.env(),
+        )  # fmt: skip
+        asked = issuer.requests[before:]
+        assert asked, "no token was asked for"
+        assert {r.account for r in asked} == {""}, asked
+
+    def test_private_image_names_the_flag_and_key(
+        self, foreign_realm_registry: Registry, dst_registry: Registry, user: User
+    ) -> None:
+        """A private image behind another host's realm fails saying the credentials were not
+        sent there, where they came from, and the flag and config key that send them."""
+        run = run_copy(
+            f"{foreign_realm_registry.host}/team/private:v1",
+            f"{dst_registry.host}/team/private:v1",
+            "--src-creds", f"{USER}:{PASSWORD}", env=user.env(),
+        )  # fmt: skip
+        assert run.exit_code == 1, str(run)
+        reason = run.summary["failures"][0]["reason"]
+        for named in (foreign_realm_registry.host, "localhost", "--src-creds",
+                      "--src-token-realm", "token_realms"):  # fmt: skip
+            assert named in reason, reason
+
+    def test_named_realm_gets_the_credentials(
+        self,
+        foreign_realm_registry: Registry,
+        dst_registry: Registry,
+        issuer: TokenIssuer,
+        user: User,
+    ) -> None:
+        """Named with --src-token-realm, the realm gets the credentials and the private image
+        is copied."""
+        realm = issuer.realm.replace("127.0.0.1", "localhost")
+        before = len(issuer.requests)
+        copy_ok(
+            f"{foreign_realm_registry.host}/team/private:v1",
+            f"{dst_registry.host}/team/private:v1",
+            "--src-creds", f"{USER}:{PASSWORD}", "--src-token-realm", realm, env=user.env(),
+        )  # fmt: skip
+        assert USER in {r.account for r in issuer.requests[before:]}
 
 
 class TestSingleFlight:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.realms import Origin, is_downgrade, origin_of, realm_problem
+from replicator.domain.realms import (
+    Origin,
+    anonymous_realm_problem,
+    is_downgrade,
+    origin_of,
+    realm_problem,
+)
 
 HTTPS_REGISTRY: Origin = ("https", "registry.example.com", 443)
 LOOPBACK_HTTP: Origin = ("http", "127.0.0.1", 5000)
@@ -47,6 +53,35 @@ class TestRealmProblem:
         """A realm is trusted on the registry's host over https (http only for a loopback
         http registry), or when named; otherwise the problem says what to do."""
         found = realm_problem(realm, registry, named)
+        if problem is None:
+            assert found is None
+        else:
+            assert found is not None
+            assert problem in found
+
+
+ANONYMOUS = [
+    ("other-host-https", "https://gitlab.example.com/jwt/auth", HTTPS_REGISTRY, None),
+    ("other-host-plain-http", "http://auth.example.com/token", HTTPS_REGISTRY, "plain http"),
+    ("loopback-registry-loopback-realm", "http://localhost:5001/token", LOOPBACK_HTTP, None),
+    ("loopback-registry-remote-http-realm", "http://auth.example.com/token", LOOPBACK_HTTP,
+     "plain http"),
+    ("https-registry-loopback-http-realm", "http://127.0.0.1:5001/token", HTTPS_REGISTRY,
+     "plain http"),
+    ("not-a-url", "auth.example.com/token", HTTPS_REGISTRY, "not an http"),
+]  # fmt: skip
+
+
+class TestAnonymousRealmProblem:
+    @pytest.mark.parametrize(
+        ("realm", "registry", "problem"),
+        [case[1:] for case in ANONYMOUS],
+        ids=[case[0] for case in ANONYMOUS],
+    )
+    def test_anonymous_realm(self, realm: str, registry: Origin, problem: str | None) -> None:
+        """Any https realm may be asked for an anonymous token (it learns nothing); plain http
+        only on loopback for a loopback plain-http registry."""
+        found = anonymous_realm_problem(realm, registry)
         if problem is None:
             assert found is None
         else:

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from replicator.errors import AuthError, RegistryError
-from replicator.registry.auth import MAX_TOKEN_RESPONSE
 from replicator.registry.client import RegistryClient
 from replicator.registry.credentials import Credentials, StaticCredentials
 from replicator.registry.pool import ClientPool, RegistrySettings
 from replicator.registry.responses import DEFAULT_MAX_RESPONSE_BYTES, MAX_ERROR_BODY
 from replicator.registry.tags import MAX_PAGE_BYTES
+from replicator.registry.token_answers import MAX_TOKEN_RESPONSE
 from tests.support.scripted_http import BASIC_USER, ScriptedServer
 from tests.support.tls import Pki, make_pki
 
@@ -156,20 +156,31 @@ class TestCredentialsStayWithTheRegistry:
                 await client.request("GET", f"/redirect?to={target}", scope="repository:r:pull")
         assert realm.token_requests == []
 
-    async def test_realm_on_another_host_is_refused(self) -> None:
-        """The registry's own challenge naming a realm on another host (127.0.0.2) is refused,
-        not answered with the registry's credentials."""
+    async def test_realm_on_another_host_is_asked_without_credentials(self) -> None:
+        """The registry's own challenge naming a realm on another host (127.0.0.2) is answered
+        with a token asked anonymously: the registry's credentials never go there."""
         async with (
             ScriptedServer() as registry,
             ScriptedServer(host="127.0.0.2") as realm,
             ClientPool() as pool,
         ):
             client = pool.client(_settings(registry))
+            response = await client.request(
+                "GET", f"/challenge?realm={realm.url}/token", scope="repository:r:pull"
+            )
+        assert response.content == b"ok"
+        assert realm.token_requests == ["none"]
+
+    async def test_plain_http_realm_on_a_remote_host_is_refused(self) -> None:
+        """A realm over plain http on a host that is not loopback is not asked at all, not
+        even anonymously, and the error says how to trust a realm."""
+        async with ScriptedServer() as registry, ClientPool() as pool:
+            client = pool.client(_settings(registry))
             with pytest.raises(AuthError, match="token_realms"):
                 await client.request(
-                    "GET", f"/challenge?realm={realm.url}/token", scope="repository:r:pull"
-                )
-        assert realm.token_requests == []
+                    "GET", "/challenge?realm=http://auth.example.invalid/token",
+                    scope="repository:r:pull",
+                )  # fmt: skip
 
     async def test_realm_named_in_the_config_is_used(self) -> None:
         """A realm on another host that the config names gets the credentials and the token
