@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import types
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -122,6 +123,17 @@ def _log_uncaught(
     get_logger(__name__).critical("uncaught_exception", exc_info=(kind, value, traceback))
 
 
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """threading.excepthook: a thread's exception nothing caught, as one critical JSON line."""
+    if args.exc_value is None:
+        return
+    get_logger(__name__).critical(
+        "uncaught_exception",
+        thread=args.thread.name if args.thread else None,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
 def _shared() -> list[Any]:
     """The processors every line goes through, ours and the standard library's alike."""
     return [
@@ -177,6 +189,7 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
         logging.getLogger(name).setLevel(max(number, logging.WARNING))
     logging.captureWarnings(json)
     sys.excepthook = _log_uncaught if json else sys.__excepthook__
+    threading.excepthook = _log_uncaught_in_thread if json else threading.__excepthook__
 
 
 def structured() -> bool:

@@ -140,10 +140,23 @@ def _wants_json(argv: Sequence[str]) -> bool:
 
 
 def _usage_error(exc: parsing.ArgumentsError, command: str | None, as_json: bool) -> int:
-    """Report a command line that does not parse: usage and message on stderr, and with
-    --json the error document on stdout; exit 2 either way."""
-    sys.stderr.write(exc.usage)
-    print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)
+    """Report a command line that does not parse: usage and message on stderr (one JSON log
+    line when stderr is the journal's), and with --json the error document on stdout; exit 2
+    either way."""
+    from replicator import logs
+
+    if logs.stderr_is_journal():
+        logs.configure(json=True)
+        logs.get_logger(__name__).error(
+            "command_failed",
+            command=command or "",
+            code=UsageError.code,
+            error=f"{exc.prog}: {exc.message}",
+            exit_code=EXIT_USAGE,
+        )
+    else:
+        sys.stderr.write(exc.usage)
+        print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)
     if as_json:
         from replicator.cli.documents import error_document, print_json
 

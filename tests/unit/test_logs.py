@@ -199,7 +199,7 @@ class TestKeyConventions:
 # `warnings.warn` and an uncaught exception, all on the stderr that JOURNAL_STREAM names.
 JOURNALD_CHILD = textwrap.dedent(
     """
-    import logging, warnings
+    import logging, threading, warnings
     from replicator import logs
     from replicator.logs import get_logger
 
@@ -211,6 +211,9 @@ JOURNALD_CHILD = textwrap.dedent(
     log.error("child_error")
     logging.getLogger("asyncio").critical("library critical")
     warnings.warn("an old option", DeprecationWarning, stacklevel=1)
+    worker = threading.Thread(target=lambda: 1 / 0, name="worker")
+    worker.start()
+    worker.join()
     raise RuntimeError("fatal at start")
     """
 )
@@ -248,7 +251,7 @@ class TestJournald:
     def test_priority_prefix_when_stderr_is_the_journal(self, tmp_path: Path) -> None:
         """With JOURNAL_STREAM naming stderr, every line is `<N>` and a JSON object, N the
         syslog priority of its level: our events, a library's record, a warnings.warn and
-        an uncaught exception alike."""
+        an uncaught exception (in the main thread or another) alike."""
         lines = stderr_lines(
             [sys.executable, "-c", JOURNALD_CHILD], name_stderr=True, tmp_path=tmp_path
         )
@@ -263,6 +266,8 @@ class TestJournald:
         assert warned[1]["logger_name"] == "py.warnings"
         (fatal,) = [(p, d) for p, d in parsed if "RuntimeError: fatal at start" in str(d)]
         assert fatal[0] == SD_PRIORITIES["critical"]
+        (thread,) = [(p, d) for p, d in parsed if "ZeroDivisionError" in str(d)]
+        assert (thread[0], thread[1]["thread"]) == (SD_PRIORITIES["critical"], "worker")
 
     def test_no_prefix_when_stderr_is_another_stream(self, tmp_path: Path) -> None:
         """JOURNAL_STREAM naming some other file (inherited from a parent) adds no prefix:
@@ -286,3 +291,15 @@ class TestJournald:
         (failure,) = [(p, d) for p, d in parsed if str(missing) in str(d)]
         assert failure[0] == SD_PRIORITIES["error"]
         assert failure[1]["code"] == "CONFIG_INVALID"
+
+    def test_usage_error_of_a_service(self, tmp_path: Path) -> None:
+        """A unit's command line that does not parse (`run --no-such-option`) is one JSON line at
+        priority err on the journal, not argparse's plain usage text."""
+        lines = stderr_lines(
+            [sys.executable, "-m", "replicator", "run", "--no-such-option"],
+            name_stderr=True,
+            tmp_path=tmp_path,
+        )
+        parsed = [split_priority(line) for line in lines]
+        assert [(p, d["code"]) for p, d in parsed] == [(SD_PRIORITIES["error"], "USAGE")]
+        assert "--no-such-option" in parsed[0][1]["error"]
