@@ -25,6 +25,7 @@ from replicator.domain.refs import (
     is_loopback_host,
     parse_host_path,
     parse_reference,
+    without_transport,
 )
 from replicator.engine.copier import Copier, CopyFailure, CopyStats
 from replicator.engine.endpoint import Endpoint
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "copy",
         help="copy an image, a repository or (-r) every repository under a prefix",
         description="Copy images between registries, digest-preserving. SRC and DST are "
-        "host[:port]/repo[:tag|@digest]; with -r they are prefixes (host[:port][/path]).",
+        "host[:port]/repo[:tag|@digest]; with -r they are prefixes (host[:port][/path]). "
+        "skopeo's docker://host/repo spelling is accepted too.",
         epilog=CREDENTIALS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -94,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.per_registry < 1:
         raise UsageError("--concurrency and --per-registry must be at least 1")
+    try:
+        # skopeo's spelling (docker://host/repo) is a registry reference like the bare one.
+        args.src, args.dst = without_transport(args.src), without_transport(args.dst)
+    except InvalidReferenceError as exc:
+        raise UsageError(str(exc)) from exc
     credentials = resolve(args)
     tls_by_side = {side: tls_of(args, side) for side in SIDES}
     started = time.monotonic()

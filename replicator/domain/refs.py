@@ -199,3 +199,25 @@ def validate_image_query(repository: str, digest: str | None, tag: str | None) -
         validate_digest(digest)
     if tag is not None:
         validate_tag(tag)
+
+
+# skopeo's transports other than `docker://`: names of images that are not in a registry.
+OTHER_TRANSPORTS = frozenset(
+    {"containers-storage", "dir", "docker-archive", "docker-daemon", "oci", "oci-archive", "sif",
+     "tarball"}
+)  # fmt: skip
+DOCKER_TRANSPORT = "docker://"
+
+
+def without_transport(text: str) -> str:
+    """`text` without skopeo's `docker://` prefix; InvalidReferenceError for another transport
+    (`oci:`, `docker-archive:`...), which names no registry."""
+    if text.startswith(DOCKER_TRANSPORT):
+        return text[len(DOCKER_TRANSPORT) :]
+    transport, colon, _ = text.partition(":")
+    if colon and transport in OTHER_TRANSPORTS:
+        raise InvalidReferenceError(
+            f"{text[:120]!r} is skopeo's {transport}: transport; copy reads and writes "
+            f"registries only: give host/repository[:tag], or {DOCKER_TRANSPORT}host/repository"
+        )
+    return text

@@ -61,6 +61,22 @@ class TestCopyImage:
         copy_ok(f"{copy_corpus.ref('team/app')}@{image.digest}", f"{dst_registry.host}/renamed/app")
         assert_digests_present(f"{dst_registry.host}/renamed/app", (image.digest,))
 
+    def test_skopeo_transport_prefix_is_accepted(
+        self, copy_corpus: CopyCorpus, dst_registry: Registry
+    ) -> None:
+        """`docker://` references (skopeo's spelling) copy as the bare ones do, also with -r;
+        another transport is refused naming the one accepted."""
+        image = copy_corpus.images["team/app"]["v2"]
+        copy_ok(f"docker://{copy_corpus.ref('team/app', 'v2')}",
+                f"docker://{dst_registry.host}/team/app:v2")  # fmt: skip
+        assert_tags_equal(f"{dst_registry.host}/team/app", {"v2": image.digest})
+        copy_ok("-r", f"docker://{copy_corpus.ref('team/base-a')}",
+                f"docker://{dst_registry.host}/team/base-a")  # fmt: skip
+        assert_tags_equal(f"{dst_registry.host}/team/base-a", copy_corpus.tags("team/base-a"))
+        run = run_copy("oci:/tmp/layout:v1", f"{dst_registry.host}/team/app:v3")
+        assert run.exit_code == 2, str(run)
+        assert "docker://" in run.stderr
+
     def test_copy_to_another_tag(self, copy_corpus: CopyCorpus, dst_registry: Registry) -> None:
         """SRC:tag copied to DST:other-tag tags the same digest with the other tag."""
         image = copy_corpus.images["team/app"]["v2"]

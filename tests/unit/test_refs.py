@@ -18,6 +18,7 @@ from replicator.domain.refs import (
     validate_host,
     validate_repository,
     validate_tag,
+    without_transport,
 )
 from replicator.errors import InvalidReferenceError
 
@@ -388,3 +389,26 @@ class TestDockerHub:
     def test_registry_endpoint(self, host: str, endpoint: str) -> None:
         """Docker Hub's names are served by registry-1.docker.io; other hosts by themselves."""
         assert registry_endpoint(host) == endpoint
+
+
+class TestWithoutTransport:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("docker://ghcr.io/org/app:v1", "ghcr.io/org/app:v1"),
+            ("docker://localhost:5000/app", "localhost:5000/app"),
+            ("ghcr.io/org/app:v1", "ghcr.io/org/app:v1"),
+            ("localhost:5000/app", "localhost:5000/app"),
+        ],
+        ids=["docker-prefix", "docker-prefix-port", "bare", "bare-port"],
+    )
+    def test_registry_references(self, text: str, expected: str) -> None:
+        """skopeo's docker:// is dropped; a bare reference is left as it is."""
+        assert without_transport(text) == expected
+
+    @pytest.mark.parametrize("text", ["oci:/tmp/layout:v1", "docker-archive:/tmp/a.tar",
+                                      "containers-storage:app", "dir:/tmp/x"])  # fmt: skip
+    def test_other_transports_are_refused_naming_docker(self, text: str) -> None:
+        """Another skopeo transport names no registry: refused, saying what is accepted."""
+        with pytest.raises(InvalidReferenceError, match="docker://"):
+            without_transport(text)
