@@ -10,7 +10,8 @@
     │   ├── AuthError               401/403 after authentication was attempted
     │   ├── NotFoundError           404 / MANIFEST_UNKNOWN / BLOB_UNKNOWN / NAME_UNKNOWN
     │   ├── TlsError                certificate not trusted, or client certificate refused
-    │   └── TransportError          connection failed, reset or timed out (always temporary)
+    │   ├── TransportError          connection failed, reset or timed out (always temporary)
+    │   └── SlowTransferError       a source read below the floor rate, cut (always temporary)
     ├── DigestMismatch              bytes that do not hash to the digest they claim
     ├── PolicyDenied                a destination's registry policy refuses the principal
     ├── DeleteRefused               a delete of what the source still serves (forged or stale)
@@ -132,6 +133,17 @@ class TransportError(RegistryError):
     """The connection failed, was reset, or timed out; always temporary."""
 
     code = "TRANSPORT_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None, temporary=True)
+
+
+class SlowTransferError(RegistryError):
+    """A source blob read brought less than the floor rate and was cut; always temporary. Not
+    a TransportError: a read resumed after a broken link must not resume after this cut (the
+    job waits, giving its destination slot back, and tries again)."""
+
+    code = "TRANSFER_TOO_SLOW"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=None, temporary=True)

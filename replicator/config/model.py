@@ -16,6 +16,7 @@ from replicator.config.bridge import BridgeConfig
 from replicator.config.fields import ConfigPath, Listen, Listener, Port, RegistryName, Section
 from replicator.config.registries import RegistryConfig
 from replicator.domain.rules import Destination
+from replicator.domain.transfer_pace import DEFAULT_FLOOR_RATE, DEFAULT_FLOOR_WINDOW, Floor
 from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD, DEFAULT_CONCURRENCY
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 
@@ -105,6 +106,14 @@ class WorkersConfig(Section):
     grace_period: Annotated[float, Field(ge=0)] = 30.0
     chunk_threshold: Annotated[int, Field(ge=MIN_CHUNK_THRESHOLD)] = DEFAULT_CHUNK_THRESHOLD
     orphan_after: Annotated[float, Field(ge=MIN_ORPHAN_AFTER)] = DEFAULT_ORPHAN_AFTER
+    # A source blob read bringing less than this rate over the window is cut and retried.
+    transfer_floor_rate: Annotated[int, Field(ge=1)] = DEFAULT_FLOOR_RATE
+    transfer_floor_window: Annotated[float, Field(gt=0)] = DEFAULT_FLOOR_WINDOW
+
+    @property
+    def transfer_floor(self) -> Floor:
+        """The floor a source blob read must keep (domain/transfer_pace.py)."""
+        return Floor(self.transfer_floor_rate, self.transfer_floor_window)
 
 
 class HttpConfig(Listener):

@@ -1,4 +1,4 @@
-"""The daemon's HTTP API: /healthz, /readyz, /metrics, /v1/replication-status."""
+"""The daemon's HTTP API: /healthz, /readyz, /metrics, /v1/replication-status, /v1/sources."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ class Served(Protocol):
     @property
     def metrics(self) -> Metrics: ...
 
+    @property
+    def slow_sources(self) -> list[str]: ...
+
     async def unready(self) -> str | None:
         """Why the daemon is not ready, or None when it is."""
 
@@ -92,11 +95,16 @@ def routes(daemon: Served) -> list[Route]:
             return Response.json(400, {"error": str(exc)})
         return Response.json(200, document)
 
+    async def sources(_: Request) -> Response:
+        # Source hosts whose blob reads are cut below workers.transfer_floor_rate repeatedly.
+        return Response.json(200, {"slowSources": daemon.slow_sources})
+
     return [
         Route("GET", "/healthz", healthz),
         Route("GET", "/readyz", readyz),
         Route("GET", "/metrics", metrics),
         Route("GET", "/v1/replication-status", status),
+        Route("GET", "/v1/sources", sources),
     ]
 
 

@@ -168,6 +168,18 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         # When (time.monotonic()) a registry exchange last ended: progress, for the watchdog.
         self.exchanged_at: float | None = None
+        self.transfers_cut = Counter(
+            "replicator_transfers_cut_total",
+            "Source blob reads cut for moving less than workers.transfer_floor_rate",
+            ["host"],
+            registry=r,
+        )
+        self.source_slow = Gauge(
+            "replicator_source_slow",
+            "1 while a source's blob reads are cut below the floor rate repeatedly, else 0",
+            ["host"],
+            registry=r,
+        )
         self._oldest: dict[str, datetime | None] = {}
         # The configured destinations: their series exist (at 0) before anything happens.
         self._destinations: tuple[str, ...] = ()
@@ -213,6 +225,13 @@ class Metrics:
         self.blobs.labels(action=action).inc()
         if size:
             self.copied_bytes.inc(size)
+
+    def observe_pace(self, host: str, cuts_in_a_row: int, slow: bool) -> None:
+        """A source read was cut (cuts_in_a_row > 0) or kept the pace (the copier's
+        PaceObserver)."""
+        if cuts_in_a_row:
+            self.transfers_cut.labels(host=host).inc()
+        self.source_slow.labels(host=host).set(1 if slow else 0)
 
     async def job_ended(self, end: JobEnd) -> None:
         """Count a job attempt (a job observer): a retry, or a finished job and, on success,

@@ -86,10 +86,17 @@ class Daemon:
             concurrency=config.workers.concurrency,
             chunk_threshold=config.workers.chunk_threshold,
             on_blob=self.metrics.observe_blob,
+            floor=config.workers.transfer_floor,
+            on_pace=self.metrics.observe_pace,
         )
         self._pool = ClientPool.sized_for(
             config.workers.concurrency, observer=self.metrics, user_agent=REPLICA_USER_AGENT
         )
+
+    @property
+    def slow_sources(self) -> list[str]:
+        """Source hosts whose blob reads are cut below the floor rate repeatedly."""
+        return self._copier.slow_sources
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -16,9 +16,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from replicator.domain.manifests import Descriptor
 from replicator.domain.mounts import MountRefused, after_refused_mount
 from replicator.domain.plan import BlobAction, BlobStep
+from replicator.domain.transfer_pace import Floor
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.copy_stats import CopyStats
 from replicator.engine.endpoint import Endpoint
+from replicator.engine.paced_reads import PaceObserver, SlowSources, paced, paced_opener
 from replicator.engine.source_reads import SHARED_BLOB_MAX, SourceReads
 from replicator.errors import AuthError, RegistryError
 from replicator.logs import get_logger
@@ -43,8 +45,13 @@ class BlobTransfers:
         concurrency: int = DEFAULT_CONCURRENCY,
         chunk_threshold: int = blobs.DEFAULT_CHUNK_THRESHOLD,
         on_blob: BlobObserver | None = None,
+        floor: Floor | None = None,
+        on_pace: PaceObserver | None = None,
     ) -> None:
         self._transfers = asyncio.Semaphore(concurrency)
+        # A source read below the floor rate is cut and retried (paced_reads.py).
+        self.floor = floor or Floor()
+        self.slow_sources = SlowSources(on_pace)
         self._chunk_threshold = chunk_threshold
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._locations = locations
@@ -172,8 +179,13 @@ class BlobTransfers:
                 dst.repository,
                 digest,
                 size,
-                lambda offset: blob_reads.open_blob(
-                    src.client, src.repository, digest, size, start=offset
+                paced_opener(
+                    lambda offset: blob_reads.open_blob(
+                        src.client, src.repository, digest, size, start=offset
+                    ),
+                    self.floor,
+                    host=src.client.host,
+                    sources=self.slow_sources,
                 ),
                 location=location,
                 modes=self._upload_modes,
@@ -185,7 +197,7 @@ class BlobTransfers:
                 dst.repository,
                 digest,
                 size,
-                body,
+                paced(body, self.floor, host=src.client.host, sources=self.slow_sources),
                 location=location,
                 chunk_threshold=self._chunk_threshold,
             )

@@ -26,11 +26,13 @@ from replicator.domain.plan import (
     referrer_tags,
 )
 from replicator.domain.refs import is_digest
+from replicator.domain.transfer_pace import Floor
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.blob_transfers import BlobObserver, BlobTransfers
 from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats, ImageObserver
 from replicator.engine.endpoint import Endpoint
 from replicator.engine.gather import gather_all, task_group
+from replicator.engine.paced_reads import PaceObserver
 from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
 from replicator.engine.tag_guard import overtaken, recheck
@@ -91,6 +93,8 @@ class Copier:
         chunk_threshold: int = blobs.DEFAULT_CHUNK_THRESHOLD,
         on_blob: BlobObserver | None = None,
         on_image: ImageObserver | None = None,
+        floor: Floor | None = None,
+        on_pace: PaceObserver | None = None,
     ) -> None:
         self._on_image = on_image
         self._locations = BlobLocations()
@@ -101,8 +105,15 @@ class Copier:
             concurrency=concurrency,
             chunk_threshold=chunk_threshold,
             on_blob=on_blob,
+            floor=floor,
+            on_pace=on_pace,
         )
         self._referrer_index = ReferrerIndex()
+
+    @property
+    def slow_sources(self) -> list[str]:
+        """Source hosts whose blob reads were cut below the floor rate, repeatedly."""
+        return self._blobs.slow_sources.slow()
 
     # -- public operations -------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from replicator.domain import jobs as job_rules
 from replicator.domain.echoes import Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
+from replicator.engine.bulkheads import DestinationSlots, JobSlot
 from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.journal_retry import persist
@@ -32,6 +32,7 @@ from replicator.engine.write_log import announcer
 from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
+from replicator.registry.retry import waits_release
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow
@@ -129,6 +130,11 @@ class JobRunner:
         self.progressed_at: float | None = None
         # Set once the dispatcher has gone round: it takes due jobs from now on.
         self.went_round = asyncio.Event()
+        # A destination's slots go to jobs while they work, not while they wait (bulkheads).
+        self.slots = DestinationSlots(
+            capacity=lambda: self._settings()[0].workers.per_registry, on_release=self.wake
+        )
+        self._slot_of: dict[asyncio.Task[None], JobSlot] = {}
 
     def wake(self) -> None:
         """Look at the journal now (new jobs were recorded)."""
@@ -138,19 +144,17 @@ class JobRunner:
         """Claim due jobs while there is room, until `stop` (or, with `until_idle`, until no job
         is due and none is running).
 
-        A destination holds at most `workers.per_registry` jobs at once, so a slow or stalled
-        destination cannot take every worker while another destination's jobs wait.
+        A destination holds at most `workers.per_registry` working jobs at once, and one more
+        claimed job in its queue (engine/bulkheads.py), so a slow or stalled destination
+        cannot take every worker while another destination's jobs wait; a job waiting between
+        tries gives its slot back.
         """
         while not stop.is_set():
             self.passed_at = time.monotonic()
             self.went_round.set()
             config, _ = self._settings()
             room = config.workers.concurrency - len(self.running)
-            saturated = {
-                name
-                for name, count in Counter(self.running.values()).items()
-                if count >= config.workers.per_registry
-            }
+            saturated = {name for name in set(self.running.values()) if self.slots.saturated(name)}
             claimed: list[JobRow] = []
             # With a destination at its limit, its due jobs wait for one of its jobs to end
             # (which wakes us), not for their due time, which has passed; so does a journal
@@ -168,8 +172,10 @@ class JobRunner:
                 if claimed:
                     self.progressed_at = time.monotonic()
                 for row in claimed:
-                    task = asyncio.create_task(self._work(row), name=f"job-{row.id}")
+                    slot = self.slots.ticket(row.destination, row.source)
+                    task = asyncio.create_task(self._work(row, slot), name=f"job-{row.id}")
                     self.running[task] = row.destination
+                    self._slot_of[task] = slot
                     task.add_done_callback(self._job_done)
             if until_idle and not claimed and not self.running and not hold_off:
                 return
@@ -198,6 +204,9 @@ class JobRunner:
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self.progressed_at = time.monotonic()
         self.running.pop(task, None)
+        slot = self._slot_of.pop(task, None)
+        if slot is not None:
+            slot.cancel()  # a task cancelled before it started leaves the queue
         self._wake.set()
 
     async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
@@ -219,7 +228,7 @@ class JobRunner:
             return IDLE_POLL_SECONDS
         return min(IDLE_POLL_SECONDS, max(0.01, (due - datetime.now(UTC)).total_seconds()))
 
-    async def _work(self, row: JobRow) -> None:
+    async def _work(self, row: JobRow, slot: JobSlot) -> None:
         config, sites = self._settings()
         source = config.registries.get(row.source)
         target = config.registries.get(row.destination)
@@ -236,14 +245,18 @@ class JobRunner:
             try:
                 announce = announcer(self.journal, sites[row.destination])
                 src, dst = job_endpoints(row, self._pool, config, announce)
-                result = await run_job(
-                    row,
-                    copier=self._copier,
-                    src=src,
-                    dst=dst,
-                    source=sites[row.source],
-                    target=sites[row.destination],
-                )
+                # The destination slot is held while the job works, given back while it waits
+                # between tries, and before its end is journalled.
+                async with slot:
+                    with waits_release(slot.waiting):
+                        result = await run_job(
+                            row,
+                            copier=self._copier,
+                            src=src,
+                            dst=dst,
+                            source=sites[row.source],
+                            target=sites[row.destination],
+                        )
             except ReplicatorError as exc:
                 await self._finish_failed(row, exc.code, str(exc), temporary=exc.temporary)
                 return

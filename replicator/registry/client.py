@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
 
 import httpx
 
@@ -27,6 +26,7 @@ from replicator.registry.connections import USER_AGENT, tls_error
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.ecr import EcrApi
 from replicator.registry.exchange import Content, build_request, follow_redirects, url_origin
+from replicator.registry.held_slots import HELD
 from replicator.registry.links import next_link
 from replicator.registry.observer import RequestObserver
 from replicator.registry.responses import (
@@ -36,9 +36,6 @@ from replicator.registry.responses import (
     read_capped,
 )
 
-# Registries a task already holds a request slot on, so nested requests of one transfer (GET from
-# the source while uploading to the destination) never wait on a slot their own task holds.
-_HELD: ContextVar[frozenset[str]] = ContextVar("replicator_held_slots", default=frozenset())
 # Default blob transfers in flight per registry: distribution and most cloud registries throttle
 # well above this, and more than ~8 parallel streams gain nothing on one TCP path.
 DEFAULT_MAX_IN_FLIGHT = 8
@@ -106,23 +103,23 @@ class RegistryClient:
         """Hold one of this registry's transfer slots (re-entrant within a task: the requests
         of a transfer run in its slot); a registry error raised while it is held names this
         registry's host."""
-        held = _HELD.get()
+        held = HELD.get()
         with self._attributed():
             if self.host in held:
                 yield
                 return
             async with self._slots:
-                token = _HELD.set(held | {self.host})
+                token = HELD.set(held | {self.host})
                 try:
                     yield
                 finally:
-                    _HELD.reset(token)
+                    HELD.reset(token)
 
     @asynccontextmanager
     async def _request_slot(self, *, bulk: bool) -> AsyncIterator[None]:
         """A transfer slot for a `bulk` request (a blob's body), else a small-request slot; none
         when the task holds a transfer slot here already (a request of that transfer)."""
-        if bulk or self.host in _HELD.get():
+        if bulk or self.host in HELD.get():
             async with self.slot():
                 yield
             return

@@ -130,6 +130,7 @@ async def run_backfill(
             concurrency=config.workers.concurrency,
             chunk_threshold=config.workers.chunk_threshold,
             on_blob=observe,
+            floor=config.workers.transfer_floor,
         )
 
         def start(ledger: ClaimLedger) -> JobRunner:

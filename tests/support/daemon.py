@@ -76,6 +76,9 @@ class DaemonSettings:
     per_registry: int = 8
     max_attempts: int = 5
     grace_period: float = 10.0
+    # [workers] transfer floor: None leaves the daemon's default.
+    transfer_floor_rate: int | None = None
+    transfer_floor_window: float | None = None
 
 
 def rule(destinations: Sequence[tuple[str, str]], prefixes: Sequence[str] = ()) -> dict[str, Any]:
@@ -127,6 +130,14 @@ def write_config(
         f"per_registry = {settings.per_registry}",
         f"max_attempts = {settings.max_attempts}",
         f"grace_period = {settings.grace_period}",
+        *(
+            f"{key} = {value}"
+            for key, value in (
+                ("transfer_floor_rate", settings.transfer_floor_rate),
+                ("transfer_floor_window", settings.transfer_floor_window),
+            )
+            if value is not None
+        ),
         "[http]",
         f'listen = "127.0.0.1:{settings.http_port}"',
         "[bridge]",

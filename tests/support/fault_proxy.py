@@ -382,9 +382,22 @@ class FaultProxy:
                 self._cut(writer, reset=kind is FaultKind.RESET)
                 return False  # the caller closes the upstream: it is mid-body
             sent += len(data)
+            if kind is FaultKind.TRICKLE:
+                assert fault is not None
+                await self._trickle(client, writer, data, fault.trickle_bytes_per_second)
+                continue
             await _send(client, writer, h11.Data(data=data))
         await _send(client, writer, h11.EndOfMessage())
         return True
+
+    @staticmethod
+    async def _trickle(
+        client: h11.Connection, writer: asyncio.StreamWriter, data: bytes, per_second: int
+    ) -> None:
+        """Send `data` in pieces of `per_second` bytes, one piece a second."""
+        for start in range(0, len(data), per_second):
+            await _send(client, writer, h11.Data(data=data[start : start + per_second]))
+            await asyncio.sleep(1.0)
 
     @staticmethod
     def _cut(writer: asyncio.StreamWriter, *, reset: bool) -> None:

@@ -32,6 +32,7 @@ class FaultKind(StrEnum):
     STALL = "stall"  # wait before forwarding the request
     SERVE_BODY = "serve_body"  # answer 200 with given bytes, upstream never sees the request
     REDIRECT = "redirect"  # answer 307 to the same target elsewhere (blob storage), as S3 does
+    TRICKLE = "trickle"  # forward the answer, its body a few bytes at a time (a slow link)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     error_code: str | None = None
     redirect_to: str = ""
+    trickle_bytes_per_second: int = 0
     injected: int = 0
 
     @classmethod
@@ -184,6 +186,12 @@ class Fault:
             status=401,
             headers=(("www-authenticate", www_authenticate),),
         )
+
+    @classmethod
+    def trickle(cls, match: Predicate, bytes_per_second: int, *, times: int | None = None) -> Fault:
+        """Forward the answer but send its body at `bytes_per_second` (in pieces of that size,
+        one a second), as a source on a congested link does; every match by default."""
+        return cls(FaultKind.TRICKLE, match, times=times, trickle_bytes_per_second=bytes_per_second)
 
     @classmethod
     def corrupt(cls, match: Predicate, *, times: int | None = None) -> Fault:

@@ -49,6 +49,8 @@ OWN_FAMILIES = {
     "replicator_fleet_intake",
     "replicator_broker_connected",
     "replicator_build_info",
+    "replicator_transfers_cut",
+    "replicator_source_slow",
 }
 # Labels whose values are names the operator chose (registry names, hosts): any case.
 NAME_LABELS = {"destination", "host", "version"}
@@ -88,6 +90,7 @@ async def exercised() -> Metrics:
     await metrics.job_ended(end_of("use1", "RETRY_WAIT"))
     metrics.observe_blob("copied", 1234)
     resumed("127.0.0.1:5000", "upload")
+    metrics.observe_pace("127.0.0.1:5000", 3, True)
     metrics.refresh_journal({("PENDING", "use1"): 2}, 2, {"use1": datetime.now(UTC)})
     return metrics
 
