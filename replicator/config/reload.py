@@ -20,7 +20,8 @@ log = get_logger(__name__)
 
 # What `replicator run` binds when it starts, so a reload leaves it as it was and says so: the
 # journal it opened, the broker session (every [mqtt] key), the API's listening socket, and the
-# copier and connection pool sized by [workers] concurrency and chunk_threshold. A section
+# copier and connection pool sized by [workers] concurrency and chunk_threshold (and the
+# copier's transfer floor). A section
 # ("mqtt") stands for each of its keys.
 DAEMON_RESTART_KEYS = (
     "journal.url",
@@ -28,6 +29,8 @@ DAEMON_RESTART_KEYS = (
     "http.listen",
     "workers.concurrency",
     "workers.chunk_threshold",
+    "workers.transfer_floor_rate",
+    "workers.transfer_floor_window",
 )
 # A section's private attributes hold what was read from its `<name>_file` field (a password,
 # a token): a change of the file's content is reported under that field.
