@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from replicator.cli import EXIT_JOURNAL_UNUSABLE
 from replicator.config.loading import Config, load_config
 from replicator.config.sites import sites_of
 from replicator.daemon.reconcile import reconcile_forever
@@ -238,7 +239,8 @@ class TestBackfill:
 
     def test_noop_pass_leaves_the_journal_closed(self, world: World, tmp_path: Path) -> None:
         """A pass that finds everything replicated never opens the journal (so it works with the
-        journal unreachable), and the next pass with work does open it."""
+        journal unreachable), and the next pass with work does open it (and exits 74, the
+        journal unusable, when it cannot)."""
         assert world.backfill("--destination", USW2)["exit"] == 0
         gone = tmp_path / "no-such-directory" / "journal.db"
         text = world.config.read_text().replace(world.journal_url, f"sqlite:///{gone}")
@@ -248,7 +250,7 @@ class TestBackfill:
         assert again["up_to_date"] == len(ALL_IMAGES)
         world.push("prod/web", "2.0", seed=52)
         result = replicator_cli(world.config, "backfill", "--destination", USW2)
-        assert result.returncode == 1, result.stderr
+        assert result.returncode == EXIT_JOURNAL_UNUSABLE, result.stderr
         assert "JOURNAL_ERROR" in result.stderr, result.stderr
         assert not gone.parent.exists()
 
