@@ -180,13 +180,18 @@ class RunOutcome(StrEnum):
     FAILED = "FAILED"  # at least half of at least FAILED_RUN_MIN_JOBS jobs failed (ECR's rule)
 
 
-def run_outcome(total: int, failed: int) -> RunOutcome:
-    """ECR's backfill verdict from the number of jobs and of failed ones."""
-    if failed < 0 or total < failed:
+def run_outcome(total: int, failed: int, *, scan_errors: int = 0) -> RunOutcome:
+    """ECR's backfill verdict from the number of jobs and of failed ones; a source's catalog or
+    tag list that could not be read (`scan_errors`) makes the run PARTIAL, and FAILED when it
+    left nothing to do (a source without a catalog and no repository list copies nothing:
+    that is no COMPLETE run)."""
+    if failed < 0 or total < failed or scan_errors < 0:
         raise ValueError(f"{failed} failed jobs out of {total} is not a count")
     if total >= FAILED_RUN_MIN_JOBS and failed >= total * FAILED_RUN_SHARE:
         return RunOutcome.FAILED
-    return RunOutcome.PARTIAL if failed else RunOutcome.COMPLETE
+    if scan_errors and total == 0:
+        return RunOutcome.FAILED
+    return RunOutcome.PARTIAL if failed or scan_errors else RunOutcome.COMPLETE
 
 
 class Drift(StrEnum):

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from replicator.domain.refs import validate_repository, validate_tag
-from replicator.errors import InvalidReferenceError, NotFoundError, RegistryError
+from replicator.errors import (
+    InvalidReferenceError,
+    NotFoundError,
+    RegistryError,
+    TlsError,
+    TransportError,
+)
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, link_next, pull_scope
 
@@ -123,7 +129,27 @@ async def catalog(
             if under_prefix(name, prefix):
                 yield name
         return
-    async for page in _pages(client, "/v2/_catalog", "repositories", "registry:catalog:*"):
+    pages = _pages(client, "/v2/_catalog", "repositories", "registry:catalog:*")
+    while True:
+        try:
+            page = await anext(pages)
+        except StopAsyncIteration:
+            return
+        except (TlsError, TransportError):
+            raise
+        except RegistryError as exc:
+            if exc.temporary:
+                raise
+            # Docker Hub, GHCR, ECR, Quay and GAR list no catalog (404, 401, 403): the
+            # repositories have to be named.
+            raise type(exc)(
+                f"{client.host} lists no repositories ({exc}); name them: "
+                "`repositories = [...]` under [registries.<name>] in the config, or "
+                "--repository NAME / --repositories-from FILE",
+                status=exc.status,
+                error_codes=exc.error_codes,
+                temporary=False,
+            ) from exc
         for name in _valid(client, page, validate_repository, "catalog", on_invalid):
             if under_prefix(name, prefix):
                 yield name

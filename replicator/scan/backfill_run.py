@@ -89,10 +89,11 @@ class BackfillReport:
 
     @property
     def outcome(self) -> RunOutcome:
-        """ECR's verdict over the copies and repairs (denials are reported, not failures)."""
+        """ECR's verdict over the copies and repairs (denials are reported, not failures), and
+        the sources that could not be listed."""
         total = len(self.rows) - len(self.denied) + len(self.repairs)
         failed = len(self.failed) + sum(1 for r in self.repairs if r.error)
-        return run_outcome(total, failed)
+        return run_outcome(total, failed, scan_errors=len(self.counts.errors))
 
 
 class PlanCollector:

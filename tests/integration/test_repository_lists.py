@@ -101,10 +101,14 @@ class TestBackfill:
     def test_without_a_list_the_catalog_error_is_reported(
         self, no_catalog: NoCatalog, tmp_path: Path
     ) -> None:
-        """No list: the closed catalog is an error of the run (exit 1) and nothing is copied."""
+        """No list: the closed catalog is an error of the run (exit 1), the summary says FAILED,
+        the error says how to name the repositories, and nothing is copied."""
         result = replicator_cli(_config(tmp_path, no_catalog, repositories=None), "backfill")
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert "catalog" in result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        assert "backfill FAILED" in result.stdout, output
+        for hint in ("catalog", no_catalog.proxy.host, "repositories = [", "--repository"):
+            assert hint in output, output
         assert _present(no_catalog.destination) == []
 
     def test_config_list_replaces_the_catalog(self, no_catalog: NoCatalog, tmp_path: Path) -> None:
@@ -169,6 +173,14 @@ class TestCopyRecursive:
             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
         )
         assert response.headers.get("docker-content-digest") == no_catalog.digest
+
+    def test_without_a_list_says_how_to_name_them(self, no_catalog: NoCatalog) -> None:
+        """`copy -r` of a source that lists nothing fails naming the registry and the options
+        that name the repositories instead."""
+        run = run_copy("-r", f"{no_catalog.proxy.host}/team", f"{no_catalog.destination.host}/m")
+        assert run.exit_code == 1, str(run)
+        for hint in (no_catalog.proxy.host, "--repository", "--repositories-from"):
+            assert hint in run.stderr, str(run)
 
     def test_name_outside_the_prefix_is_refused(self, no_catalog: NoCatalog) -> None:
         """A named repository outside SRC's prefix is a usage error (exit 2)."""

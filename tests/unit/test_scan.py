@@ -263,6 +263,23 @@ class TestRunOutcome:
         """FAILED needs at least half of at least 100 jobs failed; any failure is PARTIAL."""
         assert run_outcome(total, failed) is expected
 
+    @pytest.mark.parametrize(
+        ("total", "failed", "scan_errors", "expected"),
+        [
+            (0, 0, 1, RunOutcome.FAILED),
+            (10, 0, 1, RunOutcome.PARTIAL),
+            (100, 60, 1, RunOutcome.FAILED),
+            (10, 0, 0, RunOutcome.COMPLETE),
+        ],
+        ids=["unlisted-source-nothing-done", "one-source-unlisted", "half-failed-anyway", "none"],
+    )
+    def test_scan_errors(
+        self, total: int, failed: int, scan_errors: int, expected: RunOutcome
+    ) -> None:
+        """A source that could not be listed is never COMPLETE: FAILED when nothing was done
+        (no catalog and no repository list), else PARTIAL."""
+        assert run_outcome(total, failed, scan_errors=scan_errors) is expected
+
     def test_impossible_counts_raise(self) -> None:
         """More failures than jobs is a caller bug, not a verdict."""
         with pytest.raises(ValueError, match="not a count"):
