@@ -13,9 +13,18 @@
 # policy files); the SQLite journal is /var/lib/replicator/journal.db, on the volume. To reach
 # /metrics from outside, set [http] listen = "0.0.0.0:9478" and publish the port.
 
-FROM python:3.11-slim-bookworm AS builder
+# The base of both stages, pinned by digest so two builds of one commit start from the same bytes
+# (move it deliberately, as the lock: a new digest, then the image test). Both stages must use
+# the same one: the venv links to the base's python. The suite builds this same file on a base
+# made here from Debian's own packages (scripts/image.sh --debian-base: bookworm's python3,
+# mmdebstrap), passing it as BASE, since the test machines reach no image registry.
+ARG BASE=docker.io/library/python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d3322360ebf4bfb7564507ae32dd639322e4952a6b16
+FROM ${BASE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# Behind a TLS-inspecting proxy, name the CA bundle to trust (mount it with the build's -v):
+#   --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt. Unset, pip uses its own.
+ARG PIP_CERT
 WORKDIR /src
 COPY pyproject.toml README.md requirements-image.lock ./
 COPY replicator ./replicator
@@ -30,7 +39,7 @@ RUN python -m venv /opt/replicator/venv \
     && /opt/replicator/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
     && /opt/replicator/venv/bin/pip check
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 # A fixed, unprivileged id (numeric in USER, for runAsNonRoot): chown a bind-mounted journal
 # folder to 10001 beforehand.
 RUN groupadd --system --gid 10001 replicator \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 # The base image the issue asks for, in both stages (the venv's Python must be the same).
-BASE_IMAGE = "python:3.11-slim-bookworm"
+BASE_IMAGE = "python:3.11.10-slim-bookworm"
 HADOLINT = str(LOCAL_BIN / "hadolint")
 
 
@@ -64,6 +65,12 @@ def only(keyword: str) -> str:
     """The arguments of the single `keyword` instruction."""
     (arguments,) = arguments_of(keyword)
     return arguments
+
+
+def base_default() -> str:
+    """The default of the BASE build argument that both stages start FROM."""
+    (arguments,) = [a for a in arguments_of("ARG") if a.startswith("BASE=")]
+    return arguments.removeprefix("BASE=")
 
 
 def env() -> dict[str, str]:
@@ -113,9 +120,17 @@ class TestLint:
 
 class TestBuild:
     def test_two_stages_on_the_slim_base(self) -> None:
-        """A builder stage and a runtime stage, both on the same slim Python image."""
+        """A builder stage and a runtime stage, both on the same base (the venv links to its
+        python), a slim Python image of Debian bookworm by default."""
         stages = arguments_of("FROM")
-        assert stages == [f"{BASE_IMAGE} AS builder", BASE_IMAGE]
+        assert stages == ["${BASE} AS builder", "${BASE}"]
+        assert BASE_IMAGE in base_default()
+
+    def test_base_is_pinned_by_digest(self) -> None:
+        """Every FROM names its image by digest (the ARG default it takes), not by tag alone."""
+        for stage in arguments_of("FROM"):
+            image = stage.split()[0].replace("${BASE}", base_default())
+            assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", image), image
 
     def test_copy_sources_exist(self) -> None:
         """Every file copied from the build context exists and .dockerignore lets it in."""
