@@ -35,15 +35,16 @@ async def prune_once(journal: Journal, retention_days: float, now: datetime) -> 
     while True:
         batch = await journal.prune(before, PRUNE_BATCH_ROWS)
         total += batch
-        if max(batch.events, batch.jobs, batch.writes) < PRUNE_BATCH_ROWS:
+        if max(batch.events, batch.jobs, batch.writes, batch.uploads) < PRUNE_BATCH_ROWS:
             break
         await asyncio.sleep(PRUNE_PAUSE_SECONDS)
-    if total.events or total.jobs or total.writes:
+    if total.events or total.jobs or total.writes or total.uploads:
         log.info(
             "journal_pruned",
             events=total.events,
             jobs=total.jobs,
             writes=total.writes,
+            uploads=total.uploads,
             before=before.isoformat(),
         )
     return total

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Index,
@@ -145,6 +146,26 @@ def _own_writes(connection: Connection) -> None:
 
 
 # The step from each older version to the next.
+def _upload_sessions(connection: Connection) -> None:
+    """8 -> 9: upload_sessions, the blob uploads under way at destinations (the table as
+    version 9 declares it)."""
+    metadata = MetaData()
+    Table(
+        "upload_sessions",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("destination", AutoString(255), nullable=False),
+        Column("repository", AutoString(255), nullable=False),
+        Column("digest", AutoString(200), nullable=False),
+        Column("location", AutoString, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        UniqueConstraint("destination", "repository", "digest", name="uq_upload_session"),
+        Index("ix_upload_sessions_at", "updated_at"),
+    )
+    metadata.create_all(connection, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _add_claimed_by,
     2: _retention_indexes,
@@ -153,4 +174,5 @@ MIGRATIONS: dict[int, Migration] = {
     5: _fleet_indexes,
     6: _deferred_messages,
     7: _own_writes,
+    8: _upload_sessions,
 }

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, Index, LargeBinary, Row, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Row, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from replicator.domain.freshness import MAX_ORIGIN_CHARS
@@ -28,7 +28,9 @@ from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 # 7: deferred_messages, bus messages whose tag-only push waits for its source to answer.
 # 8: own_writes, the manifest PUTs and deletes the daemon makes at destinations, so their
 #    events are known for echoes (domain/echoes.py).
-SCHEMA_VERSION = 8
+# 9: upload_sessions, the blob uploads under way at destinations (their URL and the bytes the
+#    registry acknowledged), so a restarted daemon goes on with them.
+SCHEMA_VERSION = 9
 # The meta row numbering the process deaths found with jobs in flight (see jobs.resume).
 DEATHS_KEY = "process_deaths"
 # Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
@@ -178,6 +180,28 @@ class OwnWriteRecord(SQLModel, table=True):
     written_at: datetime
     # When an event was matched to it (None: not yet): each write echoes one event at most.
     echoed_at: datetime | None = None
+
+
+class UploadSessionRecord(SQLModel, table=True):
+    """A blob upload under way at a destination: kept as its PATCHes are acknowledged, so a
+    daemon killed mid-blob goes on from the registry's offset after its restart."""
+
+    __tablename__ = "upload_sessions"
+    __table_args__ = (
+        UniqueConstraint("destination", "repository", "digest", name="uq_upload_session"),
+        Index("ix_upload_sessions_at", "updated_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The registry uploaded to (its name in the config).
+    destination: str = Field(max_length=255)
+    repository: str = Field(max_length=255)
+    digest: str = Field(max_length=200)
+    # The upload URL to go on at (it holds the session; registries sign state into it).
+    location: str
+    # Bytes the registry acknowledged.
+    offset: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime
 
 
 class MetaRecord(SQLModel, table=True):

@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, delete, select
 from sqlmodel import Session
 
 from replicator.domain.jobs import TERMINAL_STATES
-from replicator.journal import own_writes
+from replicator.journal import own_writes, upload_sessions
 from replicator.journal.models import EventRecord
 from replicator.journal.queries import JOBS
 
@@ -50,19 +50,24 @@ class Pruned:
     events: int
     jobs: int
     writes: int = 0  # the daemon's own writes (own_writes), long past their echoes
+    uploads: int = 0  # uploads under way (upload_sessions) no registry keeps that long
 
     def __add__(self, other: Pruned) -> Pruned:
         return Pruned(
-            self.events + other.events, self.jobs + other.jobs, self.writes + other.writes
+            self.events + other.events,
+            self.jobs + other.jobs,
+            self.writes + other.writes,
+            self.uploads + other.uploads,
         )
 
 
 def prune(session: Session, before: datetime, limit: int) -> Pruned:
     """Delete up to `limit` events received before `before`, up to `limit` COMPLETE or
-    FAILED jobs finished before it (aware UTC) and up to `limit` own writes made before it;
-    how many of each."""
+    FAILED jobs finished before it (aware UTC), up to `limit` own writes made before it and up
+    to `limit` uploads under way last kept before it; how many of each."""
     params = {"before": before, "limit": limit}
     connection = session.connection()
     events = connection.execute(_PRUNE_EVENTS, params).rowcount
     jobs = connection.execute(_PRUNE_JOBS, params).rowcount
-    return Pruned(events, jobs, own_writes.prune(session, before, limit))
+    writes = own_writes.prune(session, before, limit)
+    return Pruned(events, jobs, writes, upload_sessions.prune(session, before, limit))

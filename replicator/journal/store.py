@@ -26,7 +26,16 @@ from replicator.domain.echoes import OwnWrite, Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.leases import Lease
 from replicator.errors import JournalError
-from replicator.journal import deferred, gauges, leases, own_writes, queries, recording, retention
+from replicator.journal import (
+    deferred,
+    gauges,
+    leases,
+    own_writes,
+    queries,
+    recording,
+    retention,
+    upload_sessions,
+)
 from replicator.journal import events as event_rows
 from replicator.journal import jobs as job_rows
 from replicator.journal.models import (
@@ -355,6 +364,20 @@ class Journal:
         return await self._run(
             lambda session: own_writes.recent(session, registry, repository, moment)
         )
+
+    async def keep_upload(self, place: tuple[str, str, str], location: str, offset: int) -> None:
+        """Record the upload of (destination, repository, digest) `place`: its URL and the
+        bytes the registry acknowledged."""
+        now = to_db_time(utcnow())
+        await self._run(lambda session: upload_sessions.keep(session, place, location, offset, now))
+
+    async def kept_upload(self, place: tuple[str, str, str]) -> tuple[str, int] | None:
+        """(location, offset) of the upload kept for `place`, if any."""
+        return await self._run(lambda session: upload_sessions.find(session, place))
+
+    async def forget_upload(self, place: tuple[str, str, str]) -> None:
+        """Drop the upload kept for `place` (committed, or given up)."""
+        await self._run(lambda session: upload_sessions.forget(session, place))
 
     async def supersede(self, keys: Sequence[JobKey]) -> int:
         """Drop the jobs of `keys` that are still PENDING (another job covered them); how many."""

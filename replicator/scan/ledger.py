@@ -84,6 +84,18 @@ class ClaimLedger:
         """Record the writes a job is about to make, as the journal does."""
         await self.journal.record_writes(writes)
 
+    async def keep_upload(self, place: tuple[str, str, str], location: str, offset: int) -> None:
+        """Keep an upload under way, as the journal does (a killed run's goes on next run)."""
+        await self.journal.keep_upload(place, location, offset)
+
+    async def kept_upload(self, place: tuple[str, str, str]) -> tuple[str, int] | None:
+        """An upload kept under way, as the journal has it."""
+        return await self.journal.kept_upload(place)
+
+    async def forget_upload(self, place: tuple[str, str, str]) -> None:
+        """Forget an upload under way, as the journal does."""
+        await self.journal.forget_upload(place)
+
     async def release(self, max_attempts: int) -> int:
         """Hand back every job still held (RETRY_WAIT, due now); how many."""
         held = sorted(self.held)

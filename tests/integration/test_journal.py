@@ -680,7 +680,8 @@ class TestSchema:
         indexes) or 6 (no messages kept aside) is migrated on
         open: its jobs are kept as jobs of no event, claims record their process, a new push of
         a COMPLETE image is new work, messages can be kept aside (deferred_messages), the
-        daemon's own writes are recorded (own_writes), and the version reads 8."""
+        daemon's own writes are recorded (own_writes), uploads under way are kept
+        (upload_sessions), and the version reads 9."""
         write_old_journal(
             journal_url,
             version,
@@ -715,13 +716,18 @@ class TestSchema:
             await journal.record_writes([Write("usw2", "app", WriteAction.PUSH, DIGEST, "v1")])
             [own] = await journal.own_writes("usw2", "app", datetime.now(UTC) - timedelta(1))
             assert (own.digest, own.tag) == (DIGEST, "v1")
+            await journal.keep_upload(("usw2", "app", DIGEST), "http://r/v2/app/uploads/1", 7)
+            assert await journal.kept_upload(("usw2", "app", DIGEST)) == (
+                "http://r/v2/app/uploads/1",
+                7,
+            )
         engine = create_engine(journal_url)
         with engine.connect() as connection:
             found = connection.execute(
                 text("SELECT value FROM meta WHERE key = 'schema_version'")
             ).scalar_one()
         engine.dispose()
-        assert found == str(SCHEMA_VERSION) == "8"
+        assert found == str(SCHEMA_VERSION) == "9"
 
     async def test_closed_journal_refuses(self, journal_url: str) -> None:
         """A closed journal raises instead of hanging; closing twice is harmless."""
@@ -793,3 +799,30 @@ class TestOwnWrites:
         pruned = await journal.prune(datetime.now(UTC) + timedelta(seconds=1), 100)
         assert pruned.writes == 1
         assert await journal.own_writes("usw2", "app", T0 - timedelta(days=3650)) == []
+
+
+class TestUploadSessions:
+    """Blob uploads under way at destinations, kept so a restarted daemon goes on with them."""
+
+    PLACE = ("usw2", "app", DIGEST)
+
+    async def test_kept_moved_on_and_forgotten(self, journal: Journal) -> None:
+        """An upload is kept with its URL and offset, moved on as the registry acknowledges
+        more, read per (destination, repository, digest), and forgotten."""
+        assert await journal.kept_upload(self.PLACE) is None
+        await journal.keep_upload(self.PLACE, "http://r/v2/app/blobs/uploads/1?_state=a", 0)
+        await journal.keep_upload(self.PLACE, "http://r/v2/app/blobs/uploads/1?_state=b", 3 * 2**32)
+        assert await journal.kept_upload(self.PLACE) == (
+            "http://r/v2/app/blobs/uploads/1?_state=b",
+            3 * 2**32,
+        )
+        assert await journal.kept_upload(("euw1", "app", DIGEST)) is None
+        await journal.forget_upload(self.PLACE)
+        assert await journal.kept_upload(self.PLACE) is None
+
+    async def test_pruned_with_the_retention(self, journal: Journal) -> None:
+        """An upload kept longer than the retention goes with the events and jobs."""
+        await journal.keep_upload(self.PLACE, "http://r/v2/app/blobs/uploads/1", 5)
+        pruned = await journal.prune(datetime.now(UTC) + timedelta(seconds=1), 100)
+        assert pruned.uploads == 1
+        assert await journal.kept_upload(self.PLACE) is None
