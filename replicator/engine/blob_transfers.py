@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from replicator.domain.manifests import Descriptor
 from replicator.domain.mounts import MountRefused, after_refused_mount
@@ -174,22 +175,29 @@ class BlobTransfers:
         destination has not shown it cannot resume, else today's whole-blob upload."""
         digest, size = descriptor.digest, descriptor.size
         if size > SHARED_BLOB_MAX and self._upload_modes.resumable(dst.client.host):
-            await blob_uploads.upload(
-                dst.client,
-                dst.repository,
-                digest,
-                size,
-                paced_opener(
-                    lambda offset: blob_reads.open_blob(
-                        src.client, src.repository, digest, size, start=offset
+            kept = dst.uploads
+            try:
+                await blob_uploads.upload(
+                    dst.client,
+                    dst.repository,
+                    digest,
+                    size,
+                    paced_opener(
+                        lambda offset: blob_reads.open_blob(
+                            src.client, src.repository, digest, size, start=offset
+                        ),
+                        self.floor,
+                        host=src.client.host,
+                        sources=self.slow_sources,
                     ),
-                    self.floor,
-                    host=src.client.host,
-                    sources=self.slow_sources,
-                ),
-                location=location,
-                modes=self._upload_modes,
-            )
+                    location=location,
+                    modes=self._upload_modes,
+                    kept=await kept.find(dst.repository, digest) if kept else None,
+                    on_progress=partial(kept.keep, dst.repository, digest) if kept else None,
+                )
+            finally:
+                if kept is not None:
+                    await kept.forget(dst.repository, digest)
             return
         async with self._reads.blob(src.client, src.repository, digest, size) as body:
             await blobs.upload(

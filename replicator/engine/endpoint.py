@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from replicator.domain.echoes import WriteAction
+from replicator.engine.kept_uploads import KeptUploads
 from replicator.registry.client import RegistryClient
 
 # Told of the writes a copy or a delete is about to make at a destination (action, repository
@@ -17,11 +18,12 @@ AnnounceWrites = Callable[[WriteAction, str, Sequence[tuple[str, str | None]]], 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """A repository at a registry; `announce`, when given, is told of each write before it is
-    made there."""
+    made there; `uploads`, when given, keeps the blob uploads under way there."""
 
     client: RegistryClient
     repository: str
     announce: AnnounceWrites | None = None
+    uploads: KeptUploads | None = None
 
     async def writing(self, action: WriteAction, refs: Sequence[tuple[str, str | None]]) -> None:
         """Tell `announce` (if any) of the writes about to be made here."""

@@ -18,6 +18,7 @@ from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication, existence_matters
 from replicator.engine.copier import Copier, CopyResult, CopyStats
 from replicator.engine.endpoint import AnnounceWrites, Endpoint
+from replicator.engine.kept_uploads import KeptUploads
 from replicator.errors import DeleteRefused, PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
@@ -34,13 +35,19 @@ TAG_DELETE_UNSUPPORTED = (400, 405)
 
 
 def job_endpoints(
-    row: JobRow, pool: ClientPool, config: Config, announce: AnnounceWrites | None = None
+    row: JobRow,
+    pool: ClientPool,
+    config: Config,
+    announce: AnnounceWrites | None = None,
+    uploads: KeptUploads | None = None,
 ) -> tuple[Endpoint, Endpoint]:
     """The job's repository at its source and at its destination, through the pooled clients;
-    `announce` is told of the writes the job makes at the destination."""
+    `announce` is told of the writes the job makes at the destination, `uploads` keeps its
+    blob uploads under way there."""
+    destination = registry_client(pool, config, row.destination)
     return (
         Endpoint(registry_client(pool, config, row.source), row.repository),
-        Endpoint(registry_client(pool, config, row.destination), row.repository, announce),
+        Endpoint(destination, row.repository, announce, uploads),
     )
 
 

@@ -28,6 +28,7 @@ from replicator.engine.bulkheads import DestinationSlots, JobSlot
 from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.journal_retry import persist
+from replicator.engine.kept_uploads import KeptUploads, Place
 from replicator.engine.write_log import announcer
 from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
@@ -102,6 +103,12 @@ class JobQueue(Protocol):
     async def next_due_at(self) -> datetime | None: ...
 
     async def record_writes(self, writes: Sequence[Write]) -> None: ...
+
+    async def keep_upload(self, place: Place, location: str, offset: int) -> None: ...
+
+    async def kept_upload(self, place: Place) -> tuple[str, int] | None: ...
+
+    async def forget_upload(self, place: Place) -> None: ...
 
 
 class JobRunner:
@@ -244,7 +251,8 @@ class JobRunner:
                 return
             try:
                 announce = announcer(self.journal, sites[row.destination])
-                src, dst = job_endpoints(row, self._pool, config, announce)
+                uploads = KeptUploads(self.journal, row.destination)
+                src, dst = job_endpoints(row, self._pool, config, announce, uploads)
                 # The destination slot is held while the job works, given back while it waits
                 # between tries, and before its end is journalled.
                 async with slot:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import httpx
@@ -33,6 +33,8 @@ log = get_logger(__name__)
 
 # Opens the source blob's bytes from an offset (unverified; hashed here).
 SourceOpener = Callable[[int], AbstractAsyncContextManager[AsyncIterator[bytes]]]
+# Told of the upload URL and the bytes the registry acknowledged, as they grow.
+Progress = Callable[[str, int], Awaitable[None]]
 # A hash state is kept every this many bytes: a resume reads the source again from the last one
 # at or below the registry's offset, under 1 MiB it had already read. 1 MiB keeps a 10 GiB
 # blob's checkpoints within one PATCH chunk to 32 states (about 4 KiB).
@@ -173,16 +175,31 @@ async def upload(
     location: str,
     modes: UploadModes,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    kept: tuple[str, int] | None = None,
+    on_progress: Progress | None = None,
 ) -> None:
     """Upload blob `digest` of `size` bytes into the session at `location`, in PATCHes that
-    resume after a break; ends the session on failure."""
+    resume after a break; ends the session on failure. `kept`: (URL, offset) of an upload of
+    it left under way (by a process that died), gone on with if the registry still has it;
+    `on_progress` is told of the URL and the bytes acknowledged as they grow."""
     scope = push_scope(repository)
     source = _Source(open_source, digest, size)
+    start = 0
+    if kept is not None:
+        reopened = await _reopen(client, kept, scope=scope, size=size)
+        if reopened is not None:
+            await cancel_upload(client, location, scope)  # the fresh session is not needed
+            location, start = reopened
     try:
-        await source.seek(0)
+        # From a kept offset the source is read (and hashed) from its start up to it: the
+        # hash state died with the process that sent those bytes.
+        await source.seek(start)
+        if on_progress is not None:
+            await on_progress(location, start)
         location = await _send_all(
-            client, source, location, scope=scope, size=size, modes=modes, chunk_size=chunk_size
-        )
+            client, source, location, scope=scope, size=size, modes=modes,
+            chunk_size=chunk_size, start=start, on_progress=on_progress,
+        )  # fmt: skip
         source.hash.check()
         await client.request(
             "PUT",
@@ -207,10 +224,13 @@ async def _send_all(
     size: int,
     modes: UploadModes,
     chunk_size: int,
+    start: int,
+    on_progress: Progress | None,
 ) -> str:
-    """PATCH every byte, resuming after breaks; returns the Location to commit at."""
-    acknowledged = 0  # bytes the registry said it holds
-    resumed_at = 0
+    """PATCH every byte from `start`, resuming after breaks; returns the Location to commit
+    at."""
+    acknowledged = start  # bytes the registry said it holds
+    resumed_at = start
     stalled = 0
     while acknowledged < size:
         length = min(chunk_size, size - acknowledged)
@@ -228,6 +248,8 @@ async def _send_all(
         else:
             acknowledged += length
             source.hash.forget_below(acknowledged)
+            if on_progress is not None:
+                await on_progress(location, acknowledged)
             continue
         status, stalled = await _where(client, location, scope=scope, stalled=stalled)
         # A registry holds at least what it acknowledged, and at most what was ever sent: the
@@ -252,6 +274,28 @@ async def _send_all(
         await asyncio.sleep(decision.wait_seconds)
         await source.seek(continue_at)
     return location
+
+
+async def _reopen(
+    client: RegistryClient, kept: tuple[str, int], *, scope: str, size: int
+) -> tuple[str, int] | None:
+    """(URL, offset) to go on with the upload kept at `kept`, or None when the registry has
+    dropped it (or holds less than it had acknowledged, or cannot say)."""
+    location, acknowledged = kept
+    status = await _status(client, location, scope=scope)
+    if status is None or not acknowledged <= status[0] <= size:
+        log.info(
+            "blob_upload_restarted",
+            destination=client.host,
+            offset=acknowledged,
+            reason="the registry dropped the session"
+            if status is None
+            else f"it holds {status[0]}",
+        )
+        return None
+    held, location = status
+    log.info("blob_upload_reopened", destination=client.host, offset=held, size=size)
+    return location, held
 
 
 async def _where(

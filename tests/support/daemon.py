@@ -58,8 +58,9 @@ class RegistrySpec:
     url: str
     replication: Mapping[str, Any] | None = None
     policy: Mapping[str, Any] | None = None
-    # More keys of the section, as TOML strings (username, password_file, docker_config...).
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # More keys of the section (username, password_file, max_bandwidth...), written as JSON
+    # values (which TOML reads the same for strings and numbers).
+    extra: Mapping[str, str | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -425,19 +426,25 @@ REPLICATED_PREFIXES = ("prod", "dev")
 
 
 def topology(
-    urls: Mapping[str, str], *, prefixes: Sequence[str] = REPLICATED_PREFIXES
+    urls: Mapping[str, str],
+    *,
+    prefixes: Sequence[str] = REPLICATED_PREFIXES,
+    extra: Mapping[str, Mapping[str, str | int]] | None = None,
 ) -> list[RegistrySpec]:
-    """use1 -> usw2 + euw1 for `prefixes`; euw1's policy admits prod/* from use1's account."""
+    """use1 -> usw2 + euw1 for `prefixes`; euw1's policy admits prod/* from use1's account;
+    `extra[name]`: more keys of that registry's section."""
     destinations = [(REGIONS[name], ACCOUNTS[name]) for name in DESTINATIONS]
+    more = extra or {}
     return [
         RegistrySpec(
             USE1, SOURCE_ACCOUNT, REGIONS[USE1], urls[USE1],
-            replication={"rules": [rule(destinations, prefixes)]},
+            replication={"rules": [rule(destinations, prefixes)]}, extra=more.get(USE1, {}),
         ),
-        RegistrySpec(USW2, SOURCE_ACCOUNT, REGIONS[USW2], urls[USW2]),
+        RegistrySpec(USW2, SOURCE_ACCOUNT, REGIONS[USW2], urls[USW2], extra=more.get(USW2, {})),
         RegistrySpec(
             EUW1, OTHER_ACCOUNT, REGIONS[EUW1], urls[EUW1],
             policy=allow_policy(SOURCE_ACCOUNT, REGIONS[EUW1], OTHER_ACCOUNT, "prod/*"),
+            extra=more.get(EUW1, {}),
         ),
     ]  # fmt: skip
 
@@ -481,12 +488,14 @@ def start_stack(
     notifications: bool = True,
     start_daemon: bool = True,
     front: Mapping[str, Callable[[Registry], str]] | None = None,
+    extra: Mapping[str, Mapping[str, str | int]] | None = None,
     **settings: Any,
 ) -> Stack:
     """Start use1 (its notifications to the bridge), usw2, euw1, the bridge and the daemon.
 
     `start_registry(notifications_url)` starts one registry; `front[name](registry)` gives the
-    URL the config names for it (a fault proxy's, say); `settings` override DaemonSettings.
+    URL the config names for it (a fault proxy's, say); `extra[name]` adds keys to its section;
+    `settings` override DaemonSettings.
     """
     folder.mkdir(parents=True, exist_ok=True)
     options = DaemonSettings(
@@ -502,7 +511,7 @@ def start_stack(
         EUW1: start_registry(None),
     }
     urls = {n: (front or {}).get(n, _own_url)(r) for n, r in registries.items()}
-    config = write_config(folder, topology(urls), options)
+    config = write_config(folder, topology(urls, extra=extra), options)
     bridge = BridgeProcess(config, options.bridge_port).start()
     daemon = DaemonProcess(config, options.http_port)
     if start_daemon:

@@ -46,6 +46,7 @@ class ResumingUploads:
         self.directory = Path(tempfile.mkdtemp(prefix="replicator-resuming-uploads-"))
         self.status_asked = 0  # status GETs answered
         self.patches_broken = 0  # PATCHes whose body stopped short
+        self.bytes_received = 0  # blob bytes PATCHes and PUTs delivered, kept or not
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -80,11 +81,21 @@ class ResumingUploads:
         """The file holding a session's bytes."""
         return self.directory / upload_id
 
-    def count(self, *, status: int = 0, broken: int = 0) -> None:
+    def count(self, *, status: int = 0, broken: int = 0, received: int = 0) -> None:
         """Add to the counters."""
         with self._lock:
             self.status_asked += status
             self.patches_broken += broken
+            self.bytes_received += received
+
+    def held(self) -> int:
+        """Bytes the open sessions hold, together."""
+        return sum(path.stat().st_size for path in self.directory.iterdir())
+
+    def drop_sessions(self) -> None:
+        """Forget every open session, as a registry purging old uploads does."""
+        for path in self.directory.iterdir():
+            path.unlink()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -195,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             if out is not None:
                 out.write(chunk)  # type: ignore[attr-defined]
                 out.flush()  # type: ignore[attr-defined]
+                self.owner.count(received=len(chunk))
             remaining -= len(chunk)
         return True
 
