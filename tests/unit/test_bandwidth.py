@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from replicator.cli.backfill import _with_bandwidth
 from replicator.cli.parsing import byte_rate
 from replicator.config.loading import load_config
 from replicator.config.sites import settings_for
@@ -104,3 +105,32 @@ class TestBucket:
         least = (2 * SENT - RATE * BURST_SECONDS) / RATE
         assert max(first, second) - started >= least * 0.99
         assert abs(first - second) <= BURST_SECONDS + 2 * PIECE_BYTES / RATE + 0.05
+
+
+class TestBackfillFlag:
+    """backfill --max-bandwidth: the limit for every registry of the run, or one."""
+
+    def test_every_registry_or_the_destination_only(self, tmp_path: Path) -> None:
+        """Without --destination each registry gets the limit; with it, that one only, the
+        others keeping their own."""
+        path = tmp_path / "replicator.toml"
+        path.write_text(
+            REGISTRY
+            + "max_bandwidth = 1024\n"
+            + REGISTRY.split("\n", 2)[2]
+            .replace("use1", "usw2")
+            .replace("us-east-1", "us-west-2")
+            .replace("5001", "5002")
+        )
+        config = load_config(path)
+        everywhere = _with_bandwidth(config, 8 * MIB, only=None)
+        assert {n: r.max_bandwidth for n, r in everywhere.registries.items()} == {
+            "use1": 8 * MIB,
+            "usw2": 8 * MIB,
+        }
+        one = _with_bandwidth(config, 8 * MIB, only="usw2")
+        assert {n: r.max_bandwidth for n, r in one.registries.items()} == {
+            "use1": 1024,
+            "usw2": 8 * MIB,
+        }
+        assert one.registries["usw2"].name == "usw2"
