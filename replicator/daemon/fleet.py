@@ -1,13 +1,15 @@
-"""A member's role in a fleet: whether it holds the fleet's lease, and so takes the fleet's
-events (its one durable MQTT session) and runs the fleet-wide chores (the journal's gauges,
-pruning, the sweep of orphans by age, reconcile) for all members.
+"""A member's roles in a fleet, each a lease in the journal's database held by one member at a
+time: the group's intake (`intake:<group>`: the fleet's events through its one durable MQTT
+session) and the journal's chores (`chores`: the journal's gauges, pruning, the sweep of
+orphans by age, reconcile), one for every group sharing the journal.
 
-The lease lives in the journal's database (journal/leases.py). The holder renews it every
-RENEW_SECONDS; a member that cannot renew it gives up its duties before it could expire, so two
-members never hold them at once; when the holder dies, the lease expires after LEASE_SECONDS
-and the next member to ask takes it, with the intake session's client id, so the events the
-broker queued for that session follow it. A daemon alone (no `[mqtt] shared_group`) holds
-every duty without asking.
+A lease lives in the journal's database (journal/leases.py). The holder renews it every
+RENEW_SECONDS; a member that cannot renew it gives its duty up before it could expire, so two
+members never hold it at once; when the holder dies, the lease expires after LEASE_SECONDS and
+the next member to ask takes it (the intake with the session's client id, so the events the
+broker queued for that session follow it). A daemon alone (no `[mqtt] shared_group`) holds
+every duty without asking. Several groups (each its own sources' events topic) on one journal
+split a busy intake, which one member records at the rate of one journal connection.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from replicator.logs import get_logger
 
 log = get_logger(__name__)
 
-# The lease of the fleet's duties in the journal.
-LEASE_NAME = "fleet"
+# The lease of the journal's chores, one for every group on the journal.
+CHORES_LEASE = "chores"
 # A dead holder's duties pass on after at most this long: with the renewals' period and the
 # intake session's reconnect, a member's death delays an event well under 15 s (the issue's
 # bound), while a holder renewing every RENEW_SECONDS misses three renewals before losing it.
@@ -44,11 +46,17 @@ def intake_client_id(group: str) -> str:
     return f"{group}-intake"
 
 
-class FleetRole:
-    """Whether this member holds the fleet's lease; `keep()` asks for it and renews it."""
+def intake_lease(group: str) -> str:
+    """The lease of a group's intake session."""
+    return f"intake:{group}"
 
-    def __init__(self, journal: Journal, *, alone: bool) -> None:
+
+class FleetRole:
+    """Whether this member holds the lease `name`; `keep()` asks for it and renews it."""
+
+    def __init__(self, journal: Journal, name: str, *, alone: bool) -> None:
         self._journal = journal
+        self.name = name
         self.alone = alone
         # Set while the member holds the lease, and its opposite; both waited on.
         self.leading = asyncio.Event()
@@ -80,7 +88,7 @@ class FleetRole:
             if self.holds():
                 self._follow("stopping")
                 with contextlib.suppress(JournalError):
-                    await self._journal.release_lease(LEASE_NAME)
+                    await self._journal.release_lease(self.name)
 
     async def _ask(self) -> None:
         asked = time.monotonic()
@@ -88,7 +96,7 @@ class FleetRole:
         within = max(self._held_until - asked, 0.0) if self.holds() else None
         try:
             async with asyncio.timeout(within):
-                lease, held_before = await self._journal.take_lease(LEASE_NAME, LEASE_SECONDS)
+                lease, held_before = await self._journal.take_lease(self.name, LEASE_SECONDS)
         except (JournalError, TimeoutError) as exc:
             if self.holds() and time.monotonic() >= self._held_until:
                 self._follow("lease_not_renewed", error=str(exc) or "no answer in time")
@@ -100,14 +108,14 @@ class FleetRole:
                 self.succeeded = held_before
                 self.following.clear()
                 self.leading.set()
-                log.info("fleet_lease_taken", expires=round(lease.expires, 3))
+                log.info("fleet_lease_taken", lease=self.name, expires=round(lease.expires, 3))
         elif self.holds():
             self._follow("lease_taken_by_another", holder=lease.holder)
 
     def _follow(self, reason: str, **fields: str) -> None:
         self.leading.clear()
         self.following.set()
-        log.warning("fleet_lease_lost", reason=reason, **fields)
+        log.warning("fleet_lease_lost", lease=self.name, reason=reason, **fields)
 
 
 async def _first(*events: asyncio.Event, task: asyncio.Task[None] | None = None) -> None:

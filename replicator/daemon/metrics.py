@@ -146,10 +146,15 @@ class Metrics:
             ["destination"],
             registry=r,
         )
-        self.fleet_duties = Gauge(
+        self.fleet_intake = Gauge(
             "replicator_fleet_intake",
-            "1 while this member takes the events and runs the fleet-wide chores (alone, or "
-            "holding the fleet's lease); the journal's gauges are exported by this member only",
+            "1 while this member takes the events (alone, or holding its group's intake lease)",
+            registry=r,
+        )
+        self.fleet_chores = Gauge(
+            "replicator_fleet_chores",
+            "1 while this member runs the journal's chores (alone, or holding the chores lease); "
+            "the journal's gauges are exported by this member only",
             registry=r,
         )
         self.broker_connected = Gauge(

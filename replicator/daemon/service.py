@@ -20,7 +20,13 @@ from replicator.config.sites import sites_of
 from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.deferred_intake import retry_deferred_forever
-from replicator.daemon.fleet import FleetRole, intake_client_id, take_intake_while_leading
+from replicator.daemon.fleet import (
+    CHORES_LEASE,
+    FleetRole,
+    intake_client_id,
+    intake_lease,
+    take_intake_while_leading,
+)
 from replicator.daemon.health import HealthWatch
 from replicator.daemon.intake import Intake
 from replicator.daemon.metrics import Metrics
@@ -121,8 +127,11 @@ class Daemon:
                 on_set_aside=self._set_aside_before_the_bus,
             )
             log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
-            self.role = role = FleetRole(self.journal, alone=not fleet)
-            self.metrics.fleet_duties.set_function(lambda: float(role.holds()))
+            group_name = self.config.mqtt.shared_group
+            self.role = role = FleetRole(self.journal, CHORES_LEASE, alone=not fleet)
+            intake = FleetRole(self.journal, intake_lease(group_name), alone=not fleet)
+            self.metrics.fleet_intake.set_function(lambda: float(intake.holds()))
+            self.metrics.fleet_chores.set_function(lambda: float(role.holds()))
             async with (
                 Bus(self._member_bus_options(), on_session_lost=self._reconcile_soon.set) as bus,
                 self._pool,
@@ -143,8 +152,9 @@ class Daemon:
                 )
                 self.metrics.watch_broker(bus.connected.is_set)
                 long_lived = [
-                    group.create_task(self._intake_task(bus, runner, role), name="intake"),
-                    group.create_task(role.keep(self._stopping), name="lease"),
+                    group.create_task(self._intake_task(bus, runner, intake), name="intake"),
+                    group.create_task(intake.keep(self._stopping), name="intake-lease"),
+                    group.create_task(role.keep(self._stopping), name="chores-lease"),
                     group.create_task(runner.run(self._stopping), name="dispatch"),
                     group.create_task(
                         serve_api(self, self._stopping, fleet_wide=role.holds), name="api"

@@ -192,8 +192,10 @@ def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(
         for member in members:
             member.stop()
         stack.bridge.stop()
-    # One member does the fleet's work, and only its gauges count the journal's jobs.
+    # One member takes the events, one runs the chores, and only its gauges count the jobs.
     holding = [metric_value(text, "replicator_fleet_intake") for text in expositions]
+    assert sorted(holding) == [0, 0, 1]
+    holding = [metric_value(text, "replicator_fleet_chores") for text in expositions]
     assert sorted(holding) == [0, 0, 1]
     # The broker kept its store, so the member taking the intake over found the session.
     assert not [line for member in members for line in member.events("mqtt_session_lost")]

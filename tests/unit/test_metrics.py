@@ -47,6 +47,7 @@ OWN_FAMILIES = {
     "replicator_events_deferred",
     "replicator_oldest_unreplicated_push_age_seconds",
     "replicator_fleet_intake",
+    "replicator_fleet_chores",
     "replicator_broker_connected",
     "replicator_build_info",
     "replicator_transfers_cut",
