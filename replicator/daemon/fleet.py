@@ -81,8 +81,13 @@ class FleetRole:
         try:
             while not stop.is_set():
                 await self._ask()
+                # A holder asks again at the latest when its duty would end unrenewed, so it
+                # gives the duty up then, not a renewal period later.
+                wait = RENEW_SECONDS
+                if self.holds():
+                    wait = min(wait, max(self._held_until - time.monotonic(), 0.0))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RENEW_SECONDS):
+                    async with asyncio.timeout(wait):
                         await stop.wait()
         finally:
             if self.holds():

@@ -129,6 +129,38 @@ async def test_prune_forever_prunes_at_once_and_stops(journal: Journal, journal_
         await loop
 
 
+async def test_prune_forever_skips_while_another_member_prunes(
+    journal: Journal, journal_url: str
+) -> None:
+    """A fleet member not holding the chores (`leading` false) prunes nothing; the same loop
+    prunes once it holds them."""
+    await record(journal, b"old")
+    age_events(journal_url, OLD)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(
+        prune_forever(journal, lambda: RETENTION_DAYS, stop, leading=lambda: False)
+    )
+    await asyncio.sleep(0.5)
+    stop.set()
+    await loop
+    assert len(await journal.events()) == 1
+    stop.clear()
+    await asyncio.wait_for(
+        asyncio.gather(
+            prune_forever(journal, lambda: RETENTION_DAYS, stop, leading=lambda: True),
+            _stop_when_pruned(journal, stop),
+        ),
+        timeout=10,
+    )
+    assert await journal.events() == []
+
+
+async def _stop_when_pruned(journal: Journal, stop: asyncio.Event) -> None:
+    while await journal.events():
+        await asyncio.sleep(0.05)
+    stop.set()
+
+
 async def test_version_2_journal_is_migrated(journal_url: str) -> None:
     """A journal of schema version 2 (no age indexes) is migrated on open: its events and jobs
     are kept, the indexes exist, and the version reads the current one."""
