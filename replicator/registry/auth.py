@@ -41,6 +41,7 @@ from replicator.domain.realms import (
 )
 from replicator.errors import AuthError, TransportError
 from replicator.logs import get_logger
+from replicator.registry import auth_refusals as refusals
 from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
 from replicator.registry.single_flight import SingleFlight
@@ -295,24 +296,25 @@ class Authenticator:
                 raise
             fresh = await self._fresh_credentials(credentials)
             if fresh is None or fresh == credentials:
-                raise
+                raise refusals.wrong_credentials(
+                    exc, authority(self._registry), self._source()
+                ) from exc
             token, lifetime = await self._request_token(challenge, scope, fresh)
         self.withheld_from = None if trusted or self._provider is None else realm
         self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
         return token
 
+    def refusal(self, refused: AuthError) -> AuthError:
+        """The registry's refusal of a request, saying where the credentials came from (or that
+        there were none) and where to give them."""
+        source = self._source() if self._provider is not None else None
+        return refusals.refused(refused, authority(self._registry), source)
+
     def withheld_refusal(self, refused: AuthError, realm: str) -> AuthError:
         """The error of a token refused to an anonymous request of another host's realm, when
         credentials exist: they were kept from it, and this says how to send them."""
         where = authority(origin_of(realm) or self._registry)
-        return AuthError(
-            f"registry {authority(self._registry)}: {refused}; its token realm {where} is not "
-            f"on the registry's host, so it was asked without the {self._source()}; to send "
-            f"them there, name the realm: copy --src-token-realm/--dest-token-realm {where}, "
-            f"or registries.<name>.token_realms in the config",
-            status=refused.status,
-            temporary=False,
-        )
+        return refusals.withheld(refused, authority(self._registry), where, self._source())
 
     async def _request_token(
         self, challenge: Challenge, scope: str, credentials: Credentials | None

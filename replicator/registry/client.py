@@ -230,7 +230,7 @@ class RegistryClient:
                 raise self._auth.withheld_refusal(exc, self._auth.withheld_from) from exc
             problem = self._auth.problem
             if problem is None:
-                raise
+                raise self._auth.refusal(exc) from exc
             raise AuthError(
                 f"{exc}; and no credentials: {problem}",
                 status=exc.status,

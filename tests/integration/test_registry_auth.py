@@ -358,6 +358,38 @@ class TestForeignRealm:
         assert USER in {r.account for r in issuer.requests[before:]}
 
 
+class TestRefusalMessages:
+    """An auth failure names the registry, where the credentials came from, and what fixes it."""
+
+    @pytest.mark.parametrize(
+        ("args", "named"),
+        [
+            pytest.param(["--dest-creds", f"{USER}:wrong"],
+                         ["refused the credentials", "--dest-creds", "correct them"],
+                         id="wrong-password"),
+            pytest.param([], ["no credentials are configured", "--dest-creds", "password_file"],
+                         id="no-credentials"),
+        ],
+    )  # fmt: skip
+    def test_refusal_says_what_to_do(
+        self,
+        copy_corpus: CopyCorpus,
+        issuer: TokenIssuer,
+        token_registry: Registry,
+        user: User,
+        args: list[str],
+        named: list[str],
+    ) -> None:
+        """A wrong password names the flag it came from; no credentials at all names the
+        flags and config keys that give them; both name the registry."""
+        run = run_copy(copy_corpus.ref("team/app", "v1"), f"{token_registry.host}/team/app:v1",
+                       *args, env=user.env())  # fmt: skip
+        assert run.exit_code == 1, str(run)
+        reason = run.summary["failures"][0]["reason"]
+        for text in [token_registry.host, *named]:
+            assert text in reason, reason
+
+
 class TestSingleFlight:
     """One token request per (realm, scope) in flight, whatever the number of waiters."""
 
