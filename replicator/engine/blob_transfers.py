@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 
 from replicator.domain.manifests import Descriptor
@@ -120,13 +121,16 @@ class BlobTransfers:
             # The upload session is opened before the transfer slots are taken, as a small
             # request: a slot then carries only the body's PUT, not also the POST's round trip.
             location = location or await blobs.start_upload(dst.client, dst.repository)
+            session = _Session(location)
             try:
                 async with _slots(src.client, dst.client):
-                    await self._upload(src, dst, descriptor, location)
+                    await self._upload(src, dst, descriptor, session)
             except BaseException:
-                # upload() ends its session when it fails; this ends it when the source read
-                # failed before upload() began (a second DELETE is answered 404, accepted).
-                await blobs.cancel_upload(dst.client, location, push_scope(dst.repository))
+                # upload() ends its session when it fails (or leaves it open, kept in the
+                # journal, for the next attempt); this ends it when the source read failed
+                # before upload() began (a second DELETE is answered 404, accepted).
+                if not session.left_open:
+                    await blobs.cancel_upload(dst.client, location, push_scope(dst.repository))
                 raise
         stats.blobs_copied += 1
         stats.bytes_copied += descriptor.size
@@ -168,7 +172,7 @@ class BlobTransfers:
         return result
 
     async def _upload(
-        self, src: Endpoint, dst: Endpoint, descriptor: Descriptor, location: str
+        self, src: Endpoint, dst: Endpoint, descriptor: Descriptor, session: _Session
     ) -> None:
         """Stream the blob into the upload session at `location`: resumable PATCHes when the
         source can be read from any offset (a blob above the shared-read size) and the
@@ -190,14 +194,19 @@ class BlobTransfers:
                         host=src.client.host,
                         sources=self.slow_sources,
                     ),
-                    location=location,
+                    location=session.location,
                     modes=self._upload_modes,
                     kept=await kept.find(dst.repository, digest) if kept else None,
                     on_progress=partial(kept.keep, dst.repository, digest) if kept else None,
                 )
-            finally:
-                if kept is not None:
+            except BaseException as exc:
+                if kept is not None and blob_uploads.keeps_session(exc):
+                    session.left_open = True  # kept for the next attempt to go on with
+                elif kept is not None:
                     await kept.forget(dst.repository, digest)
+                raise
+            if kept is not None:
+                await kept.forget(dst.repository, digest)
             return
         async with self._reads.blob(src.client, src.repository, digest, size) as body:
             await blobs.upload(
@@ -206,7 +215,7 @@ class BlobTransfers:
                 digest,
                 size,
                 paced(body, self.floor, host=src.client.host, sources=self.slow_sources),
-                location=location,
+                location=session.location,
                 chunk_threshold=self._chunk_threshold,
             )
 
@@ -225,3 +234,12 @@ async def _slots(*clients: RegistryClient) -> AsyncIterator[None]:
         for client in sorted({c.host: c for c in clients}.values(), key=lambda c: c.host):
             await stack.enter_async_context(client.slot())
         yield
+
+
+@dataclass(slots=True)
+class _Session:
+    """The upload session a transfer opened; `left_open` once its upload failed in a way that
+    keeps it (in the journal) for the next attempt instead of ending it."""
+
+    location: str
+    left_open: bool = False

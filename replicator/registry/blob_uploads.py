@@ -23,7 +23,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 import httpx
 
 from replicator.domain.resumes import after_break, upload_offset
-from replicator.errors import DigestMismatch, RegistryError, TransportError
+from replicator.errors import DigestMismatch, RegistryError, ReplicatorError, TransportError
 from replicator.logs import get_logger
 from replicator.registry.blobs import DEFAULT_CHUNK_SIZE, cancel_upload
 from replicator.registry.client import RegistryClient, push_scope
@@ -179,23 +179,29 @@ async def upload(
     on_progress: Progress | None = None,
 ) -> None:
     """Upload blob `digest` of `size` bytes into the session at `location`, in PATCHes that
-    resume after a break; ends the session on failure. `kept`: (URL, offset) of an upload of
-    it left under way (by a process that died), gone on with if the registry still has it;
-    `on_progress` is told of the URL and the bytes acknowledged as they grow."""
+    resume after a break. `kept`: (URL, offset) of an upload of it left under way (by a
+    process that died, or an attempt that failed), gone on with if the registry still has it;
+    `on_progress` is told of the URL and the bytes acknowledged as they grow. On failure the
+    session is ended, unless `on_progress` keeps it and the error is one to try again after
+    (`keeps_session`): then it is left open for the next attempt to go on with."""
     scope = push_scope(repository)
     source = _Source(open_source, digest, size)
     start = 0
     if kept is not None:
-        reopened = await _reopen(client, kept, scope=scope, size=size)
+        try:
+            reopened = await _reopen(client, kept, scope=scope, size=size)
+        except BaseException:
+            await cancel_upload(client, location, scope)  # the fresh session, never used
+            raise
         if reopened is not None:
             await cancel_upload(client, location, scope)  # the fresh session is not needed
             location, start = reopened
     try:
-        # From a kept offset the source is read (and hashed) from its start up to it: the
-        # hash state died with the process that sent those bytes.
-        await source.seek(start)
         if on_progress is not None:
             await on_progress(location, start)
+        # From a kept offset the source is read (and hashed) from its start up to it: the
+        # hash state died with the process (or attempt) that sent those bytes.
+        await source.seek(start)
         location = await _send_all(
             client, source, location, scope=scope, size=size, modes=modes,
             chunk_size=chunk_size, start=start, on_progress=on_progress,
@@ -208,11 +214,23 @@ async def upload(
             expected=(201, 204),
             headers={"Content-Length": "0"},
         )
-    except BaseException:
-        await cancel_upload(client, location, scope)
+    except BaseException as exc:
+        if on_progress is None or not keeps_session(exc):
+            await cancel_upload(client, location, scope)
         raise
     finally:
         await source.close()
+
+
+def keeps_session(exc: BaseException) -> bool:
+    """Whether an upload that failed with `exc` leaves its session open for the next attempt
+    (when the session is kept somewhere): a temporary error (the link down longer than the
+    resumes wait in a transfer slot), other than the registry being unable to resume."""
+    return (
+        isinstance(exc, ReplicatorError)
+        and exc.temporary
+        and not isinstance(exc, ResumeUnsupported)
+    )
 
 
 async def _send_all(

@@ -33,7 +33,7 @@ SOCKET_BUFFER = 128 * 1024
 THREAD_TIMEOUT_SECONDS = 10.0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     """One proxied connection: both sockets and the bytes each direction has carried."""
 
@@ -67,6 +67,8 @@ class CuttingProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._live: set[_Connection] = set()
+        self.down = False  # the link is down: every connection is reset at once
 
     @property
     def host(self) -> str:
@@ -83,6 +85,20 @@ class CuttingProxy:
         with self._lock:
             self.bytes_to_upstream = self.bytes_to_client = self.cuts = self.connections = 0
             self.upstream_progress = []
+
+    def go_down(self) -> None:
+        """Take the link down: the connections open are reset, new ones reset at once."""
+        self.down = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cut_all)
+
+    def come_up(self) -> None:
+        """Bring the link back."""
+        self.down = False
+
+    def _cut_all(self) -> None:
+        for conn in list(self._live):
+            self._cut(conn)
 
     def upstream_rate(self, low: float, high: float) -> float:
         """Bytes per second upstream while the total went from `low` to `high` (fractions of
@@ -137,6 +153,9 @@ class CuttingProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self.down:
+            _reset(writer)
+            return
         self._tasks.add(task)
         try:
             up_reader, up_writer = await asyncio.open_connection(
@@ -151,12 +170,14 @@ class CuttingProxy:
         with self._lock:
             self.connections += 1
         conn = _Connection(client=writer, upstream=up_writer)
+        self._live.add(conn)
         try:
             await asyncio.gather(
                 self._pump(conn, reader, up_writer, upstream=True),
                 self._pump(conn, up_reader, writer, upstream=False),
             )
         finally:
+            self._live.discard(conn)
             for side in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     side.close()
