@@ -54,15 +54,26 @@ def event_origin(event_id: str) -> str:
     return _HASHED_ORIGIN_PREFIX + hashlib.sha256(event_id.encode()).hexdigest()
 
 
-def check_tag(*, image: str, tag: str, digest: str, source_digest: str | None) -> Freshness:
+def check_tag(
+    *, image: str, tag: str, digest: str, source_digest: str | None, deletes_follow: bool = False
+) -> Freshness:
     """Whether a job copying `digest` may point `tag` at it, the source's tag now naming
-    `source_digest` (None: the source has no such tag).
+    `source_digest` (None: the source has no such tag); `deletes_follow`: the source's deletes
+    of this tag are replicated to this destination.
 
     A tag that names another digest now was pushed again since this job's event (a rollback
     A -> B -> A, or two events delivered out of order): the newer push's job sets it, and this
-    one must not move it back. A tag gone from the source is not a newer push: the tag is set
-    as the event said, and the delete's own event (with delete replication on) removes it.
+    one must not move it back. A tag gone from the source was deleted since: where deletes are
+    replicated, the delete is the newest write and its job may already have run (deleting
+    nothing yet), so the tag is not set; where they are not, the destination keeps what was
+    pushed (as ECR does) and the tag is set as the event said.
     """
+    if source_digest is None and deletes_follow:
+        return Freshness(
+            Verdict.SUPERSEDED,
+            f"{image}:{tag} was deleted at the source after this push and deletes are "
+            "replicated: the image was copied untagged",
+        )
     if source_digest is None or source_digest == digest:
         return PROCEED
     return Freshness(

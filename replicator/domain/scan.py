@@ -46,7 +46,7 @@ class TagPlan:
 
 @dataclass(frozen=True, slots=True)
 class TagRecord:
-    """A copy job of the journal as `hold_newer` reads it: who copied what under which tag,
+    """A job of the journal as `hold_newer` reads it: who copied (or deleted) what, under which tag,
     its state, when it finished and when its push was made at the source (seconds since the
     epoch; None while unfinished, or for a scan's job, which has no push time)."""
 
@@ -57,6 +57,7 @@ class TagRecord:
     state: JobState
     finished_at: float | None = None
     pushed_at: float | None = None
+    delete: bool = False  # a delete job (digest "" or tag None when it named only the other)
 
 
 def targets(
@@ -126,11 +127,16 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
       destination was written since, and that write travels the other way. When the
       destination's tag is in turn the daemon's replica of a push at the source (two pushes
       of the tag, one at each side, crossed on their way), the later push wins.
-    A tag missing at the destination is never held: there is nothing to undo."""
-    if plan.action not in (TagAction.COPY, TagAction.REPAIR) or plan.dest_digest is None:
+    A tag missing at the destination is held only when the source's tag is the daemon's copy of
+    the destination's and the journal records the destination deleting it since: the delete is
+    the newest write (a destination that lost it otherwise, a restore or a wipe, gets it back)."""
+    if plan.action not in (TagAction.COPY, TagAction.REPAIR):
         return plan
     source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
-    found = [r for r in records if r.tag == tag]
+    every = list(records)
+    if plan.dest_digest is None:
+        return _hold_deleted(plan, every)
+    found = [r for r in every if r.tag == tag and not r.delete]
     pending = [
         r for r in found
         if r.source == target and r.destination == source and r.state not in TERMINAL_STATES
@@ -155,6 +161,28 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
         action=TagAction.HELD,
         reason=f"{source}'s {tag} is the daemon's copy of an earlier {target} write; "
         f"{target}'s {plan.dest_digest} is newer",
+    )
+
+
+def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
+    """A copy to a destination without the tag: held when the source's tag is the daemon's copy
+    of the destination's write and the destination deleted it since (its delete is journalled)."""
+    source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
+    ours = _last_set([r for r in records if r.tag == tag and not r.delete], source)
+    if ours is None or ours.source != target or ours.digest != plan.key.digest:
+        return plan
+    deleted = any(
+        r.delete and r.source == target and r.destination == source
+        and (r.digest == plan.key.digest or (r.tag is not None and r.tag == tag))
+        for r in records
+    )  # fmt: skip
+    if not deleted:
+        return plan
+    return replace(
+        plan,
+        action=TagAction.HELD,
+        reason=f"{target} deleted {tag} ({plan.key.digest}) after the daemon copied it to "
+        f"{source}: the delete is newer",
     )
 
 

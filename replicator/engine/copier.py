@@ -56,6 +56,8 @@ class _Progress:
     stats: CopyStats = field(default_factory=CopyStats)
     # Set when the source's tag moved on since the job's event: why the tag was left alone.
     superseded: str | None = None
+    # The source's delete of the tag is replicated: a tag gone there is not set (tag_guard.py).
+    deletes_follow: bool = False
 
 
 class _MemoryContradicted(Exception):
@@ -127,6 +129,7 @@ class Copier:
         with_referrers: bool = True,
         eager: bool = False,
         dest_absent: bool = False,
+        deletes_follow: bool = False,
     ) -> CopyResult:
         """Copy the image `reference` (tag or digest) of `src` to `dst`, under `tag` if given.
 
@@ -137,6 +140,9 @@ class Copier:
         copied untagged and the result says why (`superseded`), so replication never moves a
         tag backwards.
 
+        With `deletes_follow` (the source's deletes of the tag are replicated here), a tag gone
+        from the source by then is not set either: its delete is the newer write.
+
         With `dest_absent` (the destination said the repository does not exist), nothing is
         asked of the destination before the blobs are placed: no manifest or blob is there.
 
@@ -144,7 +150,7 @@ class Copier:
         errors: NotFoundError when the source image is missing, DigestMismatch, ManifestError,
         RegistryError.
         """
-        progress = _Progress()
+        progress = _Progress(deletes_follow=deletes_follow)
         # `source` and `destination` name registries (the job context); images have their own keys.
         bound = log.bind(source_image=str(src), destination_image=str(dst), reference=reference)
         digest = await self._source_digest(src, reference)
@@ -171,8 +177,11 @@ class Copier:
                 else None
             )
         moved = source_tag.result() if source_tag else None
-        if tag and moved is not None:
-            progress.superseded = overtaken(str(src), tag, digest, moved.digest)
+        if tag and source_tag and (moved is not None or deletes_follow):
+            progress.superseded = overtaken(
+                str(src), tag, digest, moved.digest if moved else None,
+                deletes_follow=deletes_follow,
+            )  # fmt: skip
             if progress.superseded:
                 tag, at_tag = None, None
         dest_has_digest = at_digest is not None and at_digest.result() is not None
@@ -393,8 +402,9 @@ class Copier:
             reference = plan.tag or plan.root.digest
             if plan.tag and guard:
                 progress.superseded = await recheck(
-                    src.client, src.repository, plan.tag, plan.root.digest
-                )
+                    src.client, src.repository, plan.tag, plan.root.digest,
+                    deletes_follow=progress.deletes_follow,
+                )  # fmt: skip
                 reference = plan.root.digest if progress.superseded else plan.tag
             await _put_manifest(dst, reference, plan.root)
             progress.stats.manifests += 1

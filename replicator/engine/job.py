@@ -16,6 +16,7 @@ from replicator.domain.echoes import WriteAction
 from replicator.domain.freshness import Verdict, check_delete
 from replicator.domain.jobs import JobKind
 from replicator.domain.routing import Site, admit_replication, existence_matters
+from replicator.domain.scan import deletes_reach
 from replicator.engine.copier import Copier, CopyResult, CopyStats
 from replicator.engine.endpoint import AnnounceWrites, Endpoint
 from replicator.engine.kept_uploads import KeptUploads
@@ -64,9 +65,13 @@ async def run_job(
     # since every referrer push, tagged or not, emits one; sweeping them here would list every
     # tag of the repository on every push. A job from a scan (backfill, reconcile: no push
     # time) sweeps them, as a scan sees no untagged referrer.
+    # A tag deleted at the source since its push is not set where that delete is replicated.
+    follow = row.tag is not None and deletes_reach(
+        source, target, repository=row.repository, tag=row.tag
+    )
     return await copier.copy_image(
         src, row.digest, dst, tag=row.tag or None, eager=True,
-        with_referrers=row.pushed_at is None,
+        with_referrers=row.pushed_at is None, deletes_follow=follow,
     )  # fmt: skip
 
 

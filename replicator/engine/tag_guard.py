@@ -16,19 +16,28 @@ from replicator.registry.retry import retried
 log = get_logger(__name__)
 
 
-def overtaken(image: str, tag: str, digest: str, source_digest: str | None) -> str | None:
+def overtaken(
+    image: str, tag: str, digest: str, source_digest: str | None, *, deletes_follow: bool = False
+) -> str | None:
     """Why `tag` of `image` must not be pointed at `digest`, the source's tag naming
-    `source_digest` now (None: no such tag); None when it may."""
-    freshness = check_tag(image=image, tag=tag, digest=digest, source_digest=source_digest)
+    `source_digest` now (None: no such tag; `deletes_follow`: its delete is replicated); None
+    when it may."""
+    freshness = check_tag(
+        image=image, tag=tag, digest=digest, source_digest=source_digest,
+        deletes_follow=deletes_follow,
+    )  # fmt: skip
     if freshness.verdict is Verdict.PROCEED:
         return None
     log.info("tag_moved_at_source", tag=tag, digest=digest, now=source_digest)
     return freshness.reason
 
 
-async def recheck(client: RegistryClient, repository: str, tag: str, digest: str) -> str | None:
+async def recheck(
+    client: RegistryClient, repository: str, tag: str, digest: str, *, deletes_follow: bool
+) -> str | None:
     """`overtaken`, asking the source now: a HEAD of its own, never a shared read of a moment
     ago. One round trip remains between this answer and the tag PUT that follows it."""
     now = await retried(manifests.head, client, repository, tag)
     image = f"{client.host}/{repository}"
-    return overtaken(image, tag, digest, now.digest if now is not None else None)
+    found = now.digest if now is not None else None
+    return overtaken(image, tag, digest, found, deletes_follow=deletes_follow)

@@ -217,7 +217,7 @@ class Scanner:
             # destination's own pushes are jobs of it as a source.
             rows = await self._journal.status(None, repository)
             recorded = {row.key: row.state for row in rows if row.source == source.name}
-            records = [tag_record(row) for row in rows if row.kind is JobKind.COPY]
+            records = [tag_record(row) for row in rows]
             plans = [after_journal(hold_newer(p, records), recorded.get(p.key)) for p in plans]
         return plans
 
@@ -250,7 +250,10 @@ def tag_record(row: JobRow) -> TagRecord:
     """A journal row as the scan's hold rule reads it (domain.scan.hold_newer)."""
     finished = row.finished_at.timestamp() if row.finished_at is not None else None
     pushed = row.pushed_at.timestamp() if row.pushed_at is not None else None
-    return TagRecord(row.source, row.destination, row.digest, row.tag, row.state, finished, pushed)
+    return TagRecord(
+        row.source, row.destination, row.digest, row.tag, row.state, finished, pushed,
+        delete=row.kind is JobKind.DELETE,
+    )  # fmt: skip
 
 
 class Journaller:

@@ -19,20 +19,25 @@ IMAGE = "prod/app"
 
 class TestCheckTag:
     @pytest.mark.parametrize(
-        ("digest", "source_digest", "verdict"),
+        ("digest", "source_digest", "follow", "verdict"),
         [
-            pytest.param(A, A, Verdict.PROCEED, id="source-still-names-it"),
-            pytest.param(A, None, Verdict.PROCEED, id="tag-gone-at-source"),
-            pytest.param(A, B, Verdict.SUPERSEDED, id="pushed-again-since"),
-            pytest.param(B, A, Verdict.SUPERSEDED, id="rolled-back-since"),
+            pytest.param(A, A, False, Verdict.PROCEED, id="source-still-names-it"),
+            pytest.param(A, A, True, Verdict.PROCEED, id="still-names-it-deletes-follow"),
+            pytest.param(A, None, False, Verdict.PROCEED, id="tag-gone-deletes-not-replicated"),
+            pytest.param(A, None, True, Verdict.SUPERSEDED, id="tag-gone-deletes-replicated"),
+            pytest.param(A, B, False, Verdict.SUPERSEDED, id="pushed-again-since"),
+            pytest.param(B, A, True, Verdict.SUPERSEDED, id="rolled-back-since"),
         ],
     )
-    def test_verdict(self, digest: str, source_digest: str | None, verdict: Verdict) -> None:
-        """The tag is set only when the source's tag names the job's digest, or is gone."""
-        assert (
-            check_tag(image=IMAGE, tag="v1", digest=digest, source_digest=source_digest).verdict
-            is verdict
+    def test_verdict(
+        self, digest: str, source_digest: str | None, follow: bool, verdict: Verdict
+    ) -> None:
+        """The tag is set only when the source's tag names the job's digest, or is gone and
+        its delete is not replicated (the destination keeps what was pushed, as in ECR)."""
+        found = check_tag(
+            image=IMAGE, tag="v1", digest=digest, source_digest=source_digest, deletes_follow=follow
         )
+        assert found.verdict is verdict
 
     def test_superseded_names_both_digests(self) -> None:
         """The recorded reason says what the tag names now and what the job had."""

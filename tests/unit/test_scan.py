@@ -239,6 +239,30 @@ class TestHoldNewer:
         """A tag missing at the destination has nothing to undo; other actions move nothing."""
         assert hold_newer(plan, [job("a", "b", NEW, PENDING)]) == plan
 
+    @pytest.mark.parametrize(
+        ("records", "held"),
+        [
+            ([job("a", "b", OLD, DONE), TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)],
+             True),
+            ([job("a", "b", OLD, DONE), TagRecord("a", "b", "", "v1", DONE, 2.0, delete=True)],
+             True),
+            ([job("a", "b", OLD, DONE)], False),
+            ([TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)], False),
+            ([job("a", "b", OLD, DONE), TagRecord("c", "b", OLD, None, DONE, 2.0, delete=True)],
+             False),
+        ],
+        ids=["deleted-by-digest", "deleted-by-tag", "lost-not-deleted", "b-own-push",
+             "deleted-at-a-third"],
+    )  # fmt: skip
+    def test_tag_deleted_at_the_destination_stays_deleted(
+        self, records: list[TagRecord], held: bool
+    ) -> None:
+        """A copy to a destination that no longer has the tag is held only when the source's
+        tag is the daemon's copy of the destination's and the destination's delete of it is
+        journalled; a destination that lost it otherwise (restore, wipe) gets it back."""
+        plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination")
+        assert (hold_newer(plan, records).action is TagAction.HELD) is held
+
     def test_repair_over_a_newer_tag_is_held(self) -> None:
         """A repair (the copy's job is COMPLETE) over a newer destination tag is held too."""
         plan = TagPlan(PAIR_COPY.key, TagAction.REPAIR, "why", NEW)
