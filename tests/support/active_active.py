@@ -133,9 +133,11 @@ def start_pair(
     *,
     deletes: bool = True,
     reconcile_interval: float = 0.0,
+    one_way: bool = False,
 ) -> Pair:
     """Start A and B (each notifying the bridge under its own name), the bridge and the daemon;
-    `reconcile_interval` > 0 turns reconcile on (a pass at start, then every so many seconds)."""
+    `reconcile_interval` > 0 turns reconcile on (every so many seconds); `one_way` leaves B
+    without rules (A -> B only)."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = DaemonSettings(
         broker_port=broker.port,
@@ -148,7 +150,7 @@ def start_pair(
     specs = [
         RegistrySpec(
             name, ACCOUNT, REGIONS[name], registries[name].url,
-            replication=pair_rules(other[name], deletes=deletes),
+            replication=None if one_way and name == B else pair_rules(other[name], deletes=deletes),
         )
         for name in (A, B)
     ]  # fmt: skip
