@@ -61,16 +61,20 @@ FORMATS = {
     "github": ("github-push.json", {**JSON, "x-github-event": "registry_package"}),
     "artifactory": ("artifactory-push.json", JSON),
     "gar": ("gar-push.json", JSON),
+    "gitea": ("gitea-push.json", {**JSON, "x-gitea-event": "package", "x-github-event": "package"}),
+    "dockerhub": ("dockerhub-push.json", JSON),
+    "alibaba": ("alibaba-push.json", JSON),
+    "nexus": ("nexus-push.json", {**JSON, "x-nexus-webhook-id": "rm:repository:component"}),
 }  # fmt: skip
 # The delete bodies (Quay and GitHub send none).
 DELETES = {
     "distribution": "distribution-delete.json", "ecr": "ecr-delete.json",
     "harbor": "harbor-delete.json", "harbor-cloudevents": "harbor-cloudevents-delete.json",
     "acr": "acr-delete.json", "zot": "zot-delete.json", "artifactory": "artifactory-delete.json",
-    "gar": "gar-delete.json",
+    "gar": "gar-delete.json", "gitea": "gitea-delete.json", "nexus": "nexus-delete.json",
 }  # fmt: skip
 # The formats that name no digest: the daemon reads the tag at the source.
-BY_TAG = {"quay", "artifactory"}
+BY_TAG = {"quay", "artifactory", "gitea", "dockerhub", "nexus"}
 # A hung source holds a HEAD this long (the client's read timeout is 120 s); intake gives up on
 # it after 5 s, so the push behind it arrives within 5 s plus a copy (20 s on a loaded machine).
 HUNG_SECONDS = 60.0
@@ -134,6 +138,9 @@ def rewritten(
         # The published repository is <repository key>/<image name>: key "prod" here.
         key, _, image = repository.partition("/")
         document["data"]["repo_key"], document["data"]["image_name"] = key, image
+    if format_name == "gitea":
+        owner, _, name = repository.partition("/")
+        document["package"]["owner"]["login"], document["package"]["name"] = owner, name
     if format_name == "gar":
         data = base64.b64decode(document["message"]["data"]).decode()
         data = data.replace(SAMPLE_DIGEST, digest).replace(GAR_IMAGE, f"{host}/{repository}")

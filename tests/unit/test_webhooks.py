@@ -34,6 +34,10 @@ HEADERS: dict[str, dict[str, str]] = {
               "x-gitea-delivery": "gitea-1"},
     "forgejo": {**JSON, "x-forgejo-event": "package", "x-gitea-event": "package",
                 "x-github-event": "package", "x-forgejo-delivery": "forgejo-1"},
+    "zot-cloudevents": {"content-type": "application/cloudevents+json"},
+    "nexus-asset": {**JSON, "x-nexus-webhook-id": "rm:repository:asset"},
+    "nexus": {**JSON, "x-nexus-webhook-id": "rm:repository:component",
+              "x-nexus-webhook-delivery": "nexus-1"},
 }  # fmt: skip
 # The configured registry host of the source a sample is sent for, where the body names one.
 HOSTS = {"gar": "us-docker.pkg.dev"}
@@ -85,6 +89,12 @@ EXPECTED = [
     ("gitea-delete.json", "gitea", [("delete", "prod/web", None, "v1", None)]),
     ("gitea-push-untagged.json", "gitea", [("push", "prod/web", DIGEST, None, None)]),
     ("forgejo-push.json", "gitea", [("push", "prod/web", None, "v1", None)]),
+    ("dockerhub-push.json", "dockerhub", [("push", "prod/web", None, "v1", None)]),
+    ("alibaba-push.json", "alibaba", [("push", "prod/web", DIGEST, "v1", None)]),
+    ("nexus-push.json", "nexus", [("push", "prod/web", None, "v1", None)]),
+    ("nexus-delete.json", "nexus", [("delete", "prod/web", None, "v1", None)]),
+    ("zot-cloudevents-push.json", "zot", [("push", "prod/web", DIGEST, "v1", OCI)]),
+    ("zot-cloudevents-delete.json", "zot", [("delete", "prod/web", None, "v1", None)]),
 ]  # fmt: skip
 
 # Real deliveries that need no work: (sample, format, the reasons it is ignored for).
@@ -95,6 +105,7 @@ ACKNOWLEDGED = [
     ("quay-vulnerability-found.json", "quay", ["quay_other_event"]),
     ("acr-ping.json", "acr", ["acr_ping"]),
     ("gar-push-other-location.json", "gar", ["gar_other_registry"]),
+    ("nexus-asset.json", "nexus", ["nexus_asset"]),
 ]  # fmt: skip
 
 

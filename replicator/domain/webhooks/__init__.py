@@ -23,7 +23,7 @@ from typing import Any
 from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPES
 from replicator.domain.events import Ignored, PushEvent, RejectReason, TagPush
 from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
-from replicator.domain.webhooks import forges, formats
+from replicator.domain.webhooks import fields, forges, formats, hosted
 from replicator.domain.webhooks.formats import WebhookEvent
 from replicator.errors import EventError
 
@@ -44,6 +44,9 @@ class WebhookFormat(StrEnum):
     ARTIFACTORY = "artifactory"
     GAR = "gar"
     GITEA = "gitea"
+    DOCKER_HUB = "dockerhub"
+    ALIBABA = "alibaba"
+    NEXUS = "nexus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,8 @@ def recognise(headers: Mapping[str, str], document: Any) -> WebhookFormat | None
         return WebhookFormat.GITEA
     if "x-github-event" in headers:
         return WebhookFormat.GITHUB
+    if "x-nexus-webhook-id" in headers:
+        return WebhookFormat.NEXUS
     if "ce-type" in headers:
         # zot's CloudEvents binary mode: the type is a header, the body is only the data.
         return WebhookFormat.ZOT
@@ -101,7 +106,12 @@ def _is_pubsub_push(document: dict[str, Any]) -> bool:
 _SHAPES: tuple[tuple[Callable[[dict[str, Any]], bool], WebhookFormat], ...] = (
     (lambda d: isinstance(d.get("events"), list), WebhookFormat.DISTRIBUTION),
     (lambda d: "detail-type" in d, WebhookFormat.ECR),
+    (hosted.is_alibaba, WebhookFormat.ALIBABA),
+    (lambda d: isinstance(d.get("push_data"), dict), WebhookFormat.DOCKER_HUB),
+    (lambda d: "repositoryName" in d and ("component" in d or "asset" in d), WebhookFormat.NEXUS),
     (_is_harbor_cloudevent, WebhookFormat.HARBOR_CLOUDEVENTS),
+    # zot's structured CloudEvents mode: the envelope in the body (type, id, time, data).
+    (lambda d: "specversion" in d and isinstance(d.get("data"), dict), WebhookFormat.ZOT),
     (lambda d: "event_data" in d and isinstance(d.get("type"), str), WebhookFormat.HARBOR),
     # Every Quay event has repository, docker_url and homepage; pushes also updated_tags.
     (
@@ -145,8 +155,8 @@ def normalise(
     if found is None:
         raise EventError(
             "the body is no registry webhook this bridge knows (distribution, ECR, Harbor, "
-            "Quay, ACR, zot, GitHub, Gitea/Forgejo, Artifactory, GAR); set the source's format "
-            "to pin one",
+            "Quay, ACR, zot, GitHub, Gitea/Forgejo, Artifactory, GAR, Docker Hub, Alibaba ACR, "
+            "Nexus); set the source's format to pin one",
             reason=RejectReason.UNKNOWN_FORMAT,
         )
     if found is WebhookFormat.DISTRIBUTION:
@@ -160,30 +170,52 @@ def normalise(
     match found:
         case WebhookFormat.ECR:
             parsed = formats.ecr(document, location)
-        case WebhookFormat.HARBOR:
-            parsed = formats.harbor(document, fallback_id)
-        case WebhookFormat.HARBOR_CLOUDEVENTS:
-            parsed = formats.harbor_cloudevents(document)
-        case WebhookFormat.ZOT:
-            parsed = formats.zot(document, headers, fallback_id)
-        case WebhookFormat.GITHUB:
-            parsed = forges.github(document, headers, fallback_id)
-        case WebhookFormat.GITEA:
-            parsed = forges.gitea(document, headers, fallback_id)
         case WebhookFormat.GAR:
             parsed = formats.gar(document, fallback_id, host)
+        case _ if found in _WITH_HEADERS:
+            parsed = _WITH_HEADERS[found](document, headers, fallback_id)
         case _:
             parsed = _BODY_ONLY[found](document, fallback_id)
     events, ignored = parsed
     return Webhook(found, tuple(events), tuple(ignored))
 
 
+# Formats whose parser reads the headers too (event kinds, delivery ids, zot's attributes).
+_WITH_HEADERS: Mapping[
+    WebhookFormat, Callable[[dict[str, Any], Mapping[str, str], str], formats.Parsed]
+] = {
+    WebhookFormat.ZOT: lambda document, headers, id_: formats.zot(
+        *_zot_binary(document, headers), id_
+    ),
+    WebhookFormat.GITHUB: forges.github,
+    WebhookFormat.GITEA: forges.gitea,
+    WebhookFormat.NEXUS: hosted.nexus,
+}
 # Formats whose parser needs only the body and the id to use when it carries none.
 _BODY_ONLY: Mapping[WebhookFormat, Callable[[dict[str, Any], str], formats.Parsed]] = {
+    WebhookFormat.HARBOR: formats.harbor,
+    WebhookFormat.HARBOR_CLOUDEVENTS: lambda document, _id: formats.harbor_cloudevents(document),
     WebhookFormat.QUAY: formats.quay,
     WebhookFormat.ACR: lambda document, _id: formats.acr(document),
     WebhookFormat.ARTIFACTORY: formats.artifactory,
+    WebhookFormat.DOCKER_HUB: hosted.docker_hub,
+    WebhookFormat.ALIBABA: hosted.alibaba,
 }
+
+
+def _zot_binary(
+    document: dict[str, Any], headers: Mapping[str, str]
+) -> tuple[dict[str, Any], Mapping[str, str]]:
+    """A zot event in binary mode (the body is the data, the attributes are `ce-` headers),
+    whichever mode it came in: a structured one's attributes become those headers."""
+    if "specversion" not in document:
+        return document, headers
+    attributes = {
+        f"ce-{name}": value
+        for name in ("type", "id", "time")
+        if isinstance(value := document.get(name), str)
+    }
+    return fields.mapping(document, "data", "body"), {**headers, **attributes}
 
 
 def _content_type(headers: Mapping[str, str]) -> str:

@@ -1,0 +1,73 @@
+"""Docker Hub, Alibaba Cloud ACR and Sonatype Nexus: registries whose webhooks name a tag.
+
+Docker Hub's body is `push_data` (tag, pusher, pushed_at) and `repository` (repo_name), with no
+digest and no delete event. Alibaba Cloud's Container Registry copies that shape and adds the
+manifest digest (`push_data.digest`) and the region. Nexus Repository sends one body per
+component event (`X-Nexus-Webhook-ID: rm:repository:component`): a Docker component's `name` is
+the image and its `version` the tag; created, updated and deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from replicator.domain.event_fields import optional_str, required_str, valid_repository
+from replicator.domain.webhooks import fields
+from replicator.domain.webhooks.formats import Action, Parsed, WebhookEvent
+
+NEXUS_COMPONENT_EVENT = "rm:repository:component"
+
+
+def is_alibaba(document: dict[str, Any]) -> bool:
+    """Alibaba's push: Docker Hub's shape with `repository.repo_full_name` and a digest."""
+    push, repository = document.get("push_data"), document.get("repository")
+    return (
+        isinstance(push, dict)
+        and isinstance(repository, dict)
+        and "repo_full_name" in repository
+        and "digest" in push
+    )
+
+
+def docker_hub(document: dict[str, Any], fallback_id: str) -> Parsed:
+    """Docker Hub's repository webhook: a tag was pushed (the daemon resolves its digest)."""
+    push = fields.mapping(document, "push_data", "body")
+    repository = fields.mapping(document, "repository", "body")
+    name = valid_repository(required_str(repository, "repo_name", "repository"))
+    tag = fields.tag(required_str(push, "tag", "push_data"))
+    return [WebhookEvent("push", name, None, tag, None, fallback_id)], []
+
+
+def alibaba(document: dict[str, Any], fallback_id: str) -> Parsed:
+    """Alibaba Cloud ACR's push trigger: tag and manifest digest of `repo_full_name`.
+
+    Its documentation's sample spells a repository `repoTest`; the registry serves names in lower
+    case only, as every distribution does, so the name is lower-cased."""
+    push = fields.mapping(document, "push_data", "body")
+    repository = fields.mapping(document, "repository", "body")
+    name = valid_repository(required_str(repository, "repo_full_name", "repository").lower())
+    digest = fields.digest(required_str(push, "digest", "push_data"))
+    tag = fields.tag(optional_str(push, "tag", "push_data"))
+    return [WebhookEvent("push", name, digest, tag, None, fallback_id)], []
+
+
+def nexus(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
+    """Nexus Repository's component webhook for Docker components: created or updated is a
+    push of the tag, deleted a delete of it; asset and audit events are acknowledged."""
+    kind = headers.get("x-nexus-webhook-id", NEXUS_COMPONENT_EVENT)
+    if kind != NEXUS_COMPONENT_EVENT or "component" not in document:
+        return [], [f"nexus_{fields.word(kind.rpartition(':')[2] or 'event')}"]
+    action_word = required_str(document, "action", "body")
+    if action_word not in ("CREATED", "UPDATED", "DELETED"):
+        return [], [f"nexus_{fields.word(action_word)}"]
+    component = fields.mapping(document, "component", "body")
+    if str(component.get("format", "")).lower() != "docker":
+        return [], ["nexus_not_docker"]
+    name = valid_repository(required_str(component, "name", "component"))
+    tag = fields.tag(required_str(component, "version", "component"))
+    action: Action = "delete" if action_word == "DELETED" else "push"
+    event_id = headers.get("x-nexus-webhook-delivery") or fallback_id
+    # Its `timestamp` ("2016-11-10T23:57:49.664+0000") is left out: the push's time is read
+    # from the source when the tag is resolved.
+    return [WebhookEvent(action, name, None, tag, None, event_id)], []
