@@ -112,13 +112,14 @@ def run_status(args: argparse.Namespace) -> int:
     _validated(args)
     url, registries = _journal_url(args)
 
-    async def query() -> list[JobRow]:
+    async def query() -> tuple[list[JobRow], dict[str, datetime]]:
         async with await _open(url) as journal:
-            return await journal.status(
+            rows = await journal.status(
                 args.source, args.repository, digest=args.image_digest, tag=args.image_tag
             )
+            return rows, await journal.unreachable()
 
-    rows = asyncio.run(query())
+    rows, unreachable = asyncio.run(query())
     if not rows:
         image = args.image_digest or f"tag {args.image_tag}"
         message = f"no replication jobs for {args.repository} {image}"
@@ -128,7 +129,9 @@ def run_status(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     from replicator.journal.status import status_document  # SQLAlchemy: not for --help
 
-    document = status_document(args.repository, rows, registries, tag=args.image_tag)
+    document = status_document(
+        args.repository, rows, registries, tag=args.image_tag, unreachable=unreachable
+    )
     if args.json:
         # ECR's DescribeImageReplicationStatus shape (camelCase), under our schema version.
         print_json(documents.document("status", document))
@@ -145,11 +148,12 @@ def run_status(args: argparse.Namespace) -> int:
             s["region"] or "?",
             s["registryId"] or "?",
             s["status"],
-            _failure(s.get("failureCode"), s.get("failureReason")),
+            s.get("statusReason") or _failure(s.get("failureCode"), s.get("failureReason")),
         ]
         for s in document["replicationStatuses"]
     ]
-    print(render_table(["DESTINATION", "REGION", "REGISTRY ID", "STATUS", "FAILURE"], table))
+    # REASON: why it failed, or why it is not done yet (its destination is unreachable).
+    print(render_table(["DESTINATION", "REGION", "REGISTRY ID", "STATUS", "REASON"], table))
     return EXIT_OK
 
 

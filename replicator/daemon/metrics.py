@@ -185,9 +185,17 @@ class Metrics:
             ["host"],
             registry=r,
         )
+        self.reachable = Gauge(
+            "replicator_destination_reachable",
+            "1 while the destination answers, 0 while it is unreachable (its jobs wait and one "
+            "probe at a time asks it)",
+            ["destination"],
+            registry=r,
+        )
         self._oldest: dict[str, datetime | None] = {}
         # The configured destinations: their series exist (at 0) before anything happens.
         self._destinations: tuple[str, ...] = ()
+        self._down: set[str] = set()
         # Set when a job ends: the journal's gauges are then read again (see api.py).
         self.journal_changed = asyncio.Event()
         set_retry_hook(self._on_retry)
@@ -202,11 +210,21 @@ class Metrics:
                 self.jobs_finished.labels(destination=destination, result=result)
             self.retries.labels(destination=destination)
             self.latency.labels(destination=destination)
+            if destination not in self._down:
+                self.reachable.labels(destination=destination).set(1)
             self._oldest.setdefault(destination, None)
 
     def watch_broker(self, connected: Callable[[], bool]) -> None:
         """Read replicator_broker_connected from `connected` at each scrape."""
         self.broker_connected.set_function(lambda: float(connected()))
+
+    def destination_reachable(self, destination: str, reachable: bool) -> None:
+        """A destination's reachability changed (domain.destinations)."""
+        if reachable:
+            self._down.discard(destination)
+        else:
+            self._down.add(destination)
+        self.reachable.labels(destination=destination).set(1 if reachable else 0)
 
     def _on_retry(self, exc: BaseException | None) -> None:
         code = str(getattr(exc, "code", UNKNOWN)).lower()

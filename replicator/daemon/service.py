@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from replicator.config.loading import Config, load_config
 from replicator.config.reload import DAEMON_RESTART_KEYS, changed_keys, keep_bound, reread
-from replicator.config.sites import sites_of
+from replicator.config.sites import registry_client, sites_of
 from replicator.daemon.api import serve_api
 from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.deferred_intake import retry_deferred_forever
@@ -35,9 +35,11 @@ from replicator.daemon.reconcile import reconcile_forever
 from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
+from replicator.domain.destinations import unreachable_since
 from replicator.domain.echoes import REPLICA_USER_AGENT
 from replicator.domain.routing import Site, replicated_to
 from replicator.engine.copier import Copier
+from replicator.engine.destination_states import DestinationStates
 from replicator.engine.journal_retry import persist
 from replicator.engine.runner import JobEnd, JobObserver, JobRunner
 from replicator.engine.tag_pushes import resolve_tag_push
@@ -47,6 +49,7 @@ from replicator.journal.deferred import DeferredMessage
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
+from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 
 log = get_logger(__name__)
@@ -77,6 +80,7 @@ class Daemon:
         self.runner: JobRunner | None = None
         self.role: FleetRole | None = None
         self.health: HealthWatch | None = None
+        self.destinations: DestinationStates | None = None
         # Told of every finished job: counted in the metrics, published once the bus is up.
         self._observers: list[JobObserver] = [self.metrics]
         # Why the journal last refused a write, until a write succeeds again (for /readyz).
@@ -140,12 +144,19 @@ class Daemon:
                 self.bus = bus
                 publisher = ResultPublisher(bus, lambda: self.config)
                 self._observers.append(publisher)
+                self.destinations = states = DestinationStates(
+                    self.journal,
+                    clients=self._client_of,
+                    on_change=self.metrics.destination_reachable,
+                    on_release=self._wake_runner,
+                )
                 self.runner = runner = JobRunner(
                     journal=self.journal,
                     copier=self._copier,
                     pool=self._pool,
                     settings=lambda: (self.config, self.sites),
                     observers=self._observers,
+                    destinations=states,
                 )
                 self.health = health = HealthWatch(
                     self._notifier, self.journal, runner, self.metrics, bus.connected.is_set
@@ -155,6 +166,7 @@ class Daemon:
                     group.create_task(self._intake_task(bus, runner, intake), name="intake"),
                     group.create_task(intake.keep(self._stopping), name="intake-lease"),
                     group.create_task(role.keep(self._stopping), name="chores-lease"),
+                    group.create_task(states.probe_forever(self._stopping), name="probe"),
                     group.create_task(runner.run(self._stopping), name="dispatch"),
                     group.create_task(
                         serve_api(self, self._stopping, fleet_wide=role.holds), name="api"
@@ -312,7 +324,7 @@ class Daemon:
 
     async def unready(self) -> str | None:
         """Why the daemon is not ready (for /readyz): broker not connected, journal not open,
-        not writable or not readable; None when it is ready."""
+        not writable or not readable, a destination unreachable; None when it is ready."""
         if self.bus is None or not self.bus.connected.is_set():
             return "MQTT broker not connected"
         if self.journal is None:
@@ -323,7 +335,23 @@ class Daemon:
             await self.journal.backlog()
         except ReplicatorError as exc:
             return f"journal: {exc}"
+        if self.destinations is not None and (down := self.destinations.unreachable()):
+            return "; ".join(
+                unreachable_since(name, since.isoformat(timespec="seconds"))
+                for name, since in sorted(down.items())
+            )
         return None
+
+    def _wake_runner(self) -> None:
+        """Jobs were released (a destination answers again): claim them now."""
+        if self.runner is not None:
+            self.runner.wake()
+
+    def _client_of(self, name: str) -> RegistryClient | None:
+        """The pooled client of registry `name` (for probes), None once it left the config."""
+        if name not in self.config.registries:
+            return None
+        return registry_client(self._pool, self.config, name)
 
     # -- consuming ----------------------------------------------------------------------------
 

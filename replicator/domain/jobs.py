@@ -4,6 +4,7 @@
        |                   |  |  |---SUPERSEDE-----> SUPERSEDED
        |                   |  |  \\--FAIL_PERMANENT--> FAILED --RETRY--> PENDING
        |                   |  \\----FAIL_TEMPORARY--> RETRY_WAIT --WAKE--> PENDING
+       |                   |  \\----HOLD (destination down, attempt not counted) --> RETRY_WAIT
        |                   \\------RESUME (crash)----> PENDING
        \\--DENY (policy)--> FAILED
 
@@ -47,6 +48,9 @@ class JobEvent(StrEnum):
     RETRY = "RETRY"  # an operator, or a new push of the same image, gives a failed job a new chance
     WAKE = "WAKE"  # the retry wait is over
     SUPERSEDE = "SUPERSEDE"  # the source serves something newer than the job's event named
+    # The destination is known unreachable (domain.destinations): the job waits for it to
+    # answer again, the attempt not counted.
+    HOLD = "HOLD"
 
 
 class JobKind(StrEnum):
@@ -93,6 +97,7 @@ TRANSITIONS: Mapping[tuple[JobState, JobEvent], JobState] = MappingProxyType(
         (S.IN_PROGRESS, E.FAIL_TEMPORARY): S.RETRY_WAIT,
         (S.IN_PROGRESS, E.FAIL_PERMANENT): S.FAILED,
         (S.IN_PROGRESS, E.RESUME): S.PENDING,
+        (S.IN_PROGRESS, E.HOLD): S.RETRY_WAIT,
         (S.IN_PROGRESS, E.SUPERSEDE): S.SUPERSEDED,
         (S.RETRY_WAIT, E.WAKE): S.PENDING,
         (S.FAILED, E.RETRY): S.PENDING,

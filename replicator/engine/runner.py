@@ -21,11 +21,13 @@ from structlog.contextvars import bound_contextvars
 
 from replicator.config.loading import Config
 from replicator.domain import jobs as job_rules
+from replicator.domain.destinations import Signal
 from replicator.domain.echoes import Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.engine.bulkheads import DestinationSlots, JobSlot
 from replicator.engine.copier import Copier, CopyStats
+from replicator.engine.destination_states import DestinationStates
 from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.journal_retry import persist
 from replicator.engine.kept_uploads import KeptUploads, Place
@@ -122,8 +124,11 @@ class JobRunner:
         pool: ClientPool,
         settings: Callable[[], tuple[Config, Mapping[str, Site]]],
         observers: Sequence[JobObserver] = (),
+        destinations: DestinationStates | None = None,
     ) -> None:
         self.journal = journal
+        # The daemon's: jobs of an unreachable destination wait unclaimed (a backfill has none).
+        self._destinations = destinations
         self._copier = copier
         self._pool = pool
         self._settings = settings
@@ -166,11 +171,14 @@ class JobRunner:
             # With a destination at its limit, its due jobs wait for one of its jobs to end
             # (which wakes us), not for their due time, which has passed; so does a journal
             # that refused the claim.
-            hold_off = bool(saturated)
+            # Jobs of a destination that does not answer wait for its probe to see it back
+            # (which wakes us): they are due, but claiming them would spend their attempts.
+            unreachable = set(self._destinations.unreachable()) if self._destinations else set()
+            hold_off = bool(saturated or unreachable)
             if room > 0:
                 try:
                     claimed = await self.journal.claim_due(
-                        room, datetime.now(UTC), skip_destinations=saturated
+                        room, datetime.now(UTC), skip_destinations=saturated | unreachable
                     )
                 except JournalError as exc:
                     # Nothing was claimed (the transaction rolled back): try again later.
@@ -249,10 +257,12 @@ class JobRunner:
                     row, "CONFIG_INVALID", "registry no longer in the config", temporary=False
                 )
                 return
+            dst_host: str | None = None
             try:
                 announce = announcer(self.journal, sites[row.destination])
                 uploads = KeptUploads(self.journal, row.destination)
                 src, dst = job_endpoints(row, self._pool, config, announce, uploads)
+                dst_host = dst.client.host
                 # The destination slot is held while the job works, given back while it waits
                 # between tries, and before its end is journalled.
                 async with slot:
@@ -266,6 +276,11 @@ class JobRunner:
                             target=sites[row.destination],
                         )
             except ReplicatorError as exc:
+                if self._destinations is not None and not await self._destinations.attempt_failed(
+                    row.destination, exc, destination_host=dst_host
+                ):
+                    await self._hold(row, exc)
+                    return
                 await self._finish_failed(row, exc.code, str(exc), temporary=exc.temporary)
                 return
             except Exception as exc:
@@ -304,6 +319,8 @@ class JobRunner:
         except ClaimLost as exc:
             _claim_lost(exc, "complete")
             return False
+        if self._destinations is not None:
+            await self._destinations.signal(row.destination, Signal.ANSWERED)
         if superseded is not None:
             log.info("job_superseded", reason=superseded, bytes=stats.bytes_copied)
             await self._tell(JobEnd(row.key, JobState.SUPERSEDED, row.pushed_at, None, superseded))
@@ -311,6 +328,22 @@ class JobRunner:
         log.info("job_complete", seconds=round(seconds, 3), bytes=stats.bytes_copied)
         await self._tell(JobEnd(row.key, JobState.COMPLETE, row.pushed_at))
         return True
+
+    async def _hold(self, row: JobRow, exc: ReplicatorError) -> None:
+        """The job's destination is known unreachable: it waits for it, the attempt not
+        counted (domain.destinations.counts_attempt)."""
+        assert self._destinations is not None
+        states = self._destinations
+        try:
+            await self._persist(
+                lambda: states.hold(
+                    row.id, code=exc.code, reason=str(exc), claimed_at=row.started_at
+                )
+            )
+        except ClaimLost as lost:
+            _claim_lost(lost, "hold", code=exc.code)
+            return
+        log.info("job_held", code=exc.code, reason=str(exc), attempts=row.attempts - 1)
 
     async def _finish_failed(self, row: JobRow, code: str, reason: str, *, temporary: bool) -> None:
         config, _ = self._settings()

@@ -33,6 +33,7 @@ from replicator.domain.jobs import (
     claim_path,
     death_reason,
     decide_failure,
+    failure_code,
     transition,
 )
 from replicator.errors import ClaimLost, JournalError, TransitionError
@@ -325,6 +326,23 @@ def fail(
     return _fenced_change(session, job_id, decision.event, values, claim)
 
 
+def hold(
+    session: Session, job_id: int, claim: Claim, *, code: str, reason: str, now: datetime
+) -> JobState:
+    """IN_PROGRESS --HOLD--> RETRY_WAIT, due now: its destination is known unreachable, so the
+    job waits unclaimed until it answers (domain.destinations), this attempt not counted."""
+    found = queries.state_of(session, job_id)
+    values = {
+        "attempts": max(found.attempts - 1, 0),
+        "failure_code": failure_code(code).value,
+        "failure_reason": reason[:MAX_REASON_CHARS],
+        "next_attempt_at": now,
+        "finished_at": None,
+        "updated_at": now,
+    }
+    return _fenced_change(session, job_id, JobEvent.HOLD, values, claim)
+
+
 def resume(
     session: Session,
     now: datetime,
@@ -394,13 +412,19 @@ def resume(
 
 
 def retry(
-    session: Session, job_id: int | None, now: datetime, codes: Collection[str] | None = None
+    session: Session,
+    job_id: int | None,
+    now: datetime,
+    codes: Collection[str] | None = None,
+    destination: str | None = None,
 ) -> int:
     """FAILED --RETRY--> PENDING for one job or all failed ones (only those failed with one of
-    `codes` when given); how many were re-queued."""
+    `codes`, to `destination`, when given); how many were re-queued."""
     scope: Any = JOBS.c.id.is_not(None) if job_id is None else JOBS.c.id == job_id
     if codes is not None:
         scope = and_(scope, JOBS.c.failure_code.in_(list(codes)))
+    if destination is not None:
+        scope = and_(scope, JOBS.c.destination == destination)
     return _bulk(session, JobState.FAILED, JobEvent.RETRY, scope, _fresh_chance(now))
 
 

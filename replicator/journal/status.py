@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from replicator.domain.destinations import unreachable_since
 from replicator.domain.jobs import JobKey, JobState, ReplicationStatus, combined_status
 from replicator.domain.refs import validate_image_query
 from replicator.journal.models import JobRow
@@ -28,6 +29,7 @@ def status_document(
     registries: Mapping[str, Located],
     *,
     tag: str | None = None,
+    unreachable: Mapping[str, datetime] | None = None,
 ) -> dict[str, Any]:
     """The DescribeImageReplicationStatus answer for the jobs of one image (rows not empty).
 
@@ -54,6 +56,12 @@ def status_document(
             "registryName": destination,
             "status": status.value,
         }
+        down = (unreachable or {}).get(destination)
+        if status is ReplicationStatus.IN_PROGRESS and down is not None:
+            # Why it is not done yet: its jobs wait for the destination to answer again.
+            entry["statusReason"] = unreachable_since(
+                destination, down.isoformat(timespec="seconds")
+            )
         if status is ReplicationStatus.FAILED:
             failed = max((row for row in group if row.state is JobState.FAILED), key=_newest)
             entry["failureCode"] = failed.failure_code
@@ -85,4 +93,5 @@ async def replication_status(
     if not rows:
         image_id = {k: v for k, v in (("imageDigest", digest), ("imageTag", tag)) if v}
         return {"repositoryName": repository, "imageId": image_id, "replicationStatuses": []}
-    return status_document(repository, rows, registries, tag=tag)
+    down = await journal.unreachable()
+    return status_document(repository, rows, registries, tag=tag, unreachable=down)

@@ -30,6 +30,7 @@ from replicator.journal import (
     deferred,
     gauges,
     leases,
+    outages,
     own_writes,
     queries,
     recording,
@@ -402,6 +403,40 @@ class Journal:
         """Drop the lease `name` if we hold it; whether we did."""
         holder = self.claimer
         return await self._run(lambda session: leases.release(session, name, holder))
+
+    async def hold(
+        self,
+        job_id: int,
+        *,
+        code: str,
+        reason: str,
+        now: datetime,
+        claimed_at: datetime | None = None,
+    ) -> JobState:
+        """IN_PROGRESS -> RETRY_WAIT, its attempt not counted: its destination is unreachable
+        (see jobs.hold). Fenced by the claim as `fail` is."""
+        moment = to_db_time(now)
+        claim = self._claim(claimed_at)
+        return await self._run(
+            lambda session: job_rows.hold(
+                session, job_id, claim, code=code, reason=reason, now=moment
+            )
+        )
+
+    async def release(self, destination: str, now: datetime) -> tuple[int, int]:
+        """`destination` answers again: its waiting jobs due now, its jobs FAILED for a
+        temporary cause PENDING again; how many of each (see outages.release)."""
+        moment = to_db_time(now)
+        return await self._run(lambda session: outages.release(session, destination, moment))
+
+    async def set_unreachable(self, destination: str, since: datetime | None) -> None:
+        """Record `destination` unreachable since `since`, or (None) answering again."""
+        moment = None if since is None else to_db_time(since)
+        await self._run(lambda session: outages.set_unreachable(session, destination, moment))
+
+    async def unreachable(self) -> dict[str, datetime]:
+        """The destinations recorded unreachable, with when their outage began."""
+        return await self._run(outages.unreachable)
 
     async def retry_failed(
         self, job_id: int | None = None, *, codes: Collection[str] | None = None

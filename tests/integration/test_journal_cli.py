@@ -163,7 +163,7 @@ class TestStatus:
         assert code == 0
         lines = out.splitlines()
         assert lines[:3] == ["repository  app", f"digest      {DIGEST}", "tag         v1"]
-        assert lines[4].split() == ["DESTINATION", "REGION", "REGISTRY", "ID", "STATUS", "FAILURE"]
+        assert lines[4].split() == ["DESTINATION", "REGION", "REGISTRY", "ID", "STATUS", "REASON"]
         assert lines[5].split()[:5] == [
             "euw1",
             "eu-west-1",

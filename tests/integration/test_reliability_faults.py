@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from replicator.domain.jobs import JobState
+from replicator.domain.jobs import CLAIMABLE_STATES, JobState
 from tests.support.daemon import (
     DESTINATIONS,
     EUW1,
@@ -25,6 +25,7 @@ from tests.support.daemon import (
     Stack,
     metric_value,
     start_stack,
+    wait_for,
 )
 from tests.support.fault_proxy import Fault, FaultKind, FaultProxy, blob_get, requests
 from tests.support.mqtt_fixtures import MosquittoFactory
@@ -208,40 +209,57 @@ def test_burst_through_flaky_destinations_is_fully_replicated(
     )
 
 
-def test_dead_destination_fails_after_max_attempts_while_the_other_completes(
+def test_dead_destination_waits_unreachable_while_the_other_completes(
     fault_stack_factory: Callable[..., FaultStack],
 ) -> None:
-    """A destination that always answers 503 ends every job FAILED with a code and a reason
-    after max_attempts attempts; the healthy destination completes every image."""
+    """A destination that answers every request 503 is marked unreachable: its jobs wait with
+    their attempts kept (only the attempt that found the outage is spent), /readyz names it,
+    the healthy destination completes every image; once it answers, every job lands."""
     env = fault_stack_factory(max_attempts=DEAD_MAX_ATTEMPTS)
     stack = env.stack
     dead = env.proxies[EUW1].add(Fault.status_code(503, requests(), times=None))
     images = tiny_images(DEAD_IMAGES, repository="prod/dead", prefix="d", seed=11)
     push_and_publish(stack.source.url, stack.broker.port, images)
-    wait_jobs_finished(env.journal, DEAD_IMAGES * len(DESTINATIONS), timeout=DEAD_SECONDS)
-    rows = JournalReader(stack.settings.journal_url).jobs()
-    healthy = [row for row in rows if row.destination == USW2]
-    failed = [row for row in rows if row.destination == EUW1]
-    assert {row.state for row in healthy} == {JobState.COMPLETE}
-    assert len(healthy) == len(failed) == DEAD_IMAGES
+    reader = JournalReader(stack.settings.journal_url)
+
+    def settled() -> bool:
+        rows = reader.jobs()
+        healthy = [row for row in rows if row.destination == USW2]
+        waiting = [row for row in rows if row.destination == EUW1]
+        return (
+            len(healthy) == len(waiting) == DEAD_IMAGES
+            and {row.state for row in healthy} == {JobState.COMPLETE}
+            and all(row.state in CLAIMABLE_STATES for row in waiting)
+        )
+
+    wait_for(settled, timeout=DEAD_SECONDS, what="usw2 done and euw1's jobs waiting")
+    ready = stack.daemon.get("/readyz")
+    assert ready.status_code == 503
+    assert "destination euw1 unreachable since" in ready.text
+    rows = reader.jobs()
+    waiting = [row for row in rows if row.destination == EUW1]
     assert missing_at(stack.registries[USW2].url, images) == []
-    for row in failed:
-        assert row.state is JobState.FAILED
-        assert row.attempts == DEAD_MAX_ATTEMPTS
-        assert row.failure_code, row
-        assert "503" in (row.failure_reason or ""), row.failure_reason
+    assert sum(row.attempts for row in waiting) == 1, [row.attempts for row in waiting]
+    assert all("503" in (row.failure_reason or "503") for row in waiting)
     assert stack.registries[EUW1].repositories() == []
+    refused = dead.injected
     metrics = stack.daemon.metrics()
-    assert metric_value(metrics, "replicator_jobs_finished_total", result="failed") == DEAD_IMAGES
+    assert metric_value(metrics, "replicator_jobs_finished_total", result="failed") == 0
+    assert metric_value(metrics, "replicator_destination_reachable", destination=EUW1) == 0
+    env.proxies[EUW1].clear()
+    wait_jobs_finished(env.journal, DEAD_IMAGES * len(DESTINATIONS), timeout=DEAD_SECONDS)
+    rows = reader.jobs()
+    assert {row.state for row in rows} == {JobState.COMPLETE}
+    assert missing_at(stack.registries[EUW1].url, images) == []
     record_figures(
         "dead_destination",
         {
             "images": DEAD_IMAGES,
             "max_attempts": DEAD_MAX_ATTEMPTS,
-            "healthy_complete": len(healthy),
-            "dead_failed": len(failed),
-            "failure_codes": sorted({row.failure_code or "" for row in failed}),
-            "dead_requests_refused": dead.injected,
+            "healthy_complete": DEAD_IMAGES,
+            "dead_waiting": len(waiting),
+            "attempts_spent_while_dead": sum(row.attempts for row in waiting),
+            "dead_requests_refused": refused,
             "request_retries": metric_value(metrics, "replicator_registry_request_retries_total"),
             "lost": 0,
         },

@@ -1,0 +1,211 @@
+"""Destinations with a state: reachable, or unreachable since T (domain/destinations.py decides).
+
+The runner tells it how each job's attempt went at its destination; a probe loop asks each
+unreachable destination, one request at a time, whether it answers again (GET /v2/). On each
+change it warns once, tells the observer (the daemon's gauge), records the fact in the journal
+(so `status` and every process of a fleet see it) and, when a destination is back, releases all
+its waiting jobs at once and gives its temporarily FAILED jobs a new chance.
+
+    states = DestinationStates(journal, clients=lambda name: pool_client(name))
+    await states.signal("usw2", Signal.UNANSWERED, error="connection refused")
+    states.unreachable()  # {"usw2": since}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from replicator.domain.destinations import (
+    Action,
+    Reachability,
+    Signal,
+    counts_attempt,
+    is_outage,
+    probe_answered,
+    transition,
+)
+from replicator.domain.jobs import JobState
+from replicator.errors import JournalError, RegistryError, ReplicatorError
+from replicator.logs import get_logger
+from replicator.registry.client import RegistryClient
+
+log = get_logger(__name__)
+
+# How often an unreachable destination is asked whether it answers again: a GET /v2/ a second
+# costs a down registry nothing, and its return is seen within about a second.
+PROBE_INTERVAL_SECONDS = 1.0
+# A probe that gets no answer within this is a failed probe: a registry that answers /v2/
+# slower than this cannot take jobs either.
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+class OutageJournal(Protocol):
+    """What the states need of the journal."""
+
+    async def hold(
+        self,
+        job_id: int,
+        *,
+        code: str,
+        reason: str,
+        now: datetime,
+        claimed_at: datetime | None = None,
+    ) -> JobState: ...
+
+    async def release(self, destination: str, now: datetime) -> tuple[int, int]: ...
+
+    async def set_unreachable(self, destination: str, since: datetime | None) -> None: ...
+
+
+# (destination, reachable): the daemon's gauge.
+ReachabilityObserver = Callable[[str, bool], None]
+
+
+class DestinationStates:
+    """Reachability per destination (reachable until a job says otherwise)."""
+
+    def __init__(
+        self,
+        journal: OutageJournal,
+        *,
+        clients: Callable[[str], RegistryClient | None],
+        on_change: ReachabilityObserver | None = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._clients = clients
+        self._on_change = on_change
+        self._on_release = on_release
+        self._states: dict[str, Reachability] = {}
+        self._since: dict[str, datetime] = {}
+        # Set when a destination becomes unreachable: the probe loop starts at once.
+        self._lost = asyncio.Event()
+
+    def state(self, destination: str) -> Reachability:
+        """What is known of `destination`: REACHABLE until a job finds it not answering."""
+        return self._states.get(destination, Reachability.REACHABLE)
+
+    def unreachable(self) -> dict[str, datetime]:
+        """The destinations not answering, with when each stopped."""
+        return dict(self._since)
+
+    async def attempt_failed(
+        self, destination: str, error: ReplicatorError, *, destination_host: str | None
+    ) -> bool:
+        """A job's attempt at `destination` failed with `error`: signal an outage of it (when
+        the error says so, domain.destinations.is_outage); whether the attempt counts against
+        the job (not when the destination was already known unreachable)."""
+        outage = is_outage(
+            status=getattr(error, "status", None),
+            temporary=error.temporary,
+            at_destination=destination_host is not None
+            and getattr(error, "host", None) == destination_host,
+        )
+        counted = counts_attempt(self.state(destination), outage=outage)
+        if outage:
+            await self.signal(destination, Signal.UNANSWERED, error=str(error))
+        return counted
+
+    async def hold(
+        self, job_id: int, *, code: str, reason: str, claimed_at: datetime | None
+    ) -> JobState:
+        """Put a job whose attempt did not count back to wait for its destination."""
+        return await self._journal.hold(
+            job_id, code=code, reason=reason, now=datetime.now(UTC), claimed_at=claimed_at
+        )
+
+    async def signal(self, destination: str, signal: Signal, *, error: str = "") -> None:
+        """Apply what was learnt of `destination`; on a change warn, record and (when it is
+        back) release its jobs. Never raises for the journal: a change it could not record is
+        logged, and the jobs are released by the next change or by their own backoff."""
+        was = self.state(destination)
+        change = transition(was, signal)
+        # Set before any await: a second job failing meanwhile sees the new state.
+        self._states[destination] = change.state
+        now = datetime.now(UTC)
+        if change.action is Action.HOLD:
+            self._since[destination] = now
+            log.warning(
+                "destination_unreachable",
+                destination=destination,
+                since=now.isoformat(),
+                error=error,
+            )
+            self._tell(destination, reachable=False)
+            self._lost.set()
+            await self._record(destination, now)
+        elif change.action is Action.RELEASE:
+            since = self._since.pop(destination, now)
+            log.warning(
+                "destination_reachable",
+                destination=destination,
+                unreachable_seconds=round((now - since).total_seconds(), 1),
+                seen_by=signal.value.lower(),
+            )
+            self._tell(destination, reachable=True)
+            await self._release(destination, now)
+
+    async def probe_forever(self, stop: asyncio.Event) -> None:
+        """Probe each unreachable destination, one request at a time, until `stop`."""
+        while not stop.is_set():
+            for destination in list(self._since):
+                await self.signal(destination, await self._probe(destination))
+            self._lost.clear()
+            if not self._since:
+                waits = [asyncio.ensure_future(e.wait()) for e in (stop, self._lost)]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROBE_INTERVAL_SECONDS):
+                    await stop.wait()
+
+    async def _probe(self, destination: str) -> Signal:
+        """GET /v2/ once: PROBE_ANSWERED on any answer below 500 (200, or 401 asking for
+        credentials), else PROBE_FAILED."""
+        client = self._clients(destination)
+        if client is None:  # no longer in the config: nothing waits for it
+            return Signal.PROBE_ANSWERED
+        status: int | None
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                response = await client.request("GET", "/v2/", scope="", expected=(200, 401))
+            status = response.status_code
+        except RegistryError as exc:
+            status = exc.status
+        except TimeoutError:
+            status = None
+        return probe_answered(status)
+
+    def _tell(self, destination: str, *, reachable: bool) -> None:
+        if self._on_change is not None:
+            self._on_change(destination, reachable)
+
+    async def _record(self, destination: str, since: datetime | None) -> None:
+        try:
+            await self._journal.set_unreachable(destination, since)
+        except JournalError as exc:
+            log.error("journal_unwritable", error=str(exc), step="destination_state")  # noqa: TRY400 - the message is the point
+
+    async def _release(self, destination: str, now: datetime) -> None:
+        try:
+            released, retried = await self._journal.release(destination, now)
+        except JournalError as exc:
+            log.error("journal_unwritable", error=str(exc), step="release")  # noqa: TRY400 - the message is the point
+            released = retried = 0
+        await self._record(destination, None)
+        log.info(
+            "destination_jobs_released",
+            destination=destination,
+            waiting=released,
+            failed_retried=retried,
+        )
+        if self._on_release is not None:
+            self._on_release()
