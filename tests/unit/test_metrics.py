@@ -52,6 +52,7 @@ OWN_FAMILIES = {
     "replicator_build_info",
     "replicator_transfers_cut",
     "replicator_source_slow",
+    "replicator_destination_reachable",
 }
 # Labels whose values are names the operator chose (registry names, hosts): any case.
 NAME_LABELS = {"destination", "host", "version"}
