@@ -38,7 +38,8 @@ def test_rules_file_is_valid() -> None:
 
 
 def test_each_alert_fires_on_a_first_outage_and_clears_after_recovery() -> None:
-    """The recovery-point and failed-jobs alerts fire during usw2's first outage (its series at
-    0 from the daemon's start) and clear once it recovered (tests/data/prometheus)."""
+    """The recovery-point, failed-jobs and unreachable-destination alerts fire during usw2's
+    first outage (its series at 0 or 1 from the daemon's start) and clear once it recovered
+    (tests/data/prometheus)."""
     tested = promtool("test", "rules", str(RULE_TESTS))
     assert tested.returncode == 0, tested.stdout + tested.stderr
