@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
 from replicator import __version__
 from replicator.daemon.prometheus import new_registry
+from replicator.domain.echoes import EchoReason
 from replicator.domain.jobs import JobState
 from replicator.engine.runner import JobEnd
 from replicator.registry.resumed import Direction, set_resume_hook
@@ -63,6 +64,10 @@ class Metrics:
             ["outcome", "reason"],
             registry=r,
         )
+        # The echo series exist at 0 from the start: `increase()` over them then sees the first
+        # echoes of an active-active pair (domain/echoes.py), and 0 reads "none" in a one-way one.
+        for reason in EchoReason:
+            self.events.labels(outcome="echo", reason=reason.value)
         self.jobs_finished = Counter(
             "replicator_jobs_finished_total",
             "Jobs that ended: complete, failed or superseded",

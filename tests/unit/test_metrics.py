@@ -332,6 +332,12 @@ class TestDaemonGauges:
         state["connected"] = True
         assert "replicator_broker_connected 1.0" in metrics.render().decode()
 
+    def test_echo_series_start_at_zero(self) -> None:
+        """Both echo reasons have a replicator_events_total series at 0 before any event."""
+        text = Metrics().render().decode()
+        for reason in ("own_write", "replica_agent"):
+            assert f'replicator_events_total{{outcome="echo",reason="{reason}"}} 0.0' in text
+
     def test_build_info_names_the_version(self) -> None:
         """replicator_build_info is 1 with this package's version as its label."""
         from replicator import __version__
