@@ -83,6 +83,15 @@ def check_tag(
     )
 
 
+def keep_untagged(*, deletes_follow: bool, source_has_digest: bool) -> bool:
+    """Whether a job that may not set its tag still puts its image at the destination by
+    digest. Yes when the tag moved on to another image (the older image stays at the source
+    too) or when deletes are not replicated; no when the image itself is gone from the source
+    and its delete is replicated: the delete's job may have run already (deleting nothing
+    yet), and a copy by digest would bring back, untagged, what the source deleted."""
+    return source_has_digest or not deletes_follow
+
+
 def check_delete(
     *, image: str, digest: str | None, tag: str | None, source_digest: str | None
 ) -> Freshness:

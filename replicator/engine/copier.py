@@ -35,7 +35,7 @@ from replicator.engine.gather import gather_all, task_group
 from replicator.engine.paced_reads import PaceObserver
 from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
-from replicator.engine.tag_guard import overtaken, recheck
+from replicator.engine.tag_guard import deleted_at_source, overtaken, recheck
 from replicator.engine.tree import gather_tree
 from replicator.errors import NotFoundError, RegistryError, ReplicatorError
 from replicator.logs import get_logger
@@ -406,6 +406,9 @@ class Copier:
                     deletes_follow=progress.deletes_follow,
                 )  # fmt: skip
                 reference = plan.root.digest if progress.superseded else plan.tag
+            gone = progress.superseded and progress.deletes_follow
+            if gone and await deleted_at_source(src.client, src.repository, plan.root.digest):
+                return  # its delete is the newest write: nothing of it is put
             await _put_manifest(dst, reference, plan.root)
             progress.stats.manifests += 1
 

@@ -7,7 +7,7 @@ domain/freshness.py decides whether the tag may still be set.
 
 from __future__ import annotations
 
-from replicator.domain.freshness import Verdict, check_tag
+from replicator.domain.freshness import Verdict, check_tag, keep_untagged
 from replicator.logs import get_logger
 from replicator.registry import manifests
 from replicator.registry.client import RegistryClient
@@ -41,3 +41,14 @@ async def recheck(
     image = f"{client.host}/{repository}"
     found = now.digest if now is not None else None
     return overtaken(image, tag, digest, found, deletes_follow=deletes_follow)
+
+
+async def deleted_at_source(client: RegistryClient, repository: str, digest: str) -> bool:
+    """Whether a job whose tag was deleted at the source (its delete replicated) must not put
+    its image by digest either: the source no longer serves the image itself
+    (`keep_untagged`)."""
+    now = await retried(manifests.head, client, repository, digest)
+    if keep_untagged(deletes_follow=True, source_has_digest=now is not None):
+        return False
+    log.info("image_deleted_at_source", digest=digest)
+    return True

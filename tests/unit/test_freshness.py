@@ -10,6 +10,7 @@ from replicator.domain.freshness import (
     check_delete,
     check_tag,
     event_origin,
+    keep_untagged,
 )
 
 A = "sha256:" + "a" * 64
@@ -45,6 +46,23 @@ class TestCheckTag:
         assert f"{IMAGE}:v1" in reason
         assert A in reason
         assert B in reason
+
+
+class TestKeepUntagged:
+    @pytest.mark.parametrize(
+        ("follow", "at_source", "keep"),
+        [
+            pytest.param(True, True, True, id="tag-moved-on-image-still-at-source"),
+            pytest.param(True, False, False, id="image-deleted-and-deletes-replicated"),
+            pytest.param(False, False, True, id="image-deleted-deletes-not-replicated"),
+            pytest.param(False, True, True, id="deletes-not-replicated"),
+        ],
+    )
+    def test_verdict(self, follow: bool, at_source: bool, keep: bool) -> None:
+        """A job that may not set its tag puts its image by digest unless the source deleted
+        the image itself and that delete is replicated (found by the history checker: the
+        delete's job ran first, then the copy put the deleted image back untagged)."""
+        assert keep_untagged(deletes_follow=follow, source_has_digest=at_source) is keep
 
 
 class TestCheckDelete:
