@@ -1,0 +1,148 @@
+"""The history checker over many seeds: seeded schedules of pushes, re-pushes, restores, deletes,
+reconcile passes, daemon kills and destination outages against real docker-registry, mosquitto,
+the bridge and one daemon, one-way (A -> B) and active-active (A <-> B), each judged against the
+invariant (tests/support/history.py).
+
+    .venv/bin/python bench/history_bench.py --seeds 200 [--first 1] [--length 16] [--tags 3]
+        [--topologies one-way,active-active] [--stack-every 20] [--out FILE]
+
+Seeds alternate between the topologies; each topology's stack (registries, broker, bridge,
+daemon) is started afresh every `--stack-every` of its seeds, so reconcile's scans stay small.
+Prints one line per seed and, at the end, one JSON summary: schedules, steps and writes per
+schedule, violations, anomalies, times to replication (p50/p95/max); every failing seed's
+schedule, writes and violations go to the --out file's `failures` (and to stdout). Exit 1 when
+any schedule broke the invariant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.active_active import Pair
+from tests.support.history import summary
+from tests.support.history_run import Run, check, describe, start
+from tests.support.mqtt_fixtures import Mosquitto
+from tests.support.registry_server import Registry
+
+# Longer than the suite's seeds (8 steps): more writes per tag, more faults in one schedule.
+DEFAULT_LENGTH = 16
+DEFAULT_TAGS = 3
+# A fresh stack every this many seeds of a topology: reconcile scans every repository, and a
+# few hundred of them would slow each pass down over a long run.
+DEFAULT_STACK_EVERY = 20
+
+
+class Stack:
+    """One topology's registries, broker, bridge and daemon, in a folder of their own."""
+
+    def __init__(self, topology: str) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix=f"history-{topology}-"))
+        self.registries: list[Registry] = []
+        (self.folder / "broker").mkdir()
+        self.broker = Mosquitto(self.folder / "broker")
+        self.pair: Pair = start(topology, self.folder / "pair", self.broker, self._registry)
+
+    def _registry(self, url: str | None) -> Registry:
+        registry = Registry(notifications_url=url)
+        self.registries.append(registry)
+        return registry
+
+    def close(self) -> None:
+        """Stop everything and delete the folder."""
+        self.pair.stop()
+        for registry in self.registries:
+            registry.cleanup()
+        self.broker.cleanup()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def main() -> int:
+    """Run the seeds; print each, then the summary."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--first", type=int, default=1)
+    parser.add_argument("--length", type=int, default=DEFAULT_LENGTH)
+    parser.add_argument("--tags", type=int, default=DEFAULT_TAGS)
+    parser.add_argument("--topologies", default="one-way,active-active")
+    parser.add_argument("--stack-every", type=int, default=DEFAULT_STACK_EVERY)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    topologies = args.topologies.split(",")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    stacks: dict[str, Stack] = {}
+    used: dict[str, int] = dict.fromkeys(topologies, 0)
+    runs: list[Run] = []
+    started = time.monotonic()
+    try:
+        for seed in range(args.first, args.first + args.seeds):
+            topology = topologies[seed % len(topologies)]
+            if used[topology] % args.stack_every == 0:
+                if topology in stacks:
+                    stacks.pop(topology).close()
+                stacks[topology] = Stack(topology)
+            used[topology] += 1
+            run = check(
+                stacks[topology].pair, seed, topology=topology, length=args.length,
+                tags=args.tags,
+            )  # fmt: skip
+            runs.append(run)
+            print(
+                f"seed {seed} {topology}: {len(run.steps)} steps, {len(run.history)} writes,"
+                f" {len(run.verdict.violations)} violations, anomalies {run.anomalies},"
+                f" {run.seconds:.1f}s",
+                flush=True,
+            )
+            if run.verdict.violations:
+                print(describe(run), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(report(runs, time.monotonic() - started), indent=2))
+    finally:
+        for stack in stacks.values():
+            stack.close()
+    result = report(runs, time.monotonic() - started)
+    print(json.dumps({k: v for k, v in result.items() if k != "failures"}, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 1 if result["violations"] else 0
+
+
+def report(runs: list[Run], seconds: float) -> dict[str, Any]:
+    """The figures of the runs so far."""
+    latencies = [value for run in runs for value in run.verdict.latencies]
+    by_topology = {
+        topology: sum(1 for run in runs if run.topology == topology)
+        for topology in sorted({run.topology for run in runs})
+    }
+    return {
+        "schedules": len(runs),
+        "by_topology": by_topology,
+        "steps_per_schedule": statistics.mean(len(r.steps) for r in runs) if runs else 0,
+        "writes_per_schedule": statistics.mean(len(r.history) for r in runs) if runs else 0,
+        "daemon_kills": sum(1 for r in runs for s in r.steps if s.kind == "kill"),
+        "outages": sum(1 for r in runs for s in r.steps if s.kind == "outage"),
+        "reconcile_passes_cli": sum(1 for r in runs for s in r.steps if s.kind == "reconcile"),
+        "violations": sum(len(r.verdict.violations) for r in runs),
+        "failing_seeds": [f"{r.topology}:{r.seed}" for r in runs if r.verdict.violations],
+        "anomalies": [f"{r.topology}:{r.seed}: {a}" for r in runs for a in r.anomalies],
+        "pushes_replicated": len(latencies),
+        "pushes_overtaken": sum(r.verdict.overtaken for r in runs),
+        "time_to_replication_seconds": summary(latencies),
+        "seconds": round(seconds, 1),
+        "failures": [describe(r) for r in runs if r.verdict.violations],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
