@@ -112,7 +112,8 @@ def main() -> int:
         for stack in stacks.values():
             stack.close()
     result = report(runs, time.monotonic() - started)
-    print(json.dumps({k: v for k, v in result.items() if k != "failures"}, indent=2))
+    shown = {k: v for k, v in result.items() if k not in ("failures", "latencies")}
+    print(json.dumps(shown, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return 1 if result["violations"] else 0
@@ -141,6 +142,7 @@ def report(runs: list[Run], seconds: float) -> dict[str, Any]:
         "time_to_replication_seconds": summary(latencies),
         "seconds": round(seconds, 1),
         "failures": [describe(r) for r in runs if r.verdict.violations],
+        "latencies": [round(value, 3) for value in latencies],
     }
 
 
