@@ -1,10 +1,12 @@
 """The history checker over many seeds: seeded schedules of pushes, re-pushes, restores, deletes,
-reconcile passes, daemon kills and destination outages against real docker-registry, mosquitto,
-the bridge and one daemon, one-way (A -> B) and active-active (A <-> B), each judged against the
-invariant (tests/support/history.py).
+reconcile passes, daemon kills, destination outages, broker restarts and wipes of a registry
+that owns no tag, against real docker-registry, mosquitto, the bridge and one daemon, one-way
+(A -> B) and active-active (A <-> B), each judged against the invariant
+(tests/support/history.py). `--broker-restarts 0 --wipes 0` leaves those two faults out.
 
     .venv/bin/python bench/history_bench.py --seeds 200 [--first 1] [--length 16] [--tags 3]
         [--topologies one-way,active-active] [--stack-every 20] [--out FILE]
+        [--broker-restarts 1] [--wipes 1]
 
 Seeds alternate between the topologies; each topology's stack (registries, broker, bridge,
 daemon) is started afresh every `--stack-every` of its seeds, so reconcile's scans stay small.
@@ -30,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.active_active import Pair
-from tests.support.history import summary
+from tests.support.history import Odds, summary
 from tests.support.history_run import Run, check, describe, start
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.registry_server import Registry
@@ -77,8 +79,11 @@ def main() -> int:
     parser.add_argument("--topologies", default="one-way,active-active")
     parser.add_argument("--stack-every", type=int, default=DEFAULT_STACK_EVERY)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--broker-restarts", type=int, default=1, help="weight (0: none)")
+    parser.add_argument("--wipes", type=int, default=1, help="weight of destination wipes")
     args = parser.parse_args()
     topologies = args.topologies.split(",")
+    odds = Odds(broker=args.broker_restarts, wipe=args.wipes)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     stacks: dict[str, Stack] = {}
@@ -95,7 +100,7 @@ def main() -> int:
             used[topology] += 1
             run = check(
                 stacks[topology].pair, seed, topology=topology, length=args.length,
-                tags=args.tags,
+                tags=args.tags, odds=odds, broker=stacks[topology].broker,
             )  # fmt: skip
             runs.append(run)
             print(
@@ -133,6 +138,8 @@ def report(runs: list[Run], seconds: float) -> dict[str, Any]:
         "writes_per_schedule": statistics.mean(len(r.history) for r in runs) if runs else 0,
         "daemon_kills": sum(1 for r in runs for s in r.steps if s.kind == "kill"),
         "outages": sum(1 for r in runs for s in r.steps if s.kind == "outage"),
+        "broker_restarts": sum(1 for r in runs for s in r.steps if s.kind == "broker"),
+        "wipes": sum(1 for r in runs for s in r.steps if s.kind == "wipe"),
         "reconcile_passes_cli": sum(1 for r in runs for s in r.steps if s.kind == "reconcile"),
         "violations": sum(len(r.verdict.violations) for r in runs),
         "failing_seeds": [f"{r.topology}:{r.seed}" for r in runs if r.verdict.violations],

@@ -1,6 +1,7 @@
 """The history checker (tests/support/history.py) against real servers: seeded schedules of
 pushes, re-pushes, restores and deletes at the sources, with reconcile passes (the daemon's and
-`replicator backfill`'s), daemon kills and destination outages, in a one-way pair (A -> B) and an
+`replicator backfill`'s), daemon kills, destination outages and wipes and broker restarts, in a
+one-way pair (A -> B) and an
 active-active pair (A <-> B); every tag must end at every registry on its source's newest write,
 and no deleted manifest may come back. bench/history_bench.py runs many more seeds."""
 
@@ -11,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.active_active import Pair
-from tests.support.history import summary
+from tests.support.history import DEFAULT_ODDS, Odds, summary
 from tests.support.history_run import check, describe, start
-from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.scenarios import record_figures
 
@@ -23,9 +24,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # loaded machine (a daemon kill is a restart, ~2 s; the wait for quiet is 3 s).
 SCHEDULE_STEPS = 8
 SCHEDULE_TAGS = 3
-# One-way seed 2 found a deleted image put back untagged by a copy its delete's job overtook
-# (an outage right after the delete); active-active seeds 1 and 2 write at both sides.
-SEEDS = [("one-way", 2), ("active-active", 1), ("active-active", 2)]
+# Every fault kind, broker restarts and wipes of the destination included.
+ALL_FAULTS = Odds(broker=1, wipe=1)
+# One-way seed 2 (default odds) found a deleted image put back untagged by a copy its delete's
+# job overtook (an outage right after the delete); one-way seed 5 wipes B, restarts the broker
+# and the daemon during an outage; active-active seed 1 kills the daemon around a delete and a
+# restore at B and restarts the broker.
+SEEDS = [
+    ("one-way", 2, DEFAULT_ODDS),
+    ("one-way", 5, ALL_FAULTS),
+    ("active-active", 1, ALL_FAULTS),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +43,30 @@ def stack(
     registry_factory: RegistryFactory,
     mosquitto_factory: MosquittoFactory,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[str, Pair]]:
-    """A and B, the bridge and one daemon in the topology, reconcile every 2 s."""
+) -> Iterator[tuple[str, Pair, Mosquitto]]:
+    """A and B, the bridge, a broker and one daemon in the topology, reconcile every 2 s."""
     topology: str = request.param
+    broker = mosquitto_factory()
     pair = start(
-        topology, tmp_path_factory.mktemp(f"history-{topology}"), mosquitto_factory(),
+        topology, tmp_path_factory.mktemp(f"history-{topology}"), broker,
         lambda url: registry_factory(notifications_url=url),
     )  # fmt: skip
-    yield topology, pair
+    yield topology, pair, broker
     pair.stop()
 
 
 class TestHistory:
-    @pytest.mark.parametrize(("stack", "seed"), SEEDS, indirect=["stack"])
-    def test_schedule_keeps_the_invariant(self, stack: tuple[str, Pair], seed: int) -> None:
+    @pytest.mark.parametrize(("stack", "seed", "odds"), SEEDS, indirect=["stack"])
+    def test_schedule_keeps_the_invariant(
+        self, stack: tuple[str, Pair, Mosquitto], seed: int, odds: Odds
+    ) -> None:
         """After a seeded schedule of writes and faults, every tag at its owner and the
         registries it replicates to is its newest write, and no deleted manifest is back."""
-        topology, pair = stack
-        run = check(pair, seed, topology=topology, length=SCHEDULE_STEPS, tags=SCHEDULE_TAGS)
+        topology, pair, broker = stack
+        run = check(
+            pair, seed, topology=topology, length=SCHEDULE_STEPS, tags=SCHEDULE_TAGS, odds=odds,
+            broker=broker,
+        )  # fmt: skip
         record_figures(
             f"history_{topology}_{seed}",
             {

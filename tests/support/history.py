@@ -11,7 +11,8 @@ and, for the record, each push's time to replication.
 Each tag has one owner (the registry its writes are made at): in an active-active pair both
 registries own tags, so both directions, echoes and reconcile's holds are exercised, while the
 newest write of a tag stays well defined (two registries writing one tag at once have no order
-to check against). Faults (daemon kills, destination outages, reconcile passes) hit everything.
+to check against). Faults (daemon kills, destination outages, reconcile passes, broker
+restarts, wipes of a registry that owns no tag) hit everything.
 
 Everything here is pure: `tests/support/history_run.py` makes the schedule happen against real
 registries, a broker, the bridge and a daemon, and reads back what `judge()` needs.
@@ -37,6 +38,8 @@ class Kind(StrEnum):
     KILL = "kill"  # SIGKILL the daemon and start it again
     OUTAGE = "outage"  # stop a registry (its storage stays)
     RETURN = "return"  # start it again on the same port and storage
+    BROKER = "broker"  # restart the broker (its persistence kept)
+    WIPE = "wipe"  # restart a registry on empty storage (a restore, a GC); never a tag's owner
 
 
 WRITES = frozenset({Kind.PUSH, Kind.RESTORE, Kind.DELETE})
@@ -115,6 +118,10 @@ class Odds:
     reconcile: int = 1
     kill: int = 1
     outage: int = 1
+    # Off unless asked (the suite's seeds keep their schedules): a draw of weight 0 at the end
+    # of the list changes nothing of the others.
+    broker: int = 0
+    wipe: int = 0
     # Pauses from back to back up to a few reconcile intervals.
     pause_seconds: tuple[float, float] = (0.0, 1.5)
     # An outage lasts this many of the following steps (writes elsewhere go on meanwhile).
@@ -142,12 +149,14 @@ def schedule(
     names = [f"t{i}" for i in range(tags)]
     owner = {name: owners[i % len(owners)] for i, name in enumerate(names)}
     targets = sorted({d for dests in routes.values() for d in dests})
+    # A wipe of a registry that owns tags would lose writes no daemon could bring back.
+    wipeable = [side for side in targets if side not in owners]
     present = dict.fromkeys(names, False)  # the tag names an image at its owner
     restorable = dict.fromkeys(names, False)  # the tag's last write was a delete
     down: dict[str, int] = {}  # registry -> steps left until it returns
     steps: list[Step] = []
     kinds = list(Kind)
-    weights = [getattr(odds, kind.value, 0) for kind in kinds]  # RETURN follows an outage only
+    weights = [getattr(odds, kind.value, 0) for kind in kinds]  # RETURN: after an outage only
     while len(steps) < length:
         for side, left in sorted(down.items()):
             if left <= 0:
@@ -158,8 +167,11 @@ def schedule(
         [kind] = rng.choices(kinds, weights)
         if kind is Kind.PAUSE:
             steps.append(Step(kind, seconds=round(rng.uniform(*odds.pause_seconds), 2)))
-        elif kind in (Kind.RECONCILE, Kind.KILL):
+        elif kind in (Kind.RECONCILE, Kind.KILL, Kind.BROKER):
             steps.append(Step(kind))
+        elif kind is Kind.WIPE:
+            if wipeable and not down:
+                steps.append(Step(kind, rng.choice(wipeable)))
         elif kind is Kind.OUTAGE:
             up = [side for side in targets if side not in down]
             if up and not down:  # one registry down at a time: the pair's other side answers

@@ -92,8 +92,9 @@ def start(
 class Executor:
     """Makes a schedule's steps happen at a Pair and records the writes."""
 
-    def __init__(self, pair: Pair) -> None:
+    def __init__(self, pair: Pair, broker: Mosquitto | None = None) -> None:
         self.pair = pair
+        self.broker = broker
         self.history: list[Write] = []
         self.passes: list[subprocess.Popen[bytes]] = []
         self._images: dict[str, str] = {}  # digest -> its name in the layout
@@ -129,6 +130,11 @@ class Executor:
             pair.daemon.start()
         elif step.kind is Kind.OUTAGE:
             pair.registries[step.side].stop()
+        elif step.kind is Kind.WIPE:
+            pair.registries[step.side].wipe()
+        elif step.kind is Kind.BROKER:
+            assert self.broker is not None, "a schedule with broker restarts needs the broker"
+            self.broker.restart()
         else:
             pair.registries[step.side].start()
 
@@ -215,8 +221,10 @@ def check(
     length: int,
     tags: int,
     odds: Odds = DEFAULT_ODDS,
+    broker: Mosquitto | None = None,
 ) -> Run:
-    """Run seed's schedule on its own repository, wait until quiet, judge the final state."""
+    """Run seed's schedule on its own repository, wait until quiet, judge the final state;
+    `broker` is restarted by the schedule's BROKER steps."""
     repository = f"history/{topology}-{seed}"
     routes = ROUTES[topology]
     steps = schedule(
@@ -224,12 +232,14 @@ def check(
         routes=routes, odds=odds,
     )  # fmt: skip
     started = time.monotonic()
-    executor = Executor(pair)
+    executor = Executor(pair, broker)
     try:
         executor.run(steps)
     finally:
         for side in (A, B):  # an error mid-schedule must not leave a registry down
             pair.registries[side].start()
+        if broker is not None and not broker.running:
+            broker.start()
         if not pair.daemon.running:
             pair.daemon.start()
     anomalies = executor.finish_passes()

@@ -154,9 +154,46 @@ class TestSchedule:
         assert not down
 
     def test_every_kind_appears(self) -> None:
-        """Over a few schedules, every kind of step is drawn (none is dead weight)."""
-        drawn = {step.kind for seed in range(10) for step in active_active(seed)}
+        """Over a few schedules with every fault asked for, every kind of step is drawn (none
+        is dead weight); without broker restarts and wipes asked for, neither is."""
+        faults = Odds(broker=1, wipe=1)
+        drawn = {
+            step.kind
+            for seed in range(10)
+            for step in schedule(
+                seed, length=60, repository="r", tags=3, owners=(A,), routes=ONE_WAY, odds=faults
+            )
+        }
         assert drawn == set(Kind)
+        default = {step.kind for seed in range(10) for step in active_active(seed)}
+        assert default == set(Kind) - {Kind.BROKER, Kind.WIPE}
+
+    def test_wipes_never_hit_a_tag_owner(self) -> None:
+        """A wipe would lose an owner's writes for good: in A <-> B nothing is wiped, in
+        A -> B only B."""
+        faults = Odds(wipe=5)
+        both = [
+            step
+            for seed in range(20)
+            for step in schedule(
+                seed,
+                length=40,
+                repository="r",
+                tags=2,
+                owners=(A, B),
+                routes=BOTH_WAYS,
+                odds=faults,
+            )
+        ]
+        assert Kind.WIPE not in {step.kind for step in both}
+        one_way = [
+            step
+            for seed in range(20)
+            for step in schedule(
+                seed, length=40, repository="r", tags=2, owners=(A,), routes=ONE_WAY, odds=faults
+            )
+        ]
+        assert {step.side for step in one_way if step.kind is Kind.WIPE} == {B}
 
     def test_one_way_outages_hit_the_destination_only(self) -> None:
         """In A -> B, writes are at A and only B goes down."""
