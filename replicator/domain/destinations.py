@@ -74,6 +74,14 @@ TRANSITIONS: Mapping[tuple[Reachability, Signal], Change] = MappingProxyType(
     }
 )
 
+# The probe's pace: once a second while an outage is fresh; a destination that fails again soon
+# after each return (it answers GET /v2/ but not the jobs' requests) is probed half as often
+# each time, up to once a minute, so the jobs it releases do not hammer it.
+PROBE_SECONDS = 1.0
+PROBE_MAX_SECONDS = 60.0
+# Lost again within this long of its return: the return did not hold (a flap).
+FLAP_WINDOW_SECONDS = 30.0
+
 # 5xx answers that mean "not serving now" rather than a bug of ours: the registry, or the load
 # balancer or proxy in front of it, is down, overloaded or restarting.
 _OUTAGE_STATUSES = frozenset({500, 502, 503, 504})
@@ -117,3 +125,12 @@ def unreachable_since(destination: str, since: str) -> str:
     """How /readyz and `status` say it, `since` an ISO 8601 UTC time (datetime.isoformat with
     seconds): "destination usw2 unreachable since 2026-12-06T19:30:05Z"."""
     return f"destination {destination} unreachable since {since.removesuffix('+00:00')}Z"
+
+
+def probe_pace(previous: float, *, since_return: float | None) -> float:
+    """Seconds between probes of a destination that just became unreachable: PROBE_SECONDS,
+    or twice the `previous` pace (capped) when it returned only `since_return` seconds ago
+    (None: never lost before) and that return did not hold."""
+    if since_return is not None and since_return < FLAP_WINDOW_SECONDS:
+        return min(PROBE_MAX_SECONDS, max(previous, PROBE_SECONDS) * 2)
+    return PROBE_SECONDS

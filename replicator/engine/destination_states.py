@@ -1,7 +1,8 @@
 """Destinations with a state: reachable, or unreachable since T (domain/destinations.py decides).
 
 The runner tells it how each job's attempt went at its destination; a probe loop asks each
-unreachable destination, one request at a time, whether it answers again (GET /v2/). On each
+unreachable destination, one request at a time, whether it answers again (GET /v2/): once a
+second, less often for one whose returns do not hold (domain.destinations.probe_pace). On each
 change it warns once, tells the observer (the daemon's gauge), records the fact in the journal
 (so `status` and every process of a fleet see it) and, when a destination is back, releases all
 its waiting jobs at once and gives its temporarily FAILED jobs a new chance.
@@ -15,17 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
 from replicator.domain.destinations import (
+    PROBE_SECONDS,
     Action,
     Reachability,
     Signal,
     counts_attempt,
     is_outage,
     probe_answered,
+    probe_pace,
     transition,
 )
 from replicator.domain.jobs import JobState
@@ -35,9 +39,6 @@ from replicator.registry.client import RegistryClient
 
 log = get_logger(__name__)
 
-# How often an unreachable destination is asked whether it answers again: a GET /v2/ a second
-# costs a down registry nothing, and its return is seen within about a second.
-PROBE_INTERVAL_SECONDS = 1.0
 # A probe that gets no answer within this is a failed probe: a registry that answers /v2/
 # slower than this cannot take jobs either.
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -82,6 +83,11 @@ class DestinationStates:
         self._on_release = on_release
         self._states: dict[str, Reachability] = {}
         self._since: dict[str, datetime] = {}
+        # Per destination: seconds between its probes, when the next is due and when it last
+        # came back (time.monotonic()), for domain.destinations.probe_pace.
+        self._pace: dict[str, float] = {}
+        self._next_probe: dict[str, float] = {}
+        self._returned: dict[str, float] = {}
         # Set when a destination becomes unreachable: the probe loop starts at once.
         self._lost = asyncio.Event()
 
@@ -129,17 +135,26 @@ class DestinationStates:
         now = datetime.now(UTC)
         if change.action is Action.HOLD:
             self._since[destination] = now
+            back = self._returned.get(destination)
+            pace = probe_pace(
+                self._pace.get(destination, PROBE_SECONDS),
+                since_return=None if back is None else time.monotonic() - back,
+            )
+            self._pace[destination] = pace
+            self._next_probe[destination] = time.monotonic() + pace
             log.warning(
                 "destination_unreachable",
                 destination=destination,
                 since=now.isoformat(),
                 error=error,
+                probe_seconds=pace,
             )
             self._tell(destination, reachable=False)
             self._lost.set()
             await self._record(destination, now)
         elif change.action is Action.RELEASE:
             since = self._since.pop(destination, now)
+            self._returned[destination] = time.monotonic()
             log.warning(
                 "destination_reachable",
                 destination=destination,
@@ -153,7 +168,11 @@ class DestinationStates:
         """Probe each unreachable destination, one request at a time, until `stop`."""
         while not stop.is_set():
             for destination in list(self._since):
+                if time.monotonic() < self._next_probe.get(destination, 0.0):
+                    continue
                 await self.signal(destination, await self._probe(destination))
+                pace = self._pace.get(destination, PROBE_SECONDS)
+                self._next_probe[destination] = time.monotonic() + pace
             self._lost.clear()
             if not self._since:
                 waits = [asyncio.ensure_future(e.wait()) for e in (stop, self._lost)]
@@ -163,8 +182,9 @@ class DestinationStates:
                     for waiter in waits:
                         waiter.cancel()
                 continue
+            due = min(self._next_probe.get(d, 0.0) for d in self._since) - time.monotonic()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PROBE_INTERVAL_SECONDS):
+                async with asyncio.timeout(max(0.05, min(due, PROBE_SECONDS))):
                     await stop.wait()
 
     async def _probe(self, destination: str) -> Signal:

@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from replicator.domain.destinations import (
+    FLAP_WINDOW_SECONDS,
+    PROBE_MAX_SECONDS,
+    PROBE_SECONDS,
     TRANSITIONS,
     Action,
     Reachability,
@@ -14,6 +17,7 @@ from replicator.domain.destinations import (
     counts_attempt,
     is_outage,
     probe_answered,
+    probe_pace,
     transition,
     unreachable_since,
 )
@@ -129,3 +133,23 @@ class TestOutage:
         assert unreachable_since("usw2", since.isoformat(timespec="seconds")) == (
             "destination usw2 unreachable since 2026-12-06T19:30:05Z"
         )
+
+
+class TestProbePace:
+    """A destination whose returns do not hold is probed less and less often."""
+
+    @pytest.mark.parametrize(
+        ("previous", "since_return", "pace"),
+        [
+            (PROBE_SECONDS, None, PROBE_SECONDS),
+            (8.0, FLAP_WINDOW_SECONDS + 1, PROBE_SECONDS),
+            (PROBE_SECONDS, 2.0, 2 * PROBE_SECONDS),
+            (8.0, 2.0, 16.0),
+            (PROBE_MAX_SECONDS, 2.0, PROBE_MAX_SECONDS),
+        ],
+        ids=["first-outage", "return-held", "flap", "flap-again", "capped"],
+    )
+    def test_probe_pace(self, previous: float, since_return: float | None, pace: float) -> None:
+        """Once a second for a fresh outage; doubled, up to a minute, when lost again soon
+        after its return."""
+        assert probe_pace(previous, since_return=since_return) == pace
