@@ -17,7 +17,7 @@ import time
 
 from replicator.cli import repository_list
 from replicator.cli.backfill_output import (
-    print_plan,
+    PlanPrinter,
     print_summary,
     progress_line,
 )
@@ -79,11 +79,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_bandwidth is not None:
         config = _with_bandwidth(config, args.max_bandwidth, only=args.destination)
     started = time.monotonic()
-    report = asyncio.run(_main(config, options, dry_run=args.dry_run))
-    seconds = time.monotonic() - started
     out = sys.stdout
-    if args.dry_run:
-        print_plan(report, seconds, as_json=args.json, out=out)
+    printer = PlanPrinter(as_json=args.json, out=out) if args.dry_run else None
+    report = asyncio.run(_main(config, options, dry_run=args.dry_run, on_plan=printer))
+    seconds = time.monotonic() - started
+    if printer is not None:
+        printer.finish(report, seconds)
         return 1 if report.counts.errors or report.interrupted else 0
     print_summary(report, seconds, as_json=args.json, out=out)
     clean = report.outcome is RunOutcome.COMPLETE and not report.counts.errors
@@ -101,7 +102,9 @@ def _with_bandwidth(config: Config, rate: int, *, only: str | None) -> Config:
     return config.model_copy(update={"registries": registries})
 
 
-async def _main(config: Config, options: ScanOptions, *, dry_run: bool) -> BackfillReport:
+async def _main(
+    config: Config, options: ScanOptions, *, dry_run: bool, on_plan: PlanPrinter | None
+) -> BackfillReport:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -109,4 +112,6 @@ async def _main(config: Config, options: ScanOptions, *, dry_run: bool) -> Backf
     report = BackfillReport(ScanCounts())
     started = time.monotonic()
     async with drawn(lambda: progress_line(report, time.monotonic() - started), sys.stderr):
-        return await run_backfill(config, options, dry_run=dry_run, stop=stop, report=report)
+        return await run_backfill(
+            config, options, dry_run=dry_run, stop=stop, report=report, on_plan=on_plan
+        )

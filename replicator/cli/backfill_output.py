@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from replicator.cli.documents import document, print_json
+from replicator.cli.documents import INDENT, document, print_json
 from replicator.cli.progress import progress_text
 from replicator.domain.jobs import TERMINAL_STATES, JobState
 from replicator.domain.scan import TagAction, TagPlan
@@ -52,25 +53,47 @@ def _counts_doc(counts: ScanCounts) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def print_plan(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
-    plans = sorted(report.plans, key=lambda p: (p.key.destination, p.key.repository, p.key.tag))
-    if as_json:
-        body = {"dry_run": True, **_counts_doc(report.counts), "seconds": round(seconds, 3)}
-        print_json(document("backfill", body | {"plan": [_plan_entry(p) for p in plans]}), out)
-        return
-    for plan in plans:
-        key = plan.key
-        image = f"{key.source}/{key.repository}:{key.tag}@{key.digest}"
-        print(f"{plan.action.value:<7} {image} -> {key.destination}: {plan.reason}", file=out)
-    counts = report.counts
-    verbs = {action: sum(1 for p in plans if p.action is action) for action in TagAction}
-    print(
-        f"dry run: {counts.repositories} repositories, {counts.tags} tags scanned; "
-        f"{counts.up_to_date} up to date, {verbs[TagAction.COPY]} to copy, "
-        f"{verbs[TagAction.REPAIR]} to repair, {verbs[TagAction.DENIED]} denied; nothing written",
-        file=out,
-    )
-    print_errors(counts.errors)
+class PlanPrinter:
+    """Prints a dry run's plans as the scan finds them (in scan order: nothing is held), then
+    its summary; with `as_json` one document whose `plan` list is written entry by entry."""
+
+    def __init__(self, *, as_json: bool, out: TextIO) -> None:
+        self._as_json = as_json
+        self._out = out
+        self._entries = 0
+        if as_json:
+            head = json.dumps(document("backfill", {"dry_run": True}))[:-1]
+            out.write(f'{head}, "plan": [')
+
+    def __call__(self, plan: TagPlan) -> None:
+        """Print one plan."""
+        if self._as_json:
+            separator = "," if self._entries else ""
+            self._out.write(f"{separator}\n{' ' * INDENT}{json.dumps(_plan_entry(plan))}")
+        else:
+            key = plan.key
+            image = f"{key.source}/{key.repository}:{key.tag}@{key.digest}"
+            print(
+                f"{plan.action.value:<7} {image} -> {key.destination}: {plan.reason}",
+                file=self._out,
+            )
+        self._entries += 1
+
+    def finish(self, report: BackfillReport, seconds: float) -> None:
+        """Print the summary (close the JSON document)."""
+        counts, verbs = report.counts, report.planned
+        if self._as_json:
+            tail = {**_counts_doc(counts), "seconds": round(seconds, 3)}
+            self._out.write(f"\n], {json.dumps(tail)[1:]}\n")
+            return
+        print(
+            f"dry run: {counts.repositories} repositories, {counts.tags} tags scanned; "
+            f"{counts.up_to_date} up to date, {verbs.get(TagAction.COPY, 0)} to copy, "
+            f"{verbs.get(TagAction.REPAIR, 0)} to repair, {verbs.get(TagAction.DENIED, 0)} "
+            "denied; nothing written",
+            file=self._out,
+        )
+        print_errors(counts.errors)
 
 
 def _row_entry(row: JobRow) -> dict[str, Any]:

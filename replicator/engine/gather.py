@@ -76,6 +76,27 @@ async def for_each_repository(
                 await queue.put(None)
 
 
+async def unless_set(event: asyncio.Event | None, aw: Awaitable[T]) -> T | None:
+    """`await aw`, or None as soon as `event` is set (`aw` is then cancelled): a scan stops in
+    the middle of a page of a thousand HEADs, not after it."""
+    if event is None:
+        return await aw
+    if event.is_set():
+        if asyncio.iscoroutine(aw):
+            aw.close()
+        return None
+    work = asyncio.ensure_future(aw)
+    stopped = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([work, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait([work])
+    return None if work.cancelled() else work.result()
+
+
 class Once(Generic[K, T]):
     """One task per key: whoever asks for a key again shares its first task, running or done
     (a check that many tags or images share is made once)."""

@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -140,6 +141,21 @@ def image_statement(*, narrowed: tuple[str, ...], newest: bool = False) -> Selec
     if newest:
         overtaken = case((JOBS.c.state == JobState.SUPERSEDED.value, 1), else_=0)
         return statement.order_by(overtaken, JOBS.c.id.desc()).limit(1)
+    return statement.order_by(JOBS.c.id)
+
+
+@functools.cache
+def tags_statement(*, by_source: bool) -> Select[Any]:
+    """The jobs of the repository bound as `repository` whose tag is one of the list bound as
+    `tags` (a scan's page of tags), and its untagged jobs (deletes and copies by digest) of the
+    digests bound as `digests`; with `by_source`, only those of the source bound as `source`."""
+    untagged = and_(JOBS.c.tag == NO_TAG, JOBS.c.digest.in_(bindparam("digests", expanding=True)))
+    statement = select(JOBS).where(
+        JOBS.c.repository == bindparam("repository"),
+        or_(JOBS.c.tag.in_(bindparam("tags", expanding=True)), untagged),
+    )
+    if by_source:
+        statement = statement.where(JOBS.c.source == bindparam("source"))
     return statement.order_by(JOBS.c.id)
 
 

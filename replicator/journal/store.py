@@ -494,6 +494,26 @@ class Journal:
 
         return await self._run(work)
 
+    async def tag_jobs(
+        self,
+        source: str | None,
+        repository: str,
+        tags: Sequence[str],
+        digests: Sequence[str] = (),
+    ) -> list[JobRow]:
+        """The jobs of `repository` (of `source`, or of any source when None) for any of `tags`,
+        and its untagged jobs (a delete or a copy by digest) of any of `digests`: what a scan's
+        page of tags needs, so a repository of a million tags is never read whole."""
+        if not tags and not digests:
+            return []
+        params: dict[str, Any] = {
+            "repository": repository, "tags": list(tags), "digests": list(digests),
+        }  # fmt: skip
+        if source is not None:
+            params["source"] = source
+        statement = queries.tags_statement(by_source=source is not None)
+        return await self._run(lambda session: queries.rows(session, statement, params))
+
     async def counts(self) -> dict[tuple[JobState, str], int]:
         """Jobs per (state, destination), for metrics."""
         return await self._run(gauges.counts)

@@ -21,6 +21,7 @@ from replicator.errors import (
 )
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, link_next, pull_scope
+from replicator.registry.retry import retried
 
 log = get_logger(__name__)
 
@@ -37,7 +38,7 @@ InvalidName = Callable[[str], None]
 
 
 async def _pages(
-    client: RegistryClient, path: str, key: str, scope: str
+    client: RegistryClient, path: str, key: str, scope: str, *, retry: bool = False
 ) -> AsyncIterator[list[str]]:
     next_path: str | None = f"{path}?n={PAGE_SIZE}"
     pages = 0
@@ -47,7 +48,12 @@ async def _pages(
             raise RegistryError(
                 f"{client.host}{path}: more than {MAX_PAGES} pages", temporary=False
             )
-        resp = await client.request("GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES)
+        if retry:
+            resp = await retried(
+                client.request, "GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES
+            )
+        else:
+            resp = await client.request("GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES)
         try:
             doc = resp.json()
         except ValueError as exc:
@@ -78,22 +84,38 @@ def _valid(
     return valid
 
 
+async def tag_pages(
+    client: RegistryClient,
+    repository: str,
+    *,
+    on_invalid: InvalidName | None = None,
+    retry: bool = False,
+) -> AsyncIterator[list[str]]:
+    """The valid tags of a repository a page at a time, as the registry pages them (none when
+    the repository does not exist): a scan holds one page, whatever the number of tags. With
+    `retry`, each page's request is retried on its own (a temporary error does not start the
+    listing over)."""
+    if client.ecr is not None:
+        listed = await client.ecr.tags(repository)
+        yield _valid(client, listed, validate_tag, f"{repository} ListImages", on_invalid)
+        return
+    where = f"{repository} tag list"
+    try:
+        async for page in _pages(
+            client, f"/v2/{repository}/tags/list", "tags", pull_scope(repository), retry=retry
+        ):
+            yield _valid(client, page, validate_tag, where, on_invalid)
+    except NotFoundError:
+        return
+
+
 async def list_tags(
     client: RegistryClient, repository: str, *, on_invalid: InvalidName | None = None
 ) -> list[str]:
     """Every valid tag of a repository (empty when the repository does not exist)."""
-    if client.ecr is not None:
-        listed = await client.ecr.tags(repository)
-        return _valid(client, listed, validate_tag, f"{repository} ListImages", on_invalid)
     tags: list[str] = []
-    where = f"{repository} tag list"
-    try:
-        async for page in _pages(
-            client, f"/v2/{repository}/tags/list", "tags", pull_scope(repository)
-        ):
-            tags.extend(_valid(client, page, validate_tag, where, on_invalid))
-    except NotFoundError:
-        return []
+    async for page in tag_pages(client, repository, on_invalid=on_invalid):
+        tags.extend(page)
     return tags
 
 

@@ -33,7 +33,7 @@ from replicator.domain.scan import (
     targets,
 )
 from replicator.engine.copier import Copier, CopyStats
-from replicator.engine.gather import for_each_repository, gather_all
+from replicator.engine.gather import for_each_repository, gather_all, unless_set
 from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.write_log import announcer
 from replicator.errors import JournalError, ReplicatorError
@@ -91,6 +91,14 @@ class ScanJournal(Protocol):
         tag: str | None = None,
     ) -> list[JobRow]: ...
 
+    async def tag_jobs(
+        self,
+        source: str | None,
+        repository: str,
+        tags: Sequence[str],
+        digests: Sequence[str] = (),
+    ) -> list[JobRow]: ...
+
     async def add_jobs(
         self,
         keys: Sequence[JobKey],
@@ -101,7 +109,7 @@ class ScanJournal(Protocol):
 
 
 class PlanSink(Protocol):
-    """Receives the plans of one repository once its facts are in."""
+    """Receives the plans of a repository a page of tags at a time, as their facts come in."""
 
     async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None: ...
 
@@ -121,6 +129,13 @@ async def source_tags(
     """(tag, digest) of every valid tag of a source repository, by HEAD; a tag gone meanwhile is
     left out, an invalid one is handed to `on_invalid`."""
     names = await retried(tags.list_tags, client, repository, on_invalid=on_invalid)
+    return await tag_digests(client, repository, names)
+
+
+async def tag_digests(
+    client: RegistryClient, repository: str, names: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(tag, digest) of `names` at the source, by HEAD; a tag gone meanwhile is left out."""
     heads = await gather_all([retried(manifests.head, client, repository, tag) for tag in names])
     return [(tag, head.digest) for tag, head in zip(names, heads, strict=True) if head is not None]
 
@@ -151,7 +166,7 @@ class Scanner:
             client = registry_client(self._pool, self._config, source.name)
 
             async def one(repository: str, source: Site = source) -> None:
-                await self._repository(source, repository, sink)
+                await self._repository(source, repository, sink, stop)
 
             try:
                 names = repository_names(
@@ -172,15 +187,30 @@ class Scanner:
         self.counts.errors.append(message)
         log.warning("scan_error", error=message)
 
-    async def _repository(self, source: Site, repository: str, sink: PlanSink) -> None:
+    async def _repository(
+        self, source: Site, repository: str, sink: PlanSink, stop: asyncio.Event | None
+    ) -> None:
+        """Scan one repository a page of tags at a time (memory flat in its number of tags),
+        stopping between pages when `stop` is set."""
+        src = registry_client(self._pool, self._config, source.name)
+        scanned = 0
         try:
-            plans = await self._plans(source, repository)
+            async for page in tags.tag_pages(src, repository, on_invalid=self._error, retry=True):
+                plans = await unless_set(stop, self._plans(source, repository, page))
+                if plans is None:
+                    return  # stopped: within the page, its requests cancelled
+                scanned += len(plans)
+                self._count(source, repository, plans)
+                await sink(source, repository, plans)
         except JournalError:
             raise  # not this repository's fault: the whole run cannot record anything
         except ReplicatorError as exc:
             self._error(f"{source.name}/{repository}: {exc.code}: {exc}")
             return
         self.counts.repositories += 1
+        log.debug("repository_scanned", source=source.name, repository=repository, tags=scanned)
+
+    def _count(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
         for plan in plans:
             if plan.action is TagAction.UP_TO_DATE:
                 self.counts.up_to_date += 1
@@ -196,12 +226,10 @@ class Scanner:
                 )  # fmt: skip
             else:
                 self.counts.repairs += 1
-        log.debug("repository_scanned", source=source.name, repository=repository, tags=len(plans))
-        await sink(source, repository, plans)
 
-    async def _plans(self, source: Site, repository: str) -> list[TagPlan]:
+    async def _plans(self, source: Site, repository: str, page: Sequence[str]) -> list[TagPlan]:
         src = registry_client(self._pool, self._config, source.name)
-        found = await source_tags(src, repository, on_invalid=self._error)
+        found = await tag_digests(src, repository, page)
         self.counts.tags += len(found)
         wanted: dict[str, list[tuple[str, str]]] = {}
         for tag, digest in found:
@@ -213,9 +241,12 @@ class Scanner:
         for name, pairs in wanted.items():
             plans.extend(await self._compare(source, self._sites[name], repository, pairs))
         if self._journal is not None and any(p.action is not TagAction.UP_TO_DATE for p in plans):
-            # Every source's jobs of the repository: in a cycle (A -> B and B -> A) the
-            # destination's own pushes are jobs of it as a source.
-            rows = await self._journal.status(None, repository)
+            # Every source's jobs of the page's tags (and untagged ones of its digests: a
+            # delete by digest): in a cycle (A -> B and B -> A) the destination's own pushes
+            # are jobs of it as a source.
+            asked = sorted({p.key.tag for p in plans if p.key.tag})
+            digests = sorted({p.key.digest for p in plans})
+            rows = await self._journal.tag_jobs(None, repository, asked, digests)
             recorded = {row.key: row.state for row in rows if row.source == source.name}
             records = [tag_record(row) for row in rows]
             plans = [after_journal(hold_newer(p, records), recorded.get(p.key)) for p in plans]
@@ -259,9 +290,18 @@ def tag_record(row: JobRow) -> TagRecord:
 class Journaller:
     """The sink of a real (not dry) run: journals copies and denials, keeps repairs aside."""
 
-    def __init__(self, journal: ScanJournal, *, wake: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        journal: ScanJournal,
+        *,
+        wake: Callable[[], None] | None = None,
+        keep_keys: bool = True,
+    ) -> None:
         self._journal = journal
         self._wake = wake
+        # A backfill waits for its jobs by their keys; a reconcile does not keep them (a
+        # million missing tags would be a million keys held to no use).
+        self._keep_keys = keep_keys
         self.keys: dict[tuple[str, str], list[JobKey]] = {}
         self.repairs: list[TagPlan] = []
         self.journalled = 0
@@ -273,7 +313,8 @@ class Journaller:
         if not copies and not denied:
             return
         self.journalled += await self._journal.add_jobs(copies, denied=denied)
-        self.keys.setdefault((source.name, repository), []).extend([*copies, *denied])
+        if self._keep_keys:
+            self.keys.setdefault((source.name, repository), []).extend([*copies, *denied])
         if copies and self._wake is not None:
             self._wake()
 
@@ -355,7 +396,7 @@ async def reconcile_once(
     retried = await journal.retry_failed(codes=TEMPORARY_FAILURES)
     if retried:
         wake()
-    sink = Journaller(journal, wake=wake)
+    sink = Journaller(journal, wake=wake, keep_keys=False)
     counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
     repaired = await repair(
         sink.repairs, journal=journal, config=config, sites=sites, pool=pool, copier=copier

@@ -65,7 +65,8 @@ class BackfillReport:
     """What a run found and did."""
 
     counts: ScanCounts
-    plans: list[TagPlan] = field(default_factory=list)  # dry run: everything not up to date
+    # Dry run: the plans not up to date, by action (each was handed to `on_plan` as found).
+    planned: dict[TagAction, int] = field(default_factory=dict)
     rows: list[JobRow] = field(default_factory=list)  # the run's jobs as they ended
     repairs: list[RepairResult] = field(default_factory=list)
     interrupted: bool = False
@@ -96,21 +97,28 @@ class BackfillReport:
         return run_outcome(total, failed, scan_errors=len(self.counts.errors))
 
 
-class PlanCollector:
-    """The sink of a dry run: keeps every plan that is not up to date."""
+class PlanStream:
+    """The sink of a dry run: hands on every plan that is not up to date as it is found, and
+    counts them by action (a dry run over a million tags holds none of them)."""
 
-    def __init__(self) -> None:
-        self.plans: list[TagPlan] = []
+    def __init__(self, on_plan: Callable[[TagPlan], None], planned: dict[TagAction, int]) -> None:
+        self._on_plan = on_plan
+        self._planned = planned
 
     async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
-        self.plans.extend(p for p in plans if p.action is not TagAction.UP_TO_DATE)
+        for plan in plans:
+            if plan.action is not TagAction.UP_TO_DATE:
+                self._planned[plan.action] = self._planned.get(plan.action, 0) + 1
+                self._on_plan(plan)
 
 
 async def run_backfill(
     config: Config, options: ScanOptions, *, dry_run: bool = False,
     stop: asyncio.Event | None = None, report: BackfillReport | None = None,
+    on_plan: Callable[[TagPlan], None] | None = None,
 ) -> BackfillReport:  # fmt: skip
-    """Scan, journal and run to the end (or until `stop`). A dry run only reads registries."""
+    """Scan, journal and run to the end (or until `stop`). A dry run only reads registries,
+    handing each plan not up to date to `on_plan` as it is found."""
     stop = stop or asyncio.Event()
     sites = sites_of(config)
     report = report or BackfillReport(ScanCounts())
@@ -118,10 +126,10 @@ async def run_backfill(
         config.workers.concurrency, user_agent=REPLICA_USER_AGENT
     ) as pool:
         if dry_run:
-            collector = PlanCollector()
+            stream = PlanStream(on_plan or (lambda plan: None), report.planned)
             scanner = Scanner(config, sites, pool, options, counts=report.counts)
-            await scanner.run(collector, stop=stop)
-            report.plans, report.interrupted = collector.plans, stop.is_set()
+            await scanner.run(stream, stop=stop)
+            report.interrupted = stop.is_set()
             return report
 
         def observe(action: str, size: int) -> None:
@@ -216,6 +224,17 @@ class JournalOnDemand:
         """Journal.status, on the journal opened now if need be."""
         ledger = await self.get()
         return await ledger.journal.status(source, repository, digest=digest, tag=tag)
+
+    async def tag_jobs(
+        self,
+        source: str | None,
+        repository: str,
+        tags: Sequence[str],
+        digests: Sequence[str] = (),
+    ) -> list[JobRow]:
+        """Journal.tag_jobs, on the journal opened now if need be."""
+        ledger = await self.get()
+        return await ledger.journal.tag_jobs(source, repository, tags, digests)
 
     async def add_jobs(
         self,

@@ -532,6 +532,24 @@ class TestRecovery:
 class TestQueries:
     """status(), jobs(), counts(), backlog(), next_due_at()."""
 
+    async def test_tag_jobs_reads_only_the_tags_asked(self, journal: Journal) -> None:
+        """tag_jobs returns the jobs of the tags asked (of one source, or of any) and the
+        untagged jobs of the digests asked, not the repository's other tags: a scan reads a
+        page of tags at a time."""
+        v2 = JobKey("use1", "app", OTHER_DIGEST, "v2", "usw2")
+        other_source = JobKey("usw2", "app", OTHER_DIGEST, "v1", "use1")
+        await record(journal, b"push 1", [KEY])
+        await record(journal, b"push 2", [v2])
+        await record(journal, b"push 3", [other_source])
+        assert [r.key for r in await journal.tag_jobs("use1", "app", ["v1"])] == [KEY]
+        assert [r.key for r in await journal.tag_jobs(None, "app", ["v1"])] == [KEY, other_source]
+        assert {r.key for r in await journal.tag_jobs("use1", "app", ["v1", "v2"])} == {KEY, v2}
+        assert await journal.tag_jobs("use1", "app", []) == []
+        untagged = JobKey("use1", "app", OTHER_DIGEST, None, "usw2")
+        await record(journal, b"push 4", [untagged])
+        by_digest = await journal.tag_jobs("use1", "app", ["v1"], [OTHER_DIGEST])
+        assert [r.key for r in by_digest] == [KEY, untagged]
+
     async def test_status_by_tag_follows_newest_digest(self, journal: Journal) -> None:
         """A tag resolves to the digest of its newest push, as in ECR."""
         await record(journal, b"push 1", [KEY])
