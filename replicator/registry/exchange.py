@@ -58,7 +58,11 @@ async def follow_redirects(
 
     httpx.AsyncClient is bypassed here: its per-request work (URL merging, a cookie jar
     copied and parsed on every request and response) cost as much CPU as the exchange.
-    Registries set no cookies we need; containers/image (skopeo) keeps none either."""
+    Registries set no cookies we need; containers/image (skopeo) keeps none either.
+
+    A redirect back to a URL already visited is a loop, and more than MAX_REDIRECTS is one
+    too: both are permanent for this request (retrying a loop only repeats it)."""
+    visited = {str(request.url)}
     for _ in range(MAX_REDIRECTS + 1):
         response = await send(request)
         response.request = request
@@ -81,8 +85,20 @@ async def follow_redirects(
                 status=response.status_code,
                 temporary=False,
             )
+        if str(target) in visited:
+            raise RegistryError(
+                f"{describe(request.method, request.url)}: redirect loop "
+                f"({response.status_code} back to {str(target).split('?', 1)[0][:120]})",
+                status=response.status_code,
+                temporary=False,
+            )
+        visited.add(str(target))
         if target_origin != source_origin:
             # Our credentials are for the registry, never for its storage backend.
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         request = build_request(request.method, target, headers)
-    raise httpx.TooManyRedirects(f"over {MAX_REDIRECTS} redirects", request=request)
+    raise RegistryError(
+        f"{describe(request.method, request.url)}: redirect loop (over {MAX_REDIRECTS} redirects)",
+        status=None,
+        temporary=False,
+    )
