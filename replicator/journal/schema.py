@@ -26,6 +26,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any other refusal to open a SQLite file (a folder that does not exist, no permission, a file
 # that is not a database) stays until someone changes the file or the config.
 _SQLITE_PASSING = ("locked", "busy")
+# Problems of a damaged journal named in the refusal; quick_check lists up to a hundred.
+QUICK_CHECK_SHOWN = 3
+# SQLite's message for SQLITE_CORRUPT, which a check of a badly damaged file may stop with.
+CORRUPT_MESSAGE = "malformed"
 
 
 def redacted(url: str) -> str:
@@ -146,8 +150,12 @@ def prepare(engine: Engine, url: str) -> None:
     refuse a newer schema.
 
     The version is read before any CREATE so a journal from a newer release is left untouched.
+    A SQLite file is checked first (`PRAGMA quick_check`): a damaged one is refused here, before
+    the daemon takes a message it could not record.
     """
     try:
+        if engine.dialect.name == "sqlite":
+            _quick_check(engine, url)
         version = _read_version(engine)
         if version is not None:
             _check_version(version, url)
@@ -167,6 +175,30 @@ def prepare(engine: Engine, url: str) -> None:
             f"journal {redacted(url)} cannot be opened: {exc}",
             temporary=_passing(engine, exc),
         ) from exc
+
+
+def _quick_check(engine: Engine, url: str) -> None:
+    """Refuse a SQLite journal whose pages are damaged (a bad disk, a torn copy): SQLite's
+    quick_check reads every page and b-tree, O(size), a second for a journal of a million jobs."""
+    try:
+        with engine.connect() as connection:
+            found = [str(row[0]) for row in connection.exec_driver_sql("PRAGMA quick_check")]
+    except DBAPIError as exc:
+        # Damage bad enough that the check itself stops (SQLITE_CORRUPT: "database disk image
+        # is malformed"); anything else (locked, no such folder, not a database) is reported
+        # as the file that cannot be opened, as before.
+        if CORRUPT_MESSAGE not in str(exc.orig).lower():
+            raise
+        found = [str(exc.orig)]
+    if found == ["ok"]:
+        return
+    shown = "; ".join(found[:QUICK_CHECK_SHOWN])
+    raise JournalError(
+        f"journal {redacted(url)} is damaged (PRAGMA quick_check: {shown}): restore it from a "
+        "backup, or move it aside to start with an empty journal (then run `replicator "
+        "backfill` to journal what the destinations miss)",
+        temporary=False,
+    )
 
 
 def _passing(engine: Engine, exc: SQLAlchemyError) -> bool:
