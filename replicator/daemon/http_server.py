@@ -45,6 +45,11 @@ IDLE_TIMEOUT_SECONDS = 30.0
 # A handler gets this long before the client gets a 503: our handlers wait at most for a
 # broker PUBACK or a journal query.
 HANDLER_TIMEOUT_SECONDS = 30.0
+# Once a request's first bytes arrive, its head must be whole within this: every webhook sender
+# writes its head (a few hundred bytes) at once, and 3 s rides out a lossy link's retransmits. A
+# client dribbling its head would otherwise hold one of its address's places until the idle
+# timeout, and 32 of them shut out a registry sending from the same address (behind one NAT).
+HEAD_TIMEOUT_SECONDS = 3.0
 # A response must be taken by the client within this (our answers are at most a few hundred
 # KiB): one that never reads would otherwise hold its connection in drain() for ever.
 WRITE_TIMEOUT_SECONDS = 10.0
@@ -219,8 +224,8 @@ class HttpServer:
     ) -> bool:
         """Read one request and answer it; False when the connection is to be closed."""
         try:
-            async with asyncio.timeout(self._idle_timeout):
-                head = await self._next_event(connection, reader, writer)
+            async with asyncio.timeout(self._idle_timeout) as limit:
+                head = await self._next_head(connection, reader, writer, limit)
             if not isinstance(head, h11.Request):
                 return False  # the client closed an idle connection
             state.busy = True
@@ -270,6 +275,28 @@ class HttpServer:
                 connection.receive_data(await reader.read(READ_CHUNK_BYTES))
                 continue
             return event
+
+    async def _next_head(
+        self,
+        connection: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limit: asyncio.Timeout,
+    ) -> Any:
+        """The next request head (or the end of the connection) within `limit`, which is cut
+        to HEAD_TIMEOUT_SECONDS from the moment the head's first bytes arrive."""
+        loop = asyncio.get_running_loop()
+        while True:
+            event = connection.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await reader.read(READ_CHUNK_BYTES)
+            if data:
+                started = loop.time() + HEAD_TIMEOUT_SECONDS
+                when = limit.when()
+                if when is None or started < when:
+                    limit.reschedule(started)
+            connection.receive_data(data)
 
     def _refusal(self, head: h11.Request) -> Response | None:
         """The answer to a request its route refuses from the head alone (body unread)."""
