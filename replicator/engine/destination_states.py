@@ -61,6 +61,8 @@ class OutageJournal(Protocol):
 
     async def set_unreachable(self, destination: str, since: datetime | None) -> None: ...
 
+    async def unreachable(self) -> dict[str, datetime]: ...
+
 
 # (destination, reachable): the daemon's gauge.
 ReachabilityObserver = Callable[[str, bool], None]
@@ -165,7 +167,10 @@ class DestinationStates:
             await self._release(destination, now)
 
     async def probe_forever(self, stop: asyncio.Event) -> None:
-        """Probe each unreachable destination, one request at a time, until `stop`."""
+        """Probe each unreachable destination, one request at a time, until `stop`; first
+        take up the outages the journal records (this process restarted during one, or a
+        member of the fleet died in one): probed like ours, released and cleared when over."""
+        await self._restore()
         while not stop.is_set():
             for destination in list(self._since):
                 if time.monotonic() < self._next_probe.get(destination, 0.0):
@@ -186,6 +191,25 @@ class DestinationStates:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.05, min(due, PROBE_SECONDS))):
                     await stop.wait()
+
+    async def _restore(self) -> None:
+        try:
+            recorded = await self._journal.unreachable()
+        except JournalError as exc:
+            log.warning("destination_states_unreadable", error=str(exc))
+            return
+        for destination, since in recorded.items():
+            if self.state(destination) is Reachability.UNREACHABLE:
+                continue
+            self._states[destination] = Reachability.UNREACHABLE
+            self._since[destination] = since
+            self._tell(destination, reachable=False)
+            log.warning(
+                "destination_unreachable",
+                destination=destination,
+                since=since.isoformat(),
+                error="recorded in the journal",
+            )
 
     async def _probe(self, destination: str) -> Signal:
         """GET /v2/ once: PROBE_ANSWERED on any answer below 500 (200, or 401 asking for

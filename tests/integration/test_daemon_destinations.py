@@ -3,14 +3,17 @@ for a while and back; what the daemon does, reports and measures meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from replicator.domain.jobs import TERMINAL_STATES, JobState
 from replicator.journal import JobRow
+from replicator.journal.claimers import open_journal
 from tests.support.daemon import (
     DESTINATIONS,
     EUW1,
@@ -107,6 +110,16 @@ def rows_at(stack: Stack, destination: str) -> list[JobRow]:
     """Every job of REPOSITORY to `destination`."""
     rows = JournalReader(stack.settings.journal_url).jobs()
     return [r for r in rows if r.repository == REPOSITORY and r.destination == destination]
+
+
+def recorded_unreachable(stack: Stack) -> dict[str, datetime]:
+    """The outages the journal records (what `status` and a restarted daemon read)."""
+
+    async def read() -> dict[str, datetime]:
+        async with await open_journal(stack.settings.journal_url) as journal:
+            return await journal.unreachable()
+
+    return asyncio.run(read())
 
 
 RPO = "replicator_oldest_unreplicated_push_age_seconds"
@@ -391,3 +404,42 @@ class TestDestinationOutage:
         )
         for image in pushed:
             assert manifest_digest(usw2.url, REPOSITORY, image.tag or "") == image.digest
+
+    def test_a_restart_during_the_outage_takes_it_up_from_the_journal(
+        self, outage_stack: Stack, tmp_path: Path
+    ) -> None:
+        """The daemon killed -9 while usw2 is down, usw2 back before the daemon starts again:
+        the restarted daemon takes up the outage the journal recorded, probes usw2, finds it
+        answering and releases its jobs at once; `status` stops naming it unreachable."""
+        stack = outage_stack
+        layout = tmp_path / "layout"
+        pushed = images(layout, 2)
+        usw2 = stack.registries[USW2]
+        usw2.stop()
+        push_images(layout, stack.source.url, [(REPOSITORY, i.tag or "") for i in pushed])
+        wait_for(
+            lambda: "usw2 unreachable since" in stack.daemon.get("/readyz").text,
+            timeout=FINISHED_WITHIN_SECONDS,
+            what="usw2 to be found unreachable",
+        )
+        stack.daemon.kill()
+        usw2.start()
+        restarted = time.monotonic()
+        stack.daemon.start()
+
+        def over() -> bool:
+            landed = len(rows_at(stack, USW2)) == len(pushed) and all(
+                r.state is JobState.COMPLETE for r in rows_at(stack, USW2)
+            )
+            return landed and not recorded_unreachable(stack)
+
+        wait_for(
+            over,
+            timeout=RELEASED_WITHIN_SECONDS * 2,
+            what="the jobs to land and the journal to stop recording usw2 unreachable "
+            "(`status` shows that record on every image still in progress there)",
+        )
+        record_figures(
+            "restart_during_outage",
+            {"landed_after_restart_seconds": round(time.monotonic() - restarted, 1)},
+        )
