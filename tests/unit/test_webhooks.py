@@ -35,6 +35,8 @@ HEADERS: dict[str, dict[str, str]] = {
     "forgejo": {**JSON, "x-forgejo-event": "package", "x-gitea-event": "package",
                 "x-github-event": "package", "x-forgejo-delivery": "forgejo-1"},
     "zot-cloudevents": {"content-type": "application/cloudevents+json"},
+    "github-ping": {**JSON, "x-github-event": "ping", "x-github-delivery": "gh-ping-1"},
+    "gitea-test": {**JSON, "x-gitea-event": "push", "x-github-event": "push"},
     "nexus-asset": {**JSON, "x-nexus-webhook-id": "rm:repository:asset"},
     "nexus": {**JSON, "x-nexus-webhook-id": "rm:repository:component",
               "x-nexus-webhook-delivery": "nexus-1"},
@@ -106,6 +108,8 @@ ACKNOWLEDGED = [
     ("acr-ping.json", "acr", ["acr_ping"]),
     ("gar-push-other-location.json", "gar", ["gar_other_registry"]),
     ("nexus-asset.json", "nexus", ["nexus_asset"]),
+    ("github-ping.json", "github", ["github_ping"]),
+    ("gitea-test-push.json", "gitea", ["gitea_push"]),
 ]  # fmt: skip
 
 
