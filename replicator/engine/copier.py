@@ -406,9 +406,11 @@ class Copier:
                     deletes_follow=progress.deletes_follow,
                 )  # fmt: skip
                 reference = plan.root.digest if progress.superseded else plan.tag
-            gone = progress.superseded and progress.deletes_follow
-            if gone and await deleted_at_source(src.client, src.repository, plan.root.digest):
-                return  # its delete is the newest write: nothing of it is put
+            if progress.superseded and progress.deletes_follow:
+                deleted = await deleted_at_source(src.client, src.repository, plan.root.digest)
+                if deleted:  # its delete is the newest write: nothing of it is put
+                    progress.superseded = deleted
+                    return
             await _put_manifest(dst, reference, plan.root)
             progress.stats.manifests += 1
 

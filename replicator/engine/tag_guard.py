@@ -43,12 +43,15 @@ async def recheck(
     return overtaken(image, tag, digest, found, deletes_follow=deletes_follow)
 
 
-async def deleted_at_source(client: RegistryClient, repository: str, digest: str) -> bool:
-    """Whether a job whose tag was deleted at the source (its delete replicated) must not put
-    its image by digest either: the source no longer serves the image itself
-    (`keep_untagged`)."""
+async def deleted_at_source(client: RegistryClient, repository: str, digest: str) -> str | None:
+    """Why a job whose tag was deleted at the source (its delete replicated) must not put its
+    image by digest either: the source no longer serves the image itself (`keep_untagged`);
+    None when it may."""
     now = await retried(manifests.head, client, repository, digest)
     if keep_untagged(deletes_follow=True, source_has_digest=now is not None):
-        return False
+        return None
     log.info("image_deleted_at_source", digest=digest)
-    return True
+    return (
+        f"{client.host}/{repository}@{digest} was deleted at the source after this push and "
+        "deletes are replicated: nothing was copied"
+    )
