@@ -29,11 +29,13 @@ ALL_FAULTS = Odds(broker=1, wipe=1)
 # One-way seed 2 (default odds) found a deleted image put back untagged by a copy its delete's
 # job overtook (an outage right after the delete); one-way seed 5 wipes B, restarts the broker
 # and the daemon during an outage; active-active seed 1 kills the daemon around a delete and a
-# restore at B and restarts the broker.
+# restore at B and restarts the broker; active-active seed 17 kills the daemon while B is down
+# (it then answers /readyz 503 until B is back).
 SEEDS = [
     ("one-way", 2, DEFAULT_ODDS),
     ("one-way", 5, ALL_FAULTS),
     ("active-active", 1, ALL_FAULTS),
+    ("active-active", 17, ALL_FAULTS),
 ]
 
 

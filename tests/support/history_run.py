@@ -22,7 +22,12 @@ from pathlib import Path
 
 from replicator.domain.jobs import JobKind, JobState
 from tests.support.active_active import A, B, Pair, start_pair
-from tests.support.daemon import manifest_digest, replicator_command
+from tests.support.daemon import (
+    READY_TIMEOUT_SECONDS,
+    manifest_digest,
+    replicator_command,
+    wait_for,
+)
 from tests.support.history import (
     DEFAULT_ODDS,
     Arrival,
@@ -127,7 +132,13 @@ class Executor:
                 self.passes.append(subprocess.Popen(command, stdout=log, stderr=log))
         elif step.kind is Kind.KILL:
             pair.daemon.kill()
-            pair.daemon.start()
+            # Not ready (/readyz 503) while a destination is down, by design: wait until the
+            # API answers at all.
+            pair.daemon.start(ready=False)
+            wait_for(
+                lambda: pair.daemon.readyz() != 0, timeout=READY_TIMEOUT_SECONDS,
+                what="the restarted daemon's API",
+            )  # fmt: skip
         elif step.kind is Kind.OUTAGE:
             pair.registries[step.side].stop()
         elif step.kind is Kind.WIPE:
