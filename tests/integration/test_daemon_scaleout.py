@@ -192,7 +192,9 @@ def test_survivor_sweeps_a_killed_peers_claimed_jobs(
     # A job in flight at the kill is resumed with the death counted, not an attempt.
     orphans = {row.id for row in rows if row.deaths > 0}
     assert orphans, "the doomed daemon held no claimed job when killed"
-    assert {row.destination for row in rows if row.id in orphans} == {USW2}
+    # The held usw2 copies were in flight at the kill; an euw1 copy may have been too (since the
+    # fleet's intake holder hears of new jobs first, it claims more of a burst).
+    assert USW2 in {row.destination for row in rows if row.id in orphans}
     assert [line["resumed"] for line in survivor.events("daemon_starting")] == [0]
     assert survivor.events("jobs_resumed"), "the survivor swept nothing"
     survivor_done = Counter(line["job"] for line in survivor.events("job_complete"))
