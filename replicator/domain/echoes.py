@@ -18,6 +18,14 @@ Two facts tell an echo, either is enough:
 
 Each write is the echo of one event at most: a user pushing the same digest under the same tag
 later (a rollback at B) is a new push again.
+
+A sender that names another client is believed over the journal: every write of the daemon's is
+made with REPLICA_USER_AGENT, so an event reporting another agent is somebody else's work even
+when a recorded write would explain it. This matters for a manifest delete's tag events, which
+carry no digest: matched by the journal alone, a user's delete of a tag (distribution reports it
+as the manifest's event and then one per tag) was taken for the echo of any manifest delete the
+daemon made in that repository within the window, and the tag was left standing on the other
+side of an active-active pair, to be copied back by reconcile (the history checker's class b).
 """
 
 from __future__ import annotations
@@ -127,6 +135,8 @@ def recognise(
     """The echo `event` is of `writes` (the daemon's recorded writes in the event's registry
     and repository), or None when it is a new push or delete. The oldest matching write within
     `window` seconds before `now` is the one echoed: a registry reports writes in order."""
+    if event.agent is not None and not is_replica_agent(event.agent):
+        return None  # the sender names another client: not ours, whatever the journal holds
     candidates = sorted(
         (w for w in writes if now - window <= w.at and _matchable(event, w) and _matches(event, w)),
         key=lambda w: (w.echoed, w.at, w.id),

@@ -63,6 +63,16 @@ NEW = [
     ),
     ("past-the-window", Reported(PUSH, D1, "v1"), [write(PUSH, D1, "v1", ago=601)]),
     ("docker-agent", Reported(PUSH, D1, "v1", "docker/24.0.7 go/go1.20.10"), []),
+    (
+        "users-tag-delete-after-our-manifest-delete",
+        Reported(DELETE, None, "v1", "skopeo/1.9.3"),
+        [write(DELETE, D1, None, echoed=True)],
+    ),
+    (
+        "other-agent-despite-a-matching-write",
+        Reported(PUSH, D1, "v1", "docker/24.0.7 go/go1.20.10"),
+        [write(PUSH, D1, "v1")],
+    ),
     ("replicator-copy-agent", Reported(PUSH, D1, "v1", "replicator"), []),
 ]
 
