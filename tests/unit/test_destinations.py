@@ -144,12 +144,12 @@ class TestProbePace:
             (PROBE_SECONDS, None, PROBE_SECONDS),
             (8.0, FLAP_WINDOW_SECONDS + 1, PROBE_SECONDS),
             (PROBE_SECONDS, 2.0, 2 * PROBE_SECONDS),
-            (8.0, 2.0, 16.0),
+            (4.0, 2.0, 8.0),
             (PROBE_MAX_SECONDS, 2.0, PROBE_MAX_SECONDS),
         ],
         ids=["first-outage", "return-held", "flap", "flap-again", "capped"],
     )
     def test_probe_pace(self, previous: float, since_return: float | None, pace: float) -> None:
-        """Once a second for a fresh outage; doubled, up to a minute, when lost again soon
-        after its return."""
+        """Once a second for a fresh outage; doubled, up to PROBE_MAX_SECONDS, when lost again
+        soon after its return."""
         assert probe_pace(previous, since_return=since_return) == pace
