@@ -42,7 +42,7 @@ from bench.arrivals import Arrivals
 from bench.corpus import MIB
 from bench.runners import compile_project
 from replicator import logs
-from replicator.domain.media import MANIFEST_ACCEPT
+from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.journal import JobRow
 from tests.support.daemon import (
     DESTINATIONS,

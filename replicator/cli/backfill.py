@@ -24,7 +24,7 @@ from replicator.cli.backfill_output import (
 from replicator.cli.parsing import byte_rate
 from replicator.cli.progress import drawn
 from replicator.config.loading import Config, load_config
-from replicator.domain.scan import RunOutcome
+from replicator.domain.routing.scan import RunOutcome
 from replicator.errors import UsageError
 from replicator.logs import get_logger
 from replicator.scan.backfill import ScanCounts, ScanOptions

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from replicator.cli.documents import INDENT, document, print_json
 from replicator.cli.progress import progress_text
 from replicator.domain.jobs import TERMINAL_STATES, JobState
-from replicator.domain.scan import TagAction, TagPlan
+from replicator.domain.routing.scan import TagAction, TagPlan
 from replicator.scan.backfill import ScanCounts
 from replicator.scan.backfill_run import BackfillReport
 

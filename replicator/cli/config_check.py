@@ -20,15 +20,15 @@ from replicator.cli.documents import document, print_json
 from replicator.config.loading import Config, RegistryConfig, load_config
 from replicator.config.reload import DAEMON_RESTART_KEYS
 from replicator.config.sites import describe_credentials, sites_of
-from replicator.domain.policy import (
+from replicator.domain.routing import cycles
+from replicator.domain.routing.policy import (
     BATCH_DELETE_IMAGE,
     CREATE_REPOSITORY,
     REPLICATE_IMAGE,
     evaluate,
     repository_arn,
 )
-from replicator.domain.routing import cycles
-from replicator.domain.rules import Filter, FilterType, Rule
+from replicator.domain.routing.rules import Filter, FilterType, Rule
 from replicator.registry.http.proxy import DIRECT, parse_proxy_url
 
 EXIT_OK = 0

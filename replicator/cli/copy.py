@@ -20,7 +20,7 @@ from replicator.cli.copy_options import (
 from replicator.cli.documents import document, print_json
 from replicator.cli.parsing import MAX_BANDWIDTH_HELP, byte_rate
 from replicator.cli.progress import Progress, drawn
-from replicator.domain.refs import (
+from replicator.domain.images.refs import (
     Reference,
     is_loopback_host,
     parse_host_path,

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from replicator.cli import documents
 from replicator.cli.documents import error_document, print_json
+from replicator.domain.images.refs import validate_image_query
 from replicator.domain.jobs import JobState
-from replicator.domain.refs import validate_image_query
 from replicator.errors import InvalidReferenceError, UsageError
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from replicator.domain.refs import validate_repository
+from replicator.domain.images.refs import validate_repository
 from replicator.errors import InvalidReferenceError, UsageError
 
 # A repositories file larger than this is refused: a million names is far beyond any registry's

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, PrivateAttr, SecretStr
 
 from replicator.config.fields import ConfigPath, Listen, Listener, RegistryName, Section
-from replicator.domain.webhooks import WebhookFormat
+from replicator.domain.events.webhooks import WebhookFormat
 
 
 def _check_format(value: str) -> str:

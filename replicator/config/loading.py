@@ -33,9 +33,9 @@ from replicator.config.model import (
     WorkersConfig,
 )
 from replicator.config.registries import RegistryConfig
-from replicator.domain.policy import parse_policy
-from replicator.domain.refs import is_loopback_host
-from replicator.domain.rules import Destination, parse_replication_config
+from replicator.domain.images.refs import is_loopback_host
+from replicator.domain.routing.policy import parse_policy
+from replicator.domain.routing.rules import Destination, parse_replication_config
 from replicator.errors import ConfigError
 from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD
 from replicator.registry.dockerconfig import inspect

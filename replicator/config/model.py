@@ -15,8 +15,8 @@ from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, ValidationIn
 from replicator.config.bridge import BridgeConfig
 from replicator.config.fields import ConfigPath, Listen, Listener, Port, RegistryName, Section
 from replicator.config.registries import RegistryConfig
-from replicator.domain.rules import Destination
-from replicator.domain.transfer_pace import DEFAULT_FLOOR_RATE, DEFAULT_FLOOR_WINDOW, Floor
+from replicator.domain.routing.rules import Destination
+from replicator.domain.transfers.pace import DEFAULT_FLOOR_RATE, DEFAULT_FLOOR_WINDOW, Floor
 from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD, DEFAULT_CONCURRENCY
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 
@@ -112,7 +112,7 @@ class WorkersConfig(Section):
 
     @property
     def transfer_floor(self) -> Floor:
-        """The floor a source blob read must keep (domain/transfer_pace.py)."""
+        """The floor a source blob read must keep (domain/transfers/pace.py)."""
         return Floor(self.transfer_floor_rate, self.transfer_floor_window)
 
 

@@ -8,9 +8,9 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, model_validator
 
 from replicator.config.fields import ConfigPath, Section, matching
-from replicator.domain.policy import RegistryPolicy
-from replicator.domain.refs import validate_repository
-from replicator.domain.rules import ACCOUNT_RE, REGION_RE, Destination, ReplicationConfig
+from replicator.domain.images.refs import validate_repository
+from replicator.domain.routing.policy import RegistryPolicy
+from replicator.domain.routing.rules import ACCOUNT_RE, REGION_RE, Destination, ReplicationConfig
 from replicator.errors import InvalidReferenceError
 from replicator.registry.ecr import ecr_location
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url

@@ -2,9 +2,9 @@
 
 Any registry's webhook is welcome: the bridge authenticates it as the source's
 [bridge.sources.<name>] says (else the bridge token), recognises its format (or takes the pinned
-one), normalises it with replicator.domain.webhooks, publishes the result at QoS 1, and answers
-200 only after the broker's PUBACK. A delivery with nothing to replicate (blob pushes, scans,
-pings) is answered 200 and counted as ignored; a body it cannot use gets a 4xx naming why.
+one), normalises it with replicator.domain.events.webhooks, publishes the result at QoS 1, and
+answers 200 only after the broker's PUBACK. A delivery with nothing to replicate (blob pushes,
+scans, pings) is answered 200 and counted as ignored; a body it cannot use gets a 4xx naming why.
 Whenever it cannot vouch for delivery it answers 503, and the sender retries: that is how
 events survive a broker outage. Retried deliveries are harmless: the journal keys jobs by
 image and destination, so a second copy of an event adds no work.
@@ -33,11 +33,11 @@ from replicator.daemon.http_messages import Request, Response, Route
 from replicator.daemon.http_server import HttpServer
 from replicator.daemon.sd_notify import Notifier
 from replicator.daemon.webhook_auth import SourceAuth, auth_table
-from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPES
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES
-from replicator.domain.refs import is_loopback_host
-from replicator.domain.topics import topic_for_source
-from replicator.domain.webhooks import WebhookFormat, normalise, recognise
+from replicator.domain.events.distribution import DISTRIBUTION_EVENTS_MEDIA_TYPES
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES
+from replicator.domain.events.topics import topic_for_source
+from replicator.domain.events.webhooks import WebhookFormat, normalise, recognise
+from replicator.domain.images.refs import is_loopback_host
 from replicator.errors import BusError, ConfigError, EventError
 from replicator.logs import get_logger
 

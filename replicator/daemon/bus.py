@@ -41,8 +41,8 @@ from paho.mqtt.properties import Properties
 
 from replicator.daemon.bus_inbox import AckHandle, BusMessage, Inbox
 from replicator.daemon.bus_session import SESSION_EXPIRY_SECONDS, SessionWatch, note_connack
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES
-from replicator.domain.topics import source_from_topic
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES
+from replicator.domain.events.topics import source_from_topic
 from replicator.errors import BusError
 from replicator.logs import get_logger
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from replicator.daemon.metrics import Metrics
 from replicator.daemon.sd_notify import Notifier
-from replicator.domain.health import Facts, Limits, unhealthy
+from replicator.domain.fleet.health import Facts, Limits, unhealthy
 from replicator.engine.runner import JobRunner
 from replicator.errors import JournalError
 from replicator.journal.store import Journal

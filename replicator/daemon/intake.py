@@ -20,16 +20,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from replicator.daemon.metrics import Metrics
-from replicator.domain.echoes import (
+from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush
+from replicator.domain.events.echoes import (
     ECHO_WINDOW_SECONDS,
     Echo,
     Reported,
     WriteAction,
     recognise_all,
 )
-from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush
+from replicator.domain.events.payloads import parse_payload
+from replicator.domain.events.tag_resolution import UNRESOLVED_TAG, after_unresolved
 from replicator.domain.jobs import JobKey
-from replicator.domain.payloads import parse_payload
 from replicator.domain.routing import (
     Routing,
     Site,
@@ -38,8 +39,7 @@ from replicator.domain.routing import (
     route_delete,
     route_push,
 )
-from replicator.domain.rules import Destination
-from replicator.domain.tag_resolution import UNRESOLVED_TAG, after_unresolved
+from replicator.domain.routing.rules import Destination
 from replicator.errors import EventError, JournalError, ReplicatorError
 from replicator.journal.deferred import Kept
 from replicator.journal.events import Fingerprint, ReceivedEvent

@@ -17,7 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
 from replicator import __version__
 from replicator.daemon.prometheus import new_registry
-from replicator.domain.echoes import EchoReason
+from replicator.domain.events.echoes import EchoReason
 from replicator.domain.jobs import JobState
 from replicator.engine.runner import JobEnd
 from replicator.registry.resumed import Direction, set_resume_hook
@@ -65,7 +65,8 @@ class Metrics:
             registry=r,
         )
         # The echo series exist at 0 from the start: `increase()` over them then sees the first
-        # echoes of an active-active pair (domain/echoes.py), and 0 reads "none" in a one-way one.
+        # echoes of an active-active pair (domain/events/echoes.py), and 0 reads "none" in a
+        # one-way one.
         for reason in EchoReason:
             self.events.labels(outcome="echo", reason=reason.value)
         self.jobs_finished = Counter(

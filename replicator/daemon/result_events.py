@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from replicator.config.loading import Config
 from replicator.daemon.bus import Bus
-from replicator.domain.ecr_events import ReplicationResult, replication_result_event
+from replicator.domain.events.ecr import ReplicationResult, replication_result_event
 from replicator.domain.jobs import JobKey, JobState
 from replicator.engine.runner import JobEnd
 from replicator.errors import BusError

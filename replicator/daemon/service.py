@@ -36,7 +36,7 @@ from replicator.daemon.result_events import ResultPublisher
 from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
 from replicator.domain.destinations import unreachable_since
-from replicator.domain.echoes import REPLICA_USER_AGENT
+from replicator.domain.events.echoes import REPLICA_USER_AGENT
 from replicator.domain.routing import Site, replicated_to
 from replicator.engine.copier import Copier
 from replicator.engine.destination_states import DestinationStates

@@ -37,7 +37,8 @@ class BlobLocations:
         # Counts what was remembered: a question asked of a destination at mark M contradicts
         # only what was remembered before M (a copy that placed the blob meanwhile is right).
         self._marks = 0
-        # Destination hosts that refused a guessed mount (domain/mounts.py): no more guesses there.
+        # Destination hosts that refused a guessed mount (domain/transfers/mounts.py): no more
+        # guesses there.
         self._no_guesses: set[str] = set()
 
     def mark(self) -> int:

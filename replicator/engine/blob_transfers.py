@@ -1,7 +1,7 @@
 """Placing blobs at a destination: each skipped, mounted from a repository known to hold it, or
-streamed from the source (also when the registry refuses the mount: domain/mounts.py), within
-the process's global transfer limit, and never twice at once for one destination (a second job
-wanting the same blob waits for the first, then mounts or skips).
+streamed from the source (also when the registry refuses the mount: domain/transfers/mounts.py),
+within the process's global transfer limit, and never twice at once for one destination (a second
+job wanting the same blob waits for the first, then mounts or skips).
 
     transfers = BlobTransfers(reads=reads, locations=locations)
     await transfers.ensure(step, src, dst, stats)
@@ -15,10 +15,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from replicator.domain.manifests import Descriptor
-from replicator.domain.mounts import MountRefused, after_refused_mount
-from replicator.domain.plan import BlobAction, BlobStep
-from replicator.domain.transfer_pace import Floor
+from replicator.domain.images.manifests import Descriptor
+from replicator.domain.transfers.mounts import MountRefused, after_refused_mount
+from replicator.domain.transfers.pace import Floor
+from replicator.domain.transfers.plan import BlobAction, BlobStep
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.copy_stats import CopyStats
 from replicator.engine.endpoint import Endpoint
@@ -140,7 +140,8 @@ class BlobTransfers:
         self, dst: Endpoint, digest: str, mount_from: str, *, guessed: bool
     ) -> blobs.MountResult | None:
         """Try the mount; None when the registry refused it in a way that only means "upload it"
-        (domain/mounts.py), after remembering what the refusal taught about the registry."""
+        (domain/transfers/mounts.py), after remembering what the refusal taught about the
+        registry."""
         asked = self._locations.mark()
         try:
             result = await blobs.mount(dst.client, dst.repository, digest, mount_from)

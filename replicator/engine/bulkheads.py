@@ -3,8 +3,8 @@
 A destination takes at most `workers.per_registry` working jobs. A job gives its slot back while
 it waits — a backoff or a `Retry-After` between tries (registry/retry.py calls `JobSlot.waiting`
 through the job's context) — and queues for one again when the wait is over. A freed slot goes
-to the queued job whose source holds the fewest (domain/fair_share.py), so throttled or slow
-sources cannot keep a healthy source's jobs out. Up to QUEUED_BEYOND_SLOTS claimed jobs per
+to the queued job whose source holds the fewest (domain/destinations/fair_share.py), so throttled
+or slow sources cannot keep a healthy source's jobs out. Up to QUEUED_BEYOND_SLOTS claimed jobs per
 destination wait in its queue beyond the slots, so a new push is in line when a slot frees.
 
     slots = DestinationSlots(capacity=lambda: 4, on_release=runner.wake)
@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from replicator.domain.fair_share import next_grant
+from replicator.domain.destinations.fair_share import next_grant
 
 # New jobs a destination's queue may hold beyond its slots: one is enough for a new push to be
 # in line when a slot frees; more would take workers from other destinations' jobs.

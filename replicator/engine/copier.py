@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from replicator.domain.echoes import WriteAction
-from replicator.domain.manifests import Manifest
-from replicator.domain.media import ManifestKind
-from replicator.domain.plan import (
+from replicator.domain.events.echoes import WriteAction
+from replicator.domain.images.manifests import Manifest
+from replicator.domain.images.media import ManifestKind
+from replicator.domain.images.refs import is_digest
+from replicator.domain.transfers.pace import Floor
+from replicator.domain.transfers.plan import (
     CopyPlan,
     DestinationFacts,
     Shortcut,
@@ -25,8 +27,6 @@ from replicator.domain.plan import (
     quick_check,
     referrer_tags,
 )
-from replicator.domain.refs import is_digest
-from replicator.domain.transfer_pace import Floor
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.blob_transfers import BlobObserver, BlobTransfers
 from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats, ImageObserver

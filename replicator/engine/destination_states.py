@@ -1,4 +1,4 @@
-"""Destinations with a state: reachable, or unreachable since T (domain/destinations.py decides).
+"""Destinations with a state: reachable, or unreachable since T (domain/destinations decides).
 
 The runner tells it how each job's attempt went at its destination; a probe loop asks each
 unreachable destination, one request at a time, whether it answers again (GET /v2/): once a

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from replicator.domain.echoes import WriteAction
+from replicator.domain.events.echoes import WriteAction
 from replicator.engine.kept_uploads import KeptUploads
 from replicator.registry.client import RegistryClient
 
 # Told of the writes a copy or a delete is about to make at a destination (action, repository
 # and each (digest, tag) reference), before it makes them: the daemon journals them, so the
-# events the registry sends about them are known for echoes (domain/echoes.py).
+# events the registry sends about them are known for echoes (domain/events/echoes.py).
 AnnounceWrites = Callable[[WriteAction, str, Sequence[tuple[str, str | None]]], Awaitable[None]]
 
 

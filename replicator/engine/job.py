@@ -6,17 +6,17 @@ from typing import TYPE_CHECKING
 
 from replicator.config.loading import Config
 from replicator.config.sites import registry_client
-from replicator.domain.deletes import (
+from replicator.domain.events.echoes import WriteAction
+from replicator.domain.jobs import JobKind
+from replicator.domain.jobs.deletes import (
     DeleteAction,
     Deletion,
     plan_delete,
     plan_untag_unsupported,
 )
-from replicator.domain.echoes import WriteAction
-from replicator.domain.freshness import Verdict, check_delete
-from replicator.domain.jobs import JobKind
+from replicator.domain.jobs.freshness import Verdict, check_delete
 from replicator.domain.routing import Site, admit_replication, existence_matters
-from replicator.domain.scan import deletes_reach
+from replicator.domain.routing.scan import deletes_reach
 from replicator.engine.copier import Copier, CopyResult, CopyStats
 from replicator.engine.endpoint import AnnounceWrites, Endpoint
 from replicator.engine.kept_uploads import KeptUploads
@@ -116,7 +116,7 @@ async def _admit(row: JobRow, dst: Endpoint, source: Site, target: Site) -> None
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
-    """Delete at the destination what was deleted at the source (domain/deletes.py decides);
+    """Delete at the destination what was deleted at the source (domain/jobs/deletes.py decides);
     gone already is success."""
     tagged = None
     if row.tag:

@@ -1,4 +1,4 @@
-"""A source read that must keep a floor rate (domain/transfer_pace.py), and which sources are
+"""A source read that must keep a floor rate (domain/transfers/pace.py), and which sources are
 slow: a read below the floor is cut with a temporary error, so the job waits and retries instead
 of holding a destination slot for as long as the source trickles.
 """
@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from replicator.domain.transfer_pace import Floor, Pace, is_slow
+from replicator.domain.transfers.pace import Floor, Pace, is_slow
 from replicator.errors import SlowTransferError
 from replicator.logs import get_logger
 

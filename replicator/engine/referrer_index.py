@@ -1,13 +1,13 @@
 """Referrers at a destination without the referrers API: the fallback tag index kept listing
-them (domain/referrers.py decides the merged index; this module reads and writes it)."""
+them (domain/images/referrers.py decides the merged index; this module reads and writes it)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from replicator.domain.manifests import Descriptor, Manifest, parse_manifest
-from replicator.domain.referrers import (
+from replicator.domain.images.manifests import Descriptor, Manifest, parse_manifest
+from replicator.domain.images.referrers import (
     fallback_tag,
     listed_entry,
     merge_referrers,

@@ -22,7 +22,7 @@ from structlog.contextvars import bound_contextvars
 from replicator.config.loading import Config
 from replicator.domain import jobs as job_rules
 from replicator.domain.destinations import Signal
-from replicator.domain.echoes import Write
+from replicator.domain.events.echoes import Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.engine.bulkheads import DestinationSlots, JobSlot

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from replicator.domain.manifests import Manifest
+from replicator.domain.images.manifests import Manifest
 from replicator.registry import blob_reads, blobs, manifests
 from replicator.registry.client import RegistryClient
 from replicator.registry.manifests import ManifestHead

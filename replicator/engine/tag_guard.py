@@ -2,12 +2,12 @@
 
 Events arrive late or out of order (a rollback A -> B -> A in quick succession, a redelivery):
 a copy about to point a tag at its digest first reads what the source's tag names now, and
-domain/freshness.py decides whether the tag may still be set.
+domain/jobs/freshness.py decides whether the tag may still be set.
 """
 
 from __future__ import annotations
 
-from replicator.domain.freshness import Verdict, check_tag, keep_untagged
+from replicator.domain.jobs.freshness import Verdict, check_tag, keep_untagged
 from replicator.logs import get_logger
 from replicator.registry import manifests
 from replicator.registry.client import RegistryClient

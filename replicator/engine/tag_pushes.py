@@ -8,7 +8,7 @@ from __future__ import annotations
 from replicator.config.loading import Config
 from replicator.config.sites import settings_for
 from replicator.domain.events import Ignored, IgnoreReason, PushEvent, TagPush
-from replicator.domain.tag_resolution import TagHead, resolved_push
+from replicator.domain.events.tag_resolution import TagHead, resolved_push
 from replicator.errors import ConfigError
 from replicator.logs import get_logger
 from replicator.registry import manifests

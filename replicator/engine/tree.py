@@ -3,7 +3,7 @@ get past: depth (MAX_TREE_DEPTH), total bytes (MAX_TREE_BYTES) and sha256 child 
 
 from __future__ import annotations
 
-from replicator.domain.manifests import Manifest
+from replicator.domain.images.manifests import Manifest
 from replicator.engine.gather import gather_all
 from replicator.engine.source_reads import SourceReads
 from replicator.errors import ManifestError

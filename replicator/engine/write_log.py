@@ -1,12 +1,12 @@
 """The daemon's writes at destinations, journalled just before they are made (own_writes), so
-the events the registries send about them are known for echoes (domain/echoes.py)."""
+the events the registries send about them are known for echoes (domain/events/echoes.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
 
-from replicator.domain.echoes import Write, WriteAction
+from replicator.domain.events.echoes import Write, WriteAction
 from replicator.domain.routing import Site
 from replicator.engine.endpoint import AnnounceWrites
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
-from replicator.domain.claims import Claimer, Liveness, liveness, local_pids
+from replicator.domain.fleet.claims import Claimer, Liveness, liveness, local_pids
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 

@@ -16,7 +16,7 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from replicator.domain.leases import Lease, ask, give_up
+from replicator.domain.fleet.leases import Lease, ask, give_up
 from replicator.journal.models import MetaRecord
 from replicator.journal.queries import execute
 

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Row, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from replicator.domain.freshness import MAX_ORIGIN_CHARS
 from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
+from replicator.domain.jobs.freshness import MAX_ORIGIN_CHARS
 
 # The version of the tables below; bump it with a migration (schema.py) when they change.
 # 2: jobs.claimed_by, the process holding an IN_PROGRESS job.
@@ -27,7 +27,7 @@ from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 #    and tag (`status` of a tag), and by state and destination (the metrics' counts).
 # 7: deferred_messages, bus messages whose tag-only push waits for its source to answer.
 # 8: own_writes, the manifest PUTs and deletes the daemon makes at destinations, so their
-#    events are known for echoes (domain/echoes.py).
+#    events are known for echoes (domain/events/echoes.py).
 # 9: upload_sessions, the blob uploads under way at destinations (their URL and the bytes the
 #    registry acknowledged), so a restarted daemon goes on with them.
 SCHEMA_VERSION = 9
@@ -56,7 +56,8 @@ class EventOutcome(StrEnum):
     REJECTED = "rejected"
     # Kept aside: a tag it names could not be read at the source for now (deferred_messages).
     DEFERRED = "deferred"
-    # The echo of the daemon's own write at that registry (a replica): no job (domain/echoes.py).
+    # The echo of the daemon's own write at that registry (a replica): no job
+    # (domain/events/echoes.py).
     ECHO = "echo"
 
 
@@ -161,7 +162,7 @@ class DeferredRecord(SQLModel, table=True):
 
 class OwnWriteRecord(SQLModel, table=True):
     """A manifest PUT or delete the daemon makes at a registry, recorded just before it, so
-    the event the registry sends about it is known for an echo (domain/echoes.py)."""
+    the event the registry sends about it is known for an echo (domain/events/echoes.py)."""
 
     __tablename__ = "own_writes"
     __table_args__ = (

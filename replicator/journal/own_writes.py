@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlmodel import Session
 
-from replicator.domain.echoes import OwnWrite, Write, WriteAction
+from replicator.domain.events.echoes import OwnWrite, Write, WriteAction
 from replicator.journal.models import NO_TAG, OwnWriteRecord, from_db_time, to_db_time
 
 _WRITES: Table = OwnWriteRecord.metadata.tables["own_writes"]

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from replicator.domain.destinations import unreachable_since
+from replicator.domain.images.refs import validate_image_query
 from replicator.domain.jobs import JobKey, JobState, ReplicationStatus, combined_status
-from replicator.domain.refs import validate_image_query
 from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 

@@ -22,9 +22,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
-from replicator.domain.echoes import OwnWrite, Write
+from replicator.domain.events.echoes import OwnWrite, Write
+from replicator.domain.fleet.leases import Lease
 from replicator.domain.jobs import JobKey, JobState
-from replicator.domain.leases import Lease
 from replicator.errors import JournalError
 from replicator.journal import (
     deferred,

@@ -13,7 +13,7 @@ meanwhile waits for its answer (single-flight).
 Challenges are kept per scope, as hints: the one a scope's own 401 named, else the last one whose
 realm gave a token (so a new repository gets its token before its first request). A realm that
 fails a scope (unreachable, refusing, answering something that is not a token) is not asked again
-for that scope until a backoff is over (domain/auth_failures.py); a hint that fails is dropped and
+for that scope until a backoff is over (domain/auth/failures.py); a hint that fails is dropped and
 the registry asked anonymously, so its next 401 says what it wants now. One repository's dead or
 lying realm never decides another repository's requests.
 
@@ -31,8 +31,8 @@ from collections.abc import Collection
 
 import httpx
 
-from replicator.domain.auth_failures import AuthFailures, Failure
-from replicator.domain.realms import (
+from replicator.domain.auth.failures import AuthFailures, Failure
+from replicator.domain.auth.realms import (
     Origin,
     anonymous_realm_problem,
     authority,
@@ -74,7 +74,7 @@ class Authenticator:
     ) -> None:
         self._http = http
         # Where the registry is, and the realms the config trusts besides its own host's
-        # (domain/realms.py decides where credentials may go).
+        # (domain/auth/realms.py decides where credentials may go).
         self._registry = registry
         self._token_realms = tuple(token_realms)
         self._provider = credentials
@@ -220,7 +220,7 @@ class Authenticator:
         return basic
 
     def _trusted(self, realm: str) -> bool:
-        """Whether `realm` may have the credentials (domain/realms.py); False when it may only
+        """Whether `realm` may have the credentials (domain/auth/realms.py); False when it may only
         be asked anonymously; AuthError, before anything is sent, when not even that."""
         problem = realm_problem(realm, self._registry, self._token_realms)
         if problem is None:

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 
-from replicator.domain.resumes import after_break, download_skip, parse_content_range
+from replicator.domain.transfers.resumes import after_break, download_skip, parse_content_range
 from replicator.errors import RegistryError, TransportError
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, pull_scope

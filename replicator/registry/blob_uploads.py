@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import httpx
 
-from replicator.domain.resumes import after_break, upload_offset
+from replicator.domain.transfers.resumes import after_break, upload_offset
 from replicator.errors import DigestMismatch, RegistryError, ReplicatorError, TransportError
 from replicator.logs import get_logger
 from replicator.registry.blobs import DEFAULT_CHUNK_SIZE, cancel_upload

@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 
-from replicator.domain.realms import Origin, is_downgrade, origin_of
-from replicator.domain.refs import is_loopback_host, registry_endpoint
+from replicator.domain.auth.realms import Origin, is_downgrade, origin_of
+from replicator.domain.images.refs import is_loopback_host, registry_endpoint
 from replicator.errors import AuthError, InvalidReferenceError, RegistryError, TransportError
 from replicator.registry.auth import Authenticator
 from replicator.registry.bandwidth import Bandwidth
@@ -79,7 +79,7 @@ class RegistryClient:
         origin = origin_of(self.base_url)
         if origin is None:
             raise InvalidReferenceError(f"{host!r} is not a registry host")
-        # Our credentials go to this origin only (domain/realms.py).
+        # Our credentials go to this origin only (domain/auth/realms.py).
         self.origin: Origin = origin
         self._own_prefix = self.base_url + "/"
         self._auth = Authenticator(

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from replicator.domain.refs import DOCKER_HUB_HOSTS
+from replicator.domain.images.refs import DOCKER_HUB_HOSTS
 from replicator.errors import AuthError, ConfigError
 from replicator.registry.credentials import Credentials
 from replicator.registry.credhelper import TOKEN_USERNAME, helper_executable, helper_get

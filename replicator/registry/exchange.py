@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
-from replicator.domain.realms import Origin, is_downgrade, origin_of
+from replicator.domain.auth.realms import Origin, is_downgrade, origin_of
 from replicator.errors import RegistryError
 from replicator.registry.connections import HTTP_TIMEOUT, USER_AGENT
 from replicator.registry.responses import describe

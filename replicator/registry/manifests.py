@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from replicator.domain.manifests import MAX_MANIFEST_BYTES, Manifest, digest_of, parse_manifest
-from replicator.domain.media import MANIFEST_ACCEPT
-from replicator.domain.refs import is_digest
+from replicator.domain.images.manifests import (
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    digest_of,
+    parse_manifest,
+)
+from replicator.domain.images.media import MANIFEST_ACCEPT
+from replicator.domain.images.refs import is_digest
 from replicator.errors import ManifestError, NotFoundError
 from replicator.registry.client import RegistryClient, delete_scope, pull_scope, push_scope
 

@@ -76,8 +76,8 @@ class ClientPool:
     ) -> None:
         self._max_connections = max_connections
         self._observer = observer
-        # What every request says it is: replication's own (domain/echoes.py) lets a registry's
-        # events tell its replicas from pushes.
+        # What every request says it is: replication's own (domain/events/echoes.py) lets a
+        # registry's events tell its replicas from pushes.
         self._user_agent = user_agent
         self._http: list[httpx.AsyncClient] = []
         self._clients: dict[str, RegistryClient] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replicator.domain.manifests import MAX_MANIFEST_BYTES, Descriptor, parse_manifest
+from replicator.domain.images.manifests import MAX_MANIFEST_BYTES, Descriptor, parse_manifest
 from replicator.errors import ManifestError, NotFoundError
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, pull_scope

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from replicator.domain.refs import validate_repository, validate_tag
+from replicator.domain.images.refs import validate_repository, validate_tag
 from replicator.errors import (
     InvalidReferenceError,
     NotFoundError,

@@ -23,7 +23,7 @@ from replicator.config.loading import Config
 from replicator.config.sites import registry_client
 from replicator.domain.jobs import TEMPORARY_FAILURES, JobKey, JobKind, JobState
 from replicator.domain.routing import Site, existence_matters
-from replicator.domain.scan import (
+from replicator.domain.routing.scan import (
     TagAction,
     TagPlan,
     TagRecord,

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from replicator.config.loading import Config
 from replicator.config.sites import sites_of
-from replicator.domain.echoes import REPLICA_USER_AGENT
+from replicator.domain.events.echoes import REPLICA_USER_AGENT
 from replicator.domain.jobs import TERMINAL_STATES, FailureCode, JobKey, JobState
 from replicator.domain.routing import Site
-from replicator.domain.scan import RunOutcome, TagAction, TagPlan, run_outcome
+from replicator.domain.routing.scan import RunOutcome, TagAction, TagPlan, run_outcome
 from replicator.engine.copier import Copier
 from replicator.engine.gather import task_group
 from replicator.engine.runner import JobEnd, JobRunner

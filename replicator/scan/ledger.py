@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from replicator.domain.echoes import Write
+from replicator.domain.events.echoes import Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.errors import ClaimLost
 from replicator.journal.claimers import open_journal, resume_orphans

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from replicator.config.loading import Config
 from replicator.config.sites import registry_client
-from replicator.domain.manifests import Manifest
-from replicator.domain.media import is_foreign_layer
+from replicator.domain.images.manifests import Manifest
+from replicator.domain.images.media import is_foreign_layer
 from replicator.domain.routing import Site, admit_replication
-from replicator.domain.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
+from replicator.domain.routing.scan import Drift, deletes_reach, extra_tags, tag_drift, targets
 from replicator.engine.gather import Once, for_each_repository, gather_all
 from replicator.engine.tree import MAX_TREE_DEPTH
 from replicator.errors import NotFoundError, ReplicatorError
@@ -200,7 +200,7 @@ class Verifier:
                 level.extend(child.digest for child in manifest.children)
                 for blob in manifest.blobs:
                     if is_foreign_layer(blob.media_type) and not dst.foreign_layers:
-                        continue  # never copied there (see domain/plan.py): not drift
+                        continue  # never copied there (see domain/transfers/plan.py): not drift
                     blob_checks.append(
                         (blob.digest, self._blob(dst, name, repository, blob.digest))
                     )

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from replicator.domain.auth_failures import FIRST_RETRY_SECONDS
+from replicator.domain.auth.failures import FIRST_RETRY_SECONDS
 from replicator.errors import RegistryError
 from replicator.registry.client import RegistryClient, pull_scope
 from replicator.registry.credentials import Credentials, StaticCredentials

@@ -21,9 +21,9 @@ from replicator.cli import EXIT_JOURNAL_UNUSABLE
 from replicator.config.loading import Config, load_config
 from replicator.config.sites import sites_of
 from replicator.daemon.reconcile import reconcile_forever
-from replicator.domain.echoes import REPLICA_USER_AGENT
+from replicator.domain.events.echoes import REPLICA_USER_AGENT
+from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.domain.jobs import JobKey, JobState
-from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
 from replicator.engine.runner import JobRunner
@@ -168,8 +168,8 @@ def requests_by(registry: Registry, *, since: int = 0) -> list[tuple[str, str]]:
     found = []
     for line in registry.log_text().splitlines()[since:]:
         match = ACCESS_LINE.search(line)
-        # Replication's requests (backfill, the daemon) say so (domain/echoes.py); a pool made
-        # here sends the plain one.
+        # Replication's requests (backfill, the daemon) say so (domain/events/echoes.py); a pool
+        # made here sends the plain one.
         if match and match["agent"] in (USER_AGENT, REPLICA_USER_AGENT):
             found.append((match["method"], match["path"]))
     return found

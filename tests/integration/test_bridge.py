@@ -20,9 +20,9 @@ from replicator.config.loading import Config, load_config
 from replicator.daemon.bridge import Bridge, bridge_bus_options, source_settings
 from replicator.daemon.bus import Bus, BusOptions
 from replicator.daemon.http_server import HttpServer
-from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPE
 from replicator.domain.events import PushEvent
-from replicator.domain.payloads import parse_payload
+from replicator.domain.events.distribution import DISTRIBUTION_EVENTS_MEDIA_TYPE
+from replicator.domain.events.payloads import parse_payload
 from tests.support import skopeo
 from tests.support.daemon import metric_value
 from tests.support.images import LayerSpec, OCILayout

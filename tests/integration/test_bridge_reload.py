@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPE
+from replicator.domain.events.distribution import DISTRIBUTION_EVENTS_MEDIA_TYPE
 from tests.support.daemon import BridgeProcess, wait_for
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.ports import free_port

@@ -13,7 +13,7 @@ import pytest
 
 from replicator.daemon.bus import RECEIVE_MAXIMUM, Bus, BusOptions
 from replicator.daemon.bus_inbox import MAX_QUEUED_QOS0
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES
 from tests.support.mqtt_fixtures import Mosquitto
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from replicator.domain.claims import Claimer
+from replicator.domain.fleet.claims import Claimer
 from replicator.domain.jobs import JobKey, JobState
 from replicator.errors import ClaimLost
 from replicator.journal import Journal

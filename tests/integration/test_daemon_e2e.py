@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES
 from replicator.domain.jobs import JobState
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES
 from replicator.journal import EventOutcome
 from tests.support import skopeo
 from tests.support.daemon import (
@@ -228,7 +228,7 @@ class TestReplication:
         self, stack: Stack, pushed: Pushed
     ) -> None:
         """usw2 and euw1 replicate nowhere, so their events can make no job back: the daemon
-        journals none of its writes there (domain/echoes.py needs them only in a loop)."""
+        journals none of its writes there (domain/events/echoes.py needs them only in a loop)."""
         assert pushed.image.digest
         path = stack.settings.journal_url.removeprefix("sqlite:///")
         with sqlite3.connect(path) as connection:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from replicator.domain.manifests import MAX_CHILDREN, MAX_MANIFEST_BYTES
+from replicator.domain.images.manifests import MAX_CHILDREN, MAX_MANIFEST_BYTES
 from replicator.engine.tree import MAX_TREE_BYTES, MAX_TREE_DEPTH
 from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, SMALL_REQUESTS_PER_SLOT
 from tests.support.copy_cli import PROJECT_ROOT

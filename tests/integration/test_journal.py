@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, text
 
-from replicator.domain.echoes import Write, WriteAction
+from replicator.domain.events.echoes import Write, WriteAction
 from replicator.domain.jobs import NO_ORIGIN, FailureCode, JobKey, JobKind, JobState
 from replicator.errors import ClaimLost, JournalError, SchemaError
 from replicator.journal import EventOutcome, Journal

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from replicator.domain.manifests import digest_of
+from replicator.domain.images.manifests import digest_of
 from replicator.errors import InvalidReferenceError, ManifestError
 from replicator.registry import manifests
 from replicator.registry.pool import ClientPool, RegistrySettings

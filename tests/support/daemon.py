@@ -26,8 +26,8 @@ import httpx
 import paho.mqtt.client as paho
 import paho.mqtt.publish as mqtt_publish
 
+from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.domain.jobs import TERMINAL_STATES
-from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.journal import EventRow, JobRow
 from replicator.journal.claimers import open_journal
 from tests.support.layout_push import push_over_http

@@ -29,9 +29,9 @@ from typing import TypeVar
 
 from replicator.config.loading import load_config
 from replicator.daemon.service import Daemon
-from replicator.domain.manifests import parse_manifest
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
-from replicator.domain.refs import parse_reference
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES, parse_payload
+from replicator.domain.images.manifests import parse_manifest
+from replicator.domain.images.refs import parse_reference
 from replicator.errors import EventError, InvalidReferenceError, ManifestError
 from replicator.journal import EventRow
 from replicator.journal.claimers import open_journal

@@ -27,8 +27,8 @@ import httpx
 import paho.mqtt.client as paho
 import paho.mqtt.publish as mqtt_publish
 
+from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.domain.jobs import JobState
-from replicator.domain.media import MANIFEST_ACCEPT
 from replicator.journal import JobRow
 from tests.support.daemon import USE1, envelope
 from tests.support.ports import free_port

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from replicator.domain.refs import is_loopback_host
+from replicator.domain.images.refs import is_loopback_host
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.registry_server import READY_TIMEOUT_SECONDS, Registry
 

@@ -1,10 +1,10 @@
-"""Token failures remembered per (realm, scope) with a doubling backoff (domain/auth_failures)."""
+"""Token failures remembered per (realm, scope) with a doubling backoff (domain/auth/failures)."""
 
 from __future__ import annotations
 
 import pytest
 
-from replicator.domain.auth_failures import (
+from replicator.domain.auth.failures import (
     FIRST_RETRY_SECONDS,
     FORGET_AFTER_SECONDS,
     LONGEST_RETRY_SECONDS,

@@ -1,6 +1,6 @@
-"""Bulkheads: fair slot grants (domain/fair_share), the floor rate (domain/transfer_pace), job
-slots given back while waiting (engine/bulkheads) and reads cut below the floor
-(engine/paced_reads)."""
+"""Bulkheads: fair slot grants (domain/destinations/fair_share), the floor rate
+(domain/transfers/pace), job slots given back while waiting (engine/bulkheads) and reads cut below
+the floor (engine/paced_reads)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from replicator.domain.fair_share import next_grant
-from replicator.domain.transfer_pace import SLOW_AFTER_CUTS, Floor, Pace, is_slow
+from replicator.domain.destinations.fair_share import next_grant
+from replicator.domain.transfers.pace import SLOW_AFTER_CUTS, Floor, Pace, is_slow
 from replicator.engine.bulkheads import QUEUED_BEYOND_SLOTS, DestinationSlots
 from replicator.engine.paced_reads import SlowSources, paced
 from replicator.errors import SlowTransferError, TransportError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.claims import Claimer, liveness, local_pids, parse_claimer
+from replicator.domain.fleet.claims import Claimer, liveness, local_pids, parse_claimer
 
 HERE = Claimer("db1", "pid:[4026531836]", 100, "5000")
 LOCAL = Claimer("db1", "pid:[4026531836]", 200, "7000")

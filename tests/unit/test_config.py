@@ -16,7 +16,7 @@ from replicator.config.loading import (
     load_config,
 )
 from replicator.config.sites import settings_for
-from replicator.domain.rules import Destination
+from replicator.domain.routing.rules import Destination
 from replicator.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

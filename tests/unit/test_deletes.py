@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.deletes import DeleteAction, plan_delete, plan_untag_unsupported
+from replicator.domain.jobs.deletes import DeleteAction, plan_delete, plan_untag_unsupported
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.echoes import (
+from replicator.domain.events.echoes import (
     ECHO_WINDOW_SECONDS,
     REPLICA_USER_AGENT,
     EchoReason,

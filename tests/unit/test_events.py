@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.domain.distribution_events import MAX_AGENT_CHARS
-from replicator.domain.ecr_events import ReplicationResult, replication_result_event
 from replicator.domain.events import DeleteEvent, Ignored, IgnoreReason, PushEvent, RejectReason
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
+from replicator.domain.events.distribution import MAX_AGENT_CHARS
+from replicator.domain.events.ecr import ReplicationResult, replication_result_event
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.errors import EventError
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "events"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.freshness import (
+from replicator.domain.jobs.freshness import (
     MAX_ORIGIN_CHARS,
     Verdict,
     check_delete,

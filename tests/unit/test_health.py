@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.health import (
+from replicator.domain.fleet.health import (
     MIN_DISPATCHER_SECONDS,
     STALLED_WORKERS_SECONDS,
     Facts,

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from replicator.cli import main
 from replicator.domain.events import RejectReason
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES, parse_payload
 from replicator.errors import EventError
 from replicator.journal import EventOutcome
 from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES

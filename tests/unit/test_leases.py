@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.leases import Lease, ask, give_up
+from replicator.domain.fleet.leases import Lease, ask, give_up
 
 NOW = 1_796_558_400.0
 TERM = 6.0

@@ -1,4 +1,4 @@
-"""Parsing manifest bytes into descriptors (replicator/domain/manifests.py)."""
+"""Parsing manifest bytes into descriptors (replicator/domain/images/manifests.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.domain.manifests import (
+from replicator.domain.images.manifests import (
     MAX_BLOBS,
     MAX_CHILDREN,
     MAX_MANIFEST_BYTES,
@@ -20,7 +20,7 @@ from replicator.domain.manifests import (
     digest_of,
     parse_manifest,
 )
-from replicator.domain.media import ManifestKind, MediaType
+from replicator.domain.images.media import ManifestKind, MediaType
 from replicator.errors import ManifestError
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "manifests"

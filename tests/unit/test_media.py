@@ -1,10 +1,10 @@
-"""Manifest media types and their classification (replicator/domain/media.py)."""
+"""Manifest media types and their classification (replicator/domain/images/media.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from replicator.domain.media import (
+from replicator.domain.images.media import (
     MANIFEST_ACCEPT,
     MANIFEST_TYPES,
     ManifestKind,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.mounts import MountRefused, after_refused_mount
+from replicator.domain.transfers.mounts import MountRefused, after_refused_mount
 
 
 class TestAfterRefusedMount:

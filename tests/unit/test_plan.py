@@ -1,4 +1,4 @@
-"""Copy planning from source and destination facts (replicator/domain/plan.py)."""
+"""Copy planning from source and destination facts (replicator/domain/transfers/plan.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from replicator.domain.manifests import Manifest, parse_manifest
-from replicator.domain.media import MediaType
-from replicator.domain.plan import (
+from replicator.domain.images.manifests import Manifest, parse_manifest
+from replicator.domain.images.media import MediaType
+from replicator.domain.transfers.plan import (
     BlobAction,
     BlobStep,
     CopyPlan,

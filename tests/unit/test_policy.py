@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.domain.policy import (
+from replicator.domain.routing.policy import (
     Decision,
     RegistryPolicy,
     check_delete,

@@ -1,10 +1,10 @@
-"""Where credentials may go (domain/realms.py): token realms and origins, decided from values."""
+"""Where credentials may go (domain/auth/realms.py): token realms and origins, from values."""
 
 from __future__ import annotations
 
 import pytest
 
-from replicator.domain.realms import (
+from replicator.domain.auth.realms import (
     Origin,
     anonymous_realm_problem,
     is_downgrade,

@@ -1,4 +1,4 @@
-"""The referrers tag schema index: entries and merging (replicator/domain/referrers.py)."""
+"""The referrers tag schema index: entries and merging (replicator/domain/images/referrers.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from replicator.domain.manifests import parse_manifest
-from replicator.domain.media import MediaType
-from replicator.domain.referrers import (
+from replicator.domain.images.manifests import parse_manifest
+from replicator.domain.images.media import MediaType
+from replicator.domain.images.referrers import (
     fallback_tag,
     listed_entry,
     merge_referrers,

@@ -1,4 +1,4 @@
-"""Image references, repository names, tags, digests and hosts (replicator/domain/refs.py)."""
+"""Image references, repository names, tags, digests and hosts (domain/images/refs.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.domain.refs import (
+from replicator.domain.images.refs import (
     MAX_NAME_LENGTH,
     Reference,
     is_digest,

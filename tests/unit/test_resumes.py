@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.domain.resumes import (
+from replicator.domain.transfers.resumes import (
     MAX_STALLED_RESUMES,
     STALLED_RESUME_WAIT_SECONDS,
     ContentRange,

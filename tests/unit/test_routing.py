@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 
 from replicator.domain.events import DeleteEvent, PushEvent
+from replicator.domain.images.media import MediaType
 from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind
-from replicator.domain.media import MediaType
-from replicator.domain.policy import parse_policy
 from replicator.domain.routing import (
     UNTAGGED_GRACE_SECONDS,
     Site,
@@ -22,7 +21,8 @@ from replicator.domain.routing import (
     route_delete,
     route_push,
 )
-from replicator.domain.rules import parse_replication_config
+from replicator.domain.routing.policy import parse_policy
+from replicator.domain.routing.rules import parse_replication_config
 
 SOURCE_ACCOUNT = "111122223333"
 OTHER_ACCOUNT = "444455556666"

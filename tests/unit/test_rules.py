@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.domain.rules import (
+from replicator.domain.routing.rules import (
     Destination,
     Filter,
     FilterType,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from replicator.domain.jobs import JobKey, JobState
-from replicator.domain.policy import parse_policy
 from replicator.domain.routing import Site
-from replicator.domain.rules import parse_replication_config
-from replicator.domain.scan import (
+from replicator.domain.routing.policy import parse_policy
+from replicator.domain.routing.rules import parse_replication_config
+from replicator.domain.routing.scan import (
     Drift,
     RunOutcome,
     TagAction,

@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from replicator.domain.events import Ignored, IgnoreReason, PushEvent, TagPush
-from replicator.domain.tag_resolution import TagHead, Unresolved, after_unresolved, resolved_push
+from replicator.domain.events.tag_resolution import (
+    TagHead,
+    Unresolved,
+    after_unresolved,
+    resolved_push,
+)
 
 DIGEST = "sha256:" + "a" * 64
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

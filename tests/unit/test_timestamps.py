@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.timestamps import parse_timestamp
+from replicator.domain.events.timestamps import parse_timestamp
 
 
 class TestParseTimestamp:

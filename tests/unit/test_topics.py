@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.topics import source_from_topic, topic_for_source
+from replicator.domain.events.topics import source_from_topic, topic_for_source
 from replicator.errors import ConfigError
 
 

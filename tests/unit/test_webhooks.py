@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from replicator.domain.events import PushEvent, RejectReason, TagPush
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
-from replicator.domain.webhooks import WebhookFormat, normalise, recognise
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES, parse_payload
+from replicator.domain.events.webhooks import WebhookFormat, normalise, recognise
 from replicator.errors import EventError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "webhooks"
@@ -446,7 +446,7 @@ def test_daemon_refuses_hostile_bridged_events(
 @pytest.mark.parametrize("name", ["distribution-push.json", "distribution-delete.json"])
 def test_bridge_keeps_the_senders_user_agent(name: str) -> None:
     """The bridged envelope carries the sender's request.useragent to the daemon's parser, which
-    tells a replica's echo by it (domain/echoes.py)."""
+    tells a replica's echo by it (domain/events/echoes.py)."""
     sent = json.loads((SAMPLES / name).read_bytes())["events"][0]["request"]["useragent"]
     parsed = parse_payload(
         run(name).envelope(), topic_source="src", locate=lambda *_: None, sources=["src"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from replicator.domain.manifests import Descriptor, Manifest
-from replicator.domain.media import MediaType
+from replicator.domain.images.manifests import Descriptor, Manifest
+from replicator.domain.images.media import MediaType
 
 
 def fallback_tag(subject_digest: str) -> str:

@@ -8,14 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from replicator.domain.event_fields import (
-    optional_digest,
-    optional_str,
-    optional_tag,
-    required_str,
-    valid_digest,
-    valid_repository,
-)
 from replicator.domain.events import (
     DeleteEvent,
     Ignored,
@@ -25,8 +17,16 @@ from replicator.domain.events import (
     RejectReason,
     TagPush,
 )
-from replicator.domain.media import base_type, is_manifest_type
-from replicator.domain.timestamps import parse_timestamp
+from replicator.domain.events.fields import (
+    optional_digest,
+    optional_str,
+    optional_tag,
+    required_str,
+    valid_digest,
+    valid_repository,
+)
+from replicator.domain.events.timestamps import parse_timestamp
+from replicator.domain.images.media import base_type, is_manifest_type
 from replicator.errors import EventError
 
 DISTRIBUTION_EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
@@ -36,7 +36,7 @@ DISTRIBUTION_EVENTS_MEDIA_TYPES = frozenset(
 )
 
 # Longest sender User-Agent kept from an event: real ones are under 200 characters (docker's
-# lists its components); only the prefix is compared (domain/echoes.py).
+# lists its components); only the prefix is compared (domain/events/echoes.py).
 MAX_AGENT_CHARS = 256
 
 # Docker schema 1 manifests: distribution still reports their pushes, but they cannot be copied

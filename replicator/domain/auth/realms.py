@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from replicator.domain.refs import is_loopback_host
+from replicator.domain.images.refs import is_loopback_host
 
 Origin = tuple[str, str, int]
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from replicator.domain.media import ManifestKind, classify
-from replicator.domain.refs import validate_digest
+from replicator.domain.images.media import ManifestKind, classify
+from replicator.domain.images.refs import validate_digest
 from replicator.errors import InvalidReferenceError, ManifestError
 
 # regclient and containerd refuse manifests over 4-8 MiB: a real manifest is a few KiB, and the

@@ -1,4 +1,4 @@
-"""One parser per registry webhook body (see replicator.domain.webhooks for the whole picture).
+"""One parser per registry webhook body (replicator.domain.events.webhooks has the whole picture).
 
 Each returns the kept events (manifest pushes and deletes) and the reasons of the ignored rest,
 or raises EventError. Names, tags and digests are checked with the OCI grammars, so `..`, `/`
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
-from replicator.domain.ecr_events import ECR_IMAGE_ACTION, ECR_REPLICATION_ACTION
-from replicator.domain.event_fields import optional_str, required_str, valid_repository
 from replicator.domain.events import IgnoreReason, RejectReason
-from replicator.domain.media import is_manifest_type
-from replicator.domain.refs import is_digest
-from replicator.domain.timestamps import format_timestamp
-from replicator.domain.webhooks import fields
+from replicator.domain.events.ecr import ECR_IMAGE_ACTION, ECR_REPLICATION_ACTION
+from replicator.domain.events.fields import optional_str, required_str, valid_repository
+from replicator.domain.events.timestamps import format_timestamp
+from replicator.domain.events.webhooks import fields
+from replicator.domain.images.media import is_manifest_type
+from replicator.domain.images.refs import is_digest
 from replicator.errors import EventError
 
 GAR_ACTIONS = frozenset({"INSERT", "DELETE"})
@@ -45,7 +45,7 @@ class WebhookEvent:
     event_id: str
     timestamp: str | None = None
     # The sender's User-Agent as the registry reported it (distribution's request.useragent),
-    # kept so the daemon can tell its own replicas' echoes (domain/echoes.py).
+    # kept so the daemon can tell its own replicas' echoes (domain/events/echoes.py).
     agent: str | None = None
 
     def as_distribution(self, format_name: str) -> dict[str, Any]:

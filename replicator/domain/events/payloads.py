@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 
-from replicator.domain.distribution_events import distribution_event
-from replicator.domain.ecr_events import Locate, eventbridge_event
 from replicator.domain.events import ParsedEvent, RejectReason
+from replicator.domain.events.distribution import distribution_event
+from replicator.domain.events.ecr import Locate, eventbridge_event
 from replicator.errors import EventError
 
 # Distribution envelopes are a few KiB (a tagged 4-layer manifest push is ~2 KiB, one event per

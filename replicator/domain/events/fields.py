@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from replicator.domain.events import RejectReason
-from replicator.domain.refs import validate_digest, validate_repository, validate_tag
+from replicator.domain.images.refs import validate_digest, validate_repository, validate_tag
 from replicator.errors import EventError, InvalidReferenceError
 
 

@@ -1,7 +1,7 @@
 """What a bus message reports: the events the daemon acts on (PushEvent, TagPush, DeleteEvent),
 the ones it skips (Ignored) and the reasons a payload is rejected or an event needs no work.
 
-`replicator.domain.payloads` parses a bus message into these.
+`replicator.domain.events.payloads` parses a bus message into these.
 """
 
 from __future__ import annotations

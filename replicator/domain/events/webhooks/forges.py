@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from replicator.domain.event_fields import optional_str, required_str, valid_repository
-from replicator.domain.refs import is_digest
-from replicator.domain.webhooks import fields
-from replicator.domain.webhooks.formats import Action, Parsed, WebhookEvent
+from replicator.domain.events.fields import optional_str, required_str, valid_repository
+from replicator.domain.events.webhooks import fields
+from replicator.domain.events.webhooks.formats import Action, Parsed, WebhookEvent
+from replicator.domain.images.refs import is_digest
 
 GITEA_EVENT_HEADERS = ("x-forgejo-event", "x-gitea-event")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from replicator.domain.events import Ignored, IgnoreReason, PushEvent, TagPush
+from replicator.domain.images.media import is_manifest_type
 from replicator.domain.jobs import backoff_seconds
-from replicator.domain.media import is_manifest_type
 
 # The reason word of a message whose tag-only push could not be read at the source, whether it
 # waits to be read again (deferred) or is given up (rejected).

@@ -1,7 +1,7 @@
 """Reading the fields of a webhook body that a bus event does not have (nested objects, lists,
 GAR's base64, image references); each failure an EventError naming the field and carrying its
 RejectReason. Strings, names and digests are read as the bus parser reads them
-(replicator.domain.event_fields)."""
+(replicator.domain.events.fields)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import binascii
 import json
 from typing import Any
 
-from replicator.domain.event_fields import valid_digest, valid_tag
 from replicator.domain.events import RejectReason
+from replicator.domain.events.fields import valid_digest, valid_tag
 from replicator.errors import EventError
 
 # A delivery naming more manifests than this is refused: Harbor and zot send one artifact,

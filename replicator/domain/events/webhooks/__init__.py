@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from replicator.domain.distribution_events import DISTRIBUTION_EVENTS_MEDIA_TYPES
 from replicator.domain.events import Ignored, PushEvent, RejectReason, TagPush
-from replicator.domain.payloads import MAX_PAYLOAD_BYTES, parse_payload
-from replicator.domain.webhooks import fields, forges, formats, hosted
-from replicator.domain.webhooks.formats import WebhookEvent
+from replicator.domain.events.distribution import DISTRIBUTION_EVENTS_MEDIA_TYPES
+from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES, parse_payload
+from replicator.domain.events.webhooks import fields, forges, formats, hosted
+from replicator.domain.events.webhooks.formats import WebhookEvent
 from replicator.errors import EventError
 
 __all__ = ["Webhook", "WebhookEvent", "WebhookFormat", "normalise", "recognise"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from replicator.domain.event_fields import optional_str, required_str, valid_repository
-from replicator.domain.webhooks import fields
-from replicator.domain.webhooks.formats import Action, Parsed, WebhookEvent
+from replicator.domain.events.fields import optional_str, required_str, valid_repository
+from replicator.domain.events.webhooks import fields
+from replicator.domain.events.webhooks.formats import Action, Parsed, WebhookEvent
 
 NEXUS_COMPONENT_EVENT = "rm:repository:component"
 

@@ -9,14 +9,6 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from replicator.domain.event_fields import (
-    optional_digest,
-    optional_str,
-    optional_tag,
-    required_str,
-    valid_digest,
-    valid_repository,
-)
 from replicator.domain.events import (
     DeleteEvent,
     Ignored,
@@ -25,9 +17,17 @@ from replicator.domain.events import (
     PushEvent,
     RejectReason,
 )
-from replicator.domain.media import is_manifest_type
-from replicator.domain.policy import repository_arn
-from replicator.domain.timestamps import parse_timestamp
+from replicator.domain.events.fields import (
+    optional_digest,
+    optional_str,
+    optional_tag,
+    required_str,
+    valid_digest,
+    valid_repository,
+)
+from replicator.domain.events.timestamps import parse_timestamp
+from replicator.domain.images.media import is_manifest_type
+from replicator.domain.routing.policy import repository_arn
 from replicator.errors import EventError
 
 ECR_IMAGE_ACTION = "ECR Image Action"

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from replicator.domain.jobs import TERMINAL_STATES, JobKey, JobState
 from replicator.domain.routing import Site, admit_replication, destinations
-from replicator.domain.rules import match_deletes
+from replicator.domain.routing.rules import match_deletes
 
 # ECR's backfill rule: a run is FAILED when at least half of its jobs failed, once it has at
 # least this many jobs; a handful of failures in a small run is reported job by job instead.

@@ -6,11 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from replicator.domain.events import DeleteEvent, PushEvent
-from replicator.domain.freshness import event_origin
+from replicator.domain.images.media import ManifestKind, classify
 from replicator.domain.jobs import JobKey, JobKind
-from replicator.domain.media import ManifestKind, classify
-from replicator.domain.policy import Decision, RegistryPolicy, check_delete, check_replication
-from replicator.domain.rules import Destination, ReplicationConfig, match, match_deletes
+from replicator.domain.jobs.freshness import event_origin
+from replicator.domain.routing.policy import (
+    Decision,
+    RegistryPolicy,
+    check_delete,
+    check_replication,
+)
+from replicator.domain.routing.rules import Destination, ReplicationConfig, match, match_deletes
 
 # An untagged image manifest push is held this long before a worker takes it: skopeo, docker
 # and buildx push an index's children untagged a few milliseconds before the index itself, and

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from replicator.domain.manifests import Descriptor, Manifest
-from replicator.domain.media import ManifestKind, is_foreign_layer
+from replicator.domain.images.manifests import Descriptor, Manifest
+from replicator.domain.images.media import ManifestKind, is_foreign_layer
 
 
 class Shortcut(StrEnum):

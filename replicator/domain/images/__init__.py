@@ -1,0 +1,1 @@
+"""What an image is: references, media types, manifests and their referrers."""

@@ -1,0 +1,1 @@
+"""Moving an image's bytes: the copy plan, refused mounts, resumed transfers and their pace."""
