@@ -138,6 +138,9 @@ def rewritten(
         # The published repository is <repository key>/<image name>: key "prod" here.
         key, _, image = repository.partition("/")
         document["data"]["repo_key"], document["data"]["image_name"] = key, image
+    if format_name == "dockerhub":
+        # Docker Hub's callback_url names Docker Hub: here the source registry plays it.
+        document["callback_url"] = f"https://{host}/u/{repository}/hook/1/"
     if format_name == "gitea":
         owner, _, name = repository.partition("/")
         document["package"]["owner"]["login"], document["package"]["name"] = owner, name

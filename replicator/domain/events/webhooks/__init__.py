@@ -27,7 +27,10 @@ from replicator.domain.events.webhooks import fields, forges, formats, hosted
 from replicator.domain.events.webhooks.formats import WebhookEvent
 from replicator.errors import EventError
 
-__all__ = ["Webhook", "WebhookEvent", "WebhookFormat", "normalise", "recognise"]
+__all__ = ["EMPTY_BODY", "Webhook", "WebhookEvent", "WebhookFormat", "normalise", "recognise"]
+
+# The ignore reason of a delivery without a body (Harbor's Test Endpoint).
+EMPTY_BODY = "empty_body"
 
 
 class WebhookFormat(StrEnum):
@@ -150,6 +153,10 @@ def normalise(
             f"the body is {len(body)} bytes, more than {MAX_PAYLOAD_BYTES}",
             reason=RejectReason.TOO_LARGE,
         )
+    if not body.strip():
+        # Harbor's "Test Endpoint" (1.10 to 2.4) posts no body at all, and no other sender does:
+        # a connectivity check, acknowledged.
+        return Webhook(pinned or WebhookFormat.HARBOR, (), (EMPTY_BODY,))
     document = _document(body, headers)
     found = pinned or recognise(headers, document)
     if found is None:
@@ -167,39 +174,38 @@ def normalise(
             reason=RejectReason.UNSUPPORTED_EVENT,
         )
     fallback_id = formats.body_id(body)
-    match found:
-        case WebhookFormat.ECR:
-            parsed = formats.ecr(document, location)
-        case WebhookFormat.GAR:
-            parsed = formats.gar(document, fallback_id, host)
-        case _ if found in _WITH_HEADERS:
-            parsed = _WITH_HEADERS[found](document, headers, fallback_id)
-        case _:
-            parsed = _BODY_ONLY[found](document, fallback_id)
-    events, ignored = parsed
+    if found is WebhookFormat.ECR:
+        events, ignored = formats.ecr(document, location)
+    else:
+        events, ignored = _PARSERS[found](document, headers, fallback_id, host)
     return Webhook(found, tuple(events), tuple(ignored))
 
 
-# Formats whose parser reads the headers too (event kinds, delivery ids, zot's attributes).
-_WITH_HEADERS: Mapping[
-    WebhookFormat, Callable[[dict[str, Any], Mapping[str, str], str], formats.Parsed]
-] = {
-    WebhookFormat.ZOT: lambda document, headers, id_: formats.zot(
+# Each format's parser, called with the body, the headers (event kinds, delivery ids, zot's
+# attributes), the id to use when the body carries none, and the source's registry host (None:
+# unknown), which a body naming a host must match.
+_Parser = Callable[[dict[str, Any], Mapping[str, str], str, str | None], formats.Parsed]
+_PARSERS: Mapping[WebhookFormat, _Parser] = {
+    WebhookFormat.ZOT: lambda document, headers, id_, _host: formats.zot(
         *_zot_binary(document, headers), id_
     ),
     WebhookFormat.GITHUB: forges.github,
     WebhookFormat.GITEA: forges.gitea,
-    WebhookFormat.NEXUS: hosted.nexus,
-}
-# Formats whose parser needs only the body and the id to use when it carries none.
-_BODY_ONLY: Mapping[WebhookFormat, Callable[[dict[str, Any], str], formats.Parsed]] = {
-    WebhookFormat.HARBOR: formats.harbor,
-    WebhookFormat.HARBOR_CLOUDEVENTS: lambda document, _id: formats.harbor_cloudevents(document),
-    WebhookFormat.QUAY: formats.quay,
-    WebhookFormat.ACR: lambda document, _id: formats.acr(document),
-    WebhookFormat.ARTIFACTORY: formats.artifactory,
-    WebhookFormat.DOCKER_HUB: hosted.docker_hub,
-    WebhookFormat.ALIBABA: hosted.alibaba,
+    WebhookFormat.NEXUS: lambda document, headers, id_, _host: hosted.nexus(document, headers, id_),
+    WebhookFormat.GAR: lambda document, _headers, id_, host: formats.gar(document, id_, host),
+    WebhookFormat.HARBOR: lambda document, _headers, id_, _host: formats.harbor(document, id_),
+    WebhookFormat.HARBOR_CLOUDEVENTS: lambda document, *_: formats.harbor_cloudevents(document),
+    WebhookFormat.QUAY: lambda document, _headers, id_, _host: formats.quay(document, id_),
+    WebhookFormat.ACR: lambda document, *_: formats.acr(document),
+    WebhookFormat.ARTIFACTORY: lambda document, _headers, id_, _host: formats.artifactory(
+        document, id_
+    ),
+    WebhookFormat.DOCKER_HUB: lambda document, _headers, id_, host: hosted.docker_hub(
+        document, id_, host
+    ),
+    WebhookFormat.ALIBABA: lambda document, _headers, id_, host: hosted.alibaba(
+        document, id_, host
+    ),
 }
 
 

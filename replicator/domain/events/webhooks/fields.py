@@ -84,3 +84,28 @@ def tag(value: str | None) -> str | None:
 def digest(value: str | None) -> str | None:
     """`value` if it is None or a well-formed digest."""
     return None if value is None else valid_digest(value)
+
+
+def check_host(
+    named: str, host: str | None, where: str, aliases: frozenset[str] = frozenset()
+) -> None:
+    """Refuse a body whose `where` names another registry host than the source's (`host`;
+    None: unknown, nothing to check). Case and port are not compared (a web page's URL may leave
+    out the port the registry is configured with), and two of `aliases` (names of one registry)
+    are the same registry."""
+    if host is None or not named:
+        return
+    named_bare, host_bare = bare_host(named), bare_host(host)
+    if named_bare != host_bare and not {named_bare, host_bare} <= aliases:
+        raise EventError(
+            f"{where} names the registry {named[:120]!r}, not this source's ({host})",
+            reason=RejectReason.SOURCE_MISMATCH,
+        )
+
+
+def bare_host(host: str) -> str:
+    """`host` without user, port and case: what two spellings of one host share."""
+    host = host.lower().rpartition("@")[2]
+    if host.startswith("["):  # an IPv6 literal: [::1]:5000
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]

@@ -9,17 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from replicator.domain.events import RejectReason
 from replicator.domain.events.fields import optional_str, required_str, valid_repository
 from replicator.domain.events.webhooks import fields
 from replicator.domain.events.webhooks.formats import Action, Parsed, WebhookEvent
 from replicator.domain.images.refs import is_digest
+from replicator.errors import EventError
 
 GITEA_EVENT_HEADERS = ("x-forgejo-event", "x-gitea-event")
+_CONTAINER_KINDS = frozenset({"container", "docker"})
 
 
-def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
-    """GitHub Packages `registry_package` / `package` (published, updated); no delete exists."""
+def github(
+    document: dict[str, Any], headers: Mapping[str, str], fallback_id: str, host: str | None
+) -> Parsed:
+    """GitHub Packages `registry_package` / `package` (published, updated); no delete exists.
+
+    A container package is one whose `package_type` or `ecosystem` says so (octokit's published
+    example has package_type npm, ecosystem docker). The digest is the version's `name`, by
+    which GHCR names a container version (the tag's `digest` repeats it; octokit's example has a
+    placeholder there). `package_url` names the registry: it must be the source's (`host`).
+    """
     kind = headers.get("x-github-event", "registry_package")
     if kind not in ("registry_package", "package"):
         return [], [f"github_{fields.word(kind)}"]  # ping, and events of other kinds
@@ -27,16 +39,22 @@ def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: st
     if action not in ("published", "updated"):
         return [], [f"github_{fields.word(action)}"]
     package = fields.mapping(document, kind, "body")
-    package_type = str(package.get("package_type", "")).lower()
-    if package_type not in ("container", "docker"):
+    kinds = {str(package.get(key, "")).lower() for key in ("package_type", "ecosystem")}
+    if not kinds & _CONTAINER_KINDS:
         return [], ["github_not_container"]
     version = fields.mapping(package, "package_version", kind)
     metadata = fields.mapping(version, "container_metadata", "package_version")
     tag_info = metadata.get("tag")
     tag_info = tag_info if isinstance(tag_info, dict) else {}
+    name = optional_str(version, "name", "package_version")
     digest = fields.digest(
-        optional_str(tag_info, "digest", "tag") or required_str(version, "name", "package_version")
+        name if name is not None and is_digest(name) else optional_str(tag_info, "digest", "tag")
     )
+    if digest is None:
+        raise EventError(
+            "package_version names no digest (name, container_metadata.tag.digest)",
+            reason=RejectReason.MISSING_FIELD,
+        )
     tag = fields.tag(optional_str(tag_info, "name", "tag"))  # "" when untagged
     manifest = metadata.get("manifest")
     media_type = (
@@ -44,19 +62,22 @@ def github(document: dict[str, Any], headers: Mapping[str, str], fallback_id: st
     )
     # GHCR names packages in lower case whatever the owner's spelling ("ghcr.io/Octo-Org/app"
     # is pulled as ghcr.io/octo-org/app), as Docker's references must be.
-    repository = valid_repository(
-        fields.image_path(required_str(version, "package_url", "package_version")).lower()
-    )
+    package_url = required_str(version, "package_url", "package_version")
+    fields.check_host(package_url.partition("/")[0], host, "package_url")
+    repository = valid_repository(fields.image_path(package_url).lower())
     event_id = headers.get("x-github-delivery") or fallback_id
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id)], []
 
 
-def gitea(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
+def gitea(
+    document: dict[str, Any], headers: Mapping[str, str], fallback_id: str, host: str | None
+) -> Parsed:
     """Gitea / Forgejo `package` events (created, deleted) of container packages.
 
     `package.version` is the tag, or the digest for an untagged manifest; the image is
     `<owner>/<name>` in lower case (Gitea stores container names so). No digest is sent with a
-    tag: the daemon resolves the tag at the source.
+    tag: the daemon resolves the tag at the source. Gitea serves its registry on the host of
+    its web pages: `package.html_url` must name the source's registry (`host`).
     """
     kind = next((headers[h] for h in GITEA_EVENT_HEADERS if h in headers), "package")
     if kind != "package":
@@ -67,6 +88,9 @@ def gitea(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str
     package = fields.mapping(document, "package", "body")
     if str(package.get("type", "")).lower() != "container":
         return [], ["gitea_not_container"]
+    html_url = optional_str(package, "html_url", "package")
+    if html_url is not None:
+        fields.check_host(urlsplit(html_url).netloc, host, "package.html_url")
     owner = required_str(fields.mapping(package, "owner", "package"), "login", "package.owner")
     repository = valid_repository(f"{owner}/{required_str(package, 'name', 'package')}".lower())
     version = required_str(package, "version", "package")

@@ -24,6 +24,9 @@ from replicator.domain.images.refs import is_digest
 from replicator.errors import EventError
 
 GAR_ACTIONS = frozenset({"INSERT", "DELETE"})
+# JFrog's Test button posts a dummy event of the webhook's first type, its values "sample_*"
+# (repo_key sample_repo, image sample_arch, tag sample_image): nothing to copy.
+ARTIFACTORY_TEST_CHECKSUM = "sample_checksum"
 # Length of the body-hash event ids of formats that carry no id of their own: 128 bits, so
 # two different bodies never share one, and a retried delivery (same body) keeps it.
 _BODY_ID_HEX = 32
@@ -128,10 +131,18 @@ def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, time)], []
 
 
+# Harbor 2.x's artifact events, and Harbor 1.x's names of the same (same body otherwise).
+_HARBOR_ACTIONS = {
+    "PUSH_ARTIFACT": "push", "DELETE_ARTIFACT": "delete",
+    "pushImage": "push", "deleteImage": "delete",
+}  # fmt: skip
+
+
 def harbor(document: dict[str, Any], fallback_id: str) -> Parsed:
-    """Harbor's default format: `type` PUSH_ARTIFACT / DELETE_ARTIFACT, `event_data`."""
+    """Harbor's default format: `type` PUSH_ARTIFACT / DELETE_ARTIFACT (1.x: pushImage /
+    deleteImage), `event_data`."""
     kind = required_str(document, "type", "body")
-    action = {"PUSH_ARTIFACT": "push", "DELETE_ARTIFACT": "delete"}.get(kind)
+    action = _HARBOR_ACTIONS.get(kind)
     if action is None:
         return [], [f"harbor_{fields.word(kind)}"]
     occurred = document.get("occur_at")
@@ -270,6 +281,8 @@ def artifactory(document: dict[str, Any], fallback_id: str) -> Parsed:
     if domain != "docker" or kind not in ("pushed", "deleted"):
         return [], [f"artifactory_{fields.word(domain)}_{fields.word(kind)}"]
     data = fields.mapping(document, "data", "body")
+    if data.get("sha256") == ARTIFACTORY_TEST_CHECKSUM:
+        return [], ["artifactory_test"]
     image = required_str(data, "image_name", "data")
     key = optional_str(data, "repo_key", "data")
     repository = valid_repository(f"{key}/{image}" if key else image)

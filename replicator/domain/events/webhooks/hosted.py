@@ -11,12 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from replicator.domain.events import RejectReason
 from replicator.domain.events.fields import optional_str, required_str, valid_repository
 from replicator.domain.events.webhooks import fields
 from replicator.domain.events.webhooks.formats import Action, Parsed, WebhookEvent
+from replicator.errors import EventError
 
 NEXUS_COMPONENT_EVENT = "rm:repository:component"
+# The names Docker Hub's registry is reached by; its webhooks' callback_url is on
+# registry.hub.docker.com (older bodies) or hub.docker.com.
+DOCKER_HUB_HOSTS = frozenset(
+    {"docker.io", "registry-1.docker.io", "index.docker.io", "registry.hub.docker.com",
+     "hub.docker.com"}
+)  # fmt: skip
+_OFFICIAL_PREFIX = "_/"
 
 
 def is_alibaba(document: dict[str, Any]) -> bool:
@@ -30,22 +40,47 @@ def is_alibaba(document: dict[str, Any]) -> bool:
     )
 
 
-def docker_hub(document: dict[str, Any], fallback_id: str) -> Parsed:
-    """Docker Hub's repository webhook: a tag was pushed (the daemon resolves its digest)."""
+def docker_hub(document: dict[str, Any], fallback_id: str, host: str | None) -> Parsed:
+    """Docker Hub's repository webhook: a tag was pushed (the daemon resolves its digest).
+
+    Its `callback_url` names Docker Hub (registry.hub.docker.com): the source's registry
+    (`host`, when known) must be Docker Hub too. Docker Hub's bodies of 2013 named no tag
+    (acknowledged: there is nothing to resolve) and spelled official images `_/name`, which
+    clients pull as `library/name`.
+    """
     push = fields.mapping(document, "push_data", "body")
     repository = fields.mapping(document, "repository", "body")
-    name = valid_repository(required_str(repository, "repo_name", "repository"))
-    tag = fields.tag(required_str(push, "tag", "push_data"))
-    return [WebhookEvent("push", name, None, tag, None, fallback_id)], []
+    callback = optional_str(document, "callback_url", "body")
+    if callback is not None:
+        fields.check_host(urlsplit(callback).netloc, host, "callback_url", DOCKER_HUB_HOSTS)
+    repo_name = required_str(repository, "repo_name", "repository")
+    if repo_name.startswith(_OFFICIAL_PREFIX):
+        repo_name = "library/" + repo_name.removeprefix(_OFFICIAL_PREFIX)
+    name = valid_repository(repo_name)
+    tag = optional_str(push, "tag", "push_data")
+    if tag is None:
+        return [], ["dockerhub_no_tag"]
+    return [WebhookEvent("push", name, None, fields.tag(tag), None, fallback_id)], []
 
 
-def alibaba(document: dict[str, Any], fallback_id: str) -> Parsed:
+def alibaba(document: dict[str, Any], fallback_id: str, host: str | None) -> Parsed:
     """Alibaba Cloud ACR's push trigger: tag and manifest digest of `repo_full_name`.
 
     Its documentation's sample spells a repository `repoTest`; the registry serves names in lower
-    case only, as every distribution does, so the name is lower-cased."""
+    case only, as every distribution does, so the name is lower-cased. `repository.region` must
+    be the region of the source's registry when that is an Alibaba host (`registry.<region>.
+    aliyuncs.com`, `registry-vpc.<region>...`, `<instance>-registry.<region>.cr.aliyuncs.com`).
+    """
     push = fields.mapping(document, "push_data", "body")
     repository = fields.mapping(document, "repository", "body")
+    region = optional_str(repository, "region", "repository")
+    if region is not None and host is not None:
+        labels = fields.bare_host(host).split(".")
+        if labels[-2:] == ["aliyuncs", "com"] and region.lower() not in labels:
+            raise EventError(
+                f"the push is of region {region[:40]!r}, not of this source's registry ({host})",
+                reason=RejectReason.UNKNOWN_ACCOUNT_REGION,
+            )
     name = valid_repository(required_str(repository, "repo_full_name", "repository").lower())
     digest = fields.digest(required_str(push, "digest", "push_data"))
     tag = fields.tag(optional_str(push, "tag", "push_data"))
