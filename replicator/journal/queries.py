@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     insert,
     or_,
     select,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session
 
-from replicator.domain.jobs import CLAIMABLE_STATES, TERMINAL_STATES, JobKey, JobState
+from replicator.domain.jobs import CLAIMABLE_STATES, TERMINAL_STATES, JobKey, JobKind, JobState
 from replicator.errors import JournalError
 from replicator.journal.models import DEATHS_KEY, NO_TAG, JobRecord, JobRow, MetaRecord
 
@@ -193,6 +194,24 @@ def state_of(session: Session, job_id: int) -> Row[Any]:
     return found
 
 
+_WORKING = JOBS.alias("working")
+# A delete job is not due while a copy job of the same destination and repository is in
+# flight that puts the manifest (same digest) or the tag (same tag) it deletes: the copy's
+# manifest PUT, retried through an outage, would bring the image back after the delete found
+# nothing to delete (domain.deletes.waits_for_copy, the rule this mirrors).
+COPY_IN_FLIGHT = exists().where(
+    _WORKING.c.kind == JobKind.COPY.value,
+    _WORKING.c.state == JobState.IN_PROGRESS.value,
+    _WORKING.c.destination == JOBS.c.destination,
+    _WORKING.c.repository == JOBS.c.repository,
+    or_(
+        and_(JOBS.c.digest != "", _WORKING.c.digest == JOBS.c.digest),
+        and_(JOBS.c.tag != NO_TAG, _WORKING.c.tag == JOBS.c.tag),
+    ),
+)
+UNFENCED = or_(JOBS.c.kind != JobKind.DELETE.value, ~COPY_IN_FLIGHT)
+
+
 # Cached per (limit, skipping): the limit is the runner's free room, at most
 # [workers] concurrency, so the cache holds a few dozen statements at most.
 @functools.cache
@@ -200,7 +219,7 @@ def due_statement(limit: int, skipping: bool) -> Select[Any]:
     """The ids and states of up to `limit` due jobs, oldest due first."""
     # PENDING jobs are due from when they were queued (or their not_before), RETRY_WAIT ones
     # from their next attempt time; hosts sharing a database should keep their clocks in sync.
-    due = and_(JOBS.c.state.in_(CLAIMABLE), JOBS.c.next_attempt_at <= bindparam("now"))
+    due = and_(JOBS.c.state.in_(CLAIMABLE), JOBS.c.next_attempt_at <= bindparam("now"), UNFENCED)
     if skipping:
         due = and_(due, JOBS.c.destination.not_in(bindparam("skip", expanding=True)))
     # FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass over each other's rows instead of

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.jobs.deletes import DeleteAction, plan_delete, plan_untag_unsupported
+from replicator.domain.jobs.deletes import (
+    DeleteAction,
+    plan_delete,
+    plan_untag_unsupported,
+    waits_for_copy,
+)
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64
@@ -60,3 +65,34 @@ def test_untag_unsupported_deletes_only_the_last_tag(
     else:
         assert "latest" in deletion.reason
         assert "left in place" in deletion.reason
+
+
+# (delete digest, delete tag, copy digest, copy tag, waits): a delete waits for a copy in
+# flight that puts what it deletes (the manifest, or the tag), never for another image's.
+FENCES = [
+    (OLD, None, OLD, "v1", True),
+    (OLD, None, OLD, None, True),
+    (OLD, "v1", OLD, "v1", True),
+    (OLD, "v1", NEW, "v1", True),
+    ("", "v1", NEW, "v1", True),
+    (OLD, "v1", OLD, "v2", True),
+    (OLD, None, NEW, "v1", False),
+    (OLD, "v1", NEW, "v2", False),
+    ("", "v1", OLD, None, False),
+    ("", "v1", OLD, "v2", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("delete_digest", "delete_tag", "copy_digest", "copy_tag", "waits"), FENCES
+)
+def test_waits_for_copy(
+    delete_digest: str, delete_tag: str | None, copy_digest: str, copy_tag: str | None, waits: bool
+) -> None:
+    """A delete waits for a copy in flight of its manifest or of its tag (whatever digest the
+    copy puts under it), and for no other copy."""
+    found = waits_for_copy(
+        delete_digest=delete_digest, delete_tag=delete_tag,
+        copy_digest=copy_digest, copy_tag=copy_tag,
+    )  # fmt: skip
+    assert found is waits

@@ -57,3 +57,23 @@ def plan_untag_unsupported(*, tag: str, tagged: str, others: Mapping[str, str | 
             f"{', '.join(sharing[:5])}; left in place",
         )
     return Deletion(DeleteAction.MANIFEST, tagged)
+
+
+def waits_for_copy(
+    *, delete_digest: str, delete_tag: str | None, copy_digest: str, copy_tag: str | None
+) -> bool:
+    """Whether a delete job (of `delete_digest`, or of `delete_tag`; "" / None when it names
+    only the other) must wait, unclaimed, for a copy job working at the same destination and
+    repository (of `copy_digest`, under `copy_tag`) to end: when the copy puts the manifest or
+    the tag the delete removes.
+
+    A copy asks the source a last time before its manifest PUT (engine/tag_guard.py), but that
+    PUT can take seconds, retried through a destination's outage. A delete made at the source
+    meanwhile has its job run in that time, find nothing to delete, and end; the PUT then
+    brings the deleted image back for good. Held until the copy ends, the delete removes what
+    the copy put; a copy that starts after the delete asks the source after the delete, and
+    puts nothing of what it no longer serves. The journal's claim (journal/queries.py)
+    applies this rule; tests check the two agree."""
+    if delete_digest and copy_digest == delete_digest:
+        return True
+    return delete_tag is not None and copy_tag == delete_tag
