@@ -27,8 +27,8 @@ from replicator.config.loading import Config, load_config
 from replicator.domain.routing.scan import RunOutcome
 from replicator.errors import UsageError
 from replicator.logs import get_logger
-from replicator.scan.backfill import ScanCounts, ScanOptions
 from replicator.scan.backfill_run import BackfillReport, run_backfill
+from replicator.scan.scanning import ScanCounts, ScanOptions
 
 log = get_logger(__name__)
 

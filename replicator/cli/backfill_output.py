@@ -11,8 +11,8 @@ from replicator.cli.documents import INDENT, document, print_json
 from replicator.cli.progress import progress_text
 from replicator.domain.jobs import TERMINAL_STATES, JobState
 from replicator.domain.routing.scan import TagAction, TagPlan
-from replicator.scan.backfill import ScanCounts
 from replicator.scan.backfill_run import BackfillReport
+from replicator.scan.scanning import ScanCounts
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow

@@ -1,6 +1,7 @@
 """Reconcile: the daemon runs the backfill scan every `[reconcile] interval` seconds, so an image
-whose event was lost still reaches its destinations. Its jobs go to the daemon's runner; its
-requests go through the daemon's client pool and copier, within the same per-registry limits.
+whose event was lost still reaches its destinations (one pass: scan/reconcile.py). Its jobs and
+repairs go to the daemon's runner, within its limits; its requests go through the daemon's client
+pool.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from typing import Protocol
 
 from replicator.config.loading import Config
 from replicator.domain.routing import Site
-from replicator.engine.copier import Copier
 from replicator.engine.runner import JobRunner
 from replicator.errors import ReplicatorError
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
-from replicator.scan.backfill import reconcile_once
+from replicator.scan.reconcile import reconcile_once
 
 log = get_logger(__name__)
 
@@ -44,7 +44,6 @@ class Reconciled(Protocol):
 async def reconcile_forever(
     daemon: Reconciled,
     pool: ClientPool,
-    copier: Copier,
     stop: asyncio.Event,
     *,
     leading: Callable[[], bool] = lambda: True,
@@ -65,9 +64,7 @@ async def reconcile_forever(
         if journal is None or runner is None:
             continue
         try:
-            await reconcile_once(
-                daemon.config, daemon.sites, journal, pool=pool, copier=copier, wake=runner.wake
-            )
+            await reconcile_once(daemon.config, daemon.sites, journal, pool=pool, runner=runner)
         except ReplicatorError as exc:
             log.warning("reconcile_failed", code=exc.code, error=str(exc))
 

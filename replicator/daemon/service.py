@@ -179,7 +179,6 @@ class Daemon:
                         reconcile_forever(
                             self,
                             self._pool,
-                            self._copier,
                             self._stopping,
                             leading=role.holds,
                             soon=self._reconcile_soon,

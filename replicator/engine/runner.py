@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from replicator.domain.events.echoes import Write
 from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.engine.bulkheads import DestinationSlots, JobSlot
-from replicator.engine.copier import Copier, CopyStats
+from replicator.engine.copier import Copier, CopyResult, CopyStats
 from replicator.engine.destination_states import DestinationStates
 from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.journal_retry import persist
@@ -147,6 +148,11 @@ class JobRunner:
             capacity=lambda: self._settings()[0].workers.per_registry, on_release=self.wake
         )
         self._slot_of: dict[asyncio.Task[None], JobSlot] = {}
+        # Jobs run outside the journal's claims (repairs, `run_outside`) by destination, and
+        # the places a claim in flight has reserved: both count against `concurrency`.
+        self._outside: Counter[str] = Counter()
+        self._claiming = 0
+        self._place_freed = asyncio.Event()
 
     def wake(self) -> None:
         """Look at the journal now (new jobs were recorded)."""
@@ -165,8 +171,9 @@ class JobRunner:
             self.passed_at = time.monotonic()
             self.went_round.set()
             config, _ = self._settings()
-            room = config.workers.concurrency - len(self.running)
-            saturated = {name for name in set(self.running.values()) if self.slots.saturated(name)}
+            room = config.workers.concurrency - self._busy()
+            working = set(self.running.values()) | set(self._outside)
+            saturated = {name for name in working if self.slots.saturated(name)}
             claimed: list[JobRow] = []
             # With a destination at its limit, its due jobs wait for one of its jobs to end
             # (which wakes us), not for their due time, which has passed; so does a journal
@@ -176,6 +183,9 @@ class JobRunner:
             unreachable = set(self._destinations.unreachable()) if self._destinations else set()
             hold_off = bool(saturated or unreachable)
             if room > 0:
+                # The places are reserved while the claim is in flight: a job run outside the
+                # journal meanwhile does not take one of them.
+                self._claiming = room
                 try:
                     claimed = await self.journal.claim_due(
                         room, datetime.now(UTC), skip_destinations=saturated | unreachable
@@ -184,6 +194,9 @@ class JobRunner:
                     # Nothing was claimed (the transaction rolled back): try again later.
                     log.error("journal_unwritable", error=str(exc), step="claim")  # noqa: TRY400 - the message is the point
                     hold_off = True
+                finally:
+                    self._claiming = 0
+                    self._place_freed.set()
                 if claimed:
                     self.progressed_at = time.monotonic()
                 for row in claimed:
@@ -204,6 +217,49 @@ class JobRunner:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
+    async def run_outside(self, row: JobRow) -> CopyResult:
+        """Copy `row`'s image as a job of this runner would, but for a row the journal does not
+        hand out (a repair of a COMPLETE job's image, scan/repair.py): within the runner's
+        limits (a place of `workers.concurrency`, a slot of its destination), nothing
+        journalled. Raises the copy's typed error."""
+        await self._take_place(row.destination)
+        slot = self.slots.ticket(row.destination, row.source)
+        try:
+            config, sites = self._settings()
+            announce = announcer(self.journal, sites[row.destination])
+            src, dst = job_endpoints(row, self._pool, config, announce)
+            async with slot:
+                with waits_release(slot.waiting):
+                    return await run_job(
+                        row,
+                        copier=self._copier,
+                        src=src,
+                        dst=dst,
+                        source=sites[row.source],
+                        target=sites[row.destination],
+                    )
+        finally:
+            slot.cancel()
+            self._leave_place(row.destination)
+
+    def _busy(self) -> int:
+        """Places of `workers.concurrency` taken: claimed jobs, jobs run outside the journal,
+        and a claim in flight."""
+        return len(self.running) + self._claiming + self._outside.total()
+
+    async def _take_place(self, destination: str) -> None:
+        while self._busy() >= self._settings()[0].workers.concurrency:
+            self._place_freed.clear()
+            await self._place_freed.wait()
+        self._outside[destination] += 1
+
+    def _leave_place(self, destination: str) -> None:
+        self._outside[destination] -= 1
+        if self._outside[destination] <= 0:
+            del self._outside[destination]
+        self._place_freed.set()
+        self._wake.set()
+
     async def drain(self, grace: float) -> None:
         """Let running jobs finish within `grace` seconds; cancel the rest (they stay
         IN_PROGRESS in the journal and are resumed at the next start)."""
@@ -222,6 +278,7 @@ class JobRunner:
         slot = self._slot_of.pop(task, None)
         if slot is not None:
             slot.cancel()  # a task cancelled before it started leaves the queue
+        self._place_freed.set()
         self._wake.set()
 
     async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:

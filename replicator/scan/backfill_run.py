@@ -1,6 +1,6 @@
 """A backfill run: scan the sources, journal the missing images' jobs and run them to the end.
 
-The scan (scan/backfill.py) and the job runner work at once, on one journal opened only when the
+The scan (scan/scanning.py) and the job runner work at once, on one journal opened only when the
 scan first finds work. Interrupted (`stop`), the jobs being copied get the grace period, the
 rest is handed back to the journal; the next run resumes from there (COMPLETE jobs and HEAD
 compares). A dry run only reads registries.
@@ -19,22 +19,15 @@ from replicator.config.loading import Config
 from replicator.config.sites import sites_of
 from replicator.domain.events.echoes import REPLICA_USER_AGENT
 from replicator.domain.jobs import TERMINAL_STATES, FailureCode, JobKey, JobState
-from replicator.domain.routing import Site
 from replicator.domain.routing.scan import RunOutcome, TagAction, TagPlan, run_outcome
 from replicator.engine.copier import Copier
 from replicator.engine.gather import task_group
 from replicator.engine.runner import JobEnd, JobRunner
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
-from replicator.scan.backfill import (
-    Journaller,
-    RepairResult,
-    ScanCounts,
-    Scanner,
-    ScanOptions,
-    job_rows,
-    repair,
-)
+from replicator.scan.repair import RepairResult, repair
+from replicator.scan.scanning import ScanCounts, Scanner, ScanOptions
+from replicator.scan.sinks import Journaller, PlanStream, journalled_rows
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow
@@ -97,21 +90,6 @@ class BackfillReport:
         return run_outcome(total, failed, scan_errors=len(self.counts.errors))
 
 
-class PlanStream:
-    """The sink of a dry run: hands on every plan that is not up to date as it is found, and
-    counts them by action (a dry run over a million tags holds none of them)."""
-
-    def __init__(self, on_plan: Callable[[TagPlan], None], planned: dict[TagAction, int]) -> None:
-        self._on_plan = on_plan
-        self._planned = planned
-
-    async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
-        for plan in plans:
-            if plan.action is not TagAction.UP_TO_DATE:
-                self._planned[plan.action] = self._planned.get(plan.action, 0) + 1
-                self._on_plan(plan)
-
-
 async def run_backfill(
     config: Config, options: ScanOptions, *, dry_run: bool = False,
     stop: asyncio.Event | None = None, report: BackfillReport | None = None,
@@ -160,16 +138,13 @@ async def run_backfill(
             ledger, runner = journal.ledger, journal.runner
             await _wait_for_jobs(runner, ledger, sink.keys, stop, config.workers.max_deaths)
             if not stop.is_set():
-                report.repairs = await repair(
-                    sink.repairs, journal=ledger.journal, config=config, sites=sites, pool=pool,
-                    copier=copier,
-                )  # fmt: skip
+                report.repairs = await repair(sink.repairs, journal=ledger.journal, runner=runner)
             if stop.is_set():
                 report.interrupted = True
                 await runner.drain(config.workers.grace_period)
                 released = await ledger.release(config.workers.max_attempts)
                 log.warning("backfill_interrupted", released=released)
-            report.rows = await job_rows(ledger.journal, sink.keys)
+            report.rows = await journalled_rows(ledger.journal, sink.keys)
         finally:
             await journal.close()
     return report
@@ -305,7 +280,9 @@ async def _wait_for_jobs(
         await runner.run(stop, until_idle=True)
         if stop.is_set() or not keys:
             return
-        open_rows = [r for r in await job_rows(ledger.journal, keys) if r.state not in finished]
+        open_rows = [
+            r for r in await journalled_rows(ledger.journal, keys) if r.state not in finished
+        ]
         if not open_rows:
             return
         # Another process holding some may have died since (a daemon killed on this host):

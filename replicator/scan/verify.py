@@ -4,7 +4,7 @@ For each (tag, destination) the tag must resolve to the source's digest, and the
 under it must be whole at the destination: every child manifest readable and every blob
 present (HEAD). With delete replication on, a destination tag the source lacks is drift too.
 Reads only: catalog and tag lists, manifest HEAD/GET, blob HEAD; each digest is checked once
-per destination repository however many tags share it. Decisions are in `domain.scan`.
+per destination repository however many tags share it. Decisions are in `domain.routing.scan`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from replicator.registry import blobs, manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 from replicator.registry.retry import retried
-from replicator.scan.backfill import source_tags, sources_of
 from replicator.scan.repositories import repository_names
+from replicator.scan.scanning import source_tags, sources_of
 
 log = get_logger(__name__)
 

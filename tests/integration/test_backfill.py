@@ -31,8 +31,9 @@ from replicator.journal.claimers import open_journal
 from replicator.journal.store import Journal
 from replicator.registry.connections import USER_AGENT
 from replicator.registry.pool import ClientPool
-from replicator.scan.backfill import ScanOptions, reconcile_once
 from replicator.scan.backfill_run import run_backfill
+from replicator.scan.reconcile import reconcile_once
+from replicator.scan.scanning import ScanOptions
 from tests.support import skopeo
 from tests.support.daemon import (
     EUW1,
@@ -419,7 +420,7 @@ class TestReconcile:
                 parts = DaemonParts(config, sites, journal, runner)
                 async with asyncio.TaskGroup() as group:
                     group.create_task(runner.run(stop))
-                    group.create_task(reconcile_forever(parts, pool, copier, stop))
+                    group.create_task(reconcile_forever(parts, pool, stop))
                     await wait_until(lambda: replicated(world, USW2, ALL_IMAGES), 30.0)
                     lost = world.push("prod/web", "lost", seed=77)
                     # Both destinations: a copy still landing at one would count as a pass's PUT.
@@ -457,18 +458,17 @@ class TestReconcile:
                 await journal.add_jobs([gone], denied={denied: "no policy"})
                 await journal.claim_due(10, datetime.now(UTC) + timedelta(seconds=1))
                 await journal.resume_interrupted(max_deaths=1)
-                woken: list[bool] = []
-                await reconcile_once(
-                    config, sites_of(config), journal, pool=pool, copier=Copier(),
-                    wake=lambda: woken.append(True),
-                )  # fmt: skip
+                sites = sites_of(config)
+                runner = JobRunner(
+                    journal=journal, copier=Copier(), pool=pool, settings=lambda: (config, sites)
+                )
+                await reconcile_once(config, sites, journal, pool=pool, runner=runner)
                 rows = {row.key: row for row in await journal.jobs()}
         finally:
             for registry in world.registries.values():
                 registry.cleanup()
         assert (rows[gone].state, rows[gone].failure_code) == (JobState.PENDING, None)
         assert rows[denied].state is JobState.FAILED
-        assert woken
 
 
 def replicated(world: World, destination: str, images: list[tuple[str, str]]) -> bool:

@@ -102,7 +102,7 @@ SERVICE_WORKLOAD = """
 import asyncio, ssl, sys
 import httpx
 import replicator.daemon.api, replicator.daemon.bridge, replicator.daemon.service
-import replicator.scan.backfill
+import replicator.scan.backfill_run, replicator.scan.reconcile
 from replicator import logs
 from replicator.config.loading import load_config
 from replicator.daemon.http_messages import Response, Route

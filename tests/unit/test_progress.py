@@ -61,8 +61,8 @@ class TestBackfillLine:
     def test_scan_counts_then_jobs(self) -> None:
         """backfill's line: the scan's counts, then its jobs as images with bytes and rate."""
         from replicator.cli.backfill_output import progress_line
-        from replicator.scan.backfill import ScanCounts
         from replicator.scan.backfill_run import BackfillReport
+        from replicator.scan.scanning import ScanCounts
 
         report = BackfillReport(ScanCounts())
         report.counts.repositories, report.counts.tags, report.counts.copies = 2, 9, 4

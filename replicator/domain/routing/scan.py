@@ -1,7 +1,7 @@
 """Decisions of `backfill` and `verify`: facts about a tag at the source and at a destination in,
 what to do (or what drift it is) out.
 
-The I/O side (replicator/scan/backfill.py, replicator/scan/verify.py) gathers the facts: the
+The I/O side (replicator/scan/scanning.py, replicator/scan/verify.py) gathers the facts: the
 source tag's digest, the destination's digest for that tag (None when the tag is absent),
 whether the repository exists there, the journal's record of the job. Everything decided from
 them lives here and is tested table-driven without a registry.

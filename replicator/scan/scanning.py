@@ -1,27 +1,24 @@
-"""Backfill: enumerate the source registries, HEAD-compare every tag with every destination, and
-journal what is missing or different as the same jobs live events make; the periodic reconcile
-of the daemon (daemon/reconcile.py) is the same scan on a schedule.
+"""The scan: enumerate the source registries, HEAD-compare every tag with every destination, and
+hand each repository's plans, a page of tags at a time, to a sink (scan/sinks.py: the journal, or
+a dry run's stream). `replicator backfill` (scan/backfill_run.py) and the daemon's reconcile pass
+(scan/reconcile.py) are this scan with another sink.
 
-Facts are gathered here and decided in `domain.scan`. The scan is cheap when everything is
+Facts are gathered here and decided in `domain.routing.scan`. The scan is cheap when everything is
 replicated: one catalog and one tag list per source repository, then HEAD requests only (one per
 source tag, one per tag and destination); the destination's tag list is read only when every tag
 is missing there and the policy must know whether the repository exists.
-
-Jobs the journal already holds COMPLETE cannot be queued again (COMPLETE is final): when the
-destination lost such an image since (deleted by hand, storage lost), the scan returns it as a
-repair, and `repair` copies it directly through the same worker code.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from replicator.config.loading import Config
 from replicator.config.sites import registry_client
-from replicator.domain.jobs import TEMPORARY_FAILURES, JobKey, JobKind, JobState
+from replicator.domain.jobs import JobKey, JobKind
 from replicator.domain.routing import Site, existence_matters
 from replicator.domain.routing.scan import (
     TagAction,
@@ -32,10 +29,7 @@ from replicator.domain.routing.scan import (
     plan_tag,
     targets,
 )
-from replicator.engine.copier import Copier, CopyStats
 from replicator.engine.gather import for_each_repository, gather_all, unless_set
-from replicator.engine.job import job_endpoints, run_job
-from replicator.engine.write_log import announcer
 from replicator.errors import JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
@@ -48,7 +42,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from replicator.journal.models import JobRow
-    from replicator.journal.store import Journal
 
 log = get_logger(__name__)
 
@@ -74,7 +67,9 @@ class ScanCounts:
     copies: int = 0
     denied: int = 0
     repairs: int = 0
-    held: int = 0  # copies left out: the destination's tag is newer (domain.scan.hold_newer)
+    held: int = (
+        0  # copies left out: the destination's tag is newer (domain.routing.scan.hold_newer)
+    )
     errors: list[str] = field(default_factory=list)
 
 
@@ -278,139 +273,10 @@ class Scanner:
 
 
 def tag_record(row: JobRow) -> TagRecord:
-    """A journal row as the scan's hold rule reads it (domain.scan.hold_newer)."""
+    """A journal row as the scan's hold rule reads it (domain.routing.scan.hold_newer)."""
     finished = row.finished_at.timestamp() if row.finished_at is not None else None
     pushed = row.pushed_at.timestamp() if row.pushed_at is not None else None
     return TagRecord(
         row.source, row.destination, row.digest, row.tag, row.state, finished, pushed,
         delete=row.kind is JobKind.DELETE,
     )  # fmt: skip
-
-
-class Journaller:
-    """The sink of a real (not dry) run: journals copies and denials, keeps repairs aside."""
-
-    def __init__(
-        self,
-        journal: ScanJournal,
-        *,
-        wake: Callable[[], None] | None = None,
-        keep_keys: bool = True,
-    ) -> None:
-        self._journal = journal
-        self._wake = wake
-        # A backfill waits for its jobs by their keys; a reconcile does not keep them (a
-        # million missing tags would be a million keys held to no use).
-        self._keep_keys = keep_keys
-        self.keys: dict[tuple[str, str], list[JobKey]] = {}
-        self.repairs: list[TagPlan] = []
-        self.journalled = 0
-
-    async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
-        copies = [p.key for p in plans if p.action is TagAction.COPY]
-        denied = {p.key: p.reason for p in plans if p.action is TagAction.DENIED}
-        self.repairs.extend(p for p in plans if p.action is TagAction.REPAIR)
-        if not copies and not denied:
-            return
-        self.journalled += await self._journal.add_jobs(copies, denied=denied)
-        if self._keep_keys:
-            self.keys.setdefault((source.name, repository), []).extend([*copies, *denied])
-        if copies and self._wake is not None:
-            self._wake()
-
-
-async def job_rows(
-    journal: Journal, keys: Mapping[tuple[str, str], Sequence[JobKey]]
-) -> list[JobRow]:
-    """The journal's rows of `keys` (one query per repository)."""
-    rows: list[JobRow] = []
-    for (source, repository), wanted in keys.items():
-        chosen = set(wanted)
-        rows.extend(r for r in await journal.status(source, repository) if r.key in chosen)
-    return rows
-
-
-@dataclass(frozen=True, slots=True)
-class RepairResult:
-    """A direct repair of a COMPLETE job's image: what it copied, or why it failed."""
-
-    key: JobKey
-    stats: CopyStats | None
-    error: str | None = None
-
-
-async def repair(
-    plans: Sequence[TagPlan],
-    *,
-    journal: Journal,
-    config: Config,
-    sites: Mapping[str, Site],
-    pool: ClientPool,
-    copier: Copier,
-) -> list[RepairResult]:
-    """Copy again, through the worker code, images whose jobs are COMPLETE but which the
-    destination lost; the journal rows stay COMPLETE (true again once this succeeds)."""
-    if not plans:
-        return []
-    by_repository: dict[tuple[str, str], list[JobKey]] = {}
-    for plan in plans:
-        by_repository.setdefault((plan.key.source, plan.key.repository), []).append(plan.key)
-    rows = [r for r in await job_rows(journal, by_repository) if r.state is JobState.COMPLETE]
-    limit = asyncio.Semaphore(config.workers.concurrency)
-
-    async def one(row: JobRow) -> RepairResult:
-        async with limit:
-            try:
-                src, dst = job_endpoints(
-                    row, pool, config, announcer(journal, sites[row.destination])
-                )
-                stats = await run_job(
-                    row,
-                    copier=copier,
-                    src=src,
-                    dst=dst,
-                    source=sites[row.source],
-                    target=sites[row.destination],
-                )
-            except ReplicatorError as exc:
-                log.warning("repair_failed", job=row.id, code=exc.code, error=str(exc))
-                return RepairResult(row.key, None, f"{exc.code}: {exc}")
-            log.info("repaired", job=row.id, key=str(row.key), bytes=stats.stats.bytes_copied)
-            return RepairResult(row.key, stats.stats)
-
-    return await gather_all([one(row) for row in rows])
-
-
-async def reconcile_once(
-    config: Config,
-    sites: Mapping[str, Site],
-    journal: Journal,
-    *,
-    pool: ClientPool,
-    copier: Copier,
-    wake: Callable[[], None],
-) -> ScanCounts:
-    """One reconcile pass: give FAILED jobs whose cause was temporary a new chance, scan every
-    source, journal what is missing (then `wake` the runner that runs the jobs), repair what
-    the destinations lost."""
-    retried = await journal.retry_failed(codes=TEMPORARY_FAILURES)
-    if retried:
-        wake()
-    sink = Journaller(journal, wake=wake, keep_keys=False)
-    counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
-    repaired = await repair(
-        sink.repairs, journal=journal, config=config, sites=sites, pool=pool, copier=copier
-    )
-    log.info(
-        "reconcile_pass",
-        retried=retried,
-        repositories=counts.repositories,
-        tags=counts.tags,
-        up_to_date=counts.up_to_date,
-        jobs=sink.journalled,
-        denied=counts.denied,
-        held=counts.held,
-        repaired=sum(1 for r in repaired if r.error is None),
-        errors=len(counts.errors),
-    )
-    return counts

@@ -1,0 +1,52 @@
+"""One reconcile pass of the daemon (daemon/reconcile.py runs it every `[reconcile] interval`):
+the backfill scan over every source, its jobs journalled for the daemon's runner, its repairs
+run through that runner's limits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from replicator.config.loading import Config
+from replicator.domain.jobs import TEMPORARY_FAILURES
+from replicator.domain.routing import Site
+from replicator.engine.runner import JobRunner
+from replicator.journal.store import Journal
+from replicator.logs import get_logger
+from replicator.registry.pool import ClientPool
+from replicator.scan.repair import repair
+from replicator.scan.scanning import ScanCounts, Scanner, ScanOptions
+from replicator.scan.sinks import Journaller
+
+log = get_logger(__name__)
+
+
+async def reconcile_once(
+    config: Config,
+    sites: Mapping[str, Site],
+    journal: Journal,
+    *,
+    pool: ClientPool,
+    runner: JobRunner,
+) -> ScanCounts:
+    """One reconcile pass: give FAILED jobs whose cause was temporary a new chance, scan every
+    source, journal what is missing (then wake `runner`, which runs the jobs), repair what the
+    destinations lost (through `runner`'s limits)."""
+    retried = await journal.retry_failed(codes=TEMPORARY_FAILURES)
+    if retried:
+        runner.wake()
+    sink = Journaller(journal, wake=runner.wake, keep_keys=False)
+    counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
+    repaired = await repair(sink.repairs, journal=journal, runner=runner)
+    log.info(
+        "reconcile_pass",
+        retried=retried,
+        repositories=counts.repositories,
+        tags=counts.tags,
+        up_to_date=counts.up_to_date,
+        jobs=sink.journalled,
+        denied=counts.denied,
+        held=counts.held,
+        repaired=sum(1 for r in repaired if r.error is None),
+        errors=len(counts.errors),
+    )
+    return counts
