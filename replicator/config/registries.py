@@ -12,7 +12,7 @@ from replicator.domain.images.refs import validate_repository
 from replicator.domain.routing.policy import RegistryPolicy
 from replicator.domain.routing.rules import ACCOUNT_RE, REGION_RE, Destination, ReplicationConfig
 from replicator.errors import InvalidReferenceError
-from replicator.registry.ecr import ecr_location
+from replicator.registry.ecr import ECR_HOST_FORMS, ecr_location, looks_like_ecr
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
 
 
@@ -122,9 +122,17 @@ class RegistryConfig(Section):
         """An ECR URL (`<account>.dkr.ecr.<region>.amazonaws.com`) names the account and
         region: either may then be left out."""
         if isinstance(data, dict) and isinstance(data.get("url"), str):
-            found = ecr_location(urlsplit(data["url"]).netloc)
+            host = urlsplit(data["url"]).netloc
+            found = ecr_location(host)
             if found is not None:
                 return {"account": found[0], "region": found[1], **data}
+            if looks_like_ecr(host) and not ("account" in data and "region" in data):
+                raise ValueError(
+                    f"{host} looks like an Amazon ECR registry but is not an ECR host this "
+                    f"version recognises ({ECR_HOST_FORMS}), so it names no account and "
+                    "region: give them as account and region of this registry (and check "
+                    "the host name)"
+                )
         return data
 
     _replication: ReplicationConfig = PrivateAttr(default_factory=ReplicationConfig)

@@ -46,11 +46,19 @@ ECR_MAX_ATTEMPTS = 3
 # Repositories per DescribeRepositories page and images per ListImages page (ECR's maxima).
 DESCRIBE_PAGE = 1000
 LIST_IMAGES_PAGE = 1000
-# `<account>.dkr.ecr.<region>.amazonaws.com` (and `.com.cn` in China, `-fips` endpoints).
+# An ECR registry's host: `<account>.dkr.ecr[-fips].<region>.<suffix>` with the DNS suffix of
+# each AWS partition (botocore's endpoints.json: amazonaws.com, amazonaws.com.cn, the isolated
+# c2s.ic.gov, sc2s.sgov.gov, cloud.adc-e.uk, csp.hci.ic.gov, the European sovereign cloud's
+# amazonaws.eu), and the dual-stack (IPv6) `<account>.dkr-ecr[-fips].<region>.on.aws` (in
+# China on.amazonwebservices.com.cn) of ECR's user guide, "Making requests to Amazon ECR
+# registries". The same hosts amazon-ecr-credential-helper accepts.
 _ECR_HOST = re.compile(
-    r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9])"
-    r"\.amazonaws\.com(?:\.cn)?(?::443)?$"
+    r"^(?P<account>[0-9]{12})\.dkr[.-]ecr(?:-fips)?\.(?P<region>[a-z]{2,4}(?:-[a-z]+)+-[0-9]+)"
+    r"\.(?:amazonaws\.(?:com|com\.cn|eu)|on\.aws|on\.amazonwebservices\.com\.cn|c2s\.ic\.gov"
+    r"|sc2s\.sgov\.gov|cloud\.adc-e\.uk|csp\.hci\.ic\.gov)(?::443)?$"
 )
+# What makes a host look like an ECR registry's to a reader: a `dkr.ecr` or `dkr-ecr` label.
+_ECR_LOOKALIKE = re.compile(r"(?:^|\.)dkr[.-]ecr(?:-fips)?\.")
 _MISSING_EXTRA = "auth = \"ecr\" needs botocore: pip install 'replicator[ecr]'"
 
 
@@ -58,6 +66,19 @@ def ecr_location(host: str) -> tuple[str, str] | None:
     """(account, region) of an ECR registry host name, or None for any other host."""
     match = _ECR_HOST.match(host.lower())
     return (match["account"], match["region"]) if match else None
+
+
+def looks_like_ecr(host: str) -> bool:
+    """Whether `host` has an ECR registry's `dkr.ecr` / `dkr-ecr` label (recognised or not)."""
+    return _ECR_LOOKALIKE.search(host.lower()) is not None
+
+
+# The hosts ecr_location knows, as a config error lists them.
+ECR_HOST_FORMS = (
+    "<account>.dkr.ecr[-fips].<region>.amazonaws.com (.com.cn, .eu, and the isolated regions' "
+    "c2s.ic.gov, sc2s.sgov.gov, cloud.adc-e.uk, csp.hci.ic.gov) or the dual-stack "
+    "<account>.dkr-ecr.<region>.on.aws"
+)
 
 
 def renewal_time(now: float, expires_at: float) -> float:

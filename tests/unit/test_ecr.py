@@ -14,6 +14,7 @@ from replicator.registry.ecr import (
     TOKEN_REFRESH_MARGIN,
     EcrCredentials,
     ecr_location,
+    looks_like_ecr,
     renewal_time,
 )
 
@@ -31,16 +32,50 @@ class TestEcrLocation:
             ("111122223333.DKR.ECR.us-gov-west-1.amazonaws.com", ("111122223333", "us-gov-west-1")),
             ("111122223333.dkr.ecr.cn-north-1.amazonaws.com.cn", ("111122223333", "cn-north-1")),
             ("111122223333.dkr.ecr-fips.us-east-1.amazonaws.com", ("111122223333", "us-east-1")),
+            # dual-stack (IPv4 and IPv6): <registry-id>.dkr-ecr.<region>.on.aws (ECR user guide,
+            # "Making requests to Amazon ECR registries")
+            ("111122223333.dkr-ecr.us-east-1.on.aws", ("111122223333", "us-east-1")),
+            ("111122223333.dkr-ecr-fips.us-gov-west-1.on.aws", ("111122223333", "us-gov-west-1")),
+            ("111122223333.dkr-ecr.cn-north-1.on.amazonwebservices.com.cn",
+             ("111122223333", "cn-north-1")),
+            # isolated and sovereign partitions (botocore's endpoints.json dnsSuffix of each)
+            ("111122223333.dkr.ecr.us-iso-east-1.c2s.ic.gov", ("111122223333", "us-iso-east-1")),
+            ("111122223333.dkr.ecr.us-isob-east-1.sc2s.sgov.gov",
+             ("111122223333", "us-isob-east-1")),
+            ("111122223333.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk",
+             ("111122223333", "eu-isoe-west-1")),
+            ("111122223333.dkr.ecr.us-isof-south-1.csp.hci.ic.gov",
+             ("111122223333", "us-isof-south-1")),
+            ("111122223333.dkr.ecr.eusc-de-east-1.amazonaws.eu",
+             ("111122223333", "eusc-de-east-1")),
             ("11112222333.dkr.ecr.us-east-1.amazonaws.com", None),
             ("111122223333.dkr.ecr.us-east-1.amazonaws.com.evil.example", None),
+            ("111122223333.dkr-ecr.us-east-1.on.aws.evil.example", None),
             ("public.ecr.aws", None),
             ("registry.example.com", None),
         ],
-        ids=["plain", "port", "case", "china", "fips", "short", "suffix", "public", "other"],
+        ids=["plain", "port", "case", "china", "fips", "dualstack", "dualstack-fips",
+             "dualstack-china", "iso", "iso-b", "iso-e", "iso-f", "eusc", "short", "suffix",
+             "dualstack-suffix", "public", "other"],
     )  # fmt: skip
     def test_ecr_location(self, host: str, expected: tuple[str, str] | None) -> None:
-        """Only `<12 digits>.dkr.ecr.<region>.amazonaws.com[.cn]` is an ECR registry host."""
+        """`<12 digits>.dkr.ecr[-fips].<region>.<partition's suffix>` and the dual-stack
+        `<12 digits>.dkr-ecr[-fips].<region>.on.aws` are ECR registry hosts, nothing else."""
         assert ecr_location(host) == expected
+
+    @pytest.mark.parametrize(
+        "host",
+        ["1111222233.dkr.ecr.us-east-1.amazonaws.com", "dkr.ecr.us-east-1.amazonaws.com",
+         "111122223333.dkr-ecr.us-east-1.on.example.aws",
+         "111122223333.dkr.ecr.moon-1.amazonaws.com"],
+        ids=["ten-digits", "no-account", "unknown-suffix", "bad-region"],
+    )  # fmt: skip
+    def test_lookalike_is_named_so(self, host: str) -> None:
+        """A host that looks like ECR's (a `dkr.ecr`/`dkr-ecr` label) but is not one is told
+        apart from any other host, so the config error can say so."""
+        assert ecr_location(host) is None
+        assert looks_like_ecr(host)
+        assert not looks_like_ecr("registry.example.com")
 
 
 class TestRenewal:
@@ -103,6 +138,27 @@ class TestEcrConfig:
             load_config(tmp_path / "r.toml")
         assert caught.value.field == field
         assert text in str(caught.value)
+
+    def test_dual_stack_url_names_account_and_region(self, tmp_path: Path) -> None:
+        """A dual-stack ECR URL fills in account and region as the IPv4 one does."""
+        text = ECR_REGISTRY.replace(
+            "444455556666.dkr.ecr.eu-west-1.amazonaws.com", "444455556666.dkr-ecr.eu-west-1.on.aws"
+        )
+        (tmp_path / "r.toml").write_text(text)
+        registry = load_config(tmp_path / "r.toml").registries["ecr"]
+        assert (registry.account, registry.region) == ("444455556666", "eu-west-1")
+
+    def test_unrecognised_ecr_lookalike_says_so(self, tmp_path: Path) -> None:
+        """A URL that looks like ECR's but is not a host this version knows is an error saying
+        so and naming account and region, not a bare 'field required'."""
+        text = ECR_REGISTRY.replace("444455556666.dkr.ecr", "44445555666.dkr.ecr")
+        (tmp_path / "r.toml").write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(tmp_path / "r.toml")
+        message = str(caught.value)
+        assert "looks like an Amazon ECR registry" in message
+        for word in ("registries.ecr", "account", "region"):
+            assert word in message
 
     def test_endpoint_without_ecr_auth_is_refused(self, tmp_path: Path) -> None:
         """ecr_endpoint means nothing without auth = "ecr": said, not ignored."""

@@ -44,7 +44,8 @@ _TAG_GLOB_CHARS = re.compile(r"^[A-Za-z0-9_\-.*?\[\]!]+$")
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,)")
 
 ACCOUNT_RE = re.compile(r"^\d{12}$")
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+# Four letters for the European sovereign cloud's partition (eusc-de-east-1).
+REGION_RE = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d+$")
 
 _ROOT_KEYS = frozenset({"rules"})
 _RULE_KEYS = frozenset(
