@@ -45,7 +45,7 @@ from replicator.registry import auth_refusals as refusals
 from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
 from replicator.registry.single_flight import SingleFlight
-from replicator.registry.token_answers import MAX_TOKEN_RESPONSE, read_token
+from replicator.registry.token_answers import MAX_TOKEN_RESPONSE, no_refresh_grant, read_token
 
 log = get_logger(__name__)
 
@@ -56,9 +56,6 @@ OAUTH_CLIENT_ID = "replicator"
 # Scopes whose own challenge is remembered (one per repository and action set); the oldest is
 # forgotten first, and a forgotten one is learnt again from the registry's next 401.
 MAX_SCOPE_CHALLENGES = 10_000
-# A token service without the OAuth2 POST endpoint answers these to a POST; docker falls back
-# to the GET flow on 404, and routers that know the path but not the method answer 405.
-_NO_OAUTH_STATUSES = frozenset({404, 405})
 
 
 class Authenticator:
@@ -87,6 +84,9 @@ class Authenticator:
         self._tokens: dict[str, tuple[str, float]] = {}
         # A refresh token the token service rotated (OAuth2 answers may carry a new one).
         self._refresh_tokens: dict[str, str] = {}
+        # Realms that answered a refresh-token grant as having none: asked by GET from then on,
+        # not by a POST before every token request.
+        self._no_refresh_grant: set[str] = set()
         self.problem: AuthError | None = None  # why the provider could not give credentials
         # A token realm on another host that was asked without the credentials (they exist):
         # a refusal then says how to send them (`withheld_refusal`).
@@ -326,7 +326,11 @@ class Authenticator:
         if not self._trusted(realm):
             credentials = None
         service = challenge.params.get("service", "")
-        if credentials is not None and credentials.identity_token:
+        if (
+            credentials is not None
+            and credentials.identity_token
+            and realm not in self._no_refresh_grant
+        ):
             refresh_token = self._refresh_tokens.get(
                 credentials.identity_token, credentials.identity_token
             )
@@ -339,11 +343,13 @@ class Authenticator:
                 "client_id": OAUTH_CLIENT_ID,
             }
             resp = await self._call(realm, self._http.build_request("POST", realm, data=form))
-            if resp.status_code not in _NO_OAUTH_STATUSES:
+            if not no_refresh_grant(resp):
                 token, lifetime, rotated = read_token(resp)
                 if rotated:
                     self._refresh_tokens[credentials.identity_token] = rotated
                 return token, lifetime
+            log.info("token_refresh_grant_unsupported", realm=realm, status=resp.status_code)
+            self._no_refresh_grant.add(realm)
         # Several scopes (a mount needs push on one repository and pull on another) are sent as
         # repeated `scope` parameters, as the Docker client does. The realm's own query
         # (`/token?mode=x`) is kept: httpx replaces a URL's query with `params` otherwise.

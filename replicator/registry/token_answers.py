@@ -56,3 +56,23 @@ def read_token(resp: httpx.Response) -> tuple[str, float, str | None]:
         min(lifetime, MAX_TOKEN_LIFETIME),
         rotated if isinstance(rotated, str) and rotated else None,
     )
+
+
+# A token service without the OAuth2 POST endpoint answers these to a POST; docker falls back
+# to the GET flow on 404, and routers that know the path but not the method answer 405.
+NO_OAUTH_STATUSES = frozenset({404, 405})
+
+
+def no_refresh_grant(resp: httpx.Response) -> bool:
+    """Whether a POST grant_type=refresh_token was answered as by a token service that has no
+    such grant: no POST endpoint (NO_OAUTH_STATUSES), or RFC 6749 §5.2's 400
+    `unsupported_grant_type`. (`invalid_grant` is a bad refresh token, not this.)"""
+    if resp.status_code in NO_OAUTH_STATUSES:
+        return True
+    if resp.status_code != 400:
+        return False
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") == "unsupported_grant_type"

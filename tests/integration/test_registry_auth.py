@@ -204,6 +204,33 @@ class TestIdentityTokens:
         assert [r.status for r in issuer.requests if r.method == "POST"][-1] == 404
         assert {r.account for r in issuer.grants("get") if r.status == 200} == {USER}
 
+    @pytest.mark.parametrize("refusal", ["no-oauth-404", "unsupported-grant-400"])
+    def test_unsupported_refresh_grant_is_asked_once(
+        self,
+        user: User,
+        copy_corpus: CopyCorpus,
+        issuer: TokenIssuer,
+        token_registry: Registry,
+        refusal: str,
+    ) -> None:
+        """A token service that has no refresh-token grant (no POST endpoint, or 400
+        unsupported_grant_type) is asked for it once: every later token of the copy (one per
+        scope) is fetched by GET straight away, the identity token as the Basic password."""
+        refresh = issuer.offline_token(USER, PASSWORD)
+        if refusal == "no-oauth-404":
+            issuer.oauth = False
+        else:
+            issuer.refresh_grant = False
+        user.docker_config({"auths": {token_registry.host: {"identitytoken": refresh}}})
+        before = len(issuer.requests)
+        copy_ok(
+            copy_corpus.ref("team/app", "v1"), f"{token_registry.host}/team/app:v1", env=user.env()
+        )
+        asked = issuer.requests[before:]
+        gets = [r for r in asked if r.method == "GET" and r.account == USER and r.status == 200]
+        assert len([r for r in asked if r.method == "POST"]) == 1
+        assert gets
+
 
 class TestPodmanAuthFiles:
     """podman's auth.json, where skopeo and podman read it."""

@@ -79,6 +79,9 @@ class TokenIssuer:
         self.cert_path = self.workdir / "issuer.pem"
         self.cert_path.write_bytes(self._certificate().public_bytes(serialization.Encoding.PEM))
         self.oauth = oauth  # False: POST answers 404, as token services without OAuth2 do
+        # False: grant_type=refresh_token answers 400 unsupported_grant_type (RFC 6749 §5.2), as
+        # a token service taking only passwords by POST does
+        self.refresh_grant = True
         self.lifetime = lifetime
         self.users: dict[str, str] = {}
         self.public: set[str] = set()
@@ -274,7 +277,7 @@ def _handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
             if grant == "password":
                 user = form.get("username", "")
                 account = user if issuer.password_ok(user, form.get("password", "")) else None
-            elif grant == "refresh_token":
+            elif grant == "refresh_token" and issuer.refresh_grant:
                 with issuer._lock:
                     account = issuer.refresh_tokens.get(form.get("refresh_token", ""))
             else:

@@ -350,6 +350,37 @@ class TestAuthenticator:
         assert (post.method, get.method) == ("POST", "GET")
         assert get.headers["authorization"] == "Basic " + _b64("user:rt-1")
 
+    @pytest.mark.parametrize(
+        "refusal",
+        [httpx.Response(404), httpx.Response(400, json={"error": "unsupported_grant_type"})],
+        ids=["no-endpoint", "unsupported-grant"],
+    )
+    async def test_missing_refresh_grant_is_remembered(self, refusal: httpx.Response) -> None:
+        """A realm without the refresh-token grant is asked by POST once: the next scope's
+        token is asked by GET straight away."""
+        service = _TokenService(
+            refusal,
+            httpx.Response(200, json={"token": "g1"}),
+            httpx.Response(200, json={"token": "g2"}),
+        )
+        creds = Credentials("user", "", identity_token="rt-1")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = _authenticator(http, StaticCredentials(creds))
+            await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s1")
+            assert await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s2") == "Bearer g2"
+        assert [r.method for r in service.requests] == ["POST", "GET", "GET"]
+
+    async def test_invalid_grant_is_not_taken_for_a_missing_grant(self) -> None:
+        """400 invalid_grant (a bad refresh token) fails the token request: it is no sign that
+        the grant is missing, and no password flow is tried behind it."""
+        service = _TokenService(httpx.Response(400, json={"error": "invalid_grant"}))
+        creds = Credentials("user", "", identity_token="rt-1")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+            auth = _authenticator(http, StaticCredentials(creds))
+            with pytest.raises(AuthError):
+                await auth.answer(_unauthorized(f'Bearer realm="{REALM}"'), "s1")
+        assert [r.method for r in service.requests] == ["POST"]
+
     async def test_replaced_credentials_drop_tokens(self) -> None:
         """After replace_credentials, cached tokens are not reused: new credentials apply."""
         service = _TokenService(
