@@ -43,7 +43,8 @@ import httpx
 
 from replicator.registry import blob_reads, blobs
 from replicator.registry.connections import new_transport
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support.registry_server import Registry
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

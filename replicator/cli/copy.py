@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -33,9 +34,9 @@ from replicator.engine.gather import for_each_repository
 from replicator.errors import InvalidReferenceError, ReplicatorError, UsageError
 from replicator.registry import tags
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
-from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
 from replicator.registry.ping import insecure_scheme
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import DEFAULT_MAX_IN_FLIGHT, RegistrySettings
 
 _Outcome = tuple[CopyStats, list[CopyFailure]]
 _ClientFor = Callable[[str, str], Endpoint]
@@ -121,10 +122,10 @@ async def _run(args: argparse.Namespace) -> int:
                 verify=verify,
                 cert=tls.cert,
                 max_in_flight=args.per_registry,
-                foreign_layers=args.allow_nondistributable_artifacts,
                 max_bandwidth=args.max_bandwidth if side == "dst" else None,
             )
-            return Endpoint(pool.client(settings), "")
+            foreign = side == "dst" and args.allow_nondistributable_artifacts
+            return Endpoint(pool.client(settings), "", foreign_layers=foreign)
 
         progress = Progress()
         copier = Copier(concurrency=args.concurrency, on_blob=progress.add_bytes, on_image=progress)
@@ -248,7 +249,7 @@ async def _each(names: Sequence[str]) -> AsyncIterator[str]:
 
 
 def _with_repo(endpoint: Endpoint, repository: str) -> Endpoint:
-    return Endpoint(endpoint.client, repository)
+    return dataclasses.replace(endpoint, repository=repository)
 
 
 def _report(

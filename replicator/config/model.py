@@ -18,7 +18,7 @@ from replicator.config.registries import RegistryConfig
 from replicator.domain.routing.rules import Destination
 from replicator.domain.transfers.pace import DEFAULT_FLOOR_RATE, DEFAULT_FLOOR_WINDOW, Floor
 from replicator.registry.blobs import DEFAULT_CHUNK_THRESHOLD, DEFAULT_CONCURRENCY
-from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
+from replicator.registry.settings import DEFAULT_MAX_IN_FLIGHT
 
 SUPPORTED_VERSION = 1
 ENV_VAR = "REPLICATOR_CONFIG"

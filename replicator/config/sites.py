@@ -14,7 +14,8 @@ from replicator.registry.credentials import CredentialProvider, Credentials, Sta
 from replicator.registry.credhelper import helper_executable, helper_path
 from replicator.registry.dockerconfig import DockerConfigCredentials, inspect
 from replicator.registry.ecr import EcrApi, EcrCredentials
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 
 
 def sites_of(config: Config) -> Mapping[str, Site]:
@@ -64,7 +65,8 @@ def _ecr_api(registry_id: str, region: str, endpoint_url: str | None) -> EcrApi:
 
 
 def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettings:
-    """How the client reaches `registry`: scheme from its URL, auth, TLS."""
+    """How the client reaches `registry`, the one place a `[registries.<name>]` becomes the
+    client's record: scheme from its URL, credentials, TLS, proxy, limits."""
     verify: bool | str = str(registry.ca_file) if registry.ca_file else registry.tls_verify
     cert = (
         (str(registry.client_cert), str(registry.client_key))
@@ -79,7 +81,6 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         cert=cert,
         max_in_flight=max_in_flight,
         proxy=registry.proxy,
-        foreign_layers=registry.allow_nondistributable_artifacts,
         ecr=ecr_api_of(registry),
         token_realms=tuple(registry.token_realms),
         max_bandwidth=registry.max_bandwidth,

@@ -327,7 +327,7 @@ class Copier:
             retried(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
         )
         present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
-        foreign = dst.client.foreign_layers
+        foreign = dst.foreign_layers
         candidates = blobs_to_check(root, children, present, foreign_layers=foreign)
         asked = self._locations.mark()
         sizes = await gather_all(

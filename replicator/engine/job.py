@@ -46,9 +46,10 @@ def job_endpoints(
     `announce` is told of the writes the job makes at the destination, `uploads` keeps its
     blob uploads under way there."""
     destination = registry_client(pool, config, row.destination)
+    foreign = config.registries[row.destination].allow_nondistributable_artifacts
     return (
         Endpoint(registry_client(pool, config, row.source), row.repository),
-        Endpoint(destination, row.repository, announce, uploads),
+        Endpoint(destination, row.repository, announce, uploads, foreign_layers=foreign),
     )
 
 

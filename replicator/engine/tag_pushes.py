@@ -6,7 +6,7 @@ makes of the push is domain.tag_resolution's to say."""
 from __future__ import annotations
 
 from replicator.config.loading import Config
-from replicator.config.sites import settings_for
+from replicator.config.sites import registry_client
 from replicator.domain.events import Ignored, IgnoreReason, PushEvent, TagPush
 from replicator.domain.events.tag_resolution import TagHead, resolved_push
 from replicator.errors import ConfigError
@@ -20,10 +20,9 @@ log = get_logger(__name__)
 async def resolve_tag_push(event: TagPush, config: Config, pool: ClientPool) -> PushEvent | Ignored:
     """The push `event` names, with the digest its tag has at the source now; Ignored when the
     tag is gone or names no manifest type we copy. Registry errors propagate (typed)."""
-    registry = config.registries.get(event.source)
-    if registry is None:
+    if event.source not in config.registries:
         raise ConfigError(f"source {event.source!r} is no longer configured")
-    client = pool.client(settings_for(registry, config.workers.per_registry))
+    client = registry_client(pool, config, event.source)
     head = await manifests.head(client, event.repository, event.tag)
     found = resolved_push(event, None if head is None else TagHead(head.digest, head.media_type))
     if isinstance(found, Ignored):

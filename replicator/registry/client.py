@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
 import httpx
@@ -24,7 +24,6 @@ from replicator.registry.auth import Authenticator
 from replicator.registry.bandwidth import Bandwidth
 from replicator.registry.connections import USER_AGENT, tls_error
 from replicator.registry.credentials import CredentialProvider
-from replicator.registry.ecr import EcrApi
 from replicator.registry.exchange import Content, build_request, follow_redirects, url_origin
 from replicator.registry.held_slots import HELD
 from replicator.registry.links import next_link
@@ -35,10 +34,8 @@ from replicator.registry.responses import (
     raise_for_status,
     read_capped,
 )
+from replicator.registry.settings import RegistrySettings
 
-# Default blob transfers in flight per registry: distribution and most cloud registries throttle
-# well above this, and more than ~8 parallel streams gain nothing on one TCP path.
-DEFAULT_MAX_IN_FLIGHT = 8
 # Small requests (HEADs, manifests, upload POSTs and PUTs, tag lists) in flight per registry, per
 # transfer slot. A registry answers one in about a millisecond, so over a WAN it spends its time
 # on the wire: sharing the 8 transfer slots, a copy 25 ms away was capped at 8 / 50 ms = 160
@@ -55,25 +52,22 @@ class RegistryClient:
     def __init__(
         self,
         http: httpx.AsyncClient,
-        host: str,
+        settings: RegistrySettings,
         *,
         transport: httpx.AsyncBaseTransport,
-        scheme: str | None = None,
-        credentials: CredentialProvider | None = None,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        foreign_layers: bool = False,
         observer: RequestObserver | None = None,
-        ecr: EcrApi | None = None,
-        token_realms: Collection[str] = (),
         user_agent: str = USER_AGENT,
     ) -> None:
+        # The record it was built from, whole: how the registry is reached is read from here.
+        self.settings = settings
         self.http = http
         self.user_agent = user_agent
         self._observer = observer
         self._transport = transport
-        self.host = host
+        self._timeouts = settings.timeouts.as_extension()
+        self.host = host = settings.host
         # Docker talks plain HTTP to loopback registries and HTTPS to everything else; so do we.
-        self.scheme = scheme or ("http" if is_loopback_host(host) else "https")
+        self.scheme = settings.scheme or ("http" if is_loopback_host(host) else "https")
         # Docker Hub: `docker.io` names the registry, `registry-1.docker.io` serves it.
         self.base_url = f"{self.scheme}://{registry_endpoint(host)}"
         origin = origin_of(self.base_url)
@@ -83,17 +77,17 @@ class RegistryClient:
         self.origin: Origin = origin
         self._own_prefix = self.base_url + "/"
         self._auth = Authenticator(
-            http, credentials, registry=self.origin, token_realms=token_realms
+            http, settings.credentials, registry=self.origin, token_realms=settings.token_realms
         )
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._small = asyncio.Semaphore(max_in_flight * SMALL_REQUESTS_PER_SLOT)
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._small = asyncio.Semaphore(settings.max_in_flight * SMALL_REQUESTS_PER_SLOT)
         self.referrers_api: bool | None = None  # learned on first use
-        # As a destination: copy non-distributable (foreign) layers too, not only the manifest.
-        self.foreign_layers = foreign_layers
         # An ECR registry: repositories are listed and created through ECR's own API.
-        self.ecr = ecr
-        # The limit on blob bytes to and from it (`max_bandwidth`), set by the pool.
-        self.bandwidth: Bandwidth | None = None
+        self.ecr = settings.ecr
+        # The limit on blob bytes to and from it (`max_bandwidth`), shared by all its transfers.
+        self.bandwidth = (
+            Bandwidth(settings.max_bandwidth) if settings.max_bandwidth is not None else None
+        )
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url})"
@@ -172,7 +166,9 @@ class RegistryClient:
             all_headers = {"User-Agent": self.user_agent, **(headers or {})}
             if sent_auth:
                 all_headers["Authorization"] = sent_auth
-            request = build_request(method, url, all_headers, content=content, params=params)
+            request = build_request(
+                method, url, all_headers, content=content, params=params, timeouts=self._timeouts
+            )
             try:
                 response = await follow_redirects(self._observed, request, all_headers)
             # A TLS alert read after the handshake (a refused client certificate, under TLS 1.3)

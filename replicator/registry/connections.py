@@ -2,13 +2,14 @@
 endpoints, and what a TLS failure means (a TlsError, not worth retrying).
 
     transport = new_transport(verify="/etc/ssl/registry-ca.pem")
-    http = new_http_client(transport)
+    http = new_http_client(transport, Timeouts().as_extension())
 """
 
 from __future__ import annotations
 
 import functools
 import ssl
+from collections.abc import Mapping
 
 import httpx
 
@@ -16,8 +17,6 @@ from replicator.errors import TlsError
 from replicator.registry.http.proxy import ProxySettings
 from replicator.registry.http.transport import RegistryTransport
 
-# Connect fast-fail; reads may legitimately stall while a registry hashes a large upload.
-HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=None)
 USER_AGENT = "replicator"
 
 
@@ -61,12 +60,15 @@ def new_transport(
     )
 
 
-def new_http_client(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
-    """An httpx client over `transport`, for the token endpoints of the auth flow (registry
-    requests themselves go straight to the transport: see RegistryClient._send)."""
+def new_http_client(
+    transport: httpx.AsyncBaseTransport, timeouts: Mapping[str, float | None]
+) -> httpx.AsyncClient:
+    """An httpx client over `transport` with the registry's `timeouts`, for the token
+    endpoints of the auth flow (registry requests themselves go straight to the transport:
+    see RegistryClient._send)."""
     return httpx.AsyncClient(
         transport=transport,
-        timeout=HTTP_TIMEOUT,
+        timeout=httpx.Timeout(**timeouts),
         # A token endpoint behind a redirect is followed; httpx strips the Authorization
         # header on a cross-origin hop.
         follow_redirects=True,

@@ -13,10 +13,11 @@ import httpx
 
 from replicator.domain.auth.realms import Origin, is_downgrade, origin_of
 from replicator.errors import RegistryError
-from replicator.registry.connections import HTTP_TIMEOUT, USER_AGENT
+from replicator.registry.connections import USER_AGENT
 from replicator.registry.responses import describe
+from replicator.registry.settings import Timeouts
 
-_TIMEOUTS = HTTP_TIMEOUT.as_dict()
+_DEFAULT_TIMEOUTS = Timeouts().as_extension()
 # Blob GETs answer 307 to storage backends (S3, GCS); GET and HEAD follow redirects, at most
 # this many (httpx's limit). Other methods see the 3xx as it is.
 MAX_REDIRECTS = 20
@@ -32,15 +33,17 @@ def build_request(
     *,
     content: Content = None,
     params: Mapping[str, str] | None = None,
+    timeouts: Mapping[str, float | None] = _DEFAULT_TIMEOUTS,
 ) -> httpx.Request:
-    """A registry request: our User-Agent, the registry timeouts, `headers` as given."""
+    """A registry request: our User-Agent, the registry's `timeouts` (httpx's extension),
+    `headers` as given."""
     return httpx.Request(
         method,
         url,
         headers={"User-Agent": USER_AGENT, **headers},
         content=content,
         params=params,
-        extensions={"timeout": _TIMEOUTS},
+        extensions={"timeout": timeouts},
     )
 
 
@@ -96,7 +99,8 @@ async def follow_redirects(
         if target_origin != source_origin:
             # Our credentials are for the registry, never for its storage backend.
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        request = build_request(request.method, target, headers)
+        timeouts = request.extensions.get("timeout", _DEFAULT_TIMEOUTS)
+        request = build_request(request.method, target, headers, timeouts=timeouts)
     raise RegistryError(
         f"{describe(request.method, request.url)}: redirect loop (over {MAX_REDIRECTS} redirects)",
         status=None,

@@ -7,42 +7,16 @@ A pool per registry, so each registry's connection limit follows its request slo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from types import TracebackType
 
 import httpx
 
 from replicator.errors import ConfigError
-from replicator.registry.bandwidth import Bandwidth
-from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, RegistryClient
+from replicator.registry.client import RegistryClient
 from replicator.registry.connections import USER_AGENT, new_http_client, new_transport
-from replicator.registry.credentials import CredentialProvider
-from replicator.registry.ecr import EcrApi
 from replicator.registry.http.proxy import ProxySettings, ProxyUrlError
 from replicator.registry.observer import RequestObserver
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySettings:
-    """How to reach one registry: host, scheme (None = Docker's loopback rule), auth and TLS."""
-
-    host: str
-    scheme: str | None = None
-    credentials: CredentialProvider | None = field(default=None, repr=False)
-    verify: bool | str = True  # False, True, or a CA bundle path
-    cert: tuple[str, str] | None = None  # client certificate and key for mTLS
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide; "none": direct; else this proxy's URL.
-    proxy: str | None = None
-    # As a destination, take non-distributable (foreign) layers too (docker's and crane's
-    # allow-nondistributable-artifacts); by default only their manifests are copied.
-    foreign_layers: bool = False
-    # An ECR registry: its API lists and creates repositories (and its provider gives tokens).
-    ecr: EcrApi | None = field(default=None, repr=False)
-    # Token realms on other hosts than the registry's that may receive its credentials.
-    token_realms: tuple[str, ...] = ()
-    # Blob bytes per second to and from the registry, all jobs together; None: no limit.
-    max_bandwidth: int | None = None
+from replicator.registry.settings import RegistrySettings
 
 
 def proxy_settings(configured: str | None) -> ProxySettings:
@@ -98,8 +72,10 @@ class ClientPool:
         )
 
     def client(self, settings: RegistrySettings) -> RegistryClient:
-        """The client for `settings.host`, created on first use with these settings; later
-        calls with another credential source (a reload rotated a password) switch to it."""
+        """The client for `settings.host`, created on first use from this record (its
+        connection pool from the TLS, proxy and slot settings; the client takes the record
+        whole); later calls with another credential source (a reload rotated a password)
+        switch to it."""
         existing = self._clients.get(settings.host)
         if existing is not None:
             if existing.credentials != settings.credentials:
@@ -113,23 +89,15 @@ class ClientPool:
             # to storage backends (S3) that answer blob GETs.
             max_connections=min(self._max_connections, settings.max_in_flight * 2),
         )
-        http = new_http_client(transport)
+        http = new_http_client(transport, settings.timeouts.as_extension())
         self._http.append(http)
         client = RegistryClient(
             http,
-            settings.host,
+            settings,
             transport=transport,
-            scheme=settings.scheme,
-            credentials=settings.credentials,
-            max_in_flight=settings.max_in_flight,
-            foreign_layers=settings.foreign_layers,
             observer=self._observer,
-            ecr=settings.ecr,
-            token_realms=settings.token_realms,
             user_agent=self._user_agent,
         )
-        if settings.max_bandwidth is not None:
-            client.bandwidth = Bandwidth(settings.max_bandwidth)
         self._clients[settings.host] = client
         return client
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import ParamSpec, TypeVar
@@ -31,6 +32,16 @@ BACKOFF_CAP = 20.0
 # A registry asking for more than this in Retry-After is treated as this: the job goes back to the
 # journal's RETRY_WAIT rather than pinning a worker for minutes.
 RETRY_AFTER_CAP = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often one registry request is tried: `attempts` in all, temporary errors only, waiting
+    a full-jitter backoff from `base` doubling up to `cap` seconds (or the Retry-After asked)."""
+
+    attempts: int = DEFAULT_ATTEMPTS
+    base: float = BACKOFF_BASE
+    cap: float = BACKOFF_CAP
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

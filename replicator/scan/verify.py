@@ -187,6 +187,8 @@ class Verifier:
         self, dst: RegistryClient, name: str, repository: str, digest: str
     ) -> list[tuple[Drift, str]]:
         """What is missing under the manifest `digest` at the destination (depth-bounded)."""
+        # Foreign layers are copied there only when its config says so (domain/transfers/plan.py).
+        foreign = self._config.registries[name].allow_nondistributable_artifacts
         problems: list[tuple[Drift, str]] = []
         level = [digest]
         for _depth in range(MAX_TREE_DEPTH):
@@ -199,8 +201,8 @@ class Verifier:
                     continue
                 level.extend(child.digest for child in manifest.children)
                 for blob in manifest.blobs:
-                    if is_foreign_layer(blob.media_type) and not dst.foreign_layers:
-                        continue  # never copied there (see domain/transfers/plan.py): not drift
+                    if is_foreign_layer(blob.media_type) and not foreign:
+                        continue  # never copied there: not drift
                     blob_checks.append(
                         (blob.digest, self._blob(dst, name, repository, blob.digest))
                     )

@@ -18,7 +18,8 @@ from replicator.domain.auth.failures import FIRST_RETRY_SECONDS
 from replicator.errors import RegistryError
 from replicator.registry.client import RegistryClient, pull_scope
 from replicator.registry.credentials import Credentials, StaticCredentials
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.ports import free_port
 from tests.support.registry_server import Registry

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from replicator.registry import blob_reads, blobs, manifests
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support.registry_server import Registry
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,8 @@ import pytest
 
 from replicator.engine.copier import Copier
 from replicator.engine.endpoint import Endpoint
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support import skopeo
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.layout_push import LayoutPusher

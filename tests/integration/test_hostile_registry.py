@@ -24,7 +24,8 @@ import pytest
 
 from replicator.domain.images.manifests import MAX_CHILDREN, MAX_MANIFEST_BYTES
 from replicator.engine.tree import MAX_TREE_BYTES, MAX_TREE_DEPTH
-from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT, SMALL_REQUESTS_PER_SLOT
+from replicator.registry.client import SMALL_REQUESTS_PER_SLOT
+from replicator.registry.settings import DEFAULT_MAX_IN_FLIGHT
 from tests.support.copy_cli import PROJECT_ROOT
 from tests.support.registry_server import Registry
 

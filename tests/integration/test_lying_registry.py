@@ -19,7 +19,8 @@ import pytest
 from replicator.domain.images.manifests import digest_of
 from replicator.errors import InvalidReferenceError, ManifestError
 from replicator.registry import manifests
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support import skopeo
 from tests.support.daemon import (
     DaemonSettings,

@@ -26,7 +26,7 @@ from replicator.config.loading import (
     load_config,
 )
 from replicator.daemon.http_admission import MAX_CONNECTIONS
-from replicator.registry.client import DEFAULT_MAX_IN_FLIGHT
+from replicator.registry.settings import DEFAULT_MAX_IN_FLIGHT
 from tests.support.daemon import DaemonSettings, RegistrySpec, replicator_command, write_config
 from tests.support.notify_socket import NotifyListener
 from tests.support.ports import free_port

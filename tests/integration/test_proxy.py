@@ -17,7 +17,8 @@ import pytest
 from replicator.engine.copier import Copier
 from replicator.engine.endpoint import Endpoint
 from replicator.errors import TransportError
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support.copy_cli import assert_tags_equal, run_copy
 from tests.support.daemon import replicator_cli
 from tests.support.images import LayerSpec, OCILayout

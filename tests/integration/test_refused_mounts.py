@@ -11,7 +11,8 @@ import pytest
 
 from replicator.engine.copier import Copier
 from replicator.engine.endpoint import Endpoint
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support import skopeo
 from tests.support.copy_cli import copy_ok
 from tests.support.copy_corpus import CopyCorpus

@@ -19,7 +19,8 @@ import pytest
 
 from replicator.registry.client import pull_scope
 from replicator.registry.credentials import Credentials, StaticCredentials
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support import skopeo
 from tests.support.copy_cli import assert_tags_equal, copy_ok, run_copy
 from tests.support.copy_corpus import CopyCorpus

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from replicator.registry import manifests
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support.registry_server import Registry
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,8 @@ from replicator.daemon.bus import Bus, BusOptions
 from replicator.engine.copier import Copier
 from replicator.engine.endpoint import Endpoint
 from replicator.errors import BusError
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
+from replicator.registry.settings import RegistrySettings
 from tests.support import skopeo
 from tests.support.copy_cli import run_copy
 from tests.support.daemon import (

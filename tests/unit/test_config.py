@@ -373,16 +373,15 @@ class TestLoad:
 
 
 class TestRegistryReach:
-    """Per-registry proxy and foreign-layer settings."""
+    """Per-registry reach settings: proxy, token realms."""
 
-    def test_proxy_and_foreign_layers_reach_the_client_settings(self, tmp_path: Path) -> None:
-        """`proxy` and `allow_nondistributable_artifacts` go through to the client settings;
-        "none" is kept as the word that means direct."""
-        extra = 'proxy = "http://proxy.corp:3128"\nallow_nondistributable_artifacts = true\n'
+    def test_proxy_reaches_the_client_settings(self, tmp_path: Path) -> None:
+        """`proxy` goes through to the client settings; "none" is kept as the word that means
+        direct."""
+        extra = 'proxy = "http://proxy.corp:3128"\n'
         config = load_config(_write(tmp_path, MINIMAL + extra))
         settings = settings_for(config.registries["use1"], 4)
         assert settings.proxy == "http://proxy.corp:3128"
-        assert settings.foreign_layers is True
         direct = load_config(_write(tmp_path, MINIMAL + 'proxy = "None"\n'))
         assert settings_for(direct.registries["use1"], 4).proxy == "none"
 

@@ -17,9 +17,10 @@ from replicator.domain.jobs import JobKey, JobState
 from replicator.engine.runner import JobEnd
 from replicator.errors import RegistryError, TransportError
 from replicator.journal.store import Journal
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
 from replicator.registry.resumed import resumed
 from replicator.registry.retry import retried
+from replicator.registry.settings import RegistrySettings
 from tests.support.ports import free_port
 from tests.support.scripted_http import ScriptedServer
 

@@ -11,8 +11,9 @@ import pytest
 from replicator.errors import AuthError, RegistryError
 from replicator.registry.client import RegistryClient
 from replicator.registry.credentials import Credentials, StaticCredentials
-from replicator.registry.pool import ClientPool, RegistrySettings
+from replicator.registry.pool import ClientPool
 from replicator.registry.responses import DEFAULT_MAX_RESPONSE_BYTES, MAX_ERROR_BODY
+from replicator.registry.settings import RegistrySettings
 from replicator.registry.tags import MAX_PAGE_BYTES
 from replicator.registry.token_answers import MAX_TOKEN_RESPONSE
 from tests.support.scripted_http import BASIC_USER, ScriptedServer
