@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -24,13 +23,11 @@ from tests.support.daemon import (
     metric_value,
     push_images,
     replicator_cli,
-    start_stack,
     wait_for,
 )
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
-from tests.support.mqtt_fixtures import MosquittoFactory
-from tests.support.registry_fixtures import RegistryFactory
 from tests.support.scenarios import record_figures
+from tests.support.stack_fixtures import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,18 +42,9 @@ FINISHED_WITHIN_SECONDS = 60.0
 
 
 @pytest.fixture
-def stack(
-    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
-) -> Iterator[Stack]:
+def stack(stack_factory: StackFactory) -> Stack:
     """A fresh stack (own broker, own journal) per test, jobs given MAX_ATTEMPTS attempts."""
-    started = start_stack(
-        tmp_path / "stack",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-        max_attempts=MAX_ATTEMPTS,
-    )
-    yield started
-    started.stop()
+    return stack_factory(max_attempts=MAX_ATTEMPTS)
 
 
 def images(folder: Path, count: int) -> list[BuiltImage]:
@@ -273,33 +261,15 @@ OUTAGE_MAX_ATTEMPTS = 10
 
 
 @pytest.fixture
-def outage_stack(
-    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
-) -> Iterator[Stack]:
+def outage_stack(stack_factory: StackFactory) -> Stack:
     """A fresh stack whose jobs have OUTAGE_MAX_ATTEMPTS attempts."""
-    started = start_stack(
-        tmp_path / "stack",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-        max_attempts=OUTAGE_MAX_ATTEMPTS,
-    )
-    yield started
-    started.stop()
+    return stack_factory(max_attempts=OUTAGE_MAX_ATTEMPTS)
 
 
 @pytest.fixture
-def one_attempt_stack(
-    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
-) -> Iterator[Stack]:
+def one_attempt_stack(stack_factory: StackFactory) -> Stack:
     """A fresh stack whose jobs have one attempt: the first failure of a job is FAILED."""
-    started = start_stack(
-        tmp_path / "stack",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-        max_attempts=1,
-    )
-    yield started
-    started.stop()
+    return stack_factory(max_attempts=1)
 
 
 class TestDestinationOutage:

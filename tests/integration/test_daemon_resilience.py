@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,10 @@ from tests.support.daemon import (
     Stack,
     manifest_digest,
     push_images,
-    start_stack,
     wait_for,
 )
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
-from tests.support.mqtt_fixtures import MosquittoFactory
-from tests.support.registry_fixtures import RegistryFactory
+from tests.support.stack_fixtures import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,17 +34,9 @@ READINESS_SECONDS = 15.0
 
 
 @pytest.fixture
-def stack(
-    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
-) -> Iterator[Stack]:
+def stack(stack_factory: StackFactory) -> Stack:
     """A fresh stack (own broker) per test: these tests kill and stop its parts."""
-    started = start_stack(
-        tmp_path / "stack",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-    )
-    yield started
-    started.stop()
+    return stack_factory()
 
 
 def burst_images(folder: Path, count: int, prefix: str) -> list[BuiltImage]:

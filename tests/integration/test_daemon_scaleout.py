@@ -4,7 +4,6 @@ to the queue by the survivor."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,22 +14,16 @@ from replicator.domain.jobs import JobState
 from tests.support.daemon import (
     DESTINATIONS,
     USW2,
-    DaemonProcess,
     JournalReader,
     manifest_digest,
     push_images,
-    start_stack,
-    topology,
     wait_for,
-    write_config,
 )
 from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.journal_fixtures import PostgresServer
-from tests.support.mqtt_fixtures import MosquittoFactory
-from tests.support.ports import free_port
-from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
+from tests.support.stack_fixtures import StackFactory, fleet_member
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,26 +55,15 @@ def shared_journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_two_daemons_in_a_shared_group_replicate_a_burst_once(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    tmp_path: Path,
-    shared_journal_url: str,
+    stack_factory: StackFactory, tmp_path: Path, shared_journal_url: str
 ) -> None:
     """Two daemons with one shared_group on one broker and one journal: every image of a
     burst reaches both destinations, every job completes exactly once (whichever member claims
     it), and the events come in through one of them (the fleet's one intake session)."""
-    stack = start_stack(
-        tmp_path / "one",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-        journal_url=shared_journal_url,
-        shared_group=GROUP,
-        client_id="fleet-1",
+    stack = stack_factory(
+        "fleet-1", journal_url=shared_journal_url, shared_group=GROUP, client_id="fleet-1"
     )
-    settings = dataclasses.replace(stack.settings, client_id="fleet-2", http_port=free_port())
-    urls = {name: registry.url for name, registry in stack.registries.items()}
-    second_config = write_config(tmp_path / "two", topology(urls), settings)
-    second = DaemonProcess(second_config, settings.http_port)
+    second = fleet_member(stack, "fleet-2")
     try:
         second.start()
         layout = OCILayout(tmp_path / "layout")
@@ -125,8 +107,7 @@ def with_orphan_after(config: Path, seconds: float) -> Path:
 
 
 def test_survivor_sweeps_a_killed_peers_claimed_jobs(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
+    stack_factory: StackFactory,
     fault_proxy_factory: Callable[[Registry], FaultProxy],
     tmp_path: Path,
 ) -> None:
@@ -140,10 +121,8 @@ def test_survivor_sweeps_a_killed_peers_claimed_jobs(
         proxies.append(fault_proxy_factory(registry))
         return proxies[-1].url
 
-    stack = start_stack(
-        tmp_path / "doomed",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
+    stack = stack_factory(
+        "doomed",
         journal_url=journal_url,
         shared_group=GROUP,
         client_id="fleet-doomed",
@@ -153,16 +132,8 @@ def test_survivor_sweeps_a_killed_peers_claimed_jobs(
     (proxy,) = proxies
     held = proxy.add(Fault.stall(MANIFEST_PUT, HELD_SECONDS, times=ORPHAN_BURST * 2))
     doomed = stack.daemon
-    settings = dataclasses.replace(
-        stack.settings, client_id="fleet-survivor", http_port=free_port()
-    )
-    urls = {name: registry.url for name, registry in stack.registries.items()}
-    survivor = DaemonProcess(
-        with_orphan_after(
-            write_config(tmp_path / "survivor", topology(urls), settings), ORPHAN_AFTER_SECONDS
-        ),
-        settings.http_port,
-    )
+    survivor = fleet_member(stack, "fleet-survivor")
+    with_orphan_after(survivor.config, ORPHAN_AFTER_SECONDS)
     journal = JournalReader(journal_url)
     try:
         with_orphan_after(stack.config, ORPHAN_AFTER_SECONDS)

@@ -4,7 +4,6 @@ broker restarts while the whole fleet is down."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,16 +21,11 @@ from tests.support.daemon import (
     manifest_digest,
     metric_value,
     push_images,
-    start_stack,
-    topology,
     wait_for,
-    write_config,
 )
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.journal_fixtures import PostgresServer
-from tests.support.mqtt_fixtures import MosquittoFactory
-from tests.support.ports import free_port
-from tests.support.registry_fixtures import RegistryFactory
+from tests.support.stack_fixtures import StackFactory, fleet_member
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,30 +45,13 @@ PUSHES_WHILE_FLEET_DOWN = 10
 FINISHED_SECONDS = 60.0
 
 
-def start_fleet(
-    tmp_path: Path,
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    journal_url: str,
-) -> tuple[Stack, list[DaemonProcess]]:
+def start_fleet(stack_factory: StackFactory, journal_url: str) -> tuple[Stack, list[DaemonProcess]]:
     """Registries, the bridge and three daemons of one fleet (one journal, one group)."""
-    stack = start_stack(
-        tmp_path / "m1",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-        journal_url=journal_url,
-        shared_group=GROUP,
-        client_id="member-1",
+    stack = stack_factory(
+        "member-1", journal_url=journal_url, shared_group=GROUP, client_id="member-1"
     )
-    members = [stack.daemon]
-    urls = {name: registry.url for name, registry in stack.registries.items()}
-    for number in range(2, MEMBERS + 1):
-        settings = dataclasses.replace(
-            stack.settings, client_id=f"member-{number}", http_port=free_port()
-        )
-        config = write_config(tmp_path / f"m{number}", topology(urls), settings)
-        members.append(DaemonProcess(config, settings.http_port).start())
-    return stack, members
+    others = [fleet_member(stack, f"member-{n}").start() for n in range(2, MEMBERS + 1)]
+    return stack, [stack.daemon, *others]
 
 
 def intake_holder(members: list[DaemonProcess]) -> DaemonProcess:
@@ -118,15 +95,12 @@ def assert_replicated_once(
 
 
 def test_a_dead_member_delays_no_push_past_15_s(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    postgres_server: PostgresServer,
-    tmp_path: Path,
+    stack_factory: StackFactory, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     """The member taking the fleet's events is killed with -9 for 18 s while 10 pushes arrive:
     every push reaches both destinations within 15 s of its push, each job completed once."""
     journal_url = postgres_server.create_database()
-    stack, members = start_fleet(tmp_path, registry_factory, mosquitto_factory, journal_url)
+    stack, members = start_fleet(stack_factory, journal_url)
     layout = OCILayout(tmp_path / "layout")
     tags = [f"d{n}" for n in range(PUSHES_WHILE_DOWN)]
     images = {
@@ -157,15 +131,12 @@ def test_a_dead_member_delays_no_push_past_15_s(
 
 
 def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    postgres_server: PostgresServer,
-    tmp_path: Path,
+    stack_factory: StackFactory, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     """All members stopped, the broker restarted, 10 pushes acknowledged by the bridge, the
     members started again: all 10 reach both destinations, each job completed once."""
     journal_url = postgres_server.create_database()
-    stack, members = start_fleet(tmp_path, registry_factory, mosquitto_factory, journal_url)
+    stack, members = start_fleet(stack_factory, journal_url)
     layout = OCILayout(tmp_path / "layout")
     tags = [f"r{n}" for n in range(PUSHES_WHILE_FLEET_DOWN)]
     images = {

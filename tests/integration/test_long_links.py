@@ -7,7 +7,7 @@ A layer several times N crosses it digest-exact, and what it costs on the wire s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
@@ -16,6 +16,7 @@ from tests.support.copy_cli import run_copy
 from tests.support.cutting_proxy import CuttingProxy
 from tests.support.fault_proxy import Fault, FaultProxy, blob_get
 from tests.support.images import BuiltImage, big_blob_layout
+from tests.support.registry_fixtures import RegistryFactory, Serve
 from tests.support.registry_server import Registry
 from tests.support.resuming_uploads import ResumingUploads
 
@@ -37,45 +38,34 @@ BANDWIDTH_TOLERANCE = 0.05
 STEADY_FROM, STEADY_TO = 0.1, 0.9
 
 
-@pytest.fixture
-def big_image(tmp_path: Path) -> BuiltImage:
-    """A one-layer image whose layer is LAYER_SIZE bytes, in an OCI layout."""
-    return big_blob_layout(tmp_path / "layout", "v1", LAYER_SIZE)
+IMAGE = "team/big:v1"
 
 
-@pytest.fixture
-def resuming_front() -> Iterator[Callable[[Registry], ResumingUploads]]:
-    """Starts upload fronts that resume (tests/support/resuming_uploads.py) before registries;
-    each is stopped after the test."""
-    fronts: list[ResumingUploads] = []
+@dataclass(frozen=True)
+class BigSource:
+    """A source registry holding IMAGE, a one-layer image whose layer is LAYER_SIZE bytes."""
 
-    def start(upstream: Registry) -> ResumingUploads:
-        front = ResumingUploads(upstream.url)
-        front.start()
-        fronts.append(front)
-        return front
+    registry: Registry
+    image: BuiltImage
 
-    yield start
-    for front in fronts:
-        front.stop()
+    @property
+    def layer(self) -> str:
+        """The digest of the image's one layer."""
+        return self.image.layer_digests[0]
 
 
-@pytest.fixture
-def cutting_proxy_factory() -> Iterator[type[CuttingProxy]]:
-    """Starts cutting proxies; each is stopped after the test."""
-    proxies: list[CuttingProxy] = []
-
-    class Started(CuttingProxy):
-        def __init__(
-            self, upstream_url: str, *, cut_after: int | None, max_cuts: int | None = None
-        ) -> None:
-            super().__init__(upstream_url, cut_after=cut_after, max_cuts=max_cuts)
-            self.start()
-            proxies.append(self)
-
-    yield Started
-    for proxy in proxies:
-        proxy.stop()
+@pytest.fixture(scope="module")
+def big_source(
+    registry_factory: RegistryFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BigSource]:
+    """IMAGE built and pushed once for the module: every test only reads it, through its own
+    link, into its own fresh destination."""
+    layout = tmp_path_factory.mktemp("long-links") / "layout"
+    image = big_blob_layout(layout, "v1", LAYER_SIZE)
+    registry = registry_factory()
+    skopeo.push_layout(layout, "v1", f"{registry.host}/{IMAGE}")
+    yield BigSource(registry, image)
+    registry.cleanup()
 
 
 class TestDroppingLink:
@@ -83,20 +73,17 @@ class TestDroppingLink:
 
     def test_download_resumes_where_the_link_dropped(
         self,
-        big_image: BuiltImage,
-        tmp_path: Path,
-        src_registry: Registry,
+        big_source: BigSource,
         dst_registry: Registry,
-        cutting_proxy_factory: type[CuttingProxy],
+        serve: Serve,
     ) -> None:
         """A source behind the link: the layer arrives digest-exact, with at most 1.25x its
         bytes read over the link."""
-        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
-        proxy = cutting_proxy_factory(src_registry.url, cut_after=CUT_AFTER)
-        run = run_copy(f"{proxy.host}/team/big:v1", f"{dst_registry.host}/team/big:v1")
+        proxy = serve(CuttingProxy(big_source.registry.url, cut_after=CUT_AFTER))
+        run = run_copy(f"{proxy.host}/{IMAGE}", f"{dst_registry.host}/{IMAGE}")
         assert run.exit_code == 0, str(run)
-        assert dst_registry.has_blob(big_image.layer_digests[0])
-        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert dst_registry.has_blob(big_source.layer)
+        assert skopeo.digest_of(f"{dst_registry.host}/{IMAGE}") == big_source.image.digest
         assert proxy.cuts >= 2, "the link never dropped the transfer"
         assert proxy.bytes_to_client <= WIRE_FACTOR * LAYER_SIZE, (
             f"{proxy.bytes_to_client} bytes read for a {LAYER_SIZE}-byte layer"
@@ -104,23 +91,20 @@ class TestDroppingLink:
 
     def test_download_behind_a_storage_redirect_resumes(
         self,
-        big_image: BuiltImage,
-        tmp_path: Path,
-        src_registry: Registry,
+        big_source: BigSource,
         dst_registry: Registry,
-        cutting_proxy_factory: type[CuttingProxy],
+        serve: Serve,
         fault_proxy_factory: Callable[[Registry], FaultProxy],
     ) -> None:
         """A source whose blob GETs redirect to storage behind the link: each resume asks the
         registry again and follows its redirect with the Range; the layer arrives digest-exact
         with at most 1.25x its bytes read over the link."""
-        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
-        storage = cutting_proxy_factory(src_registry.url, cut_after=CUT_AFTER)
-        registry = fault_proxy_factory(src_registry)
-        redirect = registry.add(Fault.redirect(blob_get(big_image.layer_digests[0]), storage.url))
-        run = run_copy(f"{registry.host}/team/big:v1", f"{dst_registry.host}/team/big:v1")
+        storage = serve(CuttingProxy(big_source.registry.url, cut_after=CUT_AFTER))
+        registry = fault_proxy_factory(big_source.registry)
+        redirect = registry.add(Fault.redirect(blob_get(big_source.layer), storage.url))
+        run = run_copy(f"{registry.host}/{IMAGE}", f"{dst_registry.host}/{IMAGE}")
         assert run.exit_code == 0, str(run)
-        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert skopeo.digest_of(f"{dst_registry.host}/{IMAGE}") == big_source.image.digest
         assert storage.cuts >= 2, "the link never dropped the transfer"
         assert redirect.injected >= storage.cuts + 1, "a resume went to storage unasked"
         assert storage.bytes_to_client <= WIRE_FACTOR * LAYER_SIZE, (
@@ -129,22 +113,18 @@ class TestDroppingLink:
 
     def test_upload_resumes_where_the_link_dropped(
         self,
-        big_image: BuiltImage,
-        tmp_path: Path,
-        src_registry: Registry,
+        big_source: BigSource,
         dst_registry: Registry,
-        cutting_proxy_factory: type[CuttingProxy],
-        resuming_front: Callable[[Registry], ResumingUploads],
+        serve: Serve,
     ) -> None:
         """A destination that says what a broken upload holds, behind the link: the upload
         goes on from there, the layer arrives digest-exact with at most 1.25x its bytes sent."""
-        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
-        front = resuming_front(dst_registry)
-        proxy = cutting_proxy_factory(front.url, cut_after=CUT_AFTER)
-        run = run_copy(f"{src_registry.host}/team/big:v1", f"{proxy.host}/team/big:v1")
+        front = serve(ResumingUploads(dst_registry.url))
+        proxy = serve(CuttingProxy(front.url, cut_after=CUT_AFTER))
+        run = run_copy(f"{big_source.registry.host}/{IMAGE}", f"{proxy.host}/{IMAGE}")
         assert run.exit_code == 0, str(run)
-        assert dst_registry.has_blob(big_image.layer_digests[0])
-        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert dst_registry.has_blob(big_source.layer)
+        assert skopeo.digest_of(f"{dst_registry.host}/{IMAGE}") == big_source.image.digest
         assert front.patches_broken >= 2, "the link never dropped the upload"
         assert front.status_asked >= front.patches_broken
         assert proxy.bytes_to_upstream <= WIRE_FACTOR * LAYER_SIZE, (
@@ -153,20 +133,17 @@ class TestDroppingLink:
 
     def test_destination_that_cannot_resume_gets_the_whole_blob(
         self,
-        big_image: BuiltImage,
-        tmp_path: Path,
-        src_registry: Registry,
+        big_source: BigSource,
         dst_registry: Registry,
-        cutting_proxy_factory: type[CuttingProxy],
+        serve: Serve,
     ) -> None:
         """docker-registry ends a session its upload broke in (its status GET cannot say what
         it holds): that is learned, and the blob is uploaded again whole, as before resuming
         existed."""
-        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
-        proxy = cutting_proxy_factory(dst_registry.url, cut_after=CUT_AFTER, max_cuts=1)
-        run = run_copy(f"{src_registry.host}/team/big:v1", f"{proxy.host}/team/big:v1")
+        proxy = serve(CuttingProxy(dst_registry.url, cut_after=CUT_AFTER, max_cuts=1))
+        run = run_copy(f"{big_source.registry.host}/{IMAGE}", f"{proxy.host}/{IMAGE}")
         assert run.exit_code == 0, str(run)
-        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert skopeo.digest_of(f"{dst_registry.host}/{IMAGE}") == big_source.image.digest
         assert proxy.cuts == 1
         assert run.stderr.count("upload_resume_unsupported") == 1, run.stderr
         # The bytes before the cut were lost with the session: the blob went up again whole.
@@ -178,24 +155,21 @@ class TestBandwidthLimit:
 
     def test_upload_runs_at_the_limit(
         self,
-        big_image: BuiltImage,
-        tmp_path: Path,
-        src_registry: Registry,
+        big_source: BigSource,
         dst_registry: Registry,
-        cutting_proxy_factory: type[CuttingProxy],
+        serve: Serve,
     ) -> None:
         """A 24 MiB layer copied at 8 MiB/s crosses to the destination at 8 MiB/s within 5%
         (over its middle 80%, about 2.4 s)."""
-        skopeo.push_layout(tmp_path / "layout", "v1", f"{src_registry.host}/team/big:v1")
-        proxy = cutting_proxy_factory(dst_registry.url, cut_after=None)
+        proxy = serve(CuttingProxy(dst_registry.url, cut_after=None))
         run = run_copy(
-            f"{src_registry.host}/team/big:v1",
-            f"{proxy.host}/team/big:v1",
+            f"{big_source.registry.host}/{IMAGE}",
+            f"{proxy.host}/{IMAGE}",
             "--max-bandwidth",
             "8M",
         )
         assert run.exit_code == 0, str(run)
-        assert skopeo.digest_of(f"{dst_registry.host}/team/big:v1") == big_image.digest
+        assert skopeo.digest_of(f"{dst_registry.host}/{IMAGE}") == big_source.image.digest
         rate = proxy.upstream_rate(STEADY_FROM, STEADY_TO)
         assert abs(rate - BANDWIDTH_LIMIT) <= BANDWIDTH_TOLERANCE * BANDWIDTH_LIMIT, (
             f"{rate / MIB:.2f} MiB/s at a limit of {BANDWIDTH_LIMIT / MIB:.0f} MiB/s"

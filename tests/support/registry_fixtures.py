@@ -3,7 +3,8 @@
 `registry_factory(auth=..., notifications_url=..., notification_headers=...)` starts a fresh
 registry; every registry it started is stopped and its storage deleted at the end of the session.
 `src_registry` / `dst_registry` are fresh and empty for each test. `fault_proxy_factory(upstream)`
-puts a fault-injecting HTTP proxy in front of a registry (stopped after the test).
+puts a fault-injecting HTTP proxy in front of a registry (stopped after the test); `serve(server)`
+starts any proxy or front (a CuttingProxy, ResumingUploads...) and stops it after the test.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -20,6 +21,23 @@ from tests.support.fault_proxy import FaultProxy
 from tests.support.registry_server import REGISTRY_BINARY, Registry
 from tests.support.skopeo import SKOPEO_BINARY
 from tests.support.token_issuer import TokenIssuer
+
+
+class Servable(Protocol):
+    """A test server started and stopped in the test's thread (a proxy, an upload front)."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=Servable)
+
+
+class Serve(Protocol):
+    """Starts a server; it is stopped after the test."""
+
+    def __call__(self, server: ServerT) -> ServerT: ...
 
 
 class RegistryFactory(Protocol):
@@ -89,19 +107,25 @@ def dst_registry(registry_factory: RegistryFactory) -> Iterator[Registry]:
 
 
 @pytest.fixture
-def fault_proxy_factory() -> Iterator[Callable[[Registry], FaultProxy]]:
-    """Starts fault proxies in front of registries; each is stopped after the test."""
-    proxies: list[FaultProxy] = []
+def serve() -> Iterator[Serve]:
+    """Starts servers (proxies, upload fronts); each is stopped after the test, the last
+    started first."""
+    servers: list[Servable] = []
 
-    def start(upstream: Registry) -> FaultProxy:
-        proxy = FaultProxy(upstream.url)
-        proxy.start()
-        proxies.append(proxy)
-        return proxy
+    def start(server: ServerT) -> ServerT:
+        server.start()
+        servers.append(server)
+        return server
 
     yield start
-    for proxy in proxies:
-        proxy.stop()
+    for server in reversed(servers):
+        server.stop()
+
+
+@pytest.fixture
+def fault_proxy_factory(serve: Serve) -> Callable[[Registry], FaultProxy]:
+    """Starts fault proxies in front of registries; each is stopped after the test."""
+    return lambda upstream: serve(FaultProxy(upstream.url))
 
 
 @pytest.fixture(scope="session")

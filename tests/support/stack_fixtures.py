@@ -1,0 +1,68 @@
+"""End-to-end stack fixtures: a whole scenario (use1, usw2, euw1, a broker, the bridge and the
+daemon of tests/support/daemon.py) started by one call and taken down after the test.
+
+`stack_factory(**options)` starts a stack in the test's tmp_path with fresh registries and a
+broker of its own (tests stop, wipe and restart them); `options` are start_stack's (settings such
+as `max_attempts`, `journal_url`, `shared_group`, `front`, `start_daemon`). After the test its
+daemon and bridge are stopped and its registries and broker stopped and deleted, so a long
+session does not keep every test's processes running. `fleet_member(stack, name)` is
+another daemon on the stack's registries, broker and journal (a fleet member).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from tests.support.daemon import DaemonProcess, Stack, start_stack, topology, write_config
+from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.ports import free_port
+from tests.support.registry_fixtures import RegistryFactory
+
+
+class StackFactory(Protocol):
+    """Starts a stack in the test's tmp_path/`name`, with start_stack's options."""
+
+    def __call__(self, name: str = "stack", **options: Any) -> Stack: ...
+
+
+@pytest.fixture
+def stack_factory(
+    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
+) -> Iterator[StackFactory]:
+    """Starts fresh stacks (own registries, own broker); each is taken down after the test."""
+    started: list[Stack] = []
+
+    def start(name: str = "stack", **options: Any) -> Stack:
+        stack = start_stack(
+            tmp_path / name,
+            mosquitto_factory(),
+            lambda url: registry_factory(notifications_url=url),
+            **options,
+        )
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
+        for registry in stack.registries.values():
+            registry.terminate()
+    for stack in started:
+        for registry in stack.registries.values():
+            registry.cleanup()
+        stack.broker.cleanup()
+
+
+def fleet_member(stack: Stack, name: str) -> DaemonProcess:
+    """Another daemon (not started) on the stack's registries, broker and journal, with client id
+    and folder `name` beside the stack's: a member of its fleet when the stack has a
+    shared_group."""
+    settings = dataclasses.replace(stack.settings, client_id=name, http_port=free_port())
+    urls = {registry: server.url for registry, server in stack.registries.items()}
+    config = write_config(stack.folder.parent / name, topology(urls), settings)
+    return DaemonProcess(config, settings.http_port)
