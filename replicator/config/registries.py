@@ -14,6 +14,10 @@ from replicator.domain.routing.rules import ACCOUNT_RE, REGION_RE, Destination, 
 from replicator.errors import InvalidReferenceError
 from replicator.registry.ecr import ECR_HOST_FORMS, ecr_location, looks_like_ecr
 from replicator.registry.http.proxy import DIRECT, ProxyUrlError, parse_proxy_url
+from replicator.registry.settings import READ_TIMEOUT_SECONDS
+
+# A read timeout over an hour is a typo (milliseconds?): no registry answer takes that long.
+MAX_READ_TIMEOUT_SECONDS = 3600.0
 
 
 def _http_url(value: str, what: str) -> SplitResult:
@@ -114,6 +118,10 @@ class RegistryConfig(Section):
     # Blob bytes per second to and from this registry, all jobs together (a token bucket);
     # unset: no limit.
     max_bandwidth: Annotated[int, Field(ge=1)] | None = None
+    # Seconds one exchange may wait for the registry's next bytes: longer for a registry that
+    # verifies a multi-GiB blob before answering its final PUT (each try cut at the default
+    # 120 s would never land it), shorter to give up sooner on one that hangs.
+    read_timeout: Annotated[float, Field(gt=0, le=MAX_READ_TIMEOUT_SECONDS)] = READ_TIMEOUT_SECONDS
     _name: str = PrivateAttr(default="")
 
     @model_validator(mode="before")

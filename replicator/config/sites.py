@@ -15,7 +15,7 @@ from replicator.registry.credhelper import helper_executable, helper_path
 from replicator.registry.dockerconfig import DockerConfigCredentials, inspect
 from replicator.registry.ecr import EcrApi, EcrCredentials
 from replicator.registry.pool import ClientPool
-from replicator.registry.settings import RegistrySettings
+from replicator.registry.settings import RegistrySettings, Timeouts
 
 
 def sites_of(config: Config) -> Mapping[str, Site]:
@@ -84,6 +84,7 @@ def settings_for(registry: RegistryConfig, max_in_flight: int) -> RegistrySettin
         ecr=ecr_api_of(registry),
         token_realms=tuple(registry.token_realms),
         max_bandwidth=registry.max_bandwidth,
+        timeouts=Timeouts(read=registry.read_timeout),
     )
 
 

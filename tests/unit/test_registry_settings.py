@@ -8,6 +8,7 @@ import pytest
 
 from replicator.config.loading import load_config
 from replicator.config.sites import settings_for
+from replicator.errors import ConfigError
 from replicator.registry.bandwidth import Bandwidth
 from replicator.registry.pool import ClientPool
 from replicator.registry.retry import RetryPolicy
@@ -43,14 +44,26 @@ class TestFromConfig:
             ("tls_verify = false\n", "verify", False),
             ("max_bandwidth = 1048576\n", "max_bandwidth", 1048576),
             ('token_realms = ["https://auth.example/token"]\n', "token_realms", ("https://auth.example/token",)),
+            ("read_timeout = 600\n", "timeouts", Timeouts(read=600.0)),
         ],
-        ids=["host", "scheme", "slots", "timeouts", "retry", "proxy", "tls", "bandwidth", "realms"],
+        ids=[
+            "host", "scheme", "slots", "timeouts", "retry", "proxy", "tls", "bandwidth", "realms",
+            "read-timeout",
+        ],
     )  # fmt: skip
     def test_each_setting_lands_in_the_record(
         self, tmp_path: Path, extra: str, field: str, value: object
     ) -> None:
         """Each per-registry setting of the config is a field of the one record."""
         assert getattr(_settings(tmp_path, extra), field) == value
+
+    @pytest.mark.parametrize("value", ["0", "-1", "3601", '"slow"'])
+    def test_unusable_read_timeout_is_a_config_error(self, tmp_path: Path, value: str) -> None:
+        """A read timeout of zero, below, over an hour or not a number is refused at load,
+        naming the field."""
+        with pytest.raises(ConfigError) as caught:
+            _settings(tmp_path, f"read_timeout = {value}\n")
+        assert caught.value.field == "registries.use1.read_timeout"
 
     def test_copy_policy_is_not_in_the_record(self, tmp_path: Path) -> None:
         """allow_nondistributable_artifacts is the copy's policy (the destination Endpoint's),
