@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Protocol
 from replicator.config.loading import Config
 from replicator.config.sites import registry_client
 from replicator.domain.jobs import JobKey, JobKind
-from replicator.domain.routing import Site, existence_matters
+from replicator.domain.routing import Site
 from replicator.domain.routing.scan import (
     TagAction,
     TagPlan,
     TagRecord,
     after_journal,
+    asks_repository,
     hold_newer,
     plan_tag,
     targets,
@@ -255,7 +256,7 @@ class Scanner:
             [retried(manifests.head, dst, repository, tag) for tag, _ in pairs]
         )
         exists = any(head is not None for head in heads)
-        if not exists and existence_matters(source, target, repository):
+        if not exists and asks_repository(source, target, repository):
             # Only then is the destination's tag list read: a no-op re-run stays HEAD-only.
             exists = await retried(tags.repository_exists, dst, repository)
         return [

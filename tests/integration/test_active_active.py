@@ -4,6 +4,7 @@ stays deleted), and a reconcile pass never undoes a fresh push."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from replicator.domain.jobs import JobState
 from tests.support.active_active import A, B, Pair, start_pair
-from tests.support.daemon import metric_value, wait_for
+from tests.support.daemon import metric_value, replicator_command, wait_for
 from tests.support.images import LayerSpec
 from tests.support.layout_push import LayoutPusher
 from tests.support.mqtt_fixtures import MosquittoFactory
@@ -34,6 +35,9 @@ DELETE_DELAYS_SECONDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
 FRESH_PUSHES = 20
 # Reconcile back to back, as in the issue's worst run.
 RECONCILE_INTERVAL_SECONDS = 0.5
+# A command-line reconcile pass over the pair's few repositories takes a few seconds; this
+# bounds a stuck one.
+RECONCILE_TIMEOUT_SECONDS = 60.0
 
 
 @pytest.fixture
@@ -168,3 +172,37 @@ class TestReconcileAgainstFreshPushes:
             },
         )
         assert lost == []
+
+
+class TestDeleteWhileTheDaemonIsDown:
+    def test_reconcile_before_the_delete_event_keeps_the_delete(self, pair: Pair) -> None:
+        """A tag pushed at B and replicated to A is deleted at B while the daemon is down (its
+        event waits in the broker); a reconcile pass run before the daemon is back does not
+        copy A's replica back to B, and once the daemon is back the delete reaches A: the
+        image is gone from both sides, the other tag stays (history checker seeds 165, 191)."""
+        repository = "late/app"
+        deleted = pair.push(B, repository, "v1")
+        kept = pair.push(B, repository, "v2")
+        for digest in (deleted, kept):
+            wait_for(
+                lambda digest=digest: pair.digest(A, repository, digest) is not None,
+                timeout=REPLICATED_WITHIN_SECONDS, what=f"{digest} at A",
+            )  # fmt: skip
+        pair.wait_quiet()
+        pair.daemon.kill()
+        pair.delete(B, repository, deleted)
+        command = replicator_command("backfill", "--config", str(pair.config))
+        reconciled = subprocess.run(
+            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
+        )
+        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        pair.daemon.start()
+        jobs = pair.wait_quiet()
+        assert {side: pair.digest(side, repository, deleted) for side in (A, B)} == {
+            A: None, B: None,
+        }  # fmt: skip
+        assert {side: pair.digest(side, repository, "v2") for side in (A, B)} == {
+            A: kept, B: kept,
+        }  # fmt: skip
+        refused = [j for j in jobs if j.failure_code == "DELETE_REFUSED"]
+        assert refused == []

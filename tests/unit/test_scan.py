@@ -16,6 +16,7 @@ from replicator.domain.routing.scan import (
     TagPlan,
     TagRecord,
     after_journal,
+    asks_repository,
     deletes_reach,
     extra_tags,
     hold_newer,
@@ -102,6 +103,25 @@ class TestTargets:
         assert deletes_reach(SOURCE, target, repository=repository, tag="v1") is expected
 
 
+class TestAsksRepository:
+    @pytest.mark.parametrize(
+        ("source", "target", "repository", "expected"),
+        [
+            (SOURCE, SAME_ACCOUNT, "prod/app", False),
+            (SOURCE, CROSS_ACCOUNT, "prod/app", True),
+            (SAME_ACCOUNT, SOURCE, "prod/app", True),
+        ],
+        ids=["same-account-one-way", "cross-account-policy", "destination-replicates-too"],
+    )
+    def test_asks_only_when_the_answer_matters(
+        self, source: Site, target: Site, repository: str, expected: bool
+    ) -> None:
+        """A scan asks whether the destination holds the repository when its policy depends
+        on it, or when the destination replicates too (it may be the origin of the tag, and
+        holding the repository without the tag means it deleted it); one-way, never."""
+        assert asks_repository(source, target, repository) is expected
+
+
 class TestPlanTag:
     @pytest.mark.parametrize(
         ("target", "repository", "dest_digest", "exists", "action", "reason_part"),
@@ -133,7 +153,8 @@ class TestPlanTag:
         action: TagAction,
         reason_part: str,
     ) -> None:
-        """Same digest is up to date; otherwise the policy decides between copy and denied."""
+        """Same digest is up to date; otherwise the policy decides between copy and denied;
+        the plan says whether the destination holds the repository (a tag there says so)."""
         plan = plan_tag(
             SOURCE,
             target,
@@ -146,6 +167,7 @@ class TestPlanTag:
         assert plan.action is action
         assert reason_part in plan.reason
         assert plan.key == JobKey("use1", repository, OLD, "v1", target.name)
+        assert plan.dest_repository is (exists or dest_digest is not None)
 
     @pytest.mark.parametrize(
         ("action", "recorded", "expected"),
@@ -257,10 +279,36 @@ class TestHoldNewer:
     def test_tag_deleted_at_the_destination_stays_deleted(
         self, records: list[TagRecord], held: bool
     ) -> None:
-        """A copy to a destination that no longer has the tag is held only when the source's
-        tag is the daemon's copy of the destination's and the destination's delete of it is
-        journalled; a destination that lost it otherwise (restore, wipe) gets it back."""
+        """A copy to a destination that lost the repository (restore, wipe) is held only when
+        the source's tag is the daemon's copy of the destination's and the destination's delete
+        of it is journalled; otherwise the destination gets it back."""
         plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination")
+        assert (hold_newer(plan, records).action is TagAction.HELD) is held
+
+    @pytest.mark.parametrize(
+        ("records", "held"),
+        [
+            ([job("a", "b", OLD, DONE)], True),
+            ([job("a", "b", OLD, DONE), TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)],
+             True),
+            ([job("a", "b", OLD, PENDING)], False),
+            ([job("a", "b", NEW, DONE)], False),
+            ([job("c", "b", OLD, DONE)], False),
+            ([job("a", "b", OLD, DONE), job("c", "b", OLD, DONE, 2.0)], False),
+            ([], False),
+        ],
+        ids=["delete-not-journalled-yet", "delete-journalled", "replica-not-landed",
+             "replica-of-another-digest", "b-tag-from-a-third", "b-set-since-by-a-third",
+             "no-record"],
+    )  # fmt: skip
+    def test_tag_gone_where_the_repository_stays_was_deleted(
+        self, records: list[TagRecord], held: bool
+    ) -> None:
+        """A destination that still holds the repository but not the tag deleted it (its
+        event may not be journalled yet: queued while the daemon was down): the daemon's copy
+        of the destination's own write is not copied back to it (history checker seeds 165,
+        191); a tag the source holds of its own, or of a third registry, still is."""
+        plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
         assert (hold_newer(plan, records).action is TagAction.HELD) is held
 
     def test_repair_over_a_newer_tag_is_held(self) -> None:

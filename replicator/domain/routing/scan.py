@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from replicator.domain.jobs import TERMINAL_STATES, JobKey, JobState
-from replicator.domain.routing import Site, admit_replication, destinations
+from replicator.domain.routing import Site, admit_replication, destinations, existence_matters
 from replicator.domain.routing.rules import match_deletes
 
 # ECR's backfill rule: a run is FAILED when at least half of its jobs failed, once it has at
@@ -36,12 +36,15 @@ class TagAction(StrEnum):
 @dataclass(frozen=True, slots=True)
 class TagPlan:
     """The decision for one (repository, tag, destination): the job key, the action and why;
-    `dest_digest` is what the destination's tag names now (None: no such tag)."""
+    `dest_digest` is what the destination's tag names now (None: no such tag);
+    `dest_repository`: the destination holds the repository (False when it does not, or when
+    that was not asked)."""
 
     key: JobKey
     action: TagAction
     reason: str
     dest_digest: str | None = None
+    dest_repository: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +97,25 @@ def plan_tag(
     """Up to date, copy or denied: the policy is asked only when there is something to copy, and
     for ecr:CreateRepository too when the repository does not exist at the destination."""
     key = JobKey(source.name, repository, source_digest, tag, target.name)
+    held = repository_exists or dest_digest is not None
     if dest_digest == source_digest:
-        return TagPlan(key, TagAction.UP_TO_DATE, "same digest at the destination", dest_digest)
+        return TagPlan(
+            key, TagAction.UP_TO_DATE, "same digest at the destination", dest_digest, held
+        )
     decision = admit_replication(source, target, repository, repository_exists=repository_exists)
     if not decision.allowed:
-        return TagPlan(key, TagAction.DENIED, decision.reason, dest_digest)
+        return TagPlan(key, TagAction.DENIED, decision.reason, dest_digest, held)
     if dest_digest is None:
-        return TagPlan(key, TagAction.COPY, "tag missing at the destination")
-    return TagPlan(key, TagAction.COPY, f"destination has {dest_digest}", dest_digest)
+        return TagPlan(key, TagAction.COPY, "tag missing at the destination", None, held)
+    return TagPlan(key, TagAction.COPY, f"destination has {dest_digest}", dest_digest, held)
+
+
+def asks_repository(source: Site, target: Site, repository: str) -> bool:
+    """Whether a scan asks `target` if it holds `repository` when none of the tags it looked
+    at is there: when the policy's answer depends on it (ecr:CreateRepository), or when
+    `target` replicates too, so it may be the origin of the source's tag (`hold_newer` tells a
+    destination that deleted a tag from one that lost its storage by it)."""
+    return existence_matters(source, target, repository) or bool(target.replication.rules)
 
 
 def after_journal(plan: TagPlan, recorded: JobState | None) -> TagPlan:
@@ -128,8 +142,10 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
       destination's tag is in turn the daemon's replica of a push at the source (two pushes
       of the tag, one at each side, crossed on their way), the later push wins.
     A tag missing at the destination is held only when the source's tag is the daemon's copy of
-    the destination's and the journal records the destination deleting it since: the delete is
-    the newest write (a destination that lost it otherwise, a restore or a wipe, gets it back)."""
+    the destination's, and the destination deleted it since: the journal records its delete,
+    or the destination still holds the repository (it lost this tag alone: a delete whose event
+    is not journalled yet, queued while the daemon was down or still on its way). A
+    destination that lost the repository whole (a restore, a wipe) gets the tag back."""
     if plan.action not in (TagAction.COPY, TagAction.REPAIR):
         return plan
     source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
@@ -166,7 +182,8 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
 
 def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
     """A copy to a destination without the tag: held when the source's tag is the daemon's copy
-    of the destination's write and the destination deleted it since (its delete is journalled)."""
+    of the destination's write and the destination deleted it since (its delete is journalled,
+    or the destination lost this tag and kept the repository)."""
     source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
     ours = _last_set([r for r in records if r.tag == tag and not r.delete], source)
     if ours is None or ours.source != target or ours.digest != plan.key.digest:
@@ -176,13 +193,22 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
         and (r.digest == plan.key.digest or (r.tag is not None and r.tag == tag))
         for r in records
     )  # fmt: skip
-    if not deleted:
+    if deleted:
+        why = "the delete is newer"
+    elif plan.dest_repository:
+        # A copy back would bring the image back where it was written and deleted, before the
+        # delete's own job (from its event) reaches the source: both sides would keep it.
+        why = (
+            f"{target} holds the repository without the tag: it deleted it (the delete's "
+            "event is not journalled yet)"
+        )
+    else:
         return plan
     return replace(
         plan,
         action=TagAction.HELD,
         reason=f"{target} deleted {tag} ({plan.key.digest}) after the daemon copied it to "
-        f"{source}: the delete is newer",
+        f"{source}: {why}",
     )
 
 
