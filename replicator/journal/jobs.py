@@ -245,14 +245,23 @@ def ensure(
 def claim(
     session: Session, limit: int, now: datetime, claimer: str, skip: Collection[str] = ()
 ) -> list[JobRow]:
-    """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1) for `claimer`, oldest due
-    first; jobs for the destinations in `skip` are left for later."""
+    """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1) for `claimer`, by turns
+    between the sources of each destination (queries.due_statement); jobs for the
+    destinations in `skip` are left for later."""
     params: dict[str, Any] = {"now": now}
     if skip:
         params["skip"] = list(skip)
     candidates = queries.execute(session, queries.due_statement(limit, bool(skip)), params).all()
+    if not candidates:
+        return []
+    locked = {
+        row.id
+        for row in queries.execute(
+            session, queries.LOCK_FOR_CLAIM, {"ids": [c.id for c in candidates]}
+        )
+    }
     claimed: list[int] = []
-    for candidate in candidates:
+    for candidate in (c for c in candidates if c.id in locked):
         job_id, old = candidate.id, JobState(candidate.state)
         assert old in CLAIMABLE_STATES
         new = apply(old, claim_path(old))

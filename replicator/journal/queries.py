@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     delete,
     exists,
+    func,
     insert,
     or_,
     select,
@@ -216,18 +217,44 @@ UNFENCED = or_(JOBS.c.kind != JobKind.DELETE.value, ~COPY_IN_FLIGHT)
 # [workers] concurrency, so the cache holds a few dozen statements at most.
 @functools.cache
 def due_statement(limit: int, skipping: bool) -> Select[Any]:
-    """The ids and states of up to `limit` due jobs, oldest due first."""
+    """The ids and states of up to `limit` due jobs, by turns between the sources of each
+    destination, oldest due first within a turn.
+
+    A job's turn is its place in the line of its (destination, source): that pair's working
+    (IN_PROGRESS) jobs first, then its due jobs oldest first. The first due job of a source
+    working nowhere at a destination has turn 1, the next one of a source already working there
+    once has turn 2, and so on; so a source with a backlog of thousands cannot keep another
+    source's new push waiting behind it (it is claimed after about one job of the backlog)."""
     # PENDING jobs are due from when they were queued (or their not_before), RETRY_WAIT ones
     # from their next attempt time; hosts sharing a database should keep their clocks in sync.
     due = and_(JOBS.c.state.in_(CLAIMABLE), JOBS.c.next_attempt_at <= bindparam("now"), UNFENCED)
+    working = JOBS.c.state == JobState.IN_PROGRESS.value
+    lined_up = or_(due, working)
     if skipping:
-        due = and_(due, JOBS.c.destination.not_in(bindparam("skip", expanding=True)))
-    # FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass over each other's rows instead of
-    # queueing; SQLite ignores it (its writers are already serialised by BEGIN IMMEDIATE).
-    return (
-        select(JOBS.c.id, JOBS.c.state)
-        .where(due)
-        .order_by(JOBS.c.next_attempt_at, JOBS.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        lined_up = and_(lined_up, JOBS.c.destination.not_in(bindparam("skip", expanding=True)))
+    turn = func.row_number().over(
+        partition_by=(JOBS.c.destination, JOBS.c.source),
+        order_by=(case((working, 0), else_=1), JOBS.c.next_attempt_at, JOBS.c.id),
     )
+    line = (
+        select(JOBS.c.id, JOBS.c.state, JOBS.c.next_attempt_at, turn.label("turn"))
+        .where(lined_up)
+        .subquery("line")
+    )
+    return (
+        select(line.c.id, line.c.state)
+        .where(line.c.state.in_(CLAIMABLE))
+        .order_by(line.c.turn, line.c.next_attempt_at, line.c.id)
+        .limit(limit)
+    )
+
+
+# The chosen jobs locked for the claim. FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass
+# over each other's rows instead of queueing (a statement with a window function cannot lock,
+# hence this second one); SQLite ignores it (its writers are already serialised by BEGIN
+# IMMEDIATE).
+LOCK_FOR_CLAIM = (
+    select(JOBS.c.id)
+    .where(JOBS.c.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update(skip_locked=True)
+)

@@ -394,6 +394,49 @@ class TestClaimAndFinish:
         claimed = await journal.claim_due(2, T0 + timedelta(days=1))
         assert [row.key for row in claimed] == ids[:2]
 
+    @pytest.mark.parametrize(
+        ("working", "queued", "limit", "claimed"),
+        [
+            ([], ["a", "a", "a", "b"], 2, ["a", "b"]),
+            (["a"], ["a", "a", "a", "b"], 1, ["b"]),
+            ([], ["a", "a", "b", "b", "c"], 3, ["a", "b", "c"]),
+            (["b", "b"], ["b", "a", "b", "a"], 2, ["a", "a"]),
+            (["a"], ["a", "b", "a"], 3, ["b", "a", "a"]),
+            ([], ["a", "a"], 2, ["a", "a"]),
+            ([], ["a>d1", "a>d1", "a>d2"], 2, ["a>d1", "a>d2"]),
+        ],
+        ids=["backlog-and-newcomer", "working-source-waits", "one-each-first",
+             "fewest-working-first", "turns-then-age", "one-source", "per-destination"],
+    )  # fmt: skip
+    async def test_claim_takes_turns_between_sources(
+        self,
+        journal: Journal,
+        working: list[str],
+        queued: list[str],
+        limit: int,
+        claimed: list[str],
+    ) -> None:
+        """A claim goes by turns between the sources of a destination — a job's turn is its
+        place behind its source's working jobs there, then oldest due first — so one source's
+        backlog never keeps another source's job waiting behind it."""
+
+        def key(n: int, spec: str) -> JobKey:
+            source, _, destination = spec.partition(">")
+            return JobKey(source, "app", DIGEST, f"t{n}", destination or "usw2")
+
+        later = T0 + timedelta(days=1)
+        for n, spec in enumerate(working):
+            await journal.add_jobs([key(n, spec)])
+        assert len(await journal.claim_due(len(working) + 1, later)) == len(working)
+        for n, spec in enumerate(queued, start=len(working)):
+            await journal.add_jobs([key(n, spec)])
+        rows = await journal.claim_due(limit, later)
+        got = sorted(rows, key=lambda row: row.id)
+        names = [
+            f"{r.source}>{r.destination}" if r.destination != "usw2" else r.source for r in got
+        ]
+        assert sorted(names) == sorted(claimed)
+
     async def test_complete_records_counters(self, journal: Journal) -> None:
         """complete() ends the job COMPLETE with the copy's counters and a finish time."""
         await record(journal, b"push", [KEY])

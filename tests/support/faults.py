@@ -209,8 +209,8 @@ class Fault:
         return cls(FaultKind.RESET, match, times=times, keep_bytes=keep_bytes)
 
     @classmethod
-    def stall(cls, match: Predicate, seconds: float, *, times: int = 1) -> Fault:
-        """Hold the request `seconds` before forwarding it."""
+    def stall(cls, match: Predicate, seconds: float, *, times: int | None = 1) -> Fault:
+        """Hold the request `seconds` before forwarding it (`times` None: every match)."""
         return cls(FaultKind.STALL, match, times=times, stall_seconds=seconds)
 
     @classmethod
