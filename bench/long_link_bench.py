@@ -98,40 +98,33 @@ def _check(
     return (served == digest, "" if served == digest else f"served {served}")
 
 
-def _download(source: Registry, digest: str, size: int, cut: int) -> list[Row]:
+def _over_the_link(scenario: str, source: Registry, digest: str, size: int, cut: int) -> list[Row]:
+    """Each tool's copy into a fresh destination with the link in front of the source
+    ("download", bytes counted to the client) or of a destination that resumes ("upload",
+    bytes counted upstream)."""
+    download = scenario == "download"
     rows = []
     for tool, copy in TOOLS.items():
         destination = Registry()
+        front = None if download else ResumingUploads(destination.url)
+        if front is not None:
+            front.start()
         try:
-            with _started(CuttingProxy(source.url, cut_after=cut)) as proxy:
-                print(f"[download] {tool} ...", flush=True)
-                result = copy(f"{proxy.host}/{IMAGE}", f"{destination.host}/{IMAGE}")
+            with _started(
+                CuttingProxy(source.url if front is None else front.url, cut_after=cut)
+            ) as proxy:
+                print(f"[{scenario}] {tool} ...", flush=True)
+                if download:
+                    result = copy(f"{proxy.host}/{IMAGE}", f"{destination.host}/{IMAGE}")
+                else:
+                    result = copy(f"{source.host}/{IMAGE}", f"{proxy.host}/{IMAGE}")
                 finished, note = _check(result, destination, digest)
-                wire = proxy.bytes_to_client
-                rows.append(Row("download", tool, finished, result.seconds, wire, wire / size,
+                wire = proxy.bytes_to_client if download else proxy.bytes_to_upstream
+                rows.append(Row(scenario, tool, finished, result.seconds, wire, wire / size,
                                 proxy.cuts, result.peak_rss_bytes / MIB, note))  # fmt: skip
         finally:
-            destination.terminate()
-            destination.cleanup()
-    return rows
-
-
-def _upload(source: Registry, digest: str, size: int, cut: int) -> list[Row]:
-    rows = []
-    for tool, copy in TOOLS.items():
-        destination = Registry()
-        front = ResumingUploads(destination.url)
-        front.start()
-        try:
-            with _started(CuttingProxy(front.url, cut_after=cut)) as proxy:
-                print(f"[upload] {tool} ...", flush=True)
-                result = copy(f"{source.host}/{IMAGE}", f"{proxy.host}/{IMAGE}")
-                finished, note = _check(result, destination, digest)
-                wire = proxy.bytes_to_upstream
-                rows.append(Row("upload", tool, finished, result.seconds, wire, wire / size,
-                                proxy.cuts, result.peak_rss_bytes / MIB, note))  # fmt: skip
-        finally:
-            front.stop()
+            if front is not None:
+                front.stop()
             destination.terminate()
             destination.cleanup()
     return rows
@@ -174,8 +167,8 @@ def main() -> int:
         image = big_blob_layout(workdir / "layout", "v1", size)
         skopeo.push_layout(workdir / "layout", "v1", f"{source.host}/{IMAGE}", timeout=900)
         rows = [
-            *_download(source, image.digest, size, cut),
-            *_upload(source, image.digest, size, cut),
+            *_over_the_link("download", source, image.digest, size, cut),
+            *_over_the_link("upload", source, image.digest, size, cut),
         ]
         limited_size = limit * args.limit_seconds
         limited = big_blob_layout(workdir / "limited", "v1", limited_size, seed=11)

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
 
-# 64 KiB reads: large enough for throughput, small enough to cut within a few KiB of N.
-CHUNK_SIZE = 64 * 1024
+from tests.support.loopback_server import CHUNK_SIZE, TcpRelay, reset
+
 # Kernel buffers of the proxy's sockets. What sits in buffers when a link drops is lost, as on
 # a real link (its bandwidth-delay product); loopback's autotuned megabytes would lose far more
 # per cut than a WAN path does, so the proxy keeps its side small.
 SOCKET_BUFFER = 128 * 1024
-# Seconds to wait for the proxy thread to start or stop; both take milliseconds.
-THREAD_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(eq=False)
@@ -44,16 +40,13 @@ class _Connection:
     cut: bool = False
 
 
-class CuttingProxy:
+class CuttingProxy(TcpRelay):
     """The proxy; `start()` runs it in a thread, `stop()` ends it. Listens on 127.0.0.1."""
 
     def __init__(
         self, upstream_url: str, *, cut_after: int | None, max_cuts: int | None = None
     ) -> None:
-        found = re.fullmatch(r"http://(127\.0\.0\.1|localhost):(\d+)/?", upstream_url)
-        if found is None:
-            raise ValueError(f"upstream must be a loopback http URL, got {upstream_url!r}")
-        self.upstream_host, self.upstream_port = found[1], int(found[2])
+        super().__init__(upstream_url)
         self.cut_after = cut_after  # None: pass everything (a plain counting proxy)
         self.max_cuts = max_cuts  # None: cut every connection; else only the first max_cuts
         self.bytes_to_upstream = 0
@@ -62,23 +55,9 @@ class CuttingProxy:
         self.connections = 0
         # (monotonic time, bytes so far) each time bytes went upstream, for a rate.
         self.upstream_progress: list[tuple[float, int]] = []
-        self.port = 0
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._live: set[_Connection] = set()
         self.down = False  # the link is down: every connection is reset at once
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT` of the proxy."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:PORT` of the proxy."""
-        return f"http://{self.host}"
 
     def reset_counts(self) -> None:
         """Start counting bytes and cuts afresh (after a test's set-up went through it)."""
@@ -89,8 +68,7 @@ class CuttingProxy:
     def go_down(self) -> None:
         """Take the link down: the connections open are reset, new ones reset at once."""
         self.down = True
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._cut_all)
+        self.call_soon(self._cut_all)
 
     def come_up(self) -> None:
         """Bring the link back."""
@@ -110,61 +88,23 @@ class CuttingProxy:
         end = next(sample for sample in samples if sample[1] >= high * total)
         return (end[1] - start[1]) / (end[0] - start[0])
 
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start listening on a free loopback port in a background thread."""
-        ready = threading.Event()
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                server.close()
-                for task in list(self._tasks):
-                    task.cancel()
-                loop.run_until_complete(
-                    asyncio.gather(*self._tasks, server.wait_closed(), return_exceptions=True)
-                )
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"cutting-proxy-{id(self)}", daemon=True)
-        self._thread.start()
-        if not ready.wait(THREAD_TIMEOUT_SECONDS):
-            raise TimeoutError("cutting proxy did not start")
-
-    def stop(self) -> None:
-        """Stop the proxy and close every connection."""
-        if self._loop is None or self._thread is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(THREAD_TIMEOUT_SECONDS)
-        self._loop = None
-        self._thread = None
-
     # -- one connection -----------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Reset at once while the link is down; relay otherwise."""
         if self.down:
-            _reset(writer)
+            reset(writer)
             return
-        self._tasks.add(task)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(
-                self.upstream_host, self.upstream_port
-            )
-        except OSError:
-            _reset(writer)
-            self._tasks.discard(task)
-            return
+        await super().handle(reader, writer)
+
+    async def relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        """Relay both directions over small buffers, counting and cutting per connection."""
         for side in (writer, up_writer):
             _small_buffers(side)
         with self._lock:
@@ -178,10 +118,6 @@ class CuttingProxy:
             )
         finally:
             self._live.discard(conn)
-            for side in (writer, up_writer):
-                with contextlib.suppress(Exception):
-                    side.close()
-            self._tasks.discard(task)
 
     async def _pump(
         self,
@@ -235,8 +171,8 @@ class CuttingProxy:
         if conn.cut:
             return
         conn.cut = True
-        _reset(conn.client)
-        _reset(conn.upstream)
+        reset(conn.client)
+        reset(conn.upstream)
 
 
 def _small_buffers(writer: asyncio.StreamWriter) -> None:
@@ -245,13 +181,3 @@ def _small_buffers(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with RST instead of FIN, as a dropped link looks to both ends."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            # SO_LINGER on with a zero timeout makes close() send RST.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()

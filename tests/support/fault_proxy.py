@@ -19,9 +19,6 @@ import asyncio
 import contextlib
 import hashlib
 import random
-import re
-import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +38,7 @@ from tests.support.faults import (
     unheld_mounts,
     uploads,
 )
+from tests.support.loopback_server import CHUNK_SIZE, LoopbackServer, loopback_address, reset
 
 __all__ = [
     "Fault",
@@ -57,14 +55,10 @@ __all__ = [
     "uploads",
 ]
 
-# 64 KiB reads: large enough for throughput, small enough that a blob is never buffered.
-CHUNK_SIZE = 64 * 1024
 # Hop-by-hop headers (RFC 9110 section 7.6.1) are never forwarded; h11 frames each side itself.
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 )
-# Seconds to wait for the proxy thread to start or stop; both take milliseconds.
-THREAD_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -93,33 +87,17 @@ async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: h11.E
         await writer.drain()
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """The proxy; `start()` runs it in a thread, `stop()` ends it. Listens on 127.0.0.1."""
 
     def __init__(self, upstream_url: str, *, seed: int = 0) -> None:
-        found = re.fullmatch(r"http://(127\.0\.0\.1|localhost):(\d+)/?", upstream_url)
-        if found is None:
-            raise ValueError(f"upstream must be a loopback http URL, got {upstream_url!r}")
-        self.upstream_host, self.upstream_port = found[1], int(found[2])
-        self.upstream_authority = f"{found[1]}:{found[2]}"
+        super().__init__()
+        self.upstream_host, self.upstream_port = loopback_address(upstream_url)
+        self.upstream_authority = f"{self.upstream_host}:{self.upstream_port}"
         self.faults: list[Fault] = []
         self.records: list[RequestRecord] = []
-        self.port = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT` of the proxy."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:PORT` of the proxy."""
-        return f"http://{self.host}"
 
     @property
     def requests_seen(self) -> int:
@@ -165,50 +143,10 @@ class FaultProxy:
             )
             return chosen
 
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start listening on a free loopback port in a background thread."""
-        ready = threading.Event()
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                server.close()
-                for task in list(self._tasks):
-                    task.cancel()
-                loop.run_until_complete(
-                    asyncio.gather(*self._tasks, server.wait_closed(), return_exceptions=True)
-                )
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"fault-proxy-{id(self)}", daemon=True)
-        self._thread.start()
-        if not ready.wait(THREAD_TIMEOUT_SECONDS):
-            raise TimeoutError("fault proxy did not start")
-
-    def stop(self) -> None:
-        """Stop the proxy and close every connection."""
-        if self._loop is None or self._thread is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(THREAD_TIMEOUT_SECONDS)
-        self._loop = None
-        self._thread = None
-
     # -- one client connection ----------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve the client's requests in turn, each one faulted or forwarded."""
         client = h11.Connection(h11.SERVER)
         upstream: _Upstream | None = None
         try:
@@ -247,7 +185,6 @@ class FaultProxy:
                 upstream.close()
             with contextlib.suppress(Exception):
                 writer.close()
-            self._tasks.discard(task)
 
     async def _drain_request_body(
         self, client: h11.Connection, reader: asyncio.StreamReader
@@ -379,7 +316,7 @@ class FaultProxy:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             if keep is not None and sent + len(data) >= keep:
                 await _send(client, writer, h11.Data(data=data[: keep - sent]))
-                self._cut(writer, reset=kind is FaultKind.RESET)
+                self._cut(writer, rst=kind is FaultKind.RESET)
                 return False  # the caller closes the upstream: it is mid-body
             sent += len(data)
             if kind is FaultKind.TRICKLE:
@@ -400,11 +337,8 @@ class FaultProxy:
             await asyncio.sleep(1.0)
 
     @staticmethod
-    def _cut(writer: asyncio.StreamWriter, *, reset: bool) -> None:
-        if reset:
-            sock = writer.get_extra_info("socket")
-            # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+    def _cut(writer: asyncio.StreamWriter, *, rst: bool) -> None:
+        if rst:
+            reset(writer)
         else:
             writer.close()

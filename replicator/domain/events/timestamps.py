@@ -1,15 +1,23 @@
-"""RFC 3339 timestamps -> seconds since the epoch, computed without a clock or datetime."""
+"""RFC 3339 timestamps <-> seconds since the epoch: the standard library's calendar, no clock."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
-# RFC 3339 as distribution (Go, nanoseconds) and EventBridge (seconds) write it.
+# RFC 3339's grammar (which datetime.fromisoformat is wider than: it takes no zone, week dates,
+# `20261128T1457Z`), as distribution (Go, nanoseconds), EventBridge (seconds) and the hosted
+# registries write it. The fraction is kept apart: up to 9 digits arrive (Go's RFC3339Nano),
+# more than a datetime holds.
 _TIMESTAMP_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+    r"^(\d{4}-\d{2}-\d{2})[Tt ]((?:[01]\d|2[0-3]):[0-5]\d):([0-5]\d|60)(?:\.(\d{1,9}))?"
+    r"([Zz]|[+-]\d{2}:\d{2})$"
 )
-_SECONDS_PER_DAY = 86_400
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 3339 allows a leap second (`23:59:60`); datetime does not: it is read as the next minute's
+# first second, the moment POSIX time gives it.
+_LEAP_SECOND = "60"
+_MICROSECONDS = 1_000_000
 
 
 def parse_timestamp(value: object) -> float | None:
@@ -17,6 +25,7 @@ def parse_timestamp(value: object) -> float | None:
     moment outside years 1 to 9999 in UTC (what a datetime holds: "0000-01-01T00:00:00Z" and
     "9999-12-31T23:59:59-01:00" parse, but name no moment the journal can store).
 
+    The fraction is rounded to the microsecond, a datetime's resolution.
     A bad timestamp does not reject the event: it only feeds the latency metric.
     """
     if not isinstance(value, str):
@@ -24,44 +33,18 @@ def parse_timestamp(value: object) -> float | None:
     match = _TIMESTAMP_RE.match(value)
     if not match:
         return None
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
+    day, hour_minute, second, fraction, zone = match.groups()
+    leap = second == _LEAP_SECOND
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        moment = datetime.fromisoformat(
+            f"{day}T{hour_minute}:{'59' if leap else second}{zone}"
+        ).astimezone(UTC)
+        microseconds = round(float(f"0.{fraction or 0}") * _MICROSECONDS)
+        moment += timedelta(seconds=1 if leap else 0, microseconds=microseconds)
+    except (ValueError, OverflowError):  # no such day or hour; beyond years 1-9999 in UTC
         return None
-    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second, as RFC 3339 allows
-        return None
-    fraction = float(f"0.{match.group(7)}") if match.group(7) else 0.0
-    offset = 0
-    if match.group(9):
-        sign = -1 if match.group(9) == "-" else 1
-        offset = sign * (int(match.group(10)) * 3600 + int(match.group(11)) * 60)
-    days = _days_from_civil(year, month, day)
-    moment = days * _SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset + fraction
-    if not _EARLIEST <= moment <= _LATEST:
-        return None
-    return moment
-
-
-def _days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-        return 29 if leap else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    year -= month <= 2
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146_097 + day_of_era - 719_468
-
-
-# The first and the last whole second of years 1 to 9999, UTC: datetime's range (a fraction
-# past the last second could round up out of it when converted to microseconds).
-_EARLIEST = _days_from_civil(1, 1, 1) * _SECONDS_PER_DAY
-_LATEST = _days_from_civil(10000, 1, 1) * _SECONDS_PER_DAY - 1
+    return (moment - _EPOCH) / timedelta(seconds=1)
 
 
 # Unix seconds beyond year 9999 have no four-digit RFC 3339 form.
@@ -72,23 +55,4 @@ def format_timestamp(seconds: int) -> str | None:
     """Unix seconds -> RFC 3339 UTC text (`2026-11-28T10:15:30Z`); None outside years 1970-9999."""
     if not 0 <= seconds <= _MAX_UNIX_SECONDS:
         return None
-    days, rest = divmod(seconds, _SECONDS_PER_DAY)
-    year, month, day = _civil_from_days(days)
-    hour, rest = divmod(rest, 3600)
-    minute, second = divmod(rest, 60)
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
-
-
-def _civil_from_days(days: int) -> tuple[int, int, int]:
-    """The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's algorithm)."""
-    days += 719_468
-    era = days // 146_097
-    day_of_era = days - era * 146_097
-    year_of_era = (
-        day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096
-    ) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    shifted_month = (5 * day_of_year + 2) // 153
-    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
-    month = shifted_month + (3 if shifted_month < 10 else -9)
-    return year_of_era + era * 400 + (month <= 2), month, day
+    return f"{_EPOCH + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}Z"
