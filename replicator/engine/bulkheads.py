@@ -1,16 +1,17 @@
 """Bulkheads: a destination's job slots, held by jobs only while they work.
 
 A destination takes at most `workers.per_registry` working jobs. A job gives its slot back while
-it waits — a backoff or a `Retry-After` between tries (registry/retry.py calls `JobSlot.waiting`
-through the job's context) — and queues for one again when the wait is over. A freed slot goes
-to the queued job whose source holds the fewest (domain/destinations/fair_share.py), so throttled
-or slow sources cannot keep a healthy source's jobs out. Up to QUEUED_BEYOND_SLOTS claimed jobs per
-destination wait in its queue beyond the slots, so a new push is in line when a slot frees.
+it waits — a backoff or a `Retry-After` between tries, a token being fetched (the registry layer
+calls `JobSlot.waiting` through the job's context, registry/wait_scope.py) — and queues for one
+again when the wait is over. A freed slot goes to the queued job whose source holds the fewest
+(domain/destinations/fair_share.py), so throttled or slow sources cannot keep a healthy source's
+jobs out. Up to QUEUED_BEYOND_SLOTS claimed jobs per destination wait in its queue beyond the
+slots, so a new push is in line when a slot frees.
 
     slots = DestinationSlots(capacity=lambda: 4, on_release=runner.wake)
     job = slots.ticket("dst", "src")      # at claim time: in the queue at once
     async with job:                        # waits for the grant; released at the end
-        with waits_release(job.waiting):   # the job's retry waits give the slot back
+        with waits_release(job.waiting):   # the job's waits give the slot back
             ...
 """
 

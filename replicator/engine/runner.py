@@ -36,7 +36,7 @@ from replicator.engine.write_log import announcer
 from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
-from replicator.registry.retry import waits_release
+from replicator.registry.wait_scope import waits_release
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow

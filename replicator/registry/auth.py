@@ -46,6 +46,7 @@ from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
 from replicator.registry.single_flight import SingleFlight
 from replicator.registry.token_answers import MAX_TOKEN_RESPONSE, no_refresh_grant, read_token
+from replicator.registry.wait_scope import waiting
 
 log = get_logger(__name__)
 
@@ -238,10 +239,13 @@ class Authenticator:
         remembered for (realm, scope), a success makes the challenge the registry's hint.
 
         One request per (realm, scope) is in flight: concurrent callers (a copy's first
-        requests all meet the 401 at once) wait for its answer, token or error."""
-        return await self._fetching.run(
-            (_realm(challenge), scope), lambda: self._fetch_token(scope, challenge)
-        )
+        requests all meet the 401 at once) wait for its answer, token or error. Waiting for it
+        is a wait like a backoff: a job gives its destination slot back meanwhile (a slow token
+        service must not hold a destination's slots; registry/wait_scope.py)."""
+        async with waiting():
+            return await self._fetching.run(
+                (_realm(challenge), scope), lambda: self._fetch_token(scope, challenge)
+            )
 
     async def _fetch_token(self, scope: str, challenge: Challenge) -> str:
         """The one token request of `fetch_token`, its failure remembered."""

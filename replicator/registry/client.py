@@ -145,60 +145,86 @@ class RegistryClient:
         """Switch to another credential source (a reload changed it), from the next request."""
         self._auth.replace_credentials(provider)
 
-    async def _send(
+    @asynccontextmanager
+    async def _exchange(
         self,
         method: str,
         url: str,
         *,
+        bulk: bool,
         scope: str,
         headers: Mapping[str, str] | None,
         content: Content,
         params: Mapping[str, str] | None,
         stream: bool,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-    ) -> httpx.Response:
+    ) -> AsyncIterator[httpx.Response]:
+        """The response to one request, its request slot held while the caller has it.
+
+        A token is fetched outside the slot (before the request, or between a 401 and the
+        request's replay): a token fetch is a wait, which gives the job's destination slot back
+        (registry/wait_scope.py), and a task waiting to take that slot again must hold no
+        request slot another job's task could be waiting for."""
         replayable = not isinstance(content, AsyncIterator)
         # An absolute URL the registry gave us (an upload Location, a Link) may be elsewhere:
         # it gets no credentials, and never takes us from https down to http.
         own = self._own(url, method)
-        sent_auth = await self._auth.authorization(scope) if own else None
+        with self._attributed():
+            sent_auth = await self._auth.authorization(scope) if own else None
         for attempt in (1, 2):
-            all_headers = {"User-Agent": self.user_agent, **(headers or {})}
-            if sent_auth:
-                all_headers["Authorization"] = sent_auth
-            request = build_request(
-                method, url, all_headers, content=content, params=params, timeouts=self._timeouts
-            )
-            try:
-                response = await follow_redirects(self._observed, request, all_headers)
-            # A TLS alert read after the handshake (a refused client certificate, under TLS 1.3)
-            # comes as ReadError caused by ssl.SSLError; a raw ssl.SSLError is caught too.
-            except (httpx.HTTPError, ssl.SSLError) as exc:
-                where = describe(method, request.url)
-                raise tls_error(where, exc) or TransportError(
-                    f"{where}: {type(exc).__name__}: {exc}"
-                ) from exc
-            if (
-                response.status_code == 401
-                and attempt == 1
-                and replayable
-                # Only the registry's own challenge is answered: a 401 from where a redirect
-                # or a Location led us would send our credentials to its realm.
-                and url_origin(response.request.url) == self.origin
-            ):
+            async with self._request_slot(bulk=bulk):
+                response = await self._attempt(
+                    method, url, sent_auth, headers=headers, content=content, params=params
+                )
+                if not (
+                    response.status_code == 401
+                    and attempt == 1
+                    and replayable
+                    # Only the registry's own challenge is answered: a 401 from where a
+                    # redirect or a Location led us would send our credentials to its realm.
+                    and url_origin(response.request.url) == self.origin
+                ):
+                    if not stream:
+                        try:
+                            response = await read_capped(response, max_bytes)
+                        except (httpx.HTTPError, ssl.SSLError) as exc:
+                            raise TransportError(
+                                f"{describe(method, response.request.url)}: {type(exc).__name__}"
+                            ) from exc
+                    yield response
+                    return
                 await response.aclose()
-                # One forced refresh: the token expired or this scope had none yet.
+            # One forced refresh: the token expired or this scope had none yet.
+            with self._attributed():
                 sent_auth = await self._auth.answer(response, scope)
-                continue
-            if not stream:
-                try:
-                    return await read_capped(response, max_bytes)
-                except (httpx.HTTPError, ssl.SSLError) as exc:
-                    raise TransportError(
-                        f"{describe(method, request.url)}: {type(exc).__name__}"
-                    ) from exc
-            return response
-        raise AssertionError("unreachable: the loop returns or raises")
+        raise AssertionError("unreachable: the loop yields or raises")
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        sent_auth: str | None,
+        *,
+        headers: Mapping[str, str] | None,
+        content: Content,
+        params: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        """Send the request once (its redirects followed), transport failures typed."""
+        all_headers = {"User-Agent": self.user_agent, **(headers or {})}
+        if sent_auth:
+            all_headers["Authorization"] = sent_auth
+        request = build_request(
+            method, url, all_headers, content=content, params=params, timeouts=self._timeouts
+        )
+        try:
+            return await follow_redirects(self._observed, request, all_headers)
+        # A TLS alert read after the handshake (a refused client certificate, under TLS 1.3)
+        # comes as ReadError caused by ssl.SSLError; a raw ssl.SSLError is caught too.
+        except (httpx.HTTPError, ssl.SSLError) as exc:
+            where = describe(method, request.url)
+            raise tls_error(where, exc) or TransportError(
+                f"{where}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _own(self, url: str, method: str) -> bool:
         """Whether `url` is at the registry's own origin; refuses a move from https to http."""
@@ -276,17 +302,17 @@ class RegistryClient:
         """Send one request, body read (at most `max_bytes` of a success, MAX_ERROR_BODY of a
         failure), and raise the typed error unless `expected`."""
         url = self.url(path)
-        async with self._request_slot(bulk=False):
-            response = await self._send(
-                method,
-                url,
-                scope=scope,
-                headers=headers,
-                content=content,
-                params=params,
-                stream=False,
-                max_bytes=max_bytes,
-            )
+        async with self._exchange(
+            method,
+            url,
+            bulk=False,
+            scope=scope,
+            headers=headers,
+            content=content,
+            params=params,
+            stream=False,
+            max_bytes=max_bytes,
+        ) as response:
             await self._check(response, expected)
             return response
 
@@ -304,16 +330,10 @@ class RegistryClient:
         """A streamed response, holding a slot until the body is consumed or abandoned: a
         transfer slot, unless the caller says the body is small (`bulk=False`, a manifest)."""
         url = self.url(path)
-        async with self._request_slot(bulk=bulk):
-            response = await self._send(
-                method,
-                url,
-                scope=scope,
-                headers=headers,
-                content=None,
-                params=None,
-                stream=True,
-            )
+        async with self._exchange(
+            method, url, bulk=bulk, scope=scope, headers=headers, content=None, params=None,
+            stream=True,
+        ) as response:  # fmt: skip
             try:
                 await self._check(response, expected)
                 yield response

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -16,7 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from replicator.errors import RegistryError, ReplicatorError, retryable
 from replicator.logs import get_logger
-from replicator.registry.held_slots import holds_slot
+from replicator.registry.wait_scope import waiting
 
 log = get_logger(__name__)
 P = ParamSpec("P")
@@ -93,31 +91,9 @@ def set_retry_hook(hook: RetryHook | None) -> None:
     _on_retry = hook
 
 
-# What a wait between tries is spent in: the engine sets it per job, so that a job waiting for a
-# backoff or a Retry-After gives its destination slot back (engine/bulkheads.py). None: a wait
-# holds whatever its task holds.
-WaitScope = Callable[[], AbstractAsyncContextManager[None]]
-_WAIT_SCOPE: ContextVar[WaitScope | None] = ContextVar("replicator_wait_scope", default=None)
-
-
-@contextmanager
-def waits_release(scope: WaitScope) -> Iterator[None]:
-    """Spend the retry waits of this task (and the tasks it starts) within `scope`."""
-    token = _WAIT_SCOPE.set(scope)
-    try:
-        yield
-    finally:
-        _WAIT_SCOPE.reset(token)
-
-
 async def _sleep(seconds: float) -> None:
-    """Wait between tries, within the task's wait scope unless it holds a registry's request
-    slot (a slot given back while another is held could deadlock two transfers)."""
-    scope = _WAIT_SCOPE.get()
-    if scope is None or holds_slot():
-        await asyncio.sleep(seconds)
-        return
-    async with scope():
+    """Wait between tries, within the task's wait scope (registry/wait_scope.py)."""
+    async with waiting():
         await asyncio.sleep(seconds)
 
 

@@ -12,6 +12,7 @@ repositories made public. `GET /garbage` answers 200 with an HTML page instead o
 token service behind a captive portal or a broken proxy does. Tokens are RS256 JWTs whose `kid`
 is the libtrust key ID of the signing key, which is how distribution 2.8 finds the key in
 `rootcertbundle`.
+`hold()` makes every token request wait until `release()`, as a slow token service does.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ ISSUER = "replicator-test-issuer"
 DEFAULT_LIFETIME_SECONDS = 300
 # RSA 2048 is what distribution's examples use; generating it takes ~50 ms.
 KEY_BITS = 2048
+# A held token request is answered after this at the latest, so no test hangs on one.
+HOLD_LIMIT_SECONDS = 60.0
 
 
 def libtrust_key_id(public_key: rsa.RSAPublicKey) -> str:
@@ -88,6 +91,10 @@ class TokenIssuer:
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> account
         self.requests: list[TokenRequest] = []
         self._lock = threading.Lock()
+        # Cleared by `hold()`: token requests wait for it (counted in `held_requests`).
+        self._answering = threading.Event()
+        self._answering.set()
+        self.held_requests = 0
         self.port = free_port()
         self.realm = f"http://127.0.0.1:{self.port}/token"
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
@@ -150,8 +157,24 @@ class TokenIssuer:
         with self._lock:
             return [r for r in self.requests if r.grant == grant]
 
+    def hold(self) -> None:
+        """Keep every token request waiting from now on, until `release()`."""
+        self._answering.clear()
+
+    def release(self) -> None:
+        """Answer the held token requests, and the later ones at once."""
+        self._answering.set()
+
+    def _wait_if_held(self) -> None:
+        if self._answering.is_set():
+            return
+        with self._lock:
+            self.held_requests += 1
+        self._answering.wait(HOLD_LIMIT_SECONDS)
+
     def stop(self) -> None:
         """Stop serving."""
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -233,6 +256,7 @@ def _handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            issuer._wait_if_held()
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
             scopes = [s for value in query.get("scope", []) for s in value.split()]
@@ -265,6 +289,7 @@ def _handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
             self._send(200, issuer.answer(account, scopes, refresh=offline))
 
         def do_POST(self) -> None:
+            issuer._wait_if_held()
             length = int(self.headers.get("Content-Length") or 0)
             form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
             grant = form.get("grant_type", "")

@@ -5,6 +5,7 @@ the floor (engine/paced_reads)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +15,9 @@ from replicator.domain.transfers.pace import SLOW_AFTER_CUTS, Floor, Pace, is_sl
 from replicator.engine.bulkheads import QUEUED_BEYOND_SLOTS, DestinationSlots
 from replicator.engine.paced_reads import SlowSources, paced
 from replicator.errors import SlowTransferError, TransportError
-from replicator.registry.retry import retried, waits_release
+from replicator.registry.held_slots import HELD
+from replicator.registry.retry import retried
+from replicator.registry.wait_scope import waiting, waits_release
 
 
 class TestNextGrant:
@@ -173,3 +176,30 @@ class TestDestinationSlots:
         await task
         assert tries == 2
         assert slots.held("dst") == 0
+
+
+class TestWaiting:
+    """A wait (a backoff, a token fetch) is spent within its job's wait scope."""
+
+    @pytest.mark.parametrize(
+        ("scoped", "transfer_held", "released"),
+        [(True, False, True), (True, True, False), (False, False, False)],
+        ids=["job-waits", "transfer-slot-held", "no-job"],
+    )
+    async def test_wait_gives_the_slot_back(
+        self, scoped: bool, transfer_held: bool, released: bool
+    ) -> None:
+        """Within a job's scope a wait gives the destination slot back and takes it again
+        after; not when the task holds a registry's transfer slot, nor outside a job."""
+        slots = DestinationSlots(capacity=lambda: 1)
+        job = slots.ticket("dst", "a")
+        async with job:
+            with contextlib.ExitStack() as stack:
+                if scoped:
+                    stack.enter_context(waits_release(job.waiting))
+                if transfer_held:
+                    token = HELD.set(frozenset({"src.example"}))
+                    stack.callback(HELD.reset, token)
+                async with waiting():
+                    assert slots.held("dst") == (0 if released else 1)
+                assert slots.held("dst") == 1
