@@ -87,6 +87,14 @@ def _postgres_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+def postgres_bin() -> Path:
+    """The folder of the PostgreSQL programs the session's server runs (psql, pg_dump...)."""
+    found = _postgres_bin()
+    if found is None:
+        raise FileNotFoundError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin)")
+    return found
+
+
 def _run_as_server_user(command: list[str], *, check: bool = True) -> None:
     """Run a PostgreSQL tool; root cannot run postgres, so as the Debian package's `postgres`."""
     if os.geteuid() == 0:

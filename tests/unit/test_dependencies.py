@@ -119,6 +119,8 @@ def _lock(name: str) -> dict[str, tuple[str, frozenset[str]]]:
 
 LOCK = _lock("requirements.lock")
 IMAGE_LOCK = _lock("requirements-image.lock")
+# Pulp's own venv for the tests (scripts/pulp.sh), apart from replicator's lock.
+PULP_LOCK = _lock("requirements-pulp.lock")
 BUILD = [Requirement(t) for t in tomllib.loads(
     (ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]]  # fmt: skip
 EVERY_DECLARED = [
@@ -160,8 +162,9 @@ class TestLock:
 
     def test_every_pin_has_hashes(self) -> None:
         """Every locked version carries at least one sha256, so pip can --require-hashes."""
-        for lock in (LOCK, IMAGE_LOCK):
+        for lock in (LOCK, IMAGE_LOCK, PULP_LOCK):
             assert all(hashes for _, hashes in lock.values())
+        assert PULP_LOCK["pulp-container"][0] == "2.30.0"
 
     def test_no_stray_packages(self) -> None:
         """The lock holds exactly the closure of what pyproject.toml declares, nothing more."""
