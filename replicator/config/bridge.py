@@ -9,11 +9,11 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, PrivateAttr, SecretStr
 
 from replicator.config.fields import ConfigPath, Listen, Listener, RegistryName, Section
-from replicator.domain.events.webhooks import WebhookFormat
+from replicator.domain.events.webhooks import FORMATS
 
 
 def _check_format(value: str) -> str:
-    known = ["auto", *(f.value for f in WebhookFormat)]
+    known = ["auto", *(f.name for f in FORMATS)]
     if value not in known:
         raise ValueError(f"{value!r} is not a webhook format: one of {', '.join(known)}")
     return value

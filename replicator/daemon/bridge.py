@@ -36,7 +36,7 @@ from replicator.daemon.webhook_auth import SourceAuth, auth_table
 from replicator.domain.events.distribution import DISTRIBUTION_EVENTS_MEDIA_TYPES
 from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES
 from replicator.domain.events.topics import topic_for_source
-from replicator.domain.events.webhooks import WebhookFormat, normalise, recognise
+from replicator.domain.events.webhooks import WebhookFormat, format_named, normalise, recognise
 from replicator.domain.images.refs import is_loopback_host
 from replicator.errors import BusError, ConfigError, EventError
 from replicator.logs import get_logger
@@ -78,7 +78,7 @@ def source_settings(config: Config) -> dict[str, SourceSettings]:
     settings: dict[str, SourceSettings] = {}
     for name, registry in config.registries.items():
         source = config.bridge.sources.get(name)
-        pinned = None if source is None or source.format == "auto" else WebhookFormat(source.format)
+        pinned = None if source is None else format_named(source.format)
         settings[name] = SourceSettings(
             auths[name], pinned, (registry.account, registry.region), registry.host
         )
@@ -182,25 +182,25 @@ class Bridge:
                 host=source.host,
             )
         except EventError as exc:
-            format_name = source.format or _guess(request)
+            format_name = source.format.name if source.format else _guess(request)
             log.info("bridge_malformed", source=name, format=format_name, reason=exc.reason,
                      problem=str(exc))  # fmt: skip
             self.metrics.count(name, format_name, Outcome.REJECTED)
             return Response.text(400, f"{exc.reason}: {exc}")
         if not webhook.events:
-            log.debug("bridge_ignored", source=name, format=webhook.format, reasons=webhook.ignored)
-            self.metrics.count(name, webhook.format, Outcome.IGNORED)
+            log.debug(
+                "bridge_ignored", source=name, format=webhook.format.name, reasons=webhook.ignored
+            )
+            self.metrics.count(name, webhook.format.name, Outcome.IGNORED)
             return Response.json(200, {"published": False, "ignored": list(webhook.ignored)})
         # A distribution envelope is already what the daemon reads: it goes as sent.
-        payload = (
-            request.body if webhook.format is WebhookFormat.DISTRIBUTION else webhook.envelope()
-        )
+        payload = request.body if webhook.format.verbatim else webhook.envelope()
         started = time.monotonic()
         try:
             await self.bus.publish(topic_for_source(self.events_topic, name), payload)
         except BusError as exc:
             log.warning("bridge_broker_unavailable", source=name, error=str(exc))
-            self.metrics.count(name, webhook.format, Outcome.UNAVAILABLE)
+            self.metrics.count(name, webhook.format.name, Outcome.UNAVAILABLE)
             return Response.text(
                 503,
                 "the message bus is unavailable; retry",
@@ -208,11 +208,11 @@ class Bridge:
             )
         seconds = time.monotonic() - started
         self.metrics.publish_duration.observe(seconds)
-        self.metrics.count(name, webhook.format, Outcome.PUBLISHED)
+        self.metrics.count(name, webhook.format.name, Outcome.PUBLISHED)
         log.debug(
             "bridge_published",
             source=name,
-            format=webhook.format,
+            format=webhook.format.name,
             events=len(webhook.events),
             bytes=len(payload),
             seconds=round(seconds, 4),
@@ -227,7 +227,7 @@ def _guess(request: Request) -> str:
     except (ValueError, RecursionError):
         document = None
     found = recognise(request.headers, document)
-    return found.value if found is not None else UNKNOWN
+    return found.name if found is not None else UNKNOWN
 
 
 def server_tls(config: Config) -> ssl.SSLContext | None:

@@ -10,7 +10,7 @@ import pytest
 
 from replicator.domain.events import PushEvent, TagPush
 from replicator.domain.events.payloads import parse_payload
-from replicator.domain.events.webhooks import WebhookFormat
+from replicator.domain.events.webhooks import format_named
 from tests.unit.test_webhooks import ACKNOWLEDGED, EXPECTED, SAMPLES, run
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -136,7 +136,7 @@ def test_delivery_normalises(name: str, format_name: str, events: list[tuple[Any
     """A real push or delete of each sender yields the manifest a client pulls, and the envelope
     the bridge publishes parses in the daemon to the same events."""
     webhook = run(name)
-    assert webhook.format == WebhookFormat(format_name)
+    assert webhook.format == format_named(format_name)
     got = [(e.action, e.repository, e.digest, e.tag, e.media_type) for e in webhook.events]
     assert got == events
     payload = (SAMPLES / name).read_bytes() if format_name == "distribution" else webhook.envelope()
@@ -154,7 +154,7 @@ def test_delivery_is_acknowledged(name: str, format_name: str, reasons: list[str
     registry's message) is acknowledged with its reason, never refused."""
     webhook = run(name)
     assert (webhook.format, webhook.events, list(webhook.ignored)) == (
-        WebhookFormat(format_name),
+        format_named(format_name),
         (),
         reasons,
     )

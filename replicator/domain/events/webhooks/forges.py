@@ -2,19 +2,24 @@
 
 Gitea and Forgejo send GitHub's `X-GitHub-Event` header too (for tools written for GitHub), with
 their own `X-Gitea-Event` / `X-Forgejo-Event`; their package body is their own, so those headers
-decide first (webhooks.recognise).
+decide first (GITEA comes before GITHUB in webhooks.FORMATS).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from replicator.domain.events import RejectReason
 from replicator.domain.events.fields import optional_str, required_str, valid_repository
 from replicator.domain.events.webhooks import fields
-from replicator.domain.events.webhooks.formats import Action, Parsed, WebhookEvent
+from replicator.domain.events.webhooks.delivery import (
+    Action,
+    Delivery,
+    Parsed,
+    WebhookEvent,
+    WebhookFormat,
+)
 from replicator.domain.images.refs import is_digest
 from replicator.errors import EventError
 
@@ -22,9 +27,7 @@ GITEA_EVENT_HEADERS = ("x-forgejo-event", "x-gitea-event")
 _CONTAINER_KINDS = frozenset({"container", "docker"})
 
 
-def github(
-    document: dict[str, Any], headers: Mapping[str, str], fallback_id: str, host: str | None
-) -> Parsed:
+def github(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """GitHub Packages `registry_package` / `package` (published, updated); no delete exists.
 
     A container package is one whose `package_type` or `ecosystem` says so (octokit's published
@@ -32,6 +35,7 @@ def github(
     which GHCR names a container version (the tag's `digest` repeats it; octokit's example has a
     placeholder there). `package_url` names the registry: it must be the source's (`host`).
     """
+    headers, fallback_id, host = delivery.headers, delivery.fallback_id, delivery.host
     kind = headers.get("x-github-event", "registry_package")
     if kind not in ("registry_package", "package"):
         return [], [f"github_{fields.word(kind)}"]  # ping, and events of other kinds
@@ -69,9 +73,7 @@ def github(
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id)], []
 
 
-def gitea(
-    document: dict[str, Any], headers: Mapping[str, str], fallback_id: str, host: str | None
-) -> Parsed:
+def gitea(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """Gitea / Forgejo `package` events (created, deleted) of container packages.
 
     `package.version` is the tag, or the digest for an untagged manifest; the image is
@@ -79,6 +81,7 @@ def gitea(
     tag: the daemon resolves the tag at the source. Gitea serves its registry on the host of
     its web pages: `package.html_url` must name the source's registry (`host`).
     """
+    headers, fallback_id, host = delivery.headers, delivery.fallback_id, delivery.host
     kind = next((headers[h] for h in GITEA_EVENT_HEADERS if h in headers), "package")
     if kind != "package":
         return [], [f"gitea_{fields.word(kind)}"]  # push, release, issues...
@@ -101,3 +104,14 @@ def gitea(
     # `created_at` is when the version was pushed: no time of a delete.
     when = optional_str(package, "created_at", "package") if action == "push" else None
     return [WebhookEvent(action, repository, digest, tag, None, event_id, when)], []
+
+
+GITEA = WebhookFormat(
+    "gitea", gitea, by_headers=lambda headers: any(h in headers for h in GITEA_EVENT_HEADERS)
+)
+GITHUB = WebhookFormat(
+    "github",
+    github,
+    by_headers=lambda headers: "x-github-event" in headers,
+    by_shape=lambda d: "registry_package" in d or "package" in d,
+)

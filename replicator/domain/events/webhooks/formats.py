@@ -1,24 +1,29 @@
-"""One parser per registry webhook body (replicator.domain.events.webhooks has the whole picture).
+"""The formats of registries that are their own projects or cloud services: ECR, Harbor, Quay,
+ACR, zot, Artifactory and GAR (replicator.domain.events.webhooks has the whole picture).
 
-Each returns the kept events (manifest pushes and deletes) and the reasons of the ignored rest,
-or raises EventError. Names, tags and digests are checked with the OCI grammars, so `..`, `/`
+Each parser returns the kept events (manifest pushes and deletes) and the reasons of the ignored
+rest, or raises EventError. Names, tags and digests are checked with the OCI grammars, so `..`, `/`
 tricks and oversized values never reach the bus. Registry quirks are noted where they decide
 a field (tests/data/webhooks/README.md has the sources).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import parse_qs
+from typing import Any
 
 from replicator.domain.events import IgnoreReason, RejectReason
 from replicator.domain.events.ecr import ECR_IMAGE_ACTION, ECR_REPLICATION_ACTION
 from replicator.domain.events.fields import optional_str, required_str, valid_repository
 from replicator.domain.events.timestamps import format_timestamp
 from replicator.domain.events.webhooks import fields
+from replicator.domain.events.webhooks.delivery import (
+    Action,
+    Delivery,
+    Parsed,
+    WebhookEvent,
+    WebhookFormat,
+)
 from replicator.domain.images.media import is_manifest_type
 from replicator.domain.images.refs import is_digest
 from replicator.errors import EventError
@@ -27,69 +32,11 @@ GAR_ACTIONS = frozenset({"INSERT", "DELETE"})
 # JFrog's Test button posts a dummy event of the webhook's first type, its values "sample_*"
 # (repo_key sample_repo, image sample_arch, tag sample_image): nothing to copy.
 ARTIFACTORY_TEST_CHECKSUM = "sample_checksum"
-# Length of the body-hash event ids of formats that carry no id of their own: 128 bits, so
-# two different bodies never share one, and a retried delivery (same body) keeps it.
-_BODY_ID_HEX = 32
-
-Action = Literal["push", "delete"]
-Parsed = tuple[list["WebhookEvent"], list[str]]
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookEvent:
-    """A manifest push or delete as a registry reported it; `digest` None on a push means the
-    daemon resolves `tag` at the source."""
-
-    action: Action
-    repository: str
-    digest: str | None
-    tag: str | None
-    media_type: str | None
-    event_id: str
-    timestamp: str | None = None
-    # The sender's User-Agent as the registry reported it (distribution's request.useragent),
-    # kept so the daemon can tell its own replicas' echoes (domain/events/echoes.py).
-    agent: str | None = None
-
-    def as_distribution(self, format_name: str) -> dict[str, Any]:
-        """This event as a distribution notification event, marked with `format_name`."""
-        target: dict[str, Any] = {"repository": self.repository}
-        for key, value in (
-            ("digest", self.digest),
-            ("tag", self.tag),
-            ("mediaType", self.media_type),
-        ):
-            if value is not None:
-                target[key] = value
-        event: dict[str, Any] = {
-            "id": self.event_id, "action": self.action, "format": format_name, "target": target
-        }  # fmt: skip
-        if self.timestamp is not None:
-            event["timestamp"] = self.timestamp
-        if self.agent is not None:
-            event["request"] = {"useragent": self.agent}
-        return event
-
-
-def body_id(body: bytes) -> str:
-    """A stable id for a delivery that carries none: retries of one delivery share it."""
-    return "body-" + hashlib.sha256(body).hexdigest()[:_BODY_ID_HEX]
-
-
-def form_payload(body: bytes) -> bytes:
-    """The `payload` field of a form-encoded body (GitHub's alternative content type)."""
-    values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16).get("payload")
-    if not values:
-        raise EventError("the form body has no payload field", reason=RejectReason.MISSING_FIELD)
-    return values[0].encode()
-
-
-# -- the formats ----------------------------------------------------------------------------------
-
-
-def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
-    """Amazon EventBridge `ECR Image Action` (through an API destination); `location` is the
-    source's configured (account, region), which the event must match."""
+def ecr(document: dict[str, Any], delivery: Delivery) -> Parsed:
+    """Amazon EventBridge `ECR Image Action` (through an API destination), which must name the
+    source's configured (account, region)."""
     detail_type = required_str(document, "detail-type", "event")
     event_id = required_str(document, "id", "event")
     if detail_type == ECR_REPLICATION_ACTION:
@@ -106,7 +53,7 @@ def ecr(document: dict[str, Any], location: tuple[str, str]) -> Parsed:
         required_str(document, "account", "event"),
         required_str(document, "region", "event"),
     )
-    if (account, region) != location:
+    if (account, region) != delivery.location:
         raise EventError(
             f"the event is of account {account[:20]!r} region {region[:40]!r}, not of this "
             "source's account and region",
@@ -138,7 +85,7 @@ _HARBOR_ACTIONS = {
 }  # fmt: skip
 
 
-def harbor(document: dict[str, Any], fallback_id: str) -> Parsed:
+def harbor(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """Harbor's default format: `type` PUSH_ARTIFACT / DELETE_ARTIFACT (1.x: pushImage /
     deleteImage), `event_data`."""
     kind = required_str(document, "type", "body")
@@ -150,10 +97,12 @@ def harbor(document: dict[str, Any], fallback_id: str) -> Parsed:
     plain_int = isinstance(occurred, int) and not isinstance(occurred, bool)
     when = format_timestamp(occurred) if plain_int and occurred is not None else None
     data = fields.mapping(document, "event_data", "body")
-    return _harbor_resources(data, "push" if action == "push" else "delete", fallback_id, when)
+    return _harbor_resources(
+        data, "push" if action == "push" else "delete", delivery.fallback_id, when
+    )
 
 
-def harbor_cloudevents(document: dict[str, Any]) -> Parsed:
+def harbor_cloudevents(document: dict[str, Any], _delivery: Delivery) -> Parsed:
     """Harbor's CloudEvents format (structured mode): `type` harbor.artifact.pushed/deleted."""
     kind = required_str(document, "type", "body")
     event_id = required_str(document, "id", "body")
@@ -190,7 +139,7 @@ def _harbor_resources(
     return events, []
 
 
-def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
+def quay(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """Quay: `repo_push` names tags and no digest (the daemon resolves them); no delete exists.
 
     Every Quay event carries `repository` and `docker_url`; only `repo_push` has
@@ -216,12 +165,14 @@ def quay(document: dict[str, Any], fallback_id: str) -> Parsed:
                 f"updated_tags[{index}] is not a string", reason=RejectReason.INVALID_TAG
             )
         events.append(
-            WebhookEvent("push", repository, None, fields.tag(tag), None, f"{fallback_id}#{index}")
+            WebhookEvent(
+                "push", repository, None, fields.tag(tag), None, f"{delivery.fallback_id}#{index}"
+            )
         )
     return events, ([] if events else ["no_tags"])
 
 
-def acr(document: dict[str, Any]) -> Parsed:
+def acr(document: dict[str, Any], _delivery: Delivery) -> Parsed:
     """Azure Container Registry: one distribution-style event; a delete carries no tag."""
     event_id = required_str(document, "id", "body")
     action = required_str(document, "action", "body")
@@ -241,11 +192,12 @@ def acr(document: dict[str, Any]) -> Parsed:
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, when)], []
 
 
-def zot(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
-    """zot's events extension, CloudEvents binary mode: the type is the `Ce-Type` header (its
-    prefix is configurable), the body is the data."""
+def zot(document: dict[str, Any], delivery: Delivery) -> Parsed:
+    """zot's events extension (CloudEvents): the type is the `Ce-Type` header (its prefix is
+    configurable), the body is the data; a structured body's attributes count as those headers."""
+    document, headers = _zot_binary(document, delivery.headers)
     kind = headers.get("ce-type", "")
-    event_id = headers.get("ce-id") or fallback_id
+    event_id = headers.get("ce-id") or delivery.fallback_id
     if kind.endswith(".image.updated"):
         action: Action = "push"
     elif kind.endswith(".image.deleted"):
@@ -268,7 +220,7 @@ def zot(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) 
     return [WebhookEvent("push", repository, digest, tag, media_type, event_id, when)], []
 
 
-def artifactory(document: dict[str, Any], fallback_id: str) -> Parsed:
+def artifactory(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """JFrog Artifactory, Docker domain: pushed / deleted (a tag).
 
     `data.sha256` is the checksum of the tag's manifest.json file, which is not known to equal
@@ -288,16 +240,17 @@ def artifactory(document: dict[str, Any], fallback_id: str) -> Parsed:
     repository = valid_repository(f"{key}/{image}" if key else image)
     tag = fields.tag(required_str(data, "tag", "data"))
     action: Action = "push" if kind == "pushed" else "delete"
-    return [WebhookEvent(action, repository, None, tag, None, fallback_id)], []
+    return [WebhookEvent(action, repository, None, tag, None, delivery.fallback_id)], []
 
 
-def gar(document: dict[str, Any], fallback_id: str, host: str | None) -> Parsed:
+def gar(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """Google Artifact Registry / GCR through a Pub/Sub push subscription (wrapped, or raw
     with payload unwrapping): base64 `message.data` of {action, digest, tag}.
 
     The project's `gcr` topic carries every location's messages (and gcr.io's): one naming
-    another host than the source's registry (`host`, when known) is acknowledged and ignored.
+    another host than the source's registry (when known) is acknowledged and ignored.
     """
+    host, fallback_id = delivery.host, delivery.fallback_id
     message = document.get("message")
     event_id = fallback_id
     when = None
@@ -333,3 +286,66 @@ def gar(document: dict[str, Any], fallback_id: str, host: str | None) -> Parsed:
     repository = valid_repository(path)
     kind: Action = "push" if action == "INSERT" else "delete"
     return [WebhookEvent(kind, repository, digest, tag, None, event_id, when)], []
+
+
+def _zot_binary(
+    document: dict[str, Any], headers: Mapping[str, str]
+) -> tuple[dict[str, Any], Mapping[str, str]]:
+    """A zot event in binary mode (the body is the data, the attributes are `ce-` headers),
+    whichever mode it came in: a structured one's attributes become those headers."""
+    if "specversion" not in document:
+        return document, headers
+    attributes = {
+        f"ce-{name}": value
+        for name in ("type", "id", "time")
+        if isinstance(value := document.get(name), str)
+    }
+    return fields.mapping(document, "data", "body"), {**headers, **attributes}
+
+
+def _is_harbor_cloudevent(document: dict[str, Any]) -> bool:
+    kind = document.get("type")
+    return "specversion" in document and isinstance(kind, str) and kind.startswith("harbor.")
+
+
+def _is_pubsub_push(document: dict[str, Any]) -> bool:
+    message = document.get("message")
+    # Wrapped, or with payload unwrapping the bare message data.
+    wrapped = isinstance(message, dict) and "data" in message
+    return wrapped or document.get("action") in GAR_ACTIONS
+
+
+def _is_acr(document: dict[str, Any]) -> bool:
+    # One distribution-style event, not an envelope; its ping ("az acr webhook ping") has no
+    # target.
+    if isinstance(document.get("target"), dict) and "action" in document:
+        return True
+    return document.get("action") == "ping" and "id" in document and "timestamp" in document
+
+
+ECR = WebhookFormat("ecr", ecr, by_shape=lambda d: "detail-type" in d)
+HARBOR_CLOUDEVENTS = WebhookFormat(
+    "harbor-cloudevents", harbor_cloudevents, by_shape=_is_harbor_cloudevent
+)
+ZOT = WebhookFormat(
+    "zot",
+    zot,
+    # Binary mode: the type is a header, the body only the data.
+    by_headers=lambda headers: "ce-type" in headers,
+    # Structured mode: the envelope in the body (type, id, time, data).
+    by_shape=lambda d: "specversion" in d and isinstance(d.get("data"), dict),
+)
+HARBOR = WebhookFormat(
+    "harbor", harbor, by_shape=lambda d: "event_data" in d and isinstance(d.get("type"), str)
+)
+QUAY = WebhookFormat(
+    "quay",
+    quay,
+    # Every Quay event has repository, docker_url and homepage; pushes also updated_tags.
+    by_shape=lambda d: "repository" in d and ("updated_tags" in d or "docker_url" in d),
+)
+ARTIFACTORY = WebhookFormat(
+    "artifactory", artifactory, by_shape=lambda d: "domain" in d and "event_type" in d
+)
+GAR = WebhookFormat("gar", gar, by_shape=_is_pubsub_push)
+ACR = WebhookFormat("acr", acr, by_shape=_is_acr)

@@ -9,14 +9,19 @@ the image and its `version` the tag; created, updated and deleted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from replicator.domain.events import RejectReason
 from replicator.domain.events.fields import optional_str, required_str, valid_repository
 from replicator.domain.events.webhooks import fields
-from replicator.domain.events.webhooks.formats import Action, Parsed, WebhookEvent
+from replicator.domain.events.webhooks.delivery import (
+    Action,
+    Delivery,
+    Parsed,
+    WebhookEvent,
+    WebhookFormat,
+)
 from replicator.errors import EventError
 
 NEXUS_COMPONENT_EVENT = "rm:repository:component"
@@ -40,7 +45,7 @@ def is_alibaba(document: dict[str, Any]) -> bool:
     )
 
 
-def docker_hub(document: dict[str, Any], fallback_id: str, host: str | None) -> Parsed:
+def docker_hub(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """Docker Hub's repository webhook: a tag was pushed (the daemon resolves its digest).
 
     Its `callback_url` names Docker Hub (registry.hub.docker.com): the source's registry
@@ -48,6 +53,7 @@ def docker_hub(document: dict[str, Any], fallback_id: str, host: str | None) -> 
     (acknowledged: there is nothing to resolve) and spelled official images `_/name`, which
     clients pull as `library/name`.
     """
+    fallback_id, host = delivery.fallback_id, delivery.host
     push = fields.mapping(document, "push_data", "body")
     repository = fields.mapping(document, "repository", "body")
     callback = optional_str(document, "callback_url", "body")
@@ -63,7 +69,7 @@ def docker_hub(document: dict[str, Any], fallback_id: str, host: str | None) -> 
     return [WebhookEvent("push", name, None, fields.tag(tag), None, fallback_id)], []
 
 
-def alibaba(document: dict[str, Any], fallback_id: str, host: str | None) -> Parsed:
+def alibaba(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """Alibaba Cloud ACR's push trigger: tag and manifest digest of `repo_full_name`.
 
     Its documentation's sample spells a repository `repoTest`; the registry serves names in lower
@@ -71,6 +77,7 @@ def alibaba(document: dict[str, Any], fallback_id: str, host: str | None) -> Par
     be the region of the source's registry when that is an Alibaba host (`registry.<region>.
     aliyuncs.com`, `registry-vpc.<region>...`, `<instance>-registry.<region>.cr.aliyuncs.com`).
     """
+    fallback_id, host = delivery.fallback_id, delivery.host
     push = fields.mapping(document, "push_data", "body")
     repository = fields.mapping(document, "repository", "body")
     region = optional_str(repository, "region", "repository")
@@ -87,9 +94,10 @@ def alibaba(document: dict[str, Any], fallback_id: str, host: str | None) -> Par
     return [WebhookEvent("push", name, digest, tag, None, fallback_id)], []
 
 
-def nexus(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str) -> Parsed:
+def nexus(document: dict[str, Any], delivery: Delivery) -> Parsed:
     """Nexus Repository's component webhook for Docker components: created or updated is a
     push of the tag, deleted a delete of it; asset and audit events are acknowledged."""
+    headers, fallback_id = delivery.headers, delivery.fallback_id
     kind = headers.get("x-nexus-webhook-id", NEXUS_COMPONENT_EVENT)
     if kind != NEXUS_COMPONENT_EVENT or "component" not in document:
         return [], [f"nexus_{fields.word(kind.rpartition(':')[2] or 'event')}"]
@@ -106,3 +114,15 @@ def nexus(document: dict[str, Any], headers: Mapping[str, str], fallback_id: str
     # Its `timestamp` ("2016-11-10T23:57:49.664+0000") is left out: the push's time is read
     # from the source when the tag is resolved.
     return [WebhookEvent(action, name, None, tag, None, event_id)], []
+
+
+ALIBABA = WebhookFormat("alibaba", alibaba, by_shape=is_alibaba)
+DOCKER_HUB = WebhookFormat(
+    "dockerhub", docker_hub, by_shape=lambda d: isinstance(d.get("push_data"), dict)
+)
+NEXUS = WebhookFormat(
+    "nexus",
+    nexus,
+    by_headers=lambda headers: "x-nexus-webhook-id" in headers,
+    by_shape=lambda d: "repositoryName" in d and ("component" in d or "asset" in d),
+)
