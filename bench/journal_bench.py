@@ -51,6 +51,7 @@ if __package__ in (None, ""):
 from sqlalchemy import text
 
 from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
+from replicator.domain.jobs.ends import Completed, CopyCounters
 from replicator.journal import Journal
 from replicator.journal.events import ReceivedEvent
 from replicator.journal.models import EventOutcome
@@ -136,8 +137,9 @@ def _claimer(url: str, ready: Any, go: Any, done: Any) -> None:
                 empty = 0
                 for job in jobs:
                     assert job.id is not None
-                    await journal.complete(
-                        job.id, bytes_copied=1, blobs_copied=1, blobs_mounted=0, blobs_skipped=0
+                    await journal.end(
+                        job.id,
+                        Completed(CopyCounters(bytes_copied=1, blobs_copied=1)),
                     )
                     finished += 1
         finally:
@@ -286,8 +288,9 @@ async def _latencies(url: str, finished: int) -> dict[str, Any]:
             jobs = await journal.claim_due(CLAIM_BATCH, _now())
             assert len(jobs) == 1, jobs
             assert jobs[0].id is not None
-            await journal.complete(
-                jobs[0].id, bytes_copied=1, blobs_copied=1, blobs_mounted=0, blobs_skipped=0
+            await journal.end(
+                jobs[0].id,
+                Completed(CopyCounters(bytes_copied=1, blobs_copied=1)),
             )
 
         async def claim_only(number: int) -> None:

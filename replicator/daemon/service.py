@@ -417,7 +417,8 @@ class Daemon:
 
 def _set_aside_end(row: JobRow) -> JobEnd:
     """How a job set aside at recovery (FAILED PROCESS_DIED) ended, as observers are told."""
-    return JobEnd(row.key, row.state, row.pushed_at, row.failure_code, row.failure_reason)
+    code = None if row.failure_code is None else job_rules.failure_code(row.failure_code)
+    return JobEnd(row.key, row.state, row.pushed_at, code, row.failure_reason)
 
 
 def daemon_main(config_path: str | None) -> int:

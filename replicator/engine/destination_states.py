@@ -32,7 +32,6 @@ from replicator.domain.destinations import (
     probe_pace,
     transition,
 )
-from replicator.domain.jobs import JobState
 from replicator.errors import JournalError, RegistryError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient
@@ -46,16 +45,6 @@ PROBE_TIMEOUT_SECONDS = 5.0
 
 class OutageJournal(Protocol):
     """What the states need of the journal."""
-
-    async def hold(
-        self,
-        job_id: int,
-        *,
-        code: str,
-        reason: str,
-        now: datetime,
-        claimed_at: datetime | None = None,
-    ) -> JobState: ...
 
     async def release(self, destination: str, now: datetime) -> tuple[int, int]: ...
 
@@ -117,14 +106,6 @@ class DestinationStates:
         if outage:
             await self.signal(destination, Signal.UNANSWERED, error=str(error))
         return counted
-
-    async def hold(
-        self, job_id: int, *, code: str, reason: str, claimed_at: datetime | None
-    ) -> JobState:
-        """Put a job whose attempt did not count back to wait for its destination."""
-        return await self._journal.hold(
-            job_id, code=code, reason=reason, now=datetime.now(UTC), claimed_at=claimed_at
-        )
 
     async def signal(self, destination: str, signal: Signal, *, error: str = "") -> None:
         """Apply what was learnt of `destination`; on a change warn, record and (when it is

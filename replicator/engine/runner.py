@@ -24,7 +24,15 @@ from replicator.config.loading import Config
 from replicator.domain import jobs as job_rules
 from replicator.domain.destinations import Signal
 from replicator.domain.events.echoes import Write
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.jobs.ends import (
+    Completed,
+    CopyCounters,
+    Failed,
+    Held,
+    JobEnding,
+    Superseded,
+)
 from replicator.domain.routing import Site
 from replicator.engine.bulkheads import DestinationSlots, JobSlot
 from replicator.engine.copier import Copier, CopyResult, CopyStats
@@ -57,7 +65,7 @@ class JobEnd:
     key: JobKey
     state: JobState
     pushed_at: datetime | None = None
-    code: str | None = None
+    code: FailureCode | None = None
     reason: str | None = None
 
 
@@ -75,29 +83,12 @@ class JobQueue(Protocol):
         self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()
     ) -> list[JobRow]: ...
 
-    async def complete(
+    async def end(
         self,
         job_id: int,
+        ending: JobEnding,
         *,
-        bytes_copied: int,
-        blobs_copied: int,
-        blobs_mounted: int,
-        blobs_skipped: int,
         now: datetime | None = None,
-        superseded: str | None = None,
-        claimed_at: datetime | None = None,
-    ) -> None: ...
-
-    async def fail(
-        self,
-        job_id: int,
-        *,
-        code: str,
-        reason: str,
-        temporary: bool,
-        max_attempts: int,
-        now: datetime,
-        backoff: float,
         claimed_at: datetime | None = None,
     ) -> JobState: ...
 
@@ -361,18 +352,17 @@ class JobRunner:
         self, row: JobRow, stats: CopyStats, seconds: float, *, superseded: str | None
     ) -> bool:
         """Journal the job's success; whether it was ours to journal (not a lost claim)."""
+        counters = CopyCounters(
+            bytes_copied=stats.bytes_copied,
+            blobs_copied=stats.blobs_copied,
+            blobs_mounted=stats.blobs_mounted,
+            blobs_skipped=stats.blobs_skipped,
+        )
+        ending: JobEnding = (
+            Completed(counters) if superseded is None else Superseded(superseded, counters)
+        )
         try:
-            await self._persist(
-                lambda: self.journal.complete(
-                    row.id,
-                    bytes_copied=stats.bytes_copied,
-                    blobs_copied=stats.blobs_copied,
-                    blobs_mounted=stats.blobs_mounted,
-                    blobs_skipped=stats.blobs_skipped,
-                    superseded=superseded,
-                    claimed_at=row.started_at,
-                )
-            )
+            await self._persist(lambda: self.journal.end(row.id, ending, claimed_at=row.started_at))
         except ClaimLost as exc:
             _claim_lost(exc, "complete")
             return False
@@ -389,49 +379,48 @@ class JobRunner:
     async def _hold(self, row: JobRow, exc: ReplicatorError) -> None:
         """The job's destination is known unreachable: it waits for it, the attempt not
         counted (domain.destinations.counts_attempt)."""
-        assert self._destinations is not None
-        states = self._destinations
+        held = Held(job_rules.failure_code(exc.code), str(exc))
         try:
-            await self._persist(
-                lambda: states.hold(
-                    row.id, code=exc.code, reason=str(exc), claimed_at=row.started_at
-                )
-            )
+            await self._persist(lambda: self.journal.end(row.id, held, claimed_at=row.started_at))
         except ClaimLost as lost:
             _claim_lost(lost, "hold", code=exc.code)
             return
         log.info("job_held", code=exc.code, reason=str(exc), attempts=row.attempts - 1)
 
     async def _finish_failed(self, row: JobRow, code: str, reason: str, *, temporary: bool) -> None:
+        """Journal a failed attempt of the error whose `.code` is `code` (FAILED, or RETRY_WAIT
+        while the job has attempts left) and tell the observers."""
         config, _ = self._settings()
         backoff = job_rules.backoff_seconds(row.attempts, jitter_fraction=random.random())
+        failed = Failed.of_error(
+            code,
+            reason,
+            temporary=temporary,
+            max_attempts=config.workers.max_attempts,
+            backoff=backoff,
+        )
         try:
             state = await self._persist(
-                lambda: self.journal.fail(
-                    row.id,
-                    code=code,
-                    reason=reason,
-                    temporary=temporary,
-                    max_attempts=config.workers.max_attempts,
-                    now=datetime.now(UTC),
-                    backoff=backoff,
-                    claimed_at=row.started_at,
+                lambda: self.journal.end(
+                    row.id, failed, now=datetime.now(UTC), claimed_at=row.started_at
                 )
             )
         except ClaimLost as exc:
             _claim_lost(exc, "fail", code=code)
             return
+        told = failed.code
         if state is job_rules.JobState.FAILED:
             if temporary:
                 # The journal records a temporary error that used the last attempt as such.
-                code = job_rules.FailureCode.MAX_ATTEMPTS.value
+                told = job_rules.FailureCode.MAX_ATTEMPTS
+                code = told.value
             log.warning("job_failed", code=code, reason=reason, attempts=row.attempts)
         else:
             log.info(
                 "job_retry_wait", code=code, reason=reason, attempts=row.attempts,
                 backoff=round(backoff, 2),
             )  # fmt: skip
-        await self._tell(JobEnd(row.key, state, row.pushed_at, code, reason))
+        await self._tell(JobEnd(row.key, state, row.pushed_at, told, failed.reason))
 
 
 def _claim_lost(exc: ClaimLost, step: str, **fields: str) -> None:

@@ -1,4 +1,4 @@
-"""Rows of the `jobs` table: insert, claim, finish, fail, resume, retry, supersede — in a session.
+"""Rows of the `jobs` table: insert, claim, end an attempt, resume, retry, supersede — in a session.
 
 Every state written here is computed by domain.jobs.transition from the state the row is in,
 and every UPDATE is guarded by that state (`WHERE id = ? AND state = ?`), so two processes
@@ -33,9 +33,9 @@ from replicator.domain.jobs import (
     claim_path,
     death_reason,
     decide_failure,
-    failure_code,
     transition,
 )
+from replicator.domain.jobs.ends import Completed, Failed, Held, JobEnding, Superseded
 from replicator.errors import ClaimLost, JournalError, TransitionError
 from replicator.journal import queries
 from replicator.journal.models import MAX_REASON_CHARS, NO_TAG, JobRow
@@ -279,77 +279,64 @@ def claim(
     return queries.rows(session, queries.ROWS_BY_IDS.params(ids=claimed))
 
 
-def succeed(
-    session: Session,
-    job_id: int,
-    claim: Claim,
-    now: datetime,
-    counters: dict[str, int],
-    *,
-    superseded: str | None = None,
-) -> None:
-    """IN_PROGRESS --SUCCEED--> COMPLETE, with the copy's counters; --SUPERSEDE--> SUPERSEDED
-    instead when the source had moved on (`superseded` says how, kept as the job's reason).
-    Only while `claim` holds the job (else ClaimLost)."""
-    reason = None if superseded is None else superseded[:MAX_REASON_CHARS]
-    values = {"failure_code": None, "failure_reason": reason, **counters}
-    _fenced_change(
-        session,
-        job_id,
-        JobEvent.SUCCEED if superseded is None else JobEvent.SUPERSEDE,
-        {**values, "finished_at": now, "updated_at": now},
-        claim,
-    )
+def end(session: Session, job_id: int, claim: Claim, ending: JobEnding, now: datetime) -> JobState:
+    """Record how an attempt at an IN_PROGRESS job ended (domain.jobs.ends); the new state.
+    Only while `claim` holds the job (else ClaimLost, nothing written).
+
+    Completed --SUCCEED--> COMPLETE and Superseded --SUPERSEDE--> SUPERSEDED, with the copy's
+    counters (a Superseded's reason kept as the job's); Failed --FAIL_TEMPORARY--> RETRY_WAIT
+    (next attempt at now + backoff) or --FAIL_PERMANENT--> FAILED (domain.jobs.decide_failure);
+    Held --HOLD--> RETRY_WAIT due now, this attempt not counted.
+    """
+    match ending:
+        case Completed(counters) | Superseded(_, counters):
+            reason = ending.reason[:MAX_REASON_CHARS] if isinstance(ending, Superseded) else None
+            values: dict[str, Any] = {
+                "failure_code": None,
+                "failure_reason": reason,
+                "bytes_copied": counters.bytes_copied,
+                "blobs_copied": counters.blobs_copied,
+                "blobs_mounted": counters.blobs_mounted,
+                "blobs_skipped": counters.blobs_skipped,
+                "finished_at": now,
+                "updated_at": now,
+            }
+            event = JobEvent.SUCCEED if isinstance(ending, Completed) else JobEvent.SUPERSEDE
+            return _fenced_change(session, job_id, event, values, claim)
+        case Failed():
+            return _failed(session, job_id, claim, ending, now)
+        case Held(code, reason):
+            found = queries.state_of(session, job_id)
+            values = {
+                "attempts": max(found.attempts - 1, 0),
+                "failure_code": code.value,
+                "failure_reason": reason[:MAX_REASON_CHARS],
+                "next_attempt_at": now,
+                "finished_at": None,
+                "updated_at": now,
+            }
+            return _fenced_change(session, job_id, JobEvent.HOLD, values, claim)
 
 
-def fail(
-    session: Session,
-    job_id: int,
-    claim: Claim,
-    *,
-    code: str,
-    reason: str,
-    temporary: bool,
-    max_attempts: int,
-    now: datetime,
-    backoff: float,
-) -> JobState:
-    """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff) or FAILED; the new state.
-    Only while `claim` holds the job (else ClaimLost)."""
+def _failed(session: Session, job_id: int, claim: Claim, failed: Failed, now: datetime) -> JobState:
+    """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff) or FAILED; the new state."""
     found = queries.state_of(session, job_id)
     decision = decide_failure(
-        code=code,
-        reason=reason,
-        temporary=temporary,
+        code=failed.code,
+        reason=failed.reason,
+        temporary=failed.temporary,
         attempts=found.attempts,
-        max_attempts=max_attempts,
+        max_attempts=failed.max_attempts,
     )
     waits = decision.event is JobEvent.FAIL_TEMPORARY
     values = {
         "failure_code": decision.code.value,
         "failure_reason": decision.reason[:MAX_REASON_CHARS],
-        "next_attempt_at": now + timedelta(seconds=backoff) if waits else None,
+        "next_attempt_at": now + timedelta(seconds=failed.backoff) if waits else None,
         "finished_at": None if waits else now,
         "updated_at": now,
     }
     return _fenced_change(session, job_id, decision.event, values, claim)
-
-
-def hold(
-    session: Session, job_id: int, claim: Claim, *, code: str, reason: str, now: datetime
-) -> JobState:
-    """IN_PROGRESS --HOLD--> RETRY_WAIT, due now: its destination is known unreachable, so the
-    job waits unclaimed until it answers (domain.destinations), this attempt not counted."""
-    found = queries.state_of(session, job_id)
-    values = {
-        "attempts": max(found.attempts - 1, 0),
-        "failure_code": failure_code(code).value,
-        "failure_reason": reason[:MAX_REASON_CHARS],
-        "next_attempt_at": now,
-        "finished_at": None,
-        "updated_at": now,
-    }
-    return _fenced_change(session, job_id, JobEvent.HOLD, values, claim)
 
 
 def resume(

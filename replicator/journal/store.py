@@ -25,6 +25,7 @@ from sqlmodel import Session
 from replicator.domain.events.echoes import OwnWrite, Write
 from replicator.domain.fleet.leases import Lease
 from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs.ends import JobEnding
 from replicator.errors import JournalError
 from replicator.journal import (
     deferred,
@@ -236,69 +237,21 @@ class Journal:
             lambda session: job_rows.claim(session, limit, moment, claimer, skip)
         )
 
-    async def complete(
+    async def end(
         self,
         job_id: int,
+        ending: JobEnding,
         *,
-        bytes_copied: int,
-        blobs_copied: int,
-        blobs_mounted: int,
-        blobs_skipped: int,
         now: datetime | None = None,
-        superseded: str | None = None,
-        claimed_at: datetime | None = None,
-    ) -> None:
-        """IN_PROGRESS -> COMPLETE, with what the copy did; SUPERSEDED instead, with the
-        reason, when the source had moved on since the job's event. Only while this journal's
-        claimer holds the job by the claim made at `claimed_at` (the row's started_at; any of
-        its claims when None): else ClaimLost, nothing written."""
-        moment = to_db_time(now or utcnow())
-        claim = self._claim(claimed_at)
-        counters = {
-            "bytes_copied": bytes_copied,
-            "blobs_copied": blobs_copied,
-            "blobs_mounted": blobs_mounted,
-            "blobs_skipped": blobs_skipped,
-        }
-        await self._run(
-            lambda session: job_rows.succeed(
-                session, job_id, claim, moment, counters, superseded=superseded
-            )
-        )
-
-    async def fail(
-        self,
-        job_id: int,
-        *,
-        code: str,
-        reason: str,
-        temporary: bool,
-        max_attempts: int,
-        now: datetime,
-        backoff: float,
         claimed_at: datetime | None = None,
     ) -> JobState:
-        """IN_PROGRESS -> RETRY_WAIT (next attempt at now + backoff seconds) or FAILED.
-
-        A temporary failure with attempts left waits; one without becomes MAX_ATTEMPTS; a
-        permanent one fails with its code. Returns the new state. Fenced by the claim as
-        `complete` is.
-        """
-        moment = to_db_time(now)
+        """Record how an attempt at an IN_PROGRESS job ended (domain.jobs.ends: COMPLETE,
+        SUPERSEDED, RETRY_WAIT or FAILED, or held for its destination); the new state. Only
+        while this journal's claimer holds the job by the claim made at `claimed_at` (the row's
+        started_at; any of its claims when None): else ClaimLost, nothing written."""
+        moment = to_db_time(now or utcnow())
         claim = self._claim(claimed_at)
-        return await self._run(
-            lambda session: job_rows.fail(
-                session,
-                job_id,
-                claim,
-                code=code,
-                reason=reason,
-                temporary=temporary,
-                max_attempts=max_attempts,
-                now=moment,
-                backoff=backoff,
-            )
-        )
+        return await self._run(lambda session: job_rows.end(session, job_id, claim, ending, moment))
 
     def _claim(self, claimed_at: datetime | None) -> job_rows.Claim:
         return job_rows.Claim(self.claimer, to_db_time(claimed_at) if claimed_at else None)
@@ -403,25 +356,6 @@ class Journal:
         """Drop the lease `name` if we hold it; whether we did."""
         holder = self.claimer
         return await self._run(lambda session: leases.release(session, name, holder))
-
-    async def hold(
-        self,
-        job_id: int,
-        *,
-        code: str,
-        reason: str,
-        now: datetime,
-        claimed_at: datetime | None = None,
-    ) -> JobState:
-        """IN_PROGRESS -> RETRY_WAIT, its attempt not counted: its destination is unreachable
-        (see jobs.hold). Fenced by the claim as `fail` is."""
-        moment = to_db_time(now)
-        claim = self._claim(claimed_at)
-        return await self._run(
-            lambda session: job_rows.hold(
-                session, job_id, claim, code=code, reason=reason, now=moment
-            )
-        )
 
     async def release(self, destination: str, now: datetime) -> tuple[int, int]:
         """`destination` answers again: its waiting jobs due now, its jobs FAILED for a

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from replicator.domain.events.echoes import Write
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.jobs.ends import Failed, JobEnding
 from replicator.errors import ClaimLost
 from replicator.journal.claimers import open_journal, resume_orphans
 from replicator.journal.models import JobRow
@@ -56,19 +56,18 @@ class ClaimLedger:
         self.held.update(row.id for row in rows)
         return rows
 
-    async def complete(self, job_id: int, **counters: Any) -> None:
-        """Complete as the journal does; the job is no longer held (also when the journal
-        refused, the claim lost)."""
+    async def end(
+        self,
+        job_id: int,
+        ending: JobEnding,
+        *,
+        now: datetime | None = None,
+        claimed_at: datetime | None = None,
+    ) -> JobState:
+        """End an attempt as the journal does; the job is no longer held (also when the
+        journal refused, the claim lost)."""
         try:
-            await self.journal.complete(job_id, **counters)
-        finally:
-            self.held.discard(job_id)
-
-    async def fail(self, job_id: int, **details: Any) -> JobState:
-        """Fail as the journal does; the job is no longer held (also when the journal refused,
-        the claim lost)."""
-        try:
-            return await self.journal.fail(job_id, **details)
+            return await self.journal.end(job_id, ending, now=now, claimed_at=claimed_at)
         finally:
             self.held.discard(job_id)
 
@@ -99,13 +98,14 @@ class ClaimLedger:
     async def release(self, max_attempts: int) -> int:
         """Hand back every job still held (RETRY_WAIT, due now); how many."""
         held = sorted(self.held)
+        interrupted = Failed(
+            FailureCode.INTERRUPTED, INTERRUPTED_REASON, temporary=True,
+            max_attempts=max_attempts, backoff=0.0,
+        )  # fmt: skip
         for job_id in held:
             # A job re-queued by a peer meanwhile is its holder's now: nothing to hand back.
             with contextlib.suppress(ClaimLost):
-                await self.fail(
-                    job_id, code="INTERRUPTED", reason=INTERRUPTED_REASON, temporary=True,
-                    max_attempts=max_attempts, now=datetime.now(UTC), backoff=0.0,
-                )  # fmt: skip
+                await self.end(job_id, interrupted)
         return len(held)
 
     async def close(self) -> None:

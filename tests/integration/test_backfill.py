@@ -23,7 +23,7 @@ from replicator.config.sites import sites_of
 from replicator.daemon.reconcile import reconcile_forever
 from replicator.domain.events.echoes import REPLICA_USER_AGENT
 from replicator.domain.images.media import MANIFEST_ACCEPT
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import FailureCode, JobKey, JobState
 from replicator.domain.routing import Site
 from replicator.engine.copier import Copier
 from replicator.engine.runner import JobRunner
@@ -310,8 +310,8 @@ class TestInterrupted:
         fault_proxy_factory: Any,
     ) -> None:  # fmt: skip
         """Stopped while one image's source read stalls (its two destinations share that
-        read), the run hands both jobs back; the next run finishes them and copies nothing the
-        first run completed."""
+        read), the run hands both jobs back (RETRY_WAIT, INTERRUPTED); the next run finishes
+        them and copies nothing the first run completed."""
         world = build_world(tmp_path, registry_factory, grace_period=0.0)
         proxy: FaultProxy = fault_proxy_factory(world.source)
         text = world.config.read_text().replace(world.source.url, proxy.url)
@@ -334,6 +334,8 @@ class TestInterrupted:
         states = sorted((r.repository, r.tag, r.state) for r in first.rows)
         waiting = [(repo, tag) for repo, tag, state in states if state is JobState.RETRY_WAIT]
         assert waiting == [("prod/web", "1.0")] * 2, states
+        codes = {r.failure_code for r in first.rows if r.state is JobState.RETRY_WAIT}
+        assert codes == {FailureCode.INTERRUPTED}, codes
         assert [s for _, _, s in states].count(JobState.COMPLETE) == 5, states
         marks = {name: log_length(world.registries[name]) for name in (USW2, EUW1)}
         second = await run_backfill(config, ScanOptions())

@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import Session
 
 from replicator.domain.jobs import JobState
+from replicator.domain.jobs.ends import Completed
 from replicator.journal import JobRow
 from replicator.journal import jobs as job_rows
 from replicator.journal.schema import create_journal_engine
@@ -31,7 +32,7 @@ HELD_SECONDS = 4.0
 STEP_SECONDS = 30.0
 # Who the peer is: a process of another host, as a fleet member's claim records it.
 PEER = "peer-host/m:pid:[1]/77/1"
-COUNTERS = {"bytes_copied": 0, "blobs_copied": 0, "blobs_mounted": 0, "blobs_skipped": 0}
+DONE = Completed()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -63,7 +64,7 @@ def peer_completes(url: str, row: JobRow) -> None:
     try:
         with Session(engine) as session, session.begin():
             claim = job_rows.Claim(PEER, row.started_at)
-            job_rows.succeed(session, row.id, claim, datetime.now(UTC), COUNTERS)
+            job_rows.end(session, row.id, claim, DONE, datetime.now(UTC))
     finally:
         engine.dispose()
 

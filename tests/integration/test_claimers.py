@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from replicator.domain.fleet.claims import Claimer
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.jobs.ends import Completed, CopyCounters, Failed
 from replicator.errors import ClaimLost
 from replicator.journal import Journal
 from replicator.journal.claimers import open_journal, process_start, resume_orphans, this_process
@@ -114,7 +115,7 @@ class TestResumeOrphans:
         assert resumed == 1
 
 
-COUNTERS = {"bytes_copied": 1, "blobs_copied": 1, "blobs_mounted": 0, "blobs_skipped": 0}
+COUNTERS = CopyCounters(bytes_copied=1, blobs_copied=1)
 
 
 class TestClaimFence:
@@ -135,14 +136,21 @@ class TestClaimFence:
             [held] = await peer.claim_due(1, datetime.now(UTC))
             assert held.id == stale
             with pytest.raises(ClaimLost, match="claimed by host-b"):
-                await first.complete(stale, **COUNTERS, claimed_at=stale_row.started_at)
+                await first.end(stale, Completed(COUNTERS), claimed_at=stale_row.started_at)
             with pytest.raises(ClaimLost):
-                await first.fail(
-                    stale, code="X", reason="stale", temporary=True, max_attempts=5,
-                    now=datetime.now(UTC), backoff=1.0,
-                )  # fmt: skip
+                await first.end(
+                    stale,
+                    Failed(
+                        FailureCode.TRANSPORT_ERROR,
+                        "stale",
+                        temporary=True,
+                        max_attempts=5,
+                        backoff=1.0,
+                    ),
+                    now=datetime.now(UTC),
+                )
             assert (await peer.jobs())[0].state is JobState.IN_PROGRESS
-            await peer.complete(stale, **COUNTERS, claimed_at=held.started_at)
+            await peer.end(stale, Completed(COUNTERS), claimed_at=held.started_at)
             [done] = await peer.jobs()
         assert done.state is JobState.COMPLETE
         assert done.claimed_by == "host-b/m:pid:[1]/20/1"
@@ -158,8 +166,8 @@ class TestClaimFence:
         [newer] = await journal.claim_due(1, datetime.now(UTC))
         assert newer.started_at != older.started_at
         with pytest.raises(ClaimLost):
-            await journal.complete(job, **COUNTERS, claimed_at=older.started_at)
-        await journal.complete(job, **COUNTERS, claimed_at=newer.started_at)
+            await journal.end(job, Completed(COUNTERS), claimed_at=older.started_at)
+        await journal.end(job, Completed(COUNTERS), claimed_at=newer.started_at)
         assert (await journal.jobs())[0].state is JobState.COMPLETE
 
 

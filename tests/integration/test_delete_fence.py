@@ -18,6 +18,7 @@ import pytest
 
 from replicator.domain.jobs import JobKey, JobKind, JobState
 from replicator.domain.jobs.deletes import waits_for_copy
+from replicator.domain.jobs.ends import Completed
 from replicator.journal import Journal
 from tests.integration.test_backfill import with_delete_replication
 from tests.integration.test_source_state import (
@@ -79,18 +80,20 @@ async def test_claim_follows_the_rule(journal: Journal) -> None:
         if waits:
             assert await journal.next_due_at() is None
             first = next(row for row in working if row.key.image == copy)
-            await journal.complete(
-                first.id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0,
+            await journal.end(
+                first.id,
+                Completed(),
                 claimed_at=first.started_at,
-            )  # fmt: skip
+            )
             claimed = await journal.claim_due(10, datetime.now(UTC))
         assert [row.key.image for row in claimed] == [delete]
         for row in [*claimed, *working]:
             if row.key.image != copy or not waits:
-                await journal.complete(
-                    row.id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0,
+                await journal.end(
+                    row.id,
+                    Completed(),
                     claimed_at=row.started_at,
-                )  # fmt: skip
+                )
     states = {row.state for row in await journal.jobs(limit=1000)}
     assert states == {JobState.COMPLETE}
 

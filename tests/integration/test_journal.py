@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from replicator.domain.events.echoes import Write, WriteAction
 from replicator.domain.jobs import NO_ORIGIN, FailureCode, JobKey, JobKind, JobState
+from replicator.domain.jobs.ends import Completed, CopyCounters, Failed, Superseded
 from replicator.errors import ClaimLost, JournalError, SchemaError
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
@@ -72,34 +73,40 @@ async def claim_one(journal: Journal, now: datetime = T0) -> int:
 
 async def complete(journal: Journal, job_id: int, now: datetime | None = None) -> None:
     """Finish a claimed job as copied (at `now`, the clock's time unless told)."""
-    await journal.complete(
-        job_id, bytes_copied=10, blobs_copied=1, blobs_mounted=0, blobs_skipped=0, now=now
+    await journal.end(
+        job_id,
+        Completed(CopyCounters(bytes_copied=10, blobs_copied=1)),
+        now=now,
     )
 
 
 async def fail_temporarily(journal: Journal, job_id: int, now: datetime = T0) -> JobState:
     """Fail a claimed job with a temporary transport error, 3 attempts allowed, 30 s backoff."""
-    return await journal.fail(
+    return await journal.end(
         job_id,
-        code="TRANSPORT_ERROR",
-        reason="connection reset",
-        temporary=True,
-        max_attempts=3,
+        Failed(
+            FailureCode.TRANSPORT_ERROR,
+            "connection reset",
+            temporary=True,
+            max_attempts=3,
+            backoff=30.0,
+        ),
         now=now,
-        backoff=30.0,
     )
 
 
 async def fail_permanently(journal: Journal, job_id: int) -> JobState:
     """Fail a claimed job for good with a digest mismatch."""
-    return await journal.fail(
+    return await journal.end(
         job_id,
-        code="DIGEST_MISMATCH",
-        reason="bytes do not match",
-        temporary=False,
-        max_attempts=3,
+        Failed(
+            FailureCode.DIGEST_MISMATCH,
+            "bytes do not match",
+            temporary=False,
+            max_attempts=3,
+            backoff=0.0,
+        ),
         now=T0,
-        backoff=0.0,
     )
 
 
@@ -441,8 +448,12 @@ class TestClaimAndFinish:
         """complete() ends the job COMPLETE with the copy's counters and a finish time."""
         await record(journal, b"push", [KEY])
         job_id = await claim_one(journal)
-        await journal.complete(
-            job_id, bytes_copied=1234, blobs_copied=3, blobs_mounted=1, blobs_skipped=2, now=T0
+        await journal.end(
+            job_id,
+            Completed(
+                CopyCounters(bytes_copied=1234, blobs_copied=3, blobs_mounted=1, blobs_skipped=2)
+            ),
+            now=T0,
         )
         row = await journal.job(job_id)
         assert row is not None
@@ -458,12 +469,14 @@ class TestClaimAndFinish:
         """Completing a COMPLETE job is refused: its claim ended with the first completion."""
         await record(journal, b"push", [KEY])
         job_id = await claim_one(journal)
-        await journal.complete(
-            job_id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0
+        await journal.end(
+            job_id,
+            Completed(),
         )
         with pytest.raises(ClaimLost, match="it is COMPLETE"):
-            await journal.complete(
-                job_id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0
+            await journal.end(
+                job_id,
+                Completed(),
             )
 
     async def test_fail_unclaimed_is_illegal(self, journal: Journal) -> None:
@@ -616,10 +629,10 @@ class TestQueries:
         await complete(journal, await claim_one(journal))
         await record(journal, b"push 1", [E1])
         [late] = await journal.claim_due(10, T0)
-        await journal.complete(
-            late.id, bytes_copied=0, blobs_copied=0, blobs_mounted=0, blobs_skipped=0,
-            superseded="v1 moved on",
-        )  # fmt: skip
+        await journal.end(
+            late.id,
+            Superseded("v1 moved on"),
+        )
         assert [row.key for row in await journal.status("use1", "app", tag="v1")] == [b_key]
 
     async def test_status_by_tag_and_digest(self, journal: Journal) -> None:

@@ -13,6 +13,7 @@ import pytest
 from replicator.cli import main
 from replicator.cli.jobs import render_table
 from replicator.domain.jobs import JobKey, JobKind, JobState
+from replicator.domain.jobs.ends import Completed, CopyCounters
 from replicator.journal import JobRow
 from replicator.journal.claimers import open_journal
 from replicator.journal.events import ReceivedEvent
@@ -84,8 +85,9 @@ async def _fill(url: str) -> tuple[int, int]:
             )
         )
         await journal.claim_due(10, NOW)
-        await journal.complete(
-            complete_id, bytes_copied=10, blobs_copied=2, blobs_mounted=0, blobs_skipped=0
+        await journal.end(
+            complete_id,
+            Completed(CopyCounters(bytes_copied=10, blobs_copied=2)),
         )
         return complete_id, failed_id
 

@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, text
 from structlog.testing import capture_logs
 
 from replicator.domain.jobs import TEMPORARY_FAILURES, FailureCode, JobKey, JobState
+from replicator.domain.jobs.ends import Failed
 from replicator.journal import Journal
 from replicator.journal.claimers import open_journal
 from replicator.journal.models import SCHEMA_VERSION
@@ -48,10 +49,13 @@ class TestDeaths:
         assert await journal.resume_interrupted(max_deaths=2) == 1  # death 1: a
         await journal.add_jobs([key("b")])
         claimed = await journal.claim_due(1, LATER)  # a is claimed; give it back unharmed
-        await journal.fail(
-            claimed[0].id, code="TRANSPORT_ERROR", reason="reset", temporary=True,
-            max_attempts=10, now=LATER, backoff=3600,
-        )  # fmt: skip
+        await journal.end(
+            claimed[0].id,
+            Failed(
+                FailureCode.TRANSPORT_ERROR, "reset", temporary=True, max_attempts=10, backoff=3600
+            ),
+            now=LATER,
+        )
         await claim(journal, "b")
         assert await journal.resume_interrupted(max_deaths=2) == 1  # death 2: b only
         await journal.retry_failed()  # nothing FAILED: a waits in RETRY_WAIT
@@ -106,10 +110,11 @@ async def test_retry_by_code_takes_only_temporary_failures(journal: Journal) -> 
     await journal.resume_interrupted(max_deaths=1)
     await journal.add_jobs([key("tired")])
     [tired] = await journal.claim_due(1, LATER)
-    await journal.fail(
-        tired.id, code="TRANSPORT_ERROR", reason="reset", temporary=True, max_attempts=1,
-        now=LATER, backoff=0,
-    )  # fmt: skip
+    await journal.end(
+        tired.id,
+        Failed(FailureCode.TRANSPORT_ERROR, "reset", temporary=True, max_attempts=1, backoff=0),
+        now=LATER,
+    )
     await journal.add_jobs([], denied={key("denied"): "no policy"})
     assert await journal.retry_failed(codes=TEMPORARY_FAILURES) == 2
     assert await states(journal) == {

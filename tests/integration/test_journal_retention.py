@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import create_engine, insert, inspect, text, update
 
 from replicator.daemon.pruning import PRUNE_BATCH_ROWS, prune_forever, prune_once
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.jobs.ends import Completed, CopyCounters, Failed
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
 from replicator.journal.events import ReceivedEvent
@@ -58,13 +59,16 @@ async def finish(journal: Journal, tag: str, *, at: datetime, failed: bool = Fal
     await journal.add_jobs([key(tag)])
     [row] = await journal.claim_due(1, datetime.now(UTC))
     if failed:
-        await journal.fail(
-            row.id, code="NOT_FOUND", reason="gone", temporary=False, max_attempts=3, now=at,
-            backoff=0,
-        )  # fmt: skip
+        await journal.end(
+            row.id,
+            Failed(FailureCode.NOT_FOUND, "gone", temporary=False, max_attempts=3, backoff=0),
+            now=at,
+        )
     else:
-        await journal.complete(
-            row.id, bytes_copied=1, blobs_copied=1, blobs_mounted=0, blobs_skipped=0, now=at
+        await journal.end(
+            row.id,
+            Completed(CopyCounters(bytes_copied=1, blobs_copied=1)),
+            now=at,
         )
 
 

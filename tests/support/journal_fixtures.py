@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from replicator.domain.jobs import JobKey
+from replicator.domain.jobs.ends import Completed, CopyCounters
 from replicator.journal import Journal
 from replicator.journal.claimers import open_journal
 from replicator.journal.events import ReceivedEvent
@@ -162,8 +163,9 @@ async def _claim_all(url: str) -> None:
     async with await open_journal(url) as journal:
         while claimed := await journal.claim_due(CLAIM_BATCH, datetime.now(UTC)):
             for row in claimed:
-                await journal.complete(
-                    row.id, bytes_copied=1, blobs_copied=1, blobs_mounted=0, blobs_skipped=0
+                await journal.end(
+                    row.id,
+                    Completed(CopyCounters(bytes_copied=1, blobs_copied=1)),
                 )
                 print(row.id, flush=True)
 

@@ -27,6 +27,7 @@ from replicator.domain.jobs import (
     replication_status,
     transition,
 )
+from replicator.domain.jobs.ends import Failed
 
 S = JobState
 E = JobEvent
@@ -130,7 +131,11 @@ class TestDecideFailure:
     def test_temporary_with_attempts_left_keeps_code(self) -> None:
         """A temporary failure with attempts left keeps its code and reason."""
         decision = decide_failure(
-            code="TRANSPORT_ERROR", reason="reset", temporary=True, attempts=1, max_attempts=3
+            code=FailureCode.TRANSPORT_ERROR,
+            reason="reset",
+            temporary=True,
+            attempts=1,
+            max_attempts=3,
         )
         assert (decision.event, decision.code, decision.reason) == (
             E.FAIL_TEMPORARY,
@@ -141,7 +146,11 @@ class TestDecideFailure:
     def test_exhausted_becomes_max_attempts(self) -> None:
         """The last temporary failure becomes MAX_ATTEMPTS, the last error in the reason."""
         decision = decide_failure(
-            code="TRANSPORT_ERROR", reason="reset", temporary=True, attempts=3, max_attempts=3
+            code=FailureCode.TRANSPORT_ERROR,
+            reason="reset",
+            temporary=True,
+            attempts=3,
+            max_attempts=3,
         )
         assert decision.event is E.FAIL_PERMANENT
         assert decision.code is FailureCode.MAX_ATTEMPTS
@@ -150,17 +159,32 @@ class TestDecideFailure:
     def test_permanent_keeps_code(self) -> None:
         """A permanent failure keeps its own code even on the first attempt."""
         decision = decide_failure(
-            code="DIGEST_MISMATCH", reason="bad bytes", temporary=False, attempts=1, max_attempts=3
+            code=FailureCode.DIGEST_MISMATCH,
+            reason="bad bytes",
+            temporary=False,
+            attempts=1,
+            max_attempts=3,
         )
         assert (decision.event, decision.code) == (E.FAIL_PERMANENT, FailureCode.DIGEST_MISMATCH)
 
-    def test_unknown_code_becomes_internal_error(self) -> None:
-        """A code jobs do not know becomes INTERNAL_ERROR, the original kept in the reason."""
-        decision = decide_failure(
-            code="JOURNAL_ERROR", reason="disk full", temporary=False, attempts=1, max_attempts=3
-        )
-        assert decision.code is FailureCode.INTERNAL_ERROR
-        assert decision.reason == "JOURNAL_ERROR: disk full"
+    @pytest.mark.parametrize(
+        ("code", "reason", "expected", "recorded"),
+        [
+            pytest.param("TRANSPORT_ERROR", "reset", FailureCode.TRANSPORT_ERROR, "reset",
+                         id="known"),
+            pytest.param("JOURNAL_ERROR", "disk full", FailureCode.INTERNAL_ERROR,
+                         "JOURNAL_ERROR: disk full", id="unknown-kept-in-reason"),
+            pytest.param("INTERNAL_ERROR", "boom", FailureCode.INTERNAL_ERROR, "boom",
+                         id="internal-as-is"),
+        ],
+    )  # fmt: skip
+    def test_failure_of_an_error(
+        self, code: str, reason: str, expected: FailureCode, recorded: str
+    ) -> None:
+        """An error's code becomes the FailureCode of that name; one jobs do not know becomes
+        INTERNAL_ERROR, the error's code kept at the head of the reason."""
+        failed = Failed.of_error(code, reason, temporary=False, max_attempts=3, backoff=0.0)
+        assert (failed.code, failed.reason) == (expected, recorded)
 
     @pytest.mark.parametrize(
         "error",
@@ -173,6 +197,7 @@ class TestDecideFailure:
             errors.InvalidReferenceError("x"),
             errors.RegistryError("x"),
             errors.TransportError("x"),
+            errors.SlowTransferError("x"),
             errors.DeleteRefused("x"),
             errors.ReplicatorError("x"),
         ],

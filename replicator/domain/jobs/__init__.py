@@ -84,6 +84,11 @@ class FailureCode(StrEnum):
     PROCESS_DIED = "PROCESS_DIED"
     DELETE_REFUSED = "DELETE_REFUSED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    TRANSFER_TOO_SLOW = "TRANSFER_TOO_SLOW"
+    # The registry is no longer in the config when its job comes to run.
+    CONFIG_INVALID = "CONFIG_INVALID"
+    # A backfill stopped during the copy and handed the job back (the next run resumes it).
+    INTERRUPTED = "INTERRUPTED"
 
 
 S = JobState
@@ -199,22 +204,16 @@ def failure_code(code: str) -> FailureCode:
 
 
 def decide_failure(
-    *, code: str, reason: str, temporary: bool, attempts: int, max_attempts: int
+    *, code: FailureCode, reason: str, temporary: bool, attempts: int, max_attempts: int
 ) -> FailureDecision:
-    """The event, code and reason for a failed attempt.
-
-    A temporary failure with no attempts left becomes MAX_ATTEMPTS with the last error in the
-    reason; an error code jobs do not know becomes INTERNAL_ERROR, the code kept in the reason.
-    """
+    """The event, code and reason for a failed attempt: a temporary failure with no attempts
+    left becomes MAX_ATTEMPTS with the last error in the reason."""
     event = after_failure(attempts, max_attempts, temporary)
     if temporary and event is E.FAIL_PERMANENT:
         return FailureDecision(
             event, FailureCode.MAX_ATTEMPTS, f"gave up after {attempts} attempts: {code}: {reason}"
         )
-    known = failure_code(code)
-    if known is FailureCode.INTERNAL_ERROR and code != FailureCode.INTERNAL_ERROR:
-        reason = f"{code}: {reason}"
-    return FailureDecision(event, known, reason)
+    return FailureDecision(event, code, reason)
 
 
 # FAILED jobs whose cause may have passed (temporary errors every time, or the process dying
