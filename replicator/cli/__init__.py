@@ -227,6 +227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(
             name, exc, exit_code(exc, service=args.command in LONG_RUNNING), as_json=as_json
         )
+    except BaseExceptionGroup as group:
+        # A daemon's task group (its API server, the bus, the workers) failing on one of our
+        # errors: reported as that error, not as a traceback of the group.
+        inner = _replicator_error_in(group)
+        if inner is None:
+            raise
+        usage = isinstance(inner, UsageError | ConfigError)
+        code = EXIT_USAGE if usage else exit_code(inner, service=args.command in LONG_RUNNING)
+        return _failed(name, inner, code, as_json=as_json)
     except KeyboardInterrupt:
         print(f"replicator {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -236,6 +245,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED
     return code
+
+
+def _replicator_error_in(group: BaseExceptionGroup[BaseException]) -> ReplicatorError | None:
+    """The first ReplicatorError among the (nested) exceptions of `group`, or None."""
+    for exc in group.exceptions:
+        if isinstance(exc, ReplicatorError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _replicator_error_in(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def entry_point() -> NoReturn:

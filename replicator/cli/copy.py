@@ -239,7 +239,11 @@ async def _copy_prefix(
     names = _each(named) if named is not None else tags.catalog(source.client, src_prefix)
     await for_each_repository(names, one, in_flight=REPOSITORIES_IN_FLIGHT)
     if not seen:
-        raise UsageError(f"no repository under {args.src}")
+        raise UsageError(
+            f"no repository under {args.src} (in the registry's catalog, or among the names "
+            "given): check the prefix, and name repositories with --repository NAME or "
+            "--repositories-from FILE if the registry lists none"
+        )
     return total, failures
 
 

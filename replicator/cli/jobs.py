@@ -111,6 +111,12 @@ def run_status(args: argparse.Namespace) -> int:
     """`replicator status`: 0 when the image has jobs, 1 when the journal knows none."""
     _validated(args)
     url, registries = _journal_url(args)
+    if args.source is not None and args.source not in registries:
+        raise UsageError(
+            f"--source {args.source!r} is not a registry of the config (its registries: "
+            f"{', '.join(sorted(registries)) or 'none'}); give one of them, or leave --source "
+            "out for any source"
+        )
 
     async def query() -> tuple[list[JobRow], dict[str, datetime]]:
         async with await _open(url) as journal:
@@ -122,7 +128,13 @@ def run_status(args: argparse.Namespace) -> int:
     rows, unreachable = asyncio.run(query())
     if not rows:
         image = args.image_digest or f"tag {args.image_tag}"
-        message = f"no replication jobs for {args.repository} {image}"
+        message = (
+            f"no replication jobs for {args.repository} {image}"
+            + (f" from {args.source}" if args.source else "")
+            + ": the journal has none (not pushed since the daemon ran, or replicated by no "
+            "rule: `replicator config check` lists the rules; `replicator backfill` replicates "
+            "images that were there before)"
+        )
         print(f"replicator status: {message}", file=sys.stderr)
         if args.json:
             print_json(error_document("status", "NOT_FOUND", message))

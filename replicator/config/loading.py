@@ -33,6 +33,7 @@ from replicator.config.model import (
     WorkersConfig,
 )
 from replicator.config.registries import RegistryConfig
+from replicator.config.suggestions import did_you_mean
 from replicator.domain.images.refs import is_loopback_host
 from replicator.domain.routing.policy import parse_policy
 from replicator.domain.routing.rules import Destination, parse_replication_config
@@ -74,7 +75,18 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         doc = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read the config file: {exc.strerror}", file=name) from exc
+        if path is not None:
+            how = "as given"
+        elif os.environ.get(ENV_VAR):
+            how = f"from ${ENV_VAR}"
+        else:
+            how = f"the default: no --config, ${ENV_VAR} unset"
+        raise ConfigError(
+            f"cannot read the config file ({how}): {exc.strerror}; give a readable file with "
+            f"--config FILE or ${ENV_VAR} (the repository's configs/demo.toml is an example), "
+            "and check it with `replicator config check FILE`",
+            file=name,
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: {exc.reason}", file=name) from exc
     except tomllib.TOMLDecodeError as exc:
@@ -323,7 +335,7 @@ def _pydantic_problem(error: Any) -> tuple[str, str]:
     field = "".join(parts)
     kind = error["type"]
     if kind == "extra_forbidden":
-        return field, "unknown key"
+        return field, "unknown key" + did_you_mean(Config, error["loc"])
     if kind == "missing":
         return field, "is missing"
     message = str(error["msg"]).removeprefix("Value error, ")

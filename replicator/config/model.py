@@ -63,6 +63,22 @@ def _check_topic_level(value: str) -> str:
     return value
 
 
+def _check_events_topic(value: str) -> str:
+    """One '+' level, where each source's name goes (the bridge publishes `registry/use1/events`
+    for `registry/+/events`; the daemon reads the source from that level), and no '#'."""
+    levels = value.split("/")
+    if (
+        levels.count("+") != 1
+        or "#" in value
+        or any("+" in level for level in levels if level != "+")
+    ):
+        raise ValueError(
+            f"{value!r} needs exactly one '+' level (and no '#'), where each source registry's "
+            'name goes: e.g. "registry/+/events"'
+        )
+    return value
+
+
 class JournalConfig(Section):
     """[journal]: any SQLAlchemy URL (a relative SQLite path is relative to the config file),
     and how many days events and finished jobs are kept (0: for ever)."""
@@ -77,7 +93,7 @@ class MqttConfig(Section):
     host: str = "127.0.0.1"
     port: Port = 1883
     client_id: Annotated[str, Field(min_length=1)] = "replicator-1"
-    events_topic: str = "registry/+/events"
+    events_topic: Annotated[str, AfterValidator(_check_events_topic)] = "registry/+/events"
     results_topic: str = "replicator/{registry}/replications"
     shared_group: Annotated[str, AfterValidator(_check_topic_level)] = ""
     username: str | None = None

@@ -50,6 +50,11 @@ if TYPE_CHECKING:
     from replicator.config.loading import MqttConfig
 
 log = get_logger(__name__)
+# What a failed connection to the broker asks of the operator (said with each failure).
+BROKER_FIX = (
+    "is the MQTT broker running there? its address is [mqtt] host and port of the config "
+    "(tls, username and password_file if it wants them); the daemon keeps trying"
+)
 
 # Unacknowledged messages the broker may have in flight to us (MQTT v5 Receive Maximum). This is
 # what bounds our in-memory queue: past it the broker holds events until we ack, so back-pressure
@@ -290,6 +295,7 @@ class Bus:
                             client_id=self.options.client_id,
                             error=str(exc),
                             retry_in=round(delay, 2),
+                            fix=BROKER_FIX,
                         )
                 # Jitter spreads a fleet's reconnects after a broker restart.
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -32,6 +32,8 @@ from replicator.errors import ConfigError
 from replicator.logs import get_logger
 
 log = get_logger(__name__)
+# The config key that sets each server's address, named when it cannot listen.
+LISTEN_KEYS = {"api": "http.listen", "bridge": "bridge.listen"}
 
 # Request bodies above this are refused with 413: the largest thing we accept is a webhook
 # envelope, a few KiB (the bridge passes payloads.MAX_PAYLOAD_BYTES).
@@ -115,9 +117,11 @@ class HttpServer:
                 ssl_handshake_timeout=self._request_timeout if self._tls else None,
             )
         except OSError as exc:
+            key = LISTEN_KEYS.get(self.name, "its listen address")
             raise ConfigError(
                 f"the {self.name} server cannot listen on {self.host}:{self.port}: "
-                f"{exc.strerror or exc}"
+                f"{exc.strerror or exc}: stop what holds it (another replicator?), or set "
+                f"{key} to another address"
             ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info(

@@ -248,7 +248,12 @@ class Copier:
             return reference
         head = await retried(manifests.head, src.client, src.repository, reference)
         if head is None:
-            raise NotFoundError(f"source image {src}:{reference} not found", status=404)
+            raise NotFoundError(
+                f"source image {src}:{reference} not found: no tag {reference!r} in "
+                f"{src.repository} there; check the repository and tag (the registry's tags: "
+                f"`skopeo list-tags docker://{src}`)",
+                status=404,
+            )
         return head.digest
 
     async def copy_repository(

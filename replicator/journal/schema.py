@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, update
@@ -172,9 +174,30 @@ def prepare(engine: Engine, url: str) -> None:
         _check_version(version, url)
     except SQLAlchemyError as exc:
         raise JournalError(
-            f"journal {redacted(url)} cannot be opened: {exc}",
+            f"journal {redacted(url)} cannot be opened: {_first_line(exc)}{_sqlite_hint(url)}",
             temporary=_passing(engine, exc),
         ) from exc
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The error without SQLAlchemy's "(Background on this error at: <url>)" line."""
+    return str(exc).split("\n(Background on this error", 1)[0]
+
+
+def _sqlite_hint(url: str) -> str:
+    """What to do when a SQLite journal's folder is missing or not writable, else ""."""
+    if not url.startswith("sqlite:///"):
+        return ""
+    folder = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent
+    if not folder.is_dir():
+        return f"; its folder {folder} does not exist: create it, or set journal.url elsewhere"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"; its folder {folder} is not writable by this user: give it write permission "
+            "(SQLite writes its -wal and -shm files beside the journal), or set journal.url "
+            "elsewhere"
+        )
+    return ""
 
 
 def _quick_check(engine: Engine, url: str) -> None:

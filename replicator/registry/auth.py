@@ -202,11 +202,7 @@ class Authenticator:
     async def _answer_basic(self, response: httpx.Response) -> str:
         credentials = await self._credentials()
         if credentials is None:
-            raise AuthError(
-                "registry requires Basic credentials and none are configured",
-                status=401,
-                temporary=False,
-            )
+            raise refusals.basic_without_credentials(authority(self._registry), self.problem)
         basic = credentials.basic_header()
         # Refused only if this very request carried them: concurrent first requests all go
         # out anonymous and all come back 401 before any of them has learnt the scheme.

@@ -14,13 +14,22 @@ GIVE_CREDENTIALS = (
 
 
 def refused(error: AuthError, registry: str, source: str | None) -> AuthError:
-    """The registry refused a request: with the credentials of `source`, or with none."""
+    """The registry refused a request: with the credentials of `source`, or with none. A 401
+    refuses who they are (a wrong user or password); a 403 what they may do."""
     if source is None:
-        hint = f"no credentials are configured for it: {GIVE_CREDENTIALS}"
+        hint = f"refused: no credentials are configured for it: {GIVE_CREDENTIALS}"
+    elif error.status == 401:
+        hint = (
+            f"refused the credentials of {source} (a wrong user or password, or expired): "
+            "correct them there"
+        )
     else:
-        hint = f"with the credentials of {source}: check that they may do this here"
+        hint = (
+            f"refused the credentials of {source}, which may not do this here: use credentials "
+            "that may (push for a destination, pull for a source), or ask for that permission"
+        )
     return AuthError(
-        f"{error}: registry {registry} refused, {hint}",
+        f"{error}: registry {registry} {hint}",
         status=error.status,
         error_codes=error.error_codes,
         temporary=error.temporary,
@@ -45,5 +54,21 @@ def withheld(error: AuthError, registry: str, realm: str, source: str) -> AuthEr
         f"the realm: copy --src-token-realm/--dest-token-realm {realm}, or "
         "registries.<name>.token_realms in the config",
         status=error.status,
+        temporary=False,
+    )
+
+
+def basic_without_credentials(registry: str, problem: AuthError | None) -> AuthError:
+    """The registry asks for Basic credentials and there are none (or their source failed)."""
+    if problem is not None:
+        return AuthError(
+            f"registry {registry} requires credentials (Basic) and none could be read: {problem}",
+            status=401,
+            temporary=problem.temporary,
+        )
+    return AuthError(
+        f"registry {registry} requires credentials (Basic) and none are configured for it: "
+        f"{GIVE_CREDENTIALS}",
+        status=401,
         temporary=False,
     )

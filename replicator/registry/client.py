@@ -22,7 +22,7 @@ from replicator.domain.images.refs import is_loopback_host, registry_endpoint
 from replicator.errors import AuthError, InvalidReferenceError, RegistryError, TransportError
 from replicator.registry.auth import Authenticator
 from replicator.registry.bandwidth import Bandwidth
-from replicator.registry.connections import USER_AGENT, tls_error
+from replicator.registry.connections import USER_AGENT, tls_error, unreachable_hint
 from replicator.registry.credentials import CredentialProvider
 from replicator.registry.exchange import Content, build_request, follow_redirects, url_origin
 from replicator.registry.held_slots import HELD
@@ -223,7 +223,7 @@ class RegistryClient:
         except (httpx.HTTPError, ssl.SSLError) as exc:
             where = describe(method, request.url)
             raise tls_error(where, exc) or TransportError(
-                f"{where}: {type(exc).__name__}: {exc}"
+                f"{where}: {type(exc).__name__}: {exc}{unreachable_hint(exc)}"
             ) from exc
 
     def _own(self, url: str, method: str) -> bool:

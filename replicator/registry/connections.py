@@ -8,6 +8,7 @@ endpoints, and what a TLS failure means (a TlsError, not worth retrying).
 from __future__ import annotations
 
 import functools
+import socket
 import ssl
 from collections.abc import Mapping
 
@@ -18,6 +19,8 @@ from replicator.registry.http.proxy import ProxySettings
 from replicator.registry.http.transport import RegistryTransport
 
 USER_AGENT = "replicator"
+# The SSL error reasons of a plain-HTTP answer to a TLS handshake.
+_PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"})
 
 
 @functools.cache
@@ -87,7 +90,16 @@ def tls_error(where: str, exc: BaseException) -> TlsError | None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return TlsError(
                 f"{where}: the registry's TLS certificate is not trusted ({cause.verify_message});"
-                " give its CA bundle (ca_file, or --src-ca-file / --dst-ca-file)"
+                " give its CA bundle (ca_file of registries.<name>, or copy's --src-ca-file / "
+                "--dest-ca-file)"
+            )
+        # A server answering a TLS ClientHello in plain HTTP: OpenSSL reads "HTTP/1.1 400" as
+        # a record of an unknown version.
+        if isinstance(cause, ssl.SSLError) and cause.reason in _PLAIN_HTTP_REASONS:
+            return TlsError(
+                f"{where}: the registry answered in plain HTTP, not TLS: for a plain-HTTP "
+                'registry give url = "http://..." in registries.<name>, or copy\'s '
+                "--src-tls-verify=false / --dest-tls-verify=false (plain HTTP when it has no TLS)"
             )
         # Alerts such as CERTIFICATE_REQUIRED / BAD_CERTIFICATE: the server wants a client
         # certificate from a CA it trusts and did not get one.
@@ -98,3 +110,19 @@ def tls_error(where: str, exc: BaseException) -> TlsError | None:
             )
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+def unreachable_hint(exc: BaseException) -> str:
+    """What to check when a connection could not be made (nothing listening, a name that does
+    not resolve), else ""; said after the error, which stays temporary (a registry restarting
+    is refused too)."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
+            return "; nothing listens there: is the registry running, and are host and port right?"
+        if isinstance(cause, socket.gaierror) or "Name or service not known" in str(cause):
+            return "; the host name does not resolve: check its spelling (and DNS)"
+        cause = cause.__cause__ or cause.__context__
+    return ""
