@@ -6,14 +6,15 @@ that owns no tag, against real docker-registry, mosquitto, the bridge and one da
 
     .venv/bin/python bench/history_bench.py --seeds 200 [--first 1] [--length 16] [--tags 3]
         [--topologies one-way,active-active] [--stack-every 20] [--out FILE]
-        [--broker-restarts 1] [--wipes 1]
+        [--broker-restarts 1] [--wipes 1] [--members 1]
 
 Seeds alternate between the topologies; each topology's stack (registries, broker, bridge,
 daemon) is started afresh every `--stack-every` of its seeds, so reconcile's scans stay small.
 Prints one line per seed and, at the end, one JSON summary: schedules, steps and writes per
 schedule, violations, anomalies, times to replication (p50/p95/max); every failing seed's
 schedule, writes and violations go to the --out file's `failures` (and to stdout). Exit 1 when
-any schedule broke the invariant.
+any schedule broke the invariant. `--members 2` runs two daemons of one fleet (one SQLite
+journal, one shared subscription) on the same schedule, its kills hitting them in turn.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +50,14 @@ DEFAULT_STACK_EVERY = 20
 class Stack:
     """One topology's registries, broker, bridge and daemon, in a folder of their own."""
 
-    def __init__(self, topology: str) -> None:
+    def __init__(self, topology: str, members: int = 1) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix=f"history-{topology}-"))
         self.registries: list[Registry] = []
         (self.folder / "broker").mkdir()
         self.broker = Mosquitto(self.folder / "broker")
-        self.pair: Pair = start(topology, self.folder / "pair", self.broker, self._registry)
+        self.pair: Pair = start(
+            topology, self.folder / "pair", self.broker, self._registry, members=members
+        )
 
     def _registry(self, url: str | None) -> Registry:
         registry = Registry(notifications_url=url)
@@ -81,6 +85,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--broker-restarts", type=int, default=1, help="weight (0: none)")
     parser.add_argument("--wipes", type=int, default=1, help="weight of destination wipes")
+    parser.add_argument(
+        "--members", type=int, default=1, help="daemons of one fleet on the pair's journal"
+    )
     args = parser.parse_args()
     topologies = args.topologies.split(",")
     odds = Odds(broker=args.broker_restarts, wipe=args.wipes)
@@ -89,6 +96,7 @@ def main() -> int:
     stacks: dict[str, Stack] = {}
     used: dict[str, int] = dict.fromkeys(topologies, 0)
     runs: list[Run] = []
+    harness_errors: list[str] = []
     started = time.monotonic()
     try:
         for seed in range(args.first, args.first + args.seeds):
@@ -96,12 +104,22 @@ def main() -> int:
             if used[topology] % args.stack_every == 0:
                 if topology in stacks:
                     stacks.pop(topology).close()
-                stacks[topology] = Stack(topology)
+                stacks[topology] = Stack(topology, args.members)
             used[topology] += 1
-            run = check(
-                stacks[topology].pair, seed, topology=topology, length=args.length,
-                tags=args.tags, odds=odds, broker=stacks[topology].broker,
-            )  # fmt: skip
+            try:
+                run = check(
+                    stacks[topology].pair, seed, topology=topology, length=args.length,
+                    tags=args.tags, odds=odds, broker=stacks[topology].broker,
+                )  # fmt: skip
+            except Exception:
+                # A registry or daemon of the harness that did not come back (a loaded machine):
+                # the seed is counted as such, and its topology gets a fresh stack.
+                failure = traceback.format_exc()
+                print(f"seed {seed} {topology}: harness error\n{failure}", flush=True)
+                harness_errors.append(f"{topology}:{seed}")
+                stacks.pop(topology).close()
+                used[topology] = 0
+                continue
             runs.append(run)
             print(
                 f"seed {seed} {topology}: {len(run.steps)} steps, {len(run.history)} writes,"
@@ -112,11 +130,12 @@ def main() -> int:
             if run.verdict.violations:
                 print(describe(run), flush=True)
             if args.out:
-                args.out.write_text(json.dumps(report(runs, time.monotonic() - started), indent=2))
+                figures = report(runs, time.monotonic() - started, harness_errors)
+                args.out.write_text(json.dumps(figures, indent=2))
     finally:
         for stack in stacks.values():
             stack.close()
-    result = report(runs, time.monotonic() - started)
+    result = report(runs, time.monotonic() - started, harness_errors)
     shown = {k: v for k, v in result.items() if k not in ("failures", "latencies")}
     print(json.dumps(shown, indent=2))
     if args.out:
@@ -124,8 +143,8 @@ def main() -> int:
     return 1 if result["violations"] else 0
 
 
-def report(runs: list[Run], seconds: float) -> dict[str, Any]:
-    """The figures of the runs so far."""
+def report(runs: list[Run], seconds: float, harness_errors: list[str]) -> dict[str, Any]:
+    """The figures of the runs so far (`harness_errors`: seeds the harness failed to run)."""
     latencies = [value for run in runs for value in run.verdict.latencies]
     by_topology = {
         topology: sum(1 for run in runs if run.topology == topology)
@@ -143,6 +162,7 @@ def report(runs: list[Run], seconds: float) -> dict[str, Any]:
         "reconcile_passes_cli": sum(1 for r in runs for s in r.steps if s.kind == "reconcile"),
         "violations": sum(len(r.verdict.violations) for r in runs),
         "failing_seeds": [f"{r.topology}:{r.seed}" for r in runs if r.verdict.violations],
+        "harness_errors": harness_errors,
         "anomalies": [f"{r.topology}:{r.seed}: {a}" for r in runs for a in r.anomalies],
         "pushes_replicated": len(latencies),
         "pushes_overtaken": sum(r.verdict.overtaken for r in runs),

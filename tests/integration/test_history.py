@@ -31,12 +31,19 @@ ALL_FAULTS = Odds(broker=1, wipe=1)
 # and the daemon during an outage; active-active seed 1 kills the daemon around a delete and a
 # restore at B and restarts the broker; active-active seed 17 kills the daemon while B is down
 # (it then answers /readyz 503 until B is back).
+# A fleet: two daemons on the pair's one journal and one shared subscription, on the same
+# schedule, its kills hitting each member in turn (active-active seed 5: two kills, one of
+# each member, two broker restarts, writes at both sides).
+FLEET = "active-active+fleet"
 SEEDS = [
     ("one-way", 2, DEFAULT_ODDS),
     ("one-way", 5, ALL_FAULTS),
     ("active-active", 1, ALL_FAULTS),
     ("active-active", 17, ALL_FAULTS),
+    (FLEET, 5, ALL_FAULTS),
 ]
+# Daemons per stack: two for the fleet's, one otherwise.
+FLEET_MEMBERS = 2
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +53,15 @@ def stack(
     mosquitto_factory: MosquittoFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, Pair, Mosquitto]]:
-    """A and B, the bridge, a broker and one daemon in the topology, reconcile every 2 s."""
-    topology: str = request.param
+    """A and B, the bridge, a broker and one daemon (two of one fleet for FLEET) in the
+    topology, reconcile every 2 s."""
+    name: str = request.param
+    topology = name.removesuffix("+fleet")
     broker = mosquitto_factory()
     pair = start(
         topology, tmp_path_factory.mktemp(f"history-{topology}"), broker,
         lambda url: registry_factory(notifications_url=url),
+        members=FLEET_MEMBERS if name == FLEET else 1,
     )  # fmt: skip
     yield topology, pair, broker
     pair.stop()
@@ -70,7 +80,7 @@ class TestHistory:
             broker=broker,
         )  # fmt: skip
         record_figures(
-            f"history_{topology}_{seed}",
+            f"history_{topology}{'_fleet' if pair.fleet else ''}_{seed}",
             {
                 "steps": len(run.steps),
                 "writes": len(run.history),

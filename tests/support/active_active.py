@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -30,6 +30,7 @@ from tests.support.daemon import (
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.layout_push import LayoutPusher
 from tests.support.mqtt_fixtures import Mosquitto
+from tests.support.ports import free_port
 from tests.support.registry_server import Registry
 
 A, B = "rega", "regb"
@@ -43,6 +44,8 @@ QUIET_POLL_SECONDS = 0.25
 # Everything of a scenario settles within this on a loaded CI machine.
 SETTLE_TIMEOUT_SECONDS = 90.0
 HTTP_ACCEPTED = 202
+# The shared subscription of a pair's fleet members (start_pair's `members`).
+FLEET_GROUP = "pair-fleet"
 
 
 def pair_rules(other: str, *, deletes: bool) -> dict[str, object]:
@@ -68,7 +71,15 @@ class Pair:
     daemon: DaemonProcess
     journal: JournalReader
     layout: OCILayout
+    # More daemons of one fleet beside `daemon` (same journal and config, own client id and
+    # API port, one shared subscription): empty for one daemon.
+    fleet: list[DaemonProcess] = field(default_factory=list)
     _seeds: list[int] = field(default_factory=lambda: [1000])
+
+    @property
+    def members(self) -> list[DaemonProcess]:
+        """Every daemon: `daemon` first, then the other fleet members."""
+        return [self.daemon, *self.fleet]
 
     def url(self, name: str) -> str:
         """The registry's base URL."""
@@ -121,8 +132,9 @@ class Pair:
         return self.journal.events()
 
     def stop(self) -> None:
-        """Stop the daemon and the bridge."""
-        self.daemon.stop()
+        """Stop the daemons and the bridge."""
+        for member in self.members:
+            member.stop()
         self.bridge.stop()
 
 
@@ -134,15 +146,18 @@ def start_pair(
     deletes: bool = True,
     reconcile_interval: float = 0.0,
     one_way: bool = False,
+    members: int = 1,
 ) -> Pair:
     """Start A and B (each notifying the bridge under its own name), the bridge and the daemon;
     `reconcile_interval` > 0 turns reconcile on (every so many seconds); `one_way` leaves B
-    without rules (A -> B only)."""
+    without rules (A -> B only); `members` > 1 starts that many daemons of one fleet (one
+    SQLite journal, one shared subscription)."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = DaemonSettings(
         broker_port=broker.port,
         journal_url=f"sqlite:///{folder / 'journal.db'}",
         client_id=f"replicator-{folder.name}",
+        shared_group=FLEET_GROUP if members > 1 else "",
     )
     bridge_base = f"http://127.0.0.1:{settings.bridge_port}/events"
     registries = {name: start_registry(f"{bridge_base}/{name}") for name in (A, B)}
@@ -154,13 +169,21 @@ def start_pair(
         )
         for name in (A, B)
     ]  # fmt: skip
-    config = write_config(folder, specs, settings)
-    if reconcile_interval > 0:
-        with config.open("a") as file:
-            file.write(f"[reconcile]\ninterval = {reconcile_interval}\n")
-    bridge = BridgeProcess(config, settings.bridge_port).start()
-    daemon = DaemonProcess(config, settings.http_port).start()
+    configs = []
+    for number in range(members):
+        member = settings if number == 0 else replace(
+            settings, client_id=f"{settings.client_id}-{number + 1}", http_port=free_port()
+        )  # fmt: skip
+        where = folder if number == 0 else folder / f"member-{number + 1}"
+        config = write_config(where, specs, member)
+        if reconcile_interval > 0:
+            with config.open("a") as file:
+                file.write(f"[reconcile]\ninterval = {reconcile_interval}\n")
+        configs.append((config, member.http_port))
+    bridge = BridgeProcess(configs[0][0], settings.bridge_port).start()
+    daemons = [DaemonProcess(config, port).start() for config, port in configs]
     layout = OCILayout(folder / "layout")
     return Pair(
-        folder, registries, config, bridge, daemon, JournalReader(settings.journal_url), layout
-    )
+        folder, registries, configs[0][0], bridge, daemons[0],
+        JournalReader(settings.journal_url), layout, daemons[1:],
+    )  # fmt: skip

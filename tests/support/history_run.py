@@ -82,15 +82,19 @@ def start(
     folder: Path,
     broker: Mosquitto,
     start_registry: Callable[[str | None], Registry],
+    *,
+    members: int = 1,
 ) -> Pair:
     """A and B (`start_registry(notifications_url)`), the bridge and one daemon for
-    `topology`, delete replication on, reconcile on."""
+    `topology` (`members` daemons of one fleet on one journal), delete replication on,
+    reconcile on."""
     return start_pair(
         folder,
         broker,
         start_registry,
         reconcile_interval=RECONCILE_INTERVAL_SECONDS,
         one_way=topology == "one-way",
+        members=members,
     )
 
 
@@ -105,6 +109,7 @@ class Executor:
         self._images: dict[str, str] = {}  # digest -> its name in the layout
         self._current: dict[tuple[str, str], str] = {}  # (repository, tag) -> digest there
         self._deleted: dict[tuple[str, str], str] = {}  # (repository, tag) -> last deleted
+        self._kills = 0  # a fleet's members are killed in turn
 
     def run(self, steps: Sequence[Step]) -> None:
         """Every step, in order."""
@@ -131,12 +136,15 @@ class Executor:
                 command = replicator_command("backfill", "--config", str(pair.config))
                 self.passes.append(subprocess.Popen(command, stdout=log, stderr=log))
         elif step.kind is Kind.KILL:
-            pair.daemon.kill()
+            members = pair.members
+            victim = members[self._kills % len(members)]
+            self._kills += 1
+            victim.kill()
             # Not ready (/readyz 503) while a destination is down, by design: wait until the
             # API answers at all.
-            pair.daemon.start(ready=False)
+            victim.start(ready=False)
             wait_for(
-                lambda: pair.daemon.readyz() != 0, timeout=READY_TIMEOUT_SECONDS,
+                lambda: victim.readyz() != 0, timeout=READY_TIMEOUT_SECONDS,
                 what="the restarted daemon's API",
             )  # fmt: skip
         elif step.kind is Kind.OUTAGE:
@@ -251,8 +259,9 @@ def check(
             pair.registries[side].start()
         if broker is not None and not broker.running:
             broker.start()
-        if not pair.daemon.running:
-            pair.daemon.start()
+        for member in pair.members:
+            if not member.running:
+                member.start()
     anomalies = executor.finish_passes()
     try:
         jobs = pair.wait_quiet(timeout=QUIET_TIMEOUT_SECONDS)
