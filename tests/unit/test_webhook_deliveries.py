@@ -120,6 +120,10 @@ NO_WORK = [
     ("gar-gcr-captured.json", "gar", ["gar_other_registry"]),
     # 2013's Docker Hub body named no tag (and `_/` for official images).
     ("dockerhub-2013-no-tag.json", "dockerhub", ["dockerhub_no_tag"]),
+    # A delivery of 2 December 2014, as a receiver printed it: no tag then either.
+    ("dockerhub-2014-captured-svendowideit.json", "dockerhub", ["dockerhub_no_tag"]),
+    # Google's documented tag delete, of us-west1: another location than the source's here.
+    ("gar-docs-delete-tag.json", "gar", ["gar_other_registry"]),
     ("nexus-docs-asset-npm.json", "nexus", ["nexus_asset"]),
 ]  # fmt: skip
 
@@ -160,10 +164,19 @@ def test_delivery_is_acknowledged(name: str, format_name: str, reasons: list[str
     )
 
 
-def test_gcr_message_for_a_gcr_source_is_published() -> None:
-    """The captured gcr.io message is published when the source's registry is gcr.io."""
-    body = (SAMPLES / "gar-gcr-captured.json").read_bytes()
-    webhook = run("gar-gcr-captured.json", body, host="gcr.io")
-    assert [(e.action, e.repository, e.tag) for e in webhook.events] == [
-        ("push", "freshly-docker/freshly", "PIG-267-refactor-email-service")
-    ]
+@pytest.mark.parametrize(
+    ("name", "host", "event"),
+    [
+        ("gar-gcr-captured.json", "gcr.io",
+         ("push", "freshly-docker/freshly", "PIG-267-refactor-email-service")),
+        ("gar-docs-delete-tag.json", "us-west1-docker.pkg.dev",
+         ("delete", "my-project/my-repo/hello-world", "1.1")),
+    ],
+    ids=["gcr-push", "gar-tag-delete"],
+)  # fmt: skip
+def test_gar_message_for_its_own_registry_is_published(
+    name: str, host: str, event: tuple[str, str, str]
+) -> None:
+    """A GAR/GCR message is published when the source's registry is the host it names."""
+    webhook = run(name, (SAMPLES / name).read_bytes(), host=host)
+    assert [(e.action, e.repository, e.tag) for e in webhook.events] == [event]
