@@ -222,6 +222,64 @@ class TestBridgeHttp:
         assert ignored == 1
         await bridge.assert_nothing_published()
 
+    async def test_test_deliveries_are_acknowledged(self, bridge: BridgeUnderTest) -> None:
+        """Harbor's Test Endpoint (an empty body) and JFrog's Test button (a dummy event) are
+        answered 200 and counted as ignored; nothing is published."""
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        dummy = (WEBHOOK_SAMPLES / "artifactory-test-docker-pushed.json").read_bytes()
+        async with httpx.AsyncClient() as http:
+            harbor = await http.post(
+                f"{bridge.url}{PATH}",
+                content=b"",
+                headers={"content-type": "application/json", **auth},
+            )
+            jfrog = await http.post(
+                f"{bridge.url}{PATH}",
+                content=dummy,
+                headers={"content-type": "application/json", **auth},
+            )
+            metrics = (await http.get(f"{bridge.url}/metrics")).text
+        assert (harbor.status_code, harbor.json()["ignored"]) == (200, ["empty_body"])
+        assert (jfrog.status_code, jfrog.json()["ignored"]) == (200, ["artifactory_test"])
+        for format_name in ("harbor", "artifactory"):
+            assert (
+                metric_value(
+                    metrics,
+                    "replicator_bridge_requests_total",
+                    source=SOURCE,
+                    format=format_name,
+                    outcome="ignored",
+                )
+                == 1
+            )
+        await bridge.assert_nothing_published()
+
+    async def test_body_naming_another_registry_is_refused(self, bridge: BridgeUnderTest) -> None:
+        """A Gitea package hook whose html_url names another host than the source's url is
+        answered 400 source_mismatch and counted as rejected; nothing is published."""
+        body = (WEBHOOK_SAMPLES / "gitea-push.json").read_bytes()
+        headers = {
+            "content-type": "application/json",
+            "x-gitea-event": "package",
+            "authorization": f"Bearer {TOKEN}",
+        }
+        async with httpx.AsyncClient() as http:
+            response = await http.post(f"{bridge.url}{PATH}", content=body, headers=headers)
+            metrics = (await http.get(f"{bridge.url}/metrics")).text
+        assert response.status_code == 400, response.text
+        assert response.text.startswith("source_mismatch: package.html_url")
+        assert (
+            metric_value(
+                metrics,
+                "replicator_bridge_requests_total",
+                source=SOURCE,
+                format="gitea",
+                outcome="rejected",
+            )
+            == 1
+        )
+        await bridge.assert_nothing_published()
+
     async def test_503_while_broker_down_then_200(self, bridge: BridgeUnderTest) -> None:
         """With the broker stopped the bridge answers 503; once it is back, 200 again."""
         headers = {**EVENTS_TYPE, "authorization": f"Bearer {TOKEN}"}
