@@ -43,6 +43,7 @@ from replicator.engine.kept_uploads import KeptUploads, Place
 from replicator.engine.write_log import announcer
 from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
+from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 from replicator.registry.wait_scope import waits_release
 
@@ -306,11 +307,12 @@ class JobRunner:
                 )
                 return
             dst_host: str | None = None
+            uploads = KeptUploads(self.journal, row.destination)
+            dst_client: RegistryClient | None = None
             try:
                 announce = announcer(self.journal, sites[row.destination])
-                uploads = KeptUploads(self.journal, row.destination)
                 src, dst = job_endpoints(row, self._pool, config, announce, uploads)
-                dst_host = dst.client.host
+                dst_host, dst_client = dst.client.host, dst.client
                 # The destination slot is held while the job works, given back while it waits
                 # between tries, and before its end is journalled.
                 async with slot:
@@ -329,12 +331,14 @@ class JobRunner:
                 ):
                     await self._hold(row, exc)
                     return
-                await self._finish_failed(row, exc.code, str(exc), temporary=exc.temporary)
+                state = await self._finish_failed(row, exc.code, str(exc), temporary=exc.temporary)
+                await self._end_kept_uploads(state, uploads, dst_client)
                 return
             except Exception as exc:
                 # A bug must not kill the daemon: the job is retried and the traceback logged.
                 log.exception("job_crashed")
-                await self._finish_failed(row, "INTERNAL_ERROR", repr(exc), temporary=True)
+                state = await self._finish_failed(row, "INTERNAL_ERROR", repr(exc), temporary=True)
+                await self._end_kept_uploads(state, uploads, dst_client)
                 return
             finished = await self._finish_ok(
                 row, result.stats, time.monotonic() - started, superseded=result.superseded
@@ -387,9 +391,12 @@ class JobRunner:
             return
         log.info("job_held", code=exc.code, reason=str(exc), attempts=row.attempts - 1)
 
-    async def _finish_failed(self, row: JobRow, code: str, reason: str, *, temporary: bool) -> None:
+    async def _finish_failed(
+        self, row: JobRow, code: str, reason: str, *, temporary: bool
+    ) -> JobState | None:
         """Journal a failed attempt of the error whose `.code` is `code` (FAILED, or RETRY_WAIT
-        while the job has attempts left) and tell the observers."""
+        while the job has attempts left) and tell the observers; the job's new state (None: the
+        claim was lost)."""
         config, _ = self._settings()
         backoff = job_rules.backoff_seconds(row.attempts, jitter_fraction=random.random())
         failed = Failed.of_error(
@@ -407,7 +414,7 @@ class JobRunner:
             )
         except ClaimLost as exc:
             _claim_lost(exc, "fail", code=code)
-            return
+            return None
         told = failed.code
         if state is job_rules.JobState.FAILED:
             if temporary:
@@ -421,6 +428,16 @@ class JobRunner:
                 backoff=round(backoff, 2),
             )  # fmt: skip
         await self._tell(JobEnd(row.key, state, row.pushed_at, told, failed.reason))
+        return state
+
+    async def _end_kept_uploads(
+        self, state: JobState | None, uploads: KeptUploads, client: RegistryClient | None
+    ) -> None:
+        """A job that failed for good ends the upload sessions it kept open for a next attempt
+        (a waiting one keeps them to go on with)."""
+        if state is JobState.FAILED and client is not None and uploads.mine:
+            ended = await uploads.end_kept(client)
+            log.info("kept_uploads_ended", count=ended)
 
 
 def _claim_lost(exc: ClaimLost, step: str, **fields: str) -> None:
