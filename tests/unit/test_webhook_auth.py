@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -259,8 +260,10 @@ def test_config_check_shows_each_source(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["config", "check", str(ROOT / "configs" / "webhooks.toml")]) == 0
     captured = capsys.readouterr()
     assert "webhooks (bridge on 0.0.0.0:9479, HTTPS, client certificates required)" in captured.out
-    assert "quay    auth: query; format: quay" in captured.out
-    assert "dr      auth: bearer (bridge.token_file); format: auto" in captured.out
+    # Columns are as wide as the longest source name.
+    assert re.search(r"\n  quay +auth: query; format: quay\n", captured.out)
+    assert re.search(r"\n  alibaba +auth: query; format: alibaba\n", captured.out)
+    assert re.search(r"\n  dr +auth: bearer \(bridge.token_file\); format: auto\n", captured.out)
     assert "warning" not in captured.err
 
 
