@@ -20,7 +20,8 @@ from replicator.domain.routing.scan import deletes_reach
 from replicator.engine.copier import Copier, CopyResult, CopyStats
 from replicator.engine.endpoint import AnnounceWrites, Endpoint
 from replicator.engine.kept_uploads import KeptUploads
-from replicator.errors import DeleteRefused, PolicyDenied, RegistryError
+from replicator.engine.tag_guard import vanished
+from replicator.errors import DeleteRefused, NotFoundError, PolicyDenied, RegistryError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.pool import ClientPool
@@ -70,10 +71,17 @@ async def run_job(
     follow = row.tag is not None and deletes_reach(
         source, target, repository=row.repository, tag=row.tag
     )
-    return await copier.copy_image(
-        src, row.digest, dst, tag=row.tag or None, eager=True,
-        with_referrers=row.pushed_at is None, deletes_follow=follow,
-    )  # fmt: skip
+    try:
+        return await copier.copy_image(
+            src, row.digest, dst, tag=row.tag or None, eager=True,
+            with_referrers=row.pushed_at is None, deletes_follow=follow,
+        )  # fmt: skip
+    except NotFoundError:
+        # The image deleted at the source before it could be read: overtaken, not failed.
+        gone = await vanished(src.client, src.repository, row.digest)
+        if gone is None:
+            raise
+        return CopyResult(row.digest, CopyStats(), superseded=gone)
 
 
 async def _replicate_delete(row: JobRow, src: Endpoint, dst: Endpoint) -> CopyResult:

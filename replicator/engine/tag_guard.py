@@ -7,7 +7,7 @@ domain/jobs/freshness.py decides whether the tag may still be set.
 
 from __future__ import annotations
 
-from replicator.domain.jobs.freshness import Verdict, check_tag, keep_untagged
+from replicator.domain.jobs.freshness import Verdict, check_tag, check_vanished, keep_untagged
 from replicator.logs import get_logger
 from replicator.registry import manifests
 from replicator.registry.client import RegistryClient
@@ -55,3 +55,16 @@ async def deleted_at_source(client: RegistryClient, repository: str, digest: str
         f"{client.host}/{repository}@{digest} was deleted at the source after this push and "
         "deletes are replicated: nothing was copied"
     )
+
+
+async def vanished(client: RegistryClient, repository: str, digest: str) -> str | None:
+    """Why a copy that found its image missing at the source is overtaken rather than failed:
+    the source no longer serves `digest` (`check_vanished`); None when it still does."""
+    now = await retried(manifests.head, client, repository, digest)
+    verdict = check_vanished(
+        image=f"{client.host}/{repository}", digest=digest, source_has_digest=now is not None
+    )
+    if verdict.verdict is Verdict.PROCEED:
+        return None
+    log.info("image_vanished_at_source", digest=digest)
+    return verdict.reason

@@ -23,6 +23,7 @@ from tests.support.daemon import (
     Stack,
     envelope,
     manifest_digest,
+    metric_value,
     publish,
     start_stack,
     topology,
@@ -46,6 +47,7 @@ EVENTS_TOPIC = f"registry/{USE1}/events"
 # and replicated meanwhile (about a second on this machine), so the older copy reaches its tag
 # PUT after the newer one.
 STALL_SECONDS = 4.0
+RPO = "replicator_oldest_unreplicated_push_age_seconds"
 
 
 def with_deletes(stack: Stack) -> Stack:
@@ -154,6 +156,20 @@ def jobs_of(stack: Stack, repository: str, kind: JobKind = JobKind.COPY) -> list
     """The journal's jobs of `repository` of one kind, oldest first."""
     rows = JournalReader(stack.settings.journal_url).jobs()
     return sorted((r for r in rows if r.repository == repository and r.kind is kind), key=_id)
+
+
+def gauges_count(stack: Stack, rows: list[JobRow]) -> bool:
+    """Whether the daemon's journal gauges were read since `rows` ended: its jobs gauge counts
+    every job of their state at their destination."""
+    metrics, jobs = stack.daemon.metrics(), JournalReader(stack.settings.journal_url).jobs()
+    for row in rows:
+        state, destination = row.state.value.lower(), row.destination
+        journalled = sum(1 for j in jobs if j.state is row.state and j.destination == destination)
+        if metric_value(metrics, "replicator_jobs", state=state, destination=destination) < (
+            journalled
+        ):
+            return False
+    return True
 
 
 def _id(row: JobRow) -> int:
@@ -307,6 +323,28 @@ class TestDeletes:
             assert served(live, destination, "prod/forged", "v1") == image.digest
         refused = live.daemon.events("delete_refused")
         assert any(image.digest in line.get("reason", "") for line in refused)
+
+    def test_push_deleted_before_its_copy_is_superseded_and_leaves_no_lag(
+        self, manual: Manual, layout: OCILayout
+    ) -> None:
+        """A push whose image is deleted at the source before its job reads it (its event
+        delivered after the delete) ends SUPERSEDED at both destinations, saying so, and the
+        recovery-point gauge goes back to 0: nothing is left to copy, ever."""
+        stack = manual.stack
+        image = build(layout, "vanished", seed=42)
+        push(stack, layout, "vanished", "prod/vanished:v1")
+        url = f"{stack.source.url}/v2/prod/vanished/manifests/{image.digest}"
+        assert httpx.delete(url).status_code == httpx.codes.ACCEPTED
+        announce(stack, "prod/vanished", image, "v1")
+        rows = wait_jobs_finished(stack, "prod/vanished", len(DESTINATIONS))
+        wait_for(
+            lambda: gauges_count(stack, rows), timeout=REPLICATED_WITHIN_SECONDS,
+            what="the journal's gauges read after the jobs ended",
+        )  # fmt: skip
+        metrics = stack.daemon.metrics()
+        assert [metric_value(metrics, RPO, destination=d) for d in DESTINATIONS] == [0, 0]
+        assert {(r.state, r.failure_code) for r in rows} == {(JobState.SUPERSEDED, None)}
+        assert all("deleted at the source" in (r.failure_reason or "") for r in rows)
 
     def test_real_delete_is_replicated(self, live: Stack, layout: OCILayout) -> None:
         """A manifest deleted at the source (its webhook the only event) is deleted at both

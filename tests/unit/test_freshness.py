@@ -9,6 +9,7 @@ from replicator.domain.jobs.freshness import (
     Verdict,
     check_delete,
     check_tag,
+    check_vanished,
     event_origin,
     keep_untagged,
 )
@@ -63,6 +64,23 @@ class TestKeepUntagged:
         the image itself and that delete is replicated (found by the history checker: the
         delete's job ran first, then the copy put the deleted image back untagged)."""
         assert keep_untagged(deletes_follow=follow, source_has_digest=at_source) is keep
+
+
+class TestCheckVanished:
+    @pytest.mark.parametrize(
+        ("at_source", "verdict"),
+        [
+            pytest.param(False, Verdict.SUPERSEDED, id="deleted-at-the-source-since-the-push"),
+            pytest.param(True, Verdict.PROCEED, id="still-served-something-else-missing"),
+        ],
+    )
+    def test_verdict(self, at_source: bool, verdict: Verdict) -> None:
+        """A copy that found its image missing at the source is overtaken by the delete when
+        the source no longer serves the digest (nothing to copy, ever: not a failure counted
+        in the recovery point for good); the failure stands when it still serves it."""
+        found = check_vanished(image=IMAGE, digest=A, source_has_digest=at_source)
+        assert found.verdict is verdict
+        assert (A in found.reason) is (verdict is Verdict.SUPERSEDED)
 
 
 class TestCheckDelete:

@@ -92,6 +92,25 @@ def keep_untagged(*, deletes_follow: bool, source_has_digest: bool) -> bool:
     return source_has_digest or not deletes_follow
 
 
+def check_vanished(*, image: str, digest: str, source_has_digest: bool) -> Freshness:
+    """Whether a copy that found its image missing at the source (a 404 while reading it) is
+    overtaken, the source now serving `digest` or not (`source_has_digest`).
+
+    A digest the source no longer serves was deleted there after this push: the delete is the
+    newest write, nothing is left to copy, and no retry can change that (SUPERSEDED). Left
+    FAILED, the push counted in the recovery point until a later push of its tag, which for a
+    tag deleted for good never comes: the gauge read its age for ever. A digest the source
+    still serves is missing something else (a blob: a broken source), and the failure stands
+    (PROCEED with the error)."""
+    if source_has_digest:
+        return PROCEED
+    return Freshness(
+        Verdict.SUPERSEDED,
+        f"{image}@{digest} was deleted at the source after this push, before it was copied: "
+        "nothing to copy",
+    )
+
+
 def check_delete(
     *, image: str, digest: str | None, tag: str | None, source_digest: str | None
 ) -> Freshness:
