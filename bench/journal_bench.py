@@ -53,7 +53,7 @@ from sqlalchemy import text
 from replicator.domain.jobs import NO_ORIGIN, JobKey, JobKind, JobState
 from replicator.domain.jobs.ends import Completed, CopyCounters
 from replicator.journal import Journal
-from replicator.journal.events import ReceivedEvent
+from replicator.journal.event_rows import ReceivedEvent
 from replicator.journal.models import EventOutcome
 from replicator.journal.schema import create_journal_engine
 

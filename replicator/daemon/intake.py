@@ -42,7 +42,7 @@ from replicator.domain.routing import (
 from replicator.domain.routing.rules import Destination
 from replicator.errors import EventError, JournalError, ReplicatorError
 from replicator.journal.deferred import Kept
-from replicator.journal.events import Fingerprint, ReceivedEvent
+from replicator.journal.event_rows import Fingerprint, ReceivedEvent
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger

@@ -19,7 +19,7 @@ from replicator import __version__
 from replicator.daemon.prometheus import new_registry
 from replicator.domain.events.echoes import EchoReason
 from replicator.domain.jobs import JobState
-from replicator.engine.runner import JobEnd
+from replicator.engine.job_queue import JobEnd
 from replicator.registry.resumed import Direction, set_resume_hook
 from replicator.registry.retry import set_retry_hook
 

@@ -11,7 +11,7 @@ from replicator.config.loading import Config
 from replicator.daemon.bus import Bus
 from replicator.domain.events.ecr import ReplicationResult, replication_result_event
 from replicator.domain.jobs import JobKey, JobState
-from replicator.engine.runner import JobEnd
+from replicator.engine.job_queue import JobEnd
 from replicator.errors import BusError
 from replicator.logs import get_logger
 

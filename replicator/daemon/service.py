@@ -40,8 +40,9 @@ from replicator.domain.events.echoes import REPLICA_USER_AGENT
 from replicator.domain.routing import Site, replicated_to
 from replicator.engine.copier import Copier
 from replicator.engine.destination_states import DestinationStates
+from replicator.engine.job_queue import JobEnd, JobObserver
 from replicator.engine.journal_retry import persist
-from replicator.engine.runner import JobEnd, JobObserver, JobRunner
+from replicator.engine.runner import JobRunner
 from replicator.engine.tag_pushes import resolve_tag_push
 from replicator.errors import BusError, JournalError, ReplicatorError
 from replicator.journal.claimers import open_journal, resume_orphans

@@ -13,18 +13,16 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from structlog.contextvars import bound_contextvars
 
 from replicator.config.loading import Config
 from replicator.domain import jobs as job_rules
 from replicator.domain.destinations import Signal
-from replicator.domain.events.echoes import Write
-from replicator.domain.jobs import FailureCode, JobKey, JobState
+from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.jobs.ends import (
     Completed,
     CopyCounters,
@@ -38,8 +36,9 @@ from replicator.engine.bulkheads import DestinationSlots, JobSlot
 from replicator.engine.copier import Copier, CopyResult, CopyStats
 from replicator.engine.destination_states import DestinationStates
 from replicator.engine.job import job_endpoints, run_job
+from replicator.engine.job_queue import JobEnd, JobObserver, JobQueue
 from replicator.engine.journal_retry import persist
-from replicator.engine.kept_uploads import KeptUploads, Place
+from replicator.engine.kept_uploads import KeptUploads
 from replicator.engine.write_log import announcer
 from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
@@ -56,54 +55,6 @@ log = get_logger(__name__)
 # the journal (a fleet on PostgreSQL, a backfill beside the daemon) add jobs it is not told of.
 IDLE_POLL_SECONDS = 1.0
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class JobEnd:
-    """How an attempt at a job ended, once journalled: COMPLETE, RETRY_WAIT, FAILED (with the
-    failure's code and reason) or SUPERSEDED (with the reason)."""
-
-    key: JobKey
-    state: JobState
-    pushed_at: datetime | None = None
-    code: FailureCode | None = None
-    reason: str | None = None
-
-
-class JobObserver(Protocol):
-    """Told of every job attempt the runner finished (metrics, result events, a run's tally)."""
-
-    async def job_ended(self, end: JobEnd) -> None:
-        """React to `end`; must not raise for an outage of its own (the job is journalled)."""
-
-
-class JobQueue(Protocol):
-    """What the runner needs of the journal: claim due jobs, record how they ended."""
-
-    async def claim_due(
-        self, limit: int, now: datetime, *, skip_destinations: Collection[str] = ()
-    ) -> list[JobRow]: ...
-
-    async def end(
-        self,
-        job_id: int,
-        ending: JobEnding,
-        *,
-        now: datetime | None = None,
-        claimed_at: datetime | None = None,
-    ) -> JobState: ...
-
-    async def supersede(self, keys: Sequence[JobKey]) -> int: ...
-
-    async def next_due_at(self) -> datetime | None: ...
-
-    async def record_writes(self, writes: Sequence[Write]) -> None: ...
-
-    async def keep_upload(self, place: Place, location: str, offset: int) -> None: ...
-
-    async def kept_upload(self, place: Place) -> tuple[str, int] | None: ...
-
-    async def forget_upload(self, place: Place) -> None: ...
 
 
 class JobRunner:

@@ -14,7 +14,7 @@ from replicator.domain.jobs import FailureCode, JobState
 from replicator.journal.models import NO_TAG, from_db_time
 from replicator.journal.queries import CLAIMABLE, JOBS, UNFENCED
 
-# Read by the runner whenever it goes idle, and by the metrics: built once (see jobs.py).
+# Read by the runner whenever it goes idle, and by the metrics: built once (see queries.py).
 # A delete waiting for a copy in flight (queries.UNFENCED) is not due: the copy's end wakes
 # the runner, which must not poll the journal meanwhile as if a job were due.
 NEXT_DUE = select(func.min(JOBS.c.next_attempt_at)).where(JOBS.c.state.in_(CLAIMABLE), UNFENCED)

@@ -31,7 +31,7 @@ from replicator.domain.jobs.freshness import MAX_ORIGIN_CHARS
 # 9: upload_sessions, the blob uploads under way at destinations (their URL and the bytes the
 #    registry acknowledged), so a restarted daemon goes on with them.
 SCHEMA_VERSION = 9
-# The meta row numbering the process deaths found with jobs in flight (see jobs.resume).
+# The meta row numbering the process deaths found with jobs in flight (see job_claims.resume).
 DEATHS_KEY = "process_deaths"
 # Longest claimer id stored ("<host>/<machine id>:<pid namespace>/<pid>/<boot id>:<ticks>",
 # see claimers.py): a host name of at most 253 characters and about 120 more.

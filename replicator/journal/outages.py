@@ -13,7 +13,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlmodel import Session
 
 from replicator.domain.jobs import TEMPORARY_FAILURES, JobState
-from replicator.journal import jobs as job_rows
+from replicator.journal import job_rows
 from replicator.journal.models import MetaRecord, from_db_time
 from replicator.journal.queries import JOBS
 

@@ -11,9 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from replicator.journal import events as event_rows
-from replicator.journal import jobs as job_rows
-from replicator.journal import own_writes, queries
+from replicator.journal import event_rows, job_rows, own_writes, queries
 from replicator.journal.models import EventOutcome, to_db_time
 
 

@@ -22,7 +22,8 @@ from replicator.domain.jobs import TERMINAL_STATES, FailureCode, JobKey, JobStat
 from replicator.domain.routing.scan import RunOutcome, TagAction, TagPlan, run_outcome
 from replicator.engine.copier import Copier
 from replicator.engine.gather import task_group
-from replicator.engine.runner import JobEnd, JobRunner
+from replicator.engine.job_queue import JobEnd
+from replicator.engine.runner import JobRunner
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
 from replicator.scan.repair import RepairResult, repair

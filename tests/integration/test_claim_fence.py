@@ -12,8 +12,7 @@ from sqlmodel import Session
 
 from replicator.domain.jobs import JobState
 from replicator.domain.jobs.ends import Completed
-from replicator.journal import JobRow
-from replicator.journal import jobs as job_rows
+from replicator.journal import JobRow, job_claims
 from replicator.journal.schema import create_journal_engine
 from tests.support.daemon import EUW1, USW2, JournalReader, push_images, start_stack, wait_for
 from tests.support.fault_proxy import Fault, FaultProxy, requests
@@ -51,8 +50,8 @@ def requeue_and_claim(url: str, dead: str) -> JobRow:
     try:
         with Session(engine) as session, session.begin():
             now = datetime.now(UTC)
-            job_rows.resume(session, now, datetime(2000, 1, 1, tzinfo=UTC), None, dead=[dead])
-            [row] = job_rows.claim(session, 1, now, PEER)
+            job_claims.resume(session, now, datetime(2000, 1, 1, tzinfo=UTC), None, dead=[dead])
+            [row] = job_claims.claim(session, 1, now, PEER)
             return row
     finally:
         engine.dispose()
@@ -63,8 +62,8 @@ def peer_completes(url: str, row: JobRow) -> None:
     engine = create_journal_engine(url)
     try:
         with Session(engine) as session, session.begin():
-            claim = job_rows.Claim(PEER, row.started_at)
-            job_rows.end(session, row.id, claim, DONE, datetime.now(UTC))
+            claim = job_claims.Claim(PEER, row.started_at)
+            job_claims.end(session, row.id, claim, DONE, datetime.now(UTC))
     finally:
         engine.dispose()
 

@@ -15,7 +15,7 @@ import pytest
 from replicator.domain.jobs import JobKey
 from replicator.journal import EventOutcome
 from replicator.journal.claimers import open_journal
-from replicator.journal.events import ReceivedEvent
+from replicator.journal.event_rows import ReceivedEvent
 from tests.support.daemon import (
     USE1,
     USW2,

@@ -17,7 +17,7 @@ from replicator.errors import ClaimLost, JournalError, SchemaError
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
 from replicator.journal.deferred import Kept
-from replicator.journal.events import ReceivedEvent
+from replicator.journal.event_rows import ReceivedEvent
 from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES, SCHEMA_VERSION
 from tests.support.old_journals import WRITTEN_AT, job_values, write_old_journal
 

@@ -16,7 +16,7 @@ from replicator.domain.jobs import JobKey, JobKind, JobState
 from replicator.domain.jobs.ends import Completed, CopyCounters
 from replicator.journal import JobRow
 from replicator.journal.claimers import open_journal
-from replicator.journal.events import ReceivedEvent
+from replicator.journal.event_rows import ReceivedEvent
 from replicator.journal.models import EventOutcome
 from replicator.journal.status import status_document
 

@@ -9,7 +9,7 @@ import pytest
 
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.deferred import Kept
-from replicator.journal.events import Fingerprint, ReceivedEvent
+from replicator.journal.event_rows import Fingerprint, ReceivedEvent
 
 pytestmark = pytest.mark.integration
 

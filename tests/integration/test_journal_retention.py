@@ -14,7 +14,7 @@ from replicator.domain.jobs import FailureCode, JobKey, JobState
 from replicator.domain.jobs.ends import Completed, CopyCounters, Failed
 from replicator.journal import EventOutcome, Journal
 from replicator.journal.claimers import open_journal
-from replicator.journal.events import ReceivedEvent
+from replicator.journal.event_rows import ReceivedEvent
 from replicator.journal.models import SCHEMA_VERSION, EventRecord
 from replicator.journal.retention import Pruned
 from tests.support.old_journals import event_values, job_values, write_old_journal

@@ -28,7 +28,7 @@ from replicator.domain.jobs import JobKey
 from replicator.domain.jobs.ends import Completed, CopyCounters
 from replicator.journal import Journal
 from replicator.journal.claimers import open_journal
-from replicator.journal.events import ReceivedEvent
+from replicator.journal.event_rows import ReceivedEvent
 from replicator.journal.models import EventOutcome
 from tests.support.ports import free_port, wait_listening
 

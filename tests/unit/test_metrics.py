@@ -14,7 +14,7 @@ from replicator.daemon import api
 from replicator.daemon.http_messages import Request
 from replicator.daemon.metrics import Metrics, error_kind
 from replicator.domain.jobs import JobKey, JobState
-from replicator.engine.runner import JobEnd
+from replicator.engine.job_queue import JobEnd
 from replicator.errors import RegistryError, TransportError
 from replicator.journal.store import Journal
 from replicator.registry.pool import ClientPool

@@ -1,5 +1,5 @@
 """How an attempt at a job ends: one value, made by the job runner (or a backfill handing its
-jobs back), written by the journal through the state table (journal/jobs.py `end`), and the
+jobs back), written by the journal through the state table (journal/job_claims.py `end`), and the
 same for every taker of it (the journal, a backfill's ClaimLedger, the runner's JobQueue).
 
     Completed(counters)                  IN_PROGRESS --SUCCEED-->   COMPLETE
