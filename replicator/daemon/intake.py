@@ -63,9 +63,10 @@ ReportDenied = Callable[[JobKey, str], Awaitable[None]]
 # Reads a tag-only push's tag at the source (engine.tag_pushes); raises a ReplicatorError.
 ResolveTag = Callable[[TagPush], Awaitable[PushEvent | Ignored]]
 # The longest intake waits for a source to answer for a tag: a HEAD takes milliseconds, and the
-# client's own retries of a 5xx or a refused connection at most about 4 s. A source slower than
-# this is taken for down and the message kept aside, so a hung source slows intake by this per
-# tag-only push at most, never stops it.
+# client's retry policy (registry/retry.py: 5 tries, full-jitter waits of at most 0.25 + 0.5 +
+# 1 + 2 s) spends at most 3.75 s waiting on a 5xx or a refused connection. A source slower than
+# this (or asking a longer Retry-After) is taken for down and the message kept aside, so a hung
+# source slows intake by this per tag-only push at most, never stops it.
 RESOLVE_WITHIN_SECONDS = 5.0
 
 

@@ -29,7 +29,7 @@ from replicator.logs import get_logger
 from replicator.registry import blob_reads, blob_uploads, blobs
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
 from replicator.registry.client import RegistryClient, push_scope
-from replicator.registry.retry import retried
+from replicator.registry.retry import whole
 
 log = get_logger(__name__)
 
@@ -88,7 +88,16 @@ class BlobTransfers:
             # A repository known to hold it now beats the plan's guess.
             guessed = holder is None
             mount_from = holder or step.mount_from
-            await retried(self._transfer, step, src, dst, mount_from, stats, guessed=guessed)
+            # The one retry outside the registry clients, and why: a transfer spans two
+            # registries (the source's GET; the destination's mount, POST and PUT) and only
+            # makes sense whole, so it is restarted whole under the destination's policy, its
+            # requests tried once each within; a large blob's upload goes on from what the
+            # registry holds (registry/blob_uploads.py), its download from the bytes received
+            # (registry/blob_reads.py).
+            await whole(
+                dst.client.settings.retry,
+                partial(self._transfer, step, src, dst, mount_from, stats, guessed=guessed),
+            )
             self._locations.remember(dst.client.host, digest, dst.repository)
         finally:
             del self._inflight[key]

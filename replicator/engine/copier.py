@@ -41,13 +41,10 @@ from replicator.errors import NotFoundError, RegistryError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, referrers, tags
 from replicator.registry.blobs import DEFAULT_CONCURRENCY
-from replicator.registry.retry import retried
 
 log = get_logger(__name__)
 __all__ = ["Copier", "CopyFailure", "CopyResult", "CopyStats"]
 P = ParamSpec("P")
-# The OCI error code of a manifest PUT naming a blob (or child manifest) the destination lacks.
-MANIFEST_BLOB_UNKNOWN = "MANIFEST_BLOB_UNKNOWN"
 T = TypeVar("T")
 
 
@@ -62,8 +59,8 @@ class _Progress:
 
 class _MemoryContradicted(Exception):
     """A manifest PUT refused MANIFEST_BLOB_UNKNOWN: a blob the plan skipped or mounted is not
-    at the destination. Not a ReplicatorError, so the retry policy does not repeat the PUT:
-    `copy_image` plans again from the destination's answers instead."""
+    at the destination. The PUT is not repeated as is (`replan_missing_blobs`): `copy_image`
+    plans again from the destination's answers instead."""
 
     def __init__(self, error: RegistryError) -> None:
         super().__init__(str(error))
@@ -71,18 +68,16 @@ class _MemoryContradicted(Exception):
 
 
 async def _put_manifest(dst: Endpoint, reference: str, manifest: Manifest) -> None:
-    """PUT a manifest under the retry policy, except a refusal for a missing blob (see
-    _MemoryContradicted)."""
-
-    async def put() -> None:
-        try:
-            await manifests.put(dst.client, dst.repository, reference, manifest)
-        except RegistryError as exc:
-            if MANIFEST_BLOB_UNKNOWN in exc.error_codes:
-                raise _MemoryContradicted(exc) from exc
-            raise
-
-    await retried(put)
+    """PUT a manifest (retried by the client), a refusal for a missing blob raised as
+    _MemoryContradicted."""
+    try:
+        await manifests.put(
+            dst.client, dst.repository, reference, manifest, replan_missing_blobs=True
+        )
+    except RegistryError as exc:
+        if manifests.MANIFEST_BLOB_UNKNOWN in exc.error_codes:
+            raise _MemoryContradicted(exc) from exc
+        raise
 
 
 class Copier:
@@ -162,17 +157,17 @@ class Copier:
         async with task_group() as group:
 
             def head(side: Endpoint, ref: str) -> asyncio.Task[manifests.ManifestHead | None]:
-                return group.create_task(retried(manifests.head, side.client, side.repository, ref))
+                return group.create_task(manifests.head(side.client, side.repository, ref))
 
             at_digest = None if dest_absent else head(dst, digest)
             at_tag = head(dst, tag) if tag and not eager and not dest_absent else None
             source_tag = (
-                group.create_task(retried(self._reads.tag_head, src.client, src.repository, tag))
+                group.create_task(self._reads.tag_head(src.client, src.repository, tag))
                 if guard and tag
                 else None
             )
             fetched = (
-                group.create_task(retried(self._reads.manifest, src.client, src.repository, digest))
+                group.create_task(self._reads.manifest(src.client, src.repository, digest))
                 if eager
                 else None
             )
@@ -186,7 +181,7 @@ class Copier:
                 tag, at_tag = None, None
         dest_has_digest = at_digest is not None and at_digest.result() is not None
         if tag and at_tag is None and dest_has_digest:
-            dest_tag = await retried(manifests.head, dst.client, dst.repository, tag)
+            dest_tag = await manifests.head(dst.client, dst.repository, tag)
         else:
             dest_tag = at_tag.result() if at_tag else None
         shortcut = quick_check(
@@ -202,7 +197,7 @@ class Copier:
         root = (
             fetched.result()
             if fetched is not None
-            else await retried(self._reads.manifest, src.client, src.repository, digest)
+            else await self._reads.manifest(src.client, src.repository, digest)
         )
         children: dict[str, Manifest] | None = None
         if shortcut is Shortcut.TAG_ONLY:
@@ -246,7 +241,7 @@ class Copier:
         a missing image then shows at the GET), else a HEAD of the tag."""
         if is_digest(reference):
             return reference
-        head = await retried(manifests.head, src.client, src.repository, reference)
+        head = await manifests.head(src.client, src.repository, reference)
         if head is None:
             raise NotFoundError(
                 f"source image {src}:{reference} not found: no tag {reference!r} in "
@@ -264,8 +259,8 @@ class Copier:
         # copy of its first tags need ask the destination for each manifest and blob (at 25 ms
         # away those HEADs were two round trips and half the requests of a cold copy).
         async with task_group() as asking:
-            listed = asking.create_task(retried(tags.list_tags, src.client, src.repository))
-            absent = asking.create_task(retried(tags.repository_absent, dst.client, dst.repository))
+            listed = asking.create_task(tags.list_tags(src.client, src.repository))
+            absent = asking.create_task(tags.repository_absent(dst.client, dst.repository))
         all_tags, dest_absent = listed.result(), absent.result()
         if not all_tags:
             raise NotFoundError(f"source repository {src} has no tags", status=404)
@@ -329,15 +324,14 @@ class Copier:
         # is asked for (blobs this process placed meanwhile are known to BlobTransfers.ensure).
         manifest_digests = [] if dest_absent else sorted(children)
         heads = await gather_all(
-            retried(manifests.head, dst.client, dst.repository, d) for d in manifest_digests
+            manifests.head(dst.client, dst.repository, d) for d in manifest_digests
         )
         present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
         foreign = dst.foreign_layers
         candidates = blobs_to_check(root, children, present, foreign_layers=foreign)
         asked = self._locations.mark()
         sizes = await gather_all(
-            retried(blobs.head, dst.client, dst.repository, d)
-            for d in ([] if dest_absent else candidates)
+            blobs.head(dst.client, dst.repository, d) for d in ([] if dest_absent else candidates)
         )
         if dest_absent:
             sizes = [None] * len(candidates)
@@ -422,15 +416,13 @@ class Copier:
     async def _copy_referrers(self, src: Endpoint, dst: Endpoint, root: Manifest) -> CopyStats:
         """Copy what refers to `root` (signatures, SBOMs): OCI referrers, else the tag schema."""
         total = CopyStats()
-        found = await retried(referrers.list_referrers, src.client, src.repository, root.digest)
+        found = await referrers.list_referrers(src.client, src.repository, root.digest)
         if found is not None:
             for descriptor in found:
                 result = await self.copy_image(src, descriptor.digest, dst, with_referrers=False)
                 total.add(result.stats)
             await self._referrer_index.add_listed(dst.client, dst.repository, root.digest, found)
-        schema_tags = referrer_tags(
-            await retried(tags.list_tags, src.client, src.repository), root.digest
-        )
+        schema_tags = referrer_tags(await tags.list_tags(src.client, src.repository), root.digest)
         for tag in schema_tags:
             result = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
             total.add(result.stats)

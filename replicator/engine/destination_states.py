@@ -201,7 +201,10 @@ class DestinationStates:
         status: int | None
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                response = await client.request("GET", "/v2/", scope="", expected=(200, 401))
+                # One try: the probe's pace (domain/destinations.probe_pace) is its retry.
+                response = await client.request(
+                    "GET", "/v2/", scope="", expected=(200, 401), retry=False
+                )
             status = response.status_code
         except RegistryError as exc:
             status = exc.status

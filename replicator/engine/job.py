@@ -25,7 +25,6 @@ from replicator.errors import DeleteRefused, NotFoundError, PolicyDenied, Regist
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.pool import ClientPool
-from replicator.registry.retry import retried
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow
@@ -91,7 +90,7 @@ async def _replicate_delete(row: JobRow, src: Endpoint, dst: Endpoint) -> CopyRe
     reference = row.tag or row.digest
     if not reference:
         return CopyResult(row.digest, await _delete(row, dst))  # refused there: names nothing
-    now = await retried(manifests.head, src.client, src.repository, reference)
+    now = await manifests.head(src.client, src.repository, reference)
     freshness = check_delete(
         image=f"{row.source}/{row.repository}",
         digest=row.digest or None,
@@ -113,15 +112,15 @@ async def _admit(row: JobRow, dst: Endpoint, source: Site, target: Site) -> None
     destination is asked whether it exists only when the policy's answer depends on it, or
     when a missing repository must be created (ECR: as ECR replication does, if allowed)."""
     creates = dst.client.ecr is not None
-    exists = (creates or existence_matters(source, target, row.repository)) and await retried(
-        tags.repository_exists, dst.client, dst.repository
-    )
+    exists = (
+        creates or existence_matters(source, target, row.repository)
+    ) and await tags.repository_exists(dst.client, dst.repository)
     if source.account != target.account:
         decision = admit_replication(source, target, row.repository, repository_exists=exists)
         if not decision.allowed:
             raise PolicyDenied(decision.reason)
     if creates and not exists:
-        await retried(tags.ensure_repository, dst.client, dst.repository)
+        await tags.ensure_repository(dst.client, dst.repository)
 
 
 async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
@@ -129,7 +128,7 @@ async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
     gone already is success."""
     tagged = None
     if row.tag:
-        head = await retried(manifests.head, dst.client, dst.repository, row.tag)
+        head = await manifests.head(dst.client, dst.repository, row.tag)
         tagged = head.digest if head is not None else None
     deletion = plan_delete(digest=row.digest, tag=row.tag, tagged=tagged)
     if deletion.action is DeleteAction.TAG and row.tag and tagged:
@@ -138,9 +137,9 @@ async def _delete(row: JobRow, dst: Endpoint) -> CopyStats:
         except RegistryError as exc:
             if exc.temporary or exc.status not in TAG_DELETE_UNSUPPORTED:
                 raise
-        names = await retried(tags.list_tags, dst.client, dst.repository)
+        names = await tags.list_tags(dst.client, dst.repository)
         others = [name for name in names if name != row.tag]
-        heads = [await retried(manifests.head, dst.client, dst.repository, t) for t in others]
+        heads = [await manifests.head(dst.client, dst.repository, t) for t in others]
         deletion = plan_untag_unsupported(
             tag=row.tag,
             tagged=tagged,
@@ -160,5 +159,5 @@ async def _act(deletion: Deletion, dst: Endpoint, *, tagged: str | None = None) 
         await dst.writing(WriteAction.DELETE, [(tagged or "", deletion.reference)])
     else:
         await dst.writing(WriteAction.DELETE, [(deletion.reference, None)])
-    await retried(manifests.delete, dst.client, dst.repository, deletion.reference)
+    await manifests.delete(dst.client, dst.repository, deletion.reference)
     return CopyStats(images=1)

@@ -17,7 +17,6 @@ from replicator.errors import ManifestError, NotFoundError
 from replicator.logs import get_logger
 from replicator.registry import manifests, referrers
 from replicator.registry.client import RegistryClient
-from replicator.registry.retry import retried
 
 log = get_logger(__name__)
 
@@ -52,7 +51,7 @@ class ReferrerIndex:
     async def _add(
         self, client: RegistryClient, repository: str, subject: str, entries: list[dict[str, Any]]
     ) -> None:
-        if await retried(referrers.list_referrers, client, repository, subject) is not None:
+        if await referrers.list_referrers(client, repository, subject) is not None:
             return  # the registry answers the referrers API itself
         tag = fallback_tag(subject)
         key = (client.host, repository, tag)
@@ -71,12 +70,12 @@ class ReferrerIndex:
     async def _merge(
         self, client: RegistryClient, repository: str, tag: str, entries: list[dict[str, Any]]
     ) -> None:
-        current = await retried(_manifest_or_none, client, repository, tag)
+        current = await _manifest_or_none(client, repository, tag)
         merged = merge_referrers(current.raw if current is not None else None, entries)
         if merged is None:
             return
         index = parse_manifest(merged)
-        await retried(manifests.put, client, repository, tag, index)
+        await manifests.put(client, repository, tag, index)
         log.info(
             "referrers_index_updated",
             destination=f"{client.host}/{repository}",

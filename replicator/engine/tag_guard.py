@@ -11,7 +11,6 @@ from replicator.domain.jobs.freshness import Verdict, check_tag, check_vanished,
 from replicator.logs import get_logger
 from replicator.registry import manifests
 from replicator.registry.client import RegistryClient
-from replicator.registry.retry import retried
 
 log = get_logger(__name__)
 
@@ -37,7 +36,7 @@ async def recheck(
 ) -> str | None:
     """`overtaken`, asking the source now: a HEAD of its own, never a shared read of a moment
     ago. One round trip remains between this answer and the tag PUT that follows it."""
-    now = await retried(manifests.head, client, repository, tag)
+    now = await manifests.head(client, repository, tag)
     image = f"{client.host}/{repository}"
     found = now.digest if now is not None else None
     return overtaken(image, tag, digest, found, deletes_follow=deletes_follow)
@@ -47,7 +46,7 @@ async def deleted_at_source(client: RegistryClient, repository: str, digest: str
     """Why a job whose tag was deleted at the source (its delete replicated) must not put its
     image by digest either: the source no longer serves the image itself (`keep_untagged`);
     None when it may."""
-    now = await retried(manifests.head, client, repository, digest)
+    now = await manifests.head(client, repository, digest)
     if keep_untagged(deletes_follow=True, source_has_digest=now is not None):
         return None
     log.info("image_deleted_at_source", digest=digest)
@@ -60,7 +59,7 @@ async def deleted_at_source(client: RegistryClient, repository: str, digest: str
 async def vanished(client: RegistryClient, repository: str, digest: str) -> str | None:
     """Why a copy that found its image missing at the source is overtaken rather than failed:
     the source no longer serves `digest` (`check_vanished`); None when it still does."""
-    now = await retried(manifests.head, client, repository, digest)
+    now = await manifests.head(client, repository, digest)
     verdict = check_vanished(
         image=f"{client.host}/{repository}", digest=digest, source_has_digest=now is not None
     )

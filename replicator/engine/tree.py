@@ -8,7 +8,6 @@ from replicator.engine.gather import gather_all
 from replicator.engine.source_reads import SourceReads
 from replicator.errors import ManifestError
 from replicator.registry.client import RegistryClient
-from replicator.registry.retry import retried
 
 # An index nests at most this deep (an index of indexes is legal, deeper is not seen in practice);
 # the bound also stops a cyclic reference from recursing forever.
@@ -41,7 +40,7 @@ async def gather_tree(
             )
 
     async def fetch(digest: str, declared: int) -> Manifest:
-        manifest = await retried(reads.manifest, client, repository, digest, size=declared)
+        manifest = await reads.manifest(client, repository, digest, size=declared)
         if len(manifest.raw) != declared:
             # As containerd and go-containerregistry do: a descriptor's size is part of what it
             # promises, and one understated would slip past the declared-size bound.

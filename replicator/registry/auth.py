@@ -44,6 +44,7 @@ from replicator.logs import get_logger
 from replicator.registry import auth_refusals as refusals
 from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
+from replicator.registry.retry import RetryPolicy, under_policy
 from replicator.registry.single_flight import SingleFlight
 from replicator.registry.token_answers import MAX_TOKEN_RESPONSE, no_refresh_grant, read_token
 from replicator.registry.wait_scope import waiting
@@ -69,8 +70,10 @@ class Authenticator:
         *,
         registry: Origin,
         token_realms: Collection[str] = (),
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._http = http
+        self._retry = retry or RetryPolicy()
         # Where the registry is, and the realms the config trusts besides its own host's
         # (domain/auth/realms.py decides where credentials may go).
         self._registry = registry
@@ -317,6 +320,15 @@ class Authenticator:
         return refusals.withheld(refused, authority(self._registry), where, self._source())
 
     async def _request_token(
+        self, challenge: Challenge, scope: str, credentials: Credentials | None
+    ) -> tuple[str, float]:
+        """A token request tried again under the registry's retry policy (asking again only
+        gives another token) before its failure is remembered for the realm."""
+        return await under_policy(
+            self._retry, lambda: self._ask_token(challenge, scope, credentials)
+        )
+
+    async def _ask_token(
         self, challenge: Challenge, scope: str, credentials: Credentials | None
     ) -> tuple[str, float]:
         """One token request: the OAuth2 POST grant with an identity token, else the GET."""

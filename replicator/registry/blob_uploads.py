@@ -362,7 +362,9 @@ async def _status(client: RegistryClient, location: str, *, scope: str) -> tuple
     """(bytes held, Location) of the upload session, or None when the registry cannot say.
     A link still down raises TransportError."""
     try:
-        resp = await client.request("GET", location, scope=scope, expected=(204, 200))
+        # Tried once: the resume rule around it (domain/transfers/resumes.py) decides the
+        # waits of a link that is down.
+        resp = await client.request("GET", location, scope=scope, expected=(204, 200), retry=False)
     except TransportError:
         raise
     except RegistryError:

@@ -79,13 +79,16 @@ async def verified(chunks: AsyncIterator[bytes], digest: str, size: int) -> Asyn
 async def mount(
     client: RegistryClient, repository: str, digest: str, from_repository: str
 ) -> MountResult:
-    """Cross-repository mount; 201 = mounted, 202 = not mounted but an upload session is open."""
+    """Cross-repository mount; 201 = mounted, 202 = not mounted but an upload session is open.
+    Tried again on a temporary error: a repeated mount mounts the same blob, or at worst opens
+    an upload session nobody uses, which the registry expires."""
     resp = await client.request(
         "POST",
         f"/v2/{repository}/blobs/uploads/",
         scope=push_scope(repository, mount_from=from_repository),
         params={"mount": digest, "from": from_repository},
         expected=(201, 202),
+        retry=True,
     )
     if resp.status_code == 201:
         return MountResult(mounted=True, location=None)
@@ -93,12 +96,15 @@ async def mount(
 
 
 async def start_upload(client: RegistryClient, repository: str) -> str:
-    """Open an upload session; returns its Location (absolute or relative, as the registry said)."""
+    """Open an upload session; returns its Location (absolute or relative, as the registry said).
+    Tried again on a temporary error: a session opened by a try whose answer was lost is left
+    unused, and the registry expires it."""
     resp = await client.request(
         "POST",
         f"/v2/{repository}/blobs/uploads/",
         scope=push_scope(repository),
         expected=(202, 201),
+        retry=True,
     )
     return _location(resp)
 
@@ -217,8 +223,12 @@ class _Rechunker:
 
 
 async def cancel_upload(client: RegistryClient, location: str, scope: str) -> None:
-    """Best-effort DELETE of an upload session so no partial upload lingers at the registry."""
+    """Best-effort DELETE of an upload session so no partial upload lingers at the registry;
+    tried once (the registry expires a session left behind, and a failing upload's error is
+    not to wait for its cleanup)."""
     try:
-        await client.request("DELETE", location, scope=scope, expected=(200, 202, 204, 404))
+        await client.request(
+            "DELETE", location, scope=scope, expected=(200, 202, 204, 404), retry=False
+        )
     except RegistryError:
         return

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
 
 import httpx
 
@@ -34,7 +35,10 @@ from replicator.registry.responses import (
     raise_for_status,
     read_capped,
 )
+from replicator.registry.retry import RetryIf, retries, under_policy, whole
 from replicator.registry.settings import RegistrySettings
+
+T = TypeVar("T")
 
 # Small requests (HEADs, manifests, upload POSTs and PUTs, tag lists) in flight per registry, per
 # transfer slot. A registry answers one in about a millisecond, so over a WAN it spends its time
@@ -77,7 +81,11 @@ class RegistryClient:
         self.origin: Origin = origin
         self._own_prefix = self.base_url + "/"
         self._auth = Authenticator(
-            http, settings.credentials, registry=self.origin, token_realms=settings.token_realms
+            http,
+            settings.credentials,
+            registry=self.origin,
+            token_realms=settings.token_realms,
+            retry=settings.retry,
         )
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._small = asyncio.Semaphore(settings.max_in_flight * SMALL_REQUESTS_PER_SLOT)
@@ -298,23 +306,41 @@ class RegistryClient:
         content: Content = None,
         params: Mapping[str, str] | None = None,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        retry: bool | RetryIf | None = None,
     ) -> httpx.Response:
         """Send one request, body read (at most `max_bytes` of a success, MAX_ERROR_BODY of a
-        failure), and raise the typed error unless `expected`."""
+        failure), and raise the typed error unless `expected`.
+
+        A temporary failure is tried again under the registry's retry policy (settings.retry):
+        GET and HEAD always, another method when the caller says repeating it is safe (`retry`),
+        never a streamed body nor a request of an operation retried whole (retry.retries). The
+        slot is held per try, never during the wait between tries."""
         url = self.url(path)
-        async with self._exchange(
-            method,
-            url,
-            bulk=False,
-            scope=scope,
-            headers=headers,
-            content=content,
-            params=params,
-            stream=False,
-            max_bytes=max_bytes,
-        ) as response:
-            await self._check(response, expected)
-            return response
+
+        async def once() -> httpx.Response:
+            async with self._exchange(
+                method,
+                url,
+                bulk=False,
+                scope=scope,
+                headers=headers,
+                content=content,
+                params=params,
+                stream=False,
+                max_bytes=max_bytes,
+            ) as response:
+                await self._check(response, expected)
+                return response
+
+        if not retries(method, streamed=isinstance(content, AsyncIterator), retry=retry):
+            return await once()
+        only = None if isinstance(retry, bool) or retry is None else retry
+        return await under_policy(self.settings.retry, once, only=only)
+
+    async def retried(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation` — a request whose body the caller reads (a manifest GET through
+        `stream`) — retried whole under this registry's policy."""
+        return await whole(self.settings.retry, operation)
 
     @asynccontextmanager
     async def stream(
@@ -328,7 +354,10 @@ class RegistryClient:
         bulk: bool = True,
     ) -> AsyncIterator[httpx.Response]:
         """A streamed response, holding a slot until the body is consumed or abandoned: a
-        transfer slot, unless the caller says the body is small (`bulk=False`, a manifest)."""
+        transfer slot, unless the caller says the body is small (`bulk=False`, a manifest).
+
+        Not tried again here: the caller reads the body, so the caller's rule covers the whole
+        (`retried` for a manifest, the resumed read of a blob: registry/blob_reads.py)."""
         url = self.url(path)
         async with self._exchange(
             method, url, bulk=bulk, scope=scope, headers=headers, content=None, params=None,

@@ -12,8 +12,11 @@ from replicator.domain.images.manifests import (
 )
 from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.domain.images.refs import is_digest
-from replicator.errors import ManifestError, NotFoundError
+from replicator.errors import ManifestError, NotFoundError, RegistryError, ReplicatorError
 from replicator.registry.client import RegistryClient, delete_scope, pull_scope, push_scope
+
+# The OCI error code of a manifest PUT refused for a blob the repository does not hold.
+MANIFEST_BLOB_UNKNOWN = "MANIFEST_BLOB_UNKNOWN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,13 @@ async def get(
     """GET and parse a manifest; the bytes are kept exactly as served. `size`, the size a
     descriptor promises for it, caps what is read: a source understating a child's size is
     stopped after that many bytes, not after MAX_MANIFEST_BYTES."""
+    return await client.retried(lambda: _get_once(client, repository, reference, size))
+
+
+async def _get_once(
+    client: RegistryClient, repository: str, reference: str, size: int | None
+) -> Manifest:
+    """One GET of the manifest and its body (tried again whole by `get`)."""
     cap = MAX_MANIFEST_BYTES if size is None else min(size, MAX_MANIFEST_BYTES)
     path = f"/v2/{repository}/manifests/{reference}"
     async with client.stream(
@@ -104,8 +114,20 @@ def _over_descriptor(repository: str, reference: str, size: int) -> str:
     return f"{repository}@{reference}: manifest is more than the {size} bytes its descriptor says"
 
 
-async def put(client: RegistryClient, repository: str, reference: str, manifest: Manifest) -> str:
-    """PUT the manifest bytes unchanged under a tag or its digest; returns the digest stored."""
+async def put(
+    client: RegistryClient,
+    repository: str,
+    reference: str,
+    manifest: Manifest,
+    *,
+    replan_missing_blobs: bool = False,
+) -> str:
+    """PUT the manifest bytes unchanged under a tag or its digest; returns the digest stored.
+
+    Tried again on a temporary error: a PUT is idempotent by digest (the same bytes under the
+    same reference). With `replan_missing_blobs`, a refusal for a missing blob is raised at
+    once instead, for a caller that answers it by planning again (engine/copier.py): repeating
+    the PUT cannot bring the blob (otherwise it is retried, for distribution's link-file race)."""
     resp = await client.request(
         "PUT",
         f"/v2/{repository}/manifests/{reference}",
@@ -113,6 +135,7 @@ async def put(client: RegistryClient, repository: str, reference: str, manifest:
         expected=(200, 201, 202),
         headers={"Content-Type": manifest.media_type},
         content=manifest.raw,
+        retry=_blob_known if replan_missing_blobs else True,
     )
     stored = resp.headers.get("docker-content-digest") or digest_of(manifest.raw)
     if stored != manifest.digest:
@@ -124,14 +147,24 @@ async def put(client: RegistryClient, repository: str, reference: str, manifest:
 
 async def delete(client: RegistryClient, repository: str, reference: str) -> bool:
     """DELETE a manifest by digest (tags pointing at it go too), or a tag alone (OCI 1.1, not
-    every registry has it: see engine/job.py); False when already gone."""
+    every registry has it: see engine/job.py); False when already gone.
+
+    Tried again on a temporary error: a DELETE repeated after the first removed it (its answer
+    lost) is answered 404, which is "already gone" here."""
     try:
         await client.request(
             "DELETE",
             f"/v2/{repository}/manifests/{reference}",
             scope=delete_scope(repository),
             expected=(200, 202),
+            retry=True,
         )
     except NotFoundError:
         return False
     return True
+
+
+def _blob_known(exc: ReplicatorError) -> bool:
+    """Whether a failed manifest PUT may be tried again as is: not when refused for a blob the
+    destination does not hold."""
+    return not (isinstance(exc, RegistryError) and MANIFEST_BLOB_UNKNOWN in exc.error_codes)

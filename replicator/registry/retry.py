@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -109,32 +110,83 @@ def retrying(attempts: int = DEFAULT_ATTEMPTS) -> AsyncRetrying:
     )
 
 
-async def retried(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-    """`await func(*args, **kwargs)` under the retry policy (temporary errors retried).
+# Requests whose repetition changes nothing at the registry: tried again by default. Any other
+# method is tried again only where its caller says it is safe (`retry=True`, each commented).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
 
-    The first call runs bare: a scan makes thousands of requests and nearly all succeed at
-    once, so tenacity's machinery is entered only after a temporary failure.
-    """
+# Set while an operation of several requests is retried whole (`whole`): its requests are then
+# tried once each, the operation being the one tried again, so tries never multiply.
+_WHOLE: ContextVar[bool] = ContextVar("replicator_retried_whole", default=False)
+
+
+# A narrower rule than "every temporary error" for one request (see manifests.put).
+RetryIf = Callable[[ReplicatorError], bool]
+
+
+def retries(method: str, *, streamed: bool, retry: bool | RetryIf | None = None) -> bool:
+    """Whether the client tries a request again under its policy.
+
+    Never when the task is inside an operation retried whole, nor a request whose body is a
+    stream (it cannot be sent again: the blob upload's own rule resumes or restarts it,
+    registry/blob_uploads.py); else as its caller says (`retry`: yes, no, or for the errors a
+    predicate accepts), else GET and HEAD only."""
+    if _WHOLE.get() or streamed:
+        return False
+    if retry is None:
+        return method in IDEMPOTENT_METHODS
+    return retry is not False
+
+
+async def under_policy(
+    policy: RetryPolicy, operation: Callable[[], Awaitable[T]], *, only: RetryIf | None = None
+) -> T:
+    """`await operation()`, tried up to `policy.attempts` times while it fails with a temporary
+    error (errors.retryable), waiting the policy's backoff or the registry's Retry-After between
+    tries, in the task's wait scope (a job's destination slot is given back meanwhile); with
+    `only`, just the temporary errors it accepts.
+
+    The first try runs bare: a scan makes thousands of requests and nearly all succeed at once."""
+    attempt = 1
+    while True:
+        try:
+            return await operation()
+        except ReplicatorError as exc:
+            if not retryable(exc) or (only is not None and not only(exc)):
+                raise
+            if attempt >= policy.attempts:
+                raise
+            wait = _wait_after(exc, attempt, policy)
+            _before_retry(exc, attempt, wait)
+            await _sleep(wait)
+            attempt += 1
+
+
+async def whole(policy: RetryPolicy, operation: Callable[[], Awaitable[T]]) -> T:
+    """`operation`, several requests that only make sense together (a manifest GET and its body,
+    a blob transfer between two registries), retried whole under `policy`; its requests are
+    tried once each within. Inside another such operation it runs once."""
+    if _WHOLE.get():
+        return await operation()
+    token = _WHOLE.set(True)
     try:
-        return await func(*args, **kwargs)
-    except ReplicatorError as exc:
-        if not exc.temporary:
-            raise
-        _before_retry(exc)
-        await _sleep(_first_wait(exc))
-    async for attempt in retrying(DEFAULT_ATTEMPTS - 1):
-        with attempt:
-            return await func(*args, **kwargs)
-    raise AssertionError("unreachable: tenacity re-raises the last error")
+        return await under_policy(policy, operation)
+    finally:
+        _WHOLE.reset(token)
 
 
-def _first_wait(exc: ReplicatorError) -> float:
+async def retried(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`await func(*args, **kwargs)` retried whole under the default policy (`whole`)."""
+    return await whole(RetryPolicy(), lambda: func(*args, **kwargs))
+
+
+def _wait_after(exc: ReplicatorError, attempt: int, policy: RetryPolicy) -> float:
+    """The wait before try `attempt + 1`: the Retry-After asked (capped), else full jitter."""
     if isinstance(exc, RegistryError) and exc.retry_after is not None:
         return min(exc.retry_after, RETRY_AFTER_CAP)
-    return random.uniform(0, BACKOFF_BASE)
+    return random.uniform(0, min(policy.cap, policy.base * (2 ** (attempt - 1))))
 
 
-def _before_retry(exc: ReplicatorError) -> None:
-    log.info("retrying", attempt=1, error=str(exc), code=exc.code)
+def _before_retry(exc: ReplicatorError, attempt: int, wait: float) -> None:
+    log.info("retrying", attempt=attempt, wait=round(wait, 3), error=str(exc), code=exc.code)
     if _on_retry is not None:
         _on_retry(exc)

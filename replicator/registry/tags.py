@@ -21,7 +21,6 @@ from replicator.errors import (
 )
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient, link_next, pull_scope
-from replicator.registry.retry import retried
 
 log = get_logger(__name__)
 
@@ -38,8 +37,10 @@ InvalidName = Callable[[str], None]
 
 
 async def _pages(
-    client: RegistryClient, path: str, key: str, scope: str, *, retry: bool = False
+    client: RegistryClient, path: str, key: str, scope: str
 ) -> AsyncIterator[list[str]]:
+    """The items under `key` of each page of the listing at `path`; each page's GET is tried
+    again on its own by the client (a temporary error does not start the listing over)."""
     next_path: str | None = f"{path}?n={PAGE_SIZE}"
     pages = 0
     while next_path:
@@ -48,12 +49,7 @@ async def _pages(
             raise RegistryError(
                 f"{client.host}{path}: more than {MAX_PAGES} pages", temporary=False
             )
-        if retry:
-            resp = await retried(
-                client.request, "GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES
-            )
-        else:
-            resp = await client.request("GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES)
+        resp = await client.request("GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES)
         try:
             doc = resp.json()
         except ValueError as exc:
@@ -89,12 +85,9 @@ async def tag_pages(
     repository: str,
     *,
     on_invalid: InvalidName | None = None,
-    retry: bool = False,
 ) -> AsyncIterator[list[str]]:
     """The valid tags of a repository a page at a time, as the registry pages them (none when
-    the repository does not exist): a scan holds one page, whatever the number of tags. With
-    `retry`, each page's request is retried on its own (a temporary error does not start the
-    listing over)."""
+    the repository does not exist): a scan holds one page, whatever the number of tags."""
     if client.ecr is not None:
         listed = await client.ecr.tags(repository)
         yield _valid(client, listed, validate_tag, f"{repository} ListImages", on_invalid)
@@ -102,7 +95,7 @@ async def tag_pages(
     where = f"{repository} tag list"
     try:
         async for page in _pages(
-            client, f"/v2/{repository}/tags/list", "tags", pull_scope(repository), retry=retry
+            client, f"/v2/{repository}/tags/list", "tags", pull_scope(repository)
         ):
             yield _valid(client, page, validate_tag, where, on_invalid)
     except NotFoundError:

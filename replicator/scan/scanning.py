@@ -36,7 +36,6 @@ from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
-from replicator.registry.retry import retried
 from replicator.scan.repositories import repository_names
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ async def source_tags(
 ) -> list[tuple[str, str]]:
     """(tag, digest) of every valid tag of a source repository, by HEAD; a tag gone meanwhile is
     left out, an invalid one is handed to `on_invalid`."""
-    names = await retried(tags.list_tags, client, repository, on_invalid=on_invalid)
+    names = await tags.list_tags(client, repository, on_invalid=on_invalid)
     return await tag_digests(client, repository, names)
 
 
@@ -132,7 +131,7 @@ async def tag_digests(
     client: RegistryClient, repository: str, names: Sequence[str]
 ) -> list[tuple[str, str]]:
     """(tag, digest) of `names` at the source, by HEAD; a tag gone meanwhile is left out."""
-    heads = await gather_all([retried(manifests.head, client, repository, tag) for tag in names])
+    heads = await gather_all([manifests.head(client, repository, tag) for tag in names])
     return [(tag, head.digest) for tag, head in zip(names, heads, strict=True) if head is not None]
 
 
@@ -191,7 +190,7 @@ class Scanner:
         src = registry_client(self._pool, self._config, source.name)
         scanned = 0
         try:
-            async for page in tags.tag_pages(src, repository, on_invalid=self._error, retry=True):
+            async for page in tags.tag_pages(src, repository, on_invalid=self._error):
                 plans = await unless_set(stop, self._plans(source, repository, page))
                 if plans is None:
                     return  # stopped: within the page, its requests cancelled
@@ -252,13 +251,11 @@ class Scanner:
         self, source: Site, target: Site, repository: str, pairs: list[tuple[str, str]]
     ) -> list[TagPlan]:
         dst = registry_client(self._pool, self._config, target.name)
-        heads = await gather_all(
-            [retried(manifests.head, dst, repository, tag) for tag, _ in pairs]
-        )
+        heads = await gather_all([manifests.head(dst, repository, tag) for tag, _ in pairs])
         exists = any(head is not None for head in heads)
         if not exists and asks_repository(source, target, repository):
             # Only then is the destination's tag list read: a no-op re-run stays HEAD-only.
-            exists = await retried(tags.repository_exists, dst, repository)
+            exists = await tags.repository_exists(dst, repository)
         return [
             plan_tag(
                 source,

@@ -26,7 +26,6 @@ from replicator.logs import get_logger
 from replicator.registry import blobs, manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
-from replicator.registry.retry import retried
 from replicator.scan.repositories import repository_names
 from replicator.scan.scanning import source_tags, sources_of
 
@@ -139,7 +138,7 @@ class Verifier:
         source_names: list[str],
     ) -> None:
         dst = registry_client(self._pool, self._config, target.name)
-        present = await retried(tags.list_tags, dst, repository)
+        present = await tags.list_tags(dst, repository)
         exists = bool(present)
         decision = admit_replication(source, target, repository, repository_exists=exists)
         if not decision.allowed:
@@ -156,7 +155,7 @@ class Verifier:
         listed = set(present)
         heads = await gather_all(
             [
-                retried(manifests.head, dst, repository, tag) if tag in listed else _absent()
+                manifests.head(dst, repository, tag) if tag in listed else _absent()
                 for tag, _ in pairs
             ]
         )
@@ -219,16 +218,14 @@ class Verifier:
     async def _manifest(self, dst: RegistryClient, repository: str, digest: str) -> Manifest | str:
         """The destination's manifest, or a description of it missing."""
         try:
-            return await retried(manifests.get, dst, repository, digest)
+            return await manifests.get(dst, repository, digest)
         except NotFoundError:
             return f"manifest {digest}"
 
     def _blob(
         self, dst: RegistryClient, name: str, repository: str, digest: str
     ) -> asyncio.Future[int | None]:
-        return self._blobs(
-            (name, repository, digest), lambda: retried(blobs.head, dst, repository, digest)
-        )
+        return self._blobs((name, repository, digest), lambda: blobs.head(dst, repository, digest))
 
 
 async def _absent() -> None:

@@ -19,6 +19,7 @@ from replicator.errors import RegistryError
 from replicator.registry.client import RegistryClient, pull_scope
 from replicator.registry.credentials import Credentials, StaticCredentials
 from replicator.registry.pool import ClientPool
+from replicator.registry.retry import RetryPolicy
 from replicator.registry.settings import RegistrySettings
 from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.ports import free_port
@@ -66,8 +67,12 @@ async def _tags(client: RegistryClient, repository: str) -> int:
 
 
 def _settings(proxy: FaultProxy) -> RegistrySettings:
+    """The registry behind `proxy`, each request and token request tried once: these tests
+    count what the realms are asked once the retry policy has given up."""
     return RegistrySettings(
-        host=proxy.host, credentials=StaticCredentials(Credentials(USER, PASSWORD))
+        host=proxy.host,
+        credentials=StaticCredentials(Credentials(USER, PASSWORD)),
+        retry=RetryPolicy(attempts=1),
     )
 
 

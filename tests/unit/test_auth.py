@@ -15,6 +15,7 @@ from replicator.errors import AuthError
 from replicator.registry.auth import Authenticator
 from replicator.registry.challenges import Challenge, choose_challenge, parse_challenges
 from replicator.registry.credentials import CredentialProvider, Credentials, StaticCredentials
+from replicator.registry.retry import RetryPolicy
 
 HOST = "registry.example.com:5000"
 SECRET = "s3cr3t-pa55"
@@ -170,12 +171,15 @@ class _Failing:
 def _authenticator(
     http: httpx.AsyncClient, credentials: CredentialProvider | None
 ) -> Authenticator:
-    """An Authenticator for the registry at HOST, trusting REALM (on another host) by config."""
+    """An Authenticator for the registry at HOST, trusting REALM (on another host) by config;
+    each token request tried once, as these tests are about what happens once the retry policy
+    has given up (the policy itself: tests/integration/test_retry_policy.py)."""
     return Authenticator(
         http,
         credentials,
         registry=("https", HOST.split(":", maxsplit=1)[0], 5000),
         token_realms=(REALM,),
+        retry=RetryPolicy(attempts=1),
     )
 
 

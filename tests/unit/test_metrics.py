@@ -19,7 +19,7 @@ from replicator.errors import RegistryError, TransportError
 from replicator.journal.store import Journal
 from replicator.registry.pool import ClientPool
 from replicator.registry.resumed import resumed
-from replicator.registry.retry import retried
+from replicator.registry.retry import RetryPolicy, retried
 from replicator.registry.settings import RegistrySettings
 from tests.support.ports import free_port
 from tests.support.scripted_http import ScriptedServer
@@ -166,11 +166,12 @@ class TestRegistryRequests:
         assert [s.value for s in count] == [3]
 
     async def test_unreachable_registry_is_an_error_of_its_host(self) -> None:
-        """No answer counts a transport error for the host, and the error names that host."""
+        """No answer counts a transport error for the host (one try: one error), and the error
+        names that host."""
         metrics = Metrics()
         dead = f"127.0.0.1:{free_port()}"
         async with ClientPool(observer=metrics) as pool:
-            client = pool.client(RegistrySettings(host=dead))
+            client = pool.client(RegistrySettings(host=dead, retry=RetryPolicy(attempts=1)))
             with pytest.raises(TransportError) as caught:
                 await client.request("GET", "/v2/", scope="")
         assert caught.value.host == dead

@@ -13,6 +13,7 @@ from replicator.registry.client import RegistryClient
 from replicator.registry.credentials import Credentials, StaticCredentials
 from replicator.registry.pool import ClientPool
 from replicator.registry.responses import DEFAULT_MAX_RESPONSE_BYTES, MAX_ERROR_BODY
+from replicator.registry.retry import RetryPolicy
 from replicator.registry.settings import RegistrySettings
 from replicator.registry.tags import MAX_PAGE_BYTES
 from replicator.registry.token_answers import MAX_TOKEN_RESPONSE
@@ -103,9 +104,9 @@ class TestCappedReads:
             assert registry.endless_sent < MAX_PAGE_BYTES + SOCKET_SLACK_BYTES
 
     async def test_endless_token_answer_is_refused_at_its_cap(self) -> None:
-        """A token service whose answer never ends fails at MAX_TOKEN_RESPONSE."""
+        """A token service whose answer never ends fails at MAX_TOKEN_RESPONSE (one try)."""
         async with ScriptedServer() as registry, ScriptedServer() as realm, ClientPool() as pool:
-            client = pool.client(_settings(registry))
+            client = pool.client(_settings(registry, retry=RetryPolicy(attempts=1)))
             async with asyncio.timeout(CAP_SECONDS):
                 with pytest.raises(AuthError, match="too large"):
                     await client.request(
@@ -114,9 +115,11 @@ class TestCappedReads:
             assert realm.endless_sent < MAX_TOKEN_RESPONSE + SOCKET_SLACK_BYTES
 
     async def test_endless_error_body_is_cut_at_the_error_cap(self) -> None:
-        """A 500 whose body never ends becomes its typed error after MAX_ERROR_BODY bytes."""
+        """A 500 whose body never ends becomes its typed error after MAX_ERROR_BODY bytes (one
+        try)."""
         async with ScriptedServer() as registry, ClientPool() as pool:
-            client = pool.client(RegistrySettings(host=registry.url.removeprefix("http://")))
+            host = registry.url.removeprefix("http://")
+            client = pool.client(RegistrySettings(host=host, retry=RetryPolicy(attempts=1)))
             async with asyncio.timeout(CAP_SECONDS):
                 with pytest.raises(RegistryError) as caught:
                     await client.request("GET", "/endless-error", scope="repository:r:pull")

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator import errors
-from replicator.registry.retry import parse_retry_after, retrying, set_retry_hook
+from replicator.registry.retry import (
+    RetryPolicy,
+    parse_retry_after,
+    retrying,
+    set_retry_hook,
+    under_policy,
+    whole,
+)
+from replicator.registry.retry import retries as retried_by_rule
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -175,3 +183,79 @@ class TestRetrying:
         assert flaky.calls == 2
         assert info.value.status == 502
         assert len(retries) == 1
+
+
+class TestWhichRequestsRetry:
+    """retries(): the client's rule of which requests its policy tries again."""
+
+    @pytest.mark.parametrize(
+        ("method", "streamed", "retry", "expected"),
+        [
+            ("GET", False, None, True),
+            ("HEAD", False, None, True),
+            ("PUT", False, None, False),
+            ("POST", False, None, False),
+            ("PATCH", False, None, False),
+            ("DELETE", False, None, False),
+            ("PUT", False, True, True),
+            ("DELETE", False, True, True),
+            ("GET", False, False, False),
+            ("PUT", False, lambda exc: True, True),
+            ("PUT", True, True, False),
+            ("PATCH", True, None, False),
+        ],
+        ids=[
+            "get", "head", "put-unsaid", "post-unsaid", "patch", "delete-unsaid", "put-idempotent",
+            "delete-said", "get-refused", "put-predicate", "streamed-put", "streamed-patch",
+        ],
+    )  # fmt: skip
+    def test_rule(self, method: str, streamed: bool, retry: object, expected: bool) -> None:
+        """GET and HEAD by default, others as their caller says, never a streamed body."""
+        assert retried_by_rule(method, streamed=streamed, retry=retry) is expected  # type: ignore[arg-type]
+
+    async def test_inside_an_operation_retried_whole_requests_are_tried_once(self) -> None:
+        """Within `whole`, a GET is not retried on its own: the operation is."""
+        seen: list[bool] = []
+
+        async def operation() -> None:
+            seen.append(retried_by_rule("GET", streamed=False))
+
+        await whole(RetryPolicy(), operation)
+        assert seen == [False]
+        assert retried_by_rule("GET", streamed=False) is True
+
+
+class TestUnderPolicy:
+    """under_policy(): the loop the client runs a request in."""
+
+    async def test_tries_up_to_the_policy_attempts(
+        self, retries: list[BaseException | None]
+    ) -> None:
+        """A request failing with a temporary error is tried `attempts` times in all."""
+        calls = 0
+
+        async def failing() -> None:
+            nonlocal calls
+            calls += 1
+            raise _retry_now(503)
+
+        with pytest.raises(errors.RegistryError):
+            await under_policy(RetryPolicy(attempts=3), failing)
+        assert calls == 3
+        assert len(retries) == 2
+
+    async def test_only_narrows_the_temporary_errors_tried_again(
+        self, retries: list[BaseException | None]
+    ) -> None:
+        """With `only`, a temporary error it refuses is raised at the first try."""
+        calls = 0
+
+        async def failing() -> None:
+            nonlocal calls
+            calls += 1
+            raise _retry_now(503)
+
+        with pytest.raises(errors.RegistryError):
+            await under_policy(RetryPolicy(), failing, only=lambda exc: False)
+        assert calls == 1
+        assert retries == []
