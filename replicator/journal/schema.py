@@ -13,6 +13,7 @@ from sqlmodel import Session, SQLModel
 
 from replicator import __version__
 from replicator.errors import JournalError, SchemaError
+from replicator.journal.integrity import check_integrity
 from replicator.journal.migrations import MIGRATIONS
 from replicator.journal.models import DEATHS_KEY, SCHEMA_VERSION, MetaRecord
 from replicator.logs import get_logger
@@ -152,8 +153,9 @@ def prepare(engine: Engine, url: str) -> None:
     refuse a newer schema.
 
     The version is read before any CREATE so a journal from a newer release is left untouched.
-    A SQLite file is checked first (`PRAGMA quick_check`): a damaged one is refused here, before
-    the daemon takes a message it could not record.
+    A SQLite file is checked first (`PRAGMA quick_check`), and a journal that has a schema is
+    checked for its tables, columns and (PostgreSQL) indexes (journal/integrity.py): a damaged
+    one is refused here, before the daemon takes a message it could not record.
     """
     try:
         if engine.dialect.name == "sqlite":
@@ -163,6 +165,9 @@ def prepare(engine: Engine, url: str) -> None:
             _check_version(version, url)
             if version < SCHEMA_VERSION:
                 _migrate(engine, url)
+            # A journal with a schema has all of it: a missing table is damage, not a table to
+            # create (journal/integrity.py).
+            check_integrity(engine, redacted(url))
         try:
             _create(engine)
         except DBAPIError:

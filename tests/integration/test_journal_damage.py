@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from replicator.domain.jobs import JobKey
+from replicator.errors import JournalError
 from replicator.journal.claimers import open_journal
 from tests.support.daemon import DaemonProcess, DaemonSettings, RegistrySpec, write_config
+from tests.support.journal_fixtures import PostgresServer
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.ports import free_port
 
@@ -78,3 +81,63 @@ class TestDamagedJournal:
             assert "daemon_ready" not in log
         finally:
             daemon.stop()
+
+
+def _execute(url: str, *statements: str) -> None:
+    """Run SQL on the journal's database directly (a partial restore, a DROP by hand)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+async def _open_and_close(url: str) -> None:
+    async with await open_journal(url):
+        pass
+
+
+class TestIntegrity:
+    """A journal that has a schema is checked for all of it at open (journal/integrity.py)."""
+
+    @pytest.mark.parametrize(
+        ("damage", "named"),
+        [
+            ("DROP TABLE upload_sessions", "upload_sessions missing"),
+            ("ALTER TABLE jobs DROP COLUMN claimed_by", "jobs lacks column(s) claimed_by"),
+        ],
+        ids=["table-dropped", "column-dropped"],
+    )
+    def test_lost_table_or_column_refused(self, journal_url: str, damage: str, named: str) -> None:
+        """A journal missing a table or a column of its schema is refused, permanently, naming
+        what is missing and what to do; the table is not created again empty."""
+        asyncio.run(_fill(journal_url))
+        _execute(journal_url, damage)
+        with pytest.raises(JournalError) as refused:
+            asyncio.run(_open_and_close(journal_url))
+        assert not refused.value.temporary
+        assert named in str(refused.value), str(refused.value)
+        assert "restore it from a backup" in str(refused.value)
+
+    def test_invalid_index_refused(self, postgres_server: PostgresServer) -> None:
+        """A PostgreSQL journal with an invalid index (a failed CREATE INDEX CONCURRENTLY leaves
+        one) is refused naming it."""
+        url = postgres_server.create_database()
+        asyncio.run(_fill(url))
+        _execute(
+            url,
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = CAST('ix_jobs_due' AS regclass)",
+        )
+        with pytest.raises(JournalError, match=r"invalid index\(es\) ix_jobs_due"):
+            asyncio.run(_open_and_close(url))
+
+    def test_sound_journal_passes_amcheck(self, postgres_server: PostgresServer) -> None:
+        """With amcheck installed in its database, a sound journal's B-tree indexes are each
+        checked with bt_index_check and it opens (no false refusal)."""
+        url = postgres_server.create_database()
+        asyncio.run(_fill(url))
+        _execute(url, "CREATE EXTENSION IF NOT EXISTS amcheck")
+        asyncio.run(_open_and_close(url))
