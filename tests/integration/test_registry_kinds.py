@@ -150,9 +150,8 @@ class TestPulpAsSource:
         to its content app): `copy -r` of a Pulp namespace lands a Docker manifest list and a
         schema 2 image in distribution with Pulp's digests."""
         source = pulp_target(pulp)
-        for repository in ("team/dockerlist", "team/docker"):
-            copy_ok(copy_corpus.ref(repository, "1.0"), source.repo(repository) + ":1.0",
-                    *source.args("dest"))  # fmt: skip
+        copy_ok("-r", copy_corpus.ref("team"), source.repo("team"), "--repository",
+                "team/dockerlist", "--repository", "team/docker", *source.args("dest"))  # fmt: skip
         summary = copy_ok("-r", source.repo("team"), f"{dst_registry.host}/copied",
                           *source.args("src"))  # fmt: skip
         assert summary["blobs_copied"] > 0
