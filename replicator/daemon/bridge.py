@@ -29,6 +29,7 @@ from replicator.config.loading import Config, WebhookAuth, unauthenticated_sourc
 from replicator.config.reload import changed_keys, reread
 from replicator.daemon.bridge_metrics import UNKNOWN, BridgeMetrics, Outcome
 from replicator.daemon.bus import Bus, BusOptions
+from replicator.daemon.http_admission import RESERVED_FOR_TRUSTED, Admission
 from replicator.daemon.http_messages import Request, Response, Route
 from replicator.daemon.http_server import HttpServer
 from replicator.daemon.sd_notify import Notifier
@@ -112,7 +113,13 @@ class Bridge:
     def routes(self) -> list[Route]:
         """The bridge's routes for an HttpServer."""
         return [
-            Route("POST", EVENTS_PREFIX, self.post_events, admit=self.admit_events),
+            Route(
+                "POST",
+                EVENTS_PREFIX,
+                self.post_events,
+                admit=self.admit_events,
+                trusts=self.authenticated_head,
+            ),
             Route("GET", "/healthz", self.healthz),
             Route("GET", "/metrics", self.metrics_page),
         ]
@@ -130,6 +137,16 @@ class Bridge:
         read: who has no token cannot make the bridge read a megabyte."""
         _, refused = self._authenticate(head, body_read=False)
         return refused
+
+    def authenticated_head(self, head: Request) -> bool:
+        """Whether a webhook's head carries its source's secret (checked as far as the head
+        allows: an HMAC signature only by its header), so it may use the server's reserved
+        places; a source without auth is not authenticated."""
+        source = self.sources.get(head.path[len(EVENTS_PREFIX) :])
+        auth = source.auth if source is not None else None
+        if auth is None or auth.method is WebhookAuth.NONE:
+            return False
+        return auth.head_refusal(head) is None
 
     def _authenticate(
         self, request: Request, *, body_read: bool
@@ -335,6 +352,8 @@ async def serve(
                 max_body=MAX_PAYLOAD_BYTES,
                 name="bridge",
                 tls=tls,
+                # Authenticated senders keep places of their own under a flood.
+                admission=Admission(reserved=RESERVED_FOR_TRUSTED),
             ),
             asyncio.TaskGroup() as group,
         ):

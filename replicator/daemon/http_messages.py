@@ -71,6 +71,8 @@ class Route:
     path: str
     handler: Handler
     admit: Admit | None = None
+    # Whether a request head is an authenticated sender's (may use the reserved places).
+    trusts: Callable[[Request], bool] | None = None
 
     def matches_path(self, path: str) -> bool:
         """Whether `path` is this route's path (or lies under it, for a prefix)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 import h11
 
-from replicator.daemon.http_admission import REFUSAL, Admission
+from replicator.daemon.http_admission import REFUSAL, Admission, Place
 from replicator.daemon.http_messages import Request, Response, Route, head_of
 from replicator.errors import ConfigError
 from replicator.logs import get_logger
@@ -65,6 +65,12 @@ READ_CHUNK_BYTES = 64 * 1024
 # Request heads larger than this are refused (h11's default is 16 KiB; ours are tiny).
 MAX_HEAD_BYTES = 16 * 1024
 SERVER_NAME = "replicator"
+# A connection in a reserved place whose head is not an authenticated sender's is told this.
+_RESERVED_REFUSAL = Response(
+    503,
+    b"too many connections; retry\n",
+    (("content-type", "text/plain; charset=utf-8"), ("retry-after", "1")),
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -72,6 +78,13 @@ class _ConnectionState:
     busy: bool = False
     closing: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    client: str = ""
+    place: Place = Place.SHARED
+    proven: bool = False  # a reserved place's connection showed an authenticated head
+
+    @property
+    def unproven(self) -> bool:
+        return self.place is Place.RESERVED and not self.proven
 
 
 class HttpServer:
@@ -170,7 +183,8 @@ class HttpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        if not self.admission.admit(client):
+        place = self.admission.admit(client)
+        if place is None:
             log.debug("http_connection_refused", server=self.name, client=client)
             # Told without waiting (the answer fits any socket buffer), then closed. Its request
             # is read and dropped a moment so the client sees the 503, not a reset; beyond as
@@ -184,15 +198,15 @@ class HttpServer:
                     self._lingering -= 1
             writer.close()
             return
+        state = _ConnectionState(task=asyncio.current_task(), client=client, place=place)
         try:
-            await self._serve_admitted(reader, writer)
+            await self._serve_admitted(reader, writer, state)
         finally:
-            self.admission.release(client)
+            self.admission.release(client, place, proven=state.proven)
 
     async def _serve_admitted(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _ConnectionState
     ) -> None:
-        state = _ConnectionState(task=asyncio.current_task())
         self._connections.add(state)
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         try:
@@ -227,11 +241,20 @@ class HttpServer:
         state: _ConnectionState,
     ) -> bool:
         """Read one request and answer it; False when the connection is to be closed."""
+        # A reserved place is held unproven only until the head deadline from the connection.
+        wait = HEAD_TIMEOUT_SECONDS if state.unproven else self._idle_timeout
         try:
-            async with asyncio.timeout(self._idle_timeout) as limit:
+            async with asyncio.timeout(wait) as limit:
                 head = await self._next_head(connection, reader, writer, limit)
             if not isinstance(head, h11.Request):
                 return False  # the client closed an idle connection
+            if state.unproven:
+                if not self._trusted(head):
+                    await self._send(connection, writer, _RESERVED_REFUSAL, True)
+                    await _discard_unread(reader, writer, self._max_body)
+                    return False
+                state.proven = True
+                self.admission.proven(state.client)
             state.busy = True
             async with asyncio.timeout(self._request_timeout):
                 refused = self._refusal(head)
@@ -301,6 +324,14 @@ class HttpServer:
                 if when is None or started < when:
                     limit.reschedule(started)
             connection.receive_data(data)
+
+    def _trusted(self, head: h11.Request) -> bool:
+        """Whether the head is an authenticated sender's, by its route (a reserved place)."""
+        request = head_of(head)
+        route = self._route(request.method, request.path)
+        return (
+            not isinstance(route, Response) and route.trusts is not None and route.trusts(request)
+        )
 
     def _refusal(self, head: h11.Request) -> Response | None:
         """The answer to a request its route refuses from the head alone (body unread)."""

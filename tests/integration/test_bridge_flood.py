@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.daemon.http_admission import MAX_CONNECTIONS_PER_CLIENT
+from replicator.daemon.http_admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.ports import free_port, wait_listening
 
@@ -158,3 +158,60 @@ class TestFlood:
         assert answer.startswith(b"HTTP/1.1 200"), answer
         assert refused >= len(held) - MAX_CONNECTIONS_PER_CLIENT
         assert growth < MAX_GROWTH_KIB
+
+
+# Addresses of an idle flood that together fill every shared place (MAX_CONNECTIONS).
+FLOOD_ADDRESSES = [
+    f"127.0.0.{n}" for n in range(10, 10 + MAX_CONNECTIONS // MAX_CONNECTIONS_PER_CLIENT)
+]
+
+
+async def _status_from(port: int, address: str, *, token: str | None) -> bytes:
+    """The status line answered to a webhook POST from `address` (with the bridge token or
+    without), b"" when the connection was closed unanswered."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+        auth = f"authorization: Bearer {token}\r\n" if token else ""
+        writer.write(
+            f"POST /events/{SOURCE} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"{auth}content-length: 2\r\nconnection: close\r\n\r\n{{}}".encode()
+        )
+        await writer.drain()
+        answer = await reader.readline()
+        writer.close()
+        return answer
+    return b""
+
+
+class TestReservedShare:
+    async def test_authenticated_sender_keeps_a_place_under_a_flood(
+        self, bridge: tuple[int, int]
+    ) -> None:
+        """With every shared place held by idle connections from 8 addresses, a webhook that
+        carries the bridge token is still answered (a reserved place: its head is checked
+        before its body), while one without it is turned away 503."""
+        _, port = bridge
+        held = []
+        try:
+            async with asyncio.timeout(PATIENCE):
+                for address in FLOOD_ADDRESSES:
+                    for _ in range(MAX_CONNECTIONS_PER_CLIENT):
+                        with contextlib.suppress(ConnectionError):
+                            held.append(
+                                await asyncio.open_connection(
+                                    "127.0.0.1", port, local_addr=(address, 0)
+                                )
+                            )
+                unauthenticated = await _status_from(port, "127.0.0.3", token=None)
+                authenticated = await _status_from(port, "127.0.0.2", token=TOKEN)
+        finally:
+            for _, writer in held:
+                writer.close()
+        print(
+            f"flood of {len(held)}: with the token {authenticated!r}, without {unauthenticated!r}"
+        )
+        assert len(held) == MAX_CONNECTIONS, len(held)
+        assert authenticated, "the authenticated webhook was closed unanswered"
+        # Answered from its body ({} is no event: 400): it had a place, not the 503 refusal.
+        assert not authenticated.startswith(b"HTTP/1.1 503"), authenticated
+        assert unauthenticated.startswith(b"HTTP/1.1 503"), unauthenticated

@@ -175,3 +175,42 @@ def test_admission_counts_back_to_zero(count: int) -> None:
         admission.release("a")
     assert admission.open == 0
     assert admission.admit("b")
+
+
+class TestReservedPlaces:
+    """Places beyond the cap kept for authenticated senders (http_admission)."""
+
+    @pytest.mark.parametrize(
+        ("clients", "places"),
+        [
+            ("aab", ["shared", "shared", "reserved"]),
+            ("aaa", ["shared", "shared", "reserved"]),
+            ("aaaa", ["shared", "shared", "reserved", None]),
+            ("aabcd", ["shared", "shared", "reserved", "reserved", None]),
+        ],
+        ids=["other-address", "same-address-once", "one-unproven-per-address", "reserve-full"],
+    )
+    def test_admit(self, clients: str, places: list[str | None]) -> None:
+        """With 2 shared and 2 reserved places, connections past the shared ones take a reserved
+        place, at most one unproven per address, until the reserve is full."""
+        admission = Admission(max_connections=2, max_per_client=10, reserved=2)
+        got = [admission.admit(client) for client in clients]
+        assert [place.value if place else None for place in got] == places
+
+    def test_proven_place_frees_the_address_unproven_allowance(self) -> None:
+        """Once a reserved connection's head showed it authenticated, its address may take
+        another reserved place; releasing all gives every count back."""
+        admission = Admission(max_connections=1, max_per_client=10, reserved=3)
+        shared, first = admission.admit("a"), admission.admit("a")
+        assert shared is not None
+        assert first is not None
+        assert admission.admit("a") is None
+        admission.proven("a")
+        second = admission.admit("a")
+        assert second is not None
+        assert second.value == "reserved"
+        admission.release("a", first, proven=True)
+        admission.release("a", second)
+        admission.release("a", shared)
+        assert admission.open == 0
+        assert [admission.admit(c) is not None for c in "abc"] == [True, True, True]
