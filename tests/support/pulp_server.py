@@ -101,7 +101,7 @@ class PulpUnavailable(Exception):
 def _unavailable(what: str, detail: str) -> PulpUnavailable:
     return PulpUnavailable(
         f"Pulp (the second registry implementation of the suite) {what}: {detail[-3000:]}\n"
-        f"Set {OPT_OUT}=0 to leave the Pulp tests out (README, 'Tests')."
+        f"Set {OPT_OUT}=0 to leave the Pulp tests out (README, Development)."
     )
 
 
@@ -271,7 +271,11 @@ def pulp(request: pytest.FixtureRequest) -> Iterator[Pulp]:
     try:
         running, processes = start_pulp(postgres, folder)
     except PulpUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+        unavailable = str(exc)
+    else:
+        unavailable = ""
+    if unavailable:
+        pytest.fail(unavailable, pytrace=False)
     try:
         yield running
     finally:
