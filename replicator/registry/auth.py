@@ -250,7 +250,8 @@ class Authenticator:
         """The one token request of `fetch_token`, its failure remembered."""
         realm = _realm(challenge)
         try:
-            token = await self._token(scope, challenge)
+            # Tried again under the registry's policy before the failure is remembered.
+            token = await under_policy(self._retry, lambda: self._token(scope, challenge))
         except (AuthError, TransportError) as exc:
             failure = self._failures.failed(
                 realm, scope, reason=str(exc), temporary=exc.temporary, now=time.monotonic()
@@ -320,15 +321,6 @@ class Authenticator:
         return refusals.withheld(refused, authority(self._registry), where, self._source())
 
     async def _request_token(
-        self, challenge: Challenge, scope: str, credentials: Credentials | None
-    ) -> tuple[str, float]:
-        """A token request tried again under the registry's retry policy (asking again only
-        gives another token) before its failure is remembered for the realm."""
-        return await under_policy(
-            self._retry, lambda: self._ask_token(challenge, scope, credentials)
-        )
-
-    async def _ask_token(
         self, challenge: Challenge, scope: str, credentials: Credentials | None
     ) -> tuple[str, float]:
         """One token request: the OAuth2 POST grant with an identity token, else the GET."""
