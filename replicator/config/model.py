@@ -36,7 +36,7 @@ MIB = 1024 * 1024
 MIN_CHUNK_THRESHOLD = 5 * MIB
 # A job claimed longer ago than this by a process of another host is taken for an orphan of a
 # dead peer: far beyond the copy of any real image on a LAN, short enough to repair within
-# minutes. (A dead process of this host is known dead at once: claimers.py.)
+# minutes. (A dead process of this host is known dead at once: journal/claimers.py.)
 DEFAULT_ORPHAN_AFTER = 600.0
 # Below a second even a live peer's smallest copy would be taken from it and run twice.
 MIN_ORPHAN_AFTER = 1.0

@@ -11,6 +11,7 @@ from replicator.config.loading import Config
 from replicator.daemon.http_messages import Request, Response, Route
 from replicator.daemon.http_server import HttpServer
 from replicator.daemon.metrics import Metrics
+from replicator.engine.pauses import sleep_until
 from replicator.errors import InvalidReferenceError, ReplicatorError
 from replicator.journal.status import replication_status
 from replicator.journal.store import Journal
@@ -140,16 +141,6 @@ async def serve_api(
             else:
                 daemon.metrics.forget_journal()
             pause = gauge_pause(time.monotonic() - started)
-            await _first(stop, changed, seconds=max(JOURNAL_GAUGES_SECONDS, pause))
+            await sleep_until(max(JOURNAL_GAUGES_SECONDS, pause), stop, changed)
             changed.clear()
-            await _first(stop, seconds=pause)
-
-
-async def _first(*events: asyncio.Event, seconds: float) -> None:
-    """Return when one of `events` is set, or after `seconds`."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+            await sleep_until(pause, stop)

@@ -1,13 +1,13 @@
 """Handling again the bus messages intake kept aside (a tag-only push whose source could not
-answer for now, see domain.tag_resolution) once they are due."""
+answer for now, see domain.events.tag_resolution) once they are due."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from replicator.engine.pauses import sleep_until
 from replicator.errors import JournalError
 from replicator.journal.deferred import DeferredMessage
 from replicator.journal.store import Journal
@@ -32,10 +32,7 @@ async def retry_deferred_forever(journal: Journal, handle: HandleKept, stop: asy
     """Until `stop`: hand each kept message to `handle` when it is due (intake records it,
     keeps it aside again, or rejects it); a journal outage is logged and waited out."""
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(POLL_SECONDS):
-                await stop.wait()
-        if stop.is_set():
+        if await sleep_until(POLL_SECONDS, stop):
             return
         now = datetime.now(UTC)
         try:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from replicator.daemon.bus import Bus, BusOptions
+from replicator.engine.pauses import sleep_until
 from replicator.errors import JournalError
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
@@ -86,9 +87,7 @@ class FleetRole:
                 wait = RENEW_SECONDS
                 if self.holds():
                     wait = min(wait, max(self._held_until - time.monotonic(), 0.0))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await stop.wait()
+                await sleep_until(wait, stop)
         finally:
             if self.holds():
                 self._follow("stopping")

@@ -1,4 +1,4 @@
-"""The daemon's watchdog and status line: WATCHDOG=1 only while `domain.health` finds it
+"""The daemon's watchdog and status line: WATCHDOG=1 only while `domain.fleet.health` finds it
 healthy, and a STATUS= line for `systemctl status` whenever what it says changes.
 
     health = HealthWatch(notifier, journal, runner, metrics, broker_connected)
@@ -31,7 +31,7 @@ UNWATCHED_INTERVAL_SECONDS = 15.0
 
 
 class HealthWatch:
-    """Gathers the facts `domain.health.unhealthy` judges, and acts on its answer."""
+    """Gathers the facts `domain.fleet.health.unhealthy` judges, and acts on its answer."""
 
     def __init__(
         self,

@@ -269,8 +269,8 @@ class Intake:
     async def _echoes(
         self, events: Sequence[PushEvent | DeleteEvent], now: datetime
     ) -> list[Echo | None]:
-        """Which of `events` are echoes of the daemon's own writes (domain.echoes decides from
-        the writes the journal recorded in each event's registry and repository)."""
+        """Which of `events` are echoes of the daemon's own writes (domain.events.echoes
+        decides from the writes the journal recorded in each event's registry and repository)."""
         found: list[Echo | None] = [None] * len(events)
         places: dict[tuple[str, str], list[int]] = {}
         for position, event in enumerate(events):
@@ -295,7 +295,7 @@ class Intake:
         self, message: Message, event: TagPush, exc: ReplicatorError | TimeoutError
     ) -> bool:
         """A tag of the message could not be read at its source: keep the message aside to be
-        handled again (True), or reject it (False), as domain.tag_resolution decides."""
+        handled again (True), or reject it (False), as domain.events.tag_resolution decides."""
         if isinstance(exc, TimeoutError):
             temporary, error = True, f"no answer within {RESOLVE_WITHIN_SECONDS:.0f}s"
         else:
@@ -375,7 +375,7 @@ def _kind(event: PushEvent | DeleteEvent) -> str:
 
 
 def _reported(event: PushEvent | DeleteEvent) -> Reported:
-    """What an event reports done at its registry, as domain.echoes compares it."""
+    """What an event reports done at its registry, as domain.events.echoes compares it."""
     if isinstance(event, DeleteEvent):
         return Reported(WriteAction.DELETE, event.digest, event.tag, event.agent)
     return Reported(WriteAction.PUSH, event.digest, event.tag, event.agent)

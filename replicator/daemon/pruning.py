@@ -4,10 +4,10 @@ are deleted in small batches, once at start and then every PRUNE_INTERVAL_SECOND
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from replicator.engine.pauses import sleep_until
 from replicator.errors import JournalError
 from replicator.journal.retention import Pruned
 from replicator.journal.store import Journal
@@ -66,6 +66,4 @@ async def prune_forever(
                 await prune_once(journal, retention_days(), datetime.now(UTC))
         except JournalError as exc:
             log.warning("journal_prune_failed", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PRUNE_INTERVAL_SECONDS):
-                await stop.wait()
+        await sleep_until(PRUNE_INTERVAL_SECONDS, stop)

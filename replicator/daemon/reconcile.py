@@ -12,6 +12,7 @@ from typing import Protocol
 
 from replicator.config.loading import Config
 from replicator.domain.routing import Site
+from replicator.engine.pauses import sleep_until
 from replicator.engine.runner import JobRunner
 from replicator.errors import ReplicatorError
 from replicator.journal.store import Journal
@@ -71,13 +72,7 @@ async def reconcile_forever(
 
 async def _pause(seconds: float, stop: asyncio.Event, soon: asyncio.Event | None) -> None:
     """Wait `seconds`, or less when `stop` or `soon` is set (`soon` is then cleared)."""
-    events = [stop] if soon is None else [stop, soon]
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    await sleep_until(seconds, *([stop] if soon is None else [stop, soon]))
     if soon is not None and soon.is_set():
         soon.clear()
         log.info("reconcile_brought_forward", reason="the broker lost the events' session")

@@ -8,7 +8,6 @@ queue; memory holds only the jobs being worked on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import signal
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from replicator.engine.copier import Copier
 from replicator.engine.destination_states import DestinationStates
 from replicator.engine.job_queue import JobEnd, JobObserver
 from replicator.engine.journal_retry import persist
+from replicator.engine.pauses import sleep_until
 from replicator.engine.runner import JobRunner
 from replicator.engine.tag_pushes import resolve_tag_push
 from replicator.errors import BusError, JournalError, ReplicatorError
@@ -246,11 +246,9 @@ class Daemon:
         processes of its own host (known dead at once); the jobs of other hosts' processes,
         taken for orphans by their age, are swept by the lease's holder alone."""
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(
-                    self.config.workers.orphan_after / ORPHAN_SWEEPS_PER_AGE
-                ):
-                    await self._stopping.wait()
+            await sleep_until(
+                self.config.workers.orphan_after / ORPHAN_SWEEPS_PER_AGE, self._stopping
+            )
             if self._stopping.is_set() or self.journal is None:
                 return
             try:

@@ -1,4 +1,4 @@
-"""The copy engine: gathers facts, asks `domain.plan` what to do, and does it.
+"""The copy engine: gathers facts, asks `domain.transfers.plan` what to do, and does it.
 
 One `Copier` serves every copy of a process (the CLI's, the daemon's workers, backfill): it owns
 the global transfer limit and the in-flight de-duplication of blobs per destination (its one

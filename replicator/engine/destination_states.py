@@ -15,7 +15,6 @@ its waiting jobs at once and gives its temporarily FAILED jobs a new chance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from replicator.domain.destinations import (
     probe_pace,
     transition,
 )
+from replicator.engine.pauses import sleep_until
 from replicator.errors import JournalError, RegistryError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient
@@ -161,17 +161,10 @@ class DestinationStates:
                 self._next_probe[destination] = time.monotonic() + pace
             self._lost.clear()
             if not self._since:
-                waits = [asyncio.ensure_future(e.wait()) for e in (stop, self._lost)]
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waits:
-                        waiter.cancel()
+                await sleep_until(None, stop, self._lost)
                 continue
             due = min(self._next_probe.get(d, 0.0) for d in self._since) - time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.05, min(due, PROBE_SECONDS))):
-                    await stop.wait()
+            await sleep_until(max(0.05, min(due, PROBE_SECONDS)), stop)
 
     async def _restore(self) -> None:
         try:

@@ -8,10 +8,10 @@ message unacknowledged, and a finished job waits in memory for its result to be 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, overload
 
+from replicator.engine.pauses import sleep_until
 from replicator.errors import JournalError
 
 JOURNAL_RETRY_INITIAL_SECONDS = 0.5
@@ -53,10 +53,6 @@ async def persist(
             failed(exc)
         if stop is None:
             await asyncio.sleep(delay)
-        else:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await stop.wait()
-            if stop.is_set():
-                return None
+        elif await sleep_until(delay, stop):
+            return None
         delay = min(delay * 2, JOURNAL_RETRY_MAX_SECONDS)

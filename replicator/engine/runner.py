@@ -9,7 +9,6 @@ a backfill counts it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ from replicator.engine.job import job_endpoints, run_job
 from replicator.engine.job_queue import JobEnd, JobObserver, JobQueue
 from replicator.engine.journal_retry import persist
 from replicator.engine.kept_uploads import KeptUploads
+from replicator.engine.pauses import sleep_until
 from replicator.engine.write_log import announcer
 from replicator.errors import ClaimLost, JournalError, ReplicatorError
 from replicator.logs import get_logger
@@ -156,9 +156,7 @@ class JobRunner:
                 continue
             self._wake.clear()
             wait = IDLE_POLL_SECONDS if hold_off else await self._idle_wait()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+            await sleep_until(wait, self._wake)
 
     async def run_outside(self, row: JobRow) -> CopyResult:
         """Copy `row`'s image as a job of this runner would, but for a row the journal does not

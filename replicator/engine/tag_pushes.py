@@ -1,7 +1,7 @@
 """Tag-only pushes (Quay, Artifactory: no digest, or one we cannot vouch for) -> PushEvent, by
 reading the tag at the source with a HEAD, as every webhook receiver must (the tag may even
 have moved since the event: the digest it has now is the one to replicate). What the answer
-makes of the push is domain.tag_resolution's to say."""
+makes of the push is domain.events.tag_resolution's to say."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """This process's claimer id, and which claimers recorded in the journal are gone.
 
-The facts come from the system here; the decision is domain.claims.liveness. A claimer's place
+The facts come from the system here; the decision is domain.fleet.claims.liveness. A claimer's place
 is the machine (its machine id: two hosts cloned from one image may share a host name, and
 every host's first pid namespace has the same number) and its pid namespace (containers); its
 start is the boot and the clock tick the process started at, so a pid from before a reboot

@@ -1,5 +1,5 @@
 """Rows of `deferred_messages`: bus messages kept aside until the source can answer for a tag
-they name (see domain.tag_resolution), claimed when due and dropped once handled."""
+they name (see domain.events.tag_resolution), claimed when due and dropped once handled."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A lease is a row of the `meta` table (key `lease:<name>`, value the holder and i
 seconds since the epoch, as JSON), so SQLite and PostgreSQL journals hold them alike and no
 schema change was needed. The row is read FOR UPDATE (PostgreSQL) or under the write lock
 every SQLite transaction takes (BEGIN IMMEDIATE): two members asking at once are decided one
-after the other. The decision is domain.leases.ask. Expiry times come from the asking member's
+after the other. The decision is domain.fleet.leases.ask. Expiry times come from the asking member's
 clock: the hosts of a fleet keep their clocks in sync, as the jobs' due times already require.
 """
 
@@ -50,7 +50,7 @@ def _current(session: Session, name: str) -> tuple[bool, Lease | None]:
 
 def take(session: Session, name: str, holder: str, now: float, term: float) -> tuple[Lease, bool]:
     """Ask for lease `name` in the name of `holder` at `now` for `term` seconds (see
-    domain.leases.ask); the lease in force afterwards, `holder`'s or another's, and whether
+    domain.fleet.leases.ask); the lease in force afterwards, `holder`'s or another's, and whether
     the lease had been held before (its row outlives its holders: a released lease expires)."""
     exists, current = _current(session, name)
     lease = ask(current, holder, now, term)

@@ -199,7 +199,7 @@ _WORKING = JOBS.alias("working")
 # A delete job is not due while a copy job of the same destination and repository is in
 # flight that puts the manifest (same digest) or the tag (same tag) it deletes: the copy's
 # manifest PUT, retried through an outage, would bring the image back after the delete found
-# nothing to delete (domain.deletes.waits_for_copy, the rule this mirrors).
+# nothing to delete (domain.jobs.deletes.waits_for_copy, the rule this mirrors).
 COPY_IN_FLIGHT = exists().where(
     _WORKING.c.kind == JobKind.COPY.value,
     _WORKING.c.state == JobState.IN_PROGRESS.value,

@@ -4,7 +4,7 @@ How a registry is reached (pool, TLS) is in `connections`; one exchange and its 
 `exchange`; reading an answer within its cap in `responses`.
 
 Resource operations live beside it, one module per registry resource: `manifests`, `blobs`,
-`uploads`, `tags` (tags and catalog), `referrers`.
+`blob_uploads`, `tags` (tags and catalog), `referrers`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ compares). A dry run only reads registries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from replicator.domain.routing.scan import RunOutcome, TagAction, TagPlan, run_o
 from replicator.engine.copier import Copier
 from replicator.engine.gather import task_group
 from replicator.engine.job_queue import JobEnd
+from replicator.engine.pauses import sleep_until
 from replicator.engine.runner import JobRunner
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
@@ -242,7 +242,7 @@ async def _scan_while_running(
         journal.wake()
 
     async def run_jobs() -> None:
-        await _first_of(journal.opened, scanned)
+        await sleep_until(None, journal.opened, scanned)
         if journal.runner is not None:
             await journal.runner.run(scanned)
 
@@ -255,16 +255,6 @@ async def _scan_while_running(
             scanned.set()
             journal.wake()
             relay.cancel()
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    """Return once any of `events` is set."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def _wait_for_jobs(
@@ -297,6 +287,4 @@ async def _wait_for_jobs(
         wait = WAIT_POLL_SECONDS
         if due is not None:
             wait = min(wait, max(0.01, (due - datetime.now(UTC)).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await stop.wait()
+        await sleep_until(wait, stop)

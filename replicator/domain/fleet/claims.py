@@ -1,7 +1,7 @@
 """Who holds an IN_PROGRESS job, and whether that holder is gone: pure decisions on claimer ids.
 
 A claim records its process as `<host>/<place>/<pid>/<process start>`, the place naming the
-machine and pid namespace (claimers.py gathers them). A process can tell for sure that a
+machine and pid namespace (journal/claimers.py gathers them). A process can tell for sure that a
 claimer is dead only when the claimer ran in its own place: then the pid either runs no process
 or one started at another moment (the pid was reused, or the machine rebooted). Claimers
 elsewhere (another host of a fleet, another container) are unknown here; their jobs become

@@ -282,7 +282,7 @@ class JobKey:
     and the event that asked for it.
 
     `source` and `destination` are registry names from the config. `origin` names the event
-    (domain.freshness.event_origin of its id): a newer push of the same image (a rollback
+    (domain.jobs.freshness.event_origin of its id): a newer push of the same image (a rollback
     A -> B -> A, a re-push after a delete) is new work even when an older job of it is COMPLETE,
     while a redelivery of the same event finds its job. NO_ORIGIN for jobs of no event.
     """
