@@ -33,6 +33,7 @@ from tests.support.daemon import EUW1, USE1, USW2, DaemonSettings, topology, wri
 from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.registry_fixtures import RegistryFactory
+from tests.support.scenarios import record_figures
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -162,5 +163,9 @@ class TestRepairLimits:
         assert all(len(puts) == len(digests) for puts in by_place.values()), by_place
         most_at_one = {name: peak(puts) for name, puts in by_place.items()}
         most_in_all = peak([put for puts in by_place.values() for put in puts])
+        record_figures(
+            "repairs_within_limits",
+            {"most_at_one_destination": most_at_one, "most_in_all": most_in_all},
+        )
         within = max(most_at_one.values()) <= PER_REGISTRY and most_in_all <= CONCURRENCY
         assert within, f"at one destination {most_at_one}, in all {most_in_all}"
