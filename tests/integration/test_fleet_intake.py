@@ -25,7 +25,7 @@ from tests.support.daemon import (
 )
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.journal_fixtures import PostgresServer
-from tests.support.stack_fixtures import StackFactory, fleet_member
+from tests.support.stack_fixtures import StackFactory, fleet_member, start_all, stop_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,7 +50,8 @@ def start_fleet(stack_factory: StackFactory, journal_url: str) -> tuple[Stack, l
     stack = stack_factory(
         "member-1", journal_url=journal_url, shared_group=GROUP, client_id="member-1"
     )
-    others = [fleet_member(stack, f"member-{n}").start() for n in range(2, MEMBERS + 1)]
+    others = [fleet_member(stack, f"member-{n}") for n in range(2, MEMBERS + 1)]
+    start_all(others)
     return stack, [stack.daemon, *others]
 
 
@@ -120,8 +121,7 @@ def test_a_dead_member_delays_no_push_past_15_s(
             len(tags) * len(DESTINATIONS), timeout=FINISHED_SECONDS
         )
     finally:
-        for member in members:
-            member.stop()
+        stop_all(members)
         stack.bridge.stop()
     waited = delays(rows)
     print(f"push to COMPLETE with a member down: max {max(waited):.2f} s, jobs {len(rows)}")
@@ -144,8 +144,7 @@ def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(
         for n, tag in enumerate(tags)
     }
     try:
-        for member in members:
-            member.stop()
+        stop_all(members)
         stack.broker.restart()
         push_images(layout.path, stack.source.url, [("prod/fleet", tag) for tag in tags])
         wait_for(
@@ -153,15 +152,13 @@ def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(
             timeout=FINISHED_SECONDS,
             what="the bridge's broker acknowledging every push",
         )
-        for member in members:
-            member.start()
+        start_all(members)
         rows = JournalReader(journal_url).wait_finished(
             len(tags) * len(DESTINATIONS), timeout=FINISHED_SECONDS
         )
         expositions = [member.metrics() for member in members]
     finally:
-        for member in members:
-            member.stop()
+        stop_all(members)
         stack.bridge.stop()
     # One member takes the events, one runs the chores, and only its gauges count the jobs.
     holding = [metric_value(text, "replicator_fleet_intake") for text in expositions]

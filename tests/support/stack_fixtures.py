@@ -6,13 +6,17 @@ broker of its own (tests stop, wipe and restart them); `options` are start_stack
 as `max_attempts`, `journal_url`, `shared_group`, `front`, `start_daemon`). After the test its
 daemon and bridge are stopped and its registries and broker stopped and deleted, so a long
 session does not keep every test's processes running. `fleet_member(stack, name)` is
-another daemon on the stack's registries, broker and journal (a fleet member).
+another daemon on the stack's registries, broker and journal (a fleet member); `start_all` and
+`stop_all` start or stop several daemons at once (each waits for the others' start-up or drain
+otherwise, seconds each on a loaded machine).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,3 +70,24 @@ def fleet_member(stack: Stack, name: str) -> DaemonProcess:
     urls = {registry: server.url for registry, server in stack.registries.items()}
     config = write_config(stack.folder.parent / name, topology(urls), settings)
     return DaemonProcess(config, settings.http_port)
+
+
+def start_all(daemons: Sequence[DaemonProcess]) -> None:
+    """Start every daemon, then wait until each is ready: their start-ups overlap."""
+    for daemon in daemons:
+        daemon.start(ready=False)
+    for daemon in daemons:
+        daemon.wait_ready()
+
+
+def stop_all(daemons: Sequence[DaemonProcess]) -> None:
+    """SIGTERM every running daemon, then wait for each (SIGKILL for one that hangs): their
+    drains overlap."""
+    running = [daemon for daemon in daemons if daemon.running]
+    for daemon in running:
+        daemon.send(signal.SIGTERM)
+    for daemon in running:
+        try:
+            daemon.wait()
+        except subprocess.TimeoutExpired:
+            daemon.kill()
