@@ -3,7 +3,7 @@ copy of the manifest or tag it removes is in flight to its destination (the hist
 class a: the copy's manifest PUT, retried through an outage, landed after the delete's job had
 found nothing to delete, and the deleted image stayed at the destination for good).
 
-The journal's claim against the domain's rule (domain.deletes.waits_for_copy) on SQLite and
+The journal's claim against the domain's rule (domain.jobs.deletes.waits_for_copy) on SQLite and
 PostgreSQL; then end to end: a copy's manifest PUT held at the destination (a fault proxy)
 while the image is deleted at the source."""
 
@@ -56,7 +56,7 @@ STALL_SECONDS = 5.0
 
 async def test_claim_follows_the_rule(journal: Journal) -> None:
     """A delete is claimed only once no copy in flight to its destination and repository puts
-    its manifest or tag (as domain.deletes.waits_for_copy says, for every row of its table);
+    its manifest or tag (as domain.jobs.deletes.waits_for_copy says, for every row of its table);
     a copy elsewhere (another destination, another repository) never holds it back, and a
     held delete is not reported due (the runner would poll the journal in a loop)."""
     for number, (delete_digest, delete_tag, copy_digest, copy_tag, _) in enumerate(FENCES):

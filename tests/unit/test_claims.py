@@ -1,4 +1,4 @@
-"""domain.claims: claimer ids, and which claimers are known alive or dead from where we run."""
+"""domain.fleet.claims: claimer ids, and which claimers are known alive or dead from here."""
 
 from __future__ import annotations
 

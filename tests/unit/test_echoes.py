@@ -1,4 +1,4 @@
-"""domain.echoes: which events are the echo of the daemon's own writes."""
+"""domain.events.echoes: which events are the echo of the daemon's own writes."""
 
 from __future__ import annotations
 

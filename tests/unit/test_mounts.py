@@ -1,4 +1,4 @@
-"""domain.mounts: what a refused cross-repository mount makes of the blob's transfer."""
+"""domain.transfers.mounts: what a refused cross-repository mount makes of the blob's transfer."""
 
 from __future__ import annotations
 

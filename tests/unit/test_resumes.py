@@ -1,4 +1,4 @@
-"""domain.resumes: reading where a broken transfer stands, and whether to resume it."""
+"""domain.transfers.resumes: reading where a broken transfer stands, and whether to resume it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""domain.tag_resolution: what a HEAD of a tag makes of a tag-only push, and what a source that
-could not answer does to the message (kept aside with the jobs' backoff, or rejected)."""
+"""domain.events.tag_resolution: what a HEAD of a tag makes of a tag-only push, and what a source
+that could not answer does to the message (kept aside with the jobs' backoff, or rejected)."""
 
 from __future__ import annotations
 
