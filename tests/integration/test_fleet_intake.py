@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -45,14 +47,45 @@ PUSHES_WHILE_FLEET_DOWN = 10
 FINISHED_SECONDS = 60.0
 
 
-def start_fleet(stack_factory: StackFactory, journal_url: str) -> tuple[Stack, list[DaemonProcess]]:
-    """Registries, the bridge and three daemons of one fleet (one journal, one group)."""
+@dataclass
+class Fleet:
+    """Registries, the bridge and MEMBERS daemons of one group on one PostgreSQL journal."""
+
+    stack: Stack
+    members: list[DaemonProcess]
+    journal_url: str
+    layout: OCILayout
+
+    def images(self, prefix: str, count: int, first_layer: int) -> dict[str, str]:
+        """`count` images tagged `<prefix>0`.. in the layout (a shared base layer and one of
+        their own, seeded from `first_layer`): their digests by tag."""
+        return {
+            f"{prefix}{n}": self.layout.image(
+                f"{prefix}{n}", [LayerSpec(1, 4 * KIB), LayerSpec(first_layer + n, 2 * KIB)]
+            ).digest
+            for n in range(count)
+        }
+
+    def stop(self) -> None:
+        """Stop every member and the bridge (their logs are then complete)."""
+        stop_all(self.members)
+        self.stack.bridge.stop()
+
+
+@pytest.fixture
+def fleet(
+    stack_factory: StackFactory, postgres_server: PostgresServer, tmp_path: Path
+) -> Iterator[Fleet]:
+    """A fleet started on a fresh database; its members stopped after the test."""
+    journal_url = postgres_server.create_database()
     stack = stack_factory(
         "member-1", journal_url=journal_url, shared_group=GROUP, client_id="member-1"
     )
     others = [fleet_member(stack, f"member-{n}") for n in range(2, MEMBERS + 1)]
     start_all(others)
-    return stack, [stack.daemon, *others]
+    started = Fleet(stack, [stack.daemon, *others], journal_url, OCILayout(tmp_path / "layout"))
+    yield started
+    started.stop()
 
 
 def intake_holder(members: list[DaemonProcess]) -> DaemonProcess:
@@ -95,71 +128,49 @@ def assert_replicated_once(
             assert manifest_digest(url, "prod/fleet", tag) == digest, (tag, destination)
 
 
-def test_a_dead_member_delays_no_push_past_15_s(
-    stack_factory: StackFactory, postgres_server: PostgresServer, tmp_path: Path
-) -> None:
+def test_a_dead_member_delays_no_push_past_15_s(fleet: Fleet) -> None:
     """The member taking the fleet's events is killed with -9 for 18 s while 10 pushes arrive:
     every push reaches both destinations within 15 s of its push, each job completed once."""
-    journal_url = postgres_server.create_database()
-    stack, members = start_fleet(stack_factory, journal_url)
-    layout = OCILayout(tmp_path / "layout")
-    tags = [f"d{n}" for n in range(PUSHES_WHILE_DOWN)]
-    images = {
-        tag: layout.image(tag, [LayerSpec(1, 4 * KIB), LayerSpec(40_000 + n, 2 * KIB)]).digest
-        for n, tag in enumerate(tags)
-    }
-    try:
-        doomed = intake_holder(members)
-        doomed.kill()
-        killed_at = time.monotonic()
-        for tag in tags:
-            push_images(layout.path, stack.source.url, [("prod/fleet", tag)])
-            time.sleep(PUSH_EVERY_SECONDS)
-        time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - killed_at)))
-        doomed.start()
-        rows = JournalReader(journal_url).wait_finished(
-            len(tags) * len(DESTINATIONS), timeout=FINISHED_SECONDS
-        )
-    finally:
-        stop_all(members)
-        stack.bridge.stop()
+    stack, members = fleet.stack, fleet.members
+    images = fleet.images("d", PUSHES_WHILE_DOWN, 40_000)
+    doomed = intake_holder(members)
+    doomed.kill()
+    killed_at = time.monotonic()
+    for tag in images:
+        push_images(fleet.layout.path, stack.source.url, [("prod/fleet", tag)])
+        time.sleep(PUSH_EVERY_SECONDS)
+    time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - killed_at)))
+    doomed.start()
+    rows = JournalReader(fleet.journal_url).wait_finished(
+        len(images) * len(DESTINATIONS), timeout=FINISHED_SECONDS
+    )
+    fleet.stop()
     waited = delays(rows)
     print(f"push to COMPLETE with a member down: max {max(waited):.2f} s, jobs {len(rows)}")
-    assert len(rows) == len(tags) * len(DESTINATIONS)
+    assert len(rows) == len(images) * len(DESTINATIONS)
     assert max(waited) <= MAX_DELAY_SECONDS, sorted(waited)
     assert_replicated_once(rows, stack, members, images)
 
 
-def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(
-    stack_factory: StackFactory, postgres_server: PostgresServer, tmp_path: Path
-) -> None:
+def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(fleet: Fleet) -> None:
     """All members stopped, the broker restarted, 10 pushes acknowledged by the bridge, the
     members started again: all 10 reach both destinations, each job completed once."""
-    journal_url = postgres_server.create_database()
-    stack, members = start_fleet(stack_factory, journal_url)
-    layout = OCILayout(tmp_path / "layout")
-    tags = [f"r{n}" for n in range(PUSHES_WHILE_FLEET_DOWN)]
-    images = {
-        tag: layout.image(tag, [LayerSpec(1, 4 * KIB), LayerSpec(50_000 + n, 2 * KIB)]).digest
-        for n, tag in enumerate(tags)
-    }
-    try:
-        stop_all(members)
-        stack.broker.restart()
-        push_images(layout.path, stack.source.url, [("prod/fleet", tag) for tag in tags])
-        wait_for(
-            lambda: published(stack) >= len(tags),
-            timeout=FINISHED_SECONDS,
-            what="the bridge's broker acknowledging every push",
-        )
-        start_all(members)
-        rows = JournalReader(journal_url).wait_finished(
-            len(tags) * len(DESTINATIONS), timeout=FINISHED_SECONDS
-        )
-        expositions = [member.metrics() for member in members]
-    finally:
-        stop_all(members)
-        stack.bridge.stop()
+    stack, members = fleet.stack, fleet.members
+    images = fleet.images("r", PUSHES_WHILE_FLEET_DOWN, 50_000)
+    stop_all(members)
+    stack.broker.restart()
+    push_images(fleet.layout.path, stack.source.url, [("prod/fleet", tag) for tag in images])
+    wait_for(
+        lambda: published(stack) >= len(images),
+        timeout=FINISHED_SECONDS,
+        what="the bridge's broker acknowledging every push",
+    )
+    start_all(members)
+    rows = JournalReader(fleet.journal_url).wait_finished(
+        len(images) * len(DESTINATIONS), timeout=FINISHED_SECONDS
+    )
+    expositions = [member.metrics() for member in members]
+    fleet.stop()
     # One member takes the events, one runs the chores, and only its gauges count the jobs.
     holding = [metric_value(text, "replicator_fleet_intake") for text in expositions]
     assert sorted(holding) == [0, 0, 1]
@@ -169,6 +180,6 @@ def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(
     assert not [line for member in members for line in member.events("mqtt_session_lost")]
     others = [text for text, held in zip(expositions, holding, strict=True) if not held]
     assert [metric_value(text, "replicator_jobs") for text in others] == [0, 0]
-    print(f"replicated after a broker restart: {len(rows) // len(DESTINATIONS)} of {len(tags)}")
-    assert len(rows) == len(tags) * len(DESTINATIONS)
+    print(f"replicated after a broker restart: {len(rows) // len(DESTINATIONS)} of {len(images)}")
+    assert len(rows) == len(images) * len(DESTINATIONS)
     assert_replicated_once(rows, stack, members, images)
