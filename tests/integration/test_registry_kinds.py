@@ -43,6 +43,8 @@ from tests.support.stack_fixtures import StackFactory
 # loaded cores), and its first request of a session waits for its start.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 _namespaces = itertools.count(1)
+# Each case against both implementations; the Pulp ones take 15-45 s on a loaded machine (slow).
+KINDS = ["distribution", pytest.param("pulp", marks=pytest.mark.slow)]
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def pulp_target(pulp: Pulp) -> Target:
     return Target("pulp", pulp.host, f"n{next(_namespaces)}/", pulp.credentials)
 
 
-@pytest.fixture(params=["distribution", "pulp"])
+@pytest.fixture(params=KINDS)
 def target(request: pytest.FixtureRequest, registry_factory: RegistryFactory) -> Iterator[Target]:
     """A destination of each implementation: a fresh docker-registry, or the session's Pulp."""
     if request.param == "pulp":
@@ -142,6 +144,7 @@ class TestCopy:
         assert (again["blobs_copied"], again["bytes_copied"]) == (0, 0)
 
 
+@pytest.mark.slow
 class TestPulpAsSource:
     def test_recursive_copy_out_of_pulp(
         self, copy_corpus: CopyCorpus, pulp: Pulp, dst_registry: Registry
@@ -226,7 +229,7 @@ def push_images(stack: Stack, target: Target, layout: OCILayout) -> Images:
     return Images(prefix, base, app, index)
 
 
-@pytest.mark.parametrize("kind", ["distribution", "pulp"])
+@pytest.mark.parametrize("kind", KINDS)
 class TestReplicationInto:
     def test_backfill_lands_a_repository_set_in_a_populated_namespace(
         self, kind: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -264,6 +267,7 @@ class TestReplicationInto:
             target.assert_serves(repository, references)
 
 
+@pytest.mark.slow
 class TestDaemonFromPulp:
     def test_published_event_is_replicated_out_of_pulp(
         self, request: pytest.FixtureRequest, tmp_path: Path
