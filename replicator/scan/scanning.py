@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Protocol
 from replicator.config.loading import Config
 from replicator.config.sites import registry_client
 from replicator.domain.jobs import JobKey, JobKind
-from replicator.domain.routing import Site
+from replicator.domain.routing import Site, existence_matters
 from replicator.domain.routing.scan import (
     TagAction,
     TagPlan,
     TagRecord,
     after_journal,
-    asks_repository,
+    asks_known,
     hold_newer,
     plan_tag,
     targets,
@@ -253,9 +253,12 @@ class Scanner:
         dst = registry_client(self._pool, self._config, target.name)
         heads = await gather_all([manifests.head(dst, repository, tag) for tag, _ in pairs])
         exists = any(head is not None for head in heads)
-        if not exists and asks_repository(source, target, repository):
+        if not exists and existence_matters(source, target, repository):
             # Only then is the destination's tag list read: a no-op re-run stays HEAD-only.
             exists = await tags.repository_exists(dst, repository)
+        # A destination that replicates too may have deleted the tag (even its last one, the
+        # repository then known with no tag) or lost its storage (not known): hold_newer asks.
+        known = exists or (asks_known(target) and not await tags.repository_absent(dst, repository))
         return [
             plan_tag(
                 source,
@@ -265,6 +268,7 @@ class Scanner:
                 source_digest=digest,
                 dest_digest=head.digest if head is not None else None,
                 repository_exists=exists,
+                repository_known=known,
             )
             for (tag, digest), head in zip(pairs, heads, strict=True)
         ]

@@ -16,7 +16,7 @@ from replicator.domain.routing.scan import (
     TagPlan,
     TagRecord,
     after_journal,
-    asks_repository,
+    asks_known,
     deletes_reach,
     extra_tags,
     hold_newer,
@@ -103,23 +103,30 @@ class TestTargets:
         assert deletes_reach(SOURCE, target, repository=repository, tag="v1") is expected
 
 
-class TestAsksRepository:
+class TestAsksKnown:
     @pytest.mark.parametrize(
-        ("source", "target", "repository", "expected"),
-        [
-            (SOURCE, SAME_ACCOUNT, "prod/app", False),
-            (SOURCE, CROSS_ACCOUNT, "prod/app", True),
-            (SAME_ACCOUNT, SOURCE, "prod/app", True),
-        ],
-        ids=["same-account-one-way", "cross-account-policy", "destination-replicates-too"],
+        ("target", "expected"),
+        [(SAME_ACCOUNT, False), (CROSS_ACCOUNT, False), (SOURCE, True)],
+        ids=["one-way-destination", "one-way-cross-account", "destination-replicates-too"],
     )
-    def test_asks_only_when_the_answer_matters(
-        self, source: Site, target: Site, repository: str, expected: bool
-    ) -> None:
-        """A scan asks whether the destination holds the repository when its policy depends
-        on it, or when the destination replicates too (it may be the origin of the tag, and
-        holding the repository without the tag means it deleted it); one-way, never."""
-        assert asks_repository(source, target, repository) is expected
+    def test_asks_only_where_the_destination_replicates(self, target: Site, expected: bool) -> None:
+        """A scan asks whether a destination knows a repository (tags or none) only when the
+        destination replicates too: it may be the origin of the tag, and knowing the repository
+        without it means it deleted it; one-way, never."""
+        assert asks_known(target) is expected
+
+    def test_a_known_repository_without_tags_is_held_to(self) -> None:
+        """A destination that knows the repository but lists no tag of it (its last tag was
+        deleted) is planned as holding it; one that does not know it (wiped) is not."""
+        known, lost = (
+            plan_tag(
+                SOURCE, SAME_ACCOUNT, repository="prod/app", tag="v1", source_digest=OLD,
+                dest_digest=None, repository_exists=False, repository_known=knows,
+            )
+            for knows in (True, False)
+        )  # fmt: skip
+        assert (known.dest_repository, lost.dest_repository) == (True, False)
+        assert known.action is lost.action is TagAction.COPY
 
 
 class TestPlanTag:

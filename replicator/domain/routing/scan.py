@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from replicator.domain.jobs import TERMINAL_STATES, JobKey, JobState
-from replicator.domain.routing import Site, admit_replication, destinations, existence_matters
+from replicator.domain.routing import Site, admit_replication, destinations
 from replicator.domain.routing.rules import match_deletes
 
 # ECR's backfill rule: a run is FAILED when at least half of its jobs failed, once it has at
@@ -37,8 +37,8 @@ class TagAction(StrEnum):
 class TagPlan:
     """The decision for one (repository, tag, destination): the job key, the action and why;
     `dest_digest` is what the destination's tag names now (None: no such tag);
-    `dest_repository`: the destination holds the repository (False when it does not, or when
-    that was not asked)."""
+    `dest_repository`: the destination knows the repository, tags or none (False when it does
+    not, or when that was not asked)."""
 
     key: JobKey
     action: TagAction
@@ -93,11 +93,14 @@ def plan_tag(
     source_digest: str,
     dest_digest: str | None,
     repository_exists: bool,
+    repository_known: bool = False,
 ) -> TagPlan:
     """Up to date, copy or denied: the policy is asked only when there is something to copy, and
-    for ecr:CreateRepository too when the repository does not exist at the destination."""
+    for ecr:CreateRepository too when the repository does not exist at the destination;
+    `repository_known`: the destination knows the repository even without a tag (a registry
+    whose last tag of it was deleted still does, one restored or wiped does not)."""
     key = JobKey(source.name, repository, source_digest, tag, target.name)
-    held = repository_exists or dest_digest is not None
+    held = repository_known or repository_exists or dest_digest is not None
     if dest_digest == source_digest:
         return TagPlan(
             key, TagAction.UP_TO_DATE, "same digest at the destination", dest_digest, held
@@ -110,12 +113,12 @@ def plan_tag(
     return TagPlan(key, TagAction.COPY, f"destination has {dest_digest}", dest_digest, held)
 
 
-def asks_repository(source: Site, target: Site, repository: str) -> bool:
-    """Whether a scan asks `target` if it holds `repository` when none of the tags it looked
-    at is there: when the policy's answer depends on it (ecr:CreateRepository), or when
-    `target` replicates too, so it may be the origin of the source's tag (`hold_newer` tells a
-    destination that deleted a tag from one that lost its storage by it)."""
-    return existence_matters(source, target, repository) or bool(target.replication.rules)
+def asks_known(target: Site) -> bool:
+    """Whether a scan asks `target` if it knows a repository none of whose tags it looked at is
+    there: when `target` replicates too, so it may be the origin of the source's tag
+    (`hold_newer` tells a destination that deleted the tag, even its last one, from one that
+    lost its storage by it)."""
+    return bool(target.replication.rules)
 
 
 def after_journal(plan: TagPlan, recorded: JobState | None) -> TagPlan:
@@ -143,9 +146,10 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
       of the tag, one at each side, crossed on their way), the later push wins.
     A tag missing at the destination is held only when the source's tag is the daemon's copy of
     the destination's, and the destination deleted it since: the journal records its delete,
-    or the destination still holds the repository (it lost this tag alone: a delete whose event
-    is not journalled yet, queued while the daemon was down or still on its way). A
-    destination that lost the repository whole (a restore, a wipe) gets the tag back."""
+    or the destination still knows the repository (it lost the tag, even its last one, and not
+    its storage: a delete whose event is not journalled yet, queued while the daemon was down
+    or still on its way). A destination that lost the repository whole (a restore, a wipe)
+    gets the tag back."""
     if plan.action not in (TagAction.COPY, TagAction.REPAIR):
         return plan
     source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
@@ -183,7 +187,7 @@ def hold_newer(plan: TagPlan, records: Iterable[TagRecord]) -> TagPlan:
 def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
     """A copy to a destination without the tag: held when the source's tag is the daemon's copy
     of the destination's write and the destination deleted it since (its delete is journalled,
-    or the destination lost this tag and kept the repository)."""
+    or the destination lost this tag and still knows the repository)."""
     source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
     ours = _last_set([r for r in records if r.tag == tag and not r.delete], source)
     if ours is None or ours.source != target or ours.digest != plan.key.digest:
@@ -199,7 +203,7 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
         # A copy back would bring the image back where it was written and deleted, before the
         # delete's own job (from its event) reaches the source: both sides would keep it.
         why = (
-            f"{target} holds the repository without the tag: it deleted it (the delete's "
+            f"{target} knows the repository without the tag: it deleted it (the delete's "
             "event is not journalled yet)"
         )
     else:
