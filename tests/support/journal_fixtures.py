@@ -31,6 +31,7 @@ from replicator.journal.claimers import open_journal
 from replicator.journal.event_rows import ReceivedEvent
 from replicator.journal.models import EventOutcome
 from tests.support.ports import free_port, wait_listening
+from tests.support.scratch import scratch_parent
 
 # Destinations each event of the `write` program fans out to: several jobs per transaction, so a
 # kill can land between the inserts of one event.
@@ -38,13 +39,9 @@ WRITER_DESTINATIONS = ("usw2", "euw1", "apse1")
 # Jobs a `claim` program takes per transaction: small, so claimers interleave often.
 CLAIM_BATCH = 3
 POSTGRES_USER = "replicator"
-# The cluster's files live in memory where the machine has a tmpfs with room: every database a
-# test creates is ~300 files (7 MB), and deleting a session's thousands of them at its end took
-# 40-290 s on a disk mounted with `discard` (each unlink a TRIM), the longest step of the suite.
-MEMORY_FOLDER = Path("/dev/shm")
-# Free space MEMORY_FOLDER must have for the cluster: databases are dropped after their test
-# (below), so a few live at once, plus WAL up to MAX_WAL.
-MEMORY_NEEDED_BYTES = 2 * 1024**3
+# The cluster lives in memory where it can (tests/support/scratch.py): every database a test
+# creates is ~300 files (7 MB), and journal_url drops its database after the test. WAL is
+# recycled past this size, so it stays small in memory too.
 MAX_WAL = "256MB"
 _database_numbers = itertools.count(1)
 
@@ -98,17 +95,6 @@ class PostgresServer:
             connection.close()
 
 
-def _cluster_parent() -> Path | None:
-    """MEMORY_FOLDER when it is writable and has room; None (the temp dir) otherwise."""
-    try:
-        if not os.access(MEMORY_FOLDER, os.W_OK | os.X_OK):
-            return None
-        room = shutil.disk_usage(MEMORY_FOLDER).free
-    except OSError:
-        return None
-    return MEMORY_FOLDER if room > MEMORY_NEEDED_BYTES else None
-
-
 def _postgres_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent if found else None
@@ -143,7 +129,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         except KeyError:
             pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
     # Not under pytest's tmp_path: its parent is private to root, the server user could not enter.
-    base = Path(tempfile.mkdtemp(prefix="replicator-pg-", dir=_cluster_parent()))
+    base = Path(tempfile.mkdtemp(prefix="replicator-pg-", dir=scratch_parent()))
     if os.geteuid() == 0:
         os.chown(base, account.pw_uid, account.pw_gid)
     data, port = base / "data", free_port()

@@ -1,7 +1,8 @@
 """Registry fixtures: real `docker-registry` processes on free loopback ports, and fault proxies.
 
 `registry_factory(auth=..., notifications_url=..., notification_headers=...)` starts a fresh
-registry; every registry it started is stopped and its storage deleted at the end of the session.
+registry (its storage in memory where it can: tests/support/scratch.py); every registry it
+started is stopped and its storage deleted at the end of the session.
 `src_registry` / `dst_registry` are fresh and empty for each test. `fault_proxy_factory(upstream)`
 puts a fault-injecting HTTP proxy in front of a registry (stopped after the test); `serve(server)`
 starts any proxy or front (a CuttingProxy, ResumingUploads...) and stops it after the test.
@@ -19,6 +20,7 @@ import pytest
 from tests.support.copy_corpus import CopyCorpus, build_copy_corpus
 from tests.support.fault_proxy import FaultProxy
 from tests.support.registry_server import REGISTRY_BINARY, Registry
+from tests.support.scratch import scratch_parent
 from tests.support.skopeo import SKOPEO_BINARY
 from tests.support.token_issuer import TokenIssuer
 
@@ -79,6 +81,7 @@ def registry_factory() -> Iterator[RegistryFactory]:
             token_auth=token_auth,
             notifications_url=notifications_url,
             notification_headers=notification_headers,
+            parent=scratch_parent(),
         )
         started.append(registry)
         return registry

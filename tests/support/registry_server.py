@@ -42,8 +42,10 @@ class Registry:
         notifications_url: str | None = None,
         notification_headers: dict[str, str] | None = None,
         workdir: Path | None = None,
+        parent: Path | None = None,
     ) -> None:
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="replicator-registry-"))
+        # `parent`: where a workdir of its own is made (None: the temp dir).
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="replicator-registry-", dir=parent))
         self._owns_workdir = workdir is None
         self.root = self.workdir / "storage"
         self.root.mkdir(parents=True, exist_ok=True)
