@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, or_
 from sqlmodel import Session
 
+from replicator.domain.destinations.fair_share import Candidate, claim_order
 from replicator.domain.jobs import (
     CLAIMABLE_STATES,
     FailureCode,
@@ -80,22 +81,30 @@ def claim(
     session: Session, limit: int, now: datetime, claimer: str, skip: Collection[str] = ()
 ) -> list[JobRow]:
     """Move up to `limit` due jobs to IN_PROGRESS (attempts + 1) for `claimer`, by turns
-    between the sources of each destination (queries.due_statement); jobs for the
+    between the sources of each destination among the oldest and the newest due
+    (queries.due_statement, domain.destinations.fair_share.claim_order); jobs for the
     destinations in `skip` are left for later."""
     params: dict[str, Any] = {"now": now}
     if skip:
         params["skip"] = list(skip)
-    candidates = queries.execute(session, queries.due_statement(limit, bool(skip)), params).all()
-    if not candidates:
+    found: dict[int, Any] = {}
+    for newest in (False, True):
+        statement = queries.due_statement(limit, bool(skip), newest)
+        for row in queries.execute(session, statement, params):
+            found[row.id] = row
+    if not found:
         return []
-    locked = {
-        row.id
-        for row in queries.execute(
-            session, queries.LOCK_FOR_CLAIM, {"ids": [c.id for c in candidates]}
-        )
+    working = {
+        (row.destination, row.source): int(row.working)
+        for row in queries.execute(session, queries.WORKING_PAIRS, {})
     }
+    by_age = sorted(found.values(), key=lambda row: (row.next_attempt_at, row.id))
+    chosen = claim_order(
+        [Candidate(row.id, row.destination, row.source) for row in by_age], working, limit
+    )
+    candidates = [found[job_id] for job_id in chosen]
     claimed: list[int] = []
-    for candidate in (c for c in candidates if c.id in locked):
+    for candidate in candidates:
         job_id, old = candidate.id, JobState(candidate.state)
         assert old in CLAIMABLE_STATES
         new = apply(old, claim_path(old))

@@ -213,48 +213,40 @@ COPY_IN_FLIGHT = exists().where(
 UNFENCED = or_(JOBS.c.kind != JobKind.DELETE.value, ~COPY_IN_FLIGHT)
 
 
-# Cached per (limit, skipping): the limit is the runner's free room, at most
+# Cached per (limit, skipping, newest): the limit is the runner's free room, at most
 # [workers] concurrency, so the cache holds a few dozen statements at most.
 @functools.cache
-def due_statement(limit: int, skipping: bool) -> Select[Any]:
-    """The ids and states of up to `limit` due jobs, by turns between the sources of each
-    destination, oldest due first within a turn.
+def due_statement(limit: int, skipping: bool, newest: bool = False) -> Select[Any]:
+    """Up to `limit` due jobs, oldest due first (`newest`: newest first): the candidates of a
+    claim, which takes turns between sources among them (domain.destinations.fair_share).
 
-    A job's turn is its place in the line of its (destination, source): that pair's working
-    (IN_PROGRESS) jobs first, then its due jobs oldest first. The first due job of a source
-    working nowhere at a destination has turn 1, the next one of a source already working there
-    once has turn 2, and so on; so a source with a backlog of thousands cannot keep another
-    source's new push waiting behind it (it is claimed after about one job of the backlog)."""
+    Both ends are read through ix_jobs_due, O(limit) however long the backlog: the oldest are
+    who waited longest, the newest a source's new push behind another source's backlog."""
     # PENDING jobs are due from when they were queued (or their not_before), RETRY_WAIT ones
     # from their next attempt time; hosts sharing a database should keep their clocks in sync.
     due = and_(JOBS.c.state.in_(CLAIMABLE), JOBS.c.next_attempt_at <= bindparam("now"), UNFENCED)
-    working = JOBS.c.state == JobState.IN_PROGRESS.value
-    lined_up = or_(due, working)
     if skipping:
-        lined_up = and_(lined_up, JOBS.c.destination.not_in(bindparam("skip", expanding=True)))
-    turn = func.row_number().over(
-        partition_by=(JOBS.c.destination, JOBS.c.source),
-        order_by=(case((working, 0), else_=1), JOBS.c.next_attempt_at, JOBS.c.id),
+        due = and_(due, JOBS.c.destination.not_in(bindparam("skip", expanding=True)))
+    order = (
+        (JOBS.c.next_attempt_at.desc(), JOBS.c.id.desc())
+        if newest
+        else (JOBS.c.next_attempt_at, JOBS.c.id)
     )
-    line = (
-        select(JOBS.c.id, JOBS.c.state, JOBS.c.next_attempt_at, turn.label("turn"))
-        .where(lined_up)
-        .subquery("line")
-    )
+    # FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass over each other's rows instead of
+    # queueing; SQLite ignores it (its writers are already serialised by BEGIN IMMEDIATE).
     return (
-        select(line.c.id, line.c.state)
-        .where(line.c.state.in_(CLAIMABLE))
-        .order_by(line.c.turn, line.c.next_attempt_at, line.c.id)
+        select(JOBS.c.id, JOBS.c.state, JOBS.c.destination, JOBS.c.source, JOBS.c.next_attempt_at)
+        .where(due)
+        .order_by(*order)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
 
 
-# The chosen jobs locked for the claim. FOR UPDATE SKIP LOCKED lets PostgreSQL claimers pass
-# over each other's rows instead of queueing (a statement with a window function cannot lock,
-# hence this second one); SQLite ignores it (its writers are already serialised by BEGIN
-# IMMEDIATE).
-LOCK_FOR_CLAIM = (
-    select(JOBS.c.id)
-    .where(JOBS.c.id.in_(bindparam("ids", expanding=True)))
-    .with_for_update(skip_locked=True)
+# The working (IN_PROGRESS) jobs of each (destination, source): a few dozen rows at most (the
+# workers of the processes sharing the journal), read through ix_jobs_due.
+WORKING_PAIRS = (
+    select(JOBS.c.destination, JOBS.c.source, func.count().label("working"))
+    .where(JOBS.c.state == JobState.IN_PROGRESS.value)
+    .group_by(JOBS.c.destination, JOBS.c.source)
 )

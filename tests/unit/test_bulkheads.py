@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from replicator.domain.destinations.fair_share import next_grant
+from replicator.domain.destinations.fair_share import Candidate, claim_order, next_grant
 from replicator.domain.transfers.pace import SLOW_AFTER_CUTS, Floor, Pace, is_slow
 from replicator.engine.bulkheads import QUEUED_BEYOND_SLOTS, DestinationSlots
 from replicator.engine.paced_reads import SlowSources, paced
@@ -203,3 +203,37 @@ class TestWaiting:
                 async with waiting():
                     assert slots.held("dst") == (0 if released else 1)
                 assert slots.held("dst") == 1
+
+
+class TestClaimOrder:
+    """A claim takes turns between the sources of a destination (fair_share.claim_order)."""
+
+    @pytest.mark.parametrize(
+        ("candidates", "working", "limit", "claimed"),
+        [
+            ("aaab", {}, 2, "ab"),
+            ("aaab", {"a": 1}, 1, "b"),
+            ("aabbc", {}, 3, "abc"),
+            ("babab", {"b": 2}, 2, "aa"),
+            ("aba", {"a": 1}, 3, "baa"),
+            ("aa", {}, 2, "aa"),
+            ("", {}, 2, ""),
+        ],
+        ids=["backlog-and-newcomer", "working-source-waits", "one-each-first",
+             "fewest-working-first", "turns-then-age", "one-source", "none"],
+    )  # fmt: skip
+    def test_claim_order(
+        self, candidates: str, working: dict[str, int], limit: int, claimed: str
+    ) -> None:
+        """Candidates (oldest first, one letter per source, one destination) are taken by
+        their turn — working jobs of their source, then their place among its candidates —
+        then by age."""
+        jobs = [Candidate(n, "dst", source) for n, source in enumerate(candidates)]
+        pairs = {("dst", source): count for source, count in working.items()}
+        order = claim_order(jobs, pairs, limit)
+        assert "".join(candidates[n] for n in order) == claimed
+
+    def test_turns_are_per_destination(self) -> None:
+        """A source's jobs at two destinations each have their own first turn."""
+        jobs = [Candidate(0, "d1", "a"), Candidate(1, "d1", "a"), Candidate(2, "d2", "a")]
+        assert claim_order(jobs, {}, 2) == [0, 2]
