@@ -20,7 +20,8 @@ class Endpoint:
     """A repository at a registry; `announce`, when given, is told of each write before it is
     made there; `uploads`, when given, keeps the blob uploads under way there; as a destination,
     `foreign_layers` copies non-distributable (foreign) layers too, not only the manifests
-    naming them (docker's allow-nondistributable-artifacts) — the copy's policy, not the
+    naming them (docker's allow-nondistributable-artifacts), and `creates_repositories` makes
+    a missing repository before the copy (ECR: pushing does not) — the copy's policy, not the
     client's."""
 
     client: RegistryClient
@@ -28,6 +29,7 @@ class Endpoint:
     announce: AnnounceWrites | None = None
     uploads: KeptUploads | None = None
     foreign_layers: bool = False
+    creates_repositories: bool = False
 
     async def writing(self, action: WriteAction, refs: Sequence[tuple[str, str | None]]) -> None:
         """Tell `announce` (if any) of the writes about to be made here."""

@@ -45,11 +45,18 @@ def job_endpoints(
     """The job's repository at its source and at its destination, through the pooled clients;
     `announce` is told of the writes the job makes at the destination, `uploads` keeps its
     blob uploads under way there."""
-    destination = registry_client(pool, config, row.destination)
-    foreign = config.registries[row.destination].allow_nondistributable_artifacts
+    target = config.registries[row.destination]
     return (
         Endpoint(registry_client(pool, config, row.source), row.repository),
-        Endpoint(destination, row.repository, announce, uploads, foreign_layers=foreign),
+        Endpoint(
+            registry_client(pool, config, row.destination),
+            row.repository,
+            announce,
+            uploads,
+            foreign_layers=target.allow_nondistributable_artifacts,
+            # ECR: pushing creates no repository; its API does (registry/tags.py).
+            creates_repositories=target.auth == "ecr",
+        ),
     )
 
 
@@ -111,7 +118,7 @@ async def _admit(row: JobRow, dst: Endpoint, source: Site, target: Site) -> None
     ecr:CreateRepository is needed only when the repository is new at the destination: the
     destination is asked whether it exists only when the policy's answer depends on it, or
     when a missing repository must be created (ECR: as ECR replication does, if allowed)."""
-    creates = dst.client.ecr is not None
+    creates = dst.creates_repositories
     exists = (
         creates or existence_matters(source, target, row.repository)
     ) and await tags.repository_exists(dst.client, dst.repository)
