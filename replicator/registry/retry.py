@@ -1,4 +1,7 @@
-"""The retry policy: tenacity, exponential backoff with full jitter, `Retry-After` honoured."""
+"""The registry client's retry policy: which requests are tried again (`retries`), the loop
+they are tried in (`under_policy`; `whole` for an operation of several requests), exponential
+backoff with full jitter, `Retry-After` honoured. `retrying()` is the same waits as a tenacity
+AsyncRetrying."""
 
 from __future__ import annotations
 
