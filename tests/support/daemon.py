@@ -386,11 +386,16 @@ class BridgeProcess(_Process):
         """Where a registry's notifications endpoint points for source `source`."""
         return f"{self.url}/events/{source}"
 
-    def start(self) -> BridgeProcess:
-        """Start the bridge and wait until it listens."""
+    def start(self, *, ready: bool = True) -> BridgeProcess:
+        """Start the bridge; with `ready`, wait until it listens."""
         self._spawn()
-        wait_listening(self.port, timeout=READY_TIMEOUT_SECONDS)
+        if ready:
+            self.wait_ready()
         return self
+
+    def wait_ready(self) -> None:
+        """Wait until the bridge listens."""
+        wait_listening(self.port, timeout=READY_TIMEOUT_SECONDS)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
@@ -512,10 +517,19 @@ def start_stack(
     }
     urls = {n: (front or {}).get(n, _own_url)(r) for n, r in registries.items()}
     config = write_config(folder, topology(urls, extra=extra), options)
-    bridge = BridgeProcess(config, options.bridge_port).start()
+    # The bridge and the daemon start side by side: each is a Python start-up of a second or so.
+    bridge = BridgeProcess(config, options.bridge_port).start(ready=False)
     daemon = DaemonProcess(config, options.http_port)
     if start_daemon:
-        daemon.start()
+        daemon.start(ready=False)
+    try:
+        bridge.wait_ready()
+        if start_daemon:
+            daemon.wait_ready()
+    except BaseException:
+        daemon.kill()
+        bridge.kill()
+        raise
     return Stack(folder, broker, registries, options, config, bridge, daemon)
 
 
