@@ -30,7 +30,9 @@ CURL_TIMEOUT_SECONDS = 10
 
 def write_config(folder: Path, broker: Mosquitto, port: int, pki: Pki) -> Path:
     """A bridge on TLS (the certificate copied to bridge.crt/.key) requiring clients of the
-    PKI's CA, and source `src` authenticated by GitHub's HMAC signature."""
+    PKI's CA, and source `src` authenticated by GitHub's HMAC signature; `src` is at ghcr.io,
+    the host GitHub's sample names (the bridge refuses a body naming another registry, and
+    never contacts this one)."""
     shutil.copy(pki.server_cert, folder / "bridge.crt")
     shutil.copy(pki.server_key, folder / "bridge.key")
     (folder / "github.secret").write_bytes(SECRET + b"\n")
@@ -57,7 +59,7 @@ secret_file = "quay.secret"
 [registries.src]
 account = "111122223333"
 region = "us-east-1"
-url = "http://127.0.0.1:1"
+url = "https://ghcr.io"
 [registries.quay]
 account = "111122223333"
 region = "us-west-2"
