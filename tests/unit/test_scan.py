@@ -181,17 +181,27 @@ class TestPlanTag:
         [
             (TagAction.COPY, None, TagAction.COPY),
             (TagAction.COPY, JobState.COMPLETE, TagAction.REPAIR),
+            (TagAction.COPY, JobState.SUPERSEDED, TagAction.REPAIR),
             (TagAction.COPY, JobState.FAILED, TagAction.COPY),
             (TagAction.COPY, JobState.IN_PROGRESS, TagAction.COPY),
             (TagAction.DENIED, JobState.COMPLETE, TagAction.DENIED),
             (TagAction.UP_TO_DATE, JobState.COMPLETE, TagAction.UP_TO_DATE),
         ],
-        ids=["new", "complete-repairs", "failed-requeues", "running", "denied", "up-to-date"],
+        ids=[
+            "new",
+            "complete-repairs",
+            "superseded-repairs",
+            "failed-requeues",
+            "running",
+            "denied",
+            "up-to-date",
+        ],
     )
     def test_after_journal(
         self, action: TagAction, recorded: JobState | None, expected: TagAction
     ) -> None:
-        """Only a copy whose job is already COMPLETE turns into a direct repair."""
+        """Only a copy whose job is already final (COMPLETE, or SUPERSEDED: active-active seed
+        3121, a restore never reaching the other side) turns into a direct repair."""
         plan = TagPlan(JobKey("use1", "prod/app", OLD, "v1", "usw2"), action, "why")
         assert after_journal(plan, recorded).action is expected
 

@@ -122,11 +122,14 @@ def asks_known(target: Site) -> bool:
 
 
 def after_journal(plan: TagPlan, recorded: JobState | None) -> TagPlan:
-    """A copy whose job the journal already holds COMPLETE cannot be re-queued (COMPLETE is
-    final): the destination lost the image since, so the copy is repaired directly."""
-    if plan.action is TagAction.COPY and recorded is JobState.COMPLETE:
+    """A copy whose job the journal already holds COMPLETE or SUPERSEDED cannot be re-queued
+    (both are final): the destination lost the image since, or the source serves again what it
+    had deleted when that job ran (a restore: the scan's job of the key ended SUPERSEDED, and
+    the restore's own job can find the tag not yet linked at the source), so the copy is
+    repaired directly."""
+    if plan.action is TagAction.COPY and recorded in (JobState.COMPLETE, JobState.SUPERSEDED):
         return replace(
-            plan, action=TagAction.REPAIR, reason=f"{plan.reason}, though its job is COMPLETE"
+            plan, action=TagAction.REPAIR, reason=f"{plan.reason}, though its job is {recorded}"
         )
     return plan
 
