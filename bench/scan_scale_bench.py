@@ -88,10 +88,11 @@ def run(kind: str, tags: int, folder: Path, limit: float) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     source = GeneratedTagsProcess(tags, holds=True)
     destination = GeneratedTagsProcess(tags, holds=kind != "dry")
-    if kind == "reconcile":
-        (folder / "broker").mkdir(exist_ok=True)
-    broker = Mosquitto(folder / "broker") if kind == "reconcile" else None
+    broker: Mosquitto | None = None
     try:
+        if kind == "reconcile":
+            (folder / "broker").mkdir(exist_ok=True)
+            broker = Mosquitto(folder / "broker")
         config = _config(
             folder, source.url, destination.url, broker.port if broker else free_port()
         )
