@@ -1,8 +1,8 @@
-"""Retry policy: Retry-After parsing, the retry predicate, retrying() (registry/retry.py)."""
+"""Retry policy: Retry-After parsing, the retry predicate, the retry loop (registry/retry.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -14,7 +14,6 @@ from replicator import errors
 from replicator.registry.retry import (
     RetryPolicy,
     parse_retry_after,
-    retrying,
     set_retry_hook,
     under_policy,
     whole,
@@ -145,12 +144,13 @@ class _Flaky:
         self.calls = 0
 
     async def run(self, attempts: int) -> str:
-        async for attempt in retrying(attempts=attempts):
-            with attempt:
-                self.calls += 1
-                if self.failures:
-                    raise self.failures.pop(0)
-        return "ok"
+        async def once() -> str:
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+            return "ok"
+
+        return await under_policy(RetryPolicy(attempts=attempts), once)
 
 
 def _retry_now(status: int) -> errors.RegistryError:
@@ -158,7 +158,8 @@ def _retry_now(status: int) -> errors.RegistryError:
 
 
 class TestRetrying:
-    """retrying(): temporary errors retried with Retry-After honoured, others raised at once."""
+    """under_policy(): temporary errors retried with Retry-After honoured, others raised at
+    once."""
 
     async def test_temporary_then_success(self, retries: list[BaseException | None]) -> None:
         """Temporary errors are retried (waiting Retry-After) until the call succeeds."""
@@ -259,3 +260,40 @@ class TestUnderPolicy:
             await under_policy(RetryPolicy(), failing, only=lambda exc: False)
         assert calls == 1
         assert retries == []
+
+    async def test_an_operation_returning_an_awaitable_is_awaited_on_every_try(
+        self, retries: list[BaseException | None]
+    ) -> None:
+        """A lambda returning a coroutine (how the client passes a request) is awaited on the
+        tries after the first as on the first, and its result returned."""
+        flaky = _Flaky(_retry_now(503), _retry_now(502))
+
+        async def once() -> str:
+            flaky.calls += 1
+            if flaky.failures:
+                raise flaky.failures.pop(0)
+            return "ok"
+
+        def request() -> Awaitable[str]:  # not a coroutine function: returns one
+            return once()
+
+        assert await under_policy(RetryPolicy(attempts=3), request) == "ok"
+        assert flaky.calls == 3
+        assert len(retries) == 2
+
+    async def test_waits_follow_the_tries_numbering(
+        self, retries: list[BaseException | None], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The waits between tries double from the policy's base, counted across the bare first
+        try and tenacity's later ones (full jitter: each wait at most base * 2**(try - 1))."""
+        ceilings: list[float] = []
+        monkeypatch.setattr("random.uniform", lambda low, high: ceilings.append(high) or 0.0)
+
+        async def failing() -> None:
+            raise errors.RegistryError("status 503", status=503)
+
+        with pytest.raises(errors.RegistryError):
+            await under_policy(RetryPolicy(attempts=4, base=1.0, cap=100.0), failing)
+        # tenacity also works out a wait after the last try, before it sees the stop: unused
+        assert ceilings[:3] == [1.0, 2.0, 4.0]
+        assert len(retries) == 3
