@@ -22,7 +22,6 @@ from replicator.domain.transfers.plan import (
     CopyPlan,
     DestinationFacts,
     Shortcut,
-    blobs_to_check,
     plan_copy,
     quick_check,
     referrer_tags,
@@ -30,6 +29,7 @@ from replicator.domain.transfers.plan import (
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.blob_transfers import BlobObserver, BlobTransfers
 from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats, ImageObserver
+from replicator.engine.destination_facts import destination_facts
 from replicator.engine.endpoint import Endpoint
 from replicator.engine.gather import gather_all, task_group
 from replicator.engine.paced_reads import PaceObserver
@@ -320,62 +320,11 @@ class Copier:
         *,
         dest_absent: bool = False,
     ) -> CopyPlan:
-        # A repository the destination said does not exist holds no manifest and no blob: none
-        # is asked for (blobs this process placed meanwhile are known to BlobTransfers.ensure).
-        manifest_digests = [] if dest_absent else sorted(children)
-        heads = await gather_all(
-            manifests.head(dst.client, dst.repository, d) for d in manifest_digests
+        """The plan from what `dst` holds (engine/destination_facts.py)."""
+        facts = await destination_facts(
+            self._locations, root, children, dst, dest_absent=dest_absent
         )
-        present = frozenset(d for d, h in zip(manifest_digests, heads, strict=True) if h)
-        foreign = dst.foreign_layers
-        candidates = blobs_to_check(root, children, present, foreign_layers=foreign)
-        asked = self._locations.mark()
-        sizes = await gather_all(
-            blobs.head(dst.client, dst.repository, d) for d in ([] if dest_absent else candidates)
-        )
-        if dest_absent:
-            sizes = [None] * len(candidates)
-        blobs_present = frozenset(
-            d for d, s in zip(candidates, sizes, strict=True) if s is not None
-        )
-        for digest in blobs_present:
-            self._locations.remember(dst.client.host, digest, dst.repository)
-        if not dest_absent:
-            # The destination's answer beats memory: a blob remembered here and now said
-            # absent (a wiped or garbage-collected registry) is placed again, not skipped.
-            forgotten = [
-                d
-                for d in candidates
-                if d not in blobs_present
-                and self._locations.contradicted(dst.client.host, d, dst.repository, asked_at=asked)
-            ]
-            if forgotten:
-                # One blob gone that was there means the registry may have lost any of them
-                # (a restore, a garbage collection): nothing believed of it is kept.
-                dropped = self._locations.forget_destination(dst.client.host)
-                log.warning(
-                    "destination_memory_dropped",
-                    host=dst.client.host,
-                    destination_image=str(dst),
-                    contradicted=len(forgotten),
-                    blobs_forgotten=len(forgotten) + dropped,
-                )
-        missing = [d for d in candidates if d not in blobs_present]
-        mountable = {
-            d: repo
-            for d in missing
-            if (repo := self._locations.holder(dst.client.host, d)) is not None
-            and repo != dst.repository
-        }
-        if len(mountable) < len(missing):
-            # A blob this process has not seen at the destination may still be there in a
-            # sibling repository (pushed by an earlier run): try mounting from one. A wrong
-            # guess costs nothing: the registry answers 202 with an upload session we use.
-            sibling = await self._locations.sibling(dst.client, dst.repository)
-            if sibling is not None:
-                mountable = {d: mountable.get(d, sibling) for d in missing}
-        facts = DestinationFacts(present, blobs_present, mountable)
-        return plan_copy(root, children, facts, tag=tag, foreign_layers=foreign)
+        return plan_copy(root, children, facts, tag=tag, foreign_layers=dst.foreign_layers)
 
     # -- acting -------------------------------------------------------------------------------
 
