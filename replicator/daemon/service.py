@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import signal
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 
 from replicator.config.loading import Config, load_config
 from replicator.config.reload import DAEMON_RESTART_KEYS, changed_keys, keep_bound, reread
@@ -29,6 +28,7 @@ from replicator.daemon.fleet import (
 from replicator.daemon.health import HealthWatch
 from replicator.daemon.intake import Intake
 from replicator.daemon.metrics import Metrics
+from replicator.daemon.orphans import Orphans
 from replicator.daemon.pruning import prune_forever
 from replicator.daemon.reconcile import reconcile_forever
 from replicator.daemon.result_events import ResultPublisher
@@ -41,29 +41,17 @@ from replicator.engine.copier import Copier
 from replicator.engine.destination_states import DestinationStates
 from replicator.engine.job_queue import JobEnd, JobObserver
 from replicator.engine.journal_retry import persist
-from replicator.engine.pauses import sleep_until
 from replicator.engine.runner import JobRunner
 from replicator.engine.tag_pushes import resolve_tag_push
-from replicator.errors import BusError, JournalError, ReplicatorError
-from replicator.journal.claimers import open_journal, resume_orphans
+from replicator.errors import JournalError, ReplicatorError
+from replicator.journal.claimers import open_journal
 from replicator.journal.deferred import DeferredMessage
-from replicator.journal.models import JobRow
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.client import RegistryClient
 from replicator.registry.pool import ClientPool
 
 log = get_logger(__name__)
-
-# How long `run` waits for the broker before warning that it is not connected yet (it keeps
-# trying afterwards, and jobs already journalled run meanwhile).
-CONNECT_WAIT_SECONDS = 10.0
-# The daemon looks for orphans ([workers] orphan_after) ten times per that age: a dead peer's
-# jobs wait at most a tenth longer than the age, a dead local process's at most a tenth of it,
-# for two cheap queries a sweep.
-ORPHAN_SWEEPS_PER_AGE = 10
-# A claim time no job has: a sweep with it re-queues only the jobs of dead local processes.
-_NO_AGE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Daemon:
@@ -86,9 +74,6 @@ class Daemon:
         self._observers: list[JobObserver] = [self.metrics]
         # Why the journal last refused a write, until a write succeeds again (for /readyz).
         self.journal_error: str | None = None
-        # Jobs set aside (FAILED PROCESS_DIED) at start, before the bus was up: their result
-        # events are published once it is (see _announce).
-        self._set_aside_at_start: list[JobEnd] = []
         self._stopping = asyncio.Event()
         # Set when the broker lost the session the events come through: reconcile runs now.
         self._reconcile_soon = asyncio.Event()
@@ -119,18 +104,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.journal = await open_journal(self.config.journal.url)
         try:
-            # Alone, an IN_PROGRESS job at start is ours, orphaned by a crash, unless a process
-            # of this host still runs it (a backfill sharing the journal): resume the rest.
-            # In a fleet (shared group) peers may be running theirs right now: resume only jobs
-            # of processes gone from this host, and jobs claimed long enough ago that no live
-            # daemon can still be copying them.
             fleet = bool(self.config.mqtt.shared_group)
-            resumed = await resume_orphans(
-                self.journal,
-                started_before=self._orphaned_before() if fleet else None,
-                max_deaths=self.config.workers.max_deaths,
-                on_set_aside=self._set_aside_before_the_bus,
+            orphans = Orphans(
+                self.journal, lambda: self.config.workers, self._observers, fleet=fleet
             )
+            resumed = await orphans.resume_at_start(self.metrics)
             log.info("daemon_starting", resumed=resumed, registries=sorted(self.sites))
             group_name = self.config.mqtt.shared_group
             self.role = role = FleetRole(self.journal, CHORES_LEASE, alone=not fleet)
@@ -172,7 +150,7 @@ class Daemon:
                     group.create_task(
                         serve_api(self, self._stopping, fleet_wide=role.holds), name="api"
                     ),
-                    group.create_task(self._announce(bus, publisher), name="announce"),
+                    group.create_task(orphans.announce(bus, publisher), name="announce"),
                     group.create_task(self._ready(runner, health), name="ready"),
                     group.create_task(health.probe_journal(), name="journal-probe"),
                     group.create_task(health.watch(), name="watchdog"),
@@ -186,7 +164,9 @@ class Daemon:
                         ),
                         name="reconcile",
                     ),
-                    group.create_task(self._sweep_orphans(role), name="orphans"),
+                    group.create_task(
+                        orphans.sweep_forever(role.holds, self._stopping), name="orphans"
+                    ),
                     group.create_task(
                         retry_deferred_forever(self.journal, self.handle_kept, self._stopping),
                         name="deferred",
@@ -240,42 +220,6 @@ class Daemon:
             role, options, consume, self._stopping, on_session_lost=self._reconcile_soon.set
         )
 
-    async def _sweep_orphans(self, role: FleetRole) -> None:
-        """Re-queue jobs a dead process left IN_PROGRESS: a peer of the fleet, or a backfill
-        killed on this host while sharing the journal. Every member re-queues those of dead
-        processes of its own host (known dead at once); the jobs of other hosts' processes,
-        taken for orphans by their age, are swept by the lease's holder alone."""
-        while not self._stopping.is_set():
-            await sleep_until(
-                self.config.workers.orphan_after / ORPHAN_SWEEPS_PER_AGE, self._stopping
-            )
-            if self._stopping.is_set() or self.journal is None:
-                return
-            try:
-                await resume_orphans(
-                    self.journal,
-                    started_before=self._orphaned_before() if role.holds() else _NO_AGE,
-                    max_deaths=self.config.workers.max_deaths,
-                    on_set_aside=self._set_aside,
-                )
-            except JournalError as exc:
-                log.warning("orphan_sweep_failed", error=str(exc))
-
-    async def _set_aside_before_the_bus(self, row: JobRow) -> None:
-        """A job set aside at start: counted now, its result published once the bus is up."""
-        end = _set_aside_end(row)
-        await self.metrics.job_ended(end)
-        self._set_aside_at_start.append(end)
-
-    async def _set_aside(self, row: JobRow) -> None:
-        """A job set aside by a sweep: reported as every FAILED job is (metrics, result)."""
-        for observer in self._observers:
-            await observer.job_ended(_set_aside_end(row))
-
-    def _orphaned_before(self) -> datetime:
-        """A job claimed before this moment by a process not of this host is an orphan."""
-        return datetime.now(UTC) - timedelta(seconds=self.config.workers.orphan_after)
-
     def stop(self) -> None:
         """Stop taking messages; in-flight copies get the grace period, the rest stays queued."""
         self._stopping.set()
@@ -309,16 +253,6 @@ class Daemon:
         log.info(
             "daemon_ready", broker_connected=self.bus is not None and self.bus.connected.is_set()
         )
-
-    async def _announce(self, bus: Bus, publisher: ResultPublisher) -> None:
-        """Once the broker is reached, publish the results of the jobs set aside at start."""
-        try:
-            await bus.wait_connected(CONNECT_WAIT_SECONDS)
-        except BusError as exc:
-            log.warning("mqtt_not_yet_connected", error=str(exc))
-            await bus.connected.wait()
-        while self._set_aside_at_start:
-            await publisher.job_ended(self._set_aside_at_start.pop(0))
 
     async def unready(self) -> str | None:
         """Why the daemon is not ready (for /readyz): broker not connected, journal not open,
@@ -412,12 +346,6 @@ class Daemon:
         )
         for observer in self._observers:
             await observer.job_ended(end)
-
-
-def _set_aside_end(row: JobRow) -> JobEnd:
-    """How a job set aside at recovery (FAILED PROCESS_DIED) ended, as observers are told."""
-    code = None if row.failure_code is None else job_rules.failure_code(row.failure_code)
-    return JobEnd(row.key, row.state, row.pushed_at, code, row.failure_reason)
 
 
 def daemon_main(config_path: str | None) -> int:
