@@ -6,7 +6,8 @@ few routes, small bodies, trusted-network clients. It does keep-alive, caps requ
 clients cannot pin a connection), caps connections in total and per client (http_admission),
 lets a route refuse a request from its head before the body is read (`Route.admit`: the
 token check), and closes gracefully: idle connections at once, busy ones after their response.
-What handlers see and answer (Request, Response, Route) is in http_messages.
+What handlers see and answer (Request, Response, Route) is in http_messages; the h11 framing
+of one connection (heads, bodies, writes within a deadline) in http_wire.
 
     routes = [Route("POST", "/events/", handle_event), Route("GET", "/healthz", healthz)]
     async with HttpServer(routes, host="127.0.0.1", port=9479) as server:
@@ -20,14 +21,14 @@ import contextlib
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 import h11
 
 from replicator.daemon.http_admission import REFUSAL, Admission, Place
 from replicator.daemon.http_messages import Request, Response, Route, head_of
+from replicator.daemon.http_wire import READ_CHUNK_BYTES, Wire, WriteTimeout, discard_unread
 from replicator.errors import ConfigError
 from replicator.logs import get_logger
 
@@ -55,16 +56,8 @@ HEAD_TIMEOUT_SECONDS = 3.0
 # A response must be taken by the client within this (our answers are at most a few hundred
 # KiB): one that never reads would otherwise hold its connection in drain() for ever.
 WRITE_TIMEOUT_SECONDS = 10.0
-# A request refused from its head: what the client still sends of its body is read and
-# dropped for this long, so that it sees our answer rather than a reset.
-LINGER_SECONDS = 2.0
 # On close, busy connections get this long to finish their response before being cut.
 CLOSE_GRACE_SECONDS = 5.0
-# Bytes read from the socket at a time.
-READ_CHUNK_BYTES = 64 * 1024
-# Request heads larger than this are refused (h11's default is 16 KiB; ours are tiny).
-MAX_HEAD_BYTES = 16 * 1024
-SERVER_NAME = "replicator"
 # A connection in a reserved place whose head is not an authenticated sender's is told this.
 _RESERVED_REFUSAL = Response(
     503,
@@ -193,7 +186,7 @@ class HttpServer:
             if self._lingering < self.admission.max_connections:
                 self._lingering += 1
                 try:
-                    await _discard_unread(reader, writer, READ_CHUNK_BYTES)
+                    await discard_unread(reader, writer, READ_CHUNK_BYTES)
                 finally:
                     self._lingering -= 1
             writer.close()
@@ -208,19 +201,19 @@ class HttpServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _ConnectionState
     ) -> None:
         self._connections.add(state)
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        wire = Wire(reader, writer, self._write_timeout)
         try:
             while not state.closing:
-                keep_going = await self._one_exchange(connection, reader, writer, state)
-                if not keep_going or connection.our_state is not h11.DONE:
+                keep_going = await self._one_exchange(wire, state)
+                if not keep_going or wire.connection.our_state is not h11.DONE:
                     break
-                connection.start_next_cycle()
+                wire.connection.start_next_cycle()
         except asyncio.CancelledError:
             if not state.closing:
                 raise
         except (ConnectionError, ssl.SSLError, h11.LocalProtocolError) as exc:
             log.debug("http_connection_error", server=self.name, error=str(exc))
-        except _WriteTimeout:
+        except WriteTimeout:
             log.info("http_write_timeout", server=self.name, seconds=self._write_timeout)
             writer.transport.abort()
         finally:
@@ -233,51 +226,42 @@ class HttpServer:
             if not writer.transport.is_closing() or writer.transport.get_write_buffer_size():
                 writer.transport.abort()
 
-    async def _one_exchange(
-        self,
-        connection: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        state: _ConnectionState,
-    ) -> bool:
+    async def _one_exchange(self, wire: Wire, state: _ConnectionState) -> bool:
         """Read one request and answer it; False when the connection is to be closed."""
         # A reserved place is held unproven only until the head deadline from the connection.
         wait = HEAD_TIMEOUT_SECONDS if state.unproven else self._idle_timeout
         try:
             async with asyncio.timeout(wait) as limit:
-                head = await self._next_head(connection, reader, writer, limit)
+                head = await wire.next_head(limit, HEAD_TIMEOUT_SECONDS)
             if not isinstance(head, h11.Request):
                 return False  # the client closed an idle connection
             if state.unproven:
                 if not self._trusted(head):
-                    await self._send(connection, writer, _RESERVED_REFUSAL, True)
-                    await _discard_unread(reader, writer, self._max_body)
+                    await wire.send(_RESERVED_REFUSAL, True)
+                    await wire.discard_unread(self._max_body)
                     return False
                 state.proven = True
                 self.admission.proven(state.client)
             state.busy = True
             async with asyncio.timeout(self._request_timeout):
                 refused = self._refusal(head)
-                outcome = refused or await self._read_request(connection, reader, writer, head)
+                outcome = refused or await wire.read_request(head, self._max_body)
         except TimeoutError:
-            if connection.our_state is h11.SEND_RESPONSE:
-                await self._send(connection, writer, Response.text(408, "request timeout"), True)
+            if wire.connection.our_state is h11.SEND_RESPONSE:
+                await wire.send(Response.text(408, "request timeout"), True)
             return False
         except h11.RemoteProtocolError as exc:
-            if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                status = exc.error_status_hint
-                await self._send(connection, writer, Response.text(status, str(exc)), True)
+            if wire.connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await wire.send(Response.text(exc.error_status_hint, str(exc)), True)
             return False
         if isinstance(outcome, Response):
-            await self._send(connection, writer, outcome, True)
+            await wire.send(outcome, True)
             if outcome is refused:
-                await _discard_unread(reader, writer, self._max_body)
+                await wire.discard_unread(self._max_body)
             return False
         started = time.monotonic()
         response = await self._dispatch(outcome)
-        await self._send(
-            connection, writer, response, state.closing, head_only=outcome.method == "HEAD"
-        )
+        await wire.send(response, state.closing, head_only=outcome.method == "HEAD")
         log.debug(
             "http_request",
             server=self.name,
@@ -288,42 +272,6 @@ class HttpServer:
         )
         state.busy = False
         return True
-
-    async def _next_event(
-        self, connection: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Any:
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                if connection.they_are_waiting_for_100_continue:
-                    await self._write(
-                        connection, writer, h11.InformationalResponse(status_code=100, headers=[])
-                    )
-                connection.receive_data(await reader.read(READ_CHUNK_BYTES))
-                continue
-            return event
-
-    async def _next_head(
-        self,
-        connection: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        limit: asyncio.Timeout,
-    ) -> Any:
-        """The next request head (or the end of the connection) within `limit`, which is cut
-        to HEAD_TIMEOUT_SECONDS from the moment the head's first bytes arrive."""
-        loop = asyncio.get_running_loop()
-        while True:
-            event = connection.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = await reader.read(READ_CHUNK_BYTES)
-            if data:
-                started = loop.time() + HEAD_TIMEOUT_SECONDS
-                when = limit.when()
-                if when is None or started < when:
-                    limit.reschedule(started)
-            connection.receive_data(data)
 
     def _trusted(self, head: h11.Request) -> bool:
         """Whether the head is an authenticated sender's, by its route (a reserved place)."""
@@ -341,32 +289,6 @@ class HttpServer:
             return None
         return route.admit(request)
 
-    async def _read_request(
-        self,
-        connection: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        head: h11.Request,
-    ) -> Request | Response:
-        """The whole request, or the error response that ends the connection (413)."""
-        request = head_of(head)
-        length = request.header("content-length")
-        too_large = Response.text(413, f"request body is larger than {self._max_body} bytes")
-        if length is not None and length.isdigit() and int(length) > self._max_body:
-            return too_large
-        body = bytearray()
-        while True:
-            event = await self._next_event(connection, reader, writer)
-            if isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > self._max_body:
-                    return too_large
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise h11.RemoteProtocolError("the request ended early")
-        return replace(request, body=bytes(body))
-
     async def _dispatch(self, request: Request) -> Response:
         route = self._route(request.method, request.path)
         if isinstance(route, Response):
@@ -380,57 +302,3 @@ class HttpServer:
         except Exception:
             log.exception("http_handler_failed", server=self.name, path=request.path)
             return Response.text(500, "internal error")
-
-    async def _send(
-        self,
-        connection: h11.Connection,
-        writer: asyncio.StreamWriter,
-        response: Response,
-        close: bool,
-        *,
-        head_only: bool = False,
-    ) -> None:
-        headers = [
-            *response.headers,
-            ("content-length", str(len(response.body))),
-            ("server", SERVER_NAME),
-        ]
-        if close:
-            headers.append(("connection", "close"))
-        await self._write(
-            connection, writer, h11.Response(status_code=response.status, headers=headers)
-        )
-        if response.body and not head_only:
-            await self._write(connection, writer, h11.Data(data=response.body))
-        await self._write(connection, writer, h11.EndOfMessage())
-
-    async def _write(
-        self, connection: h11.Connection, writer: asyncio.StreamWriter, event: Any
-    ) -> None:
-        data = connection.send(event)
-        if data:
-            writer.write(data)
-            try:
-                async with asyncio.timeout(self._write_timeout):
-                    await writer.drain()
-            except TimeoutError:
-                raise _WriteTimeout from None
-
-
-async def _discard_unread(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
-) -> None:
-    """Read and drop what the client still sends of a refused request's body (at most `limit`
-    bytes, for at most LINGER_SECONDS), so it reads our answer instead of a reset connection:
-    closing a socket with unread data makes the kernel send RST. Nothing is kept."""
-    if writer.can_write_eof():
-        writer.write_eof()
-    dropped = 0
-    with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
-        async with asyncio.timeout(LINGER_SECONDS):
-            while dropped <= limit and (data := await reader.read(READ_CHUNK_BYTES)):
-                dropped += len(data)
-
-
-class _WriteTimeout(Exception):
-    """The client did not take a response within the write timeout."""
