@@ -5,7 +5,7 @@ gauges, retention, and the watchdog's probe."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -53,12 +53,21 @@ class FleetStore(Transactions):
         moment = to_db_time(before)
         return await self._run(lambda session: retention.prune(session, moment, limit))
 
-    async def take_lease(self, name: str, term: float) -> tuple[Lease, bool]:
+    async def take_lease(
+        self, name: str, term: float, gone: Callable[[str], bool] | None = None
+    ) -> tuple[Lease, bool]:
         """Ask for the fleet's lease `name` for `term` seconds in this journal's claimer's name
-        (see leases.take); the lease in force afterwards, ours or another member's, and whether
+        (see leases.take; `gone(holder)`: whether a holder is known dead, then its lease is
+        taken at once); the lease in force afterwards, ours or another member's, and whether
         it had been held before."""
         now, holder = time.time(), self.claimer
-        return await self._run(lambda session: leases.take(session, name, holder, now, term))
+        return await self._run(
+            lambda session: leases.take(session, name, holder, now, term, gone=gone)
+        )
+
+    async def lease(self, name: str) -> Lease | None:
+        """The fleet's lease `name` as stored: its holder and expiry (None: never held)."""
+        return await self._run(lambda session: leases.current(session, name))
 
     async def release_lease(self, name: str) -> bool:
         """Drop the lease `name` if we hold it; whether we did."""

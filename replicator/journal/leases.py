@@ -11,6 +11,7 @@ clock: the hosts of a fleet keep their clocks in sync, as the jobs' due times al
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -48,12 +49,35 @@ def _current(session: Session, name: str) -> tuple[bool, Lease | None]:
     return row is not None, None if row is None else _parse(row.value)
 
 
-def take(session: Session, name: str, holder: str, now: float, term: float) -> tuple[Lease, bool]:
+def current(session: Session, name: str) -> Lease | None:
+    """Lease `name` as stored (None: never held), read without locking it."""
+    statement = select(_META.c.value).where(_META.c.key == _key(name))
+    row = execute(session, statement).first()
+    return None if row is None else _parse(row.value)
+
+
+def take(
+    session: Session,
+    name: str,
+    holder: str,
+    now: float,
+    term: float,
+    *,
+    gone: Callable[[str], bool] | None = None,
+) -> tuple[Lease, bool]:
     """Ask for lease `name` in the name of `holder` at `now` for `term` seconds (see
-    domain.fleet.leases.ask); the lease in force afterwards, `holder`'s or another's, and whether
-    the lease had been held before (its row outlives its holders: a released lease expires)."""
+    domain.fleet.leases.ask; `gone` tells whether a holder is known dead); the lease in force
+    afterwards, `holder`'s or another's, and whether the lease had been held before (its row
+    outlives its holders: a released lease expires)."""
     exists, current = _current(session, name)
-    lease = ask(current, holder, now, term)
+    holder_gone = (
+        current is not None
+        and current.holder != holder
+        and current.expires > now
+        and gone is not None
+        and gone(current.holder)
+    )
+    lease = ask(current, holder, now, term, holder_gone=holder_gone)
     if lease == current:
         return lease, exists
     if exists:

@@ -1,9 +1,11 @@
 """A fleet's intake: three daemons on one PostgreSQL journal and one mosquitto with persistence
 lose no push and delay none past 15 s when the member taking the events dies, or when the
-broker restarts while the whole fleet is down."""
+broker restarts while the whole fleet is down; a member on the dead one's host takes the events
+over at once, not when the dead one's lease ends."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,8 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from replicator.daemon.fleet import intake_lease
+from replicator.domain.fleet.leases import Lease
 from replicator.domain.jobs import JobState
 from replicator.journal import JobRow
+from replicator.journal.claimers import open_journal
 from tests.support.daemon import (
     DESTINATIONS,
     DaemonProcess,
@@ -94,6 +99,18 @@ def intake_holder(members: list[DaemonProcess]) -> DaemonProcess:
         if metric_value(member.metrics(), "replicator_fleet_intake") == 1:
             return member
     return members[0]
+
+
+def stored_lease(journal_url: str, name: str) -> Lease:
+    """The fleet's lease `name` as the journal holds it now."""
+
+    async def read() -> Lease | None:
+        async with await open_journal(journal_url) as journal:
+            return await journal.lease(name)
+
+    lease = asyncio.run(read())
+    assert lease is not None, f"no lease {name} in the journal"
+    return lease
 
 
 def published(stack: Stack) -> float:
@@ -182,4 +199,39 @@ def test_pushes_while_the_fleet_is_down_survive_a_broker_restart(fleet: Fleet) -
     assert [metric_value(text, "replicator_jobs") for text in others] == [0, 0]
     print(f"replicated after a broker restart: {len(rows) // len(DESTINATIONS)} of {len(images)}")
     assert len(rows) == len(images) * len(DESTINATIONS)
+    assert_replicated_once(rows, stack, members, images)
+
+
+def test_a_push_after_the_holders_death_and_a_broker_restart_is_taken_before_its_lease_ends(
+    fleet: Fleet,
+) -> None:
+    """The member taking the fleet's events is killed with -9 and started again at once (as
+    systemd's Restart= does), an image is pushed and the broker restarted (the history
+    checker's fleet seed 5): the push is journalled before the dead member's lease would have
+    ended, because a member on its host knows it dead and takes the events over at once, and
+    it reaches both destinations."""
+    stack, members = fleet.stack, fleet.members
+    images = fleet.images("k", 1, 60_000)
+    doomed = intake_holder(members)
+    doomed.kill()
+    # Read once it is dead: no renewal can move the lease's end any more.
+    dead_lease = stored_lease(fleet.journal_url, intake_lease(GROUP))
+    doomed.start(ready=False)
+    push_images(fleet.layout.path, stack.source.url, [("prod/fleet", tag) for tag in images])
+    wait_for(
+        lambda: published(stack) >= len(images),
+        timeout=FINISHED_SECONDS,
+        what="the bridge's broker acknowledging the push",
+    )
+    stack.broker.restart()
+    reader = JournalReader(fleet.journal_url)
+    rows = reader.wait_finished(len(images) * len(DESTINATIONS), timeout=FINISHED_SECONDS)
+    events = reader.events()
+    fleet.stop()
+    assert len(events) == 1, events
+    received = events[0].received_at.timestamp()
+    print(f"push journalled {dead_lease.expires - received:.2f} s before the dead lease's end")
+    assert received < dead_lease.expires, (
+        f"journalled {received - dead_lease.expires:.2f} s after the dead member's lease ended"
+    )
     assert_replicated_once(rows, stack, members, images)

@@ -1,5 +1,6 @@
 """The fleet's lease in the journal's database, on SQLite and PostgreSQL: one holder at a time,
-renewed by it, taken over once expired, handed on at once when released."""
+renewed by it, taken over once expired, handed on at once when released or when its holder is
+known dead."""
 
 from __future__ import annotations
 
@@ -17,6 +18,22 @@ TERM = 30.0
 SHORT = 0.3
 # Members asking at once in the race test.
 RACERS = 6
+
+
+async def test_a_dead_holders_lease_is_taken_before_it_expires(journal_url: str) -> None:
+    """b takes a's live lease at once when it knows a dead, never when it does not; the lease
+    counts as held before (the intake session is expected at the broker)."""
+    async with await open_journal(journal_url) as a, await open_journal(journal_url) as b:
+        a.claimer, b.claimer = "member-a", "member-b"
+        await a.take_lease("fleet", TERM)
+        kept, _ = await b.take_lease("fleet", TERM, lambda holder: False)
+        assert kept.holder == "member-a"
+        taken, held_before = await b.take_lease("fleet", TERM, lambda h: h == "member-a")
+        assert (taken.holder, held_before) == ("member-b", True)
+        assert (await b.lease("fleet")) == taken
+        # b is not dead to itself: its own renewal is a renewal.
+        renewed, _ = await b.take_lease("fleet", TERM, lambda h: h == "member-b")
+        assert renewed.holder == "member-b"
 
 
 async def test_one_holder_renewed_then_taken_over_and_released(journal_url: str) -> None:

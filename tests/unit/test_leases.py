@@ -37,6 +37,23 @@ class TestAsk:
         """The lease in force after `asker` asks at NOW for TERM."""
         assert ask(current, asker, NOW, TERM) == expected
 
+    @pytest.mark.parametrize(
+        ("current", "asker", "expected"),
+        [
+            (Lease("b", NOW + 5.0), "a", Lease("a", LATER)),
+            (Lease("a", NOW + 1.0), "a", Lease("a", LATER)),
+            (Lease("b", NOW - 1.0), "a", Lease("a", LATER)),
+            (None, "a", Lease("a", LATER)),
+        ],
+        ids=["live-lease-of-a-dead-holder-taken", "own", "expired", "free"],
+    )
+    def test_ask_knowing_the_holder_gone(
+        self, current: Lease | None, asker: str, expected: Lease
+    ) -> None:
+        """A holder known gone (a dead process of the asker's host) loses its lease at once,
+        before it expires; the other cases are as without that knowledge."""
+        assert ask(current, asker, NOW, TERM, holder_gone=True) == expected
+
     def test_held_by_until_expiry(self) -> None:
         """A lease is held by its holder until the moment it expires, by no one else."""
         lease = Lease("a", LATER)

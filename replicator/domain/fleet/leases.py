@@ -2,7 +2,9 @@
 
 A fleet's members ask for the lease every few seconds (journal/leases.py stores it in the
 journal's database, a row locked while it is decided). The holder renews it; when the holder
-dies, it expires and the next member to ask takes it.
+dies, it expires and the next member to ask takes it, or at once a member that knows the holder
+is gone (a process of its own host that no longer runs: domain.fleet.claims.liveness), so a
+fleet's events and chores do not wait out a dead member's lease.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ class Lease:
         return self.holder == holder and now < self.expires
 
 
-def ask(current: Lease | None, holder: str, now: float, term: float) -> Lease:
+def ask(
+    current: Lease | None, holder: str, now: float, term: float, *, holder_gone: bool = False
+) -> Lease:
     """The lease after `holder` asks for it at `now`: its own for `term` seconds when the lease is
-    free, expired or already its own; else unchanged (another holds it)."""
-    if current is None or current.holder == holder or current.expires <= now:
+    free, expired, already its own, or its holder is known gone (`holder_gone`); else unchanged
+    (another holds it)."""
+    if current is None or current.holder == holder or current.expires <= now or holder_gone:
         return Lease(holder, now + term)
     return current
 
