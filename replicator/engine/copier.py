@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ParamSpec, TypeVar
 
 from replicator.domain.events.echoes import WriteAction
 from replicator.domain.images.manifests import Manifest
 from replicator.domain.images.media import ManifestKind
 from replicator.domain.images.refs import is_digest
+from replicator.domain.jobs.freshness import Untagged, untagged_copy
 from replicator.domain.transfers.pace import Floor
 from replicator.domain.transfers.plan import (
     CopyPlan,
@@ -35,7 +37,7 @@ from replicator.engine.gather import gather_all, task_group
 from replicator.engine.paced_reads import PaceObserver
 from replicator.engine.referrer_index import ReferrerIndex
 from replicator.engine.source_reads import SourceReads
-from replicator.engine.tag_guard import deleted_at_source, overtaken, recheck
+from replicator.engine.tag_guard import deleted_at_source, recheck, tag_overtaken
 from replicator.engine.tree import gather_tree
 from replicator.errors import NotFoundError, RegistryError, ReplicatorError
 from replicator.logs import get_logger
@@ -55,6 +57,10 @@ class _Progress:
     superseded: str | None = None
     # The source's delete of the tag is replicated: a tag gone there is not set (tag_guard.py).
     deletes_follow: bool = False
+    # What a superseded copy still puts (domain.jobs.freshness.untagged_copy).
+    untagged: Untagged = Untagged.DIGEST
+    # Until when (loop time) a source tag found missing is asked again (tag_guard.settled).
+    absent_until: float = 0.0
 
 
 class _MemoryContradicted(Exception):
@@ -125,6 +131,8 @@ class Copier:
         eager: bool = False,
         dest_absent: bool = False,
         deletes_follow: bool = False,
+        from_push: bool = True,
+        absent_grace: float = 0.0,
     ) -> CopyResult:
         """Copy the image `reference` (tag or digest) of `src` to `dst`, under `tag` if given.
 
@@ -136,7 +144,10 @@ class Copier:
         tag backwards.
 
         With `deletes_follow` (the source's deletes of the tag are replicated here), a tag gone
-        from the source by then is not set either: its delete is the newer write.
+        from the source by then is not set either: its delete is the newer write. A tag found
+        missing within `absent_grace` seconds is asked again until then (a push's tag may not be
+        linked yet when its event arrives). Unless `from_push`, a copy whose tag may not be set
+        puts nothing (domain.jobs.freshness.untagged_copy).
 
         With `dest_absent` (the destination said the repository does not exist), nothing is
         asked of the destination before the blobs are placed: no manifest or blob is there.
@@ -145,7 +156,11 @@ class Copier:
         errors: NotFoundError when the source image is missing, DigestMismatch, ManifestError,
         RegistryError.
         """
-        progress = _Progress(deletes_follow=deletes_follow)
+        progress = _Progress(
+            deletes_follow=deletes_follow,
+            untagged=untagged_copy(from_push=from_push, deletes_follow=deletes_follow),
+            absent_until=asyncio.get_running_loop().time() + absent_grace,
+        )
         # `source` and `destination` name registries (the job context); images have their own keys.
         bound = log.bind(source_image=str(src), destination_image=str(dst), reference=reference)
         digest = await self._source_digest(src, reference)
@@ -162,7 +177,16 @@ class Copier:
             at_digest = None if dest_absent else head(dst, digest)
             at_tag = head(dst, tag) if tag and not eager and not dest_absent else None
             source_tag = (
-                group.create_task(self._reads.tag_head(src.client, src.repository, tag))
+                group.create_task(
+                    tag_overtaken(
+                        partial(self._reads.tag_head, src.client, src.repository, tag),
+                        str(src),
+                        tag,
+                        digest,
+                        deletes_follow=deletes_follow,
+                        until=progress.absent_until,
+                    )
+                )
                 if guard and tag
                 else None
             )
@@ -171,14 +195,11 @@ class Copier:
                 if eager
                 else None
             )
-        moved = source_tag.result() if source_tag else None
-        if tag and source_tag and (moved is not None or deletes_follow):
-            progress.superseded = overtaken(
-                str(src), tag, digest, moved.digest if moved else None,
-                deletes_follow=deletes_follow,
-            )  # fmt: skip
-            if progress.superseded:
-                tag, at_tag = None, None
+        progress.superseded = source_tag.result() if source_tag else None
+        if progress.superseded:
+            tag, at_tag = None, None
+            if progress.untagged is Untagged.NOTHING:
+                return CopyResult(digest, progress.stats, superseded=progress.superseded)
         dest_has_digest = at_digest is not None and at_digest.result() is not None
         if tag and at_tag is None and dest_has_digest:
             dest_tag = await manifests.head(dst.client, dst.repository, tag)
@@ -351,10 +372,12 @@ class Copier:
             if plan.tag and guard:
                 progress.superseded = await recheck(
                     src.client, src.repository, plan.tag, plan.root.digest,
-                    deletes_follow=progress.deletes_follow,
+                    deletes_follow=progress.deletes_follow, until=progress.absent_until,
                 )  # fmt: skip
                 reference = plan.root.digest if progress.superseded else plan.tag
-            if progress.superseded and progress.deletes_follow:
+            if progress.superseded and progress.untagged is Untagged.NOTHING:
+                return
+            if progress.superseded and progress.untagged is Untagged.ASK:
                 deleted = await deleted_at_source(src.client, src.repository, plan.root.digest)
                 if deleted:  # its delete is the newest write: nothing of it is put
                     progress.superseded = deleted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from replicator.config.loading import Config
@@ -14,7 +15,7 @@ from replicator.domain.jobs.deletes import (
     plan_delete,
     plan_untag_unsupported,
 )
-from replicator.domain.jobs.freshness import Verdict, check_delete
+from replicator.domain.jobs.freshness import Verdict, absent_tag_grace, check_delete
 from replicator.domain.routing import Site, admit_replication, existence_matters
 from replicator.domain.routing.scan import deletes_reach
 from replicator.engine.copier import Copier, CopyResult, CopyStats
@@ -74,13 +75,18 @@ async def run_job(
     # tag of the repository on every push. A job from a scan (backfill, reconcile: no push
     # time) sweeps them, as a scan sees no untagged referrer.
     # A tag deleted at the source since its push is not set where that delete is replicated.
+    # A push's tag may not be linked at the source yet when its event comes (absent_tag_grace);
+    # a scan's job puts nothing once its tag moved (untagged_copy).
     follow = row.tag is not None and deletes_reach(
         source, target, repository=row.repository, tag=row.tag
     )
+    from_push = row.pushed_at is not None
+    since_event = (datetime.now(UTC) - row.created_at).total_seconds()
     try:
         return await copier.copy_image(
             src, row.digest, dst, tag=row.tag or None, eager=True,
-            with_referrers=row.pushed_at is None, deletes_follow=follow,
+            with_referrers=not from_push, deletes_follow=follow, from_push=from_push,
+            absent_grace=absent_tag_grace(from_push=from_push, since_event=since_event),
         )  # fmt: skip
     except NotFoundError:
         # The image deleted at the source before it could be read: overtaken, not failed.

@@ -7,12 +7,19 @@ domain/jobs/freshness.py decides whether the tag may still be set.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 from replicator.domain.jobs.freshness import Verdict, check_tag, check_vanished, keep_untagged
 from replicator.logs import get_logger
 from replicator.registry import manifests
 from replicator.registry.client import RegistryClient
+from replicator.registry.manifests import ManifestHead
 
 log = get_logger(__name__)
+# How often a source tag missing right after its push event is asked again: a tenth of a
+# second is a HEAD per poll, and the link usually appears within a poll or two.
+TAG_LINK_POLL_SECONDS = 0.1
 
 
 def overtaken(
@@ -31,12 +38,47 @@ def overtaken(
     return freshness.reason
 
 
+async def settled(
+    head: Callable[[], Awaitable[ManifestHead | None]], *, until: float
+) -> ManifestHead | None:
+    """`head()` of a source tag; while it answers "no such tag" before `until` (the event
+    loop's time), asked again every TAG_LINK_POLL_SECONDS: a push's event comes before its tag
+    is linked (domain.jobs.freshness.TAG_LINK_GRACE_SECONDS)."""
+    loop = asyncio.get_running_loop()
+    found = await head()
+    while found is None and (left := until - loop.time()) > 0:
+        await asyncio.sleep(min(TAG_LINK_POLL_SECONDS, left))
+        found = await head()
+    return found
+
+
+async def tag_overtaken(
+    head: Callable[[], Awaitable[ManifestHead | None]],
+    image: str,
+    tag: str,
+    digest: str,
+    *,
+    deletes_follow: bool,
+    until: float,
+) -> str | None:
+    """`overtaken`, the source's tag read by `head()` (`settled` until `until`)."""
+    now = await settled(head, until=until)
+    return overtaken(image, tag, digest, now.digest if now else None, deletes_follow=deletes_follow)
+
+
 async def recheck(
-    client: RegistryClient, repository: str, tag: str, digest: str, *, deletes_follow: bool
+    client: RegistryClient,
+    repository: str,
+    tag: str,
+    digest: str,
+    *,
+    deletes_follow: bool,
+    until: float = 0.0,
 ) -> str | None:
     """`overtaken`, asking the source now: a HEAD of its own, never a shared read of a moment
-    ago. One round trip remains between this answer and the tag PUT that follows it."""
-    now = await manifests.head(client, repository, tag)
+    ago (a missing tag asked again until `until`, `settled`). One round trip remains between
+    this answer and the tag PUT that follows it."""
+    now = await settled(lambda: manifests.head(client, repository, tag), until=until)
     image = f"{client.host}/{repository}"
     found = now.digest if now is not None else None
     return overtaken(image, tag, digest, found, deletes_follow=deletes_follow)

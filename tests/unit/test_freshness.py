@@ -6,12 +6,16 @@ import pytest
 
 from replicator.domain.jobs.freshness import (
     MAX_ORIGIN_CHARS,
+    TAG_LINK_GRACE_SECONDS,
+    Untagged,
     Verdict,
+    absent_tag_grace,
     check_delete,
     check_tag,
     check_vanished,
     event_origin,
     keep_untagged,
+    untagged_copy,
 )
 
 A = "sha256:" + "a" * 64
@@ -151,3 +155,40 @@ class TestEventOrigin:
         """The parser never lets an empty id through; being given one is a caller bug."""
         with pytest.raises(ValueError, match="never empty"):
             event_origin("")
+
+
+class TestAbsentTagGrace:
+    @pytest.mark.parametrize(
+        ("from_push", "since_event", "grace"),
+        [
+            pytest.param(True, 0.0, TAG_LINK_GRACE_SECONDS, id="push-just-arrived"),
+            pytest.param(True, 0.5, TAG_LINK_GRACE_SECONDS - 0.5, id="push-half-a-second-ago"),
+            pytest.param(True, TAG_LINK_GRACE_SECONDS, 0.0, id="push-at-the-bound"),
+            pytest.param(True, 60.0, 0.0, id="push-long-ago-resumed"),
+            pytest.param(False, 0.0, 0.0, id="scan-read-the-tag-itself"),
+        ],
+    )
+    def test_grace(self, from_push: bool, since_event: float, grace: float) -> None:
+        """A push's job asks again for a missing tag until TAG_LINK_GRACE_SECONDS after its
+        event (distribution notifies before it links the tag); a scan's job, which read the
+        tag linked, and a push's job that long after its event take a missing tag at once."""
+        assert absent_tag_grace(from_push=from_push, since_event=since_event) == pytest.approx(
+            grace
+        )
+
+
+class TestUntaggedCopy:
+    @pytest.mark.parametrize(
+        ("from_push", "follow", "untagged"),
+        [
+            pytest.param(True, False, Untagged.DIGEST, id="push-deletes-not-replicated"),
+            pytest.param(True, True, Untagged.ASK, id="push-deletes-replicated"),
+            pytest.param(False, False, Untagged.NOTHING, id="scan-deletes-not-replicated"),
+            pytest.param(False, True, Untagged.NOTHING, id="scan-deletes-replicated"),
+        ],
+    )
+    def test_what_is_put(self, from_push: bool, follow: bool, untagged: Untagged) -> None:
+        """A superseded push's job still puts its image by digest (asking the source first
+        where deletes are replicated); a scan's job puts nothing (active-active seed 3105:
+        its image by digest undid a delete at the other side)."""
+        assert untagged_copy(from_push=from_push, deletes_follow=follow) is untagged

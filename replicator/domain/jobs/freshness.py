@@ -23,6 +23,13 @@ from enum import StrEnum
 # costs 71 characters of journal and still tells events apart.
 MAX_ORIGIN_CHARS = 128
 _HASHED_ORIGIN_PREFIX = "sha256:"
+# distribution (registry/handlers/manifests.go, 2.8 and 3.x) sends a manifest's push event from
+# the manifest store's Put, before the handler links the tag: a job can ask the source for the
+# tag before it exists (35 ms after the event on a loaded machine, active-active seed 3121:
+# taken for deleted, the restore never reached the other side). A tag missing within this long
+# of its push event's arrival is asked again until then; the link is written milliseconds
+# after the event is queued, so this is a bound for a starved registry, not a typical wait.
+TAG_LINK_GRACE_SECONDS = 2.0
 
 
 class Verdict(StrEnum):
@@ -81,6 +88,37 @@ def check_tag(
         f"{image}:{tag} at the source now names {source_digest}, not {digest}: a newer push "
         "sets the tag; the image was copied untagged",
     )
+
+
+def absent_tag_grace(*, from_push: bool, since_event: float) -> float:
+    """Seconds more a job asks the source again for a tag it finds missing, `since_event`
+    seconds after its push event arrived: until TAG_LINK_GRACE_SECONDS after it for a push's
+    job (the tag may not be linked yet, TAG_LINK_GRACE_SECONDS), none for a scan's (it read
+    the tag itself, linked)."""
+    if not from_push:
+        return 0.0
+    return max(0.0, TAG_LINK_GRACE_SECONDS - since_event)
+
+
+class Untagged(StrEnum):
+    """What a job that may not set its tag (SUPERSEDED) still puts at the destination."""
+
+    DIGEST = "digest"  # the image by digest
+    ASK = "ask"  # the image by digest if the source still serves it (keep_untagged)
+    NOTHING = "nothing"  # nothing
+
+
+def untagged_copy(*, from_push: bool, deletes_follow: bool) -> Untagged:
+    """Whether a job whose tag moved on or went away at the source still copies its image by
+    digest. A push's job does (the push happened: its image stays pullable by digest, as at the
+    source), asking first where deletes are replicated (`keep_untagged`). A scan's job
+    (reconcile, backfill) never does: it stood only for the tag, which the source no longer
+    gives that image; copied by digest, an image read at B just before A deleted it (its
+    delete's event not yet in) went back to A untagged, and A's delete was undone for good
+    (active-active seed 3105: then A refused B's delete job as "still served")."""
+    if not from_push:
+        return Untagged.NOTHING
+    return Untagged.ASK if deletes_follow else Untagged.DIGEST
 
 
 def keep_untagged(*, deletes_follow: bool, source_has_digest: bool) -> bool:
