@@ -40,20 +40,10 @@ SEEDS = [
     ("one-way", 5, ALL_FAULTS),
     ("active-active", 1, ALL_FAULTS),
     ("active-active", 17, ALL_FAULTS),
-    # Open (issue 22): on an idle machine this schedule fails every run since it was added —
-    # A's push of t0, made after a kill of one member and before a broker restart, never
-    # reaches B. Under load (where it was written) it passed. Kept running so a fix shows
-    # (XPASS), not gating until the cause is found; the bench's open seeds are in RELIABILITY.
-    pytest.param(
-        FLEET,
-        5,
-        ALL_FAULTS,
-        marks=pytest.mark.xfail(
-            reason="issue 22 open: a push after a fleet member's kill, then a broker restart, "
-            "is not replicated (fleet seed 5)",
-            strict=False,
-        ),
-    ),
+    # Failed on an idle machine until 328119e (issue 22): A's push, made after a kill of the
+    # intake's holder and before a broker restart, waited at the broker for the dead member's
+    # lease to end, and the check read B before (Pair.wait_quiet now waits for a live holder).
+    (FLEET, 5, ALL_FAULTS),
 ]
 # Daemons per stack: two for the fleet's, one otherwise.
 FLEET_MEMBERS = 2

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import httpx
 
+from replicator.daemon.fleet import intake_lease
 from replicator.domain.jobs import TERMINAL_STATES
 from replicator.journal import EventRow, JobRow
+from replicator.journal.claimers import claimer_liveness
 from tests.support.daemon import (
     BridgeProcess,
     DaemonProcess,
@@ -110,16 +112,30 @@ class Pair:
         """What `name` serves for `repository:reference` (None: nothing)."""
         return manifest_digest(self.url(name), repository, reference)
 
+    def intake_taken(self) -> bool:
+        """Whether a live member holds the fleet's intake lease (always, for one daemon): a
+        push's event queued at the broker for a dead member's session is not journalled until
+        one does, so the journal alone does not show a fleet quiet."""
+        if not self.fleet:
+            return True
+        lease = self.journal.lease(intake_lease(FLEET_GROUP))
+        return (
+            lease is not None
+            and lease.expires > time.time()
+            and lease.holder in claimer_liveness([lease.holder]).alive
+        )
+
     def wait_quiet(self, *, timeout: float = SETTLE_TIMEOUT_SECONDS) -> list[JobRow]:
-        """Wait until every job is finished and no job or event was added for QUIET_SECONDS;
-        the jobs."""
+        """Wait until every job is finished and no job or event was added for QUIET_SECONDS,
+        a live member holding a fleet's intake all along; the jobs."""
         seen: tuple[int, int] = (-1, -1)
         since = deadline = time.monotonic()
         deadline += timeout
         while time.monotonic() < deadline:
             jobs = self.journal.jobs()
             now = (len(jobs), len(self.journal.events()))
-            if now != seen or any(j.state not in TERMINAL_STATES for j in jobs):
+            unsettled = any(j.state not in TERMINAL_STATES for j in jobs)
+            if now != seen or unsettled or not self.intake_taken():
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since >= QUIET_SECONDS:
                 return jobs

@@ -26,6 +26,7 @@ import httpx
 import paho.mqtt.client as paho
 import paho.mqtt.publish as mqtt_publish
 
+from replicator.domain.fleet.leases import Lease
 from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.domain.jobs import TERMINAL_STATES
 from replicator.journal import EventRow, JobRow
@@ -594,9 +595,17 @@ class JournalReader:
         async with await open_journal(self.url) as journal:
             return await journal.events(limit=limit)
 
+    async def _lease(self, name: str) -> Lease | None:
+        async with await open_journal(self.url) as journal:
+            return await journal.lease(name)
+
     def jobs(self, limit: int = 100_000) -> list[JobRow]:
         """Every job, the newest first."""
         return asyncio.run(self._jobs(limit))
+
+    def lease(self, name: str) -> Lease | None:
+        """A fleet's lease `name` as stored (None: never held)."""
+        return asyncio.run(self._lease(name))
 
     def events(self, limit: int = 100_000) -> list[EventRow]:
         """Every recorded event, the newest first."""
