@@ -18,20 +18,11 @@ import pytest
 
 from replicator.domain.jobs import JobState
 from replicator.engine.source_reads import SHARED_BLOB_MAX
-from tests.support.daemon import (
-    DaemonProcess,
-    DaemonSettings,
-    JournalReader,
-    RegistrySpec,
-    envelope,
-    publish,
-    push_images,
-    rule,
-    write_config,
-)
+from tests.support.daemon import DaemonProcess, JournalReader, envelope, publish, push_images
 from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import Mosquitto
+from tests.support.one_way import one_way_config, sqlite_settings
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
 
@@ -65,21 +56,8 @@ def setup(
     proxy = FaultProxy(dst.url)
     proxy.start()
     proxy.add(Fault.status_code(503, requests(method="PATCH"), times=None))
-    settings = DaemonSettings(
-        broker_port=mosquitto.port,
-        journal_url=f"sqlite:///{tmp_path / 'journal.db'}",
-        client_id=f"replicator-{tmp_path.name}",
-        max_attempts=1,
-        grace_period=1.0,
-    )
-    specs = [
-        RegistrySpec(
-            "src", ACCOUNT, "us-east-1", src.url,
-            replication={"rules": [rule([("us-west-2", ACCOUNT)])]},
-        ),
-        RegistrySpec("dst", ACCOUNT, "us-west-2", proxy.url),
-    ]  # fmt: skip
-    config = write_config(tmp_path, specs, settings)
+    settings = sqlite_settings(tmp_path, mosquitto.port, max_attempts=1, grace_period=1.0)
+    config = one_way_config(tmp_path, settings, src.url, proxy.url, account=ACCOUNT)
     daemon = DaemonProcess(config, settings.http_port).start()
     try:
         yield Setup(

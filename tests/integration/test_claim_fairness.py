@@ -10,35 +10,21 @@ backlog.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.daemon import (
-    DaemonProcess,
-    DaemonSettings,
-    RegistrySpec,
-    envelope,
-    manifest_present,
-    publish,
-    push_images,
-    rule,
-    wait_for,
-    write_config,
-)
-from tests.support.fault_proxy import Fault, FaultProxy, requests
-from tests.support.images import LayerSpec, OCILayout
+from tests.support.daemon import envelope, manifest_present, publish, push_images, wait_for
+from tests.support.fault_proxy import Fault, requests
+from tests.support.images import LayerSpec
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.registry_fixtures import RegistryFactory
-from tests.support.registry_server import Registry
+from tests.support.two_sources import TwoSources, two_sources
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ACCOUNT = "999988887777"
 PER_REGISTRY = 2
 BACKLOG = 200
 # Each request of a backlog job to its source is held this long: the backlog takes over
@@ -54,115 +40,77 @@ IDLE_WITHIN_SECONDS = 15.0
 STARTED_WITHIN_SECONDS = 30.0
 
 
-@dataclass
-class Setup:
-    """The daemon, its broker, both sources and the destination."""
+def fresh_replicated_after(setup: TwoSources, give_up: float) -> float:
+    """Push a new image to `fresh`, announce it; seconds until it is at the destination
+    (`give_up` if not by then)."""
+    tag = f"fresh-{setup.pushes.get('fresh', 0) + 1}"
+    setup.push("fresh", "fresh/app", tag)
+    return setup.replicated_within("fresh/app", tag, give_up)
 
-    daemon: DaemonProcess
-    broker: Mosquitto
-    bulk_upstream: Registry
-    bulk_proxy: FaultProxy
-    fresh: Registry
-    dst: Registry
-    layout: OCILayout
-    pushes: int = 0
 
-    def fresh_replicated_after(self, give_up: float) -> float:
-        """Push a new image to `fresh`, announce it; seconds until it is at the destination
-        (`give_up` if not by then)."""
-        self.pushes += 1
-        tag = f"fresh-{self.pushes}"
-        image = self.layout.image(tag, [LayerSpec(1000 + self.pushes, 4096)], label=tag)
-        push_images(self.layout.path, self.fresh.url, [("fresh/app", tag)])
-        started = time.monotonic()
-        publish(
-            self.broker.port, "registry/fresh/events", envelope("fresh/app", image.digest, tag=tag)
-        )
-        while time.monotonic() - started < give_up:
-            if manifest_present(self.dst.url, "fresh/app", tag):
-                return time.monotonic() - started
-            time.sleep(0.05)
-        return give_up
+def accepted(setup: TwoSources, source: str) -> list[dict[str, object]]:
+    """The daemon's event_accepted log lines of `source`."""
+    return [e for e in setup.daemon.events("event_accepted") if e.get("source") == source]
 
-    def accepted(self, source: str) -> list[dict[str, object]]:
-        """The daemon's event_accepted log lines of `source`."""
-        return [e for e in self.daemon.events("event_accepted") if e.get("source") == source]
 
-    def queue_backlog(self) -> None:
-        """One image at `bulk` under BACKLOG tags, an event for each."""
-        image = self.layout.image("bulk", [LayerSpec(1, 4096)], label="bulk")
-        push_images(self.layout.path, self.bulk_upstream.url, [("bulk/app", "bulk")])
-        base = f"{self.bulk_upstream.url}/v2/bulk/app/manifests"
-        with httpx.Client() as http:
-            got = http.get(f"{base}/bulk", headers={"Accept": image.media_type})
-            got.raise_for_status()
-            for n in range(BACKLOG):
-                put = http.put(
-                    f"{base}/b{n}", content=got.content, headers={"Content-Type": image.media_type}
-                )
-                put.raise_for_status()
+def queue_backlog(setup: TwoSources) -> None:
+    """One image at `bulk` under BACKLOG tags, an event for each."""
+    image = setup.layout.image("bulk", [LayerSpec(1, 4096)], label="bulk")
+    push_images(setup.layout.path, setup.upstream.url, [("bulk/app", "bulk")])
+    base = f"{setup.upstream.url}/v2/bulk/app/manifests"
+    with httpx.Client() as http:
+        got = http.get(f"{base}/bulk", headers={"Accept": image.media_type})
+        got.raise_for_status()
         for n in range(BACKLOG):
-            publish(
-                self.broker.port,
-                "registry/bulk/events",
-                envelope("bulk/app", image.digest, tag=f"b{n}"),
+            put = http.put(
+                f"{base}/b{n}", content=got.content, headers={"Content-Type": image.media_type}
             )
+            put.raise_for_status()
+    for n in range(BACKLOG):
+        publish(
+            setup.broker.port,
+            "registry/bulk/events",
+            envelope("bulk/app", image.digest, tag=f"b{n}"),
+        )
 
 
 @pytest.fixture
 def setup(
     registry_factory: RegistryFactory, mosquitto: Mosquitto, tmp_path: Path
-) -> Iterator[Setup]:
+) -> Iterator[TwoSources]:
     """The daemon replicating `bulk` (its requests held) and `fresh` to `dst`."""
-    bulk_upstream, fresh, dst = registry_factory(), registry_factory(), registry_factory()
-    proxy = FaultProxy(bulk_upstream.url)
-    proxy.start()
-    proxy.add(Fault.stall(requests(path_pattern="^/v2/bulk/"), BULK_JOB_SECONDS, times=None))
-    settings = DaemonSettings(
-        broker_port=mosquitto.port,
-        journal_url=f"sqlite:///{tmp_path / 'journal.db'}",
-        client_id=f"replicator-{tmp_path.name}",
+    held = Fault.stall(requests(path_pattern="^/v2/bulk/"), BULK_JOB_SECONDS, times=None)
+    with two_sources(
+        registry_factory,
+        mosquitto,
+        tmp_path,
+        held="bulk",
+        direct="fresh",
+        faults=[held],
         per_registry=PER_REGISTRY,
-        grace_period=1.0,
-    )
-    to_dst = {"rules": [rule([("us-west-2", ACCOUNT)])]}
-    specs = [
-        RegistrySpec("bulk", ACCOUNT, "us-east-1", proxy.url, replication=to_dst),
-        RegistrySpec("fresh", ACCOUNT, "eu-west-1", fresh.url, replication=to_dst),
-        RegistrySpec("dst", ACCOUNT, "us-west-2", dst.url),
-    ]
-    config = write_config(tmp_path, specs, settings)
-    daemon = DaemonProcess(config, settings.http_port).start()
-    try:
-        yield Setup(
-            daemon, mosquitto, bulk_upstream, proxy, fresh, dst, OCILayout(tmp_path / "layout")
-        )
-    finally:
-        daemon.stop()
-        proxy.stop()
-        for registry in (bulk_upstream, fresh, dst):
-            registry.cleanup()
+    ) as started:
+        yield started
 
 
 class TestClaimFairness:
     """The journal's claims take turns between sources."""
 
-    def test_new_push_beside_a_backlog_of_another_source(self, setup: Setup) -> None:
+    def test_new_push_beside_a_backlog_of_another_source(self, setup: TwoSources) -> None:
         """With 200 jobs of one source queued for the destination, a push from another source
         is replicated within a few seconds of its idle figure, long before the backlog ends."""
-        idle = setup.fresh_replicated_after(IDLE_WITHIN_SECONDS)
+        idle = fresh_replicated_after(setup, IDLE_WITHIN_SECONDS)
         assert idle < IDLE_WITHIN_SECONDS, setup.daemon.log_tail()
-        setup.queue_backlog()
+        queue_backlog(setup)
         # The whole backlog in the journal first (its events taken in), so the new push is
         # timed at the claims, not behind 200 events in the broker's queue.
         wait_for(
-            lambda: len(setup.accepted("bulk")) >= BACKLOG,
+            lambda: len(accepted(setup, "bulk")) >= BACKLOG,
             timeout=STARTED_WITHIN_SECONDS,
             what="the backlog's events to be taken in",
         )
-        assert setup.bulk_proxy.faults_injected >= PER_REGISTRY, "the backlog is being worked"
+        assert setup.proxy.faults_injected >= PER_REGISTRY, "the backlog is being worked"
         give_up = idle + FAIR_MARGIN_SECONDS + IDLE_WITHIN_SECONDS
-        loaded = setup.fresh_replicated_after(give_up)
+        loaded = fresh_replicated_after(setup, give_up)
         done = sum(
             manifest_present(setup.dst.url, "bulk/app", f"b{n}") for n in range(0, BACKLOG, 10)
         )

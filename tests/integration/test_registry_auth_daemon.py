@@ -11,19 +11,10 @@ from pathlib import Path
 import pytest
 
 from replicator.domain.jobs import JobState
-from tests.support.daemon import (
-    DaemonProcess,
-    DaemonSettings,
-    JournalReader,
-    RegistrySpec,
-    envelope,
-    publish,
-    push_images,
-    rule,
-    write_config,
-)
+from tests.support.daemon import DaemonProcess, JournalReader, envelope, publish, push_images
 from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import Mosquitto
+from tests.support.one_way import one_way_config, sqlite_settings
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
 from tests.support.token_issuer import TokenIssuer
@@ -75,23 +66,15 @@ def setup(
     target = registry_factory(token_auth=token_issuer.registry_auth())
     password_file = tmp_path / "dst-password"
     password_file.write_text(OLD_PASSWORD + "\n")
-    settings = DaemonSettings(
-        broker_port=mosquitto.port,
-        journal_url=f"sqlite:///{tmp_path / 'journal.db'}",
-        client_id=f"replicator-{tmp_path.name}",
-        max_attempts=1,
+    settings = sqlite_settings(tmp_path, mosquitto.port, max_attempts=1)
+    config = one_way_config(
+        tmp_path,
+        settings,
+        source.url,
+        target.url,
+        account=ACCOUNT,
+        destination_extra={"username": USER, "password_file": str(password_file)},
     )
-    registries = [
-        RegistrySpec(
-            "src", ACCOUNT, "us-east-1", source.url,
-            replication={"rules": [rule([("us-west-2", ACCOUNT)])]},
-        ),
-        RegistrySpec(
-            "dst", ACCOUNT, "us-west-2", target.url,
-            extra={"username": USER, "password_file": str(password_file)},
-        ),
-    ]  # fmt: skip
-    config = write_config(tmp_path, registries, settings)
     daemon = DaemonProcess(config, settings.http_port).start()
     try:
         yield Setup(

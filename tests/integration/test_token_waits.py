@@ -9,35 +9,20 @@ healthy source must be replicated; once the token service answers, the waiting j
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import (
-    DaemonProcess,
-    DaemonSettings,
-    RegistrySpec,
-    envelope,
-    manifest_present,
-    publish,
-    push_images,
-    rule,
-    wait_for,
-    write_config,
-)
-from tests.support.fault_proxy import Fault, FaultProxy, requests
-from tests.support.images import LayerSpec, OCILayout
+from tests.support.daemon import manifest_present, wait_for
+from tests.support.fault_proxy import Fault, requests
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.registry_fixtures import RegistryFactory
-from tests.support.registry_server import Registry
 from tests.support.token_issuer import SERVICE, TokenIssuer
+from tests.support.two_sources import TwoSources, two_sources
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT = "999988887777"
 # One slot: the job waiting for its token holds all of the destination unless it gives it back.
 PER_REGISTRY = 1
 # An event reaches the daemon and its job starts in well under a second; generous under load.
@@ -46,104 +31,58 @@ STARTED_WITHIN_SECONDS = 15.0
 REPLICATED_WITHIN_SECONDS = 15.0
 
 
-@dataclass
-class Setup:
-    """The daemon, its broker, both sources, the token issuer and the destination."""
-
-    daemon: DaemonProcess
-    broker: Mosquitto
-    healthy: Registry
-    upstream: Registry
-    issuer: TokenIssuer
-    dst: Registry
-    layout: OCILayout
-
-    def push(self, registry: Registry, name: str, repository: str, tag: str, seed: int) -> None:
-        """Push an image to `registry` and announce it on source `name`'s topic."""
-        image = self.layout.image(f"{name}-{tag}", [LayerSpec(seed, 4096)], label=name)
-        push_images(self.layout.path, registry.url, [(repository, f"{name}-{tag}")])
-        publish(
-            self.broker.port,
-            f"registry/{name}/events",
-            envelope(repository, image.digest, tag=f"{name}-{tag}"),
-        )
-
-
 @pytest.fixture
 def setup(
     registry_factory: RegistryFactory,
     token_issuer: TokenIssuer,
     mosquitto: Mosquitto,
     tmp_path: Path,
-) -> Iterator[Setup]:
+) -> Iterator[TwoSources]:
     """The daemon replicating `good` and `slowauth` (behind the challenging proxy) to `dst`."""
-    healthy, upstream, dst = registry_factory(), registry_factory(), registry_factory()
-    proxy = FaultProxy(upstream.url)
-    proxy.start()
-    proxy.add(
-        Fault.challenge(
-            requests(path_pattern="^/v2/slow/"),
-            f'Bearer realm="{token_issuer.realm}",service="{SERVICE}",'
-            f'scope="repository:slow/app:pull"',
-            times=1,
-        )
+    challenge = Fault.challenge(
+        requests(path_pattern="^/v2/slow/"),
+        f'Bearer realm="{token_issuer.realm}",service="{SERVICE}",scope="repository:slow/app:pull"',
+        times=1,
     )
-    settings = DaemonSettings(
-        broker_port=mosquitto.port,
-        journal_url=f"sqlite:///{tmp_path / 'journal.db'}",
-        client_id=f"replicator-{tmp_path.name}",
+    with two_sources(
+        registry_factory,
+        mosquitto,
+        tmp_path,
+        held="slowauth",
+        direct="good",
+        faults=[challenge],
         per_registry=PER_REGISTRY,
-        grace_period=1.0,
-    )
-    to_dst = {"rules": [rule([("us-west-2", ACCOUNT)])]}
-    specs = [
-        RegistrySpec("good", ACCOUNT, "us-east-1", healthy.url, replication=to_dst),
-        RegistrySpec("slowauth", ACCOUNT, "eu-west-1", proxy.url, replication=to_dst),
-        RegistrySpec("dst", ACCOUNT, "us-west-2", dst.url),
-    ]
-    config = write_config(tmp_path, specs, settings)
-    daemon = DaemonProcess(config, settings.http_port).start()
-    try:
-        yield Setup(
-            daemon, mosquitto, healthy, upstream, token_issuer, dst, OCILayout(tmp_path / "l")
-        )
-    finally:
-        token_issuer.release()
-        daemon.stop()
-        proxy.stop()
-        for registry in (healthy, upstream, dst):
-            registry.cleanup()
+    ) as started:
+        try:
+            yield started
+        finally:
+            token_issuer.release()  # before the daemon stops: no request of its left held
 
 
 class TestTokenWaits:
     """A token fetch is a wait: it does not keep the destination's slot."""
 
-    def test_push_proceeds_while_another_job_waits_for_its_token(self, setup: Setup) -> None:
+    def test_push_proceeds_while_another_job_waits_for_its_token(
+        self, setup: TwoSources, token_issuer: TokenIssuer
+    ) -> None:
         """With one destination slot and a job waiting on a held token request, a push from
         another source is replicated; the waiting job completes once the token comes."""
-        setup.issuer.hold()
-        setup.push(setup.upstream, "slowauth", "slow/app", "v1", seed=1)
+        token_issuer.hold()
+        setup.push("slowauth", "slow/app", "slowauth-v1")
         wait_for(
-            lambda: setup.issuer.held_requests >= 1,
+            lambda: token_issuer.held_requests >= 1,
             timeout=STARTED_WITHIN_SECONDS,
             what="the slow source's job asking for its token",
         )
-        setup.push(setup.healthy, "good", "good/app", "v1", seed=2)
-        started = time.monotonic()
-        replicated = False
-        while time.monotonic() - started < REPLICATED_WITHIN_SECONDS:
-            if manifest_present(setup.dst.url, "good/app", "good-v1"):
-                replicated = True
-                break
-            time.sleep(0.05)
-        waited = time.monotonic() - started
+        setup.push("good", "good/app", "good-v1")
+        waited = setup.replicated_within("good/app", "good-v1", REPLICATED_WITHIN_SECONDS)
         print(f"healthy push beside a job waiting for its token: {waited:.2f} s")
-        assert replicated, (
+        assert waited < REPLICATED_WITHIN_SECONDS, (
             f"the healthy push was not replicated within {REPLICATED_WITHIN_SECONDS} s while "
             f"the other job waited for its token\n{setup.daemon.log_tail()}"
         )
         assert not manifest_present(setup.dst.url, "slow/app", "slowauth-v1"), "still waiting"
-        setup.issuer.release()
+        token_issuer.release()
         wait_for(
             lambda: manifest_present(setup.dst.url, "slow/app", "slowauth-v1"),
             timeout=REPLICATED_WITHIN_SECONDS,
