@@ -6,7 +6,7 @@ that owns no tag, against real docker-registry, mosquitto, the bridge and one da
 
     .venv/bin/python bench/history_bench.py --seeds 200 [--first 1] [--length 16] [--tags 3]
         [--topologies one-way,active-active] [--stack-every 20] [--out FILE]
-        [--broker-restarts 1] [--wipes 1] [--members 1]
+        [--broker-restarts 1] [--wipes 1] [--members 1] [--journal sqlite|postgresql]
 
 Seeds alternate between the topologies; each topology's stack (registries, broker, bridge,
 daemon) is started afresh every `--stack-every` of its seeds, so reconcile's scans stay small.
@@ -15,6 +15,9 @@ schedule, violations, anomalies, times to replication (p50/p95/max); every faili
 schedule, writes and violations go to the --out file's `failures` (and to stdout). Exit 1 when
 any schedule broke the invariant. `--members 2` runs two daemons of one fleet (one SQLite
 journal, one shared subscription) on the same schedule, its kills hitting them in turn.
+`--journal postgresql` puts each stack's journal in a database of its own on a PostgreSQL
+cluster started for the run (tests/support/journal_fixtures.running_postgres), as a fleet
+across hosts would have it; SQLite files by default.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ if __package__ in (None, ""):
 from tests.support.active_active import Pair
 from tests.support.history import Odds, summary
 from tests.support.history_run import Run, check, describe, start
+from tests.support.journal_fixtures import running_postgres
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.registry_server import Registry
 
@@ -50,14 +56,15 @@ DEFAULT_STACK_EVERY = 20
 class Stack:
     """One topology's registries, broker, bridge and daemon, in a folder of their own."""
 
-    def __init__(self, topology: str, members: int = 1) -> None:
+    def __init__(self, topology: str, members: int = 1, journal_url: str | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix=f"history-{topology}-"))
         self.registries: list[Registry] = []
         (self.folder / "broker").mkdir()
         self.broker = Mosquitto(self.folder / "broker")
         self.pair: Pair = start(
-            topology, self.folder / "pair", self.broker, self._registry, members=members
-        )
+            topology, self.folder / "pair", self.broker, self._registry, members=members,
+            journal_url=journal_url,
+        )  # fmt: skip
 
     def _registry(self, url: str | None) -> Registry:
         registry = Registry(notifications_url=url)
@@ -71,6 +78,17 @@ class Stack:
             registry.cleanup()
         self.broker.cleanup()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextmanager
+def journals(kind: str) -> Iterator[Callable[[], str | None]]:
+    """Makes each stack's journal: None (a SQLite file in its folder), or a fresh database of a
+    PostgreSQL cluster running until the block ends."""
+    if kind == "sqlite":
+        yield lambda: None
+        return
+    with running_postgres() as server:
+        yield server.create_database
 
 
 def main() -> int:
@@ -88,6 +106,7 @@ def main() -> int:
     parser.add_argument(
         "--members", type=int, default=1, help="daemons of one fleet on the pair's journal"
     )
+    parser.add_argument("--journal", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     topologies = args.topologies.split(",")
     odds = Odds(broker=args.broker_restarts, wipe=args.wipes)
@@ -98,13 +117,15 @@ def main() -> int:
     runs: list[Run] = []
     harness_errors: list[str] = []
     started = time.monotonic()
+    cluster = ExitStack()
+    new_journal = cluster.enter_context(journals(args.journal))
     try:
         for seed in range(args.first, args.first + args.seeds):
             topology = topologies[seed % len(topologies)]
             if used[topology] % args.stack_every == 0:
                 if topology in stacks:
                     stacks.pop(topology).close()
-                stacks[topology] = Stack(topology, args.members)
+                stacks[topology] = Stack(topology, args.members, new_journal())
             used[topology] += 1
             try:
                 run = check(
@@ -135,6 +156,7 @@ def main() -> int:
     finally:
         for stack in stacks.values():
             stack.close()
+        cluster.close()
     result = report(runs, time.monotonic() - started, harness_errors)
     shown = {k: v for k, v in result.items() if k not in ("failures", "latencies")}
     print(json.dumps(shown, indent=2))

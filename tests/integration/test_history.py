@@ -14,6 +14,7 @@ import pytest
 from tests.support.active_active import Pair
 from tests.support.history import DEFAULT_ODDS, Odds, summary
 from tests.support.history_run import check, describe, start
+from tests.support.journal_fixtures import PostgresServer
 from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.scenarios import record_figures
@@ -33,8 +34,10 @@ ALL_FAULTS = Odds(broker=1, wipe=1)
 # (it then answers /readyz 503 until B is back).
 # A fleet: two daemons on the pair's one journal and one shared subscription, on the same
 # schedule, its kills hitting each member in turn (active-active seed 5: two kills, one of
-# each member, two broker restarts, writes at both sides).
+# each member, two broker restarts, writes at both sides), on SQLite and on PostgreSQL (the
+# journal a fleet across hosts has).
 FLEET = "active-active+fleet"
+FLEET_ON_POSTGRESQL = "active-active+fleet+postgresql"
 SEEDS = [
     ("one-way", 2, DEFAULT_ODDS),
     ("one-way", 5, ALL_FAULTS),
@@ -44,6 +47,7 @@ SEEDS = [
     # intake's holder and before a broker restart, waited at the broker for the dead member's
     # lease to end, and the check read B before (Pair.wait_quiet now waits for a live holder).
     (FLEET, 5, ALL_FAULTS),
+    (FLEET_ON_POSTGRESQL, 5, ALL_FAULTS),
 ]
 # Daemons per stack: two for the fleet's, one otherwise.
 FLEET_MEMBERS = 2
@@ -56,18 +60,26 @@ def stack(
     mosquitto_factory: MosquittoFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, Pair, Mosquitto]]:
-    """A and B, the bridge, a broker and one daemon (two of one fleet for FLEET) in the
-    topology, reconcile every 2 s."""
+    """A and B, the bridge, a broker and one daemon (two of one fleet for the fleets, on a
+    PostgreSQL journal for FLEET_ON_POSTGRESQL) in the topology, reconcile every 2 s."""
     name: str = request.param
-    topology = name.removesuffix("+fleet")
+    topology = name.partition("+")[0]
+    server: PostgresServer | None = None
+    journal_url = None
+    if name == FLEET_ON_POSTGRESQL:
+        server = request.getfixturevalue("postgres_server")
+        journal_url = server.create_database()
     broker = mosquitto_factory()
     pair = start(
         topology, tmp_path_factory.mktemp(f"history-{topology}"), broker,
         lambda url: registry_factory(notifications_url=url),
-        members=FLEET_MEMBERS if name == FLEET else 1,
+        members=FLEET_MEMBERS if name in {FLEET, FLEET_ON_POSTGRESQL} else 1,
+        journal_url=journal_url,
     )  # fmt: skip
     yield topology, pair, broker
     pair.stop()
+    if server is not None and journal_url is not None:
+        server.drop_database(journal_url)
 
 
 class TestHistory:
@@ -83,7 +95,8 @@ class TestHistory:
             broker=broker,
         )  # fmt: skip
         record_figures(
-            f"history_{topology}{'_fleet' if pair.fleet else ''}_{seed}",
+            f"history_{topology}{'_fleet' if pair.fleet else ''}"
+            f"{'_postgresql' if 'postgresql' in pair.journal.url else ''}_{seed}",
             {
                 "steps": len(run.steps),
                 "writes": len(run.history),

@@ -163,15 +163,17 @@ def start_pair(
     reconcile_interval: float = 0.0,
     one_way: bool = False,
     members: int = 1,
+    journal_url: str | None = None,
 ) -> Pair:
     """Start A and B (each notifying the bridge under its own name), the bridge and the daemon;
     `reconcile_interval` > 0 turns reconcile on (every so many seconds); `one_way` leaves B
     without rules (A -> B only); `members` > 1 starts that many daemons of one fleet (one
-    SQLite journal, one shared subscription)."""
+    journal, one shared subscription); the journal is `journal_url` (an empty database), a
+    SQLite file in `folder` by default."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = DaemonSettings(
         broker_port=broker.port,
-        journal_url=f"sqlite:///{folder / 'journal.db'}",
+        journal_url=journal_url or f"sqlite:///{folder / 'journal.db'}",
         client_id=f"replicator-{folder.name}",
         shared_group=FLEET_GROUP if members > 1 else "",
     )

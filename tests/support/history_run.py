@@ -84,10 +84,11 @@ def start(
     start_registry: Callable[[str | None], Registry],
     *,
     members: int = 1,
+    journal_url: str | None = None,
 ) -> Pair:
     """A and B (`start_registry(notifications_url)`), the bridge and one daemon for
-    `topology` (`members` daemons of one fleet on one journal), delete replication on,
-    reconcile on."""
+    `topology` (`members` daemons of one fleet on one journal: `journal_url`, an empty
+    database, or a SQLite file), delete replication on, reconcile on."""
     return start_pair(
         folder,
         broker,
@@ -95,6 +96,7 @@ def start(
         reconcile_interval=RECONCILE_INTERVAL_SECONDS,
         one_way=topology == "one-way",
         members=members,
+        journal_url=journal_url,
     )
 
 

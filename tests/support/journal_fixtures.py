@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,17 +118,24 @@ def _run_as_server_user(command: list[str], *, check: bool = True) -> None:
         raise RuntimeError(f"{command} failed ({result.returncode}): {result.stderr[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster in a temporary folder on a free loopback port, for the session."""
+class PostgresNotAvailable(RuntimeError):
+    """PostgreSQL cannot run on this machine (not installed, no user to run it as)."""
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster in a temporary folder on a free loopback port until the block ends
+    (the session's, and a bench's); PostgresNotAvailable when it cannot run here."""
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)")
+        raise PostgresNotAvailable("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin)")
     if os.geteuid() == 0:
         try:
             account = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+            raise PostgresNotAvailable(
+                "running as root and there is no `postgres` user to run PostgreSQL as"
+            ) from None
     # Not under pytest's tmp_path: its parent is private to root, the server user could not enter.
     base = Path(tempfile.mkdtemp(prefix="replicator-pg-", dir=scratch_parent()))
     if os.geteuid() == 0:
@@ -148,6 +156,16 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         _run_as_server_user([*pg_ctl, "-m", "immediate", "stop"], check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the session (skipped where PostgreSQL cannot run)."""
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresNotAvailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
