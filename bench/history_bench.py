@@ -7,6 +7,7 @@ that owns no tag, against real docker-registry, mosquitto, the bridge and one da
     .venv/bin/python bench/history_bench.py --seeds 200 [--first 1] [--length 16] [--tags 3]
         [--topologies one-way,active-active] [--stack-every 20] [--out FILE]
         [--broker-restarts 1] [--wipes 1] [--members 1] [--journal sqlite|postgresql]
+        [--keep DIR]
 
 Seeds alternate between the topologies; each topology's stack (registries, broker, bridge,
 daemon) is started afresh every `--stack-every` of its seeds, so reconcile's scans stay small.
@@ -17,21 +18,25 @@ any schedule broke the invariant. `--members 2` runs two daemons of one fleet (o
 journal, one shared subscription) on the same schedule, its kills hitting them in turn.
 `--journal postgresql` puts each stack's journal in a database of its own on a PostgreSQL
 cluster started for the run (tests/support/journal_fixtures.running_postgres), as a fleet
-across hosts would have it; SQLite files by default.
+across hosts would have it; SQLite files by default. `--keep DIR` saves, for each failing
+seed, its stack's logs (daemons, bridge, broker, reconcile passes) and its journal (the SQLite
+file, or every job and event as JSON) under DIR/<topology>-<seed>/.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +96,30 @@ def journals(kind: str) -> Iterator[Callable[[], str | None]]:
         yield server.create_database
 
 
+def keep(stack: Stack, folder: Path) -> None:
+    """Save a failing seed's logs and journal in `folder` (see --keep)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in stack.folder.rglob("*.log"):
+        shutil.copy(log, folder / f"{log.parent.name}-{log.name}")
+    journal = stack.pair.journal
+    if journal.url.startswith("sqlite:///"):
+        # The backup API: the file alone misses what its write-ahead log still holds.
+        with (
+            closing(sqlite3.connect(journal.url.removeprefix("sqlite:///"))) as source,
+            closing(sqlite3.connect(folder / "journal.db")) as copy,
+        ):
+            source.backup(copy)
+        return
+    rows = {
+        "jobs": [dataclasses.asdict(job) for job in journal.jobs()],
+        "events": [
+            {**dataclasses.asdict(event), "payload": event.payload.decode(errors="replace")}
+            for event in journal.events()
+        ],
+    }
+    (folder / "journal.json").write_text(json.dumps(rows, indent=1, default=str))
+
+
 def main() -> int:
     """Run the seeds; print each, then the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -107,6 +136,7 @@ def main() -> int:
         "--members", type=int, default=1, help="daemons of one fleet on the pair's journal"
     )
     parser.add_argument("--journal", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--keep", type=Path, help="save failing seeds' logs and journal here")
     args = parser.parse_args()
     topologies = args.topologies.split(",")
     odds = Odds(broker=args.broker_restarts, wipe=args.wipes)
@@ -150,6 +180,8 @@ def main() -> int:
             )
             if run.verdict.violations:
                 print(describe(run), flush=True)
+                if args.keep:
+                    keep(stacks[topology], args.keep / f"{topology}-{seed}")
             if args.out:
                 figures = report(runs, time.monotonic() - started, harness_errors)
                 args.out.write_text(json.dumps(figures, indent=2))
