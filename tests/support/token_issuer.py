@@ -85,6 +85,9 @@ class TokenIssuer:
         # False: grant_type=refresh_token answers 400 unsupported_grant_type (RFC 6749 §5.2), as
         # a token service taking only passwords by POST does
         self.refresh_grant = True
+        # True: a refresh_token grant answers a new refresh token and the one it used is refused
+        # from then on (rotation, RFC 6749 §6 and §10.4, as Azure AD and Auth0 do)
+        self.rotate_refresh = False
         self.lifetime = lifetime
         self.users: dict[str, str] = {}
         self.public: set[str] = set()
@@ -304,7 +307,10 @@ def _handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
                 account = user if issuer.password_ok(user, form.get("password", "")) else None
             elif grant == "refresh_token" and issuer.refresh_grant:
                 with issuer._lock:
-                    account = issuer.refresh_tokens.get(form.get("refresh_token", ""))
+                    used = form.get("refresh_token", "")
+                    account = issuer.refresh_tokens.get(used)
+                    if issuer.rotate_refresh:
+                        issuer.refresh_tokens.pop(used, None)
             else:
                 issuer._record(TokenRequest("POST", grant, "", tuple(scopes), 400))
                 self._send(400, {"error": "unsupported_grant_type"})
@@ -314,7 +320,9 @@ def _handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": "invalid_grant"})
                 return
             issuer._record(TokenRequest("POST", grant, account, tuple(scopes), 200))
-            offline = grant == "password" and form.get("access_type") == "offline"
+            offline = (grant == "password" and form.get("access_type") == "offline") or (
+                grant == "refresh_token" and issuer.rotate_refresh
+            )
             self._send(200, issuer.answer(account, scopes, refresh=offline))
 
     return Handler
