@@ -25,6 +25,7 @@ from replicator.domain.destinations import (
     Action,
     Reachability,
     Signal,
+    asks_probe,
     counts_attempt,
     is_outage,
     probe_answered,
@@ -94,14 +95,20 @@ class DestinationStates:
         self, destination: str, error: ReplicatorError, *, destination_host: str | None
     ) -> bool:
         """A job's attempt at `destination` failed with `error`: signal an outage of it (when
-        the error says so, domain.destinations.is_outage); whether the attempt counts against
-        the job (not when the destination was already known unreachable)."""
+        the error says so, domain.destinations.is_outage, and for a 5xx answer a probe agrees,
+        asks_probe); whether the attempt counts against the job (not when the destination was
+        already known unreachable)."""
+        status = getattr(error, "status", None)
         outage = is_outage(
-            status=getattr(error, "status", None),
+            status=status,
             temporary=error.temporary,
             at_destination=destination_host is not None
             and getattr(error, "host", None) == destination_host,
         )
+        if outage and asks_probe(status=status, state=self.state(destination)):
+            outage = await self._probe(destination) is Signal.PROBE_FAILED
+            if not outage:
+                log.info("destination_answers", destination=destination, error=str(error))
         counted = counts_attempt(self.state(destination), outage=outage)
         if outage:
             await self.signal(destination, Signal.UNANSWERED, error=str(error))

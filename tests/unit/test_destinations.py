@@ -14,6 +14,7 @@ from replicator.domain.destinations import (
     Action,
     Reachability,
     Signal,
+    asks_probe,
     counts_attempt,
     is_outage,
     probe_answered,
@@ -116,6 +117,18 @@ class TestOutage:
     def test_counts_attempt(self, state: R, outage: bool, counts: bool) -> None:
         """Only an outage failure at a destination already known unreachable is not counted."""
         assert counts_attempt(state, outage=outage) is counts
+
+    @pytest.mark.parametrize(
+        ("status", "state", "asks"),
+        [(500, R.REACHABLE, True), (503, R.REACHABLE, True), (None, R.REACHABLE, False),
+         (500, R.UNREACHABLE, False), (None, R.UNREACHABLE, False)],
+        ids=["500-answered", "503-answered", "no-answer", "500-already-held", "none-held"],
+    )  # fmt: skip
+    def test_asks_probe(self, status: int | None, state: R, asks: bool) -> None:
+        """A 5xx answer holds a reachable destination only if GET /v2/ fails too (a broken
+        repository answers 500 for its own objects while the registry serves); no answer at
+        all, or a destination held already, is not asked about."""
+        assert asks_probe(status=status, state=state) is asks
 
     @pytest.mark.parametrize(
         ("status", "signal"),

@@ -3,10 +3,12 @@
     REACHABLE --UNANSWERED (a job's attempt: no answer, timeout, 5xx)--> UNREACHABLE
     UNREACHABLE --PROBE_ANSWERED or ANSWERED (a job got through)--> REACHABLE
 
-While a destination is UNREACHABLE its jobs wait unclaimed, one probe at a time asks it whether
-it answers, and attempts failing for its outage meanwhile are not counted against their jobs
-(`counts_attempt`). When it answers again every waiting job is released at once, and jobs that
-ended FAILED for a temporary cause are given a new chance (`RELEASE` says so).
+A 5xx answer is taken for an outage only when GET /v2/ fails too (`asks_probe`): a broken
+repository fails its own jobs, not the destination's. While a destination is UNREACHABLE its
+jobs wait unclaimed, one probe at a time asks it whether it answers, and attempts failing for
+its outage meanwhile are not counted against their jobs (`counts_attempt`). When it answers
+again every waiting job is released at once, and jobs that ended FAILED for a temporary cause
+are given a new chance (`RELEASE` says so).
 
 A signal without an entry raises TransitionError: it is a bug in the caller.
 """
@@ -107,6 +109,17 @@ def is_outage(*, status: int | None, temporary: bool, at_destination: bool) -> b
     if not at_destination or not temporary:
         return False
     return status is None or status in _OUTAGE_STATUSES
+
+
+def asks_probe(*, status: int | None, state: Reachability) -> bool:
+    """Whether an outage seen by a job's attempt (`is_outage`) is checked by a probe (GET /v2/)
+    before the destination is held: when the destination answered (a 5xx, `status`) and is
+    held by nothing yet. A registry serving its API but answering 500 for one repository's
+    object for good (a blob link file left empty by a registry killed mid-write) is a broken
+    repository, not a destination down: taken for an outage, every job of the destination was
+    held, released by the next probe and held again by the same blob. No answer at all is an
+    outage without asking."""
+    return status is not None and state is Reachability.REACHABLE
 
 
 def counts_attempt(state: Reachability, *, outage: bool) -> bool:
