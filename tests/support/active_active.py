@@ -27,6 +27,7 @@ from tests.support.daemon import (
     JournalReader,
     RegistrySpec,
     manifest_digest,
+    metric_value,
     write_config,
 )
 from tests.support.images import LayerSpec, OCILayout
@@ -125,16 +126,34 @@ class Pair:
             and lease.holder in claimer_liveness([lease.holder]).alive
         )
 
+    def deliveries(self) -> float | None:
+        """The webhook deliveries the bridge has answered so far (any outcome: a 503 while it
+        has no broker is a registry's event still to come), or None while the bridge or a
+        running daemon is not connected to the broker: events may then still be on their way,
+        however quiet the journal looks (a registry retries a refused delivery, and after two
+        broker restarts in a row a connection took up to 10 s to come back: active-active seed
+        3061's delete reached the daemon after the checker had judged)."""
+        try:
+            bridge = httpx.get(f"{self.bridge.url}/metrics", timeout=10.0).text
+            members = [m.metrics() for m in self.members if m.running]
+        except httpx.HTTPError:
+            return None
+        connected = metric_value(bridge, "replicator_bridge_broker_connected") == 1.0 and all(
+            metric_value(text, "replicator_broker_connected") == 1.0 for text in members
+        )
+        return metric_value(bridge, "replicator_bridge_requests_total") if connected else None
+
     def wait_quiet(self, *, timeout: float = SETTLE_TIMEOUT_SECONDS) -> list[JobRow]:
-        """Wait until every job is finished and no job or event was added for QUIET_SECONDS,
-        a live member holding a fleet's intake all along; the jobs."""
-        seen: tuple[int, int] = (-1, -1)
+        """Wait until every job is finished and no job, event or webhook delivery was added for
+        QUIET_SECONDS, the bridge and the daemons connected to the broker and a live member
+        holding a fleet's intake all along; the jobs."""
+        seen: tuple[int, int, float | None] = (-1, -1, None)
         since = deadline = time.monotonic()
         deadline += timeout
         while time.monotonic() < deadline:
             jobs = self.journal.jobs()
-            now = (len(jobs), len(self.journal.events()))
-            unsettled = any(j.state not in TERMINAL_STATES for j in jobs)
+            now = (len(jobs), len(self.journal.events()), self.deliveries())
+            unsettled = any(j.state not in TERMINAL_STATES for j in jobs) or now[2] is None
             if now != seen or unsettled or not self.intake_taken():
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since >= QUIET_SECONDS:
