@@ -6,9 +6,11 @@ client (peer address) gets its share, so one sender cannot crowd out the others.
 
 A server may also keep `reserved` places beyond the cap for authenticated senders (the bridge:
 webhooks carrying their source's secret). A connection taking one must show, in its first
-request head, that it is one (the route's `trusts`); until then it is unproven, and an address
-may hold at most UNPROVEN_PER_CLIENT unproven reserved places, so a flood of idle or
-unauthenticated connections from a few addresses fills the shared places but not the reserve.
+request head, that it claims to be one (the route's `trusts`), and it is unproven until that
+request is answered other than 401/403 (an HMAC signature is checked only against the body);
+an address may hold at most UNPROVEN_PER_CLIENT unproven reserved places, so a flood of idle,
+unauthenticated or wrongly signed connections from a few addresses fills the shared places
+but not the reserve.
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ class Admission:
         self._per_client[client] += 1
 
     def proven(self, client: str) -> None:
-        """A reserved connection of `client` showed an authenticated head: it no longer counts
-        against the address's unproven reserved places."""
+        """A reserved connection of `client` had its first request answered as an
+        authenticated sender's: it no longer counts against the address's unproven places."""
         self._unproven[client] -= 1
         if self._unproven[client] <= 0:
             del self._unproven[client]

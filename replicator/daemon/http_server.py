@@ -58,6 +58,9 @@ HEAD_TIMEOUT_SECONDS = 3.0
 WRITE_TIMEOUT_SECONDS = 10.0
 # On close, busy connections get this long to finish their response before being cut.
 CLOSE_GRACE_SECONDS = 5.0
+# Answers that refuse a request's credentials: a reserved place's connection so answered was
+# not an authenticated sender's after all.
+_CREDENTIALS_REFUSED = frozenset({401, 403})
 # A connection in a reserved place whose head is not an authenticated sender's is told this.
 _RESERVED_REFUSAL = Response(
     503,
@@ -73,7 +76,7 @@ class _ConnectionState:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     client: str = ""
     place: Place = Place.SHARED
-    proven: bool = False  # a reserved place's connection showed an authenticated head
+    proven: bool = False  # a reserved place's connection's first request was answered
 
     @property
     def unproven(self) -> bool:
@@ -228,20 +231,17 @@ class HttpServer:
 
     async def _one_exchange(self, wire: Wire, state: _ConnectionState) -> bool:
         """Read one request and answer it; False when the connection is to be closed."""
-        # A reserved place is held unproven only until the head deadline from the connection.
+        # A reserved place's first head must come within the head deadline from the connection.
         wait = HEAD_TIMEOUT_SECONDS if state.unproven else self._idle_timeout
         try:
             async with asyncio.timeout(wait) as limit:
                 head = await wire.next_head(limit, HEAD_TIMEOUT_SECONDS)
             if not isinstance(head, h11.Request):
                 return False  # the client closed an idle connection
-            if state.unproven:
-                if not self._trusted(head):
-                    await wire.send(_RESERVED_REFUSAL, True)
-                    await wire.discard_unread(self._max_body)
-                    return False
-                state.proven = True
-                self.admission.proven(state.client)
+            if state.unproven and not self._trusted(head):
+                await wire.send(_RESERVED_REFUSAL, True)
+                await wire.discard_unread(self._max_body)
+                return False
             state.busy = True
             async with asyncio.timeout(self._request_timeout):
                 refused = self._refusal(head)
@@ -261,6 +261,15 @@ class HttpServer:
             return False
         started = time.monotonic()
         response = await self._dispatch(outcome)
+        if state.unproven:
+            # A head can only claim what the body proves (an HMAC signature is checked against
+            # the body): the place stays its address's one unproven place until the request is
+            # answered, and a refusal of its credentials ends the connection.
+            if response.status in _CREDENTIALS_REFUSED:
+                await wire.send(response, True)
+                return False
+            state.proven = True
+            self.admission.proven(state.client)
         await wire.send(response, state.closing, head_only=outcome.method == "HEAD")
         log.debug(
             "http_request",

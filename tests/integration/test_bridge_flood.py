@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from replicator.daemon.http_admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
+from replicator.daemon.http_admission import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    RESERVED_FOR_TRUSTED,
+)
 from tests.support.mqtt_fixtures import Mosquitto
 from tests.support.ports import free_port, wait_listening
 
@@ -24,6 +28,8 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-bridge-token"
 SOURCE = "src1"
+# A source whose webhooks are signed (GitHub's X-Hub-Signature-256), and its secret.
+SIGNED_SOURCE, SIGNING_SECRET = "gh", "s3cret-signing-key"
 MIB = 1024 * 1024
 # Senders posting at once, each announcing and sending MIB without the token.
 FLOOD_SENDERS = 200
@@ -49,6 +55,7 @@ def peak_rss_kib(pid: int) -> int:
 def bridge(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[tuple[int, int]]:
     """A `replicator bridge` process with a token; (its pid, its port)."""
     (tmp_path / "bridge.token").write_text(TOKEN + "\n")
+    (tmp_path / "gh.secret").write_text(SIGNING_SECRET + "\n")
     port = free_port()
     config = tmp_path / "replicator.toml"
     config.write_text(
@@ -62,10 +69,18 @@ client_id = "bridge-flood-{port}"
 [bridge]
 listen = "127.0.0.1:{port}"
 token_file = "bridge.token"
+[bridge.sources.{SIGNED_SOURCE}]
+format = "github"
+auth = "hmac-sha256"
+secret_file = "gh.secret"
 [registries.{SOURCE}]
 account = "111122223333"
 region = "us-east-1"
 url = "http://127.0.0.1:1"
+[registries.{SIGNED_SOURCE}]
+account = "111122223333"
+region = "us-west-2"
+url = "https://ghcr.io"
 """
     )
     process = subprocess.Popen(
@@ -215,3 +230,74 @@ class TestReservedShare:
         # Answered from its body ({} is no event: 400): it had a place, not the 503 refusal.
         assert not authenticated.startswith(b"HTTP/1.1 503"), authenticated
         assert unauthenticated.startswith(b"HTTP/1.1 503"), unauthenticated
+
+
+# Addresses sending webhooks whose signature is wrong, with bodies that never finish arriving;
+# as many as the flood's, each trying more connections than the reserve has places.
+SIGNING_ADDRESSES = [f"127.0.0.{n}" for n in range(30, 30 + len(FLOOD_ADDRESSES))]
+WRONG_SIGNED_PER_ADDRESS = RESERVED_FOR_TRUSTED // len(SIGNING_ADDRESSES) + 2
+# How long a connection is given to be answered 503 (refused) before it counts as held: the
+# bridge answers a refusal at once, so under load too this is ample.
+REFUSAL_SECONDS = 0.5
+# The body the wrong-signed webhooks announce, of which they send one byte.
+ANNOUNCED_BODY_BYTES = 4096
+
+
+async def _open_from(port: int, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+
+
+async def _wrong_signed_slow_posts(port: int, address: str) -> list[asyncio.StreamWriter]:
+    """From `address`, one after another, webhooks to the signed source whose signature header
+    is present but wrong, each sending its head and one byte of its body; the connections the
+    bridge kept (not answered 503 within REFUSAL_SECONDS)."""
+    kept = []
+    for _ in range(WRONG_SIGNED_PER_ADDRESS):
+        with contextlib.suppress(ConnectionError):
+            reader, writer = await _open_from(port, address)
+            writer.write(
+                f"POST /events/{SIGNED_SOURCE} HTTP/1.1\r\nhost: x\r\n"
+                f"content-type: application/json\r\nx-github-event: package\r\n"
+                f"x-hub-signature-256: sha256={'0' * 64}\r\n"
+                f"content-length: {ANNOUNCED_BODY_BYTES}\r\n\r\n{{".encode()
+            )
+            await writer.drain()
+            try:
+                async with asyncio.timeout(REFUSAL_SECONDS):
+                    await reader.readline()
+                writer.close()  # answered (refused): not held
+            except TimeoutError:
+                kept.append(writer)
+    return kept
+
+
+class TestReserveAgainstWrongSignatures:
+    async def test_wrong_signatures_with_slow_bodies_leave_the_reserve_to_real_senders(
+        self, bridge: tuple[int, int]
+    ) -> None:
+        """With every shared place held by idle connections, webhooks from 8 other addresses
+        whose HMAC signature header is there but wrong, each dribbling its body, do not take the
+        reserve: a webhook with the bridge token from another address is still answered."""
+        _, port = bridge
+        held: list[asyncio.StreamWriter] = []
+        try:
+            async with asyncio.timeout(PATIENCE):
+                for address in FLOOD_ADDRESSES:
+                    for _ in range(MAX_CONNECTIONS_PER_CLIENT):
+                        with contextlib.suppress(ConnectionError):
+                            held.append((await _open_from(port, address))[1])
+                idle = len(held)
+                slow = await asyncio.gather(
+                    *(_wrong_signed_slow_posts(port, a) for a in SIGNING_ADDRESSES)
+                )
+                held.extend(writer for kept in slow for writer in kept)
+                authenticated = await _status_from(port, "127.0.0.2", token=TOKEN)
+        finally:
+            for writer in held:
+                writer.close()
+        in_reserve = len(held) - idle
+        print(f"idle {idle}, wrong-signed slow bodies held {in_reserve}: token {authenticated!r}")
+        assert idle == MAX_CONNECTIONS, idle
+        assert in_reserve >= len(SIGNING_ADDRESSES), "each signing address got a reserved place"
+        assert authenticated, "the authenticated webhook was closed unanswered"
+        assert not authenticated.startswith(b"HTTP/1.1 503"), authenticated
