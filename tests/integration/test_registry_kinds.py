@@ -20,7 +20,7 @@ import pytest
 
 from replicator.domain.jobs import JobState
 from tests.support import skopeo
-from tests.support.copy_cli import assert_digests_present, assert_tags_equal, copy_ok
+from tests.support.copy_cli import assert_digests_present, assert_tags_equal, copy_ok, run_copy
 from tests.support.copy_corpus import CopyCorpus
 from tests.support.daemon import (
     EUW1,
@@ -33,9 +33,10 @@ from tests.support.daemon import (
     manifest_digest,
     publish,
 )
+from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.pulp_server import ADMIN, Pulp, registry_get
-from tests.support.registry_fixtures import RegistryFactory
+from tests.support.registry_fixtures import RegistryFactory, Serve
 from tests.support.registry_server import Registry
 from tests.support.stack_fixtures import StackFactory
 
@@ -163,6 +164,29 @@ class TestPulpAsSource:
             name = f"{dst_registry.host}/copied/{repository.removeprefix('team/')}"
             assert_tags_equal(name, {"1.0": index.digest})
             assert_digests_present(name, index.manifest_digests)
+
+
+@pytest.mark.slow
+class TestHostilePulp:
+    def test_manifest_not_matching_its_digest_is_refused_and_nothing_lands(
+        self, copy_corpus: CopyCorpus, pulp: Pulp, dst_registry: Registry, serve: Serve
+    ) -> None:
+        """Pulp reached through a proxy that flips the first byte of every manifest it serves
+        (Pulp's Docker-Content-Digest left as is, its token service and redirects unchanged): a
+        copy out of it exits 1 with INVALID_MANIFEST naming the two digests, and no tag lands
+        at the destination."""
+        source = pulp_target(pulp)
+        copy_ok(copy_corpus.ref("team/app", "v1"), source.repo("team/app") + ":v1",
+                *source.args("dest"))  # fmt: skip
+        proxy = serve(FaultProxy(f"http://{pulp.host}"))
+        fault = proxy.add(Fault.corrupt(requests("GET", r"/manifests/")))
+        run = run_copy(f"{proxy.host}/{source.namespace}team/app:v1",
+                       f"{dst_registry.host}/team/app:v1", *source.args("src"))  # fmt: skip
+        assert run.exit_code == 1, str(run)
+        assert run.failure_codes == ["INVALID_MANIFEST"], str(run)
+        assert "manifest bytes hash to" in run.stderr, str(run)
+        assert fault.injected >= 1
+        assert skopeo.list_tags(f"{dst_registry.host}/team/app") == []
 
 
 # Webhook -> bridge -> broker -> daemon -> copy: well under a second for distribution, some
