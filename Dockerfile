@@ -26,17 +26,20 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 #   --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt. Unset, pip uses its own.
 ARG PIP_CERT
 WORKDIR /src
-COPY pyproject.toml README.md requirements-image.lock ./
-COPY replicator ./replicator
 # The same path as the systemd units' ExecStart; the runtime stage has the same Python there.
 # requirements-image.lock is the lock's subset for the runtime and the ecr and postgres extras
 # (a config may name auth = "ecr" or a PostgreSQL journal), every file checked by its sha256:
 # two builds of one commit install the same code, whatever the index serves that day. The
-# project itself is built by the locked setuptools, its dependencies all from the lock.
+# dependencies go first, in a layer of their own: a build whose lock did not change reuses it
+# (`--layers`), so a change to the code reinstalls only the project.
+COPY requirements-image.lock ./
 RUN python -m venv /opt/replicator/venv \
     && /opt/replicator/venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
-       -r requirements-image.lock \
-    && /opt/replicator/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
+       -r requirements-image.lock
+# The project itself is built by the locked setuptools, its dependencies all from the lock.
+COPY pyproject.toml README.md ./
+COPY replicator ./replicator
+RUN /opt/replicator/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
     && /opt/replicator/venv/bin/pip check
 
 FROM ${BASE}
