@@ -55,9 +55,10 @@ log = get_logger(__name__)
 TOKEN_EXPIRY_MARGIN = 10.0
 # The OAuth2 client_id sent with the POST grant; token services log it, some require one.
 OAUTH_CLIENT_ID = "replicator"
-# Scopes whose own challenge is remembered (one per repository and action set); the oldest is
-# forgotten first, and a forgotten one is learnt again from the registry's next 401.
-MAX_SCOPE_CHALLENGES = 10_000
+# Scopes whose own challenge and token are remembered (one per repository and action set): a
+# token is ~1 KB, so ~10 MB at the cap. The oldest is forgotten first; a forgotten challenge is
+# learnt again from the registry's next 401, a forgotten token fetched again.
+MAX_SCOPES = 10_000
 
 
 class Authenticator:
@@ -71,8 +72,10 @@ class Authenticator:
         registry: Origin,
         token_realms: Collection[str] = (),
         retry: RetryPolicy | None = None,
+        max_scopes: int = MAX_SCOPES,
     ) -> None:
         self._http = http
+        self._max_scopes = max_scopes
         self._retry = retry or RetryPolicy()
         # Where the registry is, and the realms the config trusts besides its own host's
         # (domain/auth/realms.py decides where credentials may go).
@@ -199,7 +202,7 @@ class Authenticator:
     def _remember(self, scope: str, challenge: Challenge) -> None:
         self._challenges.pop(scope, None)
         self._challenges[scope] = challenge
-        while len(self._challenges) > MAX_SCOPE_CHALLENGES:
+        while len(self._challenges) > self._max_scopes:
             del self._challenges[next(iter(self._challenges))]
 
     async def _answer_basic(self, response: httpx.Response) -> str:
@@ -305,7 +308,10 @@ class Authenticator:
                 ) from exc
             token, lifetime = await self._request_token(challenge, scope, fresh)
         self.withheld_from = None if trusted or self._provider is None else realm
+        self._tokens.pop(scope, None)
         self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
+        while len(self._tokens) > self._max_scopes:
+            del self._tokens[next(iter(self._tokens))]
         return token
 
     def refusal(self, refused: AuthError) -> AuthError:

@@ -1,11 +1,13 @@
-"""A token service that rotates refresh tokens: every refresh-grant answer carries a new one,
-and the one just used is refused from then on (RFC 6749 §6 and §10.4; Azure AD and Auth0 do
-this). The Authenticator must send the newest each time, and what it keeps of them must not
-grow with the number of rotations: a daemon runs for months, a token a scope every few minutes.
+"""What an Authenticator keeps of a token service's answers stays bounded: a daemon runs for
+months, fetching a token a scope every few minutes, over as many scopes as repositories.
 
-The token service is tests/support/token_issuer.py over HTTP; the Authenticator is asked for a
-token of one scope again and again (as a 401 on an expired token does), so the only state that
-could grow is the refresh tokens'.
+- A token service that rotates refresh tokens: every refresh-grant answer carries a new one,
+  and the one just used is refused from then on (RFC 6749 §6 and §10.4; Azure AD and Auth0 do
+  this). The Authenticator must send the newest each time, and keep only that one.
+- Tokens of ever-new scopes (a repository each): past the Authenticator's cap of remembered
+  scopes, the oldest are forgotten (fetched again when needed).
+
+The token service is tests/support/token_issuer.py over HTTP.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "ci", "s3cret-pw"
 SCOPE = "repository:team/app:pull"
+# Scopes an Authenticator of the many-scopes test remembers (the shipped cap is 10,000: the
+# test shows the bound at a size it can reach quickly).
+SCOPE_CAP = 64
+# Scopes asked before the first reading (past the cap) and between the two readings.
+FIRST_SCOPES, MORE_SCOPES = 2 * SCOPE_CAP, 3 * SCOPE_CAP
 # Rounds before the first reading (every field set once) and between the two readings.
 WARM_ROUNDS, MEASURED_ROUNDS = 20, 300
 # What the Authenticator may hold more after MEASURED_ROUNDS more rotations: each token's size
 # varies by a few bytes; keeping every rotated refresh token (a 35-character string and its
-# slot, ~100 bytes) would add ~30 KB.
+# slot, ~100 bytes) would add ~30 KB; keeping every scope's token (a JWT of ~700 bytes and its
+# scope) would add ~150 KB over MORE_SCOPES.
 GROWTH_LIMIT_BYTES = 2048
 _CONTAINERS = (dict, list, set, frozenset, tuple, deque)
 
@@ -83,3 +91,31 @@ async def test_rotated_refresh_tokens_are_used_and_not_accumulated(
     print(f"{len(grants)} refresh grants; the Authenticator held {before} B, then {after} B")
     assert [r.status for r in grants] == [200] * (WARM_ROUNDS + MEASURED_ROUNDS)
     assert after - before < GROWTH_LIMIT_BYTES, (before, after)
+
+
+async def test_tokens_of_ever_new_scopes_are_capped(token_issuer: TokenIssuer) -> None:
+    """Tokens fetched for 192 scopes beyond the first 128 (one repository each): what the
+    Authenticator holds is the same size, its cap of remembered scopes (64 here) reached; a
+    scope forgotten is fetched again when asked."""
+    token_issuer.users[USER] = PASSWORD
+    credentials = StaticCredentials(Credentials(USER, PASSWORD))
+    challenge = Challenge("bearer", {"realm": token_issuer.realm, "service": SERVICE})
+
+    def scope(n: int) -> str:
+        return f"repository:team/app-{n:05d}:pull"
+
+    async with httpx.AsyncClient() as http:
+        auth = Authenticator(
+            http, credentials, registry=("http", "127.0.0.1", 5000), max_scopes=SCOPE_CAP
+        )
+        for n in range(FIRST_SCOPES):
+            await auth.fetch_token(scope(n), challenge)
+        before = _held(auth, outside=(http, credentials))
+        for n in range(FIRST_SCOPES, FIRST_SCOPES + MORE_SCOPES):
+            await auth.fetch_token(scope(n), challenge)
+        after = _held(auth, outside=(http, credentials))
+        print(f"{FIRST_SCOPES + MORE_SCOPES} scopes; held {before} B, then {after} B")
+        assert after - before < GROWTH_LIMIT_BYTES, (before, after)
+        asked = len(token_issuer.requests)
+        assert (await auth.authorization(scope(0))) is not None
+        assert len(token_issuer.requests) == asked + 1, "a forgotten scope's token is fetched again"
