@@ -26,7 +26,6 @@ from replicator.domain.transfers.plan import (
     Shortcut,
     plan_copy,
     quick_check,
-    referrer_tags,
 )
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.blob_transfers import BlobObserver, BlobTransfers
@@ -394,8 +393,7 @@ class Copier:
                 result = await self.copy_image(src, descriptor.digest, dst, with_referrers=False)
                 total.add(result.stats)
             await self._referrer_index.add_listed(dst.client, dst.repository, root.digest, found)
-        schema_tags = referrer_tags(await tags.list_tags(src.client, src.repository), root.digest)
-        for tag in schema_tags:
+        for tag in await referrers.schema_tags(src.client, src.repository, root.digest):
             result = await self.copy_image(src, tag, dst, tag=tag, with_referrers=False)
             total.add(result.stats)
         return total

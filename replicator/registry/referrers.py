@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from replicator.domain.images.manifests import MAX_MANIFEST_BYTES, Descriptor, parse_manifest
+from replicator.domain.transfers.plan import referrer_tag_names, referrer_tags
 from replicator.errors import ManifestError, NotFoundError
 from replicator.logs import get_logger
+from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient, pull_scope
 
 log = get_logger(__name__)
+
+# A repository listing at most this many tags is read in one request for the tag schema's names
+# (as few as the names themselves, and cheap to read); a larger one is asked for each name by
+# HEAD. Every image copied listed its whole repository: a backfill of a million tags read a
+# thousand pages a job, 10^9 pages in all.
+SCHEMA_LISTING_TAGS = 100
 
 
 async def list_referrers(
@@ -43,3 +51,13 @@ async def list_referrers(
                     subject=digest, error=str(exc)[:200])  # fmt: skip
         return []
     return list(index.children)
+
+
+async def schema_tags(client: RegistryClient, repository: str, digest: str) -> tuple[str, ...]:
+    """The tags of the OCI fallback tag schema and cosign's that refer to `digest`: looked up
+    in a short tag list, asked for by HEAD in a long one (a cost flat in the repository's tags)."""
+    listed, more = await tags.first_tags(client, repository, SCHEMA_LISTING_TAGS)
+    if not more:
+        return referrer_tags(listed, digest)
+    names = referrer_tag_names(digest)
+    return tuple([name for name in names if await manifests.head(client, repository, name)])

@@ -49,16 +49,24 @@ async def _pages(
             raise RegistryError(
                 f"{client.host}{path}: more than {MAX_PAGES} pages", temporary=False
             )
-        resp = await client.request("GET", next_path, scope=scope, max_bytes=MAX_PAGE_BYTES)
-        try:
-            doc = resp.json()
-        except ValueError as exc:
-            raise RegistryError(
-                f"{client.host}{path}: answer is not JSON", status=resp.status_code
-            ) from exc
-        items = doc.get(key) if isinstance(doc, dict) else None
-        yield [str(i) for i in items or [] if isinstance(i, str)] if isinstance(items, list) else []
-        next_path = link_next(resp)
+        items, next_path = await _page(client, path, next_path, key, scope)
+        yield items
+
+
+async def _page(
+    client: RegistryClient, path: str, page: str, key: str, scope: str
+) -> tuple[list[str], str | None]:
+    """The items under `key` of the page `page` of the listing at `path`, and the next page."""
+    resp = await client.request("GET", page, scope=scope, max_bytes=MAX_PAGE_BYTES)
+    try:
+        doc = resp.json()
+    except ValueError as exc:
+        raise RegistryError(
+            f"{client.host}{path}: answer is not JSON", status=resp.status_code
+        ) from exc
+    items = doc.get(key) if isinstance(doc, dict) else None
+    listed = [str(i) for i in items or [] if isinstance(i, str)] if isinstance(items, list) else []
+    return listed, link_next(resp)
 
 
 def _valid(
@@ -100,6 +108,20 @@ async def tag_pages(
             yield _valid(client, page, validate_tag, where, on_invalid)
     except NotFoundError:
         return
+
+
+async def first_tags(client: RegistryClient, repository: str, size: int) -> tuple[list[str], bool]:
+    """The first page of `size` valid tags of a repository (none when it does not exist) and
+    whether the registry lists more (all of them at once on ECR)."""
+    if client.ecr is not None:
+        listed = await client.ecr.tags(repository)
+        return _valid(client, listed, validate_tag, f"{repository} ListImages", None), False
+    path = f"/v2/{repository}/tags/list"
+    try:
+        page, more = await _page(client, path, f"{path}?n={size}", "tags", pull_scope(repository))
+    except NotFoundError:
+        return [], False
+    return _valid(client, page, validate_tag, f"{repository} tag list", None), more is not None
 
 
 async def list_tags(

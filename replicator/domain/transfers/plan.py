@@ -168,13 +168,18 @@ def blobs_to_check(
     return tuple(digests)
 
 
-def referrer_tags(tags: Sequence[str], subject_digest: str) -> tuple[str, ...]:
-    """Tags of the OCI fallback tag schema and cosign that refer to `subject_digest`.
+def referrer_tag_names(subject_digest: str) -> tuple[str, ...]:
+    """The tags of the OCI fallback tag schema and cosign that may refer to `subject_digest`.
 
     `sha256-<hex>` is the OCI 1.1 referrers tag; cosign writes `sha256-<hex>.sig`, `.att` and
     `.sbom` beside it.
     """
     algorithm, _, hexpart = subject_digest.partition(":")
     base = f"{algorithm}-{hexpart}"
-    wanted = {base, f"{base}.sig", f"{base}.att", f"{base}.sbom"}
+    return (base, f"{base}.sig", f"{base}.att", f"{base}.sbom")
+
+
+def referrer_tags(tags: Sequence[str], subject_digest: str) -> tuple[str, ...]:
+    """Those of `tags` that are referrer tags of `subject_digest` (referrer_tag_names)."""
+    wanted = set(referrer_tag_names(subject_digest))
     return tuple(t for t in tags if t in wanted)
