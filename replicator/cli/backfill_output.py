@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from replicator.cli.documents import INDENT, document, print_json
 from replicator.cli.progress import progress_text
-from replicator.domain.jobs import TERMINAL_STATES, JobState
+from replicator.domain.jobs import TERMINAL_STATES
 from replicator.domain.routing.scan import TagAction, TagPlan
 from replicator.scan.backfill_run import BackfillReport
 from replicator.scan.scanning import ScanCounts
@@ -107,24 +107,25 @@ def _row_entry(row: JobRow) -> dict[str, Any]:
 def _by_destination(report: BackfillReport) -> dict[str, dict[str, int]]:
     table: dict[str, dict[str, int]] = {}
     empty = {"complete": 0, "failed": 0, "denied": 0, "repaired": 0, "bytes": 0}
-    denied = {r.id for r in report.denied}
-    for row in report.rows:
-        line = table.setdefault(row.destination, dict(empty))
-        if row.id in denied:
-            line["denied"] += 1
-        elif row.state in (JobState.COMPLETE, JobState.SUPERSEDED):
-            line["complete"] += 1
-            line["bytes"] += row.bytes_copied
-        elif row.state is JobState.FAILED:
-            line["failed"] += 1
-    for result in report.repairs:
-        line = table.setdefault(result.key.destination, dict(empty))
-        if result.error is None and result.stats is not None:
-            line["repaired"] += 1
-            line["bytes"] += result.stats.bytes_copied
-        else:
-            line["failed"] += 1
+    for name, totals in report.jobs.destinations.items():
+        line = table.setdefault(name, dict(empty))
+        line["complete"] += totals.complete
+        line["failed"] += totals.failed
+        line["denied"] += totals.denied
+        line["bytes"] += totals.bytes
+    repairs = report.repairs
+    for name in {*repairs.repaired, *repairs.failed}:
+        line = table.setdefault(name, dict(empty))
+        line["repaired"] += repairs.repaired[name]
+        line["failed"] += repairs.failed[name]
+        line["bytes"] += repairs.bytes[name]
     return table
+
+
+def _unlisted(report: BackfillReport) -> int:
+    """Jobs and failed repairs counted in the summary but not listed (a large run)."""
+    repairs = report.repairs
+    return report.jobs.unlisted + repairs.failed.total() - len(repairs.failures)
 
 
 def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out: TextIO) -> None:
@@ -132,7 +133,7 @@ def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out:
     if as_json:
         body = {
             "dry_run": False, "outcome": report.outcome.value, "interrupted": report.interrupted,
-            **_counts_doc(report.counts), "jobs": len(report.rows),
+            **_counts_doc(report.counts), "jobs": report.jobs.jobs, "unlisted": _unlisted(report),
             "bytes_copied": report.bytes_copied, "seconds": round(seconds, 3),
             "destinations": dict(sorted(table.items())),
             "failures": [_row_entry(r) for r in report.failed]
@@ -140,7 +141,7 @@ def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out:
                 {"destination": r.key.destination, "repository": r.key.repository,
                  "tag": r.key.tag, "digest": r.key.digest, "state": "REPAIR_FAILED",
                  "code": (r.error or "").split(":", 1)[0], "reason": r.error}
-                for r in report.repairs if r.error
+                for r in report.repairs.failures
             ],
             "denied": [_row_entry(r) for r in report.denied],
             "unfinished": [_row_entry(r) for r in report.rows
@@ -162,19 +163,20 @@ def print_summary(report: BackfillReport, seconds: float, *, as_json: bool, out:
     for row in report.failed:
         print(f"failed: {_image(row)} -> {row.destination}: {row.failure_code}: "
               f"{row.failure_reason}", file=out)  # fmt: skip
-    for result in report.repairs:
-        if result.error:
-            print(f"repair failed: {result.key}: {result.error}", file=out)
+    for result in report.repairs.failures:
+        print(f"repair failed: {result.key}: {result.error}", file=out)
     for row in report.denied:
         print(f"denied: {_image(row)} -> {row.destination}: {row.failure_reason}", file=out)
     counts = report.counts
     state = "INTERRUPTED" if report.interrupted else report.outcome.value
     print(
         f"backfill {state}: {counts.repositories} repositories, {counts.tags} tags, "
-        f"{counts.up_to_date} up to date, {len(report.rows)} jobs, "
+        f"{counts.up_to_date} up to date, {report.jobs.jobs} jobs, "
         f"{_megabytes(report.bytes_copied)} in {seconds:.1f} s",
         file=out,
     )
+    if unlisted := _unlisted(report):
+        print(f"{unlisted} more jobs not listed: replicator status has them all", file=out)
     if report.interrupted:
         print("interrupted: run backfill again to resume", file=out)
     print_errors(counts.errors)

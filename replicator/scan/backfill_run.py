@@ -9,7 +9,7 @@ compares). A dry run only reads registries.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from replicator.config.loading import Config
 from replicator.config.sites import sites_of
 from replicator.domain.events.echoes import REPLICA_USER_AGENT
-from replicator.domain.jobs import TERMINAL_STATES, FailureCode, JobKey, JobState
+from replicator.domain.jobs import JobKey, JobState
 from replicator.domain.routing.scan import RunOutcome, TagAction, TagPlan, run_outcome
 from replicator.engine.copier import Copier
 from replicator.engine.gather import task_group
@@ -26,9 +26,10 @@ from replicator.engine.pauses import sleep_until
 from replicator.engine.runner import JobRunner
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
-from replicator.scan.repair import RepairResult, repair
+from replicator.scan.repair import RepairStream, RepairTally
+from replicator.scan.run_jobs import JobTotals, RunJobs, is_denied
 from replicator.scan.scanning import ScanCounts, Scanner, ScanOptions
-from replicator.scan.sinks import Journaller, PlanStream, journalled_rows
+from replicator.scan.sinks import Journaller, PlanStream
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow
@@ -61,33 +62,36 @@ class BackfillReport:
     counts: ScanCounts
     # Dry run: the plans not up to date, by action (each was handed to `on_plan` as found).
     planned: dict[TagAction, int] = field(default_factory=dict)
-    rows: list[JobRow] = field(default_factory=list)  # the run's jobs as they ended
-    repairs: list[RepairResult] = field(default_factory=list)
+    # The run's jobs as they ended: totals per destination and some of their rows (all of a
+    # run of up to REPORTED_ROWS jobs; of a larger one, those that need a look first).
+    jobs: JobTotals = field(default_factory=JobTotals)
+    repairs: RepairTally = field(default_factory=RepairTally)
     interrupted: bool = False
     bytes_copied: int = 0
     # Set once the run opened the journal and started its runner.
     tally: JobTally | None = None
 
     @property
+    def rows(self) -> list[JobRow]:
+        """The rows kept of the run's jobs (`jobs.unlisted` more were only counted)."""
+        return self.jobs.rows
+
+    @property
     def denied(self) -> list[JobRow]:
-        """Jobs the destination's policy refused."""
-        return [r for r in self.rows if r.failure_code == FailureCode.POLICY_DENIED]
+        """Jobs kept that the destination's policy refused."""
+        return [r for r in self.rows if is_denied(r)]
 
     @property
     def failed(self) -> list[JobRow]:
-        """Jobs that failed for another reason than a policy denial."""
-        return [
-            r
-            for r in self.rows
-            if r.state is JobState.FAILED and r.failure_code != FailureCode.POLICY_DENIED
-        ]
+        """Jobs kept that failed for another reason than a policy denial."""
+        return [r for r in self.rows if r.state is JobState.FAILED and not is_denied(r)]
 
     @property
     def outcome(self) -> RunOutcome:
         """ECR's verdict over the copies and repairs (denials are reported, not failures), and
         the sources that could not be listed."""
-        total = len(self.rows) - len(self.denied) + len(self.repairs)
-        failed = len(self.failed) + sum(1 for r in self.repairs if r.error)
+        total = self.jobs.jobs - self.jobs.denied + self.repairs.total
+        failed = self.jobs.failed + self.repairs.failed.total()
         return run_outcome(total, failed, scan_errors=len(self.counts.errors))
 
 
@@ -129,23 +133,39 @@ async def run_backfill(
             )  # fmt: skip
 
         journal = JournalOnDemand(config, start)
+        jobs = RunJobs(journal)
+        max_deaths = config.workers.max_deaths
+
+        async def follow(keys: Sequence[JobKey]) -> None:
+            jobs.add(keys)
+            if jobs.full and journal.ledger is not None:
+                await _wait_for_ends(jobs, journal.ledger, stop, max_deaths, at_most=jobs.window)
+
         try:
-            sink = Journaller(journal, wake=journal.wake)
+            repairs = RepairStream(
+                journal, lambda: journal.runner, workers=config.workers.concurrency, stop=stop
+            )
+            sink = Journaller(journal, wake=journal.wake, repairs=repairs, journalled=follow)
             scanner = Scanner(config, sites, pool, options, journal=journal, counts=report.counts)
-            await _scan_while_running(scanner, sink, journal, stop)
-            report.interrupted = stop.is_set()
-            if journal.ledger is None or journal.runner is None:
-                return report  # everything was up to date: nothing to journal, nothing to run
-            ledger, runner = journal.ledger, journal.runner
-            await _wait_for_jobs(runner, ledger, sink.keys, stop, config.workers.max_deaths)
-            if not stop.is_set():
-                report.repairs = await repair(sink.repairs, journal=ledger.journal, runner=runner)
+            async with repairs:
+                await _scan_while_running(scanner, sink, journal, stop)
+                report.interrupted = stop.is_set()
+                if journal.ledger is None or journal.runner is None:
+                    return report  # everything was up to date: nothing to journal, nothing to run
+                ledger, runner = journal.ledger, journal.runner
+
+                async def run_until_idle() -> None:
+                    await runner.run(stop, until_idle=True)
+
+                await _wait_for_ends(jobs, ledger, stop, max_deaths, run=run_until_idle)
+            report.repairs = repairs.tally
             if stop.is_set():
                 report.interrupted = True
                 await runner.drain(config.workers.grace_period)
                 released = await ledger.release(config.workers.max_attempts)
                 log.warning("backfill_interrupted", released=released)
-            report.rows = await journalled_rows(ledger.journal, sink.keys)
+            await jobs.close()
+            report.jobs = jobs.totals
         finally:
             await journal.close()
     return report
@@ -257,24 +277,25 @@ async def _scan_while_running(
             relay.cancel()
 
 
-async def _wait_for_jobs(
-    runner: JobRunner,
+async def _wait_for_ends(
+    jobs: RunJobs,
     ledger: ClaimLedger,
-    keys: Mapping[tuple[str, str], Sequence[JobKey]],
     stop: asyncio.Event,
     max_deaths: int,
+    *,
+    at_most: int = 0,
+    run: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run until every job of this run is COMPLETE or FAILED, waiting out retry backoffs and
+    """Wait until at most `at_most` of the run's jobs are neither COMPLETE nor FAILED (with
+    `run`, running the runner until idle first each round), waiting out retry backoffs and
     jobs another process sharing the journal is running (taking them back if it dies)."""
-    finished = TERMINAL_STATES
     while not stop.is_set():
-        await runner.run(stop, until_idle=True)
-        if stop.is_set() or not keys:
-            return
-        open_rows = [
-            r for r in await journalled_rows(ledger.journal, keys) if r.state not in finished
-        ]
-        if not open_rows:
+        if run is not None:
+            await run()
+            if stop.is_set():
+                return
+        open_rows = await jobs.settle()
+        if len(open_rows) <= at_most:
             return
         # Another process holding some may have died since (a daemon killed on this host):
         # its jobs then come back, to be run here.

@@ -1,6 +1,7 @@
 """One reconcile pass of the daemon (daemon/reconcile.py runs it every `[reconcile] interval`):
 the backfill scan over every source, its jobs journalled for the daemon's runner, its repairs
-run through that runner's limits."""
+run through that runner's limits as the scan finds them. The pass keeps no job's key (the
+daemon's runner works the journal) and a bounded queue of repairs: flat in the number of tags."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from replicator.engine.runner import JobRunner
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
 from replicator.registry.pool import ClientPool
-from replicator.scan.repair import repair
+from replicator.scan.repair import RepairStream
 from replicator.scan.scanning import ScanCounts, Scanner, ScanOptions
 from replicator.scan.sinks import Journaller
 
@@ -34,9 +35,11 @@ async def reconcile_once(
     retried = await journal.retry_failed(codes=TEMPORARY_FAILURES)
     if retried:
         runner.wake()
-    sink = Journaller(journal, wake=runner.wake, keep_keys=False)
-    counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
-    repaired = await repair(sink.repairs, journal=journal, runner=runner)
+    repairs = RepairStream(journal, lambda: runner, workers=config.workers.concurrency)
+    sink = Journaller(journal, wake=runner.wake, repairs=repairs)
+    async with repairs:
+        counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
+    tally = repairs.tally
     log.info(
         "reconcile_pass",
         retried=retried,
@@ -46,7 +49,8 @@ async def reconcile_once(
         jobs=sink.journalled,
         denied=counts.denied,
         held=counts.held,
-        repaired=sum(1 for r in repaired if r.error is None),
+        repaired=tally.repaired.total(),
+        repairs_failed=tally.failed.total(),
         errors=len(counts.errors),
     )
     return counts

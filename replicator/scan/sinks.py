@@ -1,51 +1,48 @@
 """Where a scan's plans go (scan/scanning.py's PlanSink): into the journal as jobs (Journaller,
-repairs kept aside for scan/repair.py), or, in a dry run, to the caller as found (PlanStream)."""
+repairs handed on to scan/repair.py's stream), or, in a dry run, to the caller as found
+(PlanStream)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
 
 from replicator.domain.jobs import JobKey
 from replicator.domain.routing import Site
 from replicator.domain.routing.scan import TagAction, TagPlan
-from replicator.scan.scanning import ScanJournal
+from replicator.scan.scanning import PlanSink, ScanJournal
 
-if TYPE_CHECKING:
-    from replicator.journal.models import JobRow
-    from replicator.journal.store import Journal
+Journalled = Callable[[Sequence[JobKey]], Awaitable[None]]
 
 
 class Journaller:
-    """The sink of a real (not dry) run: journals copies and denials, keeps repairs aside."""
+    """The sink of a real (not dry) run: journals copies and denials (then tells `journalled`
+    their keys: a backfill follows its jobs to their end), hands repairs on to `repairs`."""
 
     def __init__(
         self,
         journal: ScanJournal,
         *,
         wake: Callable[[], None] | None = None,
-        keep_keys: bool = True,
+        repairs: PlanSink | None = None,
+        journalled: Journalled | None = None,
     ) -> None:
         self._journal = journal
         self._wake = wake
-        # A backfill waits for its jobs by their keys; a reconcile does not keep them (a
-        # million missing tags would be a million keys held to no use).
-        self._keep_keys = keep_keys
-        self.keys: dict[tuple[str, str], list[JobKey]] = {}
-        self.repairs: list[TagPlan] = []
+        self._repairs = repairs
+        self._journalled = journalled
         self.journalled = 0
 
     async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
         copies = [p.key for p in plans if p.action is TagAction.COPY]
         denied = {p.key: p.reason for p in plans if p.action is TagAction.DENIED}
-        self.repairs.extend(p for p in plans if p.action is TagAction.REPAIR)
-        if not copies and not denied:
-            return
-        self.journalled += await self._journal.add_jobs(copies, denied=denied)
-        if self._keep_keys:
-            self.keys.setdefault((source.name, repository), []).extend([*copies, *denied])
-        if copies and self._wake is not None:
-            self._wake()
+        if copies or denied:
+            self.journalled += await self._journal.add_jobs(copies, denied=denied)
+            if copies and self._wake is not None:
+                self._wake()
+        if self._repairs is not None:
+            await self._repairs(source, repository, plans)
+        if self._journalled is not None and (copies or denied):
+            await self._journalled([*copies, *denied])
 
 
 class PlanStream:
@@ -61,14 +58,3 @@ class PlanStream:
             if plan.action is not TagAction.UP_TO_DATE:
                 self._planned[plan.action] = self._planned.get(plan.action, 0) + 1
                 self._on_plan(plan)
-
-
-async def journalled_rows(
-    journal: Journal, keys: Mapping[tuple[str, str], Sequence[JobKey]]
-) -> list[JobRow]:
-    """The journal's rows of `keys` (one query per repository)."""
-    rows: list[JobRow] = []
-    for (source, repository), wanted in keys.items():
-        chosen = set(wanted)
-        rows.extend(r for r in await journal.status(source, repository) if r.key in chosen)
-    return rows

@@ -1,11 +1,14 @@
 """Scans at scale: a repository's tags are scanned page by page in memory flat in their number,
-and SIGTERM stops a scan within 2 s.
+a real backfill follows its jobs in memory flat in their number, and SIGTERM stops a scan within
+2 s.
 
 The source and the destination are tests/support/generated_tags.py servers (each in a process
 of its own): every tag of the source's `big/app` answers one digest, the destination has none,
 so `backfill --dry-run` plans a copy of each. Its peak RSS is read from /proc while it runs, for
 1,000 and for 10,000 tags (two HEADs a tag keep a larger run out of a test's time; the figures for
-100,000 and 1,000,000 tags, measured the same way by hand, are in RELIABILITY.md).
+100,000 and 1,000,000 tags, measured the same way by hand, are in RELIABILITY.md). A real
+backfill into a destination whose policy refuses the repository journals a job for every tag
+(FAILED, POLICY_DENIED: no copy to wait for), waits for each to end and reports them.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from replicator.registry.referrers import SCHEMA_LISTING_TAGS
 from tests.support.daemon import (
     DaemonSettings,
     RegistrySpec,
+    allow_policy,
     replicator_command,
     rule,
     write_config,
@@ -46,20 +51,34 @@ SCAN_STARTED_WITHIN_SECONDS = 60.0
 # The whole dry run of TAGS tags: two HEADs a tag on a loaded 2-core machine.
 DRY_RUN_TIMEOUT_SECONDS = 120.0
 KIB = 1024
+# A real backfill journalling a job for every tag: 2,000 tags fill the journal's page caches
+# (SQLite keeps up to 2 MiB of pages a connection), so what grows from there to ten times the
+# jobs is what the run holds per job (main kept every key and read every row: 77 -> 101 MiB).
+DENIED_SMALL, DENIED_LARGE = 2_000, 20_000
+MAX_JOBS_GROWTH_MIB = 10
+# The whole denied run of DENIED_LARGE tags: two HEADs and a journalled job a tag.
+DENIED_RUN_TIMEOUT_SECONDS = 300.0
+OTHER_ACCOUNT = "444455556666"
+# A real backfill copying every tag (into a destination that takes each copy and forgets it).
+COPIED_TAGS = 1_000
+COPY_RUN_TIMEOUT_SECONDS = 240.0
 
 
-def _config(folder: Path, source: str, destination: str) -> Path:
+def _config(folder: Path, source: str, destination: str, *, denies: bool = False) -> Path:
+    """src -> dst; with `denies`, dst is another account whose policy admits only prod/*."""
     settings = DaemonSettings(
         broker_port=free_port(),
         journal_url=f"sqlite:///{folder / 'journal.db'}",
         client_id="scan-scale",
     )
+    account = OTHER_ACCOUNT if denies else "111122223333"
+    policy = allow_policy("111122223333", "us-west-2", account, "prod/*") if denies else None
     specs = [
         RegistrySpec(
             "src", "111122223333", "us-east-1", source,
-            replication={"rules": [rule([("us-west-2", "111122223333")])]},
+            replication={"rules": [rule([("us-west-2", account)])]},
         ),
-        RegistrySpec("dst", "111122223333", "us-west-2", destination),
+        RegistrySpec("dst", account, "us-west-2", destination, policy=policy),
     ]  # fmt: skip
     return write_config(folder, specs, settings)
 
@@ -76,25 +95,30 @@ def _peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def _dry_run(tmp_path: Path, tags: int) -> tuple[int, list[str]]:
-    """Run `backfill --dry-run` against a source of `tags` tags and an empty destination; its
-    peak RSS in KiB and its output lines."""
+def _backfill(
+    tmp_path: Path, tags: int, *, dry_run: bool = True, timeout: float = DRY_RUN_TIMEOUT_SECONDS
+) -> tuple[int, int, list[str]]:
+    """Run `backfill` (`--dry-run`, else into a destination whose policy refuses every tag)
+    against a source of `tags` tags and an empty destination; its peak RSS in KiB, exit code and
+    output lines."""
     source = GeneratedTagsProcess(tags, holds=True)
     destination = GeneratedTagsProcess(tags, holds=False)
-    folder = tmp_path / str(tags)
+    folder = tmp_path / f"{tags}-{'dry' if dry_run else 'denied'}"
     try:
-        config = _config(folder, source.url, destination.url)
-        out = folder / "plan.txt"
+        config = _config(folder, source.url, destination.url, denies=not dry_run)
+        out = folder / "out.txt"
         with out.open("w") as stdout:
             process = subprocess.Popen(
-                replicator_command("--config", str(config), "backfill", "--dry-run"),
+                replicator_command(
+                    "--config", str(config), "backfill", *(["--dry-run"] if dry_run else [])
+                ),
                 stdout=stdout,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             peak = 0
             started = time.monotonic()
-            while process.poll() is None and time.monotonic() - started < DRY_RUN_TIMEOUT_SECONDS:
+            while process.poll() is None and time.monotonic() - started < timeout:
                 peak = max(peak, _peak_rss_kib(process.pid))
                 time.sleep(0.05)
             if process.poll() is None:
@@ -103,7 +127,7 @@ def _dry_run(tmp_path: Path, tags: int) -> tuple[int, list[str]]:
         seconds = time.monotonic() - started
         print(f"{tags} tags: peak RSS {peak / KIB:.0f} MiB, {seconds:.1f} s")
         assert process.returncode == 0, stderr[-2000:]
-        return peak, out.read_text().splitlines()
+        return peak, process.returncode, out.read_text().splitlines()
     finally:
         source.stop()
         destination.stop()
@@ -115,12 +139,51 @@ class TestScanScale:
     def test_dry_run_memory_flat_in_tags(self, tmp_path: Path) -> None:
         """`backfill --dry-run` plans a copy of every tag of a 10,000-tag repository with a
         peak RSS within 15 MiB of the same run over 1,000 tags, and under 150 MiB."""
-        small, _ = _dry_run(tmp_path, SMALL_TAGS)
-        large, lines = _dry_run(tmp_path, LARGE_TAGS)
+        small, _, _ = _backfill(tmp_path, SMALL_TAGS)
+        large, _, lines = _backfill(tmp_path, LARGE_TAGS)
         assert sum(1 for line in lines if line.startswith("copy")) == LARGE_TAGS, lines[-3:]
         growth = (large - small) / KIB
         assert growth < MAX_GROWTH_MIB, f"{small / KIB:.0f} -> {large / KIB:.0f} MiB"
         assert large < MAX_RSS_MIB * KIB, f"peak RSS {large / KIB:.0f} MiB"
+
+    def test_backfill_memory_flat_in_jobs(self, tmp_path: Path) -> None:
+        """A real backfill journalling a job for each of 20,000 tags (every one refused by the
+        destination's policy), waiting for each and reporting them all, peaks within 10 MiB of
+        the same run over 2,000 tags."""
+        small, _, _ = _backfill(
+            tmp_path, DENIED_SMALL, dry_run=False, timeout=DENIED_RUN_TIMEOUT_SECONDS
+        )
+        large, _, lines = _backfill(
+            tmp_path, DENIED_LARGE, dry_run=False, timeout=DENIED_RUN_TIMEOUT_SECONDS
+        )
+        summary = [line for line in lines if line.startswith("backfill ")]
+        assert summary, lines[-5:]
+        assert f"{DENIED_LARGE} tags, 0 up to date, {DENIED_LARGE} jobs" in summary[0], summary
+        assert lines[1].split()[:4] == ["dst", "0", "0", str(DENIED_LARGE)], lines[:2]
+        growth = (large - small) / KIB
+        assert growth < MAX_JOBS_GROWTH_MIB, f"{small / KIB:.0f} -> {large / KIB:.0f} MiB"
+
+    def test_backfill_copies_every_tag_reading_a_short_tag_list_each(self, tmp_path: Path) -> None:
+        """A real backfill copies each of 1,000 tags, and each copy looks for the image's
+        referrer tags in at most SCHEMA_LISTING_TAGS listed names (then by HEAD), not in
+        the whole repository's list: the names listed stay linear in the tags."""
+        source = GeneratedTagsProcess(COPIED_TAGS, holds=True)
+        destination = GeneratedTagsProcess(COPIED_TAGS, holds=False, accepts=True)
+        try:
+            config = _config(tmp_path, source.url, destination.url)
+            result = subprocess.run(
+                replicator_command("--config", str(config), "backfill"),
+                capture_output=True, text=True, timeout=COPY_RUN_TIMEOUT_SECONDS, check=False,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert f"{COPIED_TAGS} jobs" in result.stdout, result.stdout[-500:]
+            assert destination.stats()["puts"] == COPIED_TAGS
+            listed = source.stats()["listed"]
+            # The scan's listing, then one short page a copy (main: the whole list a copy).
+            assert listed <= COPIED_TAGS * (1 + SCHEMA_LISTING_TAGS), listed
+        finally:
+            source.stop()
+            destination.stop()
 
     def test_sigterm_stops_a_scan_within_2s(self, tmp_path: Path) -> None:
         """SIGTERM to `backfill --dry-run` in the middle of a 1,000,000-tag repository ends the
