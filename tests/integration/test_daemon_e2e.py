@@ -7,7 +7,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -32,15 +32,13 @@ from tests.support.daemon import (
     manifest_present,
     metric_value,
     publish,
-    start_stack,
     wait_for,
 )
 from tests.support.fuzz_targets import FLOOD_JOURNAL_BYTES, journal_bytes, pull_flood
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.layout_push import LayoutPusher
-from tests.support.mqtt_fixtures import MosquittoFactory
-from tests.support.registry_fixtures import RegistryFactory
 from tests.support.scenarios import record_figures
+from tests.support.stack_fixtures import StackFactory
 
 pytestmark = pytest.mark.integration
 
@@ -65,19 +63,9 @@ class Pushed:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
+def stack(module_stack_factory: StackFactory) -> Stack:
     """Three registries, a broker, the bridge and the daemon, shared by this module's tests."""
-    started = start_stack(
-        tmp_path_factory.mktemp("e2e"),
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-    )
-    yield started
-    started.stop()
+    return module_stack_factory("e2e")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.ports import free_port
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
+from tests.support.stack_fixtures import StackFactory
 
 pytestmark = pytest.mark.integration
 
@@ -45,19 +46,9 @@ MANIFEST_PUT = requests("PUT", r"/manifests/")
 
 
 @pytest.fixture(scope="module")
-def stack(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
+def stack(module_stack_factory: StackFactory) -> Stack:
     """One stack for the SIGHUP tests (they restore the config they change)."""
-    started = start_stack(
-        tmp_path_factory.mktemp("hup"),
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-    )
-    yield started
-    started.stop()
+    return module_stack_factory("hup")
 
 
 @pytest.fixture(scope="module")

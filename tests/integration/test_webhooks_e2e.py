@@ -36,6 +36,7 @@ from tests.support.images import LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
+from tests.support.stack_fixtures import StackFactory
 
 pytestmark = pytest.mark.integration
 
@@ -84,20 +85,9 @@ T_DUE = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def stack(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
+def stack(module_stack_factory: StackFactory) -> Stack:
     """Three registries (use1 sends no notifications: the tests post), broker, bridge, daemon."""
-    started = start_stack(
-        tmp_path_factory.mktemp("webhooks"),
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-        notifications=False,
-    )
-    yield started
-    started.stop()
+    return module_stack_factory("webhooks", notifications=False)
 
 
 @pytest.fixture(scope="module")

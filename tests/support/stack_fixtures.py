@@ -3,12 +3,13 @@ daemon of tests/support/daemon.py) started by one call and taken down after the 
 
 `stack_factory(**options)` starts a stack in the test's tmp_path with fresh registries and a
 broker of its own (tests stop, wipe and restart them); `options` are start_stack's (settings such
-as `max_attempts`, `journal_url`, `shared_group`, `front`, `start_daemon`). After the test its
-daemon and bridge are stopped and its registries and broker stopped and deleted, so a long
-session does not keep every test's processes running. `fleet_member(stack, name)` is
-another daemon on the stack's registries, broker and journal (a fleet member); `start_all` and
-`stop_all` start or stop several daemons at once (each waits for the others' start-up or drain
-otherwise, seconds each on a loaded machine).
+as `max_attempts`, `journal_url`, `shared_group`, `front`, `start_daemon`, `notifications`).
+After the test its daemon and bridge are stopped and its registries and broker stopped and
+deleted, so a long session does not keep every test's processes running.
+`module_stack_factory` does the same for a stack a module's tests share, after the module.
+`fleet_member(stack, name)` is another daemon on the stack's registries, broker and journal (a
+fleet member); `start_all` and `stop_all` start or stop several daemons at once (each waits for
+the others' start-up or drain otherwise, seconds each on a loaded machine).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import signal
 import subprocess
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,16 +36,17 @@ class StackFactory(Protocol):
     def __call__(self, name: str = "stack", **options: Any) -> Stack: ...
 
 
-@pytest.fixture
-def stack_factory(
-    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
+@contextmanager
+def _stacks(
+    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, folder: Path
 ) -> Iterator[StackFactory]:
-    """Starts fresh stacks (own registries, own broker); each is taken down after the test."""
+    """Starts stacks in `folder`; on leaving, each is stopped and its registries and broker
+    stopped and deleted."""
     started: list[Stack] = []
 
     def start(name: str = "stack", **options: Any) -> Stack:
         stack = start_stack(
-            tmp_path / name,
+            folder / name,
             mosquitto_factory(),
             lambda url: registry_factory(notifications_url=url),
             **options,
@@ -51,15 +54,37 @@ def stack_factory(
         started.append(stack)
         return stack
 
-    yield start
-    for stack in started:
-        stack.stop()
-        for registry in stack.registries.values():
-            registry.terminate()
-    for stack in started:
-        for registry in stack.registries.values():
-            registry.cleanup()
-        stack.broker.cleanup()
+    try:
+        yield start
+    finally:
+        for stack in started:
+            stack.stop()
+            for registry in stack.registries.values():
+                registry.terminate()
+        for stack in started:
+            for registry in stack.registries.values():
+                registry.cleanup()
+            stack.broker.cleanup()
+
+
+@pytest.fixture
+def stack_factory(
+    registry_factory: RegistryFactory, mosquitto_factory: MosquittoFactory, tmp_path: Path
+) -> Iterator[StackFactory]:
+    """Starts fresh stacks (own registries, own broker); each is taken down after the test."""
+    with _stacks(registry_factory, mosquitto_factory, tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_stack_factory(
+    registry_factory: RegistryFactory,
+    mosquitto_factory: MosquittoFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[StackFactory]:
+    """As stack_factory, for a stack a module's tests share: taken down after the module."""
+    with _stacks(registry_factory, mosquitto_factory, tmp_path_factory.mktemp("stacks")) as start:
+        yield start
 
 
 def fleet_member(stack: Stack, name: str) -> DaemonProcess:
