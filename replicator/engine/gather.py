@@ -4,7 +4,7 @@ and work through a stream of repository names a bounded number at a time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
@@ -24,6 +24,24 @@ async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     except BaseExceptionGroup as group_error:
         raise _first(group_error) from None
     return [task.result() for task in tasks]
+
+
+async def map_bounded(
+    work: Callable[[K], Awaitable[T]], items: Sequence[K], in_flight: int
+) -> list[T]:
+    """`work(item)` of every item, at most `in_flight` at once, the results in the items' order;
+    on the first failure cancel the rest and raise it (as gather_all)."""
+    results: list[T | None] = [None] * len(items)
+    ahead = iter(enumerate(items))
+
+    async def worker() -> None:
+        for index, item in ahead:
+            results[index] = await work(item)
+
+    async with task_group() as group:
+        for _ in range(min(in_flight, len(items))):
+            group.create_task(worker())
+    return results  # type: ignore[return-value]  # every place was filled
 
 
 async def _as_coroutine(aw: Awaitable[T]) -> T:

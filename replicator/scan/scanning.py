@@ -5,8 +5,11 @@ a dry run's stream). `replicator backfill` (scan/backfill_run.py) and the daemon
 
 Facts are gathered here and decided in `domain.routing.scan`. The scan is cheap when everything is
 replicated: one catalog and one tag list per source repository, then HEAD requests only (one per
-source tag, one per tag and destination); the destination's tag list is read only when every tag
-is missing there and the policy must know whether the repository exists.
+source tag, one per tag and destination, TAGS_IN_FLIGHT tags at once); the destination's tag list
+is read only when every tag is missing there and the policy must know whether the repository
+exists. The destination's tag list cannot spare the HEADs: it names no digest, and the scan would
+have to hold all of it (or merge two listings in an order not every registry keeps) to know
+which tags are missing.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from replicator.domain.routing.scan import (
     plan_tag,
     targets,
 )
-from replicator.engine.gather import for_each_repository, gather_all, unless_set
+from replicator.engine.gather import for_each_repository, gather_all, map_bounded, unless_set
 from replicator.errors import JournalError, ReplicatorError
 from replicator.logs import get_logger
 from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient
+from replicator.registry.manifests import ManifestHead
 from replicator.registry.pool import ClientPool
 from replicator.scan.repositories import repository_names
 
@@ -44,6 +48,12 @@ if TYPE_CHECKING:
     from replicator.journal.models import JobRow
 
 log = get_logger(__name__)
+
+# Tags of a page whose HEADs are in flight at once, each tag's source HEAD followed at once by
+# its destinations': twice a registry's small-request slots (32: 8 transfer slots x 4), so the
+# source's and the destinations' slots stay busy together. A page used to HEAD the source for
+# all its tags, then the destinations, one registry idle while the other worked.
+TAGS_IN_FLIGHT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,17 +234,32 @@ class Scanner:
 
     async def _plans(self, source: Site, repository: str, page: Sequence[str]) -> list[TagPlan]:
         src = registry_client(self._pool, self._config, source.name)
-        found = await tag_digests(src, repository, page)
+
+        async def facts(tag: str) -> tuple[str, str, dict[str, ManifestHead | None]] | None:
+            """The tag's digest at the source, then its HEAD at each destination it goes to."""
+            head = await manifests.head(src, repository, tag)
+            if head is None:
+                return None  # gone meanwhile
+            names = [
+                target.name
+                for target in targets(
+                    source, self._sites, repository=repository, tag=tag,
+                    only=self._options.destination,
+                )
+            ]  # fmt: skip
+            clients = [registry_client(self._pool, self._config, name) for name in names]
+            heads = await gather_all([manifests.head(dst, repository, tag) for dst in clients])
+            return tag, head.digest, dict(zip(names, heads, strict=True))
+
+        found = [f for f in await map_bounded(facts, page, TAGS_IN_FLIGHT) if f is not None]
         self.counts.tags += len(found)
-        wanted: dict[str, list[tuple[str, str]]] = {}
-        for tag, digest in found:
-            for target in targets(
-                source, self._sites, repository=repository, tag=tag, only=self._options.destination
-            ):
-                wanted.setdefault(target.name, []).append((tag, digest))
+        wanted: dict[str, list[tuple[str, str, ManifestHead | None]]] = {}
+        for tag, digest, heads in found:
+            for name, head in heads.items():
+                wanted.setdefault(name, []).append((tag, digest, head))
         plans: list[TagPlan] = []
-        for name, pairs in wanted.items():
-            plans.extend(await self._compare(source, self._sites[name], repository, pairs))
+        for name, facts_of in wanted.items():
+            plans.extend(await self._compare(source, self._sites[name], repository, facts_of))
         if self._journal is not None and any(p.action is not TagAction.UP_TO_DATE for p in plans):
             # Every source's jobs of the page's tags (and untagged ones of its digests: a
             # delete by digest): in a cycle (A -> B and B -> A) the destination's own pushes
@@ -248,11 +273,15 @@ class Scanner:
         return plans
 
     async def _compare(
-        self, source: Site, target: Site, repository: str, pairs: list[tuple[str, str]]
+        self,
+        source: Site,
+        target: Site,
+        repository: str,
+        facts: list[tuple[str, str, ManifestHead | None]],
     ) -> list[TagPlan]:
+        """Plans of (tag, source digest, destination HEAD) at `target`."""
         dst = registry_client(self._pool, self._config, target.name)
-        heads = await gather_all([manifests.head(dst, repository, tag) for tag, _ in pairs])
-        exists = any(head is not None for head in heads)
+        exists = any(head is not None for _, _, head in facts)
         if not exists and existence_matters(source, target, repository):
             # Only then is the destination's tag list read: a no-op re-run stays HEAD-only.
             exists = await tags.repository_exists(dst, repository)
@@ -270,7 +299,7 @@ class Scanner:
                 repository_exists=exists,
                 repository_known=known,
             )
-            for (tag, digest), head in zip(pairs, heads, strict=True)
+            for tag, digest, head in facts
         ]
 
 

@@ -1,4 +1,5 @@
-"""gather_all and BlobLocations: the copier's small concurrency and memory pieces."""
+"""gather_all, map_bounded and BlobLocations: the copier's and the scan's small concurrency and
+memory pieces."""
 
 from __future__ import annotations
 
@@ -7,8 +8,52 @@ import asyncio
 import pytest
 
 from replicator.engine.blob_locations import BlobLocations
-from replicator.engine.gather import gather_all
+from replicator.engine.gather import gather_all, map_bounded
 from replicator.errors import NotFoundError
+
+
+class TestMapBounded:
+    """map_bounded works through items a bounded number at a time, results in order."""
+
+    async def test_results_in_order_and_at_most_in_flight(self) -> None:
+        """Every item's result comes back in the items' order, and no more than `in_flight`
+        items are worked on at once."""
+        running, most = 0, 0
+
+        async def work(item: int) -> int:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.001 * (item % 3))
+            running -= 1
+            return item * 2
+
+        assert await map_bounded(work, list(range(50)), 4) == [i * 2 for i in range(50)]
+        assert most == 4
+
+    async def test_no_items(self) -> None:
+        """No items, no work, an empty list."""
+
+        async def work(item: int) -> int:
+            raise AssertionError(item)
+
+        assert await map_bounded(work, [], 8) == []
+
+    async def test_first_error_is_raised_and_the_rest_not_started(self) -> None:
+        """The first failure is raised as itself; items after it are not worked on."""
+        started: list[int] = []
+
+        async def work(item: int) -> int:
+            started.append(item)
+            await asyncio.sleep(0)
+            if item == 1:
+                raise NotFoundError("gone", status=404)
+            await asyncio.sleep(0.05)
+            return item
+
+        with pytest.raises(NotFoundError, match="gone"):
+            await map_bounded(work, list(range(10)), 2)
+        assert len(started) <= 3, started
 
 
 class TestGatherAll:
