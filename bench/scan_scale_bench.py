@@ -9,6 +9,9 @@ its own: tag lists computed per page, every HEAD answered at once):
 - `real`: `backfill` (not dry), the destination holding every tag with the source's digest: the
   fair case for a million tags (copying a million images is not a scan's cost), which runs the
   real path — HEADs, the journal's rows of each page, nothing to journal — to its end;
+- `copy`: `backfill` (not dry), the destination holding none of the tags and taking every copy
+  (tests/support/generated_tags.py `--accepts`: it forgets each at once): a job journalled, run
+  and reported for every tag, followed in the run's bounded window (scan/run_jobs.py);
 - `reconcile`: the daemon (`replicator run`, a mosquitto for its broker) with `[reconcile]
   interval = 2`, until its first `reconcile_pass` is logged, the destination holding every tag.
 Each run's peak RSS (VmHWM, read from /proc every 50 ms) and its time are printed as JSON lines.
@@ -87,7 +90,9 @@ def run(kind: str, tags: int, folder: Path, limit: float) -> dict[str, Any]:
     """One run of `kind`; its figures."""
     folder.mkdir(parents=True, exist_ok=True)
     source = GeneratedTagsProcess(tags, holds=True)
-    destination = GeneratedTagsProcess(tags, holds=kind != "dry")
+    destination = GeneratedTagsProcess(
+        tags, holds=kind not in ("dry", "copy"), accepts=kind == "copy"
+    )
     broker: Mosquitto | None = None
     try:
         if kind == "reconcile":
@@ -123,7 +128,8 @@ def run(kind: str, tags: int, folder: Path, limit: float) -> dict[str, Any]:
             "finished": finished,
             "peak_rss_mib": round(peak / KIB, 1),
             "seconds": round(seconds, 1),
-            "source_requests": source.served(),
+            "source_requests": source.stats()["served"],
+            "copies": destination.stats()["puts"],
         }
     finally:
         source.stop()
