@@ -42,19 +42,18 @@ from replicator.domain.auth.realms import (
 from replicator.errors import AuthError, TransportError
 from replicator.logs import get_logger
 from replicator.registry import auth_refusals as refusals
+from replicator.registry import token_requests
 from replicator.registry.challenges import Challenge, choose_challenge
 from replicator.registry.credentials import CredentialProvider, Credentials
 from replicator.registry.retry import RetryPolicy, under_policy
 from replicator.registry.single_flight import SingleFlight
-from replicator.registry.token_answers import MAX_TOKEN_RESPONSE, no_refresh_grant, read_token
+from replicator.registry.token_answers import no_refresh_grant, read_token
 from replicator.registry.wait_scope import waiting
 
 log = get_logger(__name__)
 
 # Refresh a token a little before it expires.
 TOKEN_EXPIRY_MARGIN = 10.0
-# The OAuth2 client_id sent with the POST grant; token services log it, some require one.
-OAUTH_CLIENT_ID = "replicator"
 # Scopes whose own challenge and token are remembered (one per repository and action set): a
 # token is ~1 KB, so ~10 MB at the cap. The oldest is forgotten first; a forgotten challenge is
 # learnt again from the registry's next 401, a forgotten token fetched again.
@@ -344,15 +343,8 @@ class Authenticator:
             refresh_token = self._refresh_tokens.get(
                 credentials.identity_token, credentials.identity_token
             )
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": refresh_token,
-                "service": service,
-                # OAuth2 scopes are space separated (RFC 6749 §3.3), as docker sends them.
-                "scope": scope,
-                "client_id": OAUTH_CLIENT_ID,
-            }
-            resp = await self._call(realm, self._http.build_request("POST", realm, data=form))
+            grant = token_requests.refresh_grant(self._http, realm, service, scope, refresh_token)
+            resp = await token_requests.send(self._http, realm, grant)
             if not no_refresh_grant(resp):
                 token, lifetime, rotated = read_token(resp)
                 if rotated:
@@ -360,39 +352,10 @@ class Authenticator:
                 return token, lifetime
             log.info("token_refresh_grant_unsupported", realm=realm, status=resp.status_code)
             self._no_refresh_grant.add(realm)
-        # Several scopes (a mount needs push on one repository and pull on another) are sent as
-        # repeated `scope` parameters, as the Docker client does. The realm's own query
-        # (`/token?mode=x`) is kept: httpx replaces a URL's query with `params` otherwise.
-        params: list[tuple[str, str | int | float | bool | None]] = [("service", service)]
-        params.extend(("scope", part) for part in scope.split())
-        url = httpx.URL(realm)
-        url = url.copy_with(params=url.params.merge(params))
-        headers = {"Authorization": credentials.basic_header()} if credentials else {}
-        resp = await self._call(realm, self._http.build_request("GET", url, headers=headers))
+        get = token_requests.token_get(self._http, realm, service, scope, credentials)
+        resp = await token_requests.send(self._http, realm, get)
         token, lifetime, _ = read_token(resp)
         return token, lifetime
-
-    async def _call(self, realm: str, request: httpx.Request) -> httpx.Response:
-        """Send a token request; the answer is read up to MAX_TOKEN_RESPONSE bytes, no more."""
-        try:
-            resp = await self._http.send(request, stream=True)
-            try:
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > MAX_TOKEN_RESPONSE:
-                        raise AuthError(
-                            "token response is too large", status=resp.status_code, temporary=True
-                        )
-            finally:
-                await resp.aclose()
-        except httpx.HTTPError as exc:
-            raise TransportError(
-                f"token service {httpx.URL(realm).host}: {type(exc).__name__}"
-            ) from exc
-        return httpx.Response(
-            resp.status_code, headers=resp.headers, content=bytes(body), request=request
-        )
 
 
 def _realm(challenge: Challenge) -> str:
