@@ -13,6 +13,7 @@ backfill into a destination whose policy refuses the repository journals a job f
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -30,6 +31,7 @@ from tests.support.daemon import (
     write_config,
 )
 from tests.support.generated_tags import GeneratedTagsProcess
+from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,12 +64,20 @@ OTHER_ACCOUNT = "444455556666"
 # A real backfill copying every tag (into a destination that takes each copy and forgets it).
 COPIED_TAGS = 1_000
 COPY_RUN_TIMEOUT_SECONDS = 240.0
+# The daemon's first reconcile pass repairs each of these tags (their jobs COMPLETE, the
+# destination has forgotten the copies).
+REPAIRED_TAGS = 200
+# The pass starts this long after the daemon does; it and its repairs end within the timeout.
+RECONCILE_INTERVAL_SECONDS = 1.0
+RECONCILE_TIMEOUT_SECONDS = 180.0
 
 
-def _config(folder: Path, source: str, destination: str, *, denies: bool = False) -> Path:
+def _config(
+    folder: Path, source: str, destination: str, *, denies: bool = False, broker_port: int = 0
+) -> Path:
     """src -> dst; with `denies`, dst is another account whose policy admits only prod/*."""
     settings = DaemonSettings(
-        broker_port=free_port(),
+        broker_port=broker_port or free_port(),
         journal_url=f"sqlite:///{folder / 'journal.db'}",
         client_id="scan-scale",
     )
@@ -181,6 +191,46 @@ class TestScanScale:
             listed = source.stats()["listed"]
             # The scan's listing, then one short page a copy (main: the whole list a copy).
             assert listed <= COPIED_TAGS * (1 + SCHEMA_LISTING_TAGS), listed
+        finally:
+            source.stop()
+            destination.stop()
+
+    def test_reconcile_repairs_every_tag_as_it_scans(
+        self, tmp_path: Path, mosquitto_factory: MosquittoFactory
+    ) -> None:
+        """After a backfill copied each of 200 tags into a destination that forgets them (their
+        jobs COMPLETE), the daemon's first reconcile pass finds every one lost and repairs each
+        through its runner as the scan hands them on: 200 copies more, the pass logs them."""
+        source = GeneratedTagsProcess(REPAIRED_TAGS, holds=True)
+        destination = GeneratedTagsProcess(REPAIRED_TAGS, holds=False, accepts=True)
+        broker = mosquitto_factory()
+        try:
+            config = _config(tmp_path, source.url, destination.url, broker_port=broker.port)
+            with config.open("a") as file:
+                file.write(f"\n[reconcile]\ninterval = {RECONCILE_INTERVAL_SECONDS}\n")
+            backfill = subprocess.run(
+                replicator_command("--config", str(config), "backfill"),
+                capture_output=True, text=True, timeout=COPY_RUN_TIMEOUT_SECONDS, check=False,
+            )  # fmt: skip
+            assert backfill.returncode == 0, backfill.stderr[-2000:]
+            assert destination.stats()["puts"] == REPAIRED_TAGS
+            log = tmp_path / "daemon.log"
+            with log.open("w") as err:
+                daemon = subprocess.Popen(
+                    replicator_command("--config", str(config), "run"),
+                    stdout=subprocess.DEVNULL, stderr=err, text=True,
+                )  # fmt: skip
+            try:
+                deadline = time.monotonic() + RECONCILE_TIMEOUT_SECONDS
+                while "reconcile_pass" not in log.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            finally:
+                daemon.terminate()
+                daemon.wait(30)
+            passes = [line for line in log.read_text().splitlines() if "reconcile_pass" in line]
+            assert passes, log.read_text()[-2000:]
+            assert destination.stats()["puts"] == 2 * REPAIRED_TAGS
+            assert re.search(rf"\brepaired\W+{REPAIRED_TAGS}\b", passes[0]), passes[0]
         finally:
             source.stop()
             destination.stop()
