@@ -40,7 +40,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from replicator.daemon.bus_inbox import AckHandle, BusMessage, Inbox
-from replicator.daemon.bus_session import SESSION_EXPIRY_SECONDS, SessionWatch, note_connack
+from replicator.daemon.bus_session import (
+    SESSION_EXPIRY_SECONDS,
+    SessionWatch,
+    fail_without_connack,
+    note_connack,
+)
 from replicator.domain.events.payloads import MAX_PAYLOAD_BYTES
 from replicator.domain.events.topics import source_from_topic
 from replicator.errors import BusError
@@ -326,6 +331,7 @@ class Bus:
         )
         client.pending_calls_threshold = PENDING_CALLS_WARNING
         connack = note_connack(client)
+        fail_without_connack(client)
         # Before connecting: a resumed session redelivers right after the CONNACK, and those
         # messages must not be acknowledged before they are journalled.
         client._client.manual_ack_set(True)

@@ -4,7 +4,9 @@ A broker's settings (persistence, queue limits) cannot be read over MQTT; what c
 its answer to each CONNECT: whether it still had our session, and the session expiry it
 granted. A session missing where one was made means the broker restarted without persistence,
 lost its store, or let the session expire: what was published for us meanwhile is gone from
-the bus, and the caller is told (the daemon runs reconcile at once).
+the bus, and the caller is told (the daemon runs reconcile at once). A connection the broker
+closes before its CONNACK fails at once, so the bus connects again without waiting out its
+request timeout.
 """
 
 from __future__ import annotations
@@ -55,6 +57,34 @@ def note_connack(client: aiomqtt.Client) -> Connack:
 
     client._client.on_connect = on_connect
     return connack
+
+
+def fail_without_connack(client: aiomqtt.Client) -> None:
+    """Make `client`'s connect fail as soon as the broker closes the connection before its
+    CONNACK (a broker going down mid-handshake, as a restart does): aiomqtt 2.5 ignores a
+    disconnection before the CONNACK and waits out its whole request timeout (10 s measured),
+    which held a fleet's intake taken over during a broker restart that long."""
+    installed: Any = client._client.on_disconnect
+    # This connect's own future: aiomqtt replaces it after a failed connect, and an exception
+    # set on the replacement would never be retrieved.
+    connecting = client._connected
+
+    def on_disconnect(
+        paho_client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason_code: Any,
+        properties: Properties | None = None,
+    ) -> None:
+        if not connecting.done():
+            connecting.set_exception(
+                aiomqtt.MqttError(
+                    f"the broker closed the connection before its CONNACK ({reason_code})"
+                )
+            )
+        installed(paho_client, userdata, flags, reason_code, properties)
+
+    client._client.on_disconnect = on_disconnect
 
 
 class SessionWatch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from replicator.daemon.bus import Bus, BusMessage, BusOptions, TlsOptions
 from replicator.errors import BusError
+from tests.support.loopback_server import TcpRelay
 from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.integration
@@ -20,7 +22,30 @@ RECEIVE_SECONDS = 10.0
 # ...and this long to conclude that a message that should not arrive did not.
 QUIET_SECONDS = 0.5
 
+# A connection the broker closed before its CONNACK is tried again within this (the backoff's
+# first steps are 0.1-0.4 s; aiomqtt alone waited out its 10 s request timeout).
+CONNACK_RETRY_SECONDS = 3.0
+
 _ids = itertools.count()
+
+
+class ClosingBeforeConnack(TcpRelay):
+    """In front of a broker: closes the first `closes` connections once their CONNECT arrives,
+    as a broker going down mid-handshake does; relays the later ones."""
+
+    def __init__(self, broker: Mosquitto, closes: int) -> None:
+        super().__init__(f"http://127.0.0.1:{broker.port}")
+        self.closes = closes
+        self.closed = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close (FIN) after the CONNECT's first bytes, or relay."""
+        if self.closed < self.closes:
+            self.closed += 1
+            await reader.read(1)
+            writer.close()
+            return
+        await super().handle(reader, writer)
 
 
 def options(broker: Mosquitto, client_id: str, **overrides: Any) -> BusOptions:
@@ -211,6 +236,31 @@ class TestBus:
                     if message.payload == b"after":
                         break
         assert set(seen) <= {b"before", b"after"}
+
+    async def test_a_connection_closed_before_its_connack_is_tried_again_at_once(
+        self, mosquitto: Mosquitto, topic_root: str
+    ) -> None:
+        """A broker that closes the connection after the CONNECT and before its CONNACK (one
+        going down mid-handshake, as a restart does) has the bus connect again at once, not
+        after the 10 s request timeout, and receive."""
+        relay = ClosingBeforeConnack(mosquitto, closes=1).start()
+        try:
+            consumer = options(
+                mosquitto, unique("consumer"), port=relay.port,
+                events_topic=f"{topic_root}/+/events",
+            )  # fmt: skip
+            started = time.monotonic()
+            async with Bus(consumer) as bus:
+                await bus.wait_connected(within=RECEIVE_SECONDS)
+                waited = time.monotonic() - started
+                await publish_all(mosquitto, topic_root, [b"after"])
+                (message,) = await receive(bus, 1)
+                await bus.ack(message)
+        finally:
+            relay.stop()
+        assert relay.closed == 1
+        assert waited < CONNACK_RETRY_SECONDS, f"connected {waited:.2f} s after the first try"
+        assert message.payload == b"after"
 
     async def test_a_session_the_broker_lost_is_reported(
         self, mosquitto_factory: MosquittoFactory
