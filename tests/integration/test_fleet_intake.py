@@ -212,6 +212,11 @@ def test_a_push_after_the_holders_death_and_a_broker_restart_is_taken_before_its
     it reaches both destinations."""
     stack, members = fleet.stack, fleet.members
     images = fleet.images("k", 1, 60_000)
+    wait_for(
+        lambda: any(metric_value(m.metrics(), "replicator_fleet_intake") == 1 for m in members),
+        timeout=FINISHED_SECONDS,
+        what="a member taking the fleet's events",
+    )
     doomed = intake_holder(members)
     doomed.kill()
     # Read once it is dead: no renewal can move the lease's end any more.
@@ -228,8 +233,9 @@ def test_a_push_after_the_holders_death_and_a_broker_restart_is_taken_before_its
     rows = reader.wait_finished(len(images) * len(DESTINATIONS), timeout=FINISHED_SECONDS)
     events = reader.events()
     fleet.stop()
-    assert len(events) == 1, events
-    received = events[0].received_at.timestamp()
+    # At least once: a broker restarted before our PUBACK delivers the event again.
+    assert events, "the push's event was never journalled"
+    received = min(event.received_at.timestamp() for event in events)
     print(f"push journalled {dead_lease.expires - received:.2f} s before the dead lease's end")
     assert received < dead_lease.expires, (
         f"journalled {received - dead_lease.expires:.2f} s after the dead member's lease ended"
