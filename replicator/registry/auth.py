@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection
+from typing import TypeVar
 
 import httpx
 
@@ -51,12 +52,15 @@ from replicator.registry.token_answers import no_refresh_grant, read_token
 from replicator.registry.wait_scope import waiting
 
 log = get_logger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Refresh a token a little before it expires.
 TOKEN_EXPIRY_MARGIN = 10.0
-# Scopes whose own challenge and token are remembered (one per repository and action set): a
-# token is ~1 KB, so ~10 MB at the cap. The oldest is forgotten first; a forgotten challenge is
-# learnt again from the registry's next 401, a forgotten token fetched again.
+# Scopes whose own challenge and token are remembered (one per repository and action set), and
+# realms remembered as having no refresh-token grant: a token is ~1 KB, so ~10 MB at the cap.
+# The oldest is forgotten first; a forgotten challenge is learnt again from the registry's next
+# 401, a forgotten token fetched again, a forgotten realm asked by POST once more.
 MAX_SCOPES = 10_000
 
 
@@ -91,8 +95,9 @@ class Authenticator:
         # A refresh token the token service rotated (OAuth2 answers may carry a new one).
         self._refresh_tokens: dict[str, str] = {}
         # Realms that answered a refresh-token grant as having none: asked by GET from then on,
-        # not by a POST before every token request.
-        self._no_refresh_grant: set[str] = set()
+        # not by a POST before every token request (a registry names its realms: as many kept
+        # as scopes, the oldest forgotten first).
+        self._no_refresh_grant: dict[str, None] = {}
         self.problem: AuthError | None = None  # why the provider could not give credentials
         # A token realm on another host that was asked without the credentials (they exist):
         # a refusal then says how to send them (`withheld_refusal`).
@@ -199,10 +204,7 @@ class Authenticator:
         )
 
     def _remember(self, scope: str, challenge: Challenge) -> None:
-        self._challenges.pop(scope, None)
-        self._challenges[scope] = challenge
-        while len(self._challenges) > self._max_scopes:
-            del self._challenges[next(iter(self._challenges))]
+        _keep(self._challenges, scope, challenge, self._max_scopes)
 
     async def _answer_basic(self, response: httpx.Response) -> str:
         credentials = await self._credentials()
@@ -307,10 +309,8 @@ class Authenticator:
                 ) from exc
             token, lifetime = await self._request_token(challenge, scope, fresh)
         self.withheld_from = None if trusted or self._provider is None else realm
-        self._tokens.pop(scope, None)
-        self._tokens[scope] = (token, time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN))
-        while len(self._tokens) > self._max_scopes:
-            del self._tokens[next(iter(self._tokens))]
+        expires = time.monotonic() + max(1.0, lifetime - TOKEN_EXPIRY_MARGIN)
+        _keep(self._tokens, scope, (token, expires), self._max_scopes)
         return token
 
     def refusal(self, refused: AuthError) -> AuthError:
@@ -351,11 +351,19 @@ class Authenticator:
                     self._refresh_tokens[credentials.identity_token] = rotated
                 return token, lifetime
             log.info("token_refresh_grant_unsupported", realm=realm, status=resp.status_code)
-            self._no_refresh_grant.add(realm)
+            _keep(self._no_refresh_grant, realm, None, self._max_scopes)
         get = token_requests.token_get(self._http, realm, service, scope, credentials)
         resp = await token_requests.send(self._http, realm, get)
         token, lifetime, _ = read_token(resp)
         return token, lifetime
+
+
+def _keep(memory: dict[K, V], key: K, value: V, cap: int) -> None:
+    """Remember key -> value as the newest entry of `memory`, forgetting the oldest past `cap`."""
+    memory.pop(key, None)
+    memory[key] = value
+    while len(memory) > cap:
+        del memory[next(iter(memory))]
 
 
 def _realm(challenge: Challenge) -> str:

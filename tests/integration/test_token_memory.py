@@ -119,3 +119,32 @@ async def test_tokens_of_ever_new_scopes_are_capped(token_issuer: TokenIssuer) -
         asked = len(token_issuer.requests)
         assert (await auth.authorization(scope(0))) is not None
         assert len(token_issuer.requests) == asked + 1, "a forgotten scope's token is fetched again"
+
+
+async def test_realms_without_the_refresh_grant_are_capped(token_issuer: TokenIssuer) -> None:
+    """A registry naming an ever-new realm on its own host (the same token service under
+    another query), each without the refresh-token grant (POST 404): every token is still
+    fetched (by GET, the identity token as the password), and what the Authenticator remembers
+    of realms without the grant is the same size after 192 more of them (its cap: 64 here)."""
+    token_issuer.users[USER] = PASSWORD
+    identity = token_issuer.offline_token(USER, PASSWORD)
+    token_issuer.oauth = False
+    credentials = StaticCredentials(Credentials(USER, "", identity_token=identity))
+
+    def challenge(n: int) -> Challenge:
+        return Challenge("bearer", {"realm": f"{token_issuer.realm}?n={n}", "service": SERVICE})
+
+    async with httpx.AsyncClient() as http:
+        auth = Authenticator(
+            http, credentials, registry=("http", "127.0.0.1", 5000), max_scopes=SCOPE_CAP
+        )
+        for n in range(FIRST_SCOPES):
+            await auth.fetch_token(SCOPE, challenge(n))
+        before = _held(auth, outside=(http, credentials))
+        for n in range(FIRST_SCOPES, FIRST_SCOPES + MORE_SCOPES):
+            await auth.fetch_token(SCOPE, challenge(n))
+        after = _held(auth, outside=(http, credentials))
+    gets = [r for r in token_issuer.grants("get") if r.status == 200 and r.account == USER]
+    print(f"{FIRST_SCOPES + MORE_SCOPES} realms; held {before} B, then {after} B")
+    assert len(gets) == FIRST_SCOPES + MORE_SCOPES
+    assert after - before < GROWTH_LIMIT_BYTES, (before, after)
