@@ -29,8 +29,10 @@ from replicator.domain.routing.scan import (
     TagRecord,
     after_journal,
     asks_known,
+    deletes_reach,
     hold_newer,
     plan_tag,
+    replay_delete,
     targets,
 )
 from replicator.engine.gather import for_each_repository, gather_all, map_bounded, unless_set
@@ -270,7 +272,21 @@ class Scanner:
             recorded = {row.key: row.state for row in rows if row.source == source.name}
             records = [tag_record(row) for row in rows]
             plans = [after_journal(hold_newer(p, records), recorded.get(p.key)) for p in plans]
+            plans = [await self._replayed(repository, p) for p in plans]
         return plans
+
+    async def _replayed(self, repository: str, plan: TagPlan) -> TagPlan:
+        """`plan` with the delete jobs of its origin's lost delete event, when it is a copy back
+        held for a delete the journal does not record (domain.routing.scan.replay_delete): the
+        origin is asked whether it still serves the image by digest."""
+        if not plan.unjournalled_delete:
+            return plan
+        origin, replica = self._sites[plan.key.destination], self._sites[plan.key.source]
+        if not deletes_reach(origin, replica, repository=repository, tag=plan.key.tag):
+            return plan
+        client = registry_client(self._pool, self._config, origin.name)
+        head = await manifests.head(client, repository, plan.key.digest)
+        return replay_delete(plan, deletes_back=True, origin_has_digest=head is not None)
 
     async def _compare(
         self,

@@ -15,8 +15,9 @@ Journalled = Callable[[Sequence[JobKey]], Awaitable[None]]
 
 
 class Journaller:
-    """The sink of a real (not dry) run: journals copies and denials (then tells `journalled`
-    their keys: a backfill follows its jobs to their end), hands repairs on to `repairs`."""
+    """The sink of a real (not dry) run: journals copies, denials and the delete jobs of a lost
+    delete event (domain.routing.scan.replay_delete; then tells `journalled` the copies' and
+    denials' keys: a backfill follows its jobs to their end), hands repairs on to `repairs`."""
 
     def __init__(
         self,
@@ -35,9 +36,11 @@ class Journaller:
     async def __call__(self, source: Site, repository: str, plans: Sequence[TagPlan]) -> None:
         copies = [p.key for p in plans if p.action is TagAction.COPY]
         denied = {p.key: p.reason for p in plans if p.action is TagAction.DENIED}
-        if copies or denied:
-            self.journalled += await self._journal.add_jobs(copies, denied=denied)
-            if copies and self._wake is not None:
+        # A held copy back may carry the delete jobs of its origin's lost delete event.
+        deletes = [key for p in plans for key in p.deletes]
+        if copies or denied or deletes:
+            self.journalled += await self._journal.add_jobs([*copies, *deletes], denied=denied)
+            if (copies or deletes) and self._wake is not None:
                 self._wake()
         if self._repairs is not None:
             await self._repairs(source, repository, plans)

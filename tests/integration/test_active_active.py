@@ -213,3 +213,45 @@ class TestDeleteWhileTheDaemonIsDown:
         }  # fmt: skip
         refused = [j for j in jobs if j.failure_code == "DELETE_REFUSED"]
         assert refused == []
+
+
+class TestLostDelete:
+    @pytest.mark.parametrize("others", [True, False], ids=["other-tag-stays", "last-tag"])
+    def test_a_delete_whose_event_is_lost_is_replicated_by_reconcile(
+        self, pair: Pair, others: bool
+    ) -> None:
+        """A tag pushed at A and replicated to B is deleted at A while the bridge is down, and A
+        restarts before it can deliver the event (distribution keeps its notification queue in
+        memory: the event is lost for good); a reconcile pass then replicates the delete: the
+        image is gone from both sides, another tag stays, and no delete is refused (the
+        history checker's active-active seed 4025)."""
+        repository = "lost/app"
+        deleted = pair.push(A, repository, "v1")
+        kept = pair.push(A, repository, "v2") if others else None
+        for digest in (deleted, kept):
+            if digest is not None:
+                wait_for(
+                    lambda digest=digest: pair.digest(B, repository, digest) is not None,
+                    timeout=REPLICATED_WITHIN_SECONDS, what=f"{digest} at B",
+                )  # fmt: skip
+        pair.wait_quiet()
+        pair.bridge.stop()
+        pair.delete(A, repository, deleted)
+        pair.registries[A].restart()
+        pair.bridge.start()
+        command = replicator_command("backfill", "--config", str(pair.config))
+        reconciled = subprocess.run(
+            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
+        )
+        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        jobs = pair.wait_quiet()
+        assert {side: pair.digest(side, repository, deleted) for side in (A, B)} == {
+            A: None, B: None,
+        }  # fmt: skip
+        assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
+            A: None, B: None,
+        }  # fmt: skip
+        assert {side: pair.digest(side, repository, "v2") for side in (A, B)} == {
+            A: kept, B: kept,
+        }  # fmt: skip
+        assert [j for j in jobs if j.failure_code == "DELETE_REFUSED"] == []

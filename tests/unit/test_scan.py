@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.domain.jobs import JobKey, JobState
+from replicator.domain.jobs import JobKey, JobKind, JobState
 from replicator.domain.routing import Site
 from replicator.domain.routing.policy import parse_policy
 from replicator.domain.routing.rules import parse_replication_config
@@ -21,6 +21,7 @@ from replicator.domain.routing.scan import (
     extra_tags,
     hold_newer,
     plan_tag,
+    replay_delete,
     run_outcome,
     tag_drift,
     targets,
@@ -327,6 +328,37 @@ class TestHoldNewer:
         191); a tag the source holds of its own, or of a third registry, still is."""
         plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
         assert (hold_newer(plan, records).action is TagAction.HELD) is held
+
+    @pytest.mark.parametrize(
+        ("records", "back", "at_origin", "replayed"),
+        [
+            ([job("a", "b", OLD, DONE)], True, False, True),
+            ([job("a", "b", OLD, DONE)], False, False, False),
+            ([job("a", "b", OLD, DONE)], True, True, False),
+            ([job("a", "b", OLD, DONE), TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)],
+             True, False, False),
+            ([job("c", "b", OLD, DONE)], True, False, False),
+        ],
+        ids=["lost-delete", "deletes-not-replicated-back", "image-still-at-origin",
+             "delete-journalled", "b-tag-from-a-third"],
+    )  # fmt: skip
+    def test_lost_delete_is_replayed(
+        self, records: list[TagRecord], back: bool, at_origin: bool, replayed: bool
+    ) -> None:
+        """A copy back held because its origin (a) deleted the tag with no delete journalled
+        (the event lost: a registry restarted with it queued, seed 4025) carries a's delete
+        jobs to b, by digest then by tag, when a's deletes reach b and a no longer serves the
+        image; never when the delete is journalled, or b's tag is not the daemon's copy of a's."""
+        plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
+        found = replay_delete(
+            hold_newer(plan, records), deletes_back=back, origin_has_digest=at_origin
+        )
+        expected = (
+            (JobKey("a", "app", OLD, None, "b", JobKind.DELETE),
+             JobKey("a", "app", "", "v1", "b", JobKind.DELETE))
+            if replayed else ()
+        )  # fmt: skip
+        assert found.deletes == expected
 
     def test_repair_over_a_newer_tag_is_held(self) -> None:
         """A repair (the copy's job is COMPLETE) over a newer destination tag is held too."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from replicator.domain.jobs import TERMINAL_STATES, JobKey, JobState
+from replicator.domain.jobs import TERMINAL_STATES, JobKey, JobKind, JobState
 from replicator.domain.routing import Site, admit_replication, destinations
 from replicator.domain.routing.rules import match_deletes
 
@@ -45,6 +45,11 @@ class TagPlan:
     reason: str
     dest_digest: str | None = None
     dest_repository: bool = False
+    # HELD because the destination deleted the tag and no delete of it is journalled (its
+    # event not in yet, or lost for good): `replay_delete` may journal its delete's jobs.
+    unjournalled_delete: bool = False
+    # The delete jobs the destination's lost delete event would have made (replay_delete).
+    deletes: tuple[JobKey, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +205,7 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
         and (r.digest == plan.key.digest or (r.tag is not None and r.tag == tag))
         for r in records
     )  # fmt: skip
+    unjournalled = not deleted
     if deleted:
         why = "the delete is newer"
     elif plan.dest_repository:
@@ -216,6 +222,40 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
         action=TagAction.HELD,
         reason=f"{target} deleted {tag} ({plan.key.digest}) after the daemon copied it to "
         f"{source}: {why}",
+        unjournalled_delete=unjournalled,
+    )
+
+
+def replay_delete(plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool) -> TagPlan:
+    """A copy back held because its destination (the origin of the tag) deleted it with no delete
+    journalled, given whether that origin's deletes of the tag reach the plan's source
+    (`deletes_back`) and whether the origin still serves the image by digest: the delete jobs
+    its event would have made (the manifest by digest, then the tag) are added to the plan.
+
+    A registry restarted with a notification still queued (distribution keeps its queue in
+    memory) loses that event for good: the held copy kept the delete from being undone, but the
+    daemon's replica stayed at the other side for ever (active-active seed 4025). The origin
+    knowing the repository without the tag, the image gone there by digest and the other
+    side's tag the daemon's own copy of it are what a delete leaves; a registry restored from
+    an older backup that kept the repository looks the same, and loses those replicas too
+    (README, "Active-active"). Each delete job asks the origin again before it deletes."""
+    if (
+        plan.action is not TagAction.HELD
+        or not plan.unjournalled_delete
+        or not deletes_back
+        or origin_has_digest
+        or plan.key.tag is None
+    ):
+        return plan
+    origin, replica = plan.key.destination, plan.key.source
+    repository, digest, tag = plan.key.repository, plan.key.digest, plan.key.tag
+    return replace(
+        plan,
+        reason=f"{plan.reason}; its delete never came: journalled from the scan",
+        deletes=(
+            JobKey(origin, repository, digest, None, replica, JobKind.DELETE),
+            JobKey(origin, repository, "", tag, replica, JobKind.DELETE),
+        ),
     )
 
 
