@@ -304,8 +304,12 @@ async def _wait_for_ends(
         )
         if held_elsewhere and await ledger.resume_orphans(max_deaths):
             continue
-        due = min((r.next_attempt_at for r in open_rows if r.next_attempt_at), default=None)
         wait = WAIT_POLL_SECONDS
-        if due is not None:
-            wait = min(wait, max(0.01, (due - datetime.now(UTC)).total_seconds()))
+        if run is not None:
+            # The runner went idle: what is left waits out a backoff (or runs elsewhere). While
+            # the scan runs, the runner works through due jobs and the poll is the pace: a due
+            # time in the past there made this read the window's rows every 10 ms.
+            due = min((r.next_attempt_at for r in open_rows if r.next_attempt_at), default=None)
+            if due is not None:
+                wait = min(wait, max(0.01, (due - datetime.now(UTC)).total_seconds()))
         await sleep_until(wait, stop)
