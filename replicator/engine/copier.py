@@ -30,7 +30,7 @@ from replicator.domain.transfers.plan import (
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.blob_transfers import BlobObserver, BlobTransfers
 from replicator.engine.copy_stats import CopyFailure, CopyResult, CopyStats, ImageObserver
-from replicator.engine.destination_facts import destination_facts
+from replicator.engine.destination_facts import destination_facts, manifest_head
 from replicator.engine.endpoint import Endpoint
 from replicator.engine.gather import gather_all, task_group
 from replicator.engine.paced_reads import PaceObserver
@@ -171,7 +171,7 @@ class Copier:
         async with task_group() as group:
 
             def head(side: Endpoint, ref: str) -> asyncio.Task[manifests.ManifestHead | None]:
-                return group.create_task(manifests.head(side.client, side.repository, ref))
+                return group.create_task(manifest_head(side, ref))
 
             at_digest = None if dest_absent else head(dst, digest)
             at_tag = head(dst, tag) if tag and not eager and not dest_absent else None
@@ -201,7 +201,7 @@ class Copier:
                 return CopyResult(digest, progress.stats, superseded=progress.superseded)
         dest_has_digest = at_digest is not None and at_digest.result() is not None
         if tag and at_tag is None and dest_has_digest:
-            dest_tag = await manifests.head(dst.client, dst.repository, tag)
+            dest_tag = await manifest_head(dst, tag)
         else:
             dest_tag = at_tag.result() if at_tag else None
         shortcut = quick_check(

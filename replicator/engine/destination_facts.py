@@ -11,14 +11,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from replicator.domain.images.manifests import Manifest
-from replicator.domain.transfers.plan import DestinationFacts, blobs_to_check
+from replicator.domain.transfers.plan import (
+    DestinationFacts,
+    blobs_to_check,
+    unreadable_is_absent,
+)
 from replicator.engine.blob_locations import BlobLocations
 from replicator.engine.endpoint import Endpoint
 from replicator.engine.gather import gather_all
+from replicator.errors import RegistryError
 from replicator.logs import get_logger
 from replicator.registry import blobs, manifests
 
 log = get_logger(__name__)
+
+
+async def manifest_head(dst: Endpoint, reference: str) -> manifests.ManifestHead | None:
+    """HEAD of a manifest at the destination; an answer the registry cannot give for it (a
+    5xx after retries: a link file left empty) is "not there", and the PUT that follows
+    rewrites it (domain.transfers.plan.unreadable_is_absent)."""
+    try:
+        return await manifests.head(dst.client, dst.repository, reference)
+    except RegistryError as exc:
+        if not unreadable_is_absent(exc.status):
+            raise
+        log.warning("destination_manifest_unreadable", reference=reference, error=str(exc))
+        return None
 
 
 async def destination_facts(

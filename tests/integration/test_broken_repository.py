@@ -114,3 +114,37 @@ def test_a_500_for_one_repositorys_blob_holds_no_other_job(stack: Stack, tmp_pat
     assert healthy.state is JobState.COMPLETE
     assert manifest_digest(usw2.url, HEALTHY, "v0") == v0.digest
     assert broken.state is JobState.FAILED, broken
+
+
+def test_a_tag_link_left_empty_is_rewritten_by_the_next_push(stack: Stack, tmp_path: Path) -> None:
+    """usw2 answering 500 for good for prod/broken:v0 (its tag link emptied, as docker-registry
+    killed while writing it leaves it) while it holds the image: the next push of v0 at the
+    source lands there, the job COMPLETE, and usw2 serves v0 again — the HEAD it cannot answer
+    is planned as "not there" and the manifest PUT rewrites the link (bench seed 4029)."""
+    layout = tmp_path / "layout"
+    v0, _ = images(layout)
+    usw2 = stack.registries[USW2]
+    push_images(layout, stack.source.url, [(BROKEN, "v0")])
+    assert finished(stack, BROKEN, "v0").state is JobState.COMPLETE
+    tags = usw2.root / f"docker/registry/v2/repositories/{BROKEN}/_manifests/tags"
+    (tags / "v0/current/link").write_text("")
+    answer = httpx.head(f"{usw2.url}/v2/{BROKEN}/manifests/v0", timeout=10.0)
+    assert answer.status_code == HTTP_INTERNAL_ERROR  # what the test is about
+    push_images(layout, stack.source.url, [(BROKEN, "v0")])  # the same image: a new event
+
+    def second_job_ended() -> bool:
+        rows = [
+            r
+            for r in JournalReader(stack.settings.journal_url).jobs()
+            if (r.repository, r.tag, r.destination) == (BROKEN, "v0", USW2)
+        ]
+        return len(rows) == 2 and all(r.state in TERMINAL_STATES for r in rows)
+
+    wait_for(second_job_ended, timeout=FINISHED_WITHIN_SECONDS, what="the second v0 -> usw2")
+    rows = [
+        r
+        for r in JournalReader(stack.settings.journal_url).jobs()
+        if (r.repository, r.tag, r.destination) == (BROKEN, "v0", USW2)
+    ]
+    assert [r.state for r in rows] == [JobState.COMPLETE] * 2, rows
+    assert manifest_digest(usw2.url, BROKEN, "v0") == v0.digest

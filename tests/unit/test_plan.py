@@ -20,6 +20,7 @@ from replicator.domain.transfers.plan import (
     plan_copy,
     quick_check,
     referrer_tags,
+    unreadable_is_absent,
 )
 
 
@@ -369,3 +370,14 @@ class TestForeignLayers:
         plan = plan_copy(image, {}, DestinationFacts(), tag="v1", foreign_layers=True)
         assert _actions(plan)[FOREIGN] is BlobAction.COPY
         assert FOREIGN in blobs_to_check(image, {}, frozenset(), foreign_layers=True)
+
+
+@pytest.mark.parametrize(
+    ("status", "absent"),
+    [(500, True), (503, True), (None, False), (404, False), (401, False), (429, False)],
+    ids=["500", "503", "no-answer", "404", "401", "429"],
+)
+def test_unreadable_is_absent(status: int | None, absent: bool) -> None:
+    """A destination manifest HEAD failing with a 5xx (a link file left empty) is planned as
+    "not there", so the PUT that follows rewrites it; no answer, or a 4xx, stays the error."""
+    assert unreadable_is_absent(status) is absent

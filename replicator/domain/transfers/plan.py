@@ -23,6 +23,20 @@ class Shortcut(StrEnum):
     FULL = "full"  # the manifest is missing: plan the whole tree
 
 
+# The first status of the 5xx class: the registry failed to answer for what it was asked.
+SERVER_ERROR = 500
+
+
+def unreadable_is_absent(status: int | None) -> bool:
+    """Whether a destination manifest HEAD that failed with `status` (after the client's
+    retries) is planned as "not there": a 5xx answer is. docker-registry killed while writing
+    a tag's or a revision's link file leaves it empty and answers 500 for that reference for
+    good, while the manifest PUT that follows rewrites the link; a job that stopped at the
+    HEAD never repaired it (FAILED MAX_ATTEMPTS, bench seed active-active 4029). A registry
+    really down fails that PUT as it failed the HEAD, so nothing is lost by planning it."""
+    return status is not None and status >= SERVER_ERROR
+
+
 def quick_check(
     *, source_digest: str, tag: str | None, dest_tag_digest: str | None, dest_has_digest: bool
 ) -> Shortcut:
