@@ -310,14 +310,18 @@ class TestHoldNewer:
             ([job("a", "b", OLD, DONE), TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)],
              True),
             ([job("a", "b", OLD, PENDING)], False),
+            ([job("a", "b", OLD, RETRY)], True),
+            ([job("a", "b", OLD, JobState.SUPERSEDED)], True),
+            ([job("a", "b", NEW, RETRY)], False),
             ([job("a", "b", NEW, DONE)], False),
             ([job("c", "b", OLD, DONE)], False),
             ([job("a", "b", OLD, DONE), job("c", "b", OLD, DONE, 2.0)], False),
             ([], False),
         ],
-        ids=["delete-not-journalled-yet", "delete-journalled", "replica-not-landed",
-             "replica-of-another-digest", "b-tag-from-a-third", "b-set-since-by-a-third",
-             "no-record"],
+        ids=["delete-not-journalled-yet", "delete-journalled", "replica-not-tried",
+             "replica-tried-may-have-landed", "replica-superseded-may-have-landed",
+             "tried-another-digest", "replica-of-another-digest", "b-tag-from-a-third",
+             "b-set-since-by-a-third", "no-record"],
     )  # fmt: skip
     def test_tag_gone_where_the_repository_stays_was_deleted(
         self, records: list[TagRecord], held: bool
@@ -325,7 +329,8 @@ class TestHoldNewer:
         """A destination that still holds the repository but not the tag deleted it (its
         event may not be journalled yet: queued while the daemon was down): the daemon's copy
         of the destination's own write is not copied back to it (history checker seeds 165,
-        191); a tag the source holds of its own, or of a third registry, still is."""
+        191), also when that copy was tried and did not end COMPLETE (its PUT may have landed:
+        seed 4165); a tag the source holds of its own, or of a third registry, still is."""
         plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
         assert (hold_newer(plan, records).action is TagAction.HELD) is held
 

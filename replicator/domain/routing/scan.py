@@ -197,7 +197,8 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
     of the destination's write and the destination deleted it since (its delete is journalled,
     or the destination lost this tag and still knows the repository)."""
     source, target, tag = plan.key.source, plan.key.destination, plan.key.tag
-    ours = _last_set([r for r in records if r.tag == tag and not r.delete], source)
+    tagged = [r for r in records if r.tag == tag and not r.delete]
+    ours = _last_set(tagged, source) or _tried(tagged, target, source, plan.key.digest)
     if ours is None or ours.source != target or ours.digest != plan.key.digest:
         return plan
     deleted = any(
@@ -257,6 +258,24 @@ def replay_delete(plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool)
             JobKey(origin, repository, "", tag, replica, JobKind.DELETE),
         ),
     )
+
+
+def _tried(
+    records: Iterable[TagRecord], origin: str, replica: str, digest: str
+) -> TagRecord | None:
+    """A copy of `digest` from `origin` to `replica` that was tried (not PENDING) without
+    finishing COMPLETE: its manifest PUT may have landed all the same (the registry came back
+    while the job saw the error), so `replica`'s tag may be the daemon's copy of `origin`'s
+    write (bench seed active-active 4165: copied back to A after A's delete, both sides kept
+    it)."""
+    return next(
+        (
+            r for r in records
+            if (r.source, r.destination, r.digest) == (origin, replica, digest)
+            and r.state not in (JobState.PENDING, JobState.COMPLETE)
+        ),
+        None,
+    )  # fmt: skip
 
 
 def _last_set(records: Iterable[TagRecord], registry: str) -> TagRecord | None:
