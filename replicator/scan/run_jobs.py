@@ -10,6 +10,7 @@ journalled a job for every tag of a million kept a key, and at the end a row, of
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -123,6 +124,9 @@ class RunJobs:
         self._open: dict[tuple[str, str], dict[JobKey, None]] = {}
         self.open = 0
         self.totals = JobTotals()
+        # The scan's repositories (up to 16 at once) may all wait for ends at the same time:
+        # one settles at a time, or two would count and forget the same keys.
+        self._settling = asyncio.Lock()
 
     def add(self, keys: Sequence[JobKey]) -> None:
         """Follow `keys`, just journalled."""
@@ -141,6 +145,10 @@ class RunJobs:
         """Read the open jobs' rows: count those that ended (and forget their keys); the rows
         still open. A key the journal holds no row of is forgotten (a job of the same image
         from an event was on its way: the scan's key was not added)."""
+        async with self._settling:
+            return await self._settle()
+
+    async def _settle(self) -> list[JobRow]:
         still: list[JobRow] = []
         for place, keys in list(self._open.items()):
             wanted = list(keys)

@@ -3,6 +3,7 @@ bounded number of rows kept (those that need a look first), keys forgotten once 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -89,6 +90,7 @@ class FakeRows:
         digests: Sequence[str] = (),
     ) -> list[JobRow]:
         self.asked.append(len(tags))
+        await asyncio.sleep(0)  # a query: other tasks run meanwhile
         return [self.rows[t] for t in tags if t in self.rows]
 
 
@@ -119,6 +121,19 @@ class TestRunJobs:
         await jobs.close()
         assert jobs.open == 0
         assert jobs.totals.destinations["dst"].unfinished == 1
+
+    async def test_settles_at_once_count_each_job_once(self) -> None:
+        """Several repositories waiting for ends at once (their settles concurrent) count each
+        ended job once and forget each key once."""
+        journal = FakeRows()
+        jobs = RunJobs(journal)
+        keys = [_key(f"t{i}") for i in range(2_500)]
+        jobs.add(keys)
+        journal.rows = {k.tag or "": _row(k.tag or "", JobState.COMPLETE) for k in keys}
+        results = await asyncio.gather(*(jobs.settle() for _ in range(4)))
+        assert results == [[], [], [], []]
+        assert jobs.open == 0
+        assert jobs.totals.jobs == 2_500
 
     async def test_asks_a_page_of_keys_at_a_time(self) -> None:
         """2,500 open keys are asked for in queries of at most 1,000 tags."""
