@@ -4,6 +4,8 @@ stays deleted), and a reconcile pass never undoes a fresh push."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.domain.jobs import JobState
+from replicator.domain.jobs import JobKind, JobState
 from tests.support.active_active import A, B, Pair, start_pair
 from tests.support.daemon import metric_value, replicator_command, wait_for
 from tests.support.images import LayerSpec
@@ -255,3 +257,53 @@ class TestLostDelete:
             A: kept, B: kept,
         }  # fmt: skip
         assert [j for j in jobs if j.failure_code == "DELETE_REFUSED"] == []
+
+    def test_a_registry_restored_from_an_older_backup_keeps_the_other_sides_copy(
+        self, pair: Pair
+    ) -> None:
+        """A is restored from a backup older than v1 (v1's tag, manifest and blob links gone
+        from its storage, as the backup never had them) while B holds v1's replica: a reconcile
+        pass does not take that for a lost delete — B keeps v1, the only copy left, and no
+        delete job is journalled (a delete leaves the image's blobs at A; a restore does not)."""
+        repository = "restored/app"
+        lost = pair.push(A, repository, "v1")
+        kept = pair.push(A, repository, "v2")
+        for digest in (lost, kept):
+            wait_for(
+                lambda digest=digest: pair.digest(B, repository, digest) is not None,
+                timeout=REPLICATED_WITHIN_SECONDS, what=f"{digest} at B",
+            )  # fmt: skip
+        pair.wait_quiet()
+        registry = pair.registries[A]
+        registry.stop()
+        _forget_image(registry.root, repository, "v1", lost, keep=kept)
+        registry.start()
+        command = replicator_command("backfill", "--config", str(pair.config))
+        reconciled = subprocess.run(
+            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
+        )
+        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        jobs = pair.wait_quiet()
+        assert pair.digest(A, repository, lost) is None  # the restore, as made
+        assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
+            A: None, B: lost,
+        }  # fmt: skip
+        assert [j for j in jobs if j.kind is JobKind.DELETE and j.repository == repository] == []
+
+
+def _forget_image(root: Path, repository: str, tag: str, digest: str, *, keep: str) -> None:
+    """Remove from a stopped docker-registry's storage what a backup taken before `digest` was
+    pushed lacks: its tag, its manifest revision and the links of its blobs that `keep` (an
+    image the backup has) does not share."""
+    repo = root / "docker/registry/v2/repositories" / repository
+    blob_data = root / "docker/registry/v2/blobs/sha256"
+
+    def parts(image: str) -> set[str]:
+        hexa = image.removeprefix("sha256:")
+        document = json.loads((blob_data / hexa[:2] / hexa / "data").read_bytes())
+        return {d["digest"] for d in [document["config"], *document["layers"]]}
+
+    shutil.rmtree(repo / "_manifests/tags" / tag)
+    shutil.rmtree(repo / "_manifests/revisions/sha256" / digest.removeprefix("sha256:"))
+    for blob in parts(digest) - parts(keep):
+        shutil.rmtree(repo / "_layers/sha256" / blob.removeprefix("sha256:"))

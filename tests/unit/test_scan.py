@@ -335,28 +335,34 @@ class TestHoldNewer:
         assert (hold_newer(plan, records).action is TagAction.HELD) is held
 
     @pytest.mark.parametrize(
-        ("records", "back", "at_origin", "replayed"),
+        ("records", "back", "at_origin", "parts", "replayed"),
         [
-            ([job("a", "b", OLD, DONE)], True, False, True),
-            ([job("a", "b", OLD, DONE)], False, False, False),
-            ([job("a", "b", OLD, DONE)], True, True, False),
+            ([job("a", "b", OLD, DONE)], True, False, True, True),
+            ([job("a", "b", OLD, DONE)], False, False, True, False),
+            ([job("a", "b", OLD, DONE)], True, True, True, False),
             ([job("a", "b", OLD, DONE), TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)],
-             True, False, False),
-            ([job("c", "b", OLD, DONE)], True, False, False),
+             True, False, True, False),
+            ([job("c", "b", OLD, DONE)], True, False, True, False),
+            ([job("a", "b", OLD, DONE)], True, False, False, False),
         ],
         ids=["lost-delete", "deletes-not-replicated-back", "image-still-at-origin",
-             "delete-journalled", "b-tag-from-a-third"],
+             "delete-journalled", "b-tag-from-a-third", "origin-restored-without-its-parts"],
     )  # fmt: skip
     def test_lost_delete_is_replayed(
-        self, records: list[TagRecord], back: bool, at_origin: bool, replayed: bool
+        self, records: list[TagRecord], back: bool, at_origin: bool, parts: bool, replayed: bool
     ) -> None:
         """A copy back held because its origin (a) deleted the tag with no delete journalled
         (the event lost: a registry restarted with it queued, seed 4025) carries a's delete
-        jobs to b, by digest then by tag, when a's deletes reach b and a no longer serves the
-        image; never when the delete is journalled, or b's tag is not the daemon's copy of a's."""
+        jobs to b, by digest then by tag, when a's deletes reach b, a no longer serves the image
+        and still holds its parts (a delete leaves them); never when the delete is journalled,
+        b's tag is not the daemon's copy of a's, or a lacks the parts (a restore from an older
+        backup: b's copy may be the only one left)."""
         plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
         found = replay_delete(
-            hold_newer(plan, records), deletes_back=back, origin_has_digest=at_origin
+            hold_newer(plan, records),
+            deletes_back=back,
+            origin_has_digest=at_origin,
+            origin_keeps_parts=parts,
         )
         expected = (
             (JobKey("a", "app", OLD, None, "b", JobKind.DELETE),

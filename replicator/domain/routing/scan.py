@@ -227,7 +227,9 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
     )
 
 
-def replay_delete(plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool) -> TagPlan:
+def replay_delete(
+    plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool, origin_keeps_parts: bool
+) -> TagPlan:
     """A copy back held because its destination (the origin of the tag) deleted it with no delete
     journalled, given whether that origin's deletes of the tag reach the plan's source
     (`deletes_back`) and whether the origin still serves the image by digest: the delete jobs
@@ -239,7 +241,14 @@ def replay_delete(plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool)
     knowing the repository without the tag, the image gone there by digest and the other
     side's tag the daemon's own copy of it are what a delete leaves; a registry restored from
     an older backup that kept the repository looks the same, and loses those replicas too
-    (README, "Active-active"). Each delete job asks the origin again before it deletes."""
+    (README, "Active-active"), except in what it keeps of the image: a manifest DELETE leaves
+    the image's parts in the repository (distribution keeps its blobs linked until garbage
+    collection, an index's children stay as untagged manifests), while a backup older than the
+    push never had them. So the delete is replayed only when the origin still holds the image's
+    parts (`origin_keeps_parts`: its config blob, or an index's first child); without them (a
+    restore, or a delete followed by GC: the two cannot be told apart) the replica is kept —
+    deleting the other side's only copy after a restore would lose the image in both regions.
+    Each delete job asks the origin again before it deletes."""
     if (
         plan.action is not TagAction.HELD
         or not plan.unjournalled_delete
@@ -248,6 +257,13 @@ def replay_delete(plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool)
         or plan.key.tag is None
     ):
         return plan
+    if not origin_keeps_parts:
+        return replace(
+            plan,
+            reason=f"{plan.reason}; not replayed as a delete: {plan.key.destination} lacks the "
+            "image's parts too (restored from an older backup, or garbage-collected), so the "
+            f"replica at {plan.key.source} is kept",
+        )
     origin, replica = plan.key.destination, plan.key.source
     repository, digest, tag = plan.key.repository, plan.key.digest, plan.key.tag
     return replace(
