@@ -258,6 +258,35 @@ class TestLostDelete:
         }  # fmt: skip
         assert [j for j in jobs if j.failure_code == "DELETE_REFUSED"] == []
 
+    def test_a_lost_delete_of_a_retagged_image_removes_the_tag(self, pair: Pair) -> None:
+        """v1 = X pushed at A and replicated to B; while the bridge is down v1 is pushed again
+        (Y) and Y deleted at A, which restarts before delivering either event (lost for good):
+        A keeps X untagged and no v1. A reconcile pass replays the tag's delete at B — v1 gone
+        from both sides — and nothing is refused (history checker seed 4659)."""
+        repository = "retagged/app"
+        first = pair.push(A, repository, "v1")
+        wait_for(
+            lambda: pair.digest(B, repository, "v1") == first,
+            timeout=REPLICATED_WITHIN_SECONDS, what="v1 at B",
+        )  # fmt: skip
+        pair.wait_quiet()
+        pair.bridge.stop()
+        second = pair.push(A, repository, "v1")
+        pair.delete(A, repository, second)
+        pair.registries[A].restart()
+        pair.bridge.start()
+        command = replicator_command("backfill", "--config", str(pair.config))
+        reconciled = subprocess.run(
+            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
+        )
+        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        jobs = pair.wait_quiet()
+        assert pair.digest(A, repository, first) == first  # kept untagged at A
+        assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
+            A: None, B: None,
+        }  # fmt: skip
+        assert [j for j in jobs if j.failure_code == "DELETE_REFUSED"] == []
+
     def test_a_registry_restored_from_an_older_backup_keeps_the_other_sides_copy(
         self, pair: Pair
     ) -> None:

@@ -339,7 +339,7 @@ class TestHoldNewer:
         [
             ([job("a", "b", OLD, DONE)], True, False, True, True),
             ([job("a", "b", OLD, DONE)], False, False, True, False),
-            ([job("a", "b", OLD, DONE)], True, True, True, False),
+            ([job("a", "b", OLD, DONE)], True, True, False, "tag"),
             ([job("a", "b", OLD, DONE), TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)],
              True, False, True, False),
             ([job("c", "b", OLD, DONE)], True, False, True, False),
@@ -349,14 +349,20 @@ class TestHoldNewer:
              "delete-journalled", "b-tag-from-a-third", "origin-restored-without-its-parts"],
     )  # fmt: skip
     def test_lost_delete_is_replayed(
-        self, records: list[TagRecord], back: bool, at_origin: bool, parts: bool, replayed: bool
+        self,
+        records: list[TagRecord],
+        back: bool,
+        at_origin: bool,
+        parts: bool,
+        replayed: bool | str,
     ) -> None:
         """A copy back held because its origin (a) deleted the tag with no delete journalled
         (the event lost: a registry restarted with it queued, seed 4025) carries a's delete
         jobs to b, by digest then by tag, when a's deletes reach b, a no longer serves the image
         and still holds its parts (a delete leaves them); never when the delete is journalled,
         b's tag is not the daemon's copy of a's, or a lacks the parts (a restore from an older
-        backup: b's copy may be the only one left)."""
+        backup: b's copy may be the only one left); only the tag's delete when a still serves
+        the image (its tag moved to a newer push that was deleted: seed 4659)."""
         plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
         found = replay_delete(
             hold_newer(plan, records),
@@ -364,10 +370,11 @@ class TestHoldNewer:
             origin_has_digest=at_origin,
             origin_keeps_parts=parts,
         )
+        tag_delete = JobKey("a", "app", "", "v1", "b", JobKind.DELETE)
         expected = (
-            (JobKey("a", "app", OLD, None, "b", JobKind.DELETE),
-             JobKey("a", "app", "", "v1", "b", JobKind.DELETE))
-            if replayed else ()
+            (tag_delete,) if replayed == "tag"
+            else (JobKey("a", "app", OLD, None, "b", JobKind.DELETE), tag_delete) if replayed
+            else ()
         )  # fmt: skip
         assert found.deletes == expected
 

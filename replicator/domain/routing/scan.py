@@ -253,10 +253,20 @@ def replay_delete(
         plan.action is not TagAction.HELD
         or not plan.unjournalled_delete
         or not deletes_back
-        or origin_has_digest
         or plan.key.tag is None
     ):
         return plan
+    origin, replica = plan.key.destination, plan.key.source
+    repository, digest, tag = plan.key.repository, plan.key.digest, plan.key.tag
+    if origin_has_digest:
+        # The origin dropped the tag but keeps the image (the tag moved to a newer push that was
+        # deleted, or the tag alone was deleted; seed 4659): its tag's delete is replayed, never
+        # the image's, and no image data is lost at the replica even after a restore.
+        return replace(
+            plan,
+            reason=f"{plan.reason}; the tag's delete never came: journalled from the scan",
+            deletes=(JobKey(origin, repository, "", tag, replica, JobKind.DELETE),),
+        )
     if not origin_keeps_parts:
         return replace(
             plan,
@@ -264,8 +274,6 @@ def replay_delete(
             "image's parts too (restored from an older backup, or garbage-collected), so the "
             f"replica at {plan.key.source} is kept",
         )
-    origin, replica = plan.key.destination, plan.key.source
-    repository, digest, tag = plan.key.repository, plan.key.digest, plan.key.tag
     return replace(
         plan,
         reason=f"{plan.reason}; its delete never came: journalled from the scan",
