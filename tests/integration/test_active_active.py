@@ -200,11 +200,7 @@ class TestDeleteWhileTheDaemonIsDown:
         pair.wait_quiet()
         pair.daemon.kill()
         pair.delete(B, repository, deleted)
-        command = replicator_command("backfill", "--config", str(pair.config))
-        reconciled = subprocess.run(
-            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
-        )
-        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        _reconcile_pass(pair)
         pair.daemon.start()
         jobs = pair.wait_quiet()
         assert {side: pair.digest(side, repository, deleted) for side in (A, B)} == {
@@ -241,11 +237,7 @@ class TestLostDelete:
         pair.delete(A, repository, deleted)
         pair.registries[A].restart()
         pair.bridge.start()
-        command = replicator_command("backfill", "--config", str(pair.config))
-        reconciled = subprocess.run(
-            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
-        )
-        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        _reconcile_pass(pair)
         jobs = pair.wait_quiet()
         assert {side: pair.digest(side, repository, deleted) for side in (A, B)} == {
             A: None, B: None,
@@ -275,11 +267,7 @@ class TestLostDelete:
         pair.delete(A, repository, second)
         pair.registries[A].restart()
         pair.bridge.start()
-        command = replicator_command("backfill", "--config", str(pair.config))
-        reconciled = subprocess.run(
-            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
-        )
-        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        _reconcile_pass(pair)
         jobs = pair.wait_quiet()
         assert pair.digest(A, repository, first) == first  # kept untagged at A
         assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
@@ -307,11 +295,7 @@ class TestLostDelete:
         registry.stop()
         _forget_image(registry.root, repository, "v1", lost, keep=kept)
         registry.start()
-        command = replicator_command("backfill", "--config", str(pair.config))
-        reconciled = subprocess.run(
-            command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
-        )
-        assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
+        _reconcile_pass(pair)
         jobs = pair.wait_quiet()
         assert pair.digest(A, repository, lost) is None  # the restore, as made
         assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
@@ -336,3 +320,12 @@ def _forget_image(root: Path, repository: str, tag: str, digest: str, *, keep: s
     shutil.rmtree(repo / "_manifests/revisions/sha256" / digest.removeprefix("sha256:"))
     for blob in parts(digest) - parts(keep):
         shutil.rmtree(repo / "_layers/sha256" / blob.removeprefix("sha256:"))
+
+
+def _reconcile_pass(pair: Pair) -> None:
+    """One CLI reconcile pass (`backfill`) over the pair's config, which must exit 0."""
+    command = replicator_command("backfill", "--config", str(pair.config))
+    reconciled = subprocess.run(
+        command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
+    )
+    assert reconciled.returncode == 0, reconciled.stderr.decode()[-2000:]
