@@ -16,9 +16,10 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from replicator.daemon.message_rows import NO_EVENTS, Message
 from replicator.daemon.metrics import Metrics
 from replicator.domain.events import DeleteEvent, Ignored, PushEvent, TagPush
 from replicator.domain.events.echoes import (
@@ -42,7 +43,7 @@ from replicator.domain.routing import (
 from replicator.domain.routing.rules import Destination
 from replicator.errors import EventError, JournalError, ReplicatorError
 from replicator.journal.deferred import Kept
-from replicator.journal.event_rows import Fingerprint, ReceivedEvent
+from replicator.journal.event_rows import Fingerprint
 from replicator.journal.models import EventOutcome
 from replicator.journal.store import Journal
 from replicator.logs import get_logger
@@ -56,8 +57,6 @@ INTAKE_TRIES = 2
 # The reason words of messages rejected by intake itself rather than by the parser.
 JOURNAL_REFUSED = "journal_refused"
 INTERNAL_ERROR = "internal_error"
-# The reason recorded for an envelope without events.
-NO_EVENTS = "no_events"
 
 ReportDenied = Callable[[JobKey, str], Awaitable[None]]
 # Reads a tag-only push's tag at the source (engine.tag_pushes); raises a ReplicatorError.
@@ -68,33 +67,6 @@ ResolveTag = Callable[[TagPush], Awaitable[PushEvent | Ignored]]
 # this (or asking a longer Retry-After) is taken for down and the message kept aside, so a hung
 # source slows intake by this per tag-only push at most, never stops it.
 RESOLVE_WITHIN_SECONDS = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One bus message being handled: where it came from, what it holds, its fingerprint."""
-
-    topic: str
-    payload: bytes
-    source: str | None  # the source registry its topic names
-    fingerprint: Fingerprint
-    # Failed reads of its tags so far: 0 for a message from the bus, more for one kept aside.
-    attempts: int = 0
-
-    def rejected(self, reason: str) -> ReceivedEvent:
-        """The message as the journal records it rejected, for `reason`."""
-        return self.recorded(EventOutcome.REJECTED, reason)
-
-    def recorded(self, outcome: EventOutcome, reason: str) -> ReceivedEvent:
-        """The message as the journal records it with `outcome`, for `reason`."""
-        return ReceivedEvent(
-            source=self.source,
-            topic=self.topic,
-            payload=self.payload,
-            outcome=outcome,
-            reason=reason,
-            fingerprint=self.fingerprint,
-        )
 
 
 class Intake:
@@ -203,25 +175,14 @@ class Intake:
             if echo is None
         ]
         received = [
-            _accepted(message, event, routing, part, now, resolved=part in resolved)
+            message.accepted(event, routing, part, now, resolved=part in resolved)
             for part, event, routing in routed
         ]
-        received += [_echo(message, event, echo, part) for part, event, echo in echoed]
+        received += [message.echo(event, echo, part) for part, event, echo in echoed]
         ignored = [(part, e) for part, e in enumerate(events) if isinstance(e, Ignored)]
         counts = Counter(str(event.reason) for _, event in ignored)
         if ignored or not events:
-            # One row for every ignored event of the message, with their count per reason.
-            received.append(
-                ReceivedEvent(
-                    source=message.source,
-                    topic=message.topic,
-                    payload=message.payload,
-                    outcome=EventOutcome.IGNORED,
-                    reason=_ignored_reason(counts),
-                    part=ignored[0][0] if ignored else 0,
-                    fingerprint=message.fingerprint,
-                )
-            )
+            received.append(message.ignored(counts, ignored[0][0] if ignored else 0))
         # The payload is kept on the message's first row only.
         received = [replace(one, keep_payload=not index) for index, one in enumerate(received)]
         await self._journal.record_events(received)
@@ -341,35 +302,6 @@ def _route(event: PushEvent | DeleteEvent, sites: Mapping[str, Site]) -> Routing
     return route_push(event, sites) if isinstance(event, PushEvent) else route_delete(event, sites)
 
 
-def _accepted(
-    message: Message,
-    event: PushEvent | DeleteEvent,
-    routing: Routing,
-    part: int,
-    now: datetime,
-    *,
-    resolved: bool,
-) -> ReceivedEvent:
-    """One push or delete to journal, with its jobs; `resolved`: its digest was read at the
-    source (a HEAD of its tag), which the recorded reason says."""
-    when = event.pushed_at if isinstance(event, PushEvent) else event.deleted_at
-    return ReceivedEvent(
-        source=event.source,
-        topic=message.topic,
-        payload=message.payload,
-        outcome=EventOutcome.ACCEPTED,
-        reason=("digest resolved at the source; " if resolved else "")
-        + (f"{len(routing.routes)} destination(s)" if routing.routes else "no rule matches"),
-        job_keys=[r.key for r in routing.routes if r.denied is None],
-        denied={r.key: r.denied for r in routing.routes if r.denied is not None},
-        pushed_at=datetime.fromtimestamp(when, UTC) if when else None,
-        not_before={r.key: now + timedelta(seconds=r.delay) for r in routing.routes if r.delay > 0},
-        supersede=routing.supersedes,
-        part=part,
-        fingerprint=message.fingerprint,
-    )
-
-
 def _kind(event: PushEvent | DeleteEvent) -> str:
     return "delete" if isinstance(event, DeleteEvent) else "push"
 
@@ -379,31 +311,6 @@ def _reported(event: PushEvent | DeleteEvent) -> Reported:
     if isinstance(event, DeleteEvent):
         return Reported(WriteAction.DELETE, event.digest, event.tag, event.agent)
     return Reported(WriteAction.PUSH, event.digest, event.tag, event.agent)
-
-
-def _echo(message: Message, event: PushEvent | DeleteEvent, echo: Echo, part: int) -> ReceivedEvent:
-    """An echo to journal: no job, the write it echoes marked so."""
-    return ReceivedEvent(
-        source=event.source,
-        topic=message.topic,
-        payload=message.payload,
-        outcome=EventOutcome.ECHO,
-        reason=echo.detail,
-        part=part,
-        fingerprint=message.fingerprint,
-        echoes=() if echo.write is None else (echo.write,),
-    )
-
-
-def _ignored_reason(counts: Counter[str]) -> str:
-    """ "pull" for one ignored event; "3 events ignored: pull 2, blob_push 1" for several."""
-    total = sum(counts.values())
-    if total == 0:
-        return NO_EVENTS
-    if total == 1:
-        return next(iter(counts))
-    detail = ", ".join(f"{why} {count}" for why, count in counts.most_common())
-    return f"{total} events ignored: {detail}"
 
 
 def _locator(sites: Mapping[str, Site]) -> Callable[[str, str], str | None]:
