@@ -20,12 +20,16 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
-import httpx
-
 from replicator.domain.transfers.resumes import after_break, upload_offset
 from replicator.errors import DigestMismatch, RegistryError, ReplicatorError, TransportError
 from replicator.logs import get_logger
-from replicator.registry.blobs import DEFAULT_CHUNK_SIZE, cancel_upload
+from replicator.registry.blobs import (
+    DEFAULT_CHUNK_SIZE,
+    cancel_upload,
+    finish_upload,
+    next_location,
+    patch_chunk,
+)
 from replicator.registry.client import RegistryClient, push_scope
 from replicator.registry.resumed import resumed
 
@@ -207,13 +211,7 @@ async def upload(
             chunk_size=chunk_size, start=start, on_progress=on_progress,
         )  # fmt: skip
         source.hash.check()
-        await client.request(
-            "PUT",
-            str(httpx.URL(location).copy_merge_params({"digest": digest})),
-            scope=scope,
-            expected=(201, 204),
-            headers={"Content-Length": "0"},
-        )
+        await finish_upload(client, location, digest, scope=scope)
     except BaseException as exc:
         if on_progress is None or not keeps_session(exc):
             await cancel_upload(client, location, scope)
@@ -343,19 +341,9 @@ async def _patch(
 ) -> str:
     """One PATCH of `length` bytes at `offset`; returns the Location to use next."""
     body = source.take(length)
-    resp = await client.request(
-        "PATCH",
-        location,
-        scope=scope,
-        expected=(202, 204),
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(length),
-            "Content-Range": f"{offset}-{offset + length - 1}",
-        },
-        content=body if client.bandwidth is None else client.bandwidth.metered(body),
-    )
-    return _next_location(resp, location)
+    if client.bandwidth is not None:
+        body = client.bandwidth.metered(body)
+    return await patch_chunk(client, location, body, offset=offset, length=length, scope=scope)
 
 
 async def _status(client: RegistryClient, location: str, *, scope: str) -> tuple[int, str] | None:
@@ -370,11 +358,4 @@ async def _status(client: RegistryClient, location: str, *, scope: str) -> tuple
     except RegistryError:
         return None
     held = upload_offset(resp.headers.get("range"))
-    return None if held is None else (held, _next_location(resp, location))
-
-
-def _next_location(resp: httpx.Response, location: str) -> str:
-    # Each answer may carry the Location to use next (distribution's holds the upload's state);
-    # relative ones are resolved against the request URL, as RFC 9110 says.
-    given = resp.headers.get("location")
-    return str(resp.request.url.join(given)) if given else location
+    return None if held is None else (held, next_location(resp, location))

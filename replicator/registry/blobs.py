@@ -157,13 +157,7 @@ async def upload(
         location = await _patch_chunks(
             client, location, scope=scope, size=size, chunks=chunks, chunk_size=chunk_size
         )
-        await client.request(
-            "PUT",
-            _with_digest(location, digest),
-            scope=scope,
-            expected=(201, 204),
-            headers={"Content-Length": "0"},
-        )
+        await finish_upload(client, location, digest, scope=scope)
     except BaseException:
         await cancel_upload(client, location, scope)
         raise
@@ -183,22 +177,55 @@ async def _patch_chunks(
     offset = 0
     while offset < size:
         length = min(chunk_size, size - offset)
-        resp = await client.request(
-            "PATCH",
-            location,
-            scope=scope,
-            expected=(202, 204),
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(length),
-                "Content-Range": f"{offset}-{offset + length - 1}",
-            },
-            content=source.take(length),
+        location = await patch_chunk(
+            client, location, source.take(length), offset=offset, length=length, scope=scope
         )
-        # Each answer carries the Location to use next (it holds the upload's state).
-        location = _location(resp) if resp.headers.get("location") else location
         offset += length
     return location
+
+
+async def finish_upload(client: RegistryClient, location: str, digest: str, *, scope: str) -> None:
+    """The PUT ending a chunked upload session: the blob is `digest`, its bytes all sent."""
+    await client.request(
+        "PUT",
+        _with_digest(location, digest),
+        scope=scope,
+        expected=(201, 204),
+        headers={"Content-Length": "0"},
+    )
+
+
+async def patch_chunk(
+    client: RegistryClient,
+    location: str,
+    body: AsyncIterator[bytes],
+    *,
+    offset: int,
+    length: int,
+    scope: str,
+) -> str:
+    """One PATCH of the `length` bytes of `body` at `offset` of the upload session; returns the
+    Location to use next."""
+    resp = await client.request(
+        "PATCH",
+        location,
+        scope=scope,
+        expected=(202, 204),
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(length),
+            "Content-Range": f"{offset}-{offset + length - 1}",
+        },
+        content=body,
+    )
+    return next_location(resp, location)
+
+
+def next_location(resp: httpx.Response, location: str) -> str:
+    """The Location an upload answer gives to use next (distribution's holds the upload's
+    state), resolved against the request URL as RFC 9110 says; `location` when it gives none."""
+    given = resp.headers.get("location")
+    return str(resp.request.url.join(given)) if given else location
 
 
 class _Rechunker:
