@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from replicator.cli.parsing import OptionalBool
 from replicator.errors import UsageError
@@ -44,6 +44,31 @@ credentials, per side, the first given:
   Docker's auth files (credential helpers included)"""
 
 
+# Each side's options: the flag's suffix, the argument's name after `SIDE_`, its argparse
+# options, and its help (`{what}`: SRC or DST, `{side}`: the side's first spelling).
+SIDE_OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("creds", "creds", {"metavar": "USER:PASS"},
+     "credentials for {what} (visible to other users in `ps`; prefer a file)"),
+    ("creds-file", "creds_file", {"metavar": "FILE"}, "a file holding USER:PASS for {what}"),
+    ("username", "username", {"metavar": "USER"},
+     "user name for {what}, with --{side}-password(-stdin)"),
+    ("password", "password", {"metavar": "PASS"}, "password for {what} (visible in `ps`)"),
+    ("password-stdin", "password_stdin", {"action": "store_true"},
+     "read {what}'s password from standard input (one line)"),
+    ("no-creds", "no_creds", {"action": "store_true"}, "access {what} anonymously"),
+    ("authfile", "authfile", {"metavar": "FILE"},
+     "auth file for {what} only (default: --authfile)"),
+    ("ca-file", "ca_file", {"metavar": "PEM"}, "CA bundle to verify {what}"),
+    ("cert-dir", "cert_dir", {"metavar": "DIR"},
+     "skopeo's certificate folder for {what}: *.crt CAs, a *.cert/*.key client pair"),
+    ("token-realm", "token_realms", {"metavar": "URL", "action": "append", "default": []},
+     "a token service on another host than {what} that may have its credentials (repeatable); "
+     "without it such a realm is asked for tokens anonymously"),
+    ("tls-verify", "tls_verify", {"action": OptionalBool},
+     "verify {what}'s certificate: bare or =true (default), =false"),
+)  # fmt: skip
+
+
 def _flags(side: str, suffix: str) -> list[str]:
     return [f"--{spelling}-{suffix}" for spelling in SPELLINGS[side]]
 
@@ -59,53 +84,14 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
         "~/.docker/config.json, those present)",
     )
     for side in SIDES:
-        what = WHAT[side]
-        parser.add_argument(
-            *_flags(side, "creds"), dest=f"{side}_creds", metavar="USER:PASS",
-            help=f"credentials for {what} (visible to other users in `ps`; prefer a file)",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "creds-file"), dest=f"{side}_creds_file", metavar="FILE",
-            help=f"a file holding USER:PASS for {what}",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "username"), dest=f"{side}_username", metavar="USER",
-            help=f"user name for {what}, with --{SPELLINGS[side][0]}-password(-stdin)",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "password"), dest=f"{side}_password", metavar="PASS",
-            help=f"password for {what} (visible in `ps`)",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "password-stdin"), dest=f"{side}_password_stdin", action="store_true",
-            help=f"read {what}'s password from standard input (one line)",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "no-creds"), dest=f"{side}_no_creds", action="store_true",
-            help=f"access {what} anonymously",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "authfile"), dest=f"{side}_authfile", metavar="FILE",
-            help=f"auth file for {what} only (default: --authfile)",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "ca-file"), dest=f"{side}_ca_file", metavar="PEM",
-            help=f"CA bundle to verify {what}",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "cert-dir"), dest=f"{side}_cert_dir", metavar="DIR",
-            help=f"skopeo's certificate folder for {what}: *.crt CAs, a *.cert/*.key client pair",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "token-realm"), dest=f"{side}_token_realms", metavar="URL",
-            action="append", default=[],
-            help=f"a token service on another host than {what} that may have its credentials "
-            "(repeatable); without it such a realm is asked for tokens anonymously",
-        )  # fmt: skip
-        parser.add_argument(
-            *_flags(side, "tls-verify"), dest=f"{side}_tls_verify", action=OptionalBool,
-            help=f"verify {what}'s certificate: bare or =true (default), =false",
-        )  # fmt: skip
+        what, first = WHAT[side], SPELLINGS[side][0]
+        for suffix, dest, options, text in SIDE_OPTIONS:
+            parser.add_argument(
+                *_flags(side, suffix),
+                dest=f"{side}_{dest}",
+                help=text.format(what=what, side=first),
+                **options,
+            )
     parser.add_argument(
         "--all", action="store_true",
         help="accepted for skopeo: every platform of an index is always copied",
