@@ -359,5 +359,5 @@ def tag_record(row: JobRow) -> TagRecord:
     pushed = row.pushed_at.timestamp() if row.pushed_at is not None else None
     return TagRecord(
         row.source, row.destination, row.digest, row.tag, row.state, finished, pushed,
-        delete=row.kind is JobKind.DELETE,
+        delete=row.kind is JobKind.DELETE, origin=row.origin,
     )  # fmt: skip

@@ -250,6 +250,34 @@ class TestLostDelete:
         }  # fmt: skip
         assert [j for j in jobs if j.failure_code == "DELETE_REFUSED"] == []
 
+    def test_a_second_lost_delete_of_a_restored_image_is_replayed_too(self, pair: Pair) -> None:
+        """v1 = X pushed at A, replicated, deleted with its event lost (A restarts with it queued)
+        and replayed by a reconcile pass; the user pushes X again as v1, it is replicated, and
+        its second delete is lost the same way: the next pass replays that delete too — v1 and X
+        gone from both sides (the first replay's delete jobs, done long before the re-push,
+        neither hold the second nor stand in for it)."""
+        repository = "relost/app"
+        image = pair.push(A, repository, "v1")
+        for attempt in ("first", "second"):
+            if attempt == "second":
+                pair.push_again(A, repository, "v1", image)
+            wait_for(
+                lambda: pair.digest(B, repository, "v1") == image,
+                timeout=REPLICATED_WITHIN_SECONDS, what=f"v1 at B ({attempt} push)",
+            )  # fmt: skip
+            pair.wait_quiet()
+            pair.bridge.stop()
+            pair.delete(A, repository, image)
+            pair.registries[A].restart()
+            pair.bridge.start()
+            _reconcile_pass(pair)
+            jobs = pair.wait_quiet()
+            assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
+                A: None, B: None,
+            }, f"after the {attempt} lost delete"  # fmt: skip
+            assert pair.digest(B, repository, image) is None, f"after the {attempt} lost delete"
+        assert [j for j in jobs if j.failure_code == "DELETE_REFUSED"] == []
+
     def test_a_lost_delete_of_a_retagged_image_removes_the_tag(self, pair: Pair) -> None:
         """v1 = X pushed at A and replicated to B; while the bridge is down v1 is pushed again
         (Y) and Y deleted at A, which restarts before delivering either event (lost for good):

@@ -78,6 +78,7 @@ class Pair:
     # API port, one shared subscription): empty for one daemon.
     fleet: list[DaemonProcess] = field(default_factory=list)
     _seeds: list[int] = field(default_factory=lambda: [1000])
+    _images: dict[str, str] = field(default_factory=dict)  # digest -> its name in `layout`
 
     @property
     def members(self) -> list[DaemonProcess]:
@@ -94,12 +95,18 @@ class Pair:
         self._seeds[0] += 1
         seed = self._seeds[0]
         built = self.layout.image(f"img-{seed}", [LayerSpec(seed, 2048)], label=f"l{seed}")
+        self._images[built.digest] = f"img-{seed}"
+        self.push_again(name, repository, tag, built.digest)
+        return built.digest
+
+    def push_again(self, name: str, repository: str, tag: str, digest: str) -> None:
+        """Push an image `push` made before (same digest) to `name`'s `repository:tag`: a user
+        restoring what they deleted."""
         pusher = LayoutPusher(self.layout.path, self.url(name), repository)
         try:
-            pusher.push_tag(f"img-{seed}", as_tag=tag)
+            pusher.push_tag(self._images[digest], as_tag=tag)
         finally:
             pusher.close()
-        return built.digest
 
     def delete(self, name: str, repository: str, digest: str) -> None:
         """Delete a manifest at `name` by digest, as a user would."""

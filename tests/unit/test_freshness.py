@@ -15,6 +15,7 @@ from replicator.domain.jobs.freshness import (
     check_vanished,
     event_origin,
     keep_untagged,
+    lost_delete_origin,
     untagged_copy,
 )
 
@@ -135,11 +136,13 @@ class TestEventOrigin:
             pytest.param("x" * (MAX_ORIGIN_CHARS + 1), id="one-over"),
             pytest.param("y" * 1_000_000, id="a-megabyte"),
             pytest.param("sha256:" + "0" * 64, id="looks-hashed"),
+            pytest.param("lost-delete:e1@1.000000", id="looks-like-a-replayed-delete"),
         ],
     )
     def test_long_or_hash_like_ids_are_hashed(self, event_id: str) -> None:
-        """A longer id (or one shaped like a hashed origin) is kept as its SHA-256: bounded,
-        and distinct from every id kept as it is."""
+        """A longer id (or one shaped like a hashed origin or a replayed delete's) is kept as
+        its SHA-256: bounded, and distinct from every id kept as it is and from every origin
+        a reconcile gives the delete jobs it replays."""
         origin = event_origin(event_id)
         assert origin.startswith("sha256:")
         assert len(origin) == len("sha256:") + 64
@@ -150,6 +153,28 @@ class TestEventOrigin:
         """Two events, hashed or not, never share an origin."""
         ids = ["e1", "e2", "z" * 500, "z" * 501]
         assert len({event_origin(i) for i in ids}) == len(ids)
+
+    @pytest.mark.parametrize(
+        ("copy_origin", "finished", "expected"),
+        [
+            ("e1", 1.5, "lost-delete:e1@1.500000"),
+            ("", None, "lost-delete:"),
+            ("x" * MAX_ORIGIN_CHARS, 2.0, None),
+        ],
+        ids=["readable", "unfinished-scan-copy", "too-long-hashed"],
+    )
+    def test_lost_delete_origin_names_the_copy_it_undoes(
+        self, copy_origin: str, finished: float | None, expected: str | None
+    ) -> None:
+        """A replayed delete's origin names the copy it undoes (its event and finish time),
+        within MAX_ORIGIN_CHARS: the same copy gives the same origin on every pass, another
+        copy of the image another one."""
+        origin = lost_delete_origin(copy_origin, finished)
+        assert len(origin) <= MAX_ORIGIN_CHARS
+        assert origin.startswith("lost-delete:")
+        if expected is not None:
+            assert origin == expected
+        assert origin != lost_delete_origin(copy_origin, (finished or 0.0) + 1.0)
 
     def test_empty_id_is_a_bug(self) -> None:
         """The parser never lets an empty id through; being given one is a caller bug."""

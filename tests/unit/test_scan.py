@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from replicator.domain.jobs import JobKey, JobKind, JobState
+from replicator.domain.jobs.freshness import lost_delete_origin
 from replicator.domain.routing import Site
 from replicator.domain.routing.policy import parse_policy
 from replicator.domain.routing.rules import parse_replication_config
@@ -290,9 +291,11 @@ class TestHoldNewer:
             ([TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)], False),
             ([job("a", "b", OLD, DONE), TagRecord("c", "b", OLD, None, DONE, 2.0, delete=True)],
              False),
+            ([job("a", "b", OLD, DONE, 3.0),
+              TagRecord("a", "b", OLD, None, DONE, 2.0, delete=True)], False),
         ],
         ids=["deleted-by-digest", "deleted-by-tag", "lost-not-deleted", "b-own-push",
-             "deleted-at-a-third"],
+             "deleted-at-a-third", "deleted-before-a-later-copy"],
     )  # fmt: skip
     def test_tag_deleted_at_the_destination_stays_deleted(
         self, records: list[TagRecord], held: bool
@@ -370,13 +373,41 @@ class TestHoldNewer:
             origin_has_digest=at_origin,
             origin_keeps_parts=parts,
         )
-        tag_delete = JobKey("a", "app", "", "v1", "b", JobKind.DELETE)
+        undone = lost_delete_origin("", 1.0)  # of the copy they undo: job()'s, done at 1.0
+        tag_delete = JobKey("a", "app", "", "v1", "b", JobKind.DELETE, undone)
         expected = (
             (tag_delete,) if replayed == "tag"
-            else (JobKey("a", "app", OLD, None, "b", JobKind.DELETE), tag_delete) if replayed
-            else ()
+            else (JobKey("a", "app", OLD, None, "b", JobKind.DELETE, undone), tag_delete)
+            if replayed else ()
         )  # fmt: skip
         assert found.deletes == expected
+
+    def test_a_second_lost_delete_after_a_new_copy_is_replayed_as_new_work(self) -> None:
+        """a's image copied to b (done at 1.0), deleted at a with the event lost and replayed
+        (its delete jobs done at 2.0), copied again by a new push's event (3.0) and its delete
+        lost again: the first replay's jobs, older than the new copy, do not hold it as a
+        journalled delete, and the new replay's jobs have other keys than the first's (the
+        journal would find those COMPLETE and do nothing)."""
+        plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
+
+        def replayed(records: list[TagRecord]) -> TagPlan:
+            return replay_delete(
+                hold_newer(plan, records),
+                deletes_back=True, origin_has_digest=False, origin_keeps_parts=True,
+            )  # fmt: skip
+
+        first_copy = job("a", "b", OLD, DONE, 1.0)
+        first = replayed([first_copy])
+        done = [
+            TagRecord("a", "b", k.digest, k.tag, DONE, 2.0, delete=True, origin=k.origin)
+            for k in first.deletes
+        ]
+        assert len(done) == 2
+        assert replayed([first_copy, *done]).deletes == ()  # the delete is journalled, newer
+        again = TagRecord("a", "b", OLD, "v1", DONE, 3.0, origin="push-2")
+        second = replayed([first_copy, *done, again])
+        assert [k.image for k in second.deletes] == [k.image for k in first.deletes]
+        assert {k.origin for k in second.deletes}.isdisjoint({k.origin for k in first.deletes})
 
     def test_repair_over_a_newer_tag_is_held(self) -> None:
         """A repair (the copy's job is COMPLETE) over a newer destination tag is held too."""

@@ -23,6 +23,12 @@ from enum import StrEnum
 # costs 71 characters of journal and still tells events apart.
 MAX_ORIGIN_CHARS = 128
 _HASHED_ORIGIN_PREFIX = "sha256:"
+# The origin of the delete jobs a reconcile journals for a delete whose event was lost for good
+# (domain.routing.scan.replay_delete). They are of the copy they undo, not of the scan: the same
+# copy's lost delete is the same work on every pass, while a later copy of the same image (the
+# user pushed it again) that loses its delete too is new work (a scan's NO_ORIGIN key would
+# find the first replay's COMPLETE job and do nothing). No event id keeps this prefix.
+LOST_DELETE_ORIGIN_PREFIX = "lost-delete:"
 # distribution (registry/handlers/manifests.go, 2.8 and 3.x) sends a manifest's push event from
 # the manifest store's Put, before the handler links the tag: a job can ask the source for the
 # tag before it exists (35 ms after the event on a loaded machine, active-active seed 3121:
@@ -56,9 +62,21 @@ def event_origin(event_id: str) -> str:
     too long to keep (or could be taken for a hashed one)."""
     if not event_id:
         raise ValueError("an event id is never empty (the parser requires one)")
-    if len(event_id) <= MAX_ORIGIN_CHARS and not event_id.startswith(_HASHED_ORIGIN_PREFIX):
+    reserved = event_id.startswith((_HASHED_ORIGIN_PREFIX, LOST_DELETE_ORIGIN_PREFIX))
+    if len(event_id) <= MAX_ORIGIN_CHARS and not reserved:
         return event_id
     return _HASHED_ORIGIN_PREFIX + hashlib.sha256(event_id.encode()).hexdigest()
+
+
+def lost_delete_origin(copy_origin: str, copy_finished_at: float | None) -> str:
+    """The origin of the replayed delete jobs of the copy of origin `copy_origin` that finished
+    at `copy_finished_at` (seconds since the epoch; None while unfinished): readable, or hashed
+    when too long to keep."""
+    finished = "" if copy_finished_at is None else f"@{copy_finished_at:.6f}"
+    origin = f"{LOST_DELETE_ORIGIN_PREFIX}{copy_origin}{finished}"
+    if len(origin) <= MAX_ORIGIN_CHARS:
+        return origin
+    return LOST_DELETE_ORIGIN_PREFIX + hashlib.sha256(origin.encode()).hexdigest()
 
 
 def check_tag(

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from replicator.domain.jobs import TERMINAL_STATES, JobKey, JobKind, JobState
+from replicator.domain.jobs import NO_ORIGIN, TERMINAL_STATES, JobKey, JobKind, JobState
+from replicator.domain.jobs.freshness import lost_delete_origin
 from replicator.domain.routing import Site, admit_replication, destinations
 from replicator.domain.routing.rules import match_deletes
 
@@ -50,6 +51,9 @@ class TagPlan:
     unjournalled_delete: bool = False
     # The delete jobs the destination's lost delete event would have made (replay_delete).
     deletes: tuple[JobKey, ...] = ()
+    # With unjournalled_delete: the origin of those delete jobs, that of the copy they undo
+    # (domain.jobs.freshness.lost_delete_origin).
+    replay_origin: str = NO_ORIGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class TagRecord:
     finished_at: float | None = None
     pushed_at: float | None = None
     delete: bool = False  # a delete job (digest "" or tag None when it named only the other)
+    origin: str = NO_ORIGIN  # the event the job is of (domain.jobs.JobKey.origin)
 
 
 def targets(
@@ -201,9 +206,14 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
     ours = _last_set(tagged, source) or _tried(tagged, target, source, plan.key.digest)
     if ours is None or ours.source != target or ours.digest != plan.key.digest:
         return plan
+    # A delete counts only when it is not older than the copy: one that ran before the copy
+    # (the user pushed the image again since) deleted an earlier write, and a lost delete of
+    # this copy is still to be replayed.
+    since = ours.finished_at
     deleted = any(
         r.delete and r.source == target and r.destination == source
         and (r.digest == plan.key.digest or (r.tag is not None and r.tag == tag))
+        and (since is None or r.finished_at is None or r.finished_at >= since)
         for r in records
     )  # fmt: skip
     unjournalled = not deleted
@@ -224,6 +234,7 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
         reason=f"{target} deleted {tag} ({plan.key.digest}) after the daemon copied it to "
         f"{source}: {why}",
         unjournalled_delete=unjournalled,
+        replay_origin=lost_delete_origin(ours.origin, ours.finished_at) if unjournalled else "",
     )
 
 
@@ -258,6 +269,7 @@ def replay_delete(
         return plan
     origin, replica = plan.key.destination, plan.key.source
     repository, digest, tag = plan.key.repository, plan.key.digest, plan.key.tag
+    undone = plan.replay_origin
     if origin_has_digest:
         # The origin dropped the tag but keeps the image (the tag moved to a newer push that was
         # deleted, or the tag alone was deleted; seed 4659): its tag's delete is replayed, never
@@ -265,7 +277,7 @@ def replay_delete(
         return replace(
             plan,
             reason=f"{plan.reason}; the tag's delete never came: journalled from the scan",
-            deletes=(JobKey(origin, repository, "", tag, replica, JobKind.DELETE),),
+            deletes=(JobKey(origin, repository, "", tag, replica, JobKind.DELETE, undone),),
         )
     if not origin_keeps_parts:
         return replace(
@@ -278,8 +290,8 @@ def replay_delete(
         plan,
         reason=f"{plan.reason}; its delete never came: journalled from the scan",
         deletes=(
-            JobKey(origin, repository, digest, None, replica, JobKind.DELETE),
-            JobKey(origin, repository, "", tag, replica, JobKind.DELETE),
+            JobKey(origin, repository, digest, None, replica, JobKind.DELETE, undone),
+            JobKey(origin, repository, "", tag, replica, JobKind.DELETE, undone),
         ),
     )
 
