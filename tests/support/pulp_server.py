@@ -230,8 +230,6 @@ def start_pulp(
     venv = pulp_venv()
     database = postgres.create_database().rsplit("/", 1)[1]
     ports = free_port(), free_port()
-    while ports[1] == ports[0]:  # two free ports asked one after the other may coincide
-        ports = ports[0], free_port()
     settings = _settings(folder, postgres, database, ports)
     env = {**os.environ, "PULP_SETTINGS": str(settings),
            "DJANGO_SETTINGS_MODULE": "pulpcore.app.settings"}  # fmt: skip
