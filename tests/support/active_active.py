@@ -110,11 +110,15 @@ class Pair:
 
     def delete(self, name: str, repository: str, digest: str) -> None:
         """Delete a manifest at `name` by digest, as a user would."""
-        url = f"{self.url(name)}/v2/{repository}/manifests/{digest}"
-        response = httpx.delete(url, timeout=10.0)
+        response = self.try_delete(name, repository, digest)
         assert response.status_code == HTTP_ACCEPTED, (
-            f"DELETE {url}: {response.status_code} {response.text}"
+            f"DELETE {response.request.url}: {response.status_code} {response.text}"
         )
+
+    def try_delete(self, name: str, repository: str, digest: str) -> httpx.Response:
+        """Ask `name` to delete a manifest by digest; its answer, whatever it is."""
+        url = f"{self.url(name)}/v2/{repository}/manifests/{digest}"
+        return httpx.delete(url, timeout=10.0)
 
     def digest(self, name: str, repository: str, reference: str) -> str | None:
         """What `name` serves for `repository:reference` (None: nothing)."""
