@@ -38,10 +38,11 @@ from replicator.domain.routing.scan import (
 from replicator.engine.gather import for_each_repository, gather_all, map_bounded, unless_set
 from replicator.errors import JournalError, ReplicatorError
 from replicator.logs import get_logger
-from replicator.registry import blobs, manifests, tags
+from replicator.registry import manifests, tags
 from replicator.registry.client import RegistryClient
 from replicator.registry.manifests import ManifestHead
 from replicator.registry.pool import ClientPool
+from replicator.scan.lost_deletes import origin_facts
 from replicator.scan.repositories import repository_names
 
 if TYPE_CHECKING:
@@ -278,49 +279,32 @@ class Scanner:
     async def _replayed(self, repository: str, plan: TagPlan) -> TagPlan:
         """`plan` with the delete jobs of its origin's lost delete event, when it is a copy back
         held for a delete the journal does not record (domain.routing.scan.replay_delete): the
-        origin is asked whether it still serves the image by digest."""
+        origin's bytes tell whether it still serves the image, or its parts (scan.lost_deletes)."""
         if not plan.unjournalled_delete:
             return plan
         origin, replica = self._sites[plan.key.destination], self._sites[plan.key.source]
         if not deletes_reach(origin, replica, repository=repository, tag=plan.key.tag):
             return plan
-        client = registry_client(self._pool, self._config, origin.name)
-        digest = plan.key.digest
-        head = await manifests.head(client, repository, digest)
-        keeps = head is None and await self._keeps_parts(client, replica.name, repository, digest)
-        replayed = replay_delete(
-            plan, deletes_back=True, origin_has_digest=head is not None, origin_keeps_parts=keeps
+        serves, keeps = await origin_facts(
+            registry_client(self._pool, self._config, origin.name),
+            registry_client(self._pool, self._config, replica.name),
+            repository,
+            plan.key.digest,
         )
-        if head is None and not keeps:
+        replayed = replay_delete(
+            plan, deletes_back=True, origin_has_digest=serves, origin_keeps_parts=keeps
+        )
+        if not replayed.deletes:
             log.warning(
                 "lost_delete_not_replayed",
                 source=replica.name,
                 destination=origin.name,
                 repository=repository,
                 tag=plan.key.tag,
-                digest=digest,
+                digest=plan.key.digest,
                 reason=replayed.reason,
             )
         return replayed
-
-    async def _keeps_parts(
-        self, origin: RegistryClient, replica: str, repository: str, digest: str
-    ) -> bool:
-        """Whether `origin` still holds the parts of the image `digest` (read from `replica`'s
-        copy): its config blob, or an index's first child manifest. A manifest DELETE leaves
-        them; a restore from a backup older than the push does not (domain replay_delete).
-        Anything unreadable counts as not kept: the replica is then kept, never deleted."""
-        try:
-            replica_client = registry_client(self._pool, self._config, replica)
-            manifest = await manifests.get(replica_client, repository, digest)
-            if manifest.config is not None:
-                return await blobs.head(origin, repository, manifest.config.digest) is not None
-            if manifest.children:
-                child = manifest.children[0].digest
-                return await manifests.head(origin, repository, child) is not None
-        except ReplicatorError as exc:
-            log.info("image_parts_unknown", repository=repository, digest=digest, error=str(exc))
-        return False
 
     async def _compare(
         self,

@@ -11,11 +11,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.domain.jobs import JobKind, JobState
 from tests.support.active_active import A, B, Pair, start_pair
 from tests.support.daemon import metric_value, replicator_command, wait_for
+from tests.support.fault_proxy import Fault, FaultProxy, requests
 from tests.support.images import LayerSpec
 from tests.support.layout_push import LayoutPusher
 from tests.support.mqtt_fixtures import MosquittoFactory
@@ -40,6 +43,8 @@ RECONCILE_INTERVAL_SECONDS = 0.5
 # A command-line reconcile pass over the pair's few repositories takes a few seconds; this
 # bounds a stuck one.
 RECONCILE_TIMEOUT_SECONDS = 60.0
+# A manifest GET at a local registry answers in milliseconds.
+HTTP_TIMEOUT_SECONDS = 10.0
 
 
 @pytest.fixture
@@ -311,18 +316,7 @@ class TestLostDelete:
         pass does not take that for a lost delete — B keeps v1, the only copy left, and no
         delete job is journalled (a delete leaves the image's blobs at A; a restore does not)."""
         repository = "restored/app"
-        lost = pair.push(A, repository, "v1")
-        kept = pair.push(A, repository, "v2")
-        for digest in (lost, kept):
-            wait_for(
-                lambda digest=digest: pair.digest(B, repository, digest) is not None,
-                timeout=REPLICATED_WITHIN_SECONDS, what=f"{digest} at B",
-            )  # fmt: skip
-        pair.wait_quiet()
-        registry = pair.registries[A]
-        registry.stop()
-        _forget_image(registry.root, repository, "v1", lost, keep=kept)
-        registry.start()
+        lost, _ = _restored_without_v1(pair, repository)
         _reconcile_pass(pair)
         jobs = pair.wait_quiet()
         assert pair.digest(A, repository, lost) is None  # the restore, as made
@@ -330,6 +324,62 @@ class TestLostDelete:
             A: None, B: lost,
         }  # fmt: skip
         assert [j for j in jobs if j.kind is JobKind.DELETE and j.repository == repository] == []
+
+    @pytest.mark.parametrize("lie", ["every-blob-200", "other-image-by-digest"])
+    def test_an_origin_that_lies_about_the_image_never_costs_the_only_copy(
+        self, pair: Pair, lie: str
+    ) -> None:
+        """A is restored from a backup older than v1 (as above) and the reconcile pass reaches A
+        through a proxy that lies: it answers 200 to every blob HEAD and GET (parts A does not
+        hold), or serves v2's manifest when asked for v1's digest (an image A does not hold).
+        Neither lie makes the pass delete B's v1, the only copy left: no delete job is
+        journalled."""
+        repository = "liar/app"
+        lost, kept = _restored_without_v1(pair, repository)
+        registry = pair.registries[A]
+        other = httpx.get(
+            f"{registry.url}/v2/{repository}/manifests/{kept}",
+            headers={"Accept": MANIFEST_ACCEPT}, timeout=HTTP_TIMEOUT_SECONDS,
+        )  # fmt: skip
+        proxy = FaultProxy(registry.url).start()
+        try:
+            if lie == "every-blob-200":
+                lying = Fault.status_code(200, requests(None, r"/blobs/sha256:"), times=None)
+            else:
+                served = other.headers["content-type"]
+                lying = Fault.serve_body(
+                    requests(None, f"/manifests/{lost}$"), other.content, content_type=served
+                )
+            proxy.add(lying)
+            config = pair.folder / "through-proxy.toml"
+            config.write_text(pair.config.read_text().replace(registry.url, proxy.url))
+            _reconcile_pass(pair, config)
+            assert lying.injected > 0, "the pass never asked A what the lie answers"
+        finally:
+            proxy.stop()
+        jobs = pair.wait_quiet()
+        assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
+            A: None, B: lost,
+        }  # fmt: skip
+        assert [j for j in jobs if j.kind is JobKind.DELETE and j.repository == repository] == []
+
+
+def _restored_without_v1(pair: Pair, repository: str) -> tuple[str, str]:
+    """v1 and v2 pushed at A and replicated to B, then A's storage put back as a backup without
+    v1 would have it (`_forget_image`); returns (v1's digest, v2's digest)."""
+    lost = pair.push(A, repository, "v1")
+    kept = pair.push(A, repository, "v2")
+    for digest in (lost, kept):
+        wait_for(
+            lambda digest=digest: pair.digest(B, repository, digest) is not None,
+            timeout=REPLICATED_WITHIN_SECONDS, what=f"{digest} at B",
+        )  # fmt: skip
+    pair.wait_quiet()
+    registry = pair.registries[A]
+    registry.stop()
+    _forget_image(registry.root, repository, "v1", lost, keep=kept)
+    registry.start()
+    return lost, kept
 
 
 def _forget_image(root: Path, repository: str, tag: str, digest: str, *, keep: str) -> None:
@@ -350,9 +400,10 @@ def _forget_image(root: Path, repository: str, tag: str, digest: str, *, keep: s
         shutil.rmtree(repo / "_layers/sha256" / blob.removeprefix("sha256:"))
 
 
-def _reconcile_pass(pair: Pair) -> None:
-    """One CLI reconcile pass (`backfill`) over the pair's config, which must exit 0."""
-    command = replicator_command("backfill", "--config", str(pair.config))
+def _reconcile_pass(pair: Pair, config: Path | None = None) -> None:
+    """One CLI reconcile pass (`backfill`) over the pair's config (or `config`), which must exit
+    0."""
+    command = replicator_command("backfill", "--config", str(config or pair.config))
     reconciled = subprocess.run(
         command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
     )

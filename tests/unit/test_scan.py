@@ -347,15 +347,19 @@ class TestHoldNewer:
              True, False, True, False),
             ([job("c", "b", OLD, DONE)], True, False, True, False),
             ([job("a", "b", OLD, DONE)], True, False, False, False),
+            ([job("a", "b", OLD, DONE)], True, None, True, False),
+            ([job("a", "b", OLD, DONE)], True, None, False, False),
         ],
         ids=["lost-delete", "deletes-not-replicated-back", "image-still-at-origin",
-             "delete-journalled", "b-tag-from-a-third", "origin-restored-without-its-parts"],
+             "delete-journalled", "b-tag-from-a-third", "origin-restored-without-its-parts",
+             "origin-serves-another-image-for-the-digest",
+             "origin-serves-another-image-and-lacks-the-parts"],
     )  # fmt: skip
     def test_lost_delete_is_replayed(
         self,
         records: list[TagRecord],
         back: bool,
-        at_origin: bool,
+        at_origin: bool | None,
         parts: bool,
         replayed: bool | str,
     ) -> None:
@@ -364,8 +368,10 @@ class TestHoldNewer:
         jobs to b, by digest then by tag, when a's deletes reach b, a no longer serves the image
         and still holds its parts (a delete leaves them); never when the delete is journalled,
         b's tag is not the daemon's copy of a's, or a lacks the parts (a restore from an older
-        backup: b's copy may be the only one left); only the tag's delete when a still serves
-        the image (its tag moved to a newer push that was deleted: seed 4659)."""
+        backup: b's copy may be the only one left), nor when a answers the digest with another
+        image (None: a lying or broken registry tells nothing to delete by); only the tag's
+        delete when a still serves the image (its tag moved to a newer push that was deleted:
+        seed 4659)."""
         plan = TagPlan(PAIR_COPY.key, TagAction.COPY, "tag missing at the destination", None, True)
         found = replay_delete(
             hold_newer(plan, records),

@@ -239,7 +239,7 @@ def _hold_deleted(plan: TagPlan, records: list[TagRecord]) -> TagPlan:
 
 
 def replay_delete(
-    plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool, origin_keeps_parts: bool
+    plan: TagPlan, *, deletes_back: bool, origin_has_digest: bool | None, origin_keeps_parts: bool
 ) -> TagPlan:
     """A copy back held because its destination (the origin of the tag) deleted it with no delete
     journalled, given whether that origin's deletes of the tag reach the plan's source
@@ -259,7 +259,14 @@ def replay_delete(
     parts (`origin_keeps_parts`: its config blob, or an index's first child); without them (a
     restore, or a delete followed by GC: the two cannot be told apart) the replica is kept —
     deleting the other side's only copy after a restore would lose the image in both regions.
-    Each delete job asks the origin again before it deletes."""
+    Each delete job asks the origin again before it deletes.
+
+    The facts are read from what the origin serves, not from what it says: `origin_has_digest`
+    is True when its bytes for the digest hash to it, False when it has none (404), and None
+    when it answers the digest with another image — a registry that lies, or is broken, says
+    nothing to act on, and the replica is kept (a tag delete at a registry that cannot delete
+    a tag alone deletes the image by digest); `origin_keeps_parts` likewise counts only a part
+    whose bytes hash to its digest, never a HEAD's 200."""
     if (
         plan.action is not TagAction.HELD
         or not plan.unjournalled_delete
@@ -270,6 +277,12 @@ def replay_delete(
     origin, replica = plan.key.destination, plan.key.source
     repository, digest, tag = plan.key.repository, plan.key.digest, plan.key.tag
     undone = plan.replay_origin
+    if origin_has_digest is None:
+        return replace(
+            plan,
+            reason=f"{plan.reason}; not replayed as a delete: {origin} answers {digest} with "
+            f"another image, so the replica at {replica} is kept",
+        )
     if origin_has_digest:
         # The origin dropped the tag but keeps the image (the tag moved to a newer push that was
         # deleted, or the tag alone was deleted; seed 4659): its tag's delete is replayed, never
