@@ -42,7 +42,6 @@ from tests.support.daemon import (
     USW2,
     DaemonSettings,
     JournalReader,
-    RegistrySpec,
     replicator_cli,
     replicator_command,
     topology,
@@ -52,6 +51,7 @@ from tests.support.fault_proxy import Fault, FaultProxy, blob_get
 from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
+from tests.support.stack_fixtures import with_delete_replication
 from tests.support.terminal import last_line, on_terminal
 
 pytestmark = pytest.mark.integration
@@ -147,21 +147,6 @@ def build_world(
     ):
         world.push(repository, tag, seed=seed)
     return world
-
-
-def with_delete_replication(spec: RegistrySpec) -> RegistrySpec:
-    """The spec with deleteReplication on in every rule, and ecr:BatchDeleteImage allowed."""
-    replication = spec.replication
-    if replication is not None:
-        rules = [dict(r, deleteReplication={"enabled": True}) for r in replication["rules"]]
-        replication = {"rules": rules}
-    policy = spec.policy
-    if policy is not None:
-        statements = [
-            dict(s, Action=[*s["Action"], "ecr:BatchDeleteImage"]) for s in policy["Statement"]
-        ]
-        policy = dict(policy, Statement=statements)
-    return replace(spec, replication=replication, policy=policy)
 
 
 def requests_by(registry: Registry, *, since: int = 0) -> list[tuple[str, str]]:

@@ -20,7 +20,6 @@ from replicator.domain.jobs import JobKey, JobKind, JobState
 from replicator.domain.jobs.deletes import waits_for_copy
 from replicator.domain.jobs.ends import Completed
 from replicator.journal import Journal
-from tests.integration.test_backfill import with_delete_replication
 from tests.integration.test_source_state import (
     REPLICATED_WITHIN_SECONDS,
     build,
@@ -33,17 +32,14 @@ from tests.support.daemon import (
     USW2,
     Stack,
     manifest_digest,
-    start_stack,
-    topology,
     wait_for,
-    write_config,
 )
 from tests.support.fault_proxy import FaultProxy
 from tests.support.faults import Fault, requests
 from tests.support.images import OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
-from tests.support.registry_server import Registry
+from tests.support.stack_fixtures import proxied_stack
 from tests.unit.test_deletes import FENCES
 
 pytestmark = pytest.mark.integration
@@ -114,30 +110,13 @@ def fenced(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fenced]:
     """The stack, its daemon reading usw2 through the proxy, delete replication on."""
-    proxies: list[FaultProxy] = []
-
-    def behind_proxy(registry: Registry) -> str:
-        proxies.append(FaultProxy(registry.url))
-        proxies[-1].start()
-        return proxies[-1].url
-
-    stack = start_stack(
+    with proxied_stack(
         tmp_path_factory.mktemp("fenced"),
         mosquitto_factory(),
         lambda url: registry_factory(notifications_url=url),
-        start_daemon=False,
-        front={USW2: behind_proxy},
-    )
-    try:
-        urls = {name: registry.url for name, registry in stack.registries.items()}
-        urls[USW2] = proxies[0].url
-        specs = [with_delete_replication(spec) for spec in topology(urls)]
-        write_config(stack.folder, specs, stack.settings)
-        stack.daemon.start()
-        yield Fenced(stack, proxies[0])
-    finally:
-        stack.stop()
-        proxies[0].stop()
+        behind=USW2,
+    ) as (stack, proxy):
+        yield Fenced(stack, proxy)
 
 
 @pytest.mark.slow

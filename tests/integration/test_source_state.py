@@ -14,7 +14,6 @@ import pytest
 
 from replicator.domain.jobs import JobKind, JobState
 from replicator.journal import JobRow
-from tests.integration.test_backfill import with_delete_replication
 from tests.support import skopeo
 from tests.support.daemon import (
     DESTINATIONS,
@@ -36,6 +35,7 @@ from tests.support.images import BuiltImage, LayerSpec, OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
 from tests.support.registry_server import Registry
+from tests.support.stack_fixtures import with_delete_replication
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import pytest
 
 from replicator.domain.jobs import JobState
-from tests.integration.test_backfill import with_delete_replication
 from tests.integration.test_source_state import (
     REPLICATED_WITHIN_SECONDS,
     announce,
@@ -37,17 +36,14 @@ from tests.support.daemon import (
     Stack,
     manifest_digest,
     replicator_command,
-    start_stack,
-    topology,
     wait_for,
-    write_config,
 )
 from tests.support.fault_proxy import FaultProxy
 from tests.support.faults import Fault, requests
 from tests.support.images import OCILayout
 from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.registry_fixtures import RegistryFactory
-from tests.support.registry_server import Registry
+from tests.support.stack_fixtures import proxied_stack
 
 pytestmark = pytest.mark.integration
 
@@ -75,33 +71,14 @@ def proxied(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Proxied]:
     """use1 (no webhooks, read through a fault proxy), usw2, euw1, deletes replicated."""
-    proxies: list[FaultProxy] = []
-
-    def behind_proxy(registry: Registry) -> str:
-        proxies.append(FaultProxy(registry.url))
-        proxies[-1].start()
-        return proxies[-1].url
-
-    stack = start_stack(
+    with proxied_stack(
         tmp_path_factory.mktemp("tag-races"),
         mosquitto_factory(),
         lambda _url: registry_factory(),
+        behind=USE1,
         notifications=False,
-        start_daemon=False,
-        front={USE1: behind_proxy},
-    )
-    try:
-        urls = {name: registry.url for name, registry in stack.registries.items()}
-        urls[USE1] = proxies[0].url
-        write_config(
-            stack.folder, [with_delete_replication(s) for s in topology(urls)], stack.settings
-        )
-        stack.daemon.start()
-        yield Proxied(stack, proxies[0])
-    finally:
-        stack.stop()
-        for proxy in proxies:
-            proxy.stop()
+    ) as (stack, proxy):
+        yield Proxied(stack, proxy)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ as `max_attempts`, `journal_url`, `shared_group`, `front`, `start_daemon`, `noti
 After the test its daemon and bridge are stopped and its registries and broker stopped and
 deleted, so a long session does not keep every test's processes running.
 `module_stack_factory` does the same for a stack a module's tests share, after the module.
+`proxied_stack(...)` starts a stack with one registry read through a fault proxy and delete
+replication on (`with_delete_replication`), and takes both down on leaving.
 `fleet_member(stack, name)` is another daemon on the stack's registries, broker and journal (a
 fleet member); `start_all` and `stop_all` start or stop several daemons at once (each waits for
 the others' start-up or drain otherwise, seconds each on a loaded machine).
@@ -17,17 +19,27 @@ from __future__ import annotations
 import dataclasses
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, Stack, start_stack, topology, write_config
-from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.daemon import (
+    DaemonProcess,
+    RegistrySpec,
+    Stack,
+    start_stack,
+    topology,
+    write_config,
+)
+from tests.support.fault_proxy import FaultProxy
+from tests.support.mqtt_fixtures import Mosquitto, MosquittoFactory
 from tests.support.ports import free_port
 from tests.support.registry_fixtures import RegistryFactory
+from tests.support.registry_server import Registry
 
 
 class StackFactory(Protocol):
@@ -85,6 +97,54 @@ def module_stack_factory(
     """As stack_factory, for a stack a module's tests share: taken down after the module."""
     with _stacks(registry_factory, mosquitto_factory, tmp_path_factory.mktemp("stacks")) as start:
         yield start
+
+
+def with_delete_replication(spec: RegistrySpec) -> RegistrySpec:
+    """The spec with deleteReplication on in every rule, and ecr:BatchDeleteImage allowed."""
+    replication = spec.replication
+    if replication is not None:
+        rules = [dict(r, deleteReplication={"enabled": True}) for r in replication["rules"]]
+        replication = {"rules": rules}
+    policy = spec.policy
+    if policy is not None:
+        statements = [
+            dict(s, Action=[*s["Action"], "ecr:BatchDeleteImage"]) for s in policy["Statement"]
+        ]
+        policy = dict(policy, Statement=statements)
+    return replace(spec, replication=replication, policy=policy)
+
+
+@contextmanager
+def proxied_stack(
+    folder: Path,
+    broker: Mosquitto,
+    start_registry: Callable[[str | None], Registry],
+    *,
+    behind: str,
+    **options: Any,
+) -> Iterator[tuple[Stack, FaultProxy]]:
+    """A stack (start_stack's `options`) whose daemon reads registry `behind` through a fault
+    proxy, delete replication on in every rule, and the proxy; both stopped on leaving."""
+    proxies: list[FaultProxy] = []
+
+    def behind_proxy(registry: Registry) -> str:
+        proxies.append(FaultProxy(registry.url).start())
+        return proxies[-1].url
+
+    stack = start_stack(
+        folder, broker, start_registry, start_daemon=False, front={behind: behind_proxy}, **options
+    )
+    try:
+        urls = {name: registry.url for name, registry in stack.registries.items()}
+        urls[behind] = proxies[0].url
+        specs = [with_delete_replication(spec) for spec in topology(urls)]
+        write_config(stack.folder, specs, stack.settings)
+        stack.daemon.start()
+        yield stack, proxies[0]
+    finally:
+        stack.stop()
+        for proxy in proxies:
+            proxy.stop()
 
 
 def fleet_member(stack: Stack, name: str) -> DaemonProcess:
