@@ -23,13 +23,12 @@ from tests.support.daemon import (
     push_images,
     wait_for,
 )
-from tests.support.images import BuiltImage, LayerSpec, OCILayout
+from tests.support.images import BuiltImage, OCILayout
 from tests.support.scenarios import record_figures
 from tests.support.stack_fixtures import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KIB = 1024
 BROKEN = "prod/broken"
 HEALTHY = "prod/healthy"
 HTTP_INTERNAL_ERROR = 500
@@ -48,11 +47,8 @@ def stack(stack_factory: StackFactory) -> Stack:
 
 def images(folder: Path) -> tuple[BuiltImage, BuiltImage]:
     """Two images sharing one base layer, each with a layer of its own."""
-    layout = OCILayout(folder)
-    return (
-        layout.image("v0", [LayerSpec(1, 4 * KIB), LayerSpec(100, 2 * KIB)]),
-        layout.image("v1", [LayerSpec(1, 4 * KIB), LayerSpec(101, 2 * KIB)]),
-    )
+    v0, v1 = OCILayout(folder).siblings("v", 2, first_seed=100)
+    return v0, v1
 
 
 def finished(stack: Stack, repository: str, tag: str) -> JobRow:

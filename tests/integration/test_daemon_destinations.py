@@ -26,13 +26,12 @@ from tests.support.daemon import (
     replicator_cli,
     wait_for,
 )
-from tests.support.images import BuiltImage, LayerSpec, OCILayout
+from tests.support.images import BuiltImage, OCILayout
 from tests.support.scenarios import record_figures
 from tests.support.stack_fixtures import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KIB = 1024
 REPOSITORY = "prod/dr"
 # Two attempts: a job that cannot succeed ends FAILED within seconds (one backoff of 1-2 s),
 # so a test sees what an operator would see, and what `retry --all-failed` then does.
@@ -50,11 +49,7 @@ def stack(stack_factory: StackFactory) -> Stack:
 
 def images(folder: Path, count: int) -> list[BuiltImage]:
     """`count` images tagged v0..: one base layer they all share, and one of their own each."""
-    layout = OCILayout(folder)
-    return [
-        layout.image(f"v{n}", [LayerSpec(1, 4 * KIB), LayerSpec(100 + n, 2 * KIB)])
-        for n in range(count)
-    ]
+    return OCILayout(folder).siblings("v", count, first_seed=100)
 
 
 def job_at(stack: Stack, tag: str, destination: str) -> JobRow | None:

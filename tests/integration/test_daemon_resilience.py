@@ -17,12 +17,11 @@ from tests.support.daemon import (
     push_images,
     wait_for,
 )
-from tests.support.images import BuiltImage, LayerSpec, OCILayout
+from tests.support.images import BuiltImage, OCILayout
 from tests.support.stack_fixtures import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KIB = 1024
 BURST = 30
 # 30 small images over two destinations finish in seconds; a restart and the distribution
 # webhook retries (1 s backoff) add a few more; 90 s covers a loaded CI machine.
@@ -41,11 +40,7 @@ def stack(stack_factory: StackFactory) -> Stack:
 
 def burst_images(folder: Path, count: int, prefix: str) -> list[BuiltImage]:
     """`count` distinct small images tagged `<prefix>0`..: a shared base layer and their own."""
-    layout = OCILayout(folder)
-    return [
-        layout.image(f"{prefix}{n}", [LayerSpec(1, 4 * KIB), LayerSpec(10_000 + n, 2 * KIB)])
-        for n in range(count)
-    ]
+    return OCILayout(folder).siblings(prefix, count, first_seed=10_000)
 
 
 def assert_replicated_once(stack: Stack, rows: list[JobRow], images: list[BuiltImage]) -> None:

@@ -20,14 +20,13 @@ from tests.support.daemon import (
     wait_for,
 )
 from tests.support.fault_proxy import Fault, FaultProxy, requests
-from tests.support.images import LayerSpec, OCILayout
+from tests.support.images import OCILayout
 from tests.support.journal_fixtures import PostgresServer
 from tests.support.registry_server import Registry
 from tests.support.stack_fixtures import StackFactory, fleet_member
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KIB = 1024
 BURST = 24
 GROUP = "replicators"
 # 24 images x 2 destinations on two daemons take seconds; 90 s covers a loaded CI machine.
@@ -67,10 +66,7 @@ def test_two_daemons_in_a_shared_group_replicate_a_burst_once(
     try:
         second.start()
         layout = OCILayout(tmp_path / "layout")
-        images = [
-            layout.image(f"s{n}", [LayerSpec(1, 4 * KIB), LayerSpec(20_000 + n, 2 * KIB)])
-            for n in range(BURST)
-        ]
+        images = layout.siblings("s", BURST, first_seed=20_000)
         push_images(layout.path, stack.source.url, [("prod/fleet", f"s{n}") for n in range(BURST)])
         rows = JournalReader(shared_journal_url).wait_finished(
             BURST * len(DESTINATIONS), timeout=BURST_FINISHED_SECONDS
@@ -140,10 +136,7 @@ def test_survivor_sweeps_a_killed_peers_claimed_jobs(
         doomed.start()
         survivor.start()
         layout = OCILayout(tmp_path / "layout")
-        images = [
-            layout.image(f"o{n}", [LayerSpec(1, 4 * KIB), LayerSpec(30_000 + n, 2 * KIB)])
-            for n in range(ORPHAN_BURST)
-        ]
+        images = layout.siblings("o", ORPHAN_BURST, first_seed=30_000)
         tags = [("prod/orphans", f"o{n}") for n in range(ORPHAN_BURST)]
         push_images(layout.path, stack.source.url, tags)
         # Every event journaled (so none waits unacknowledged in the doomed daemon's session)

@@ -30,13 +30,12 @@ from tests.support.daemon import (
     push_images,
     wait_for,
 )
-from tests.support.images import LayerSpec, OCILayout
+from tests.support.images import OCILayout
 from tests.support.journal_fixtures import PostgresServer
 from tests.support.stack_fixtures import StackFactory, fleet_member, start_all, stop_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KIB = 1024
 GROUP = "fleet"
 MEMBERS = 3
 # The issue's bound: a member's death delays no push longer than this.
@@ -64,12 +63,8 @@ class Fleet:
     def images(self, prefix: str, count: int, first_layer: int) -> dict[str, str]:
         """`count` images tagged `<prefix>0`.. in the layout (a shared base layer and one of
         their own, seeded from `first_layer`): their digests by tag."""
-        return {
-            f"{prefix}{n}": self.layout.image(
-                f"{prefix}{n}", [LayerSpec(1, 4 * KIB), LayerSpec(first_layer + n, 2 * KIB)]
-            ).digest
-            for n in range(count)
-        }
+        built = self.layout.siblings(prefix, count, first_seed=first_layer)
+        return {image.tag or "": image.digest for image in built}
 
     def stop(self) -> None:
         """Stop every member and the bridge (their logs are then complete)."""

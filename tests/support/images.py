@@ -37,6 +37,9 @@ INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 GZIP_LEVEL = 1
 # The two platforms of the multi-platform index tests and the bench corpus.
 PLATFORMS = (("linux", "amd64"), ("linux", "arm64"))
+KIB = 1024
+# The seed of the base layer the images of `OCILayout.siblings` share (the tests wrote 1).
+SHARED_BASE_SEED = 1
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,18 @@ class OCILayout:
             config_digest=config_desc.digest,
             layer_digests=tuple(desc.digest for desc, _ in built),
         )
+
+    def siblings(self, prefix: str, count: int, *, first_seed: int) -> list[BuiltImage]:
+        """`count` small images tagged `<prefix>0`..: one 4 KiB base layer they all share and a
+        2 KiB layer of their own each (seeded from `first_seed`), as a burst of pushes of one
+        project's builds is."""
+        return [
+            self.image(
+                f"{prefix}{n}",
+                [LayerSpec(SHARED_BASE_SEED, 4 * KIB), LayerSpec(first_seed + n, 2 * KIB)],
+            )
+            for n in range(count)
+        ]
 
     def multi_platform(
         self,
