@@ -139,6 +139,11 @@ class BusOptions:
         )
 
     @property
+    def address(self) -> str:
+        """The broker's host:port."""
+        return f"{self.host}:{self.port}"
+
+    @property
     def subscription(self) -> str | None:
         """The topic filter subscribed to: `$share/<group>/<events_topic>` when shared."""
         if self.events_topic is None:
@@ -212,7 +217,7 @@ class Bus:
                 await self.connected.wait()
         except TimeoutError as exc:
             raise BusError(
-                f"no connection to the MQTT broker at {self._address} after {within}s"
+                f"no connection to the MQTT broker at {self.options.address} after {within}s"
             ) from exc
 
     @property
@@ -256,7 +261,7 @@ class Bus:
         """Publish and return once the broker has acknowledged (QoS 1); else raise BusError."""
         connection = self._connection
         if connection is None or not self.connected.is_set():
-            raise BusError(f"not connected to the MQTT broker at {self._address}")
+            raise BusError(f"not connected to the MQTT broker at {self.options.address}")
         publishing = asyncio.ensure_future(
             connection.client.publish(topic, payload, qos=qos, timeout=math.inf)
         )
@@ -275,12 +280,8 @@ class Bus:
                 return
             raise BusError(f"publishing to {topic} failed: {error}") from error
         if lost in done:
-            raise BusError(f"the connection to {self._address} dropped before the PUBACK")
-        raise BusError(f"no PUBACK from {self._address} within {puback_within}s")
-
-    @property
-    def _address(self) -> str:
-        return f"{self.options.host}:{self.options.port}"
+            raise BusError(f"the connection to {self.options.address} dropped before the PUBACK")
+        raise BusError(f"no PUBACK from {self.options.address} within {puback_within}s")
 
     async def _keep_connected(self) -> None:
         delay = self._reconnect_initial
@@ -292,11 +293,12 @@ class Bus:
                 except aiomqtt.MqttError as exc:
                     if self._generation != generation:
                         delay = self._reconnect_initial
-                        log.warning("mqtt_disconnected", broker=self._address, error=str(exc))
+                        broker = self.options.address
+                        log.warning("mqtt_disconnected", broker=broker, error=str(exc))
                     else:
                         log.warning(
                             "mqtt_connect_failed",
-                            broker=self._address,
+                            broker=self.options.address,
                             client_id=self.options.client_id,
                             error=str(exc),
                             retry_in=round(delay, 2),
@@ -308,7 +310,7 @@ class Bus:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("mqtt_keeper_failed", broker=self._address)
+            log.exception("mqtt_keeper_failed", broker=self.options.address)
             self.inbox.fail(exc)
             raise
 
@@ -340,14 +342,14 @@ class Bus:
                 await _subscribe(client, options.subscription)
             self._generation += 1
             if options.persistent and options.subscription is not None:
-                self.session.check(connack, broker=self._address, client_id=options.client_id)
+                self.session.check(connack, broker=options.address, client_id=options.client_id)
             self.inbox.clear()  # left by a dropped connection: the broker redelivers it
             connection = _Connection(self._generation, client)
             self._connection = connection
             self.connected.set()
             log.info(
                 "mqtt_connected",
-                broker=self._address,
+                broker=self.options.address,
                 client_id=options.client_id,
                 subscription=options.subscription,
                 generation=connection.generation,

@@ -115,8 +115,10 @@ class Daemon:
             intake = FleetRole(self.journal, intake_lease(group_name), alone=not fleet)
             self.metrics.fleet_intake.set_function(lambda: float(intake.holds()))
             self.metrics.fleet_chores.set_function(lambda: float(role.holds()))
+            member = self._member_bus_options()
+            made = await self._session_made(member)
             async with (
-                Bus(self._member_bus_options(), on_session_lost=self._reconcile_soon.set) as bus,
+                Bus(member, expect_session=made, on_session_lost=self._reconcile_soon.set) as bus,
                 self._pool,
                 asyncio.TaskGroup() as group,
             ):
@@ -152,6 +154,7 @@ class Daemon:
                     ),
                     group.create_task(orphans.announce(bus, publisher), name="announce"),
                     group.create_task(self._ready(runner, health), name="ready"),
+                    group.create_task(self._remember_session(bus), name="mqtt-session"),
                     group.create_task(health.probe_journal(), name="journal-probe"),
                     group.create_task(health.watch(), name="watchdog"),
                     group.create_task(
@@ -191,6 +194,30 @@ class Daemon:
             await self.journal.close()
         log.info("daemon_stopped")
         return 0
+
+    async def _session_made(self, options: BusOptions) -> bool:
+        """Whether this daemon made its persistent session at the broker before (the journal
+        remembers): then a CONNACK without it is a session lost, its events with it — a broker
+        restarted without its store, or the session expired while the daemon was down — and a
+        reconcile pass runs at once. A journal that cannot say counts as a first start."""
+        if not options.persistent or self.journal is None:
+            return False
+        try:
+            return await self.journal.mqtt_session_made(options.client_id, options.address)
+        except JournalError as exc:
+            log.warning("mqtt_session_unknown", client_id=options.client_id, error=str(exc))
+            return False
+
+    async def _remember_session(self, bus: Bus) -> None:
+        """Once connected, record the persistent session in the journal (see _session_made)."""
+        options = bus.options
+        if not options.persistent or self.journal is None:
+            return
+        await bus.connected.wait()
+        try:
+            await self.journal.remember_mqtt_session(options.client_id, options.address)
+        except JournalError as exc:
+            log.warning("mqtt_session_not_recorded", client_id=options.client_id, error=str(exc))
 
     def _member_bus_options(self) -> BusOptions:
         """This member's own connection: alone, it takes the events too; in a fleet it only

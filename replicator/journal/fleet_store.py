@@ -1,6 +1,6 @@
 """The Journal's shared state of a daemon and its fleet beside the jobs: the fleet's leases,
-destinations' outages, the daemon's own writes (their echoes), blob uploads under way, the
-gauges, retention, and the watchdog's probe."""
+the MQTT sessions made, destinations' outages, the daemon's own writes (their echoes), blob
+uploads under way, the gauges, retention, and the watchdog's probe."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ from sqlalchemy import select
 from replicator.domain.events.echoes import OwnWrite, Write
 from replicator.domain.fleet.leases import Lease
 from replicator.domain.jobs import JobState
-from replicator.journal import gauges, leases, outages, own_writes, retention, upload_sessions
+from replicator.journal import (
+    gauges,
+    leases,
+    mqtt_sessions,
+    outages,
+    own_writes,
+    retention,
+    upload_sessions,
+)
 from replicator.journal.models import to_db_time
 from replicator.journal.retention import Pruned
 from replicator.journal.transactions import Transactions, utcnow
@@ -73,6 +81,16 @@ class FleetStore(Transactions):
         """Drop the lease `name` if we hold it; whether we did."""
         holder = self.claimer
         return await self._run(lambda session: leases.release(session, name, holder))
+
+    async def mqtt_session_made(self, client_id: str, broker: str) -> bool:
+        """Whether `client_id` made its persistent session at `broker` before (see
+        mqtt_sessions.py): then the broker should still hold it."""
+        return await self._run(lambda session: mqtt_sessions.made(session, client_id, broker))
+
+    async def remember_mqtt_session(self, client_id: str, broker: str) -> None:
+        """Record that `client_id` made its persistent session at `broker`."""
+        now = time.time()
+        await self._run(lambda session: mqtt_sessions.remember(session, client_id, broker, now))
 
     async def release(self, destination: str, now: datetime) -> tuple[int, int]:
         """`destination` answers again: its waiting jobs due now, its jobs FAILED for a
