@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from replicator.domain.jobs import JobKey
-from replicator.journal import EventOutcome
 from replicator.journal.claimers import open_journal
-from replicator.journal.event_rows import ReceivedEvent
 from tests.support.daemon import (
     USE1,
     USW2,
@@ -24,17 +21,17 @@ from tests.support.daemon import (
     Stack,
     manifest_present,
     metric_value,
-    start_stack,
     topology,
     wait_for,
     write_config,
 )
 from tests.support.images import LayerSpec, OCILayout
+from tests.support.journal_fixtures import pushed
 from tests.support.layout_push import push_over_http
-from tests.support.mqtt_fixtures import MosquittoFactory
 from tests.support.notify_socket import NotifyListener
 from tests.support.ports import free_port
 from tests.support.registry_fixtures import RegistryFactory
+from tests.support.stack_fixtures import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,20 +61,9 @@ def notified_daemon(stack: Stack, notify: NotifyListener, log_name: str) -> Daem
 
 
 @pytest.fixture
-def stack(
-    registry_factory: RegistryFactory,
-    mosquitto_factory: MosquittoFactory,
-    tmp_path: Path,
-) -> Iterator[Stack]:
+def stack(stack_factory: StackFactory) -> Stack:
     """Registries, broker and bridge; the test starts its own daemon."""
-    started = start_stack(
-        tmp_path / "stack",
-        mosquitto_factory(),
-        lambda url: registry_factory(notifications_url=url),
-        start_daemon=False,
-    )
-    yield started
-    started.stop()
+    return stack_factory(start_daemon=False)
 
 
 class TestWatchdog:
@@ -122,15 +108,7 @@ def _journal_job(url: str, key: JobKey) -> None:
     async def record() -> None:
         async with await open_journal(url) as journal:
             await journal.record_event(
-                ReceivedEvent(
-                    source=key.source,
-                    topic=f"registry/{key.source}/events",
-                    payload=b"{}",
-                    outcome=EventOutcome("accepted"),
-                    reason="",
-                    job_keys=[key],
-                    pushed_at=datetime.now(UTC),
-                )
+                pushed(b"{}", [key], pushed_at=datetime.now(UTC), source=key.source)
             )
 
     asyncio.run(record())

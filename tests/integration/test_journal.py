@@ -6,6 +6,7 @@ import hashlib
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -19,6 +20,7 @@ from replicator.journal.claimers import open_journal
 from replicator.journal.deferred import Kept
 from replicator.journal.event_rows import ReceivedEvent
 from replicator.journal.models import MAX_STORED_PAYLOAD_BYTES, SCHEMA_VERSION
+from tests.support.journal_fixtures import pushed
 from tests.support.old_journals import WRITTEN_AT, job_values, write_old_journal
 
 pytestmark = pytest.mark.integration
@@ -41,20 +43,16 @@ async def record(
     outcome: str = "accepted",
     reason: str = "",
     pushed_at: datetime = T0,
+    **fields: Any,
 ) -> list[int]:
-    """Record an event from source use1 (pushed at T0 unless told)."""
+    """Record an event from source use1 (pushed at T0 unless told; `fields`: more of
+    ReceivedEvent's)."""
     return await journal.record_event(
-        ReceivedEvent(
-            source="use1",
-            topic="registry/use1/events",
-            payload=payload,
-            outcome=EventOutcome(outcome),
-            reason=reason,
-            job_keys=keys,
-            pushed_at=pushed_at,
-            denied=denied or {},
+        pushed(
+            payload, keys, pushed_at=pushed_at, outcome=EventOutcome(outcome), reason=reason,
+            denied=denied or {}, **fields,
         )
-    )
+    )  # fmt: skip
 
 
 async def only_job(journal: Journal, job_id: int) -> JobState:
@@ -117,18 +115,7 @@ class TestRecordEvent:
         """The second event of a batch envelope (same payload, part 1) is not a duplicate."""
         other = JobKey("use1", "app", OTHER_DIGEST, "v2", "usw2")
         for part, key in enumerate([KEY, other]):
-            await journal.record_event(
-                ReceivedEvent(
-                    source="use1",
-                    topic="registry/use1/events",
-                    payload=b"batch",
-                    outcome=EventOutcome.ACCEPTED,
-                    reason="",
-                    job_keys=[key],
-                    pushed_at=T0,
-                    part=part,
-                )
-            )
+            await record(journal, b"batch", [key], part=part)
         assert {row.key for row in await journal.jobs()} == {KEY, other}
         assert all(e.outcome is EventOutcome.ACCEPTED for e in await journal.events())
 
@@ -285,18 +272,7 @@ class TestRecordEventRouting:
     async def test_not_before_delays_claim(self, journal: Journal) -> None:
         """A job with not_before is not claimable before that time, and is due then."""
         later = T0 + timedelta(seconds=2)
-        await journal.record_event(
-            ReceivedEvent(
-                source="use1",
-                topic="t",
-                payload=b"child",
-                outcome=EventOutcome.ACCEPTED,
-                reason="",
-                job_keys=[KEY],
-                pushed_at=T0,
-                not_before={KEY: later},
-            )
-        )
+        await record(journal, b"child", [KEY], not_before={KEY: later})
         assert await journal.next_due_at() == later
         assert await journal.claim_due(10, T0) == []
         assert [row.key for row in await journal.claim_due(10, later)] == [KEY]
@@ -308,18 +284,8 @@ class TestRecordEventRouting:
         child_b = JobKey("use1", "app", OTHER_DIGEST, None, "euw1", origin="c1")
         await record(journal, b"child", [child_a, child_b])
         await journal.claim_due(1, T0)
-        await journal.record_event(
-            ReceivedEvent(
-                source="use1",
-                topic="t",
-                payload=b"index",
-                outcome=EventOutcome.ACCEPTED,
-                reason="",
-                job_keys=[KEY],
-                pushed_at=T0,
-                supersede=[replace(child_a, origin=NO_ORIGIN), replace(child_b, origin=NO_ORIGIN)],
-            )
-        )
+        superseded = [replace(child_a, origin=NO_ORIGIN), replace(child_b, origin=NO_ORIGIN)]
+        await record(journal, b"index", [KEY], supersede=superseded)
         states = {row.key: row.state for row in await journal.jobs()}
         assert states == {child_a: JobState.IN_PROGRESS, KEY: JobState.PENDING}
 
@@ -328,18 +294,7 @@ class TestRecordEventRouting:
         child = JobKey("use1", "app", OTHER_DIGEST, None, "usw2")
         await record(journal, b"index", [KEY])
         await record(journal, b"child", [child])
-        await journal.record_event(
-            ReceivedEvent(
-                source="use1",
-                topic="t",
-                payload=b"index",
-                outcome=EventOutcome.ACCEPTED,
-                reason="",
-                job_keys=[KEY],
-                pushed_at=T0,
-                supersede=[child],
-            )
-        )
+        await record(journal, b"index", [KEY], supersede=[child])
         assert len(await journal.jobs()) == 2
 
 

@@ -16,9 +16,8 @@ from replicator.domain.jobs import JobKey, JobKind, JobState
 from replicator.domain.jobs.ends import Completed, CopyCounters
 from replicator.journal import JobRow
 from replicator.journal.claimers import open_journal
-from replicator.journal.event_rows import ReceivedEvent
-from replicator.journal.models import EventOutcome
 from replicator.journal.status import status_document
+from tests.support.journal_fixtures import pushed
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +72,7 @@ url = "http://127.0.0.1:5003"
 async def _fill(url: str) -> tuple[int, int]:
     async with await open_journal(url) as journal:
         complete_id, failed_id = await journal.record_event(
-            ReceivedEvent(
-                source="use1",
-                topic="registry/use1/events",
-                payload=b"push",
-                outcome=EventOutcome.ACCEPTED,
-                reason="",
-                job_keys=[TO_USW2],
-                pushed_at=NOW,
-                denied={TO_EUW1: DENIED_REASON},
-            )
+            pushed(b"push", [TO_USW2], pushed_at=NOW, denied={TO_EUW1: DENIED_REASON})
         )
         await journal.claim_due(10, NOW)
         await journal.end(

@@ -17,11 +17,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,30 @@ POSTGRES_USER = "replicator"
 # recycled past this size, so it stays small in memory too.
 MAX_WAL = "256MB"
 _database_numbers = itertools.count(1)
+
+
+def pushed(
+    payload: bytes,
+    keys: Sequence[JobKey],
+    *,
+    pushed_at: datetime,
+    source: str = "use1",
+    outcome: EventOutcome = EventOutcome.ACCEPTED,
+    reason: str = "",
+    **fields: Any,
+) -> ReceivedEvent:
+    """A push event from `source` as intake records it, with the jobs `keys` (accepted unless
+    told); `fields` are more of ReceivedEvent's (denied, part, not_before, supersede...)."""
+    return ReceivedEvent(
+        source=source,
+        topic=f"registry/{source}/events",
+        payload=payload,
+        outcome=outcome,
+        reason=reason,
+        job_keys=list(keys),
+        pushed_at=pushed_at,
+        **fields,
+    )
 
 
 def writer_digest(number: int) -> str:
@@ -211,15 +236,7 @@ async def _write_forever(url: str, start: int) -> None:
     async with await open_journal(url) as journal:
         for number in itertools.count(start):
             await journal.record_event(
-                ReceivedEvent(
-                    source="use1",
-                    topic="registry/use1/events",
-                    payload=f"event {number}".encode(),
-                    outcome=EventOutcome.ACCEPTED,
-                    reason="",
-                    job_keys=writer_keys(number),
-                    pushed_at=datetime.now(UTC),
-                )
+                pushed(f"event {number}".encode(), writer_keys(number), pushed_at=datetime.now(UTC))
             )
             print(number, flush=True)
 
