@@ -27,16 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import (
-    DaemonSettings,
-    RegistrySpec,
-    replicator_command,
-    rule,
-    write_config,
-)
+from tests.support.daemon import replicator_command
 from tests.support.generated_tags import GeneratedTagsProcess
 from tests.support.mqtt_fixtures import Mosquitto
+from tests.support.one_way import one_way_config, sqlite_settings
 from tests.support.ports import free_port
+from tests.support.process_memory import peak_rss_kib
 
 KIB = 1024
 # How often the peak RSS is read.
@@ -47,31 +43,9 @@ DEFAULT_LIMIT_SECONDS = 6 * 3600.0
 RECONCILE_INTERVAL = 2.0
 
 
-def _peak_rss_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def _config(folder: Path, source: str, destination: str, broker_port: int) -> Path:
-    settings = DaemonSettings(
-        broker_port=broker_port,
-        journal_url=f"sqlite:///{folder / 'journal.db'}",
-        client_id=f"scan-scale-{folder.name}",
-    )
-    specs = [
-        RegistrySpec(
-            "src", "111122223333", "us-east-1", source,
-            replication={"rules": [rule([("us-west-2", "111122223333")])]},
-        ),
-        RegistrySpec("dst", "111122223333", "us-west-2", destination),
-    ]  # fmt: skip
-    config = write_config(folder, specs, settings)
+    settings = sqlite_settings(folder, broker_port, client_id=f"scan-scale-{folder.name}")
+    config = one_way_config(folder, settings, source, destination)
     with config.open("a") as file:
         file.write(f"\n[reconcile]\ninterval = {RECONCILE_INTERVAL}\n")
     return config
@@ -81,7 +55,7 @@ def _watch(process: subprocess.Popen[Any], done: Any, limit: float) -> tuple[int
     """Sample `process`'s peak RSS until it exits or `done()`; (peak KiB, seconds)."""
     started, peak = time.monotonic(), 0
     while process.poll() is None and not done() and time.monotonic() - started < limit:
-        peak = max(peak, _peak_rss_kib(process.pid))
+        peak = max(peak, peak_rss_kib(process.pid))
         time.sleep(SAMPLE_SECONDS)
     return peak, time.monotonic() - started
 

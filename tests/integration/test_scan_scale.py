@@ -23,16 +23,14 @@ import pytest
 
 from replicator.registry.referrers import SCHEMA_LISTING_TAGS
 from tests.support.daemon import (
-    DaemonSettings,
-    RegistrySpec,
     allow_policy,
     replicator_command,
-    rule,
-    write_config,
 )
 from tests.support.generated_tags import GeneratedTagsProcess
 from tests.support.mqtt_fixtures import MosquittoFactory
+from tests.support.one_way import ACCOUNT, DESTINATION_REGION, one_way_config, sqlite_settings
 from tests.support.ports import free_port
+from tests.support.process_memory import peak_rss_kib
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,33 +74,13 @@ def _config(
     folder: Path, source: str, destination: str, *, denies: bool = False, broker_port: int = 0
 ) -> Path:
     """src -> dst; with `denies`, dst is another account whose policy admits only prod/*."""
-    settings = DaemonSettings(
-        broker_port=broker_port or free_port(),
-        journal_url=f"sqlite:///{folder / 'journal.db'}",
-        client_id="scan-scale",
+    settings = sqlite_settings(folder, broker_port or free_port(), client_id="scan-scale")
+    if not denies:
+        return one_way_config(folder, settings, source, destination)
+    policy = allow_policy(ACCOUNT, DESTINATION_REGION, OTHER_ACCOUNT, "prod/*")
+    return one_way_config(
+        folder, settings, source, destination, destination_account=OTHER_ACCOUNT, policy=policy
     )
-    account = OTHER_ACCOUNT if denies else "111122223333"
-    policy = allow_policy("111122223333", "us-west-2", account, "prod/*") if denies else None
-    specs = [
-        RegistrySpec(
-            "src", "111122223333", "us-east-1", source,
-            replication={"rules": [rule([("us-west-2", account)])]},
-        ),
-        RegistrySpec("dst", account, "us-west-2", destination, policy=policy),
-    ]  # fmt: skip
-    return write_config(folder, specs, settings)
-
-
-def _peak_rss_kib(pid: int) -> int:
-    """VmHWM (the peak resident set) of a running process, in KiB; 0 once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _backfill(
@@ -129,7 +107,7 @@ def _backfill(
             peak = 0
             started = time.monotonic()
             while process.poll() is None and time.monotonic() - started < timeout:
-                peak = max(peak, _peak_rss_kib(process.pid))
+                peak = max(peak, peak_rss_kib(process.pid))
                 time.sleep(0.05)
             if process.poll() is None:
                 process.kill()

@@ -35,17 +35,21 @@ def one_way_config(
     destination_url: str,
     *,
     account: str = ACCOUNT,
+    destination_account: str | None = None,
+    policy: dict[str, Any] | None = None,
     destination_extra: Mapping[str, str | int] | None = None,
 ) -> Path:
-    """Write the config replicating `src` at `source_url` to `dst` at `destination_url` (with
+    """Write the config replicating `src` at `source_url` to `dst` at `destination_url` (of
+    `destination_account`, `account` by default; with its registry `policy`, and
     `destination_extra` keys: username, password_file...) into `folder`; its path."""
+    other = destination_account or account
     specs = [
         RegistrySpec(
             SOURCE, account, SOURCE_REGION, source_url,
-            replication={"rules": [rule([(DESTINATION_REGION, account)])]},
+            replication={"rules": [rule([(DESTINATION_REGION, other)])]},
         ),
         RegistrySpec(
-            DESTINATION, account, DESTINATION_REGION, destination_url,
+            DESTINATION, other, DESTINATION_REGION, destination_url, policy=policy,
             extra=dict(destination_extra or {}),
         ),
     ]  # fmt: skip
