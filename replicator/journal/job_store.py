@@ -213,6 +213,18 @@ class JobStore(Transactions):
         statement = queries.tags_statement(by_source=source is not None)
         return await self._run(lambda session: queries.rows(session, statement, params))
 
+    async def moved_copies(
+        self, source: str, destination: str, repository: str, *, after: int, limit: int
+    ) -> list[JobRow]:
+        """The COMPLETE copies of `repository` from `source` to `destination` whose tag the
+        daemon later set to another digest there, past job id `after`, at most `limit`, by id
+        (queries.moved_copies_statement)."""
+        params = {
+            "repository": repository, "source": source, "destination": destination,
+            "after": after, "limit": limit,
+        }  # fmt: skip
+        return await self._run(lambda session: queries.rows(session, queries.MOVED_COPIES, params))
+
     async def backlog(self) -> int:
         """Jobs waiting for a worker: PENDING plus RETRY_WAIT (due or not)."""
         return await self._run(gauges.backlog)

@@ -161,6 +161,44 @@ def tags_statement(*, by_source: bool) -> Select[Any]:
     return statement.order_by(JOBS.c.id)
 
 
+def moved_copies_statement() -> Select[Any]:
+    """The COMPLETE tagged copies of the repository bound as `repository` from the source bound
+    as `source` to the destination bound as `destination` whose tag a later COMPLETE copy of the
+    same route set to another digest (the image left untagged there by the daemon), past the id
+    bound as `after`, `limit` at most, by id: the replicas a lost delete can leave behind
+    untagged (scan/untagged_replicas.py)."""
+    later = JOBS.alias("later")
+    copy, done = JobKind.COPY.value, JobState.COMPLETE.value
+    moved = exists().where(
+        later.c.repository == JOBS.c.repository,
+        later.c.tag == JOBS.c.tag,
+        later.c.kind == copy,
+        later.c.state == done,
+        later.c.source == JOBS.c.source,
+        later.c.destination == JOBS.c.destination,
+        later.c.digest != JOBS.c.digest,
+        later.c.finished_at > JOBS.c.finished_at,
+    )
+    return (
+        select(JOBS)
+        .where(
+            JOBS.c.repository == bindparam("repository"),
+            JOBS.c.kind == copy,
+            JOBS.c.state == done,
+            JOBS.c.source == bindparam("source"),
+            JOBS.c.destination == bindparam("destination"),
+            JOBS.c.tag != NO_TAG,
+            JOBS.c.id > bindparam("after"),
+            moved,
+        )
+        .order_by(JOBS.c.id)
+        .limit(bindparam("limit"))
+    )
+
+
+MOVED_COPIES = moved_copies_statement()
+
+
 @functools.cache
 def update_statement(columns: tuple[str, ...]) -> Update:
     """UPDATE of `columns` on one job, guarded by its state; one statement per column set."""

@@ -17,6 +17,7 @@ from replicator.registry.pool import ClientPool
 from replicator.scan.repair import RepairStream
 from replicator.scan.scanning import ScanCounts, Scanner, ScanOptions
 from replicator.scan.sinks import Journaller
+from replicator.scan.untagged_replicas import UntaggedReplicas
 
 log = get_logger(__name__)
 
@@ -31,14 +32,28 @@ async def reconcile_once(
 ) -> ScanCounts:
     """One reconcile pass: give FAILED jobs whose cause was temporary a new chance, scan every
     source, journal what is missing (then wake `runner`, which runs the jobs), repair what the
-    destinations lost (through `runner`'s limits)."""
+    destinations lost (through `runner`'s limits), and journal the deletes whose events were
+    lost for images the daemon left untagged (scan/untagged_replicas.py)."""
     retried = await journal.retry_failed(codes=TEMPORARY_FAILURES)
     if retried:
         runner.wake()
     repairs = RepairStream(journal, lambda: runner, workers=config.workers.concurrency)
     sink = Journaller(journal, wake=runner.wake, repairs=repairs)
+    untagged = UntaggedReplicas(config, sites, pool, journal)
+    replayed = 0
+
+    async def after_repository(source: Site, repository: str) -> None:
+        nonlocal replayed
+        keys = await untagged.deletes(source, repository)
+        if keys:
+            replayed += await journal.add_jobs(keys)
+            runner.wake()
+
+    scanner = Scanner(
+        config, sites, pool, ScanOptions(), journal=journal, after_repository=after_repository
+    )
     async with repairs:
-        counts = await Scanner(config, sites, pool, ScanOptions(), journal=journal).run(sink)
+        counts = await scanner.run(sink)
     tally = repairs.tally
     log.info(
         "reconcile_pass",
@@ -47,6 +62,7 @@ async def reconcile_once(
         tags=counts.tags,
         up_to_date=counts.up_to_date,
         jobs=sink.journalled,
+        untagged_deletes=replayed,
         denied=counts.denied,
         held=counts.held,
         repaired=tally.repaired.total(),

@@ -15,7 +15,7 @@ which tags are missing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -116,6 +116,9 @@ class ScanJournal(Protocol):
     ) -> int: ...
 
 
+AfterRepository = Callable[[Site, str], Awaitable[None]]
+
+
 class PlanSink(Protocol):
     """Receives the plans of a repository a page of tags at a time, as their facts come in."""
 
@@ -160,6 +163,7 @@ class Scanner:
         *,
         journal: ScanJournal | None = None,
         counts: ScanCounts | None = None,
+        after_repository: AfterRepository | None = None,
     ) -> None:
         self._config = config
         self._sites = sites
@@ -167,6 +171,9 @@ class Scanner:
         self._options = options
         self._journal = journal
         self.counts = counts or ScanCounts()
+        # Called once a repository's tags are all scanned (the daemon's reconcile: its untagged
+        # replicas, scan/untagged_replicas.py); its registry errors count as the repository's.
+        self._after_repository = after_repository
 
     async def run(self, sink: PlanSink, *, stop: asyncio.Event | None = None) -> ScanCounts:
         """Scan every chosen source; a repository that cannot be read is counted, not fatal."""
@@ -210,6 +217,8 @@ class Scanner:
                 scanned += len(plans)
                 self._count(source, repository, plans)
                 await sink(source, repository, plans)
+            if self._after_repository is not None and not (stop is not None and stop.is_set()):
+                await self._after_repository(source, repository)
         except JournalError:
             raise  # not this repository's fault: the whole run cannot record anything
         except ReplicatorError as exc:
@@ -338,7 +347,8 @@ class Scanner:
 
 
 def tag_record(row: JobRow) -> TagRecord:
-    """A journal row as the scan's hold rule reads it (domain.routing.scan.hold_newer)."""
+    """A journal row as the scan's rules read it (domain.routing.scan.hold_newer, and
+    domain.routing.untagged)."""
     finished = row.finished_at.timestamp() if row.finished_at is not None else None
     pushed = row.pushed_at.timestamp() if row.pushed_at is not None else None
     return TagRecord(

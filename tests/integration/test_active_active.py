@@ -283,6 +283,35 @@ class TestLostDelete:
             assert pair.digest(B, repository, image) is None, f"after the {attempt} lost delete"
         assert [j for j in jobs if j.failure_code == "DELETE_REFUSED"] == []
 
+    def test_a_lost_delete_of_an_image_left_untagged_is_replayed(
+        self, reconciled_pair: Pair
+    ) -> None:
+        """v1 = X pushed at B and replicated to A, then v1 = Y (X left untagged at both sides,
+        served by digest); X deleted at B while the bridge is down and B restarted before
+        delivering the event (lost for good): every tag agrees, and the daemon's reconcile
+        still removes X from A (history checker seed 9035)."""
+        pair = reconciled_pair
+        repository = "untagged/app"
+        pushed: list[str] = []
+        for _ in range(2):  # the second push only once the first is replicated
+            pushed.append(pair.push(B, repository, "v1"))
+            wait_for(
+                lambda: pair.digest(A, repository, "v1") == pushed[-1],
+                timeout=REPLICATED_WITHIN_SECONDS, what=f"v1 = {pushed[-1]} at A",
+            )  # fmt: skip
+        first, second = pushed
+        pair.wait_quiet()
+        assert pair.digest(A, repository, first) == first  # untagged, served by digest
+        pair.bridge.stop()
+        pair.delete(B, repository, first)
+        pair.registries[B].restart()
+        pair.bridge.start()
+        wait_for(
+            lambda: pair.digest(A, repository, first) is None,
+            timeout=REPLICATED_WITHIN_SECONDS, what=f"{first} gone from A",
+        )  # fmt: skip
+        assert pair.digest(A, repository, "v1") == second == pair.digest(B, repository, "v1")
+
     def test_a_lost_delete_of_a_retagged_image_removes_the_tag(self, pair: Pair) -> None:
         """v1 = X pushed at A and replicated to B; while the bridge is down v1 is pushed again
         (Y) and Y deleted at A, which restarts before delivering either event (lost for good):
