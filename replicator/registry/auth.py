@@ -128,10 +128,21 @@ class Authenticator:
         return self._bearer is not None
 
     async def _credentials(self, *, refresh: bool = False) -> Credentials | None:
+        """The provider's credentials. Asking its source (a credential helper, for up to
+        HELPER_TIMEOUT_SECONDS; ECR's token service) is a wait like a token fetch: the job's
+        slot is given back meanwhile (registry/wait_scope.py). The wait is entered before the
+        provider's lock, never inside it: a task taking its slot again while holding that lock
+        could wait for a job that holds the slot and waits for the lock."""
         if self._provider is None:
             return None
+        if refresh or not self._provider.cached():
+            async with waiting():
+                return await self._ask(self._provider, refresh=refresh)
+        return await self._ask(self._provider, refresh=refresh)
+
+    async def _ask(self, provider: CredentialProvider, *, refresh: bool) -> Credentials | None:
         try:
-            credentials = await self._provider.get(refresh=refresh)
+            credentials = await provider.get(refresh=refresh)
         except AuthError as exc:
             self.problem = exc
             raise
@@ -140,8 +151,9 @@ class Authenticator:
 
     async def _fresh_credentials(self, refused: Credentials) -> Credentials | None:
         """Credentials other than `refused`: the source asked again, once for all the
-        concurrent requests that were refused with the same credentials."""
-        async with self._refreshing:
+        concurrent requests that were refused with the same credentials. A wait, entered
+        before the refresh lock for the reason `_credentials` gives."""
+        async with waiting(), self._refreshing:
             current = await self._credentials()
             if current != refused:
                 return current  # another request refreshed them meanwhile

@@ -49,6 +49,12 @@ class CredentialProvider(Protocol):
         """The credentials to use now; `refresh` asks the source again, bypassing any cache."""
         ...
 
+    def cached(self) -> bool:
+        """Whether `get()` answers now from what the provider holds, neither asking its source
+        (a credential helper, a token service) nor waiting for a call to it to end: the
+        Authenticator gives the job's slot back around any other `get()` (registry/auth.py)."""
+        ...
+
     @property
     def source(self) -> str:
         """Where the credentials come from, for messages and logs (never a secret)."""
@@ -66,3 +72,7 @@ class StaticCredentials:
     async def get(self, *, refresh: bool = False) -> Credentials | None:
         """The configured credentials."""
         return self.credentials
+
+    def cached(self) -> bool:
+        """Always: they are held."""
+        return True

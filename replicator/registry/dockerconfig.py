@@ -208,6 +208,10 @@ class DockerConfigCredentials:
         """The file and entry, or helper, the credentials came from."""
         return self._source
 
+    def cached(self) -> bool:
+        """Resolved, and no resolve (a helper's run) under way."""
+        return self._resolved and not self._lock.locked()
+
     async def get(self, *, refresh: bool = False) -> Credentials | None:
         """The credentials for the host, resolved once (again on `refresh`)."""
         async with self._lock:

@@ -262,6 +262,11 @@ class EcrCredentials:
         """Where the credentials come from (never a secret)."""
         return f"ECR GetAuthorizationToken for {self.registry_id} in {self.region}"
 
+    def cached(self) -> bool:
+        """A token not yet due for renewal, and no renewal under way."""
+        cached = self._cached
+        return cached is not None and self.clock() < cached[1] and not self._lock.locked()
+
     async def get(self, *, refresh: bool = False) -> Credentials | None:
         """The current token's credentials, fetched again when due or when `refresh`."""
         cached = self._cached

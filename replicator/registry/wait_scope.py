@@ -1,6 +1,7 @@
 """What a task's waits are spent in: the engine sets a scope per job, so that a job waiting —
-a backoff or a `Retry-After` between tries (registry/retry.py), a token being fetched
-(registry/auth.py) — gives its destination slot back (engine/bulkheads.py).
+a backoff or a `Retry-After` between tries (registry/retry.py), a token being fetched or
+credentials asked of their source, a credential helper say (registry/auth.py) — gives its
+destination slot back (engine/bulkheads.py).
 
 A task holding a registry's transfer slot waits holding everything: a destination slot given
 back while a transfer slot is held could deadlock two transfers (each holding what the other

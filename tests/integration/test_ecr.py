@@ -232,20 +232,25 @@ class TestEcrTokens:
     async def test_token_reused_until_due_then_fetched_again(self, aws: MotoServer) -> None:
         """Real GetAuthorizationToken calls: the token is decoded to AWS:<password>, reused
         while valid, and fetched again once its renewal time has passed (moto's tokens are
-        already expired, so they are reused for MIN_TOKEN_REUSE seconds)."""
+        already expired, so they are reused for MIN_TOKEN_REUSE seconds). `cached()` says which
+        `get()` asks nothing (the Authenticator gives a job's slot back around the others)."""
         now = [time.time()]
         provider = EcrCredentials.of(EcrApi(ECR_ACCOUNT, ECR_REGION, aws.url))
         provider.clock = lambda: now[0]
+        cached = [provider.cached()]
         with capture_logs() as logs:
             first = await provider.get()
+            cached.append(provider.cached())
             again = await provider.get()
             now[0] += MIN_TOKEN_REUSE + 1
+            cached.append(provider.cached())
             renewed = await provider.get()
             forced = await provider.get(refresh=True)
         assert first is not None
         assert (first.username, first.password) == ("AWS", ecr_password(ECR_ACCOUNT))
         assert again == renewed == forced == first
         assert [e["event"] for e in logs].count("ecr_token_fetched") == 3
+        assert cached == [False, True, False]
         assert ecr_password(ECR_ACCOUNT) not in repr(logs)
         token = base64.b64encode(f"AWS:{first.password}".encode()).decode()
         assert token not in repr(logs)

@@ -156,6 +156,9 @@ class _Rotating:
             self.refreshes += 1
         return self.secrets[min(self.refreshes, len(self.secrets) - 1)]
 
+    def cached(self) -> bool:
+        return True
+
 
 class _Failing:
     """A CredentialProvider whose source is broken (a credential helper missing)."""
@@ -166,6 +169,9 @@ class _Failing:
         raise AuthError(
             "credential helper docker-credential-broken is not on PATH", temporary=False
         )
+
+    def cached(self) -> bool:
+        return False
 
 
 def _authenticator(
