@@ -15,6 +15,7 @@ import io
 import json
 import random
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,20 +203,36 @@ class OCILayout:
             "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in built]},
         }
         config_desc = self.add_blob(canonical_json(config), DOCKER_CONFIG if docker else OCI_CONFIG)
+        blobs = [desc for desc, _ in built]
+        media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
+        return self._image_manifest(config_desc, blobs, tag, media_type=media_type)
+
+    def _image_manifest(
+        self,
+        config: Descriptor,
+        layers: Sequence[Descriptor],
+        tag: str | None,
+        *,
+        media_type: str = OCI_MANIFEST,
+        **fields: Any,
+    ) -> BuiltImage:
+        """Write the image manifest of `config` and `layers` (with more `fields`: an
+        artifactType, a subject), tagged `tag` if given; the image built."""
         manifest = {
             "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
-            "config": config_desc.to_json(),
-            "layers": [desc.to_json() for desc, _ in built],
+            "mediaType": media_type,
+            "config": config.to_json(),
+            "layers": [layer.to_json() for layer in layers],
+            **fields,
         }
         descriptor = self.add_manifest(manifest, tag)
         return BuiltImage(
             tag=tag,
             digest=descriptor.digest,
-            media_type=descriptor.media_type,
+            media_type=media_type,
             size=descriptor.size,
-            config_digest=config_desc.digest,
-            layer_digests=tuple(desc.digest for desc, _ in built),
+            config_digest=config.digest,
+            layer_digests=tuple(layer.digest for layer in layers),
         )
 
     def siblings(self, prefix: str, count: int, *, first_seed: int) -> list[BuiltImage]:
@@ -300,44 +317,16 @@ class OCILayout:
             "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
         }
         config_desc = self.add_blob(canonical_json(config), OCI_CONFIG)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": config_desc.to_json(),
-            "layers": [layer.to_json()],
-        }
-        tag = signature_tag(subject.digest)
-        descriptor = self.add_manifest(manifest, tag)
-        return BuiltImage(
-            tag=tag,
-            digest=descriptor.digest,
-            media_type=OCI_MANIFEST,
-            size=descriptor.size,
-            config_digest=config_desc.digest,
-            layer_digests=(layer.digest,),
-        )
+        return self._image_manifest(config_desc, [layer], signature_tag(subject.digest))
 
     def referrer(self, subject: BuiltImage, *, seed: int = 0) -> BuiltImage:
         """An OCI 1.1 artifact (an SBOM) whose `subject` is the given manifest, untagged."""
         empty = self.add_blob(b"{}", OCI_EMPTY)
         sbom = {"spdxVersion": "SPDX-2.3", "name": f"sbom-{seed}", "subject": subject.digest}
         layer = self.add_blob(canonical_json(sbom), SBOM_ARTIFACT_TYPE)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": SBOM_ARTIFACT_TYPE,
-            "config": empty.to_json(),
-            "layers": [layer.to_json()],
-            "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_json(),
-        }
-        descriptor = self.add_manifest(manifest, None)
-        return BuiltImage(
-            tag=None,
-            digest=descriptor.digest,
-            media_type=OCI_MANIFEST,
-            size=descriptor.size,
-            config_digest=empty.digest,
-            layer_digests=(layer.digest,),
+        of = Descriptor(subject.media_type, subject.digest, subject.size).to_json()
+        return self._image_manifest(
+            empty, [layer], None, artifactType=SBOM_ARTIFACT_TYPE, subject=of
         )
 
     def referrers_index(self, subject: BuiltImage, referrers: list[BuiltImage]) -> BuiltImage:
