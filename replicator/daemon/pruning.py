@@ -4,7 +4,7 @@ are deleted in small batches, once at start and then every PRUNE_INTERVAL_SECOND
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 from replicator.engine.pauses import sleep_until
@@ -25,17 +25,26 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 _SECONDS_PER_DAY = 86_400
 
 
-async def prune_once(journal: Journal, retention_days: float, now: datetime) -> Pruned:
-    """Delete everything older than the retention, batch after batch; what was deleted.
-    Nothing when `retention_days` is 0 (keep for ever)."""
+async def prune_once(
+    journal: Journal,
+    retention_days: float,
+    now: datetime,
+    returning: Collection[tuple[str, str]] = (),
+) -> Pruned:
+    """Delete everything older than the retention, batch after batch (the jobs walked once, by
+    id; on the `returning` routes, active-active, the newest job of each tag is kept however
+    old); what was deleted. Nothing when `retention_days` is 0 (keep for ever)."""
     total = Pruned(0, 0)
     if retention_days <= 0:
         return total
     before = now - timedelta(seconds=retention_days * _SECONDS_PER_DAY)
+    cursor = 0
     while True:
-        batch = await journal.prune(before, PRUNE_BATCH_ROWS)
+        batch = await journal.prune(before, PRUNE_BATCH_ROWS, after_job=cursor, returning=returning)
         total += batch
-        if max(batch.events, batch.jobs, batch.writes, batch.uploads) < PRUNE_BATCH_ROWS:
+        cursor = batch.job_cursor
+        done = (batch.events, batch.jobs_examined, batch.writes, batch.uploads)
+        if max(done) < PRUNE_BATCH_ROWS:
             break
         await asyncio.sleep(PRUNE_PAUSE_SECONDS)
     if total.events or total.jobs or total.writes or total.uploads:
@@ -56,6 +65,7 @@ async def prune_forever(
     stop: asyncio.Event,
     *,
     leading: Callable[[], bool] = lambda: True,
+    returning: Callable[[], Collection[tuple[str, str]]] = frozenset,
 ) -> None:
     """Prune at once, then every PRUNE_INTERVAL_SECONDS until `stop`; the retention is read
     each time, so a reload applies. A journal error is logged and tried at the next pass. A
@@ -63,7 +73,7 @@ async def prune_forever(
     while not stop.is_set():
         try:
             if leading():
-                await prune_once(journal, retention_days(), datetime.now(UTC))
+                await prune_once(journal, retention_days(), datetime.now(UTC), returning())
         except JournalError as exc:
             log.warning("journal_prune_failed", error=str(exc))
         await sleep_until(PRUNE_INTERVAL_SECONDS, stop)

@@ -36,7 +36,7 @@ from replicator.daemon.sd_notify import Notifier
 from replicator.domain import jobs as job_rules
 from replicator.domain.destinations import unreachable_since
 from replicator.domain.events.echoes import REPLICA_USER_AGENT
-from replicator.domain.routing import Site, replicated_to
+from replicator.domain.routing import Site, replicated_to, returning_routes
 from replicator.engine.copier import Copier
 from replicator.engine.destination_states import DestinationStates
 from replicator.engine.job_queue import JobEnd, JobObserver
@@ -180,6 +180,7 @@ class Daemon:
                             lambda: self.config.journal.retention_days,
                             self._stopping,
                             leading=role.holds,
+                            returning=lambda: returning_routes(self.sites),
                         ),
                         name="prune",
                     ),

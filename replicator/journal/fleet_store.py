@@ -5,7 +5,7 @@ uploads under way, the gauges, retention, and the watchdog's probe."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -55,11 +55,22 @@ class FleetStore(Transactions):
         """Drop the upload kept for `place` (committed, or given up)."""
         await self._run(lambda session: upload_sessions.forget(session, place))
 
-    async def prune(self, before: datetime, limit: int) -> Pruned:
-        """Delete, in one short transaction, up to `limit` events received before `before` and
-        up to `limit` finished (COMPLETE, FAILED) jobs finished before it; how many of each."""
+    async def prune(
+        self,
+        before: datetime,
+        limit: int,
+        *,
+        after_job: int = 0,
+        returning: Collection[tuple[str, str]] = (),
+    ) -> Pruned:
+        """Delete, in one short transaction, up to `limit` events received before `before` and,
+        of the next `limit` jobs finished before it (past id `after_job`), those of a one-way
+        route and those a newer job of the same tag and route replaced (routes in `returning`
+        go both ways; see retention.py); how many of each."""
         moment = to_db_time(before)
-        return await self._run(lambda session: retention.prune(session, moment, limit))
+        return await self._run(
+            lambda session: retention.prune(session, moment, limit, after_job, returning)
+        )
 
     async def take_lease(
         self, name: str, term: float, gone: Callable[[str], bool] | None = None

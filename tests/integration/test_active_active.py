@@ -4,18 +4,25 @@ stays deleted), and a reconcile pass never undoes a fresh push."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from replicator.config.loading import load_config
+from replicator.config.sites import sites_of
 from replicator.domain.images.media import MANIFEST_ACCEPT
 from replicator.domain.jobs import JobKind, JobState
+from replicator.domain.routing import returning_routes
+from replicator.journal.claimers import open_journal
+from replicator.journal.retention import Pruned
 from tests.support.active_active import A, B, Pair, start_pair
 from tests.support.daemon import metric_value, replicator_command, wait_for
 from tests.support.fault_proxy import Fault, FaultProxy, requests
@@ -43,6 +50,8 @@ RECONCILE_INTERVAL_SECONDS = 0.5
 # A command-line reconcile pass over the pair's few repositories takes a few seconds; this
 # bounds a stuck one.
 RECONCILE_TIMEOUT_SECONDS = 60.0
+# Rows one prune may delete: more than a test's whole journal.
+PRUNE_ALL_ROWS = 100_000
 # A manifest GET at a local registry answers in milliseconds.
 HTTP_TIMEOUT_SECONDS = 10.0
 
@@ -179,6 +188,34 @@ class TestReconcileAgainstFreshPushes:
             },
         )
         assert lost == []
+
+
+class TestPastTheRetention:
+    def test_a_fresh_push_of_a_tag_replicated_before_the_retention_is_not_undone(
+        self, pair: Pair
+    ) -> None:
+        """v1 = X pushed at A and replicated to B, then the journal pruned as `retention_days`
+        does a month later; v1 = Y pushed at A while the bridge is down (the event waits at the
+        registry) and a B -> A reconcile pass runs: it leaves A's fresh Y alone (the newest job
+        of each tag and route outlives the retention), and once the event arrives both sides
+        end on Y."""
+        repository = "retained/app"
+        old = pair.push(A, repository, "v1")
+        wait_for(
+            lambda: pair.digest(B, repository, "v1") == old,
+            timeout=REPLICATED_WITHIN_SECONDS, what="v1 at B",
+        )  # fmt: skip
+        pair.wait_quiet()
+        assert _prune_all(pair.journal.url, pair.config).jobs_examined > 0  # v1's copy is old
+        pair.bridge.stop()
+        fresh = pair.push(A, repository, "v1")
+        _reconcile_pass(pair, options=("--source", B))
+        assert pair.digest(A, repository, "v1") == fresh, "the pass undid A's fresh push"
+        pair.bridge.start()
+        pair.wait_quiet()
+        assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
+            A: fresh, B: fresh,
+        }  # fmt: skip
 
 
 class TestDeleteWhileTheDaemonIsDown:
@@ -429,10 +466,25 @@ def _forget_image(root: Path, repository: str, tag: str, digest: str, *, keep: s
         shutil.rmtree(repo / "_layers/sha256" / blob.removeprefix("sha256:"))
 
 
-def _reconcile_pass(pair: Pair, config: Path | None = None) -> None:
-    """One CLI reconcile pass (`backfill`) over the pair's config (or `config`), which must exit
-    0."""
-    command = replicator_command("backfill", "--config", str(config or pair.config))
+def _prune_all(journal_url: str, config: Path) -> Pruned:
+    """Prune every finished job and event, as the daemon's retention does (for `config`'s
+    routes) once they are older than `journal.retention_days`."""
+
+    async def prune() -> Pruned:
+        async with await open_journal(journal_url) as journal:
+            return await journal.prune(
+                datetime.now(UTC) + timedelta(days=1), PRUNE_ALL_ROWS, returning=returning
+            )
+
+    returning = returning_routes(sites_of(load_config(config)))  # as the daemon prunes
+
+    return asyncio.run(prune())
+
+
+def _reconcile_pass(pair: Pair, config: Path | None = None, options: tuple[str, ...] = ()) -> None:
+    """One CLI reconcile pass (`backfill` with `options`) over the pair's config (or `config`),
+    which must exit 0."""
+    command = replicator_command("backfill", "--config", str(config or pair.config), *options)
     reconciled = subprocess.run(
         command, capture_output=True, timeout=RECONCILE_TIMEOUT_SECONDS, check=False
     )

@@ -26,11 +26,13 @@ NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=RETENTION_DAYS + 1)
 RECENT = NOW - timedelta(days=RETENTION_DAYS - 1)
 EVENTS = EventRecord.metadata.tables["events"]
+# The jobs' route (use1 -> usw2) as part of an active-active pair.
+BOTH_WAYS = frozenset({("use1", "usw2"), ("usw2", "use1")})
 
 
-def key(tag: str) -> JobKey:
-    """A job of app:<tag> from use1 to usw2."""
-    return JobKey("use1", "app", "sha256:" + "a" * 64, tag, "usw2")
+def key(tag: str, origin: str = "") -> JobKey:
+    """A job of app:<tag> from use1 to usw2, of the event `origin` (none: a scan's)."""
+    return JobKey("use1", "app", "sha256:" + "a" * 64, tag, "usw2", origin=origin)
 
 
 async def record(journal: Journal, payload: bytes) -> None:
@@ -54,9 +56,12 @@ def age_events(url: str, received_at: datetime) -> None:
     engine.dispose()
 
 
-async def finish(journal: Journal, tag: str, *, at: datetime, failed: bool = False) -> None:
-    """Add app:<tag>'s job and finish it (COMPLETE, or FAILED) at `at`."""
-    await journal.add_jobs([key(tag)])
+async def finish(
+    journal: Journal, tag: str, *, at: datetime, failed: bool = False, origin: str = ""
+) -> None:
+    """Add app:<tag>'s job (of the event `origin`) and finish it (COMPLETE, or FAILED) at
+    `at`."""
+    await journal.add_jobs([key(tag, origin)])
     [row] = await journal.claim_due(1, datetime.now(UTC))
     if failed:
         await journal.end(
@@ -78,8 +83,9 @@ class TestPrune:
     async def test_old_history_goes_queue_and_recent_history_stay(
         self, journal: Journal, journal_url: str
     ) -> None:
-        """Events received and jobs finished before the cutoff are deleted; recent ones, and
-        unfinished jobs however old, stay, and `status` still answers for the recent ones."""
+        """On a one-way route, events received and jobs finished before the cutoff are
+        deleted; recent ones, and unfinished jobs however old, stay, and `status` still answers
+        for the recent ones."""
         await record(journal, b"old")
         age_events(journal_url, OLD)
         await record(journal, b"recent")
@@ -94,6 +100,48 @@ class TestPrune:
         assert left == {"recent": JobState.COMPLETE, "queued": JobState.PENDING}
         [status] = await journal.status("use1", "app", tag="recent")
         assert status.state is JobState.COMPLETE
+
+    async def test_an_active_active_route_keeps_who_wrote_each_tag_last(
+        self, journal: Journal, journal_url: str
+    ) -> None:
+        """On a route that goes both ways, old jobs are deleted once a newer job of their tag
+        replaced them; the newest job (and newest COMPLETE one) of each tag stays however old —
+        who wrote each tag last, which a reconcile's hold reads."""
+        await record(journal, b"old")
+        age_events(journal_url, OLD)
+        await record(journal, b"recent")
+        await finish(journal, "moved", at=OLD, origin="e1")
+        await finish(journal, "moved", at=RECENT, origin="e2")
+        await finish(journal, "retried", at=OLD, failed=True, origin="e3")
+        await finish(journal, "retried", at=OLD, origin="e4")
+        await finish(journal, "then-failed", at=OLD, origin="e5")
+        await finish(journal, "then-failed", at=OLD, failed=True, origin="e6")
+        await finish(journal, "alone", at=OLD, origin="e7")
+        await journal.add_jobs([key("queued")])  # PENDING: the queue, never pruned
+        pruned = await prune_once(journal, RETENTION_DAYS, NOW, BOTH_WAYS)
+        assert pruned == Pruned(events=1, jobs=2)
+        assert [event.payload for event in await journal.events()] == [b"recent"]
+        left = sorted((row.tag or "", row.origin, row.state) for row in await journal.jobs())
+        assert left == [
+            ("alone", "e7", JobState.COMPLETE),
+            ("moved", "e2", JobState.COMPLETE),
+            ("queued", "", JobState.PENDING),
+            ("retried", "e4", JobState.COMPLETE),
+            ("then-failed", "e5", JobState.COMPLETE),
+            ("then-failed", "e6", JobState.FAILED),
+        ]
+        [status] = await journal.status("use1", "app", tag="moved")
+        assert status.state is JobState.COMPLETE
+
+    async def test_jobs_are_walked_in_batches_once(self, journal: Journal) -> None:
+        """More old jobs of a route both ways than a batch examines: every replaced one is
+        deleted, batch after batch from where the last one ended, and the newest is kept."""
+        count = PRUNE_BATCH_ROWS + 3
+        for number in range(count):
+            await finish(journal, "latest", at=OLD, origin=f"e{number}")
+        pruned = await prune_once(journal, RETENTION_DAYS, NOW, BOTH_WAYS)
+        assert (pruned.jobs, pruned.jobs_examined) == (count - 1, count)
+        assert [row.origin for row in await journal.jobs()] == [f"e{count - 1}"]
 
     async def test_batches_until_nothing_is_left(self, journal: Journal, journal_url: str) -> None:
         """More old events than a batch holds are all deleted, PRUNE_BATCH_ROWS at a time."""

@@ -18,6 +18,7 @@ from replicator.domain.routing import (
     destinations,
     existence_matters,
     replicated_to,
+    returning_routes,
     route_delete,
     route_push,
 )
@@ -496,3 +497,20 @@ class TestCycles:
     def test_cycles(self, links: dict[str, list[str]], expected: list[tuple[str, ...]]) -> None:
         """Every loop between registries is found once, from its first registry."""
         assert cycles(_pair_sites(links)) == expected
+
+    @pytest.mark.parametrize(
+        ("links", "expected"),
+        [
+            ({"a": ["b"]}, set()),
+            ({"a": ["b"], "b": ["a"]}, {("a", "b"), ("b", "a")}),
+            ({"a": ["b"], "b": ["c"], "c": ["a"]}, set()),
+            ({"a": ["b", "c"], "b": ["a"], "c": []}, {("a", "b"), ("b", "a")}),
+        ],
+        ids=["one-way", "active-active", "ring-of-three", "pair-plus-a-one-way-spoke"],
+    )
+    def test_returning_routes(
+        self, links: dict[str, list[str]], expected: set[tuple[str, str]]
+    ) -> None:
+        """The routes whose destination replicates straight back (where retention keeps who
+        wrote each tag last); a ring's routes do not, nor a one-way spoke."""
+        assert returning_routes(_pair_sites(links)) == expected

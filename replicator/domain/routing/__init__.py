@@ -72,6 +72,21 @@ def replicated_to(sites: Mapping[str, Site]) -> frozenset[str]:
     )
 
 
+def returning_routes(sites: Mapping[str, Site]) -> frozenset[tuple[str, str]]:
+    """The routes (source, destination) whose destination replicates back to the source (an
+    active-active pair, by the rules' destinations alone): where the scan's hold reads the
+    journal's record of who wrote a tag last (domain.routing.scan.hold_newer), which retention
+    therefore keeps."""
+    located = by_location(sites)
+    edges = {
+        (name, located[target].name)
+        for name, site in sites.items()
+        for target in site.replication.destinations
+        if target in located
+    }
+    return frozenset(edge for edge in edges if (edge[1], edge[0]) in edges)
+
+
 def cycles(sites: Mapping[str, Site]) -> list[tuple[str, ...]]:
     """Every loop of replication between registries (A -> B -> A, A -> B -> C -> A), each once,
     starting at its first registry in config order; by the rules' destinations alone (a loop
