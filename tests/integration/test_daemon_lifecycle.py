@@ -167,6 +167,15 @@ def _stack_with_stalled_usw2(
     return stack, proxies[0]
 
 
+def _sigterm_with_a_copy_in_flight(stack: Stack, proxy: FaultProxy, folder: Path) -> None:
+    """Push prod/slow:v1, wait until usw2 holds its copy's manifest PUT, then SIGTERM the
+    daemon, which exits 0."""
+    push(stack, OCILayout(folder), "prod/slow", "v1", seed=7)
+    wait_for(lambda: proxy.faults_injected >= 1, timeout=30.0, what="the stalled PUT")
+    stack.daemon.send(signal.SIGTERM)
+    assert stack.daemon.wait() == 0
+
+
 class TestSigterm:
     """SIGTERM: stop taking messages, let in-flight copies finish within the grace period."""
 
@@ -184,11 +193,7 @@ class TestSigterm:
             LONG_GRACE_SECONDS,
         )  # fmt: skip
         try:
-            layout = OCILayout(tmp_path / "layout")
-            push(stack, layout, "prod/slow", "v1", seed=7)
-            wait_for(lambda: proxy.faults_injected >= 1, timeout=30.0, what="the stalled PUT")
-            stack.daemon.send(signal.SIGTERM)
-            assert stack.daemon.wait() == 0
+            _sigterm_with_a_copy_in_flight(stack, proxy, tmp_path / "layout")
         finally:
             stack.stop()
         stopping = stack.daemon.events("daemon_stopping")
@@ -214,11 +219,7 @@ class TestSigterm:
             SHORT_GRACE_SECONDS,
         )  # fmt: skip
         try:
-            layout = OCILayout(tmp_path / "layout")
-            push(stack, layout, "prod/slow", "v1", seed=7)
-            wait_for(lambda: proxy.faults_injected >= 1, timeout=30.0, what="the stalled PUT")
-            stack.daemon.send(signal.SIGTERM)
-            assert stack.daemon.wait() == 0
+            _sigterm_with_a_copy_in_flight(stack, proxy, tmp_path / "layout")
             assert stack.daemon.events("drain_cancelled_jobs")
             reader = JournalReader(stack.settings.journal_url)
             usw2 = [row for row in reader.jobs() if row.destination == USW2]
