@@ -91,7 +91,7 @@ class TestImage:
         assert version.returncode == 0, version.stderr
         assert replicator.__version__ in version.stdout
         user = _run(*_in(container, "id", "-u"))
-        assert user.stdout.strip() == str(IMAGE_UID)
+        assert user.stdout.strip() == str(IMAGE_UID), (user.returncode, user.stderr)
 
     def test_extras_a_config_can_need_are_installed(self, container: str) -> None:
         """botocore (auth = "ecr") and psycopg2 (a PostgreSQL journal) import in the image."""
