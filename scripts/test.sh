@@ -13,4 +13,7 @@ fi
 .venv/bin/ruff check replicator tests bench
 .venv/bin/ruff format --check replicator tests bench
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -q "$@"
+# In parallel: four pytest-xdist workers, each module on one worker (tests/support/parallel_runs.py).
+# Most of the suite's time is waiting (outages, kill loops, server start-ups), not CPU, so four
+# workers fit two cores. `scripts/test.sh -n 0` runs it in one process (for -s, --pdb).
+exec .venv/bin/python -m pytest -q -n 4 --dist loadfile --no-loadscope-reorder "$@"

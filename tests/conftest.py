@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.journal_fixtures",
     "tests.support.pulp_server",
     "tests.support.log_isolation",
+    "tests.support.parallel_runs",
 ]
