@@ -25,7 +25,7 @@ from replicator.logs import get_logger
 from replicator.registry import manifests
 from replicator.registry.pool import ClientPool
 from replicator.scan.lost_deletes import origin_facts
-from replicator.scan.scanning import tag_record
+from replicator.scan.scanning import ScanJournal, tag_record
 
 if TYPE_CHECKING:
     from replicator.journal.models import JobRow
@@ -37,20 +37,11 @@ log = get_logger(__name__)
 MOVED_COPIES_PAGE = 500
 
 
-class MovedCopiesJournal(Protocol):
-    """What the check needs of the journal."""
+class MovedCopiesJournal(ScanJournal, Protocol):
+    """What the check needs of the journal: the scan's reads, and the moved copies."""
 
     async def moved_copies(
         self, source: str, destination: str, repository: str, *, after: int, limit: int
-    ) -> list[JobRow]: ...
-
-    async def status(
-        self,
-        source: str | None,
-        repository: str,
-        *,
-        digest: str | None = None,
-        tag: str | None = None,
     ) -> list[JobRow]: ...
 
 
@@ -74,8 +65,8 @@ class UntaggedReplicas:
         """The delete jobs of `source`'s lost deletes in `repository`."""
         found: list[JobKey] = []
         for target in self._sites.values():
-            if target.name == source.name:
-                continue
+            if target.location not in source.replication.destinations:
+                continue  # the source never replicates there: no copy of it to look for
             after = 0
             while True:
                 page = await self._journal.moved_copies(

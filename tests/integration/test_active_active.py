@@ -275,10 +275,7 @@ class TestLostDelete:
                     timeout=REPLICATED_WITHIN_SECONDS, what=f"{digest} at B",
                 )  # fmt: skip
         pair.wait_quiet()
-        pair.bridge.stop()
-        pair.delete(A, repository, deleted)
-        pair.registries[A].restart()
-        pair.bridge.start()
+        _delete_losing_its_event(pair, A, repository, deleted)
         _reconcile_pass(pair)
         jobs = pair.wait_quiet()
         assert {side: pair.digest(side, repository, deleted) for side in (A, B)} == {
@@ -308,10 +305,7 @@ class TestLostDelete:
                 timeout=REPLICATED_WITHIN_SECONDS, what=f"v1 at B ({attempt} push)",
             )  # fmt: skip
             pair.wait_quiet()
-            pair.bridge.stop()
-            pair.delete(A, repository, image)
-            pair.registries[A].restart()
-            pair.bridge.start()
+            _delete_losing_its_event(pair, A, repository, image)
             _reconcile_pass(pair)
             jobs = pair.wait_quiet()
             assert {side: pair.digest(side, repository, "v1") for side in (A, B)} == {
@@ -339,10 +333,7 @@ class TestLostDelete:
         first, second = pushed
         pair.wait_quiet()
         assert pair.digest(A, repository, first) == first  # untagged, served by digest
-        pair.bridge.stop()
-        pair.delete(B, repository, first)
-        pair.registries[B].restart()
-        pair.bridge.start()
+        _delete_losing_its_event(pair, B, repository, first)
         wait_for(
             lambda: pair.digest(A, repository, first) is None,
             timeout=REPLICATED_WITHIN_SECONDS, what=f"{first} gone from A",
@@ -363,9 +354,7 @@ class TestLostDelete:
         pair.wait_quiet()
         pair.bridge.stop()
         second = pair.push(A, repository, "v1")
-        pair.delete(A, repository, second)
-        pair.registries[A].restart()
-        pair.bridge.start()
+        _delete_losing_its_event(pair, A, repository, second, bridge_down=True)
         _reconcile_pass(pair)
         jobs = pair.wait_quiet()
         assert pair.digest(A, repository, first) == first  # kept untagged at A
@@ -464,6 +453,19 @@ def _forget_image(root: Path, repository: str, tag: str, digest: str, *, keep: s
     shutil.rmtree(repo / "_manifests/revisions/sha256" / digest.removeprefix("sha256:"))
     for blob in parts(digest) - parts(keep):
         shutil.rmtree(repo / "_layers/sha256" / blob.removeprefix("sha256:"))
+
+
+def _delete_losing_its_event(
+    pair: Pair, side: str, repository: str, digest: str, *, bridge_down: bool = False
+) -> None:
+    """Delete `digest` at `side` while the bridge is down (stopped here unless `bridge_down`),
+    then restart `side` before it can deliver the event: distribution keeps its notification
+    queue in memory, so the event is lost for good."""
+    if not bridge_down:
+        pair.bridge.stop()
+    pair.delete(side, repository, digest)
+    pair.registries[side].restart()
+    pair.bridge.start()
 
 
 def _prune_all(journal_url: str, config: Path) -> Pruned:
